@@ -1,0 +1,59 @@
+"""ldm3d_engine: LDM3D text → RGB + 16-bit depth. Knows nothing of OSC or files.
+
+One way to run it::
+
+    engine = load_engine(EngineSettings(model="ldm3d-pano", device="cuda"))
+    result = engine.generate(GenerateRequest("a forest at dawn"), on_step=print)
+
+Importing this package does not import torch; :func:`load_engine` does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import (
+    Cancelled,
+    DeviceNotAvailable,
+    EngineError,
+    InvalidRequest,
+    ModelNotAvailable,
+    OutOfMemory,
+    UnknownModel,
+)
+from .presets import PRESETS, SCHEDULERS, Preset, get_preset
+from .types import CancelToken, EngineSettings, GenerateRequest, ResolvedRequest, RGBDResult, Timings
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "SCHEDULERS",
+    "CancelToken",
+    "Cancelled",
+    "DeviceNotAvailable",
+    "Engine",
+    "EngineError",
+    "EngineSettings",
+    "GenerateRequest",
+    "InvalidRequest",
+    "ModelNotAvailable",
+    "OutOfMemory",
+    "Preset",
+    "RGBDResult",
+    "ResolvedRequest",
+    "Timings",
+    "UnknownModel",
+    "get_preset",
+    "load_engine",
+]
+
+
+def load_engine(settings: EngineSettings) -> Engine:
+    """Load the model named by ``settings`` onto its device. See :mod:`ldm3d_engine.engine`."""
+    from .engine import load_engine as _load
+
+    return _load(settings)

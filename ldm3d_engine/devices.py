@@ -1,0 +1,69 @@
+"""Device and dtype selection: explicit, checked, never a silent fallback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import DeviceNotAvailable
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+#: Which dtypes each device type accepts; the first is the default.
+_ALLOWED = {
+    "cuda": ("float16", "bfloat16", "float32"),
+    "mps": ("float16", "float32"),
+    "cpu": ("float32",),
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+def available_devices() -> list[str]:
+    """Device names usable on this machine, e.g. ``["cpu", "cuda:0"]``."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def resolve_placement(device: str, dtype: str | None) -> Placement:
+    """Check that ``device`` exists and ``dtype`` is allowed on it."""
+    available = available_devices()
+    kind, _, index = device.partition(":")
+    if kind == "hpu":
+        raise DeviceNotAvailable(
+            f"device 'hpu' (Intel Gaudi) is not supported by this release; available here: {', '.join(available)}"
+        )
+    if kind not in _ALLOWED or (index and not index.isdigit()):
+        raise DeviceNotAvailable(
+            f"unknown device {device!r}; use cpu, cuda, cuda:N or mps (available here: {', '.join(available)})"
+        )
+    name = f"cuda:{index or 0}" if kind == "cuda" else kind
+    if name not in available:
+        hint = " (a CUDA build of torch and a driver are needed; `ldm3d-bridge env` tells)" if kind == "cuda" else ""
+        raise DeviceNotAvailable(
+            f"device {device!r} is not available on this machine; available: {', '.join(available)}{hint}"
+        )
+    allowed = _ALLOWED[kind]
+    dtype_name = _ALIASES.get(dtype, dtype) if dtype else allowed[0]
+    if dtype_name not in allowed:
+        raise DeviceNotAvailable(f"dtype {dtype!r} is not supported on {kind}; use one of {', '.join(allowed)}")
+    return Placement(torch.device(name), DTYPES[dtype_name])
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the out-of-memory errors of any torch backend."""
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()

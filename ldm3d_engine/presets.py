@@ -1,0 +1,141 @@
+"""The model presets: where each LDM3D model lives and how it is meant to be run.
+
+Pure data; no torch. A preset's behaviour is written here explicitly, never
+guessed from a model's name. A local folder given without a preset gets the
+neutral :data:`FOLDER_DEFAULTS`; give ``--preset`` as well to run a folder
+with a preset's conventions (e.g. a local copy of ``Intel/ldm3d-pano``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEDULERS = ("ddim", "dpm", "unipc", "euler_a")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How one model is loaded and run by default."""
+
+    name: str
+    #: Hugging Face hub id, or ``builtin:<name>`` for the offline tiny models.
+    source: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str = "ddim"
+    #: Added in front of the prompt when the prompt does not already say it.
+    prompt_prefix: str = ""
+    seamless: bool = False
+    min_size: int = 64
+    max_width: int = 1024
+    max_height: int = 1024
+    #: ``text`` for text→RGBD models, ``upscale`` for LDM3D-SR.
+    task: str = "text"
+    description: str = ""
+
+    @property
+    def builtin(self) -> bool:
+        return self.source.startswith("builtin:")
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "ldm3d",
+            "Intel/ldm3d",
+            512,
+            512,
+            steps=49,
+            guidance=5.0,
+            min_size=256,
+            description="original paper checkpoint, 6-channel VAE (16-bit depth in two byte channels)",
+        ),
+        Preset(
+            "ldm3d-4c",
+            "Intel/ldm3d-4c",
+            512,
+            512,
+            steps=49,
+            guidance=5.0,
+            min_size=256,
+            description="4-channel VAE (RGB + depth), better results than ldm3d",
+        ),
+        Preset(
+            "ldm3d-pano",
+            "Intel/ldm3d-pano",
+            1024,
+            512,
+            steps=50,
+            guidance=7.0,
+            prompt_prefix="360 view of ",
+            seamless=True,
+            min_size=256,
+            max_width=2048,
+            max_height=1024,
+            description="360° equirectangular panoramas",
+        ),
+        Preset(
+            "ldm3d-sr",
+            "Intel/ldm3d-sr",
+            512,
+            512,
+            steps=50,
+            guidance=7.0,
+            task="upscale",
+            min_size=64,
+            max_width=2048,
+            max_height=2048,
+            description="×4 RGBD upscaler (weights only; the upscale path is not in this release)",
+        ),
+        Preset(
+            "tiny",
+            "builtin:tiny",
+            256,
+            256,
+            steps=20,
+            guidance=7.5,
+            description="offline, random weights, 4-channel: rehearsal and tests (the picture is noise)",
+        ),
+        Preset(
+            "tiny-6c",
+            "builtin:tiny-6c",
+            256,
+            256,
+            steps=20,
+            guidance=7.5,
+            description="offline, random weights, 6-channel VAE like the original ldm3d",
+        ),
+        Preset(
+            "tiny-pano",
+            "builtin:tiny-pano",
+            1024,
+            512,
+            steps=10,
+            guidance=7.0,
+            prompt_prefix="360 view of ",
+            seamless=True,
+            max_width=2048,
+            max_height=1024,
+            description="offline, random weights, 1024×512 panoramas",
+        ),
+    )
+}
+
+#: Conventions for a local folder run without a preset.
+FOLDER_DEFAULTS = Preset("folder", "", 512, 512, steps=50, guidance=7.5, min_size=64, max_width=2048, max_height=2048)
+
+
+def get_preset(name: str) -> Preset:
+    """Return the preset called ``name``; :class:`UnknownModel` lists the others."""
+    from .errors import UnknownModel
+
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UnknownModel(
+            f"unknown model preset {name!r}; presets are {', '.join(PRESETS)}, "
+            "or give the path of a local folder in diffusers layout"
+        ) from None

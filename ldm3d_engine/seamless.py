@@ -1,0 +1,64 @@
+"""Seamless horizontal wrap: circular padding along the width in every convolution.
+
+An equirectangular panorama's left and right edges are the same meridian. With
+zero padding the UNet and VAE see a wall there and the seam shows. Padding the
+width circularly (and the height with zeros, as before) makes every conv treat
+the image as a cylinder, so rolling the latents by k columns rolls the output
+by exactly 8·k pixels.
+
+The switch is per request: :func:`wrap_width` patches the convolutions of the
+given modules for the duration of a ``with`` block and always restores them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_MARK = "_ldm3d_wrap_padding"
+
+
+def _wrapped_conv_forward(conv: nn.Conv2d) -> Any:
+    ph, pw = getattr(conv, _MARK)
+
+    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if pw:
+            x = F.pad(x, (pw, pw, 0, 0), mode="circular")
+        if ph:
+            x = F.pad(x, (0, 0, ph, ph))
+        return F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation, conv.groups)
+
+    return forward
+
+
+def _padded_convs(modules: Iterable[nn.Module]) -> Iterator[nn.Conv2d]:
+    for module in modules:
+        for m in module.modules():
+            if not isinstance(m, nn.Conv2d):
+                continue
+            if isinstance(m.padding, tuple) and any(m.padding) and m.padding_mode == "zeros":
+                yield m
+
+
+@contextlib.contextmanager
+def wrap_width(modules: Iterable[nn.Module], enabled: bool) -> Iterator[None]:
+    """Within the block, every padded Conv2d in ``modules`` wraps along the width."""
+    if not enabled:
+        yield
+        return
+    patched: list[nn.Conv2d] = []
+    try:
+        for conv in _padded_convs(modules):
+            setattr(conv, _MARK, tuple(int(p) for p in conv.padding))
+            conv._conv_forward = _wrapped_conv_forward(conv)  # type: ignore[method-assign]
+            patched.append(conv)
+        yield
+    finally:
+        for conv in patched:
+            del conv._conv_forward
+            delattr(conv, _MARK)

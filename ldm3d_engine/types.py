@@ -1,0 +1,123 @@
+"""Request, result and settings types of the engine. Pure Python and NumPy: importing
+this module does not import torch, so the bridge can use it without a model."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+SEED_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One text → RGBD job. ``None`` means "the model preset's default"."""
+
+    prompt: str
+    negative_prompt: str = ""
+    #: -1 picks a random seed; the seed used is in the result.
+    seed: int = -1
+    steps: int | None = None
+    guidance: float | None = None
+    width: int | None = None
+    height: int | None = None
+    scheduler: str | None = None
+    #: Horizontal wrap for equirectangular output; on by default for pano presets.
+    seamless: bool | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request with every default filled in and every field validated."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    scheduler: str
+    seamless: bool
+
+
+@dataclass(frozen=True)
+class Timings:
+    text_encoding_s: float
+    denoising_s: float
+    decoding_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.text_encoding_s + self.denoising_s + self.decoding_s
+
+
+@dataclass(frozen=True)
+class RGBDResult:
+    """What one job produces. Depth is relative inverse depth: larger = nearer."""
+
+    rgb: npt.NDArray[np.uint8]  # H×W×3
+    depth: npt.NDArray[np.uint16]  # H×W, 65535 = nearest
+    depth_float: npt.NDArray[np.float32]  # H×W, 0..1, 1 = nearest
+    request: ResolvedRequest
+    #: The prompt as sent to the text encoder (a preset prefix may have been added).
+    prompt_used: str
+    #: True when the prompt was longer than CLIP's 77 tokens and was cut.
+    prompt_truncated: bool
+    negative_truncated: bool
+    model_id: str
+    preset: str
+    device: str
+    dtype: str
+    #: ``rgbd4`` (depth in channel 3) or ``rgbd6`` (16-bit depth in two byte channels).
+    depth_layout: str
+    timings: Timings
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How to load an engine. Read explicitly by the caller; nothing here reads the environment."""
+
+    #: A preset name (``ldm3d-pano``, ``tiny``…) or the path of a local diffusers folder.
+    model: str = "tiny"
+    #: Run a local folder with this preset's conventions (size, guidance, prompt prefix, wrap).
+    preset: str | None = None
+    #: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Never chosen for you.
+    device: str = "cpu"
+    #: ``float32``, ``float16`` or ``bfloat16``; ``None``: fp16 on cuda/mps, fp32 on cpu.
+    dtype: str | None = None
+    #: Hugging Face cache folder; ``None``: the hub's default (``HF_HOME``/``HF_HUB_CACHE``).
+    cache_dir: str | None = None
+    #: Where the built-in tiny models are saved once; ``None``: ``~/.cache/ldm3d-bridge``.
+    tiny_dir: str | None = None
+    #: Never download; a model missing from the cache raises ModelNotAvailable.
+    offline: bool = False
+
+
+@dataclass
+class CancelToken:
+    """Set from any thread; the engine checks it before and after every step."""
+
+    _event: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
