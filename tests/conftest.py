@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from bridge.client import OscClient
+    from bridge.server import Bridge
     from ldm3d_engine.engine import Engine
 
 # Nothing in the tests may reach a model hub.
@@ -34,3 +37,57 @@ def load_tiny(tiny_dir: Path) -> Callable[[str], Engine]:
         return load_engine(EngineSettings(model=name, device="cpu", tiny_dir=str(tiny_dir)))
 
     return load
+
+
+@pytest.fixture
+def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
+    """``start_bridge(model="tiny", queue_size=2, …)``: a real bridge on 127.0.0.1 (free port), started.
+
+    Bridges are stopped at teardown, and no bridge thread may outlive them."""
+    from bridge.server import Bridge
+    from bridge.settings import BridgeSettings
+
+    started: list[Bridge] = []
+
+    def start(model: str = "tiny", engine_factory: Callable[[], object] | None = None, **overrides: object) -> Bridge:
+        values: dict[str, object] = {
+            "model": model,
+            "host": "127.0.0.1",
+            "port": 0,
+            "output": str(tmp_path / "out"),
+            "zeroconf": False,
+            "warmup": False,
+            "width": 64,
+            "height": 64,
+            "heartbeat_s": 30.0,
+        }
+        values.update(overrides)
+        settings = BridgeSettings(**values).check()  # type: ignore[arg-type]
+        bridge = Bridge(settings, engine_factory or (lambda: load_tiny(model)))  # type: ignore[arg-type, return-value]
+        bridge.start()
+        started.append(bridge)
+        assert bridge.worker.ready.wait(60), "the model did not load"
+        return bridge
+
+    yield start
+    for bridge in started:
+        bridge.stop()
+    leftover = [t.name for t in threading.enumerate() if t.name.startswith("ldm3d-")]
+    assert not leftover, f"threads left running: {leftover}"
+
+
+@pytest.fixture
+def client_for() -> Iterator[Callable[[Bridge], OscClient]]:
+    """``client_for(bridge)``: an OSC client on its own UDP port, closed at teardown."""
+    from bridge.client import OscClient
+
+    clients: list[OscClient] = []
+
+    def make(bridge: Bridge) -> OscClient:
+        client = OscClient(*bridge.address)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()

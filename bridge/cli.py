@@ -1,0 +1,313 @@
+"""``ldm3d-bridge``: serve, generate, send, demo, env.
+
+Errors print one line (``ldm3d-bridge: error: …``) and exit non-zero:
+2 for a wrong command line or setting, 1 for anything that failed at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ldm3d_engine.errors import EngineError
+from ldm3d_engine.presets import PRESETS, SCHEDULERS
+
+from . import __version__
+from .client import FINAL, OscClient
+from .errors import BridgeError
+from .settings import BridgeSettings, SettingsError, load_settings
+
+logger = logging.getLogger("bridge")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Model libraries' download/shard progress bars are noise on a show machine.
+    for name in ("diffusers", "transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+        dlog.set_verbosity_error()
+        tlog.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def _engine_settings(s: BridgeSettings) -> Any:
+    from ldm3d_engine import EngineSettings
+
+    return EngineSettings(
+        model=s.model, preset=s.preset, device=s.device, dtype=s.dtype, cache_dir=s.cache_dir, offline=s.offline
+    )
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help=f"preset ({', '.join(PRESETS)}) or a local diffusers folder")
+    p.add_argument("--preset", help="run a local folder with this preset's conventions")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default cpu; never chosen for you)")
+    p.add_argument(
+        "--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on cuda, float32 on cpu"
+    )
+    p.add_argument("--offline", action="store_const", const=True, help="never download a model")
+    p.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ldm3d-bridge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ldm3d-bridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=1, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_const", const=0, dest="verbose", help="warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the OSC server")
+    _model_flags(serve)
+    serve.add_argument("--host", help="interface to listen on (default 0.0.0.0: all)")
+    serve.add_argument("--port", type=int, help="UDP port (default 9000)")
+    serve.add_argument("--config", help="TOML settings file (see docs/osc.md)")
+    serve.add_argument("--no-zeroconf", dest="zeroconf", action="store_const", const=False, help="do not advertise")
+    serve.add_argument("--queue-size", type=int)
+    serve.add_argument("--queue-mode", choices=["fifo", "latest-wins"])
+    serve.add_argument("--keep-jobs", type=int, help="job folders kept (default 200)")
+    serve.add_argument("--jpeg", action="store_const", const=True, help="also write rgb.jpg")
+    serve.add_argument("--exr", action="store_const", const=True, help="also write float depth.exr")
+    serve.add_argument("--on-shutdown", choices=["cancel", "finish"], help="what happens to the running job")
+
+    gen = sub.add_parser("generate", help="one job through the engine and writer, no server")
+    gen.add_argument("prompt")
+    _model_flags(gen)
+    gen.add_argument("--seed", type=int, default=-1)
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--guidance", type=float)
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--scheduler", choices=SCHEDULERS)
+    gen.add_argument("--negative", default="")
+    gen.add_argument("--seamless", choices=["on", "off"], help="default: on for panorama models")
+
+    send = sub.add_parser("send", help="send one OSC message to a bridge and print the answer")
+    send.add_argument("address", help="e.g. /ldm3d/generate")
+    send.add_argument("args", nargs="*", help="arguments: ints, floats and strings are told apart by their look")
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=9000)
+    send.add_argument("--wait", action="store_true", help="wait for /ldm3d/ready or /ldm3d/error")
+    send.add_argument("--timeout", type=float, help="seconds to wait (default 2, with --wait 600)")
+
+    demo = sub.add_parser("demo", help="offline demo: serve tiny-pano, send a prompt over OSC, print the result")
+    demo.add_argument("--output", default="ldm3d-out", help="output folder (default ./ldm3d-out)")
+    demo.add_argument("--prompt", default="a quiet harbour at dusk")
+
+    sub.add_parser("env", help="versions, devices and cache folders")
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ldm3d_engine import load_engine
+
+    from .server import Bridge
+
+    keys = (
+        "model",
+        "preset",
+        "device",
+        "dtype",
+        "offline",
+        "output",
+        "host",
+        "port",
+        "zeroconf",
+        "queue_size",
+        "queue_mode",
+        "keep_jobs",
+        "jpeg",
+        "exr",
+        "on_shutdown",
+    )
+    settings = load_settings({k: getattr(args, k) for k in keys}, config=args.config)
+    engine_settings = _engine_settings(settings)
+    bridge = Bridge(settings, lambda: load_engine(engine_settings))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    bridge.start()
+    try:
+        while not stop.wait(0.2):
+            if bridge.worker.failed is not None:
+                break
+    finally:
+        bridge.stop()
+    if bridge.worker.failed is not None:
+        raise CliError(f"the model could not be loaded: {bridge.worker.failed}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ldm3d_engine import GenerateRequest, load_engine
+
+    from .jobs import new_job_id
+    from .writer import TextureWriter
+
+    settings = load_settings({k: getattr(args, k) for k in ("model", "preset", "device", "dtype", "offline", "output")})
+    request = GenerateRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        width=args.width,
+        height=args.height,
+        scheduler=args.scheduler,
+        seamless=None if args.seamless is None else args.seamless == "on",
+    )
+    writer = TextureWriter(Path(settings.output))
+    writer.prepare()
+    engine = load_engine(_engine_settings(settings))
+    engine.resolve(request)  # refuse a bad request before the model runs
+
+    def bar(step: int, total: int) -> None:
+        filled = 30 * step // total
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total}")
+        if step == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    result = engine.generate(request, on_step=bar)
+    files = writer.write(new_job_id(), result)
+    print(files.folder)
+    return 0
+
+
+def _parse_arg(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    timeout = args.timeout if args.timeout is not None else (600.0 if args.wait else 2.0)
+    with OscClient(args.host, args.port) as client:
+        client.send(args.address, *(_parse_arg(a) for a in args.args))
+        status = 0
+        deadline = time.monotonic() + timeout
+        job_id: str | None = None
+        while (left := deadline - time.monotonic()) > 0:
+            message = client.receive(left)
+            if message is None:
+                break
+            print(message.address, *message.args, flush=True)
+            if message.address == "/ldm3d/error":
+                status = 1
+            if message.address == "/ldm3d/accepted" and message.args:
+                job_id = str(message.args[0])
+            if not args.wait:
+                return status
+            if message.address in FINAL and (job_id is None or message.args[:1] == (job_id,)):
+                return status
+        if args.wait or status == 0:
+            raise CliError(f"no answer from {args.host}:{args.port} within {timeout:g} s (is the bridge running?)")
+        return status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from ldm3d_engine import EngineSettings, load_engine
+
+    from .server import Bridge
+
+    settings = BridgeSettings(model="tiny-pano", host="127.0.0.1", port=0, output=args.output, zeroconf=False)
+    say = partial(print, flush=True)  # interleaves in order with the log on stderr
+    say("ldm3d-bridge demo: starting the bridge on the built-in tiny-pano model (random weights: the picture is noise)")
+    bridge = Bridge(settings, lambda: load_engine(EngineSettings(model="tiny-pano", device="cpu")))
+    bridge.start()
+    host, port = bridge.address
+    try:
+        with OscClient(host, port) as client:
+            say(f"sending /ldm3d/generate {args.prompt!r} to udp://{host}:{port} (the model loads and warms up first)")
+            client.send("/ldm3d/generate", args.prompt, "seed", 42)
+            messages = client.wait_for(["/ldm3d/ready", "/ldm3d/error"], timeout=600)
+    finally:
+        bridge.stop()
+    for message in messages:
+        if message.address != "/ldm3d/progress":
+            say(" ", message.address, *message.args)
+    last = messages[-1]
+    if last.address != "/ldm3d/ready":
+        raise CliError(f"the job failed: {last.args}")
+    meta = json.loads(Path(str(last.args[3])).read_text(encoding="utf-8"))
+    say("files:")
+    for name, path in meta["files"].items():
+        say(f"  {name:6} {path}")
+    say("timings:", ", ".join(f"{k} {v:.2f} s" for k, v in meta["timings"].items()))
+    say(f"prompt used: {meta['prompt_used']!r}, seed {meta['seed']}, {meta['width']}×{meta['height']}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    import platform
+    from importlib import metadata
+
+    from huggingface_hub import constants
+
+    from ldm3d_engine.devices import available_devices
+    from ldm3d_engine.tiny import default_tiny_dir
+
+    print(f"python        {platform.python_version()} ({sys.executable})")
+    for dist in ("ldm3d-bridge", "torch", "diffusers", "transformers", "python-osc", "zeroconf", "OpenEXR"):
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        print(f"{dist:13} {version}")
+    import torch
+
+    print(f"devices       {', '.join(available_devices())}")
+    print(f"torch cuda    {torch.version.cuda or 'none (CPU build)'}")
+    for i in range(torch.cuda.device_count()):
+        print(f"  cuda:{i}      {torch.cuda.get_device_name(i)}")
+    print(f"hf cache      {constants.HF_HUB_CACHE} (offline: {constants.HF_HUB_OFFLINE})")
+    print(f"tiny models   {default_tiny_dir()}")
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "generate": cmd_generate, "send": cmd_send, "demo": cmd_demo, "env": cmd_env}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except SettingsError as exc:
+        print(f"ldm3d-bridge: error: {exc}", file=sys.stderr)
+        return 2
+    except (CliError, EngineError, BridgeError, OSError, TimeoutError) as exc:
+        status = exc.status if isinstance(exc, CliError) else 1
+        print(f"ldm3d-bridge: error: {exc}", file=sys.stderr)
+        return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

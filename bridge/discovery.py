@@ -1,0 +1,70 @@
+"""zeroconf (mDNS/DNS-SD): advertise the bridge as an ``_osc._udp`` service.
+
+The instance is named after the host ("ldm3d-bridge on stage-pc"); a name
+already taken on the network gets a suffix (python-zeroconf resolves the
+conflict). TXT: ``txtvers=1``, ``version``, ``api=/ldm3d``, ``model``: nothing
+secret. Closing sends goodbye packets, so browsers drop the service at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
+
+from . import __version__
+
+logger = logging.getLogger(__name__)
+
+SERVICE_TYPE = "_osc._udp.local."
+
+
+def _addresses(host: str) -> list[str]:
+    if host not in ("0.0.0.0", "", "::"):
+        return [host]
+    import ifaddr  # a dependency of zeroconf
+
+    found = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and not ip.ip.startswith("169.254."):
+                found.append(ip.ip)
+    return found or ["127.0.0.1"]
+
+
+class Advertiser:
+    def __init__(self, host: str, port: int, model: str, instance: str | None = None) -> None:
+        hostname = socket.gethostname().split(".")[0] or "bridge"
+        self.instance = instance or f"ldm3d-bridge on {hostname}"
+        addresses = _addresses(host)
+        self.info = ServiceInfo(
+            SERVICE_TYPE,
+            f"{self.instance}.{SERVICE_TYPE}",
+            port=port,
+            properties={"txtvers": "1", "version": __version__, "api": "/ldm3d", "model": model},
+            server=f"{hostname}.local.",
+            parsed_addresses=addresses,
+        )
+        interfaces = InterfaceChoice.All if addresses != [host] else [host]
+        self._zc: Zeroconf | None = Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
+
+    @property
+    def name(self) -> str:
+        """The registered service name (after any conflict resolution)."""
+        return str(self.info.name)
+
+    def register(self) -> None:
+        assert self._zc is not None
+        self._zc.register_service(self.info, allow_name_change=True)
+        logger.info("advertised as %r (%s)", self.info.name, SERVICE_TYPE)
+
+    def close(self) -> None:
+        """Send goodbyes and close the mDNS sockets."""
+        zc, self._zc = self._zc, None
+        if zc is None:
+            return
+        try:
+            zc.unregister_service(self.info)
+        finally:
+            zc.close()

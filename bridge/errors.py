@@ -1,0 +1,61 @@
+"""Errors of the bridge, each with the stable code sent in ``/ldm3d/error``.
+
+::
+
+    BridgeError                       code (see docs/osc.md)
+    ├── ProtocolError                 a message the contract does not allow
+    │   ├── UnknownAddress            unknown_address
+    │   ├── BadArguments              bad_arguments
+    │   └── NotSupported              not_supported (img2img, upscale: not in this release)
+    ├── UnknownJob                    unknown_job
+    ├── QueueFull                     queue_full
+    ├── TooManySubscribers            too_many_subscribers
+    ├── WrongModel                    wrong_model
+    └── WriteFailed                   write_failed (output folder unwritable, disk full)
+
+Engine failures reach clients as ``engine_failed``, ``out_of_memory``,
+``model_failed`` (the model could not be loaded) or ``bad_arguments``
+(a request the model refuses); see :mod:`bridge.worker`.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    code = "bridge_error"
+
+
+class ProtocolError(BridgeError):
+    code = "bad_arguments"
+
+
+class UnknownAddress(ProtocolError):
+    code = "unknown_address"
+
+
+class BadArguments(ProtocolError):
+    code = "bad_arguments"
+
+
+class NotSupported(ProtocolError):
+    code = "not_supported"
+
+
+class UnknownJob(BridgeError):
+    code = "unknown_job"
+
+
+class QueueFull(BridgeError):
+    code = "queue_full"
+
+
+class TooManySubscribers(BridgeError):
+    code = "too_many_subscribers"
+
+
+class WrongModel(BridgeError):
+    code = "wrong_model"
+
+
+class WriteFailed(BridgeError):
+    code = "write_failed"

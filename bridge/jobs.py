@@ -1,0 +1,102 @@
+"""Jobs and the bounded job queue (FIFO, or latest-wins for live use)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ldm3d_engine.types import CancelToken, GenerateRequest
+
+from .errors import QueueFull
+
+Address = tuple[str, int]
+QUEUE_MODES = ("fifo", "latest-wins")
+
+_counter = itertools.count()
+_counter_lock = threading.Lock()
+
+
+def new_job_id(now: float | None = None) -> str:
+    """Time-sortable and unique in this process: ``YYYYMMDD-HHMMSS-mmm-NNNN`` (UTC)."""
+    t = time.time() if now is None else now
+    stamp = datetime.fromtimestamp(t, UTC)
+    with _counter_lock:
+        n = next(_counter) % 10000
+    return f"{stamp:%Y%m%d-%H%M%S}-{stamp.microsecond // 1000:03d}-{n:04d}"
+
+
+@dataclass
+class Job:
+    id: str
+    request: GenerateRequest
+    #: Who sent it: job notifications go there as well as to subscribers.
+    sender: Address | None
+    cancel: CancelToken = field(default_factory=CancelToken)
+    #: Who asked to cancel it while it ran: told /ldm3d/cancelled as well.
+    cancel_requested_by: Address | None = None
+    created: float = field(default_factory=time.time)
+
+
+class JobQueue:
+    """Bounded queue of jobs waiting for the worker. Thread-safe."""
+
+    def __init__(self, capacity: int = 16, mode: str = "fifo") -> None:
+        if mode not in QUEUE_MODES:
+            raise ValueError(f"unknown queue mode {mode!r}; use {' or '.join(QUEUE_MODES)}")
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.mode = mode
+        self._jobs: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, job: Job) -> tuple[int, list[Job]]:
+        """Queue ``job``; return its position (1 = next) and the jobs it replaced (latest-wins)."""
+        with self._cond:
+            replaced: list[Job] = []
+            if self.mode == "latest-wins":
+                replaced = list(self._jobs)
+                self._jobs.clear()
+            elif len(self._jobs) >= self.capacity:
+                raise QueueFull(
+                    f"the queue is full ({self.capacity} jobs waiting); wait for /ldm3d/ready, cancel a job, "
+                    "or run the bridge with a larger queue or --queue-mode latest-wins"
+                )
+            self._jobs.append(job)
+            self._cond.notify()
+            return len(self._jobs), replaced
+
+    def take(self, timeout: float | None = None) -> Job | None:
+        """The next job, or None after ``timeout`` seconds or once closed and empty."""
+        with self._cond:
+            if not self._jobs and not self._closed:
+                self._cond.wait(timeout)
+            return self._jobs.popleft() if self._jobs else None
+
+    def remove(self, job_id: str) -> Job | None:
+        with self._cond:
+            for job in self._jobs:
+                if job.id == job_id:
+                    self._jobs.remove(job)
+                    return job
+            return None
+
+    def drain(self) -> list[Job]:
+        with self._cond:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            return jobs
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._jobs)

@@ -1,0 +1,77 @@
+"""Outgoing OSC: replies, job notifications, subscribers.
+
+Everything goes out through the bridge's own UDP socket, so clients see
+answers coming from the port they sent to. Rules:
+
+* a **reply** goes to the sender, and to subscribers on the sender's host:
+  OSC senders such as TouchDesigner's OSC Out DAT send from a port they do
+  not listen on, and subscribe their OSC In DAT's port instead;
+* a **job notification** goes to the job's sender and to every subscriber.
+
+Sending never raises: a target whose port is closed must not stop the bridge.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterable
+
+from .errors import TooManySubscribers
+from .jobs import Address
+from .osc import Arg, encode_message
+
+logger = logging.getLogger(__name__)
+
+
+class Notifier:
+    def __init__(self, sock: socket.socket, max_subscribers: int = 32) -> None:
+        self._sock = sock
+        self._max = max_subscribers
+        self._subscribers: dict[Address, None] = {}  # ordered set
+        self._lock = threading.Lock()
+        self._failed: set[Address] = set()
+        self.sent = 0
+
+    @property
+    def subscribers(self) -> list[Address]:
+        with self._lock:
+            return list(self._subscribers)
+
+    def subscribe(self, target: Address) -> None:
+        with self._lock:
+            if target not in self._subscribers and len(self._subscribers) >= self._max:
+                raise TooManySubscribers(
+                    f"{len(self._subscribers)} subscribers already (the limit); unsubscribe one first"
+                )
+            self._subscribers[target] = None
+
+    def unsubscribe(self, target: Address) -> bool:
+        with self._lock:
+            return self._subscribers.pop(target, 0) is None
+
+    def send_to(self, targets: Iterable[Address | None], address: str, *args: Arg) -> None:
+        data = encode_message(address, *args)
+        seen: set[Address] = set()
+        for target in targets:
+            if target is None or target in seen:
+                continue
+            seen.add(target)
+            try:
+                self._sock.sendto(data, target)
+                self.sent += 1
+            except OSError as exc:
+                if target not in self._failed:  # log each dead target once
+                    self._failed.add(target)
+                    logger.warning("cannot send %s to %s:%s: %s", address, target[0], target[1], exc)
+
+    def reply(self, sender: Address | None, address: str, *args: Arg) -> None:
+        same_host = [s for s in self.subscribers if sender is not None and s[0] == sender[0]]
+        self.send_to([sender, *same_host], address, *args)
+
+    def notify(self, sender: Address | None, address: str, *args: Arg) -> None:
+        self.send_to([sender, *self.subscribers], address, *args)
+
+    def broadcast(self, address: str, *args: Arg) -> None:
+        self.send_to(self.subscribers, address, *args)

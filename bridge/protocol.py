@@ -1,0 +1,222 @@
+"""The OSC contract: messages → commands. Pure: no sockets, no queue, no engine.
+
+The contract's rules live here: ints may arrive as floats (rounded), triggers
+fire on no argument or a non-zero first argument and ignore 0, options come as
+key/value pairs after the positional arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadArguments, NotSupported, UnknownAddress
+from .osc import Arg, Message
+
+PREFIX = "/ldm3d/"
+JOB_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9]{3}-[0-9a-z]{4}$")
+
+#: key → type for /ldm3d/generate options and for the stage.
+OPTION_TYPES: dict[str, str] = {
+    "seed": "int",
+    "steps": "int",
+    "guidance": "float",
+    "negative": "str",
+    "width": "int",
+    "height": "int",
+    "model": "str",
+    "scheduler": "str",
+    "seamless": "bool",
+}
+
+
+@dataclass(frozen=True)
+class Generate:
+    prompt: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetStage:
+    name: str  # prompt, negative, seed, steps, guidance, size
+    value: Any
+
+
+@dataclass(frozen=True)
+class Go:
+    pass
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A trigger with 0 (a button's release): nothing happens, nothing is sent."""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    job_id: str | None
+
+
+@dataclass(frozen=True)
+class Recall:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    port: int
+    host: str | None
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    port: int
+    host: str | None
+
+
+@dataclass(frozen=True)
+class Status:
+    pass
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+Command = Generate | SetStage | Go | Ignored | Cancel | Recall | Subscribe | Unsubscribe | Status | Ping
+
+
+def _describe(value: Arg) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, bytes) else f"a blob of {len(value)} bytes"
+
+
+def as_int(value: Arg, what: str) -> int:
+    """An int, or a float rounded to one (tablet faders send floats)."""
+    if isinstance(value, bool) or value is None:
+        raise BadArguments(f"{what} must be a number, got {_describe(value)}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadArguments(f"{what} must be a finite number, got {value}")
+        return round(value)
+    raise BadArguments(f"{what} must be a number, got {_describe(value)}")
+
+
+def as_float(value: Arg, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadArguments(f"{what} must be a number, got {_describe(value)}")
+    if not math.isfinite(value):
+        raise BadArguments(f"{what} must be a finite number, got {value}")
+    return float(value)
+
+
+def as_str(value: Arg, what: str) -> str:
+    if not isinstance(value, str):
+        raise BadArguments(f"{what} must be a string, got {_describe(value)}")
+    return value
+
+
+def as_bool(value: Arg, what: str) -> bool:
+    """true/false, or a number: 0 is off, anything else on."""
+    if isinstance(value, bool):
+        return value
+    return as_int(value, what) != 0
+
+
+_CONVERT = {"int": as_int, "float": as_float, "str": as_str, "bool": as_bool}
+
+
+def parse_options(args: tuple[Arg, ...], address: str) -> dict[str, Any]:
+    if len(args) % 2:
+        raise BadArguments(
+            f"{address}: options come in key/value pairs; {args[-1]!r} has no value (keys: {', '.join(OPTION_TYPES)})"
+        )
+    options: dict[str, Any] = {}
+    for key, value in zip(args[::2], args[1::2], strict=True):
+        if not isinstance(key, str) or key not in OPTION_TYPES:
+            raise BadArguments(f"{address}: unknown option {key!r}; options are {', '.join(OPTION_TYPES)}")
+        options[key] = _CONVERT[OPTION_TYPES[key]](value, f"option {key!r}")
+    return options
+
+
+def is_trigger(args: tuple[Arg, ...]) -> bool:
+    """No argument or a non-zero first argument fires; 0 (a button's release) does not."""
+    if not args:
+        return True
+    first = args[0]
+    if isinstance(first, bool) or first is None:
+        return bool(first)
+    if isinstance(first, int | float):
+        return first != 0
+    return True
+
+
+def _job_id(value: Arg, address: str) -> str:
+    job_id = as_str(value, f"{address}: the job id")
+    if not JOB_ID_RE.match(job_id):
+        raise BadArguments(f"{address}: {job_id!r} is not a job id (they look like 20261122-031502-123-0007)")
+    return job_id
+
+
+def _port_host(args: tuple[Arg, ...], address: str) -> tuple[int, str | None]:
+    if not 1 <= len(args) <= 2:
+        raise BadArguments(f"{address} takes a port and an optional host, got {len(args)} arguments")
+    port = as_int(args[0], f"{address}: the port")
+    if not 1 <= port <= 65535:
+        raise BadArguments(f"{address}: port {port} is out of range 1..65535")
+    host = as_str(args[1], f"{address}: the host") if len(args) == 2 else None
+    return port, host
+
+
+def _single(args: tuple[Arg, ...], address: str) -> Arg:
+    if len(args) != 1:
+        raise BadArguments(f"{address} takes exactly one value, got {len(args)}")
+    return args[0]
+
+
+def parse(message: Message) -> Command:
+    """The command a message asks for; :class:`ProtocolError` says what is wrong and what is allowed."""
+    address, args = message.address, message.args
+    if not address.startswith(PREFIX):
+        raise UnknownAddress(f"unknown address {address!r}; every address starts with {PREFIX} (see /ldm3d/ping)")
+    name = address[len(PREFIX) :]
+    if name == "generate":
+        if not args:
+            raise BadArguments("/ldm3d/generate needs a prompt, then optional key/value pairs")
+        return Generate(as_str(args[0], "/ldm3d/generate: the prompt"), parse_options(args[1:], address))
+    if name in ("prompt", "negative"):
+        return SetStage(name, as_str(_single(args, address), f"{address}: the value"))
+    if name in ("seed", "steps"):
+        return SetStage(name, as_int(_single(args, address), f"{address}: the value"))
+    if name == "guidance":
+        return SetStage(name, as_float(_single(args, address), f"{address}: the value"))
+    if name == "size":
+        if len(args) != 2:
+            raise BadArguments(f"/ldm3d/size takes width and height, got {len(args)} arguments")
+        return SetStage("size", (as_int(args[0], "/ldm3d/size: width"), as_int(args[1], "/ldm3d/size: height")))
+    if name == "go":
+        return Go() if is_trigger(args) else Ignored()
+    if name == "cancel":
+        if len(args) > 1:
+            raise BadArguments(f"/ldm3d/cancel takes an optional job id, got {len(args)} arguments")
+        return Cancel(_job_id(args[0], address) if args else None)
+    if name == "recall":
+        return Recall(_job_id(_single(args, address), address))
+    if name == "subscribe":
+        return Subscribe(*_port_host(args, address))
+    if name == "unsubscribe":
+        return Unsubscribe(*_port_host(args, address))
+    if name == "status":
+        return Status()
+    if name == "ping":
+        return Ping()
+    if name in ("img2img", "upscale"):
+        raise NotSupported(f"{address} is not available in this release; use /ldm3d/generate")
+    raise UnknownAddress(
+        f"unknown address {address!r}; known: generate, prompt, negative, seed, steps, guidance, size, go, "
+        "cancel, recall, subscribe, unsubscribe, status, ping (all under /ldm3d/)"
+    )

@@ -1,0 +1,281 @@
+"""The bridge: UDP intake → commands → job queue → worker → texture writer → notifications.
+
+Threads, each with one job:
+
+* **intake** reads datagrams itself (up to 65507 bytes; socketserver would cut
+  them at 8192), decodes and handles them one by one. Handling never blocks:
+  it queues, cancels or answers. No thread per datagram.
+* **worker** owns the engine and so the GPU: it loads the model, warms it up,
+  then runs jobs one at a time (:mod:`bridge.worker`).
+* **heartbeat** sends ``/ldm3d/state`` to subscribers every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ldm3d_engine.errors import EngineError, InvalidRequest
+from ldm3d_engine.types import GenerateRequest
+
+from . import __version__, protocol
+from .engine_api import EngineLike
+from .errors import BadArguments, BridgeError, UnknownJob, WrongModel
+from .jobs import Address, Job, JobQueue, new_job_id
+from .notifier import Notifier
+from .osc import MAX_DATAGRAM, MalformedPacket, decode_packet
+from .settings import BridgeSettings
+from .worker import Worker
+from .writer import TextureWriter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    """Parameters set by /ldm3d/prompt, /ldm3d/seed… and used by /ldm3d/go."""
+
+    values: dict[str, Any] = field(default_factory=lambda: {"prompt": "", "negative": "", "seed": -1})
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        engine_factory: Callable[[], EngineLike],
+        writer: TextureWriter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.writer = writer or TextureWriter(
+            Path(settings.output), jpeg=settings.jpeg, exr=settings.exr, keep=settings.keep_jobs
+        )
+        self.queue = JobQueue(settings.queue_size, settings.queue_mode)
+        self.stage = Stage()
+        self.dropped: dict[str, int] = {}
+        self._sock: socket.socket | None = None
+        self._notifier: Notifier | None = None
+        self._worker: Worker | None = None
+        self._engine_factory = engine_factory
+        self._stop_intake = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._advertiser: Any = None
+
+    # -- life cycle --------------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        assert self._sock is not None, "start() first"
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    @property
+    def notifier(self) -> Notifier:
+        assert self._notifier is not None, "start() first"
+        return self._notifier
+
+    @property
+    def worker(self) -> Worker:
+        assert self._worker is not None, "start() first"
+        return self._worker
+
+    def start(self) -> None:
+        """Bind, then load and warm the model in the worker while intake already answers."""
+        self.writer.prepare()
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            sock.bind((self.settings.host, self.settings.port))
+        except OSError as exc:
+            sock.close()
+            raise BridgeError(
+                f"cannot listen on UDP {self.settings.host}:{self.settings.port}: {exc.strerror or exc} "
+                "(is another bridge running? choose another --port)"
+            ) from exc
+        sock.settimeout(0.2)
+        self._sock = sock
+        self._notifier = Notifier(sock, self.settings.max_subscribers)
+        self._worker = Worker(
+            self._engine_factory, self.queue, self.writer, self._notifier, self.settings, on_idle=self._advertise
+        )
+        for name, target in (("intake", self._intake), ("heartbeat", self._heartbeat)):
+            self._threads.append(threading.Thread(target=target, name=f"ldm3d-{name}", daemon=True))
+        self._threads.append(threading.Thread(target=self._worker.run, name="ldm3d-worker", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        logger.info("listening for OSC on udp://%s:%s", *self.address)
+
+    def _advertise(self) -> None:
+        if not self.settings.zeroconf:
+            return
+        from .discovery import Advertiser
+
+        try:
+            self._advertiser = Advertiser(self.settings.host, self.address[1], self.settings.model)
+            self._advertiser.register()
+        except OSError as exc:  # no multicast route, for instance: the bridge still works
+            logger.warning("zeroconf advertising failed: %s", exc)
+            self._advertiser = None
+
+    def stop(self, cancel_running: bool | None = None, timeout: float = 60.0) -> None:
+        """Stop intake, cancel waiting jobs, cancel or finish the running one, close everything."""
+        if self._stopped.is_set():
+            return
+        if cancel_running is None:
+            cancel_running = self.settings.on_shutdown == "cancel"
+        self._stop_intake.set()
+        if self._advertiser is not None:
+            self._advertiser.close()
+        if self._worker is not None:
+            self._worker.shutdown(cancel_running)
+        for thread in self._threads:
+            thread.join(timeout)
+        if self._sock is not None:
+            self._sock.close()
+        self._stopped.set()
+        logger.info("stopped")
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    # -- intake ------------------------------------------------------------
+
+    def _intake(self) -> None:
+        assert self._sock is not None
+        while not self._stop_intake.is_set():
+            try:
+                data, sender = self._sock.recvfrom(MAX_DATAGRAM + 1)
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, ConnectionRefusedError):
+                continue  # Windows reports an earlier send to a closed port here
+            except OSError:
+                if self._stop_intake.is_set():
+                    return
+                raise
+            self.handle_datagram(data, (sender[0], sender[1]))
+
+    def _drop(self, kind: str) -> None:
+        self.dropped[kind] = self.dropped.get(kind, 0) + 1
+
+    def handle_datagram(self, data: bytes, sender: Address) -> None:
+        try:
+            messages = decode_packet(data)
+        except MalformedPacket as exc:
+            self._drop(exc.kind)
+            logger.debug("dropped a malformed packet from %s:%s: %s", sender[0], sender[1], exc)
+            self.notifier.reply(sender, "/ldm3d/error", "", "malformed_packet", str(exc))
+            return
+        for message in messages:
+            try:
+                self.handle(protocol.parse(message), sender)
+            except BridgeError as exc:
+                self.notifier.reply(sender, "/ldm3d/error", "", exc.code, str(exc))
+
+    def handle(self, command: protocol.Command, sender: Address) -> None:
+        n = self.notifier
+        match command:
+            case protocol.Generate(prompt, options):
+                self._submit(self._request(prompt, options), sender)
+            case protocol.Go():
+                s = self.stage.values
+                if not s["prompt"]:
+                    raise BadArguments("/ldm3d/go: no prompt is set; send /ldm3d/prompt first")
+                options = {k: s[k] for k in ("seed", "steps", "guidance", "width", "height", "negative") if k in s}
+                self._submit(self._request(s["prompt"], options), sender)
+            case protocol.Ignored():
+                pass
+            case protocol.SetStage(name, value):
+                if name == "size":
+                    self.stage.values["width"], self.stage.values["height"] = value
+                    n.reply(sender, "/ldm3d/stage", "size", *value)
+                else:
+                    self.stage.values[name] = value
+                    n.reply(sender, "/ldm3d/stage", name, value)
+            case protocol.Cancel(job_id):
+                self._cancel(job_id, sender)
+            case protocol.Recall(job_id):
+                files = self.writer.find(job_id)
+                if files is None:
+                    raise UnknownJob(f"no finished job {job_id} in {self.writer.root}")
+                n.notify(sender, "/ldm3d/ready", *files.ready_args())
+            case protocol.Subscribe(port, host):
+                target = (host or sender[0], port)
+                n.subscribe(target)
+                n.reply(sender, "/ldm3d/subscribed", target[0], target[1])
+                n.send_to([target], "/ldm3d/state", *self.worker.state_args())
+            case protocol.Unsubscribe(port, host):
+                target = (host or sender[0], port)
+                n.unsubscribe(target)
+                n.reply(sender, "/ldm3d/unsubscribed", target[0], target[1])
+            case protocol.Status():
+                n.reply(sender, "/ldm3d/state", *self.worker.state_args())
+            case protocol.Ping():
+                n.reply(sender, "/ldm3d/pong", __version__)
+
+    def _request(self, prompt: str, options: dict[str, Any]) -> GenerateRequest:
+        model = options.get("model")
+        if model is not None and model != self.settings.model:
+            raise WrongModel(
+                f"this bridge runs {self.settings.model!r}, not {model!r}; start a bridge with --model {model} "
+                "(on another port) or leave the model option out"
+            )
+        request = GenerateRequest(
+            prompt=prompt,
+            negative_prompt=options.get("negative", ""),
+            seed=options.get("seed", -1),
+            steps=options.get("steps"),
+            guidance=options.get("guidance"),
+            width=options.get("width", self.settings.width),
+            height=options.get("height", self.settings.height),
+            scheduler=options.get("scheduler"),
+            seamless=options.get("seamless"),
+        )
+        engine = self.worker.engine
+        if engine is not None:  # loaded: refuse bad requests now rather than after the queue
+            try:
+                engine.resolve(request)
+            except InvalidRequest as exc:
+                raise BadArguments(str(exc)) from None
+            except EngineError as exc:
+                raise BadArguments(str(exc)) from None
+        return request
+
+    def _submit(self, request: GenerateRequest, sender: Address) -> None:
+        job = Job(new_job_id(), request, sender)
+        position, replaced = self.queue.put(job)
+        for old in replaced:
+            old.cancel.cancel()
+            self.notifier.notify(old.sender, "/ldm3d/cancelled", old.id)
+        self.notifier.reply(sender, "/ldm3d/accepted", job.id, position)
+        logger.info("job %s queued at %d: %r", job.id, position, request.prompt[:80])
+
+    def _cancel(self, job_id: str | None, sender: Address) -> None:
+        running = self.worker.running
+        if job_id is None:
+            if running is None:
+                raise UnknownJob("no job is running; /ldm3d/cancel <job id> cancels a queued one")
+            job_id = running.id
+        job = self.queue.remove(job_id)
+        if job is not None:
+            job.cancel.cancel()
+            self.notifier.send_to([sender, job.sender, *self.notifier.subscribers], "/ldm3d/cancelled", job.id)
+            return
+        if running is not None and running.id == job_id:
+            running.cancel_requested_by = sender
+            running.cancel.cancel()  # the worker reports /ldm3d/cancelled within one step
+            return
+        raise UnknownJob(f"job {job_id} is neither queued nor running")
+
+    # -- heartbeat ---------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        while not self._stop_intake.wait(self.settings.heartbeat_s):
+            if self._notifier is not None and self._worker is not None:
+                self._notifier.broadcast("/ldm3d/state", *self._worker.state_args())

@@ -1,0 +1,156 @@
+"""Bridge settings: defaults < TOML file < ``LDM3D_BRIDGE_*`` environment < command-line flags.
+
+Read once, explicitly, at start (:func:`load_settings`); nothing reads the
+environment at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .jobs import QUEUE_MODES
+
+ENV_PREFIX = "LDM3D_BRIDGE_"
+
+
+class SettingsError(ValueError):
+    """A setting with a wrong name, type or value; the message names it and its source."""
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    model: str = "tiny-pano"
+    preset: str | None = None
+    device: str = "cpu"
+    dtype: str | None = None
+    offline: bool = False
+    cache_dir: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 9000
+    output: str = "ldm3d-out"
+    zeroconf: bool = True
+    queue_size: int = 16
+    queue_mode: str = "fifo"
+    keep_jobs: int = 200
+    jpeg: bool = False
+    exr: bool = False
+    heartbeat_s: float = 2.0
+    progress_hz: float = 10.0
+    warmup: bool = True
+    warmup_steps: int = 2
+    #: Size of the warm-up run and default size of /ldm3d/go; None: the model's native size.
+    width: int | None = None
+    height: int | None = None
+    #: On SIGINT/SIGTERM: "cancel" the running job, or let it "finish" first.
+    on_shutdown: str = "cancel"
+    max_subscribers: int = 32
+
+    def check(self) -> BridgeSettings:
+        def bad(name: str, why: str) -> SettingsError:
+            return SettingsError(f"setting {name}={getattr(self, name)!r}: {why}")
+
+        if not 0 <= self.port <= 65535:
+            raise bad("port", "use 1..65535 (0 picks a free port)")
+        if self.queue_mode not in QUEUE_MODES:
+            raise bad("queue_mode", f"use {' or '.join(QUEUE_MODES)}")
+        if self.queue_size < 1:
+            raise bad("queue_size", "use at least 1")
+        if self.keep_jobs < 1:
+            raise bad("keep_jobs", "use at least 1")
+        if self.heartbeat_s <= 0:
+            raise bad("heartbeat_s", "use a positive number of seconds")
+        if self.progress_hz <= 0:
+            raise bad("progress_hz", "use a positive rate")
+        if self.on_shutdown not in ("cancel", "finish"):
+            raise bad("on_shutdown", "use cancel or finish")
+        if not 1 <= self.warmup_steps <= 150:
+            raise bad("warmup_steps", "use 1..150")
+        return self
+
+
+_FIELDS = {f.name: f for f in fields(BridgeSettings)}
+_TYPES: dict[str, type] = {
+    "model": str,
+    "preset": str,
+    "device": str,
+    "dtype": str,
+    "cache_dir": str,
+    "host": str,
+    "output": str,
+    "queue_mode": str,
+    "on_shutdown": str,
+    "port": int,
+    "queue_size": int,
+    "keep_jobs": int,
+    "warmup_steps": int,
+    "width": int,
+    "height": int,
+    "max_subscribers": int,
+    "heartbeat_s": float,
+    "progress_hz": float,
+    "offline": bool,
+    "zeroconf": bool,
+    "jpeg": bool,
+    "exr": bool,
+    "warmup": bool,
+}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    if name not in _FIELDS:
+        raise SettingsError(f"{source}: unknown setting {name!r}; known: {', '.join(_FIELDS)}")
+    kind = _TYPES[name]
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        try:
+            if kind is bool:
+                if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return text in ("1", "true", "yes", "on")
+            return kind(text)
+        except ValueError:
+            raise SettingsError(f"{source}: {name}={value!r} is not a {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SettingsError(f"{source}: {name}={value!r} is not a {kind.__name__}")
+    return value
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    table = data.get("bridge", data)
+    return {k: _coerce(k, v, f"config file {path}") for k, v in table.items()}
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX) :].lower()
+            out[name] = _coerce(name, value, f"environment variable {key}")
+    return out
+
+
+def load_settings(
+    flags: Mapping[str, Any], config: str | None = None, environ: Mapping[str, str] | None = None
+) -> BridgeSettings:
+    """Merge the sources; ``flags`` holds only the flags the user gave (None = not given)."""
+    values: dict[str, Any] = {}
+    if config:
+        values.update(read_toml(Path(config)))
+    values.update(read_env(os.environ if environ is None else environ))
+    values.update({k: _coerce(k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None})
+    return dataclasses.replace(BridgeSettings(), **values).check()

@@ -1,0 +1,173 @@
+"""The worker thread: the only thread that touches the engine (and so the GPU).
+
+It loads the model (state ``loading``), runs one short warm-up generation
+(``warming``) so the first prompt of a show is not the slow one, then runs
+queued jobs (``idle`` / ``busy``). Every job ends in exactly one of
+``/ldm3d/ready``, ``/ldm3d/cancelled`` or ``/ldm3d/error``:
+
+=================  ===============================================
+``bad_arguments``  the model refused the request (size, steps, …)
+``out_of_memory``  the device ran out of memory
+``engine_failed``  any other failure inside the engine
+``write_failed``   the output folder is unwritable or full
+``model_failed``   the model could not be loaded (the bridge stops)
+=================  ===============================================
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
+from ldm3d_engine.types import GenerateRequest
+
+from .engine_api import EngineLike
+from .errors import WriteFailed
+from .jobs import Address, Job, JobQueue
+from .notifier import Notifier
+from .osc import Arg
+from .settings import BridgeSettings
+from .writer import TextureWriter
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        engine_factory: Callable[[], EngineLike],
+        queue: JobQueue,
+        writer: TextureWriter,
+        notifier: Notifier,
+        settings: BridgeSettings,
+        on_idle: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._factory = engine_factory
+        self._queue = queue
+        self._writer = writer
+        self._notifier = notifier
+        self._settings = settings
+        self._on_idle = on_idle
+        self._stopping = threading.Event()
+        self._cancel_running = True
+        self.engine: EngineLike | None = None
+        self.state = "loading"
+        self.running: Job | None = None
+        #: Why the model could not be loaded, once it could not.
+        self.failed: str | None = None
+        self.ready = threading.Event()
+
+    def state_args(self) -> tuple[str, int, str, str]:
+        running = self.running
+        return (self.state, len(self._queue), running.id if running else "", self._settings.model)
+
+    def shutdown(self, cancel_running: bool) -> None:
+        self._cancel_running = cancel_running
+        self._stopping.set()
+        for job in self._queue.drain():
+            job.cancel.cancel()
+            self._notifier.notify(job.sender, "/ldm3d/cancelled", job.id)
+        running = self.running
+        if cancel_running and running is not None:
+            running.cancel.cancel()
+        self._queue.close()
+
+    # -- the thread --------------------------------------------------------
+
+    def run(self) -> None:
+        if not self._load():
+            return
+        self.state = "idle"
+        self.ready.set()
+        self._on_idle()
+        while not self._stopping.is_set():
+            job = self._queue.take(timeout=0.25)
+            if job is None or job.cancel.cancelled:
+                continue
+            self.running = job
+            self.state = "busy"
+            targets, address, args = self._run_job(job)
+            # Clear the state first: a client reacting to the outcome must see the job gone.
+            self.running = None
+            self.state = "idle"
+            self._notifier.send_to(targets, address, *args)
+
+    def _load(self) -> bool:
+        t0 = time.perf_counter()
+        try:
+            engine = self._factory()
+            logger.info("model %s loaded in %.1f s", engine.model_id, time.perf_counter() - t0)
+            if self._settings.warmup:
+                self.state = "warming"
+                t1 = time.perf_counter()
+                engine.generate(
+                    GenerateRequest(
+                        "warm-up",
+                        seed=0,
+                        steps=self._settings.warmup_steps,
+                        width=self._settings.width,
+                        height=self._settings.height,
+                    )
+                )
+                logger.info("warm-up took %.1f s", time.perf_counter() - t1)
+        except Exception as exc:  # noqa: BLE001 - any load failure must reach the clients, then stop the bridge
+            self.failed = f"{type(exc).__name__}: {exc}" if not isinstance(exc, EngineError) else str(exc)
+            logger.error("the model could not be loaded: %s", self.failed)
+            self.state = "failed"
+            for job in self._queue.drain():
+                self._notifier.notify(job.sender, "/ldm3d/error", job.id, "model_failed", self.failed)
+            self.ready.set()
+            return False
+        self.engine = engine
+        return True
+
+    def _run_job(self, job: Job) -> tuple[list[Address | None], str, tuple[Arg, ...]]:
+        """Run one job; return its outcome message (targets, address, arguments) to send."""
+        assert self.engine is not None
+        n = self._notifier
+        interval = 1.0 / self._settings.progress_hz
+        last = 0.0
+
+        def on_step(step: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if step == total or now - last >= interval:
+                last = now
+                n.notify(job.sender, "/ldm3d/progress", job.id, step, total)
+
+        logger.info("job %s started", job.id)
+        notify: list[Address | None] = [job.sender, *n.subscribers]
+        try:
+            result = self.engine.generate(job.request, on_step=on_step, cancel=job.cancel)
+            files = self._writer.write(job.id, result)
+        except Cancelled:
+            logger.info("job %s cancelled", job.id)
+            return [*notify, job.cancel_requested_by], "/ldm3d/cancelled", (job.id,)
+        except InvalidRequest as exc:
+            return notify, *self._error(job, "bad_arguments", str(exc))
+        except OutOfMemory as exc:
+            return notify, *self._error(job, "out_of_memory", str(exc))
+        except WriteFailed as exc:
+            return notify, *self._error(job, exc.code, str(exc))
+        except Exception as exc:
+            logger.exception("job %s failed", job.id)
+            return notify, *self._error(job, "engine_failed", f"{type(exc).__name__}: {exc}")
+        t = result.timings
+        logger.info(
+            "job %s ready in %.2f s (text %.2f, denoise %.2f, decode %.2f): %s",
+            job.id,
+            time.time() - job.created,
+            t.text_encoding_s,
+            t.denoising_s,
+            t.decoding_s,
+            files.folder,
+        )
+        return notify, "/ldm3d/ready", files.ready_args()
+
+    @staticmethod
+    def _error(job: Job, code: str, message: str) -> tuple[str, tuple[Arg, ...]]:
+        logger.warning("job %s: %s: %s", job.id, code, message)
+        return "/ldm3d/error", (job.id, code, message)

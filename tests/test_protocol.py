@@ -1,0 +1,109 @@
+"""The OSC contract's rules as pure functions: codec, parsing, options."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from bridge import protocol
+from bridge.errors import BadArguments, NotSupported, UnknownAddress
+from bridge.osc import MalformedPacket, Message, decode_packet, encode_message
+
+
+def msg(address: str, *args: object) -> protocol.Command:
+    return protocol.parse(Message(address, tuple(args)))  # type: ignore[arg-type]
+
+
+def test_generate_with_options_and_floats_for_ints() -> None:
+    cmd = msg("/ldm3d/generate", "a forest", "seed", 42.0, "steps", 24.6, "guidance", 7, "seamless", 1)
+    assert cmd == protocol.Generate("a forest", {"seed": 42, "steps": 25, "guidance": 7.0, "seamless": True})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "needs a prompt"),
+        ((42,), "prompt must be a string"),
+        (("p", "steps"), "key/value pairs"),
+        (("p", "colour", 3), "unknown option 'colour'"),
+        (("p", "steps", "many"), "option 'steps' must be a number"),
+        (("p", "steps", float("nan")), "finite"),
+        (("p", "negative", 5), "option 'negative' must be a string"),
+    ],
+)
+def test_generate_refusals_say_what_is_allowed(args: tuple[object, ...], message: str) -> None:
+    with pytest.raises(BadArguments, match=message):
+        msg("/ldm3d/generate", *args)
+
+
+@pytest.mark.parametrize(("args", "fires"), [((), True), ((1,), True), ((1.0,), True), ((0,), False), ((0.0,), False)])
+def test_trigger_fires_on_nonzero_or_nothing_and_ignores_zero(args: tuple[object, ...], fires: bool) -> None:
+    assert isinstance(msg("/ldm3d/go", *args), protocol.Go if fires else protocol.Ignored)
+
+
+def test_stage_setters_round_and_type_check() -> None:
+    assert msg("/ldm3d/steps", 30.4) == protocol.SetStage("steps", 30)
+    assert msg("/ldm3d/size", 1024.0, 512) == protocol.SetStage("size", (1024, 512))
+    with pytest.raises(BadArguments, match="exactly one value"):
+        msg("/ldm3d/prompt")
+    with pytest.raises(BadArguments, match="width and height"):
+        msg("/ldm3d/size", 1024)
+
+
+def test_job_addresses_check_the_id_and_ports() -> None:
+    assert msg("/ldm3d/cancel") == protocol.Cancel(None)
+    assert msg("/ldm3d/recall", "20261122-031502-123-0007") == protocol.Recall("20261122-031502-123-0007")
+    with pytest.raises(BadArguments, match="not a job id"):
+        msg("/ldm3d/recall", "../../etc")
+    assert msg("/ldm3d/subscribe", 7000.0) == protocol.Subscribe(7000, None)
+    assert msg("/ldm3d/subscribe", 7000, "10.0.0.5") == protocol.Subscribe(7000, "10.0.0.5")
+    with pytest.raises(BadArguments, match="out of range"):
+        msg("/ldm3d/subscribe", 70000)
+
+
+def test_unknown_and_unsupported_addresses() -> None:
+    with pytest.raises(UnknownAddress, match="known: generate"):
+        msg("/ldm3d/explode")
+    with pytest.raises(UnknownAddress, match="starts with /ldm3d/"):
+        msg("/other/thing")
+    with pytest.raises(NotSupported):
+        msg("/ldm3d/img2img", "in.png", "p")
+
+
+def test_codec_round_trip_and_bundles() -> None:
+    data = encode_message("/ldm3d/ready", "id", 3_000_000_000, 1.5, True)
+    assert decode_packet(data) == [Message("/ldm3d/ready", ("id", 3_000_000_000, 1.5, True))]
+    inner = encode_message("/ldm3d/ping")
+    bundle = b"#bundle\x00" + struct.pack(">Q", 1) + struct.pack(">i", len(inner)) + inner
+    nested = b"#bundle\x00" + struct.pack(">Q", 1) + struct.pack(">i", len(bundle)) + bundle
+    assert decode_packet(nested) == [
+        Message("/ldm3d/ping"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"", "empty"),
+        (b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", -4) + b"\x00" * 8, "bad_bundle"),
+        (b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", 4096), "bad_bundle"),
+        (b"/a\x00\x00,c\x00\x00\x00\x00\x00A", "bad_type_tag"),
+        (b"/a\x00", "misaligned"),
+        (b"hello\x00\x00\x00", "not_osc"),
+        (b"/a\x00\x00,s\x00\x00\xff\xfe\x00\x00", "bad_message"),
+    ],
+)
+def test_malformed_packets_are_refused_by_kind(data: bytes, kind: str) -> None:
+    with pytest.raises(MalformedPacket) as info:
+        decode_packet(data)
+    assert info.value.kind == kind
+
+
+def test_deeply_nested_bundles_are_refused() -> None:
+    packet = encode_message("/ldm3d/ping")
+    for _ in range(20):
+        packet = b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", len(packet)) + packet
+    with pytest.raises(MalformedPacket) as info:
+        decode_packet(packet)
+    assert info.value.kind == "deep_bundle"
