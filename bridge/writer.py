@@ -5,18 +5,22 @@ folders (each file flushed and fsynced), and the staging folder is then
 renamed to ``<root>/<job id>``: a job folder appears complete or not at all.
 ``latest.json`` is replaced the same way (temporary name, fsync, rename).
 Old job folders beyond ``keep`` are deleted, never the one ``latest.json``
-names. PNGs are written with zlib level 1: about twice as fast as Pillow's
-default, nearly as small on real pictures (``bench/bridge_latency.py``).
+names. PNGs are written with zlib level 1 and a job's images are encoded in
+parallel: together about 4× faster than Pillow's default settings, at about
+the same size (``bench/bridge_latency.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -97,13 +101,16 @@ def _versions() -> dict[str, str]:
 class TextureWriter:
     """Writes job folders under ``root``. One writer per output folder."""
 
-    def __init__(self, root: Path, *, jpeg: bool = False, exr: bool = False, keep: int = 200) -> None:
+    def __init__(
+        self, root: Path, *, jpeg: bool = False, exr: bool = False, keep: int = 200, png_level: int = PNG_LEVEL
+    ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1 job, got {keep}")
         self.root = Path(root).resolve()
         self.jpeg = jpeg
         self.exr = exr
         self.keep = keep
+        self.png_level = png_level
         if exr:
             try:
                 import OpenEXR  # noqa: F401
@@ -154,19 +161,31 @@ class TextureWriter:
         return job
 
     def _write_images(self, staging: Path, final: Path, result: RGBDResult) -> dict[str, str]:
-        def png(image: Image.Image) -> Any:
-            return lambda f: image.save(f, "PNG", compress_level=PNG_LEVEL)
-
-        _write_file(staging / "rgb.png", png(Image.fromarray(result.rgb, "RGB")))
-        _write_file(staging / "depth.png", png(Image.fromarray(result.depth)))  # mode I;16: 16-bit grayscale
-        files = {"rgb": str(final / "rgb.png"), "depth": str(final / "depth.png")}
+        """Encode the images concurrently (zlib and libjpeg release the GIL), then write them."""
+        tasks: dict[str, tuple[str, Callable[[], bytes | None]]] = {
+            "rgb": (
+                "rgb.png",
+                lambda: _encode(Image.fromarray(result.rgb, "RGB"), "PNG", compress_level=self.png_level),
+            ),
+            # mode I;16: 16-bit grayscale PNG
+            "depth": (
+                "depth.png",
+                lambda: _encode(Image.fromarray(result.depth), "PNG", compress_level=self.png_level),
+            ),
+        }
         if self.jpeg:
-            jpeg = Image.fromarray(result.rgb, "RGB")
-            _write_file(staging / "rgb.jpg", lambda f: jpeg.save(f, "JPEG", quality=92))
-            files["rgb_jpeg"] = str(final / "rgb.jpg")
+            tasks["rgb_jpeg"] = ("rgb.jpg", lambda: _encode(Image.fromarray(result.rgb, "RGB"), "JPEG", quality=92))
         if self.exr:
-            _write_exr(staging / "depth.exr", result.depth_float)
-            files["depth_exr"] = str(final / "depth.exr")
+            tasks["depth_exr"] = ("depth.exr", lambda: _write_exr(staging / "depth.exr", result.depth_float))
+        with ThreadPoolExecutor(len(tasks), thread_name_prefix="ldm3d-encode") as pool:
+            futures = {key: pool.submit(encode) for key, (_, encode) in tasks.items()}
+            encoded = {key: future.result() for key, future in futures.items()}
+        files = {}
+        for key, (name, _) in tasks.items():
+            data = encoded[key]
+            if data is not None:
+                _write_file(staging / name, lambda f, data=data: f.write(data))
+            files[key] = str(final / name)
         files["meta"] = str(final / "meta.json")
         return files
 
@@ -273,6 +292,12 @@ class TextureWriter:
                 logger.warning("could not remove old job %s: %s", job_id, exc)
                 continue
             shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
 
 
 def _write_exr(path: Path, depth: np.ndarray) -> None:

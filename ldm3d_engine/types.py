@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-SEED_MAX = 2**32 - 1
+#: Seeds fit in a signed 32-bit int, so they travel as OSC int32 to every client.
+SEED_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,217 @@
+"""Bridge latency and texture-writing cost, measured on loopback in one run.
+
+    .venv/bin/python bench/bridge_latency.py [--rounds 500]
+
+Prints:
+1. OSC round trips on loopback (p50/p99): /ldm3d/ping → /ldm3d/pong and
+   /ldm3d/generate → /ldm3d/accepted, against a raw UDP echo baseline measured
+   in the same run (what the OS and Python cost anyway).
+2. The delay from the last file rename of a job to its /ldm3d/ready reaching a client.
+3. Writer time per 1024×512 and 2048×1024 job (rgb.png + 16-bit depth.png + meta.json
+   + latest.json, fsync included) at our PNG level against Pillow's default level.
+
+The engine is a stand-in that returns prepared arrays instantly: this measures
+the bridge, not the model (bench/engine_speed.py is for that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bridge.client import OscClient
+from bridge.jobs import new_job_id
+from bridge.server import Bridge
+from bridge.settings import BridgeSettings
+from bridge.writer import JobFiles, TextureWriter
+from ldm3d_engine.types import GenerateRequest, ResolvedRequest, RGBDResult, Timings
+
+
+def scene(width: int, height: int) -> RGBDResult:
+    """A picture-like RGBD (smooth gradients, texture, mild noise), which PNG compresses like a real one."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = x / width, y / height
+    texture = 0.15 * np.sin(40 * u) * np.sin(25 * v) + 0.03 * rng.standard_normal((height, width)).astype(np.float32)
+    rgb = np.stack([0.3 + 0.5 * v + texture, 0.4 + 0.3 * np.sin(6.28 * u) + texture, 0.8 - 0.5 * v + texture], -1)
+    depth = np.clip(0.5 + 0.3 * np.cos(6.28 * u) * (1 - v) + 0.5 * texture, 0, 1).astype(np.float32)
+    req = ResolvedRequest("bench", "", 1, 20, 7.0, width, height, "dpm", True)
+    return RGBDResult(
+        rgb=np.rint(np.clip(rgb, 0, 1) * 255).astype(np.uint8),
+        depth=np.rint(depth * 65535).astype(np.uint16),
+        depth_float=depth,
+        request=req,
+        prompt_used="bench",
+        prompt_truncated=False,
+        negative_truncated=False,
+        model_id="bench",
+        preset="bench",
+        device="cpu",
+        dtype="float32",
+        depth_layout="rgbd4",
+        timings=Timings(0, 0, 0),
+    )
+
+
+class InstantEngine:
+    """Returns a prepared result at once: the bridge's own costs are what is measured."""
+
+    model_id = "bench"
+
+    def __init__(self, result: RGBDResult) -> None:
+        self.result = result
+
+    def resolve(self, request: GenerateRequest) -> ResolvedRequest:
+        return self.result.request
+
+    def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> RGBDResult:
+        return self.result
+
+
+class StampingWriter(TextureWriter):
+    """Records when the last rename of each job (latest.json) has happened."""
+
+    renamed: dict[str, float] = {}
+
+    def write(self, job_id: str, result: RGBDResult, meta_extra: dict[str, object] | None = None) -> JobFiles:
+        files = super().write(job_id, result, meta_extra)
+        self.renamed[job_id] = time.perf_counter()
+        return files
+
+
+def pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def udp_echo_baseline(rounds: int) -> list[float]:
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def echo() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                data, addr = server.recvfrom(65536)
+            except TimeoutError:
+                continue
+            server.sendto(data, addr)
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        client.sendto(b"/ldm3d/ping\x00,\x00\x00\x00", server.getsockname())
+        client.recvfrom(65536)
+        times.append(time.perf_counter() - t)
+    stop.set()
+    thread.join()
+    client.close()
+    server.close()
+    return times
+
+
+def round_trips(client: OscClient, address: str, args: tuple[object, ...], reply: str, rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        client.send(address, *args)  # type: ignore[arg-type]
+        client.wait_for([reply], 5)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=500)
+    parser.add_argument("--jobs", type=int, default=20)
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="ldm3d-bench-"))
+    small = scene(64, 32)
+
+    print(f"1. OSC round trips on loopback, {args.rounds} each (ms)")
+    base = udp_echo_baseline(args.rounds)
+    print(f"   raw UDP echo (baseline)        p50 {pct(base, 0.5):6.3f}  p99 {pct(base, 0.99):6.3f}")
+    settings = BridgeSettings(
+        model="bench",
+        host="127.0.0.1",
+        port=0,
+        output=str(out / "a"),
+        zeroconf=False,
+        warmup=False,
+        queue_mode="latest-wins",
+    )
+    writer = StampingWriter(out / "a", keep=50)
+    bridge = Bridge(settings, lambda: InstantEngine(small), writer=writer)
+    bridge.start()
+    bridge.worker.ready.wait(10)
+    with OscClient(*bridge.address) as client:
+        ping = round_trips(client, "/ldm3d/ping", (), "/ldm3d/pong", args.rounds)
+        print(
+            f"   /ldm3d/ping → pong             p50 {pct(ping, 0.5):6.3f}  p99 {pct(ping, 0.99):6.3f}"
+            f"   ({statistics.median(ping) / statistics.median(base):.1f}× the baseline)"
+        )
+        accepted = round_trips(client, "/ldm3d/generate", ("bench",), "/ldm3d/accepted", args.rounds)
+        print(
+            f"   /ldm3d/generate → accepted     p50 {pct(accepted, 0.5):6.3f}  p99 {pct(accepted, 0.99):6.3f}"
+            f"   ({statistics.median(accepted) / statistics.median(base):.1f}× the baseline)"
+        )
+        time.sleep(0.5)
+        while client.receive(0.2) is not None:
+            pass
+
+        print(f"\n2. Last rename → /ldm3d/ready received, {args.jobs} jobs (ms)")
+        delays = []
+        for _ in range(args.jobs):
+            client.send("/ldm3d/generate", "bench")
+            ready = client.wait_for(["/ldm3d/ready"], 10)[-1]
+            delays.append(time.perf_counter() - writer.renamed[str(ready.args[0])])
+        print(f"   p50 {pct(delays, 0.5):6.3f}  p99 {pct(delays, 0.99):6.3f}  max {max(delays) * 1000:6.3f}")
+    bridge.stop()
+
+    print("\n3. Writer time per job, median of 5")
+    print("   baseline: Pillow's default PNG settings, rgb.png + depth.png saved one after the other, no fsync")
+    print("   ours: level 1, images encoded in parallel, + meta.json + latest.json, all fsynced and renamed")
+    from PIL import Image
+
+    for width, height in ((1024, 512), (2048, 1024)):
+        result = scene(width, height)
+        plain = out / f"plain{width}"
+        plain.mkdir()
+        base_t, base_size = [], []
+        for _ in range(5):
+            t = time.perf_counter()
+            Image.fromarray(result.rgb, "RGB").save(plain / "rgb.png")
+            Image.fromarray(result.depth).save(plain / "depth.png")
+            base_t.append(time.perf_counter() - t)
+            base_size.append((plain / "rgb.png").stat().st_size + (plain / "depth.png").stat().st_size)
+        w = TextureWriter(out / f"ours{width}")
+        w.prepare()
+        our_t, our_size = [], []
+        for _ in range(5):
+            t = time.perf_counter()
+            files = w.write(new_job_id(), result)
+            our_t.append(time.perf_counter() - t)
+            our_size.append(files.rgb.stat().st_size + files.depth.stat().st_size)
+        bt, ot = statistics.median(base_t), statistics.median(our_t)
+        bs, os_ = statistics.median(base_size), statistics.median(our_size)
+        print(
+            f"   {width}×{height}  baseline {bt * 1000:7.1f} ms {bs / 1e6:5.2f} MB   ours {ot * 1000:7.1f} ms "
+            f"{os_ / 1e6:5.2f} MB   → {bt / ot:.1f}× faster, size {os_ / bs:.2f}×"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The command line: one job, the OSC client, settings, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from bridge.server import Bridge
+from bridge.settings import BridgeSettings, SettingsError, load_settings
+
+Start = Callable[..., Bridge]
+
+
+@pytest.fixture(autouse=True)
+def _tiny_cache(tmp_path: Path, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_generate_writes_a_job_folder_and_prints_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    status = main(
+        [
+            "-q",
+            "generate",
+            "a reef",
+            "--model",
+            "tiny",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--steps",
+            "3",
+            "--seed",
+            "4",
+            "--output",
+            str(out),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert status == 0
+    folder = Path(captured.out.strip())
+    assert folder.parent == out.resolve() and (folder / "depth.png").is_file()
+    assert json.loads((folder / "meta.json").read_text())["seed"] == 4
+    assert "3/3" in captured.err  # the progress bar
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["generate", "x", "--model", "tiny", "--width", "100"], 1, "width 100 is not allowed"),
+        (["generate", "x", "--model", "nope"], 1, "unknown model 'nope'"),
+        (["generate", "x", "--model", "tiny", "--device", "cuda"], 1, "available: cpu"),
+        (["generate", "x", "--model", "ldm3d-4c", "--offline"], 1, "hf download Intel/ldm3d-4c"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], status: int, message: str
+) -> None:
+    assert main(["-q", *argv, "--output", str(tmp_path / "out")]) == status
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ldm3d-bridge: error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_bad_settings_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LDM3D_BRIDGE_QUEUE_SIZE", "lots")
+    assert main(["-q", "serve"]) == 2
+    assert "LDM3D_BRIDGE_QUEUE_SIZE" in capsys.readouterr().err
+
+
+def test_send_prints_the_answer(start_bridge: Start, capsys: pytest.CaptureFixture[str]) -> None:
+    bridge = start_bridge()
+    port = str(bridge.address[1])
+    assert main(["-q", "send", "/ldm3d/ping", "--port", port]) == 0
+    assert capsys.readouterr().out.strip() == "/ldm3d/pong 0.1.0"
+    assert main(["-q", "send", "/ldm3d/generate", "a reef", "steps", "2", "--port", port, "--wait"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("/ldm3d/accepted ") and lines[-1].startswith("/ldm3d/ready ")
+    assert main(["-q", "send", "/ldm3d/generate", "a reef", "width", "100", "--port", port, "--wait"]) == 1
+    assert capsys.readouterr().out.startswith("/ldm3d/error  bad_arguments ")
+
+
+def test_send_with_no_bridge_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "send", "/ldm3d/ping", "--port", "9", "--timeout", "0.3"]) == 1
+    assert "is the bridge running?" in capsys.readouterr().err
+
+
+def test_settings_precedence_file_env_flags(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text('[bridge]\nport = 9100\nmodel = "ldm3d-pano"\nqueue_mode = "latest-wins"\njpeg = true\n')
+    env = {"LDM3D_BRIDGE_PORT": "9200", "LDM3D_BRIDGE_DEVICE": "cuda", "OTHER": "x"}
+    s = load_settings({"port": 9300, "model": None}, config=str(config), environ=env)
+    assert (s.port, s.model, s.queue_mode, s.jpeg, s.device) == (9300, "ldm3d-pano", "latest-wins", True, "cuda")
+    assert load_settings({}, environ={}) == BridgeSettings()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("colour = 3", "unknown setting 'colour'"), ("port = 'x'", "is not a int"), ("queue_mode = 'lifo'", "fifo")],
+)
+def test_bad_config_files_name_the_setting(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        load_settings({}, config=str(config), environ={})

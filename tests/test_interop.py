@@ -1,0 +1,182 @@
+"""Clients we did not write: liblo's oscsend/oscdump (Debian liblo-tools), python-zeroconf's browser,
+and the real `ldm3d-bridge serve` process under SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
+
+from bridge.client import OscClient
+from bridge.discovery import SERVICE_TYPE
+from bridge.server import Bridge
+
+Start = Callable[..., Bridge]
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is missing; ./dev test installs liblo-tools")
+        pytest.skip(f"{tool} not installed (Debian: apt-get install liblo-tools)")
+    return path
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_liblo_oscsend_submits_and_oscdump_receives_ready(start_bridge: Start) -> None:
+    oscsend, oscdump = _require("oscsend"), _require("oscdump")
+    bridge = start_bridge()
+    host, port = bridge.address
+    dump_port = _free_udp_port()
+    dump = subprocess.Popen([oscdump, "-L", str(dump_port)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        subprocess.run([oscsend, host, str(port), "/ldm3d/subscribe", "i", str(dump_port)], check=True)
+        subprocess.run(
+            [oscsend, host, str(port), "/ldm3d/generate", "ssisf", "a harbour", "steps", "2", "guidance", "6.5"],
+            check=True,
+        )
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        assert dump.stdout is not None
+        while time.monotonic() < deadline:
+            line = dump.stdout.readline()
+            lines.append(line)
+            if "/ldm3d/ready" in line:
+                break
+    finally:
+        dump.terminate()
+        dump.wait(5)
+    ready = next(line for line in lines if "/ldm3d/ready" in line)
+    # liblo prints: <timetag> /ldm3d/ready ssssiii "<id>" "<rgb>" "<depth>" "<meta>" 64 64 <seed>
+    assert re.search(r"/ldm3d/ready ssssiii \"[0-9-]+\" \"/.+/rgb\.png\" \"/.+/depth\.png\"", ready), ready
+    assert any("/ldm3d/state" in line for line in lines)
+
+
+class _Listener(ServiceListener):
+    def __init__(self) -> None:
+        self.added: list[str] = []
+        self.removed: list[str] = []
+        self.changed = threading.Event()
+
+    def add_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+        self.added.append(name)
+        self.changed.set()
+
+    def remove_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+        self.removed.append(name)
+        self.changed.set()
+
+    def update_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+        pass
+
+
+@pytest.fixture
+def browser() -> Iterator[tuple[Zeroconf, _Listener]]:
+    zc = Zeroconf(interfaces=["127.0.0.1"])
+    listener = _Listener()
+    browser = ServiceBrowser(zc, SERVICE_TYPE, listener)
+    try:
+        yield zc, listener
+    finally:
+        browser.cancel()
+        zc.close()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_zeroconf_browser_finds_the_bridge_and_sees_it_leave(
+    start_bridge: Start, browser: tuple[Zeroconf, _Listener]
+) -> None:
+    zc, listener = browser
+    first = start_bridge(zeroconf=True)
+    second = start_bridge(zeroconf=True)  # same host name: the conflict must be resolved
+    assert _wait(lambda: len(set(listener.added)) >= 2, 10), listener.added
+    names = sorted(set(listener.added))
+    assert names[0] != names[1] and all(n.startswith("ldm3d-bridge on ") for n in names)
+    info = zc.get_service_info(SERVICE_TYPE, first._advertiser.name, timeout=3000)
+    assert info is not None and info.port == first.address[1]
+    assert info.properties == {b"txtvers": b"1", b"version": b"0.1.0", b"api": b"/ldm3d", b"model": b"tiny"}
+    assert "127.0.0.1" in info.parsed_addresses()
+    name = first._advertiser.name
+    first.stop()
+    assert _wait(lambda: name in listener.removed, 5), "no goodbye on shutdown"
+    second.stop()
+
+
+def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "LDM3D_BRIDGE_WARMUP": "false"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bridge.cli",
+            "serve",
+            "--model",
+            "tiny",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-zeroconf",
+            "--output",
+            str(tmp_path / "out"),
+            *extra,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        found = re.search(r"listening for OSC on udp://127\.0\.0\.1:(\d+)", line)
+        if found:
+            return proc, int(found.group(1))
+    raise AssertionError(f"the bridge did not start (exit {proc.wait()})")
+
+
+@pytest.mark.parametrize(("policy", "outcome"), [("cancel", "/ldm3d/cancelled"), ("finish", "/ldm3d/ready")])
+def test_sigterm_mid_job_exits_cleanly(tmp_path: Path, policy: str, outcome: str) -> None:
+    proc, port = _serve(tmp_path, "--on-shutdown", policy)
+    try:
+        with OscClient("127.0.0.1", port) as client:
+            client.send("/ldm3d/generate", "a long one", "steps", 40, "width", 256, "height", 256)
+            client.wait_for(["/ldm3d/progress"], 60)
+            client.send("/ldm3d/generate", "never runs", "steps", 2)
+            queued = client.wait_for(["/ldm3d/accepted"], 10)[-1].args[0]
+            proc.send_signal(signal.SIGTERM)
+            seen = client.wait_for([outcome], 60)
+            assert ("/ldm3d/cancelled", (queued,)) in [(m.address, m.args) for m in seen]
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = tmp_path / "out"
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    jobs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(jobs) == (1 if policy == "finish" else 0)

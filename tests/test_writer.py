@@ -1,0 +1,90 @@
+"""The shared-folder contract on a real filesystem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bridge.errors import WriteFailed
+from bridge.jobs import new_job_id
+from bridge.writer import TextureWriter
+from ldm3d_engine.types import ResolvedRequest, RGBDResult, Timings
+
+
+def fake_result(width: int = 32, height: int = 16, seed: int = 3) -> RGBDResult:
+    """A result as the engine returns it (arrays are what matter to the writer)."""
+    rng = np.random.default_rng(seed)
+    depth_float = rng.random((height, width), dtype=np.float32)
+    req = ResolvedRequest("p", "n", seed, 2, 7.0, width, height, "ddim", True)
+    return RGBDResult(
+        rgb=rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+        depth=np.rint(depth_float * 65535).astype(np.uint16),
+        depth_float=depth_float,
+        request=req,
+        prompt_used="360 view of p",
+        prompt_truncated=False,
+        negative_truncated=False,
+        model_id="builtin:tiny-pano",
+        preset="tiny-pano",
+        device="cpu",
+        dtype="float32",
+        depth_layout="rgbd4",
+        timings=Timings(0.1, 0.2, 0.3),
+    )
+
+
+def test_files_round_trip_with_16_bit_depth_and_optional_formats(tmp_path: Path) -> None:
+    pytest.importorskip("OpenEXR")
+    import OpenEXR
+
+    writer = TextureWriter(tmp_path, jpeg=True, exr=True)
+    writer.prepare()
+    result = fake_result()
+    files = writer.write(new_job_id(), result)
+    assert np.array_equal(np.array(Image.open(files.rgb)), result.rgb)
+    assert np.array_equal(np.array(Image.open(files.depth)), result.depth)
+    assert Image.open(files.folder / "rgb.jpg").size == (32, 16)
+    with OpenEXR.File(str(files.folder / "depth.exr")) as exr:
+        assert np.array_equal(exr.channels()["Z"].pixels, result.depth_float)
+    meta = json.loads(files.meta.read_text())
+    assert meta["files"]["depth_exr"] == str(files.folder / "depth.exr")
+    assert meta["prompt_used"] == "360 view of p" and meta["seamless"] is True
+    assert meta["depth"]["min"] == pytest.approx(float(result.depth_float.min()))
+
+
+def test_prepare_removes_only_staging_leftovers(tmp_path: Path) -> None:
+    (tmp_path / ".staging-20261122-000000-000-0001").mkdir()
+    (tmp_path / ".latest.json.123.tmp").write_text("{")
+    (tmp_path / "keep-me.txt").write_text("mine")
+    TextureWriter(tmp_path).prepare()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep-me.txt"]
+
+
+def test_a_failed_write_leaves_no_files_and_latest_untouched(tmp_path: Path) -> None:
+    writer = TextureWriter(tmp_path)
+    writer.prepare()
+    first = writer.write(new_job_id(), fake_result())
+    latest_before = (tmp_path / "latest.json").read_bytes()
+    job_id = new_job_id()
+    (tmp_path / job_id).write_text("a file where the job folder must go")  # the final rename fails
+    with pytest.raises(WriteFailed, match=f"could not write job {job_id}"):
+        writer.write(job_id, fake_result())
+    assert (tmp_path / "latest.json").read_bytes() == latest_before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert writer.find(first.job_id) == first
+
+
+def test_find_refuses_paths_and_unknown_ids(tmp_path: Path) -> None:
+    writer = TextureWriter(tmp_path)
+    writer.prepare()
+    assert writer.find("../etc") is None
+    assert writer.find("20200101-000000-000-0000") is None
+
+
+def test_job_ids_sort_by_time() -> None:
+    ids = [new_job_id(1_800_000_000.0 + i * 0.001) for i in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
