@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,9 @@ class InstantEngine:
 class StampingWriter(TextureWriter):
     """Records when the last rename of each job (latest.json) has happened."""
 
-    renamed: dict[str, float] = {}
+    def __init__(self, root: Path, **options: Any) -> None:
+        super().__init__(root, **options)
+        self.renamed: dict[str, float] = {}
 
     def write(self, job_id: str, result: RGBDResult, meta_extra: dict[str, object] | None = None) -> JobFiles:
         files = super().write(job_id, result, meta_extra)
