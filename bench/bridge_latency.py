@@ -75,6 +75,9 @@ class InstantEngine:
     def resolve(self, request: GenerateRequest) -> ResolvedRequest:
         return self.result.request
 
+    def free_memory(self) -> None:
+        pass
+
     def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> RGBDResult:
         return self.result
 

@@ -15,6 +15,8 @@ class EngineLike(Protocol):
 
     def resolve(self, request: GenerateRequest) -> ResolvedRequest: ...
 
+    def free_memory(self) -> None: ...
+
     def generate(
         self,
         request: GenerateRequest,

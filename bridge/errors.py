@@ -11,11 +11,15 @@
     ├── QueueFull                     queue_full
     ├── TooManySubscribers            too_many_subscribers
     ├── WrongModel                    wrong_model
+    ├── RateLimited                   rate_limited (a client sends jobs faster than allowed)
+    ├── Unauthorized                  unauthorized (the shared token is missing or wrong)
     └── WriteFailed                   write_failed (output folder unwritable, disk full)
 
 Engine failures reach clients as ``engine_failed``, ``out_of_memory``,
-``model_failed`` (the model could not be loaded) or ``bad_arguments``
-(a request the model refuses); see :mod:`bridge.worker`.
+``timeout``, ``model_failed`` (the model could not be loaded) or
+``bad_arguments`` (a request the model refuses); see :mod:`bridge.worker`.
+Packets that are not OSC get ``malformed_packet``, and a failure inside the
+bridge's own handling ``internal_error`` (logged; the intake carries on).
 """
 
 from __future__ import annotations
@@ -55,6 +59,14 @@ class TooManySubscribers(BridgeError):
 
 class WrongModel(BridgeError):
     code = "wrong_model"
+
+
+class RateLimited(BridgeError):
+    code = "rate_limited"
+
+
+class Unauthorized(BridgeError):
+    code = "unauthorized"
 
 
 class WriteFailed(BridgeError):

@@ -6,6 +6,7 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -38,6 +39,18 @@ class Job:
     cancel: CancelToken = field(default_factory=CancelToken)
     #: Who asked to cancel it while it ran: told /ldm3d/cancelled as well.
     cancel_requested_by: Address | None = None
+    timed_out: bool = False
+    _outcome_sent: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def claim_outcome(self) -> bool:
+        """True exactly once: whoever gets it sends the job's one final message."""
+        with self._lock:
+            if self._outcome_sent:
+                return False
+            self._outcome_sent = True
+            return True
+
     created: float = field(default_factory=time.time)
 
 
@@ -71,12 +84,20 @@ class JobQueue:
             self._cond.notify()
             return len(self._jobs), replaced
 
-    def take(self, timeout: float | None = None) -> Job | None:
-        """The next job, or None after ``timeout`` seconds or once closed and empty."""
+    def take(self, timeout: float | None = None, on_take: Callable[[Job], None] | None = None) -> Job | None:
+        """The next job, or None after ``timeout`` seconds or once closed and empty.
+
+        ``on_take`` runs under the queue's lock, so no one can see the job neither
+        queued nor marked as running."""
         with self._cond:
             if not self._jobs and not self._closed:
                 self._cond.wait(timeout)
-            return self._jobs.popleft() if self._jobs else None
+            if not self._jobs:
+                return None
+            job = self._jobs.popleft()
+            if on_take is not None:
+                on_take(job)
+            return job
 
     def remove(self, job_id: str) -> Job | None:
         with self._cond:

@@ -8,6 +8,9 @@ answers coming from the port they sent to. Rules:
   not listen on, and subscribe their OSC In DAT's port instead;
 * a **job notification** goes to the job's sender and to every subscriber.
 
+Replies are limited per sender address (``reply_per_s``): a flood, or packets
+with a forged source, cannot turn the bridge into an amplifier.
+
 Sending never raises: a target whose port is closed must not stop the bridge.
 """
 
@@ -16,19 +19,29 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterable
 
 from .errors import TooManySubscribers
 from .jobs import Address
+from .limits import Counters, TokenBuckets
 from .osc import Arg, encode_message
 
 logger = logging.getLogger(__name__)
 
 
 class Notifier:
-    def __init__(self, sock: socket.socket, max_subscribers: int = 32) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        max_subscribers: int = 32,
+        reply_limit: TokenBuckets | None = None,
+        counters: Counters | None = None,
+    ) -> None:
         self._sock = sock
         self._max = max_subscribers
+        self._reply_limit = reply_limit
+        self.counters = counters or Counters()
         self._subscribers: dict[Address, None] = {}  # ordered set
         self._lock = threading.Lock()
         self._failed: set[Address] = set()
@@ -62,11 +75,19 @@ class Notifier:
                 self._sock.sendto(data, target)
                 self.sent += 1
             except OSError as exc:
+                self.counters.add("send_failed")
                 if target not in self._failed:  # log each dead target once
                     self._failed.add(target)
                     logger.warning("cannot send %s to %s:%s: %s", address, target[0], target[1], exc)
 
     def reply(self, sender: Address | None, address: str, *args: Arg) -> None:
+        """Answer a message, unless its sender has used up its reply budget (a flood)."""
+        if sender is not None and self._reply_limit is not None:
+            with self._lock:
+                ok = self._reply_limit.allow(sender, time.monotonic())
+            if not ok:
+                self.counters.add("replies_suppressed")
+                return
         same_host = [s for s in self.subscribers if sender is not None and s[0] == sender[0]]
         self.send_to([sender, *same_host], address, *args)
 

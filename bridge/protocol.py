@@ -86,7 +86,12 @@ class Ping:
     pass
 
 
-Command = Generate | SetStage | Go | Ignored | Cancel | Recall | Subscribe | Unsubscribe | Status | Ping
+@dataclass(frozen=True)
+class Stats:
+    pass
+
+
+Command = Generate | SetStage | Go | Ignored | Cancel | Recall | Subscribe | Unsubscribe | Status | Ping | Stats
 
 
 def _describe(value: Arg) -> str:
@@ -214,9 +219,11 @@ def parse(message: Message) -> Command:
         return Status()
     if name == "ping":
         return Ping()
+    if name == "stats":
+        return Stats()
     if name in ("img2img", "upscale"):
         raise NotSupported(f"{address} is not available in this release; use /ldm3d/generate")
     raise UnknownAddress(
         f"unknown address {address!r}; known: generate, prompt, negative, seed, steps, guidance, size, go, "
-        "cancel, recall, subscribe, unsubscribe, status, ping (all under /ldm3d/)"
+        "cancel, recall, subscribe, unsubscribe, status, stats, ping (all under /ldm3d/)"
     )

@@ -7,7 +7,14 @@ Threads, each with one job:
   it queues, cancels or answers. No thread per datagram.
 * **worker** owns the engine and so the GPU: it loads the model, warms it up,
   then runs jobs one at a time (:mod:`bridge.worker`).
-* **heartbeat** sends ``/ldm3d/state`` to subscribers every few seconds.
+* **monitor** sends the ``/ldm3d/state`` heartbeat to subscribers and times
+  out jobs that run too long.
+
+Before a datagram is decoded, its source must be in the ``allow`` networks
+(else it is dropped silently and counted); with a ``token`` set, each message
+must end with ``"token", <secret>``. Job submissions are limited per client
+host, replies per sender address. Every drop is counted (``/ldm3d/stats``) and
+each kind is logged at most once per 10 s.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +32,13 @@ from ldm3d_engine.errors import EngineError, InvalidRequest
 from ldm3d_engine.types import GenerateRequest
 
 from . import __version__, protocol
+from .access import allowed, parse_networks, take_token
 from .engine_api import EngineLike
-from .errors import BadArguments, BridgeError, UnknownJob, WrongModel
+from .errors import BadArguments, BridgeError, RateLimited, Unauthorized, UnknownJob, WrongModel
 from .jobs import Address, Job, JobQueue, new_job_id
+from .limits import Counters, LogLimiter, TokenBuckets
 from .notifier import Notifier
-from .osc import MAX_DATAGRAM, MalformedPacket, decode_packet
+from .osc import MAX_DATAGRAM, MalformedPacket, Message, decode_packet
 from .settings import BridgeSettings
 from .worker import Worker
 from .writer import TextureWriter
@@ -56,7 +66,10 @@ class Bridge:
         )
         self.queue = JobQueue(settings.queue_size, settings.queue_mode)
         self.stage = Stage()
-        self.dropped: dict[str, int] = {}
+        self.counters = Counters()
+        self._networks = parse_networks(settings.allow)
+        self._job_limit = TokenBuckets(settings.client_jobs_per_s, settings.client_jobs_burst)
+        self._log = LogLimiter(logger)
         self._sock: socket.socket | None = None
         self._notifier: Notifier | None = None
         self._worker: Worker | None = None
@@ -100,11 +113,16 @@ class Bridge:
             ) from exc
         sock.settimeout(0.2)
         self._sock = sock
-        self._notifier = Notifier(sock, self.settings.max_subscribers)
+        self._notifier = Notifier(
+            sock,
+            self.settings.max_subscribers,
+            reply_limit=TokenBuckets(self.settings.reply_per_s, self.settings.reply_burst),
+            counters=self.counters,
+        )
         self._worker = Worker(
             self._engine_factory, self.queue, self.writer, self._notifier, self.settings, on_idle=self._advertise
         )
-        for name, target in (("intake", self._intake), ("heartbeat", self._heartbeat)):
+        for name, target in (("intake", self._intake), ("monitor", self._monitor)):
             self._threads.append(threading.Thread(target=target, name=f"ldm3d-{name}", daemon=True))
         self._threads.append(threading.Thread(target=self._worker.run, name="ldm3d-worker", daemon=True))
         for thread in self._threads:
@@ -161,22 +179,51 @@ class Bridge:
                 raise
             self.handle_datagram(data, (sender[0], sender[1]))
 
-    def _drop(self, kind: str) -> None:
-        self.dropped[kind] = self.dropped.get(kind, 0) + 1
-
     def handle_datagram(self, data: bytes, sender: Address) -> None:
+        """Check, decode and handle one datagram. Never raises: the intake must go on."""
+        self.counters.add("received")
+        now = time.monotonic()
+        if not allowed(sender[0], self._networks):
+            self.counters.add("refused_network")
+            self._log.warning(
+                "refused_network", now, "refused a packet from %s: not in the allowed networks", sender[0]
+            )
+            return
         try:
             messages = decode_packet(data)
         except MalformedPacket as exc:
-            self._drop(exc.kind)
-            logger.debug("dropped a malformed packet from %s:%s: %s", sender[0], sender[1], exc)
+            self.counters.add(f"malformed_{exc.kind}")
+            self._log.warning(f"malformed_{exc.kind}", now, "dropped a malformed packet from %s: %s", sender[0], exc)
             self.notifier.reply(sender, "/ldm3d/error", "", "malformed_packet", str(exc))
             return
         for message in messages:
             try:
-                self.handle(protocol.parse(message), sender)
+                self.handle(protocol.parse(self._authorize(message)), sender)
             except BridgeError as exc:
+                self.counters.add(f"error_{exc.code}")
                 self.notifier.reply(sender, "/ldm3d/error", "", exc.code, str(exc))
+            except Exception:
+                self.counters.add("internal_error")
+                logger.exception("internal error while handling %s from %s", message.address, sender[0])
+                self.notifier.reply(
+                    sender,
+                    "/ldm3d/error",
+                    "",
+                    "internal_error",
+                    "the bridge failed on this message; it is logged and the bridge carries on",
+                )
+
+    def _authorize(self, message: Message) -> Message:
+        secret = self.settings.token
+        if secret is None:
+            return message
+        ok, args = take_token(message.args, secret)
+        if not ok:
+            self.counters.add("refused_token")
+            raise Unauthorized(
+                'this bridge needs a token: end every message with the two arguments "token", "<secret>"'
+            )
+        return Message(message.address, args)
 
     def handle(self, command: protocol.Command, sender: Address) -> None:
         n = self.notifier
@@ -218,6 +265,9 @@ class Bridge:
                 n.reply(sender, "/ldm3d/state", *self.worker.state_args())
             case protocol.Ping():
                 n.reply(sender, "/ldm3d/pong", __version__)
+            case protocol.Stats():
+                pairs = [item for kv in self.counters.snapshot().items() for item in kv]
+                n.reply(sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.worker.state)
 
     def _request(self, prompt: str, options: dict[str, Any]) -> GenerateRequest:
         model = options.get("model")
@@ -248,6 +298,11 @@ class Bridge:
         return request
 
     def _submit(self, request: GenerateRequest, sender: Address) -> None:
+        if not self._job_limit.allow(sender[0], time.monotonic()):
+            raise RateLimited(
+                f"{sender[0]} sends jobs faster than {self.settings.client_jobs_per_s:g} per second "
+                f"(burst {self.settings.client_jobs_burst}); wait a moment"
+            )
         job = Job(new_job_id(), request, sender)
         position, replaced = self.queue.put(job)
         for old in replaced:
@@ -258,6 +313,8 @@ class Bridge:
 
     def _cancel(self, job_id: str | None, sender: Address) -> None:
         running = self.worker.running
+        if running is not None and running.timed_out:
+            running = None
         if job_id is None:
             if running is None:
                 raise UnknownJob("no job is running; /ldm3d/cancel <job id> cancels a queued one")
@@ -273,9 +330,14 @@ class Bridge:
             return
         raise UnknownJob(f"job {job_id} is neither queued nor running")
 
-    # -- heartbeat ---------------------------------------------------------
+    # -- monitor -----------------------------------------------------------
 
-    def _heartbeat(self) -> None:
-        while not self._stop_intake.wait(self.settings.heartbeat_s):
-            if self._notifier is not None and self._worker is not None:
+    def _monitor(self) -> None:
+        next_beat = time.monotonic() + self.settings.heartbeat_s
+        while not self._stop_intake.wait(0.1):
+            now = time.monotonic()
+            if self._worker is not None:
+                self._worker.check_timeout(now)
+            if now >= next_beat and self._notifier is not None and self._worker is not None:
+                next_beat = now + self.settings.heartbeat_s
                 self._notifier.broadcast("/ldm3d/state", *self._worker.state_args())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .access import parse_networks
 from .jobs import QUEUE_MODES
 
 ENV_PREFIX = "LDM3D_BRIDGE_"
@@ -50,6 +51,22 @@ class BridgeSettings:
     #: On SIGINT/SIGTERM: "cancel" the running job, or let it "finish" first.
     on_shutdown: str = "cancel"
     max_subscribers: int = 32
+    #: Source networks allowed to send (CIDR); empty: everyone who can reach the port.
+    allow: tuple[str, ...] = ()
+    #: Shared secret every message must end with ("token", secret). Never logged or advertised.
+    token: str | None = None
+    #: Job submissions per second per client host, and the burst allowed above it.
+    client_jobs_per_s: float = 5.0
+    client_jobs_burst: int = 20
+    #: Replies per second per sender address (flood and amplification guard).
+    reply_per_s: float = 200.0
+    reply_burst: int = 400
+    #: A job running longer is cancelled and reported as `timeout`.
+    job_timeout_s: float = 600.0
+    #: If the engine ignores the cancel this long after a timeout, the bridge exits (status 3) for a restart.
+    stuck_grace_s: float = 60.0
+    #: After an out-of-memory error, free the device cache and run the job once more.
+    oom_retry: bool = True
 
     def check(self) -> BridgeSettings:
         def bad(name: str, why: str) -> SettingsError:
@@ -71,7 +88,26 @@ class BridgeSettings:
             raise bad("on_shutdown", "use cancel or finish")
         if not 1 <= self.warmup_steps <= 150:
             raise bad("warmup_steps", "use 1..150")
+        for name in ("client_jobs_per_s", "reply_per_s", "job_timeout_s", "stuck_grace_s"):
+            if getattr(self, name) <= 0:
+                raise bad(name, "use a positive number")
+        for name in ("client_jobs_burst", "reply_burst"):
+            if getattr(self, name) < 1:
+                raise bad(name, "use at least 1")
+        try:
+            parse_networks(self.allow)
+        except ValueError as exc:
+            raise bad("allow", str(exc)) from None
+        if self.token is not None and not self.token:
+            raise bad("token", "an empty token protects nothing; leave it out or set a secret")
         return self
+
+    def public(self) -> dict[str, Any]:
+        """The settings as they may be logged or shown: the token is masked."""
+        values = dataclasses.asdict(self)
+        if values["token"]:
+            values["token"] = "***"
+        return values
 
 
 _FIELDS = {f.name: f for f in fields(BridgeSettings)}
@@ -106,6 +142,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     if name not in _FIELDS:
         raise SettingsError(f"{source}: unknown setting {name!r}; known: {', '.join(_FIELDS)}")
     kind = _TYPES[name]
+    if kind is tuple:  # a list of strings; from the environment or a flag: comma-separated
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise SettingsError(f"{source}: {name} must be a list of strings, got {value!r}")
+        return tuple(i.strip() for i in items if i.strip())
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         try:

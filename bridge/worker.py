@@ -7,11 +7,19 @@ queued jobs (``idle`` / ``busy``). Every job ends in exactly one of
 
 =================  ===============================================
 ``bad_arguments``  the model refused the request (size, steps, …)
-``out_of_memory``  the device ran out of memory
+``out_of_memory``  the device ran out of memory (after one retry
+                   with a freed cache, when ``oom_retry`` is on)
+``timeout``        the job ran past ``job_timeout_s``
 ``engine_failed``  any other failure inside the engine
 ``write_failed``   the output folder is unwritable or full
 ``model_failed``   the model could not be loaded (the bridge stops)
 =================  ===============================================
+
+A job past its timeout is cancelled and reported at once (by
+:meth:`Worker.check_timeout`, called by the bridge's monitor thread). An engine
+that does not stop within ``stuck_grace_s`` after that is stuck for good (a hung
+driver call cannot be interrupted from Python): :attr:`Worker.failed` is set
+and ``serve`` exits with status 3 so that its supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -56,7 +64,8 @@ class Worker:
         self.engine: EngineLike | None = None
         self.state = "loading"
         self.running: Job | None = None
-        #: Why the model could not be loaded, once it could not.
+        self._started = 0.0
+        #: Why the bridge cannot go on (model not loadable, engine stuck), once it cannot.
         self.failed: str | None = None
         self.ready = threading.Event()
 
@@ -84,16 +93,42 @@ class Worker:
         self.ready.set()
         self._on_idle()
         while not self._stopping.is_set():
-            job = self._queue.take(timeout=0.25)
-            if job is None or job.cancel.cancelled:
+            job = self._queue.take(timeout=0.25, on_take=self._mark_running)
+            if job is None:
                 continue
-            self.running = job
-            self.state = "busy"
+            if job.cancel.cancelled:
+                self.running = None
+                self.state = "idle"
+                continue
             targets, address, args = self._run_job(job)
             # Clear the state first: a client reacting to the outcome must see the job gone.
             self.running = None
             self.state = "idle"
-            self._notifier.send_to(targets, address, *args)
+            if job.claim_outcome():
+                self._notifier.send_to(targets, address, *args)
+
+    def _mark_running(self, job: Job) -> None:
+        self.running = job
+        self.state = "busy"
+        self._started = time.monotonic()
+
+    def check_timeout(self, now: float) -> None:
+        """Time out the running job; declare the engine stuck if it ignores that."""
+        job = self.running
+        if job is None:
+            return
+        elapsed = now - self._started
+        limit = self._settings.job_timeout_s
+        if elapsed > limit and not job.timed_out:
+            job.timed_out = True
+            job.cancel.cancel()
+            logger.warning("job %s ran past its %.0f s timeout; cancelling it", job.id, limit)
+            if job.claim_outcome():
+                message = f"the job ran longer than {limit:g} s (job_timeout_s) and was stopped"
+                self._notifier.notify(job.sender, "/ldm3d/error", job.id, "timeout", message)
+        elif job.timed_out and elapsed > limit + self._settings.stuck_grace_s and self.failed is None:
+            self.failed = f"the engine is stuck in job {job.id} and does not respond to cancel"
+            logger.error("%s; exiting so that a supervisor can restart the bridge", self.failed)
 
     def _load(self) -> bool:
         t0 = time.perf_counter()
@@ -141,7 +176,14 @@ class Worker:
         logger.info("job %s started", job.id)
         notify: list[Address | None] = [job.sender, *n.subscribers]
         try:
-            result = self.engine.generate(job.request, on_step=on_step, cancel=job.cancel)
+            try:
+                result = self.engine.generate(job.request, on_step=on_step, cancel=job.cancel)
+            except OutOfMemory:
+                if not self._settings.oom_retry:
+                    raise
+                logger.warning("job %s ran out of memory; retrying once with a freed cache", job.id)
+                self.engine.free_memory()
+                result = self.engine.generate(job.request, on_step=on_step, cancel=job.cancel)
             files = self._writer.write(job.id, result)
         except Cancelled:
             logger.info("job %s cancelled", job.id)

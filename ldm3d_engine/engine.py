@@ -9,6 +9,7 @@ one, so on identical weights it matches that pipeline's ``"np"`` output.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import logging
@@ -165,6 +166,12 @@ class Engine:
         req = self.resolve(request)
         return self.generate_from_latents(req, self.initial_latents(req), on_step, cancel)
 
+    def free_memory(self) -> None:
+        """Return cached device memory to the driver (after an out-of-memory error)."""
+        gc.collect()
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def initial_latents(self, req: ResolvedRequest) -> torch.Tensor:
         """The seeded starting noise of ``req`` (unscaled), on the engine's device."""
         device, dtype = self.placement.device, self.placement.dtype
@@ -185,8 +192,7 @@ class Engine:
                 return self._run(req, latents, on_step, cancel)
             except RuntimeError as exc:
                 if is_out_of_memory(exc):
-                    if self.placement.device.type == "cuda":
-                        torch.cuda.empty_cache()
+                    self.free_memory()
                     raise OutOfMemory(f"out of memory on {self.device} at {req.width}×{req.height}: {exc}") from exc
                 raise
 

@@ -115,7 +115,7 @@ def test_zeroconf_browser_finds_the_bridge_and_sees_it_leave(
     zc, listener = browser
     first = start_bridge(zeroconf=True)
     second = start_bridge(zeroconf=True)  # same host name: the conflict must be resolved
-    assert _wait(lambda: len(set(listener.added)) >= 2, 10), listener.added
+    assert _wait(lambda: len(set(listener.added)) >= 2, 20), listener.added
     names = sorted(set(listener.added))
     assert names[0] != names[1] and all(n.startswith("ldm3d-bridge on ") for n in names)
     info = zc.get_service_info(SERVICE_TYPE, first._advertiser.name, timeout=3000)

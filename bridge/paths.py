@@ -1,0 +1,41 @@
+"""Paths sent by clients (an img2img input, for instance) must stay inside configured folders.
+
+Refused: empty paths, NUL bytes, ``..`` anywhere, Windows drive (``C:\\…``,
+``C:foo``) and UNC (``\\\\server\\share``) forms, absolute paths outside the
+folders, and symlinks whose target leaves them. A relative path is taken
+relative to the first folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from .errors import BadArguments
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def resolve_input_path(raw: str, folders: Sequence[Path]) -> Path:
+    """The real path of ``raw`` inside one of ``folders``; BadArguments says why not."""
+    if not folders:
+        raise BadArguments("no input folder is configured on the bridge; set input_dirs to allow input files")
+    if not raw or "\x00" in raw:
+        raise BadArguments("the path is empty or contains a NUL byte")
+    if raw.startswith(("\\\\", "//")) or _DRIVE.match(raw):
+        raise BadArguments(
+            f"{raw!r}: drive letters and network (UNC) paths are not allowed; send a path inside an input folder"
+        )
+    parts = set(PurePosixPath(raw).parts) | set(PureWindowsPath(raw).parts)
+    if ".." in parts:
+        raise BadArguments(f"{raw!r}: '..' is not allowed in paths")
+    roots = [folder.resolve() for folder in folders]
+    candidate = Path(raw) if Path(raw).is_absolute() else roots[0] / raw
+    real = candidate.resolve()
+    for root in roots:
+        if real == root or root in real.parents:
+            if not real.is_file():
+                raise BadArguments(f"{raw!r} is not a file in {root}")
+            return real
+    raise BadArguments(f"{raw!r} is outside the input folders ({', '.join(str(r) for r in roots)})")
