@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--jpeg", action="store_const", const=True, help="also write rgb.jpg")
     serve.add_argument("--exr", action="store_const", const=True, help="also write float depth.exr")
     serve.add_argument("--on-shutdown", choices=["cancel", "finish"], help="what happens to the running job")
+    serve.add_argument("--allow", action="append", metavar="CIDR", help="only hear these source networks (repeat)")
+    serve.add_argument("--token-file", help="file holding the shared secret every message must carry")
 
     gen = sub.add_parser("generate", help="one job through the engine and writer, no server")
     gen.add_argument("prompt")
@@ -141,7 +143,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "exr",
         "on_shutdown",
     )
-    settings = load_settings({k: getattr(args, k) for k in keys}, config=args.config)
+    flags = {k: getattr(args, k) for k in keys}
+    flags["allow"] = tuple(args.allow) if args.allow else None
+    if args.token_file:
+        try:
+            flags["token"] = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"--token-file {args.token_file}: {exc.strerror or exc}") from None
+    settings = load_settings(flags, config=args.config)
     engine_settings = _engine_settings(settings)
     bridge = Bridge(settings, lambda: load_engine(engine_settings))
     stop = threading.Event()
@@ -153,9 +162,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if bridge.worker.failed is not None:
                 break
     finally:
-        bridge.stop()
+        # A stuck engine never returns: don't wait long for it.
+        bridge.stop(timeout=5.0 if bridge.worker.failed else 60.0)
     if bridge.worker.failed is not None:
-        raise CliError(f"the model could not be loaded: {bridge.worker.failed}")
+        raise CliError(f"the bridge cannot go on: {bridge.worker.failed}")
     return 0
 
 

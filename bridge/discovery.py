@@ -1,9 +1,11 @@
 """zeroconf (mDNS/DNS-SD): advertise the bridge as an ``_osc._udp`` service.
 
-The instance is named after the host ("ldm3d-bridge on stage-pc"); a name
-already taken on the network gets a suffix (python-zeroconf resolves the
-conflict). TXT: ``txtvers=1``, ``version``, ``api=/ldm3d``, ``model``: nothing
-secret. Closing sends goodbye packets, so browsers drop the service at once.
+The instance is named after the host ("ldm3d-bridge on stage-pc"), with the
+port when it is not 9000 ("ldm3d-bridge on stage-pc :9001"), so two bridges on
+one machine never collide. A name already taken by another machine (two
+machines with one host name) gets a suffix: python-zeroconf probes for it.
+TXT: ``txtvers=1``, ``version``, ``api=/ldm3d``, ``model``: nothing secret.
+Closing sends goodbye packets, so browsers drop the service at once.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _addresses(host: str) -> list[str]:
 class Advertiser:
     def __init__(self, host: str, port: int, model: str, instance: str | None = None) -> None:
         hostname = socket.gethostname().split(".")[0] or "bridge"
-        self.instance = instance or f"ldm3d-bridge on {hostname}"
+        self.instance = instance or f"ldm3d-bridge on {hostname}" + (f" :{port}" if port != 9000 else "")
         addresses = _addresses(host)
         self.info = ServiceInfo(
             SERVICE_TYPE,

@@ -76,7 +76,22 @@ def decode_message(data: bytes) -> Message:
         parsed = OscMessage(data)
     except (ParseError, UnicodeDecodeError, struct.error, IndexError, ValueError) as exc:
         raise MalformedPacket("bad_message", f"not a valid OSC message: {exc}") from None
-    return Message(parsed.address, tuple(parsed.params))
+    message = Message(parsed.address, tuple(parsed.params))
+    # python-osc accepts negative blob sizes, trailing bytes and non-NUL padding;
+    # a message is valid when it re-encodes to exactly the bytes received.
+    if _encode_with_tags(message, tags[1:] if tags else "") != data:
+        raise MalformedPacket("bad_message", "not a valid OSC message: sizes or padding do not add up")
+    return message
+
+
+def _encode_with_tags(message: Message, tags: str) -> bytes:
+    builder = OscMessageBuilder(message.address)
+    try:
+        for tag, arg in zip(tags, message.args, strict=True):
+            builder.add_arg(arg, tag)
+        return bytes(builder.build().dgram)
+    except (BuildError, ValueError, struct.error, TypeError):
+        return b""
 
 
 def _walk(data: bytes, depth: int, out: list[Message]) -> None:

@@ -20,7 +20,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 def resolve_input_path(raw: str, folders: Sequence[Path]) -> Path:
     """The real path of ``raw`` inside one of ``folders``; BadArguments says why not."""
     if not folders:
-        raise BadArguments("no input folder is configured on the bridge; set input_dirs to allow input files")
+        raise BadArguments("no input folder is configured on the bridge; the bridge accepts no input files")
     if not raw or "\x00" in raw:
         raise BadArguments("the path is empty or contains a NUL byte")
     if raw.startswith(("\\\\", "//")) or _DRIVE.match(raw):

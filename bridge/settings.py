@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -111,31 +113,19 @@ class BridgeSettings:
 
 
 _FIELDS = {f.name: f for f in fields(BridgeSettings)}
-_TYPES: dict[str, type] = {
-    "model": str,
-    "preset": str,
-    "device": str,
-    "dtype": str,
-    "cache_dir": str,
-    "host": str,
-    "output": str,
-    "queue_mode": str,
-    "on_shutdown": str,
-    "port": int,
-    "queue_size": int,
-    "keep_jobs": int,
-    "warmup_steps": int,
-    "width": int,
-    "height": int,
-    "max_subscribers": int,
-    "heartbeat_s": float,
-    "progress_hz": float,
-    "offline": bool,
-    "zeroconf": bool,
-    "jpeg": bool,
-    "exr": bool,
-    "warmup": bool,
-}
+
+
+def _kinds() -> dict[str, type]:
+    """Each setting's value type, from the dataclass annotations (``int | None`` → int)."""
+    kinds: dict[str, type] = {}
+    for name, hint in typing.get_type_hints(BridgeSettings).items():
+        if isinstance(hint, types.UnionType):  # X | None
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        kinds[name] = typing.get_origin(hint) or hint
+    return kinds
+
+
+_TYPES = _kinds()
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

@@ -19,7 +19,7 @@ A job past its timeout is cancelled and reported at once (by
 :meth:`Worker.check_timeout`, called by the bridge's monitor thread). An engine
 that does not stop within ``stuck_grace_s`` after that is stuck for good (a hung
 driver call cannot be interrupted from Python): :attr:`Worker.failed` is set
-and ``serve`` exits with status 3 so that its supervisor restarts it.
+and ``serve`` exits with status 1 so that its supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class Worker:
         if elapsed > limit and not job.timed_out:
             job.timed_out = True
             job.cancel.cancel()
-            logger.warning("job %s ran past its %.0f s timeout; cancelling it", job.id, limit)
+            logger.warning("job %s ran past its %g s timeout; cancelling it", job.id, limit)
             if job.claim_outcome():
                 message = f"the job ran longer than {limit:g} s (job_timeout_s) and was stopped"
                 self._notifier.notify(job.sender, "/ldm3d/error", job.id, "timeout", message)

@@ -110,3 +110,13 @@ def test_bad_config_files_name_the_setting(tmp_path: Path, text: str, message: s
     config.write_text(text)
     with pytest.raises(SettingsError, match=message):
         load_settings({}, config=str(config), environ={})
+
+
+def test_serve_reads_allow_and_token_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "serve", "--token-file", str(tmp_path / "missing")]) == 2
+    assert "--token-file" in capsys.readouterr().err
+    assert main(["-q", "serve", "--allow", "not-a-network"]) == 2
+    assert "not a network" in capsys.readouterr().err
+    (tmp_path / "empty").write_text("\n")
+    assert main(["-q", "serve", "--token-file", str(tmp_path / "empty")]) == 2
+    assert "empty token" in capsys.readouterr().err

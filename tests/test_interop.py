@@ -113,14 +113,16 @@ def test_zeroconf_browser_finds_the_bridge_and_sees_it_leave(
     start_bridge: Start, browser: tuple[Zeroconf, _Listener]
 ) -> None:
     zc, listener = browser
-    first = start_bridge(zeroconf=True)
-    second = start_bridge(zeroconf=True)  # same host name: the conflict must be resolved
+    first = start_bridge(zeroconf=True, token="s3cret-token")
+    second = start_bridge(zeroconf=True)  # same host: the names must still differ
     assert _wait(lambda: len(set(listener.added)) >= 2, 20), listener.added
     names = sorted(set(listener.added))
-    assert names[0] != names[1] and all(n.startswith("ldm3d-bridge on ") for n in names)
+    assert all(n.startswith("ldm3d-bridge on ") for n in names)
+    assert f":{first.address[1]}._osc._udp.local." in first._advertiser.name
     info = zc.get_service_info(SERVICE_TYPE, first._advertiser.name, timeout=3000)
     assert info is not None and info.port == first.address[1]
     assert info.properties == {b"txtvers": b"1", b"version": b"0.1.0", b"api": b"/ldm3d", b"model": b"tiny"}
+    assert b"s3cret" not in b"".join(info.text or b"")  # the token is never advertised
     assert "127.0.0.1" in info.parsed_addresses()
     name = first._advertiser.name
     first.stop()

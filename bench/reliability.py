@@ -1,0 +1,295 @@
+"""Reliability figures for the README: hostile packets, a flood, injected faults, partial reads.
+
+    .venv/bin/python bench/reliability.py [--random 2000] [--flood-rate 10000] [--flood-seconds 5]
+
+Runs real bridges on loopback with the built-in tiny model (built on first use).
+Prints, each from this run:
+1. malformed packets tried, by kind (the seed corpus of tests/corpus.py plus random
+   mutations of valid packets), and hangs (no answer to a probe within 2 s) and crashes
+   (the bridge's intake or worker gone): both must be 0;
+2. a flood from loopback: packets sent, the rate sustained, what the bridge received,
+   dropped by policy (rate limits) and what the kernel dropped before the bridge read it;
+3. faults injected (engine error, out of memory, a hang past the job timeout, an
+   unwritable output folder) and how many the bridge recovered from (the next job succeeded);
+4. partial or undecodable files seen by a reader polling latest.json and the textures
+   during 50 jobs: must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PIL import Image
+
+from bridge.client import OscClient
+from bridge.osc import MalformedPacket, decode_packet, encode_message
+from bridge.server import Bridge
+from bridge.settings import BridgeSettings
+from ldm3d_engine import Cancelled, EngineSettings, GenerateRequest, OutOfMemory, load_engine
+from tests.corpus import corpus
+
+READY_OR_ERROR = ["/ldm3d/ready", "/ldm3d/error"]
+
+
+def start(engine_factory: Any, out: Path, **overrides: Any) -> Bridge:
+    values: dict[str, Any] = {
+        "model": "tiny",
+        "host": "127.0.0.1",
+        "port": 0,
+        "output": str(out),
+        "zeroconf": False,
+        "warmup": False,
+        "width": 64,
+        "height": 64,
+    }
+    values.update(overrides)
+    bridge = Bridge(BridgeSettings(**values), engine_factory)
+    bridge.start()
+    bridge.worker.ready.wait(120)
+    return bridge
+
+
+def mutations(n: int, seed: int = 7) -> list[bytes]:
+    rng = random.Random(seed)
+    bases = [
+        encode_message("/ldm3d/generate", "a reef", "seed", 4, "guidance", 7.5),
+        encode_message("/ldm3d/size", 1024, 512),
+        b"#bundle\x00" + bytes(8) + b"\x00\x00\x00\x0c" + encode_message("/ldm3d/ping"),
+    ]
+    out = []
+    for _ in range(n):
+        data = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 4)):
+            op = rng.random()
+            if op < 0.5 and data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            elif op < 0.75:
+                del data[rng.randrange(len(data) + 1) :]
+            else:
+                data += bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        out.append(bytes(data))
+    return out
+
+
+def malformed(engine: Any, tmp: Path, random_count: int) -> None:
+    print("1. Malformed packets")
+    # Replies are limited per sender (200/s); this section measures parsing, so it lifts that limit.
+    bridge = start(lambda: engine, tmp / "m", reply_per_s=1e6, reply_burst=10**6)
+    kinds: Counter[str] = Counter()
+    hangs = 0
+    packets = [data for _, data, _ in corpus()] + mutations(random_count)
+    with OscClient(*bridge.address) as client:
+        for n, data in enumerate(packets):
+            try:
+                decode_packet(data)
+                kinds["valid (acted on)"] += 1
+            except MalformedPacket as exc:
+                kinds[exc.kind] += 1
+            client.send_raw(data)
+            client.send("/ldm3d/seed", n)
+            try:
+                seen = client.wait_for(["/ldm3d/stage"], 2)
+                while seen[-1].args != ("seed", n):
+                    seen = client.wait_for(["/ldm3d/stage"], 2)
+            except TimeoutError:
+                hangs += 1
+    alive = all(t.is_alive() for t in bridge._threads)
+    bridge.stop()
+    for kind, count in sorted(kinds.items()):
+        print(f"   {kind:22} {count:6}")
+    print(f"   tried {len(packets)}: hangs {hangs}, crashes {0 if alive else 1}")
+
+
+def flood(tmp: Path, rate: int, seconds: float) -> None:
+    print(f"\n2. Flood from loopback: {rate} packets/s for {seconds:g} s (generate, garbage, status in turn)")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bridge.cli",
+            "serve",
+            "--model",
+            "tiny",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-zeroconf",
+            "--output",
+            str(tmp / "f"),
+            "--queue-size",
+            "4",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    port = 0
+    for line in proc.stderr:
+        found = re.search(r"udp://127\.0\.0\.1:(\d+)", line)
+        if found:
+            port = int(found.group(1))
+            break
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    with OscClient("127.0.0.1", port) as probe, OscClient("127.0.0.1", port) as flooder:
+        probe.send("/ldm3d/ping")
+        probe.wait_for(["/ldm3d/pong"], 120)
+        probe.send("/ldm3d/stats")
+        before = probe.wait_for(["/ldm3d/stats"], 5)[-1].args
+        received_before = dict(zip(before[::2], before[1::2], strict=True)).get("received", 0)
+        packets = [
+            encode_message("/ldm3d/generate", "flood", "steps", 1, "width", 64, "height", 64),
+            b"\xde\xad\xbe\xef" * 8,
+            encode_message("/ldm3d/status"),
+        ]
+        sent, started = 0, time.monotonic()
+        pongs = 0
+        while (elapsed := time.monotonic() - started) < seconds:
+            for _ in range(100):
+                flooder.send_raw(packets[sent % 3])
+                sent += 1
+            if sent % 2000 == 0:
+                probe.send("/ldm3d/ping")
+            ahead = sent / rate - elapsed
+            if ahead > 0:
+                time.sleep(ahead)
+        duration = time.monotonic() - started
+        time.sleep(1.0)
+        while (m := probe.receive(0.05)) is not None:
+            pongs += m.address == "/ldm3d/pong"
+        probe.send("/ldm3d/stats")
+        stats = probe.wait_for(["/ldm3d/stats"], 10)[-1].args
+    proc.terminate()
+    proc.wait(60)
+    counts = dict(zip(stats[::2], stats[1::2], strict=True))
+    received = int(counts.get("received", 0)) - int(received_before) - 1 - sent // 2000
+    policy = {
+        k: v
+        for k, v in counts.items()
+        if k in ("error_rate_limited", "replies_suppressed", "error_queue_full") or str(k).startswith("malformed_")
+    }
+    print(
+        f"   sent {sent} in {duration:.1f} s ({sent / duration:.0f}/s); the bridge read {received} "
+        f"({received / duration:.0f}/s); the kernel dropped {max(0, sent - received)} before it read them"
+    )
+    print("   dropped or refused by policy: " + ", ".join(f"{k} {v}" for k, v in sorted(policy.items())))
+    print(f"   pings answered during the flood: {pongs} of {sent // 2000}; queue at the end: {counts['queue']} (max 4)")
+
+
+class Faulty:
+    def __init__(self, real: Any) -> None:
+        # one fault per injected job, each followed by a recovery job ("ok")
+        self.real, self.model_id = real, real.model_id
+        self.plan = ["error", "ok", "oom", "oom", "ok", "hang", "ok", "ok", "ok"]
+
+    def resolve(self, request: GenerateRequest) -> Any:
+        return self.real.resolve(request)
+
+    def free_memory(self) -> None:
+        pass
+
+    def generate(self, request: GenerateRequest, on_step: Any = None, cancel: Any = None) -> Any:
+        action = self.plan.pop(0) if self.plan else "ok"
+        if action == "error":
+            raise RuntimeError("injected engine error")
+        if action == "oom":
+            raise OutOfMemory("injected out of memory")
+        if action == "hang":
+            while not cancel.cancelled:
+                time.sleep(0.01)
+            raise Cancelled(0, 1)
+        return self.real.generate(request, on_step=on_step, cancel=cancel)
+
+
+def faults(engine: Any, tmp: Path) -> None:
+    print("\n3. Faults injected")
+    out = tmp / "faults"
+    bridge = start(lambda: Faulty(engine), out, job_timeout_s=0.5)
+    results = []
+    with OscClient(*bridge.address) as client:
+        for name in (
+            "engine error",
+            "out of memory (twice: retry fails)",
+            "hang past the job timeout",
+            "output folder unwritable",
+        ):
+            blocked = name.startswith("output")
+            if blocked:  # a real filesystem fault: the output folder is replaced by a plain file
+                out.rename(out.with_name("faults.moved"))
+                out.write_text("not a folder")
+            client.send("/ldm3d/generate", "fault", "steps", 1)
+            outcome = client.wait_for(READY_OR_ERROR, 30)[-1]
+            if blocked:
+                out.unlink()
+                out.with_name("faults.moved").rename(out)
+            client.send("/ldm3d/generate", "recovery", "steps", 1)
+            recovered = client.wait_for(READY_OR_ERROR, 30)[-1].address == "/ldm3d/ready"
+            results.append((name, f"{outcome.args[1]}", recovered))
+    bridge.stop()
+    for name, code, recovered in results:
+        print(f"   {name:38} → {code:15} next job {'succeeded' if recovered else 'FAILED'}")
+    print(f"   injected {len(results)}, recovered {sum(r for *_, r in results)}")
+
+
+def partial_reads(engine: Any, tmp: Path) -> None:
+    print("\n4. Atomic handoff: a reader polls latest.json, rgb.png and depth.png during 50 jobs")
+    bridge = start(lambda: engine, tmp / "atomic", width=256, height=256, client_jobs_per_s=1000.0)
+    root, stop = bridge.writer.root, threading.Event()
+    reads, partial = [0], [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                latest = json.loads((root / "latest.json").read_text())
+                for key in ("rgb", "depth"):
+                    with Image.open(latest[key]) as image:
+                        image.load()
+                reads[0] += 1
+            except FileNotFoundError:
+                continue
+            except (OSError, SyntaxError, ValueError):
+                partial[0] += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    with OscClient(*bridge.address) as client:
+        for _ in range(50):
+            client.send("/ldm3d/generate", "x", "steps", 1)
+            assert client.wait_for(READY_OR_ERROR, 30)[-1].address == "/ldm3d/ready"
+    stop.set()
+    thread.join()
+    bridge.stop()
+    print(f"   complete reads {reads[0]}, partial or undecodable reads {partial[0]}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.CRITICAL)  # the figures are the output; the bridge's logs are not
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--random", type=int, default=2000, help="random mutations on top of the corpus")
+    parser.add_argument("--flood-rate", type=int, default=10000)
+    parser.add_argument("--flood-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ldm3d-reliability-"))
+    engine = load_engine(EngineSettings(model="tiny"))
+    malformed(engine, tmp, args.random)
+    flood(tmp, args.flood_rate, args.flood_seconds)
+    faults(engine, tmp)
+    partial_reads(engine, tmp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Client-sent paths must resolve inside the configured input folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import BadArguments
+from bridge.paths import resolve_input_path
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    folder = tmp_path / "inputs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"png")
+    (folder / "sub" / "b.png").write_bytes(b"png")
+    (tmp_path / "secret.txt").write_text("no")
+    return folder
+
+
+def test_paths_inside_are_resolved(inputs: Path) -> None:
+    assert resolve_input_path("a.png", [inputs]) == inputs / "a.png"
+    assert resolve_input_path("sub/b.png", [inputs]) == inputs / "sub" / "b.png"
+    assert resolve_input_path(str(inputs / "a.png"), [inputs]) == inputs / "a.png"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("../secret.txt", "'..' is not allowed"),
+        ("sub/../../secret.txt", "'..' is not allowed"),
+        ("sub\\..\\..\\secret.txt", "'..' is not allowed"),
+        ("/etc/passwd", "outside the input folders"),
+        ("a.png\x00.jpg", "NUL byte"),
+        ("", "empty"),
+        ("C:\\Windows\\win.ini", "drive letters"),
+        ("c:secret.txt", "drive letters"),
+        ("\\\\server\\share\\a.png", "UNC"),
+        ("//server/share/a.png", "UNC"),
+        ("missing.png", "not a file"),
+        ("sub", "not a file"),
+    ],
+)
+def test_escapes_and_odd_forms_are_refused(inputs: Path, raw: str, message: str) -> None:
+    with pytest.raises(BadArguments, match=message):
+        resolve_input_path(raw, [inputs])
+
+
+def test_symlinks_that_escape_are_refused(inputs: Path, tmp_path: Path) -> None:
+    os.symlink(tmp_path / "secret.txt", inputs / "link.png")
+    with pytest.raises(BadArguments, match="outside the input folders"):
+        resolve_input_path("link.png", [inputs])
+    os.symlink(inputs / "a.png", inputs / "inner.png")
+    assert resolve_input_path("inner.png", [inputs]) == inputs / "a.png"
+
+
+def test_no_input_folder_means_no_input_files(inputs: Path) -> None:
+    with pytest.raises(BadArguments, match="no input folder"):
+        resolve_input_path("a.png", [])
