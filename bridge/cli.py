@@ -23,6 +23,7 @@ from ldm3d_engine.presets import PRESETS, SCHEDULERS
 from . import __version__
 from .client import FINAL, OscClient
 from .errors import BridgeError
+from .preview import PreviewError
 from .settings import BridgeSettings, SettingsError, load_settings
 
 logger = logging.getLogger("bridge")
@@ -116,6 +117,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo: serve tiny-pano, send a prompt over OSC, print the result")
     demo.add_argument("--output", default="ldm3d-out", help="output folder (default ./ldm3d-out)")
     demo.add_argument("--prompt", default="a quiet harbour at dusk")
+
+    preview = sub.add_parser("preview", help="render a job's displaced sphere to a PNG (headless OpenGL)")
+    preview.add_argument("job_dir", help="a job folder (holds rgb.png and depth.png)")
+    preview.add_argument("--out", required=True, help="the PNG to write")
+    preview.add_argument("--yaw", type=float, default=0.0, help="degrees; 0 = middle of the panorama, + = right")
+    preview.add_argument("--pitch", type=float, default=0.0, help="degrees; + = up")
+    preview.add_argument("--fov", type=float, default=90.0, help="vertical field of view, degrees")
+    preview.add_argument(
+        "--eye",
+        type=float,
+        nargs=3,
+        default=(0.0, 0.0, 0.0),
+        metavar=("X", "Y", "Z"),
+        help="eye position; the sphere's radius is 1",
+    )
+    preview.add_argument("--stereo", action="store_true", help="a side-by-side pair (left eye first)")
+    preview.add_argument("--eye-separation", type=float, default=0.064, help="for --stereo (default 0.064)")
+    preview.add_argument("--size", default="1024x768", help="WxH of one view (default 1024x768)")
+    preview.add_argument("--strength", type=float, default=1.0, help="depth displacement strength (default 1)")
+
+    export = sub.add_parser("export-mesh", help="write a job's displaced sphere as .glb, .obj or .ply")
+    export.add_argument("job_dir")
+    export.add_argument("--out", required=True, help="FILE.glb, FILE.obj or FILE.ply")
+    export.add_argument("--columns", type=int, default=512)
+    export.add_argument("--rows", type=int, default=256)
+    export.add_argument("--strength", type=float, default=1.0)
 
     sub.add_parser("env", help="versions, devices and cache folders")
     return parser
@@ -271,6 +298,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         say(f"  {name:6} {path}")
     say("timings:", ", ".join(f"{k} {v:.2f} s" for k, v in meta["timings"].items()))
     say(f"prompt used: {meta['prompt_used']!r}, seed {meta['seed']}, {meta['width']}×{meta['height']}")
+    from .preview import Camera
+
+    preview = Path(args.output) / "demo-preview.png"
+    try:
+        write_preview(Path(meta["files"]["rgb"]).parent, preview, Camera(yaw=0.0, fov=100.0), (960, 540))
+    except PreviewError as exc:
+        say(f"preview: skipped ({exc})")
+    else:
+        say(
+            f"preview: {preview.resolve()} (the displaced sphere seen from its centre; "
+            "`ldm3d-bridge preview` renders other views)"
+        )
     return 0
 
 
@@ -301,7 +340,71 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "generate": cmd_generate, "send": cmd_send, "demo": cmd_demo, "env": cmd_env}
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise CliError(f"--size {text!r}: write it as WIDTHxHEIGHT, e.g. 1024x768", 2) from None
+    if not (16 <= width <= 8192 and 16 <= height <= 8192):
+        raise CliError(f"--size {text}: each side must be 16..8192", 2)
+    return width, height
+
+
+def write_preview(
+    job_dir: Path,
+    out: Path,
+    camera: Any,
+    size: tuple[int, int],
+    stereo: bool = False,
+    eye_separation: float = 0.064,
+    strength: float = 1.0,
+) -> None:
+    from PIL import Image
+
+    from .preview import SphereRenderer, load_job_textures, render_stereo
+
+    rgb, depth = load_job_textures(job_dir)
+    renderer = SphereRenderer(rgb, depth, strength=strength)
+    try:
+        image = render_stereo(renderer, camera, size, eye_separation) if stereo else renderer.render(camera, size)
+    finally:
+        renderer.release()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(out)
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import Camera
+
+    camera = Camera(eye=tuple(args.eye), yaw=args.yaw, pitch=args.pitch, fov=args.fov)
+    if not 1.0 <= args.fov <= 170.0:
+        raise CliError(f"--fov {args.fov}: use 1..170 degrees", 2)
+    write_preview(
+        Path(args.job_dir), Path(args.out), camera, _size(args.size), args.stereo, args.eye_separation, args.strength
+    )
+    print(Path(args.out).resolve())
+    return 0
+
+
+def cmd_export_mesh(args: argparse.Namespace) -> int:
+    from .mesh import export_mesh
+
+    vertices, triangles = export_mesh(
+        Path(args.job_dir), Path(args.out), columns=args.columns, rows=args.rows, strength=args.strength
+    )
+    print(f"{Path(args.out).resolve()} ({vertices} vertices, {triangles} triangles)")
+    return 0
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "generate": cmd_generate,
+    "send": cmd_send,
+    "demo": cmd_demo,
+    "env": cmd_env,
+    "preview": cmd_preview,
+    "export-mesh": cmd_export_mesh,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -313,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ldm3d-bridge: error: {exc}", file=sys.stderr)
         return 2
-    except (CliError, EngineError, BridgeError, OSError, TimeoutError) as exc:
+    except (CliError, EngineError, BridgeError, PreviewError, OSError, TimeoutError) as exc:
         status = exc.status if isinstance(exc, CliError) else 1
         print(f"ldm3d-bridge: error: {exc}", file=sys.stderr)
         return status

@@ -1,0 +1,66 @@
+"""Export a job's world as a textured mesh for Blender, Unity, Unreal and WebXR viewers.
+
+Vertex positions come from the reference renderer's shader (transform feedback),
+so the mesh is exactly the sphere TouchDesigner displaces. Formats:
+
+* ``.glb``: binary glTF with the RGB image embedded as the base colour texture;
+* ``.obj``: OBJ + MTL + the texture PNG beside it;
+* ``.ply``: binary PLY with per-vertex colours sampled from the RGB image.
+
+trimesh writes the files; it is the ``[mesh]`` extra, imported only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .preview import PreviewError, SphereRenderer, load_job_textures
+from .sphere import sphere_grid
+
+FORMATS = (".glb", ".obj", ".ply")
+
+
+def export_mesh(
+    job_dir: Path, out: Path, *, columns: int = 512, rows: int = 256, strength: float = 1.0
+) -> tuple[int, int]:
+    """Write the displaced sphere of ``job_dir`` to ``out``; return (vertices, triangles)."""
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise PreviewError(f"{out.name}: unknown mesh format; use one of {', '.join(FORMATS)}")
+    try:
+        import trimesh
+    except ImportError:
+        raise PreviewError("mesh export needs trimesh: pip install 'ldm3d-bridge[mesh]'") from None
+    rgb, depth = load_job_textures(job_dir)
+    grid = sphere_grid(columns, rows)
+    renderer = SphereRenderer(rgb, depth, strength=strength, grid=grid)
+    try:
+        vertices = renderer.positions()
+    finally:
+        renderer.release()
+    # The sphere is seen from inside; flip the winding so normals face the viewer at the centre.
+    faces = grid.triangles[:, ::-1].astype(np.int64)
+    image = Image.fromarray(rgb, "RGB")
+    if suffix == ".ply":
+        px = np.clip((grid.uv[:, 0] * (rgb.shape[1] - 1)).round().astype(int), 0, rgb.shape[1] - 1)
+        py = np.clip(((1.0 - grid.uv[:, 1]) * (rgb.shape[0] - 1)).round().astype(int), 0, rgb.shape[0] - 1)
+        colors = np.concatenate([rgb[py, px], np.full((len(px), 1), 255, np.uint8)], axis=1)
+        mesh = trimesh.Trimesh(vertices, faces, vertex_colors=colors, process=False)
+    else:
+        material = trimesh.visual.material.SimpleMaterial(image=image)
+        visual = trimesh.visual.TextureVisuals(uv=grid.uv, image=image, material=material)
+        mesh = trimesh.Trimesh(vertices, faces, visual=visual, process=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".obj":
+        text, files = trimesh.exchange.obj.export_obj(
+            mesh, include_texture=True, return_texture=True, mtl_name=f"{out.stem}.mtl"
+        )
+        out.write_text(text, encoding="utf-8")
+        for name, data in files.items():
+            (out.parent / name).write_bytes(data)
+    else:
+        mesh.export(out)
+    return len(vertices), len(faces)

@@ -1,0 +1,65 @@
+"""The TouchDesigner side's decisions, without TouchDesigner."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "td_project" / "python"))
+
+from ldm3d_td_logic import LoadBack, SetCross, Shown, WorldSwitcher
+
+J1, J2, J3 = "20261122-100000-000-0001", "20261122-100005-000-0002", "20261122-100009-000-0003"
+
+
+def test_swaps_only_when_both_textures_are_loaded() -> None:
+    s = WorldSwitcher(crossfade_s=2.0)
+    assert s.on_ready(J1, "/o/1/rgb.png", "/o/1/depth.png") == [LoadBack("B", "/o/1/rgb.png", "/o/1/depth.png")]
+    assert s.on_loaded("B", "rgb", "/o/1/rgb.png", now=10.0) == []
+    assert s.front == "A"  # nothing changes on screen with one texture
+    actions = s.on_loaded("B", "depth", "/o/1/depth.png", now=10.0)
+    assert actions == [SetCross(0.0)]
+    assert s.tick(11.0) == [SetCross(0.5)]
+    assert s.tick(12.5) == [SetCross(1.0), Shown(J1, "B")]
+    assert s.front == "B" and s.shown == J1
+    # the next world loads into A and fades back toward 0
+    assert s.on_ready(J2, "/o/2/rgb.png", "/o/2/depth.png") == [LoadBack("A", "/o/2/rgb.png", "/o/2/depth.png")]
+    s.on_loaded("A", "depth", "/o/2/depth.png", 20.0)
+    assert s.on_loaded("A", "rgb", "/o/2/rgb.png", 20.0) == [SetCross(1.0)]
+    assert s.tick(22.0) == [SetCross(0.0), Shown(J2, "A")]
+
+
+def test_a_stale_ready_is_ignored() -> None:
+    s = WorldSwitcher(crossfade_s=0.0)
+    s.on_ready(J2, "r2", "d2")
+    assert s.on_ready(J1, "r1", "d1") == []  # older than the one loading
+    s.on_loaded("B", "rgb", "r2", 0.0)
+    s.on_loaded("B", "depth", "d2", 0.0)
+    assert s.shown == J2
+    assert s.on_ready(J1, "r1", "d1") == [] and s.on_ready(J2, "r2", "d2") == []  # older, or a recall repeat
+    assert s.on_ready(J3, "r3", "d3") == [LoadBack("A", "r3", "d3")]
+
+
+def test_late_loads_of_unwanted_files_change_nothing() -> None:
+    s = WorldSwitcher()
+    s.on_ready(J1, "r1", "d1")
+    assert s.on_loaded("B", "rgb", "some-older.png", 0.0) == []
+    assert s.on_loaded("A", "rgb", "r1", 0.0) == []  # wrong buffer
+    assert s.loading is not None and s.loading.loaded == set()
+
+
+def test_a_ready_during_a_fade_waits_then_loads_into_the_new_back_buffer() -> None:
+    s = WorldSwitcher(crossfade_s=1.0)
+    s.on_ready(J1, "r1", "d1")
+    s.on_loaded("B", "rgb", "r1", 0.0)
+    s.on_loaded("B", "depth", "d1", 0.0)
+    assert s.on_ready(J2, "r2", "d2") == []  # B is fading in; A is still on screen
+    assert s.on_ready(J3, "r3", "d3") == []  # only the newest waiting world is kept
+    assert s.tick(1.0) == [SetCross(1.0), Shown(J1, "B"), LoadBack("A", "r3", "d3")]
+
+
+def test_state_and_error_texts() -> None:
+    s = WorldSwitcher()
+    assert s.on_state("busy", 2, J1, "ldm3d-pano") == f"busy · ldm3d-pano · queue 2, running {J1}"
+    assert s.on_error("", "queue_full", "the queue is full") == "queue_full: the queue is full"
+    assert s.on_error(J1, "timeout", "too long") == f"timeout: too long (job {J1})"

@@ -1,0 +1,38 @@
+"""The TouchDesigner build table is consistent and points at files that exist."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _table() -> object:
+    spec = importlib.util.spec_from_file_location("build_network", ROOT / "td_project" / "build_network.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_wire_and_parameter_names_a_node_and_files_exist() -> None:
+    t = _table()
+    names = {name for name, *_ in t.NODES}  # type: ignore[attr-defined]
+    assert len(names) == len(t.NODES)  # type: ignore[attr-defined]
+    for target, _, source in t.WIRES:  # type: ignore[attr-defined]
+        assert {target, source} <= names
+    custom = {name for _, name, *_ in t.CUSTOM}  # type: ignore[attr-defined]
+    for target, par, value in t.PARAMS:  # type: ignore[attr-defined]
+        assert target in names, target
+        if par in t.FILE_PARAMS:  # type: ignore[attr-defined]
+            assert (ROOT / value).is_file(), value
+        if isinstance(value, str) and value.startswith("=parent().par."):
+            assert value.split(".par.")[1].split()[0] in custom, value
+        if par in ("vdat", "pdat", "material", "camera", "geometry", "op", "callbacks") or par.endswith("top"):
+            assert value in names, (target, par, value)
+
+
+def test_the_extension_and_callbacks_are_valid_python() -> None:
+    for path in (ROOT / "td_project" / "python").glob("*.py"):
+        compile(path.read_text(), str(path), "exec")
