@@ -84,3 +84,11 @@ def split_rgbd(
         depth = unpack_depth6(image_unit[..., 4], image_unit[..., 5])
         depth_float = (depth.astype(np.float32) / 65535.0).astype(np.float32)
     return rgb, depth, depth_float
+
+
+def depth_to_vae_channels(depth16: npt.NDArray[np.uint16], layout: str) -> FloatArray:
+    """16-bit depth → the VAE's depth input channels in [0, 1]: one for ``rgbd4``, three packed for ``rgbd6``."""
+    if layout == "rgbd4":
+        out: FloatArray = (depth16.astype(np.float32) / 65535.0)[..., None]
+        return out
+    return pack_depth6(depth16)

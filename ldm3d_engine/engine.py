@@ -5,42 +5,56 @@ schedulers) and transformers' CLIP; not on the deprecated
 ``StableDiffusionLDM3DPipeline``, whose post-processing is broken (see
 :mod:`ldm3d_engine.depth`). The loop is the standard classifier-free guided
 one, so on identical weights it matches that pipeline's ``"np"`` output.
+
+Three ways to run, one sampler: ``generate`` (text → RGBD), ``img2img`` (RGBD
+image-to-image) and ``upscale`` (LDM3D-SR ×4), all with seamless wrap,
+progress, cancellation and the same result type.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import inspect
 import json
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
+import torch.nn.functional as F
 
-from .depth import layout_for_channels, split_rgbd, to_unit
+from .depth import depth_to_vae_channels, layout_for_channels, split_rgbd, to_unit
 from .devices import Placement, is_out_of_memory, resolve_placement
 from .errors import Cancelled, InvalidRequest, OutOfMemory, UnknownModel
 from .loading import ModelLocation, locate
-from .presets import FOLDER_DEFAULTS, SCHEDULERS, Preset
+from .presets import FOLDER_DEFAULTS, Preset
 from .schedulers import make_scheduler
 from .seamless import wrap_width
-from .types import SEED_MAX, CancelToken, EngineSettings, GenerateRequest, ResolvedRequest, RGBDResult, Timings
+from .types import (
+    CancelToken,
+    EngineSettings,
+    GenerateRequest,
+    Img2ImgRequest,
+    ResolvedRequest,
+    RGBDResult,
+    Timings,
+    UpscaleRequest,
+)
+from .validation import resolve_text, resolve_upscale
 
 logger = logging.getLogger(__name__)
 
 OnStep = Callable[[int, int], None]
 MAX_TOKENS = 77
-STEPS_RANGE = (1, 150)
-GUIDANCE_RANGE = (0.0, 30.0)
 
 
 class Engine:
-    """One loaded model on one device. ``generate`` is serialised by a lock."""
+    """One loaded model on one device. Runs are serialised by a lock."""
 
     def __init__(
         self,
@@ -87,50 +101,7 @@ class Engine:
 
     def resolve(self, request: GenerateRequest) -> ResolvedRequest:
         """Fill the preset's defaults into ``request`` and check every field."""
-        p = self.preset
-        if p.task != "text":
-            raise InvalidRequest(
-                "model", f"model {p.name!r} is an upscaler, not a text→RGBD model; use ldm3d, ldm3d-4c or ldm3d-pano"
-            )
-        if not request.prompt.strip():
-            raise InvalidRequest("prompt", "the prompt is empty; say what the world should show")
-        steps = p.steps if request.steps is None else request.steps
-        if not STEPS_RANGE[0] <= steps <= STEPS_RANGE[1]:
-            raise InvalidRequest("steps", f"steps {steps} is out of range; allowed {STEPS_RANGE[0]}..{STEPS_RANGE[1]}")
-        guidance = p.guidance if request.guidance is None else float(request.guidance)
-        if not (GUIDANCE_RANGE[0] <= guidance <= GUIDANCE_RANGE[1]):  # also refuses NaN
-            raise InvalidRequest(
-                "guidance", f"guidance {guidance} is out of range; allowed {GUIDANCE_RANGE[0]}..{GUIDANCE_RANGE[1]}"
-            )
-        width = p.width if request.width is None else request.width
-        height = p.height if request.height is None else request.height
-        for field, value, limit in (("width", width, p.max_width), ("height", height, p.max_height)):
-            if value % 8 or not p.min_size <= value <= limit:
-                raise InvalidRequest(
-                    field,
-                    f"{field} {value} is not allowed for {p.name}: use a multiple of 8 from {p.min_size} to {limit} "
-                    f"(native {p.width}×{p.height})",
-                )
-        scheduler = request.scheduler or p.scheduler
-        if scheduler not in SCHEDULERS:
-            raise InvalidRequest("scheduler", f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
-        seed = request.seed
-        if seed == -1:
-            seed = secrets.randbelow(SEED_MAX + 1)
-        if not 0 <= seed <= SEED_MAX:
-            raise InvalidRequest("seed", f"seed {seed} is out of range; use 0..{SEED_MAX}, or -1 for a random seed")
-        seamless = p.seamless if request.seamless is None else request.seamless
-        return ResolvedRequest(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            seed=seed,
-            steps=steps,
-            guidance=guidance,
-            width=width,
-            height=height,
-            scheduler=scheduler,
-            seamless=seamless,
-        )
+        return resolve_text(self.preset, request)
 
     def prompt_for_model(self, prompt: str) -> str:
         """The preset's prompt convention: pano prompts start with "360 view of" unless they say it."""
@@ -139,9 +110,105 @@ class Engine:
             return prefix + prompt
         return prompt
 
-    # -- generation --------------------------------------------------------
+    # -- the three ways to run -------------------------------------------------
 
-    def _encode(self, text: str) -> tuple[torch.Tensor, bool]:
+    def generate(
+        self,
+        request: GenerateRequest,
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        """Text → RGBD. Raises :class:`InvalidRequest` before any work, :class:`Cancelled`
+        within one step of ``cancel.cancel()``, :class:`OutOfMemory` when the device is full."""
+        req = self.resolve(request)
+        return self.generate_from_latents(req, self.initial_latents(req), on_step, cancel)
+
+    def img2img(
+        self,
+        request: Img2ImgRequest,
+        rgb: npt.NDArray[np.uint8],
+        depth: npt.NDArray[np.uint16] | None = None,
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> RGBDResult:
+        """RGBD image-to-image: encode the input with the model's own VAE packing, noise it to
+        ``strength`` and denoise the remaining steps. Without ``depth``, a flat depth of 0.5
+        (the sphere itself) stands in; the result says so in ``depth_source``. ``noise``
+        replaces the seeded noise (as in ``generate_from_latents``)."""
+        req = resolve_text(self.preset, request, source=(rgb.shape[1], rgb.shape[0]))
+        depth_source = None
+        if depth is None:
+            depth = np.full(rgb.shape[:2], 32768, np.uint16)
+            depth_source = "flat 0.5 (no depth map was given)"
+        return self._locked(req, lambda: self._img2img(req, rgb, depth, depth_source, on_step, cancel, noise))
+
+    def upscale(
+        self,
+        request: UpscaleRequest,
+        rgb: npt.NDArray[np.uint8],
+        depth: npt.NDArray[np.uint16],
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> RGBDResult:
+        """LDM3D-SR ×4 of a low-resolution RGB + 16-bit depth (``noise``: as in ``img2img``)."""
+        if rgb.shape[:2] != depth.shape:
+            raise InvalidRequest(
+                "depth",
+                f"the depth map is {depth.shape[1]}×{depth.shape[0]}, the image "
+                f"{rgb.shape[1]}×{rgb.shape[0]}; they must match",
+            )
+        req = resolve_upscale(self.preset, request, source=(rgb.shape[1], rgb.shape[0]))
+        return self._locked(req, lambda: self._upscale(req, rgb, depth, on_step, cancel, noise))
+
+    def free_memory(self) -> None:
+        """Return cached device memory to the driver (after an out-of-memory error)."""
+        gc.collect()
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def initial_latents(self, req: ResolvedRequest) -> torch.Tensor:
+        """The seeded starting noise of ``req`` (unscaled), on the engine's device."""
+        device, dtype = self.placement.device, self.placement.dtype
+        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(req.seed)
+        shape = (1, int(self.vae.config.latent_channels), req.height // self.vae_scale, req.width // self.vae_scale)
+        return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+    def generate_from_latents(
+        self,
+        req: ResolvedRequest,
+        latents: torch.Tensor,
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        """Text → RGBD from given starting noise (``generate`` seeds it from ``req.seed``)."""
+
+        def run() -> RGBDResult:
+            scheduler = self._scheduler(req)
+            start = latents.to(self.placement.device, self.placement.dtype) * scheduler.init_noise_sigma
+            return self._sample(req, scheduler, scheduler.timesteps, start, on_step, cancel)
+
+        return self._locked(req, run)
+
+    # -- internals ---------------------------------------------------------
+
+    def _locked(self, req: ResolvedRequest, run: Callable[[], RGBDResult]) -> RGBDResult:
+        with self._lock, torch.inference_mode(), wrap_width([self.unet, self.vae], req.seamless):
+            try:
+                return run()
+            except RuntimeError as exc:
+                if is_out_of_memory(exc):
+                    self.free_memory()
+                    raise OutOfMemory(f"out of memory on {self.device} at {req.width}×{req.height}: {exc}") from exc
+                raise
+
+    def _scheduler(self, req: ResolvedRequest) -> Any:
+        scheduler = make_scheduler(req.scheduler, self.scheduler_config)
+        scheduler.set_timesteps(req.steps, device=self.placement.device)
+        return scheduler
+
+    def _encode_prompt(self, text: str) -> tuple[torch.Tensor, bool]:
         tok = self.tokenizer
         ids = tok(text, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
         truncated = len(tok(text, truncation=False, verbose=False).input_ids) > MAX_TOKENS
@@ -155,97 +222,146 @@ class Engine:
         if self.placement.device.type == "cuda":
             torch.cuda.synchronize(self.placement.device)
 
-    def generate(
-        self,
-        request: GenerateRequest,
-        on_step: OnStep | None = None,
-        cancel: CancelToken | None = None,
-    ) -> RGBDResult:
-        """Run one job. Raises :class:`InvalidRequest` before any work, :class:`Cancelled`
-        within one step of ``cancel.cancel()``, :class:`OutOfMemory` when the device is full."""
-        req = self.resolve(request)
-        return self.generate_from_latents(req, self.initial_latents(req), on_step, cancel)
+    def _encode_rgbd(
+        self, rgb: npt.NDArray[np.uint8], depth: npt.NDArray[np.uint16], req: ResolvedRequest
+    ) -> torch.Tensor:
+        """RGB + 16-bit depth → the VAE's latent (mean, scaled), in the model's own channel packing,
+        resized to the request's size. Depth enters as real 16-bit values scaled to 0..1. With
+        seamless wrap, the resize wraps around the seam too."""
+        depth_channels = depth_to_vae_channels(depth, self.depth_layout)
+        image = np.concatenate([rgb.astype(np.float32) / 255.0, depth_channels], axis=-1)
+        x = torch.from_numpy(image).permute(2, 0, 1)[None] * 2.0 - 1.0
+        height, width = req.height, req.width
+        if (x.shape[3], x.shape[2]) != (width, height):
+            pad = 2 if req.seamless else 0  # bicubic reads two source pixels on each side
+            target_pad = round(pad * width / x.shape[3])
+            if pad:
+                x = F.pad(x, (pad, pad, 0, 0), mode="circular")
+            x = F.interpolate(x, size=(height, width + 2 * target_pad), mode="bicubic", align_corners=False)
+            x = x[..., target_pad : target_pad + width].clamp(-1.0, 1.0)
+        vae_dtype = next(self.vae.parameters()).dtype
+        latent = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist.mean
+        return (latent * self.vae.config.scaling_factor).to(self.placement.dtype)
 
-    def free_memory(self) -> None:
-        """Return cached device memory to the driver (after an out-of-memory error)."""
-        gc.collect()
-        if self.placement.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def initial_latents(self, req: ResolvedRequest) -> torch.Tensor:
-        """The seeded starting noise of ``req`` (unscaled), on the engine's device."""
-        device, dtype = self.placement.device, self.placement.dtype
-        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(req.seed)
-        shape = (1, int(self.unet.config.in_channels), req.height // self.vae_scale, req.width // self.vae_scale)
-        return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
-
-    def generate_from_latents(
+    def _img2img(
         self,
         req: ResolvedRequest,
+        rgb: npt.NDArray[np.uint8],
+        depth: npt.NDArray[np.uint16],
+        depth_source: str | None,
+        on_step: OnStep | None,
+        cancel: CancelToken | None,
+        noise: torch.Tensor | None,
+    ) -> RGBDResult:
+        t0 = time.perf_counter()
+        init = self._encode_rgbd(rgb, depth, req)
+        scheduler = self._scheduler(req)
+        assert req.strength is not None
+        denoise = min(req.steps, round(req.steps * req.strength))
+        start = (req.steps - denoise) * scheduler.order
+        timesteps = scheduler.timesteps[start:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        latents = init
+        if denoise:
+            noise = self.initial_latents(req) if noise is None else noise.to(init)
+            latents = scheduler.add_noise(init, noise, timesteps[:1])
+        result = self._sample(req, scheduler, timesteps, latents, on_step, cancel, extra_s=time.perf_counter() - t0)
+        return dataclasses.replace(result, depth_source=depth_source)
+
+    def _upscale(
+        self,
+        req: ResolvedRequest,
+        rgb: npt.NDArray[np.uint8],
+        depth: npt.NDArray[np.uint16],
+        on_step: OnStep | None,
+        cancel: CancelToken | None,
+        noise: torch.Tensor | None,
+    ) -> RGBDResult:
+        t0 = time.perf_counter()
+        condition = self._encode_rgbd(rgb, depth, req)
+        scheduler = self._scheduler(req)
+        start = self.initial_latents(req) if noise is None else noise.to(condition)
+        latents = start * scheduler.init_noise_sigma
+        assert req.noise_level is not None
+        labels = torch.tensor([req.noise_level], dtype=torch.long, device=self.placement.device)
+        return self._sample(
+            req,
+            scheduler,
+            scheduler.timesteps,
+            latents,
+            on_step,
+            cancel,
+            condition=condition,
+            class_labels=labels,
+            extra_s=time.perf_counter() - t0,
+        )
+
+    def _sample(
+        self,
+        req: ResolvedRequest,
+        scheduler: Any,
+        timesteps: torch.Tensor,
         latents: torch.Tensor,
-        on_step: OnStep | None = None,
-        cancel: CancelToken | None = None,
+        on_step: OnStep | None,
+        cancel: CancelToken | None,
+        condition: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+        extra_s: float = 0.0,
     ) -> RGBDResult:
-        """Denoise and decode from given starting noise (``generate`` seeds it from ``req.seed``)."""
-        with self._lock:
-            try:
-                return self._run(req, latents, on_step, cancel)
-            except RuntimeError as exc:
-                if is_out_of_memory(exc):
-                    self.free_memory()
-                    raise OutOfMemory(f"out of memory on {self.device} at {req.width}×{req.height}: {exc}") from exc
-                raise
+        """The classifier-free guided loop (one batched UNet call per step) and the decoding.
 
-    def _run(
-        self, req: ResolvedRequest, latents: torch.Tensor, on_step: OnStep | None, cancel: CancelToken | None
-    ) -> RGBDResult:
-        device = self.placement.device
+        ``condition`` (upscale) is concatenated to the latents on the channel axis, and
+        ``class_labels`` (the noise level) go to the UNet, as LDM3D-SR expects."""
+        t0 = time.perf_counter()
         prompt_used = self.prompt_for_model(req.prompt)
-        with torch.inference_mode(), wrap_width([self.unet, self.vae], req.seamless):
-            t0 = time.perf_counter()
-            cond, prompt_truncated = self._encode(prompt_used)
-            do_cfg = req.guidance > 1.0  # as diffusers: guidance <= 1 means the prompt alone
-            negative_truncated = False
-            if do_cfg:
-                uncond, negative_truncated = self._encode(req.negative_prompt)
-                embeddings = torch.cat([uncond, cond])
-            else:
-                embeddings = cond
-            self._sync()
-            t1 = time.perf_counter()
+        cond, prompt_truncated = self._encode_prompt(prompt_used)
+        do_cfg = req.guidance > 1.0  # as diffusers: guidance <= 1 means the prompt alone
+        negative_truncated = False
+        embeddings = cond
+        if do_cfg:
+            uncond, negative_truncated = self._encode_prompt(req.negative_prompt)
+            embeddings = torch.cat([uncond, cond])
+        batch = 2 if do_cfg else 1
+        if condition is not None:
+            condition = torch.cat([condition] * batch)
+        if class_labels is not None:
+            class_labels = class_labels.repeat(batch)
+        self._sync()
+        t1 = time.perf_counter()
 
-            scheduler = make_scheduler(req.scheduler, self.scheduler_config)
-            scheduler.set_timesteps(req.steps, device=device)
-            # The step noise of ancestral samplers comes from a generator seeded after the start noise.
-            generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(req.seed + 1)
-            latents = latents.to(device, self.placement.dtype) * scheduler.init_noise_sigma
-            step_kwargs = _step_kwargs(scheduler, generator)
-            timesteps = scheduler.timesteps
-            total = len(timesteps)
-            for i, t in enumerate(timesteps):
-                if cancel is not None and cancel.cancelled:
-                    raise Cancelled(i, total)
-                model_in = torch.cat([latents] * 2) if do_cfg else latents
-                model_in = scheduler.scale_model_input(model_in, t)
-                noise = self.unet(model_in, t, encoder_hidden_states=embeddings, return_dict=False)[0]
-                if do_cfg:
-                    noise_uncond, noise_cond = noise.chunk(2)
-                    noise = noise_uncond + req.guidance * (noise_cond - noise_uncond)
-                latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
-                if on_step is not None:
-                    on_step(i + 1, total)
+        # The step noise of ancestral samplers comes from a generator seeded after the start noise.
+        device = self.placement.device
+        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(req.seed + 1)
+        step_kwargs = _step_kwargs(scheduler, generator)
+        total = len(timesteps)
+        for i, t in enumerate(timesteps):
             if cancel is not None and cancel.cancelled:
-                raise Cancelled(total, total)
-            self._sync()
-            t2 = time.perf_counter()
+                raise Cancelled(i, total)
+            model_in = scheduler.scale_model_input(torch.cat([latents] * batch), t)
+            if condition is not None:
+                model_in = torch.cat([model_in, condition], dim=1)
+            noise = self.unet(
+                model_in, t, encoder_hidden_states=embeddings, class_labels=class_labels, return_dict=False
+            )[0]
+            if do_cfg:
+                noise_uncond, noise_cond = noise.chunk(2)
+                noise = noise_uncond + req.guidance * (noise_cond - noise_uncond)
+            latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+            if on_step is not None:
+                on_step(i + 1, total)
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled(total, total)
+        self._sync()
+        t2 = time.perf_counter()
 
-            vae_dtype = next(self.vae.parameters()).dtype
-            decoded = self.vae.decode(latents.to(vae_dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
-            image = decoded[0].permute(1, 2, 0).float().cpu().numpy()
-            rgb, depth, depth_float = split_rgbd(to_unit(image))
-            t3 = time.perf_counter()
+        vae_dtype = next(self.vae.parameters()).dtype
+        decoded = self.vae.decode(latents.to(vae_dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
+        image = decoded[0].permute(1, 2, 0).float().cpu().numpy()
         if not np.isfinite(image).all():
             logger.warning("the VAE produced non-finite values (dtype %s); they were clamped", self.dtype)
+        rgb, depth, depth_float = split_rgbd(to_unit(np.nan_to_num(image)))
+        t3 = time.perf_counter()
         return RGBDResult(
             rgb=rgb,
             depth=depth,
@@ -259,7 +375,7 @@ class Engine:
             device=self.device,
             dtype=self.dtype,
             depth_layout=self.depth_layout,
-            timings=Timings(t1 - t0, t2 - t1, t3 - t2),
+            timings=Timings(t1 - t0 + extra_s, t2 - t1, t3 - t2),
         )
 
 

@@ -6,6 +6,10 @@ width circularly (and the height with zeros, as before) makes every conv treat
 the image as a cylinder, so rolling the latents by k columns rolls the output
 by exactly 8·k pixels.
 
+diffusers' VAE encoder downsamples without conv padding, after adding one zero
+column on the right (``Downsample2D`` with ``padding=0``); with wrap on, that
+column is replaced by the first one, so encoding (img2img, upscale) wraps too.
+
 The switch is per request: :func:`wrap_width` patches the convolutions of the
 given modules for the duration of a ``with`` block and always restores them.
 """
@@ -36,6 +40,23 @@ def _wrapped_conv_forward(conv: nn.Conv2d) -> Any:
     return forward
 
 
+def _wrapped_right_column(conv: nn.Conv2d) -> Any:
+    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x = torch.cat([x[..., :-1], x[..., :1]], dim=-1)  # the zero column added on the right → the first column
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    return forward
+
+
+def _right_padded_downsamplers(modules: Iterable[nn.Module]) -> Iterator[nn.Conv2d]:
+    from diffusers.models.downsampling import Downsample2D
+
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, Downsample2D) and m.use_conv and m.padding == 0 and isinstance(m.conv, nn.Conv2d):
+                yield m.conv
+
+
 def _padded_convs(modules: Iterable[nn.Module]) -> Iterator[nn.Conv2d]:
     for module in modules:
         for m in module.modules():
@@ -51,11 +72,16 @@ def wrap_width(modules: Iterable[nn.Module], enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
+    modules = list(modules)
     patched: list[nn.Conv2d] = []
     try:
         for conv in _padded_convs(modules):
             setattr(conv, _MARK, tuple(int(p) for p in conv.padding))
             conv._conv_forward = _wrapped_conv_forward(conv)  # type: ignore[method-assign]
+            patched.append(conv)
+        for conv in _right_padded_downsamplers(modules):
+            setattr(conv, _MARK, (0, 0))
+            conv._conv_forward = _wrapped_right_column(conv)  # type: ignore[method-assign]
             patched.append(conv)
         yield
     finally:

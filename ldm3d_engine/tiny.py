@@ -1,7 +1,8 @@
 """The built-in offline models: real architectures, tiny sizes, random weights.
 
 ``tiny`` (4-channel VAE), ``tiny-6c`` (6-channel VAE, the original LDM3D depth
-packing) and ``tiny-pano`` (1024×512 native) are built from configs with a
+packing), ``tiny-pano`` (1024×512 native) and ``tiny-sr`` (the LDM3D-SR layout:
+an 8-channel UNet with the noise level as class label) are built from configs with a
 fixed seed, saved once in diffusers layout, and then loaded by the same code as
 real models. Their pictures are noise; everything around them is real. The VAE
 keeps 4 blocks, so latents are 1/8 of the image, as in the real models.
@@ -37,7 +38,7 @@ SCHEDULER_CONFIG = {
     "prediction_type": "epsilon",
 }
 
-_VAE_CHANNELS = {"tiny": 4, "tiny-6c": 6, "tiny-pano": 4}
+_VAE_CHANNELS = {"tiny": 4, "tiny-6c": 6, "tiny-pano": 4, "tiny-sr": 4}
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -103,10 +104,13 @@ def _build(name: str, folder: Path) -> None:
             pad_token_id=vocab_size - 1,
         )
     )
+    upscaler = name == "tiny-sr"
     unet = UNet2DConditionModel(
         sample_size=64 if name == "tiny-pano" else 32,
-        in_channels=4,
+        # LDM3D-SR: noisy latents + the encoded low-resolution RGBD; the noise level is a class label.
+        in_channels=8 if upscaler else 4,
         out_channels=4,
+        num_class_embeds=1000 if upscaler else None,
         block_out_channels=(32, 64),
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),

@@ -31,6 +31,34 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class Img2ImgRequest(GenerateRequest):
+    """RGBD image-to-image: how far to move from the input (0 = keep it, 1 = like text-to-image).
+
+    ``width``/``height`` default to the input image's size; the input is resized to them."""
+
+    strength: float = 0.6
+
+
+#: The LDM3D-SR model card's prompt for plain upscaling.
+UPSCALE_PROMPT = "high quality high resolution uhd 4k image"
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """LDM3D-SR ×4: the output is four times the source in both dimensions."""
+
+    prompt: str = UPSCALE_PROMPT
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int | None = None
+    guidance: float | None = None
+    #: How much the model may invent over the low-resolution input, 0..350 (a class label of the UNet).
+    noise_level: int = 20
+    scheduler: str | None = None
+    seamless: bool | None = None
+
+
+@dataclass(frozen=True)
 class ResolvedRequest:
     """A request with every default filled in and every field validated."""
 
@@ -43,6 +71,10 @@ class ResolvedRequest:
     height: int
     scheduler: str
     seamless: bool
+    #: ``text``, ``img2img`` or ``upscale``.
+    mode: str = "text"
+    strength: float | None = None
+    noise_level: int | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +108,8 @@ class RGBDResult:
     #: ``rgbd4`` (depth in channel 3) or ``rgbd6`` (16-bit depth in two byte channels).
     depth_layout: str
     timings: Timings
+    #: img2img without a depth map: what stood in for it.
+    depth_source: str | None = None
 
     @property
     def seed(self) -> int:
