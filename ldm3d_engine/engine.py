@@ -240,7 +240,7 @@ class Engine:
             x = F.interpolate(x, size=(height, width + 2 * target_pad), mode="bicubic", align_corners=False)
             x = x[..., target_pad : target_pad + width].clamp(-1.0, 1.0)
         vae_dtype = next(self.vae.parameters()).dtype
-        latent = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist.mean
+        latent: torch.Tensor = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist.mean
         return (latent * self.vae.config.scaling_factor).to(self.placement.dtype)
 
     def _img2img(

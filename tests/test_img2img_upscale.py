@@ -62,7 +62,7 @@ def test_img2img_resizes_to_the_requested_size_and_checks_strength(load_tiny: Lo
     engine = load_tiny("tiny")
     r = engine.img2img(Img2ImgRequest("x", steps=2, strength=0.5, width=128, height=96), source.rgb, source.depth)
     assert r.rgb.shape == (96, 128, 3)
-    with pytest.raises(InvalidRequest, match="strength 1.5 is out of range; allowed 0..1"):
+    with pytest.raises(InvalidRequest, match=r"strength 1\.5 is out of range; allowed 0\.\.1"):
         engine.img2img(Img2ImgRequest("x", strength=1.5), source.rgb, source.depth)
 
 
