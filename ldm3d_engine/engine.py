@@ -241,7 +241,8 @@ class Engine:
             x = x[..., target_pad : target_pad + width].clamp(-1.0, 1.0)
         vae_dtype = next(self.vae.parameters()).dtype
         latent: torch.Tensor = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist.mean
-        return (latent * self.vae.config.scaling_factor).to(self.placement.dtype)
+        scaled: torch.Tensor = latent * float(self.vae.config.scaling_factor)
+        return scaled.to(self.placement.dtype)
 
     def _img2img(
         self,
