@@ -7,6 +7,7 @@ Errors print one line (``ldm3d-bridge: error: …``) and exit non-zero:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -93,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--on-shutdown", choices=["cancel", "finish"], help="what happens to the running job")
     serve.add_argument("--allow", action="append", metavar="CIDR", help="only hear these source networks (repeat)")
     serve.add_argument("--token-file", help="file holding the shared secret every message must carry")
+    serve.add_argument("--upscale-model", help="load this upscaler (ldm3d-sr) for /ldm3d/upscale")
+    serve.add_argument(
+        "--input-dir",
+        action="append",
+        dest="input_dirs",
+        metavar="DIR",
+        help="a folder /ldm3d/img2img may read images from (repeat)",
+    )
 
     gen = sub.add_parser("generate", help="one job through the engine and writer, no server")
     gen.add_argument("prompt")
@@ -105,6 +114,30 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--scheduler", choices=SCHEDULERS)
     gen.add_argument("--negative", default="")
     gen.add_argument("--seamless", choices=["on", "off"], help="default: on for panorama models")
+
+    img = sub.add_parser("img2img", help="RGBD image-to-image: restyle an image (and its depth) with a prompt")
+    img.add_argument("image", help="the input RGB image")
+    img.add_argument("prompt")
+    img.add_argument("--depth", help="its 16-bit depth PNG (65535 = nearest); without it a flat 0.5 is used")
+    img.add_argument("--strength", type=float, default=0.6, help="0 keeps the input, 1 is like text-to-image")
+    _model_flags(img)
+    for flag, kind in (("--seed", int), ("--steps", int), ("--guidance", float), ("--width", int), ("--height", int)):
+        img.add_argument(flag, type=kind, default=-1 if flag == "--seed" else None)
+    img.add_argument("--scheduler", choices=SCHEDULERS)
+    img.add_argument("--negative", default="")
+    img.add_argument("--seamless", choices=["on", "off"])
+
+    up = sub.add_parser("upscale", help="LDM3D-SR ×4 of a finished job's RGB and 16-bit depth")
+    up.add_argument("job_dir")
+    _model_flags(up)
+    up.set_defaults(model="ldm3d-sr")
+    up.add_argument("--noise-level", type=int, default=20, help="0..350: how much detail the model may invent")
+    up.add_argument("--prompt", help="default: the model card's 'high quality high resolution uhd 4k image'")
+    up.add_argument("--negative", default="")
+    up.add_argument("--seed", type=int, default=-1)
+    up.add_argument("--steps", type=int)
+    up.add_argument("--guidance", type=float)
+    up.add_argument("--scheduler", choices=SCHEDULERS)
 
     send = sub.add_parser("send", help="send one OSC message to a bridge and print the answer")
     send.add_argument("address", help="e.g. /ldm3d/generate")
@@ -172,6 +205,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     flags = {k: getattr(args, k) for k in keys}
     flags["allow"] = tuple(args.allow) if args.allow else None
+    flags["input_dirs"] = tuple(args.input_dirs) if args.input_dirs else None
+    flags["upscale_model"] = args.upscale_model
     if args.token_file:
         try:
             flags["token"] = Path(args.token_file).read_text(encoding="utf-8").strip()
@@ -179,7 +214,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise SettingsError(f"--token-file {args.token_file}: {exc.strerror or exc}") from None
     settings = load_settings(flags, config=args.config)
     engine_settings = _engine_settings(settings)
-    bridge = Bridge(settings, lambda: load_engine(engine_settings))
+    upscaler = None
+    if settings.upscale_model:
+        upscaler_settings = dataclasses.replace(engine_settings, model=settings.upscale_model, preset=None)
+        upscaler = lambda: load_engine(upscaler_settings)  # noqa: E731
+    bridge = Bridge(settings, lambda: load_engine(engine_settings), upscaler_factory=upscaler)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -196,40 +235,87 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from ldm3d_engine import GenerateRequest, load_engine
+def _progress_bar(step: int, total: int) -> None:
+    filled = 30 * step // total
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total}")
+    if step == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _one_job(args: argparse.Namespace, run: Any, extra: dict[str, Any] | None = None) -> int:
+    """Load the engine named by the flags, run ``run(engine)`` with a progress bar, write the job folder."""
+    from ldm3d_engine import load_engine
 
     from .jobs import new_job_id
     from .writer import TextureWriter
 
     settings = load_settings({k: getattr(args, k) for k in ("model", "preset", "device", "dtype", "offline", "output")})
-    request = GenerateRequest(
-        prompt=args.prompt,
+    writer = TextureWriter(Path(settings.output))
+    writer.prepare()
+    engine = load_engine(_engine_settings(settings))
+    files = writer.write(new_job_id(), run(engine), extra)
+    print(files.folder)
+    return 0
+
+
+def _text_request(args: argparse.Namespace, **more: Any) -> Any:
+    from ldm3d_engine.types import GenerateRequest, Img2ImgRequest
+
+    fields = {
+        "prompt": args.prompt,
+        "negative_prompt": args.negative,
+        "seed": args.seed,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "width": args.width,
+        "height": args.height,
+        "scheduler": args.scheduler,
+        "seamless": None if args.seamless is None else args.seamless == "on",
+    }
+    return Img2ImgRequest(**fields, **more) if more else GenerateRequest(**fields)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    request = _text_request(args)
+
+    def run(engine: Any) -> Any:
+        engine.resolve(request)  # refuse a bad request before the model runs
+        return engine.generate(request, on_step=_progress_bar)
+
+    return _one_job(args, run)
+
+
+def cmd_img2img(args: argparse.Namespace) -> int:
+    from .images import read_depth16, read_rgb
+
+    request = _text_request(args, strength=args.strength)
+    image = read_rgb(Path(args.image))
+    depth = read_depth16(Path(args.depth)) if args.depth else None
+    extra = {"input_image": str(Path(args.image).resolve())}
+    if args.depth:
+        extra["input_depth_map"] = str(Path(args.depth).resolve())
+    return _one_job(args, lambda engine: engine.img2img(request, image, depth, on_step=_progress_bar), extra)
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from ldm3d_engine.types import UPSCALE_PROMPT, UpscaleRequest
+
+    from .images import read_depth16, read_rgb
+
+    job_dir = Path(args.job_dir)
+    rgb, depth = read_rgb(job_dir / "rgb.png"), read_depth16(job_dir / "depth.png")
+    request = UpscaleRequest(
+        prompt=args.prompt or UPSCALE_PROMPT,
         negative_prompt=args.negative,
         seed=args.seed,
         steps=args.steps,
         guidance=args.guidance,
-        width=args.width,
-        height=args.height,
+        noise_level=args.noise_level,
         scheduler=args.scheduler,
-        seamless=None if args.seamless is None else args.seamless == "on",
     )
-    writer = TextureWriter(Path(settings.output))
-    writer.prepare()
-    engine = load_engine(_engine_settings(settings))
-    engine.resolve(request)  # refuse a bad request before the model runs
-
-    def bar(step: int, total: int) -> None:
-        filled = 30 * step // total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total}")
-        if step == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    result = engine.generate(request, on_step=bar)
-    files = writer.write(new_job_id(), result)
-    print(files.folder)
-    return 0
+    extra = {"source_job": job_dir.name, "source_folder": str(job_dir.resolve())}
+    return _one_job(args, lambda engine: engine.upscale(request, rgb, depth, on_step=_progress_bar), extra)
 
 
 def _parse_arg(text: str) -> int | float | str:
@@ -404,6 +490,8 @@ COMMANDS = {
     "env": cmd_env,
     "preview": cmd_preview,
     "export-mesh": cmd_export_mesh,
+    "img2img": cmd_img2img,
+    "upscale": cmd_upscale,
 }
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ldm3d_engine.types import CancelToken, GenerateRequest, ResolvedRequest, RGBDResult
+import numpy as np
+import numpy.typing as npt
+
+from ldm3d_engine.types import CancelToken, GenerateRequest, Img2ImgRequest, ResolvedRequest, RGBDResult, UpscaleRequest
 
 
 class EngineLike(Protocol):
@@ -20,6 +23,24 @@ class EngineLike(Protocol):
     def generate(
         self,
         request: GenerateRequest,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult: ...
+
+    def img2img(
+        self,
+        request: Img2ImgRequest,
+        rgb: npt.NDArray[np.uint8],
+        depth: npt.NDArray[np.uint16] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult: ...
+
+    def upscale(
+        self,
+        request: UpscaleRequest,
+        rgb: npt.NDArray[np.uint8],
+        depth: npt.NDArray[np.uint16],
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
     ) -> RGBDResult: ...

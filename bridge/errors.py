@@ -6,7 +6,8 @@
     ├── ProtocolError                 a message the contract does not allow
     │   ├── UnknownAddress            unknown_address
     │   ├── BadArguments              bad_arguments
-    │   └── NotSupported              not_supported (img2img, upscale: not in this release)
+    │   └── NotSupported              not_supported (/ldm3d/upscale without upscale_model,
+    │                                 /ldm3d/img2img without input_dirs)
     ├── UnknownJob                    unknown_job
     ├── QueueFull                     queue_full
     ├── TooManySubscribers            too_many_subscribers

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ldm3d_engine.types import CancelToken, GenerateRequest
+from ldm3d_engine.types import CancelToken, GenerateRequest, UpscaleRequest
 
 from .errors import QueueFull
 
@@ -33,9 +33,12 @@ def new_job_id(now: float | None = None) -> str:
 @dataclass
 class Job:
     id: str
-    request: GenerateRequest
+    #: GenerateRequest (text), Img2ImgRequest or UpscaleRequest.
+    request: GenerateRequest | UpscaleRequest
     #: Who sent it: job notifications go there as well as to subscribers.
     sender: Address | None
+    #: Files the job reads: img2img "image" and "depth"; upscale "rgb", "depth" and "source_job" (an id).
+    inputs: dict[str, str] = field(default_factory=dict)
     cancel: CancelToken = field(default_factory=CancelToken)
     #: Who asked to cancel it while it ran: told /ldm3d/cancelled as well.
     cancel_requested_by: Address | None = None

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadArguments, NotSupported, UnknownAddress
+from .errors import BadArguments, UnknownAddress
 from .osc import Arg, Message
 
 PREFIX = "/ldm3d/"
@@ -30,11 +30,37 @@ OPTION_TYPES: dict[str, str] = {
     "scheduler": "str",
     "seamless": "bool",
 }
+#: /ldm3d/img2img: the generate options, plus how far to move and an optional depth map.
+IMG2IMG_OPTION_TYPES: dict[str, str] = {**OPTION_TYPES, "strength": "float", "depth": "str"}
+#: /ldm3d/upscale options.
+UPSCALE_OPTION_TYPES: dict[str, str] = {
+    "prompt": "str",
+    "negative": "str",
+    "seed": "int",
+    "steps": "int",
+    "guidance": "float",
+    "noise_level": "int",
+    "scheduler": "str",
+    "seamless": "bool",
+}
 
 
 @dataclass(frozen=True)
 class Generate:
     prompt: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Img2Img:
+    image: str
+    prompt: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Upscale:
+    job_id: str
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,7 +117,21 @@ class Stats:
     pass
 
 
-Command = Generate | SetStage | Go | Ignored | Cancel | Recall | Subscribe | Unsubscribe | Status | Ping | Stats
+Command = (
+    Generate
+    | Img2Img
+    | Upscale
+    | SetStage
+    | Go
+    | Ignored
+    | Cancel
+    | Recall
+    | Subscribe
+    | Unsubscribe
+    | Status
+    | Ping
+    | Stats
+)
 
 
 def _describe(value: Arg) -> str:
@@ -135,16 +175,17 @@ def as_bool(value: Arg, what: str) -> bool:
 _CONVERT = {"int": as_int, "float": as_float, "str": as_str, "bool": as_bool}
 
 
-def parse_options(args: tuple[Arg, ...], address: str) -> dict[str, Any]:
+def parse_options(args: tuple[Arg, ...], address: str, types: dict[str, str] = OPTION_TYPES) -> dict[str, Any]:
+    """Key/value pairs → options, each converted to its type in ``types``."""
     if len(args) % 2:
         raise BadArguments(
-            f"{address}: options come in key/value pairs; {args[-1]!r} has no value (keys: {', '.join(OPTION_TYPES)})"
+            f"{address}: options come in key/value pairs; {args[-1]!r} has no value (keys: {', '.join(types)})"
         )
     options: dict[str, Any] = {}
     for key, value in zip(args[::2], args[1::2], strict=True):
-        if not isinstance(key, str) or key not in OPTION_TYPES:
-            raise BadArguments(f"{address}: unknown option {key!r}; options are {', '.join(OPTION_TYPES)}")
-        options[key] = _CONVERT[OPTION_TYPES[key]](value, f"option {key!r}")
+        if not isinstance(key, str) or key not in types:
+            raise BadArguments(f"{address}: unknown option {key!r}; options are {', '.join(types)}")
+        options[key] = _CONVERT[types[key]](value, f"option {key!r}")
     return options
 
 
@@ -221,9 +262,18 @@ def parse(message: Message) -> Command:
         return Ping()
     if name == "stats":
         return Stats()
-    if name in ("img2img", "upscale"):
-        raise NotSupported(f"{address} is not available in this release; use /ldm3d/generate")
+    if name == "img2img":
+        if len(args) < 2:
+            raise BadArguments("/ldm3d/img2img needs an image path and a prompt, then optional key/value pairs")
+        image = as_str(args[0], "/ldm3d/img2img: the image path")
+        prompt = as_str(args[1], "/ldm3d/img2img: the prompt")
+        return Img2Img(image, prompt, parse_options(args[2:], address, IMG2IMG_OPTION_TYPES))
+    if name == "upscale":
+        if not args:
+            raise BadArguments("/ldm3d/upscale needs the id of a finished job, then optional key/value pairs")
+        return Upscale(_job_id(args[0], address), parse_options(args[1:], address, UPSCALE_OPTION_TYPES))
     raise UnknownAddress(
-        f"unknown address {address!r}; known: generate, prompt, negative, seed, steps, guidance, size, go, "
+        f"unknown address {address!r}; known: generate, img2img, upscale, prompt, negative, seed, steps, guidance, "
+        "size, go, "
         "cancel, recall, subscribe, unsubscribe, status, stats, ping (all under /ldm3d/)"
     )

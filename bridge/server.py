@@ -29,16 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from ldm3d_engine.errors import EngineError, InvalidRequest
-from ldm3d_engine.types import GenerateRequest
+from ldm3d_engine.types import UPSCALE_PROMPT, GenerateRequest, Img2ImgRequest, UpscaleRequest
+from ldm3d_engine.validation import MAX_NOISE_LEVEL
 
 from . import __version__, protocol
 from .access import allowed, parse_networks, take_token
 from .engine_api import EngineLike
-from .errors import BadArguments, BridgeError, RateLimited, Unauthorized, UnknownJob, WrongModel
+from .errors import BadArguments, BridgeError, NotSupported, RateLimited, Unauthorized, UnknownJob, WrongModel
+from .images import image_size
 from .jobs import Address, Job, JobQueue, new_job_id
 from .limits import Counters, LogLimiter, TokenBuckets
 from .notifier import Notifier
 from .osc import MAX_DATAGRAM, MalformedPacket, Message, decode_packet
+from .paths import resolve_input_path
 from .settings import BridgeSettings
 from .worker import Worker
 from .writer import TextureWriter
@@ -59,6 +62,7 @@ class Bridge:
         settings: BridgeSettings,
         engine_factory: Callable[[], EngineLike],
         writer: TextureWriter | None = None,
+        upscaler_factory: Callable[[], EngineLike] | None = None,
     ) -> None:
         self.settings = settings
         self.writer = writer or TextureWriter(
@@ -74,6 +78,7 @@ class Bridge:
         self._notifier: Notifier | None = None
         self._worker: Worker | None = None
         self._engine_factory = engine_factory
+        self._upscaler_factory = upscaler_factory
         self._stop_intake = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -120,7 +125,13 @@ class Bridge:
             counters=self.counters,
         )
         self._worker = Worker(
-            self._engine_factory, self.queue, self.writer, self._notifier, self.settings, on_idle=self._advertise
+            self._engine_factory,
+            self.queue,
+            self.writer,
+            self._notifier,
+            self.settings,
+            on_idle=self._advertise,
+            upscaler_factory=self._upscaler_factory,
         )
         for name, target in (("intake", self._intake), ("monitor", self._monitor)):
             self._threads.append(threading.Thread(target=target, name=f"ldm3d-{name}", daemon=True))
@@ -229,13 +240,17 @@ class Bridge:
         n = self.notifier
         match command:
             case protocol.Generate(prompt, options):
-                self._submit(self._request(prompt, options), sender)
+                self._submit(self._request(prompt, options), sender=sender)
+            case protocol.Img2Img(image, prompt, options):
+                self._submit(*self._img2img(image, prompt, options), sender=sender)
+            case protocol.Upscale(job_id, options):
+                self._submit(*self._upscale(job_id, options), sender=sender)
             case protocol.Go():
                 s = self.stage.values
                 if not s["prompt"]:
                     raise BadArguments("/ldm3d/go: no prompt is set; send /ldm3d/prompt first")
                 options = {k: s[k] for k in ("seed", "steps", "guidance", "width", "height", "negative") if k in s}
-                self._submit(self._request(s["prompt"], options), sender)
+                self._submit(self._request(s["prompt"], options), sender=sender)
             case protocol.Ignored():
                 pass
             case protocol.SetStage(name, value):
@@ -269,6 +284,43 @@ class Bridge:
                 pairs = [item for kv in self.counters.snapshot().items() for item in kv]
                 n.reply(sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.worker.state)
 
+    def _img2img(self, image: str, prompt: str, options: dict[str, Any]) -> tuple[Img2ImgRequest, dict[str, str]]:
+        folders = [Path(d) for d in self.settings.input_dirs]
+        if not folders:
+            raise NotSupported("/ldm3d/img2img is off: start the bridge with input_dirs (the folders it may read)")
+        inputs = {"image": str(resolve_input_path(image, folders))}
+        if "depth" in options:
+            inputs["depth_map"] = str(resolve_input_path(options["depth"], folders))
+        strength = options.get("strength", 0.6)
+        if not 0.0 <= strength <= 1.0:
+            raise BadArguments(f"strength {strength} is out of range; allowed 0..1 (0 keeps the input)")
+        width, height = image_size(Path(inputs["image"]))
+        base = self._request(prompt, {"width": width, "height": height, **options})
+        return Img2ImgRequest(**{**base.__dict__, "strength": strength}), inputs
+
+    def _upscale(self, job_id: str, options: dict[str, Any]) -> tuple[UpscaleRequest, dict[str, str]]:
+        if self._upscaler_factory is None:
+            raise NotSupported(
+                "/ldm3d/upscale is off: start the bridge with --upscale-model ldm3d-sr to load the upscaler"
+            )
+        source = self.writer.find(job_id)
+        if source is None:
+            raise UnknownJob(f"no finished job {job_id} in {self.writer.root} to upscale")
+        level = options.get("noise_level", 20)
+        if not 0 <= level <= MAX_NOISE_LEVEL:
+            raise BadArguments(f"noise level {level} is out of range; allowed 0..{MAX_NOISE_LEVEL}")
+        request = UpscaleRequest(
+            prompt=options.get("prompt", UPSCALE_PROMPT),
+            negative_prompt=options.get("negative", ""),
+            seed=options.get("seed", -1),
+            steps=options.get("steps"),
+            guidance=options.get("guidance"),
+            noise_level=level,
+            scheduler=options.get("scheduler"),
+            seamless=options.get("seamless"),
+        )
+        return request, {"source_job": job_id, "rgb": str(source.rgb), "depth": str(source.depth)}
+
     def _request(self, prompt: str, options: dict[str, Any]) -> GenerateRequest:
         model = options.get("model")
         if model is not None and model != self.settings.model:
@@ -297,13 +349,15 @@ class Bridge:
                 raise BadArguments(str(exc)) from None
         return request
 
-    def _submit(self, request: GenerateRequest, sender: Address) -> None:
+    def _submit(
+        self, request: GenerateRequest | UpscaleRequest, inputs: dict[str, str] | None = None, *, sender: Address
+    ) -> None:
         if not self._job_limit.allow(sender[0], time.monotonic()):
             raise RateLimited(
                 f"{sender[0]} sends jobs faster than {self.settings.client_jobs_per_s:g} per second "
                 f"(burst {self.settings.client_jobs_burst}); wait a moment"
             )
-        job = Job(new_job_id(), request, sender)
+        job = Job(new_job_id(), request, sender, inputs=inputs or {})
         position, replaced = self.queue.put(job)
         for old in replaced:
             old.cancel.cancel()

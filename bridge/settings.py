@@ -69,6 +69,10 @@ class BridgeSettings:
     stuck_grace_s: float = 60.0
     #: After an out-of-memory error, free the device cache and run the job once more.
     oom_retry: bool = True
+    #: The upscaler for /ldm3d/upscale (ldm3d-sr), loaded beside the main model on the same device.
+    upscale_model: str | None = None
+    #: Folders /ldm3d/img2img may read input images from; empty: img2img is refused.
+    input_dirs: tuple[str, ...] = ()
 
     def check(self) -> BridgeSettings:
         def bad(name: str, why: str) -> SettingsError:

@@ -28,12 +28,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
-from ldm3d_engine.types import GenerateRequest
+from ldm3d_engine.types import GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
 
 from .engine_api import EngineLike
-from .errors import WriteFailed
+from .errors import BadArguments, WriteFailed
+from .images import read_depth16, read_rgb
 from .jobs import Address, Job, JobQueue
 from .notifier import Notifier
 from .osc import Arg
@@ -52,8 +54,10 @@ class Worker:
         notifier: Notifier,
         settings: BridgeSettings,
         on_idle: Callable[[], None] = lambda: None,
+        upscaler_factory: Callable[[], EngineLike] | None = None,
     ) -> None:
         self._factory = engine_factory
+        self._upscaler_factory = upscaler_factory
         self._queue = queue
         self._writer = writer
         self._notifier = notifier
@@ -62,6 +66,7 @@ class Worker:
         self._stopping = threading.Event()
         self._cancel_running = True
         self.engine: EngineLike | None = None
+        self.upscaler: EngineLike | None = None
         self.state = "loading"
         self.running: Job | None = None
         self._started = 0.0
@@ -135,6 +140,9 @@ class Worker:
         try:
             engine = self._factory()
             logger.info("model %s loaded in %.1f s", engine.model_id, time.perf_counter() - t0)
+            if self._upscaler_factory is not None:
+                self.upscaler = self._upscaler_factory()
+                logger.info("upscaler %s loaded", self.upscaler.model_id)
             if self._settings.warmup:
                 self.state = "warming"
                 t1 = time.perf_counter()
@@ -176,19 +184,22 @@ class Worker:
         logger.info("job %s started", job.id)
         notify: list[Address | None] = [job.sender, *n.subscribers]
         try:
+            engine, run = self._runner(job, on_step)
             try:
-                result = self.engine.generate(job.request, on_step=on_step, cancel=job.cancel)
+                result = run()
             except OutOfMemory:
                 if not self._settings.oom_retry:
                     raise
                 logger.warning("job %s ran out of memory; retrying once with a freed cache", job.id)
-                self.engine.free_memory()
-                result = self.engine.generate(job.request, on_step=on_step, cancel=job.cancel)
-            files = self._writer.write(job.id, result)
+                engine.free_memory()
+                result = run()
+            extra = {"source_job": job.inputs["source_job"]} if "source_job" in job.inputs else {}
+            extra.update({f"input_{k}": v for k, v in job.inputs.items() if k in ("image", "depth_map")})
+            files = self._writer.write(job.id, result, extra)
         except Cancelled:
             logger.info("job %s cancelled", job.id)
             return [*notify, job.cancel_requested_by], "/ldm3d/cancelled", (job.id,)
-        except InvalidRequest as exc:
+        except (InvalidRequest, BadArguments) as exc:
             return notify, *self._error(job, "bad_arguments", str(exc))
         except OutOfMemory as exc:
             return notify, *self._error(job, "out_of_memory", str(exc))
@@ -208,6 +219,22 @@ class Worker:
             files.folder,
         )
         return notify, "/ldm3d/ready", files.ready_args()
+
+    def _runner(self, job: Job, on_step: Callable[[int, int], None]) -> tuple[EngineLike, Callable[[], RGBDResult]]:
+        """The engine a job runs on, and the call that runs it (done twice after out-of-memory)."""
+        request = job.request
+        if isinstance(request, UpscaleRequest):
+            upscaler = self.upscaler
+            assert upscaler is not None, "the intake refuses /ldm3d/upscale without an upscaler"
+            rgb, depth = read_rgb(Path(job.inputs["rgb"])), read_depth16(Path(job.inputs["depth"]))
+            return upscaler, lambda: upscaler.upscale(request, rgb, depth, on_step=on_step, cancel=job.cancel)
+        engine = self.engine
+        assert engine is not None
+        if isinstance(request, Img2ImgRequest):
+            image = read_rgb(Path(job.inputs["image"]))
+            depth_map = read_depth16(Path(job.inputs["depth_map"])) if "depth_map" in job.inputs else None
+            return engine, lambda: engine.img2img(request, image, depth_map, on_step=on_step, cancel=job.cancel)
+        return engine, lambda: engine.generate(request, on_step=on_step, cancel=job.cancel)
 
     @staticmethod
     def _error(job: Job, code: str, message: str) -> tuple[str, tuple[Arg, ...]]:

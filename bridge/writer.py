@@ -210,6 +210,10 @@ class TextureWriter:
             "width": req.width,
             "height": req.height,
             "seamless": req.seamless,
+            "mode": req.mode,
+            **({"strength": req.strength} if req.strength is not None else {}),
+            **({"noise_level": req.noise_level} if req.noise_level is not None else {}),
+            **({"depth_source": r.depth_source} if r.depth_source else {}),
             "device": r.device,
             "dtype": r.dtype,
             "timings": {

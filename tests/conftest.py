@@ -63,7 +63,12 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
         }
         values.update(overrides)
         settings = BridgeSettings(**values).check()  # type: ignore[arg-type]
-        bridge = Bridge(settings, engine_factory or (lambda: load_tiny(model)))  # type: ignore[arg-type, return-value]
+        upscaler = settings.upscale_model
+        bridge = Bridge(
+            settings,
+            engine_factory or (lambda: load_tiny(model)),  # type: ignore[arg-type, return-value]
+            upscaler_factory=(lambda: load_tiny(upscaler)) if upscaler else None,  # type: ignore[arg-type, return-value]
+        )
         bridge.start()
         started.append(bridge)
         assert bridge.worker.ready.wait(60), "the model did not load"

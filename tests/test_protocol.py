@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from bridge import protocol
-from bridge.errors import BadArguments, NotSupported, UnknownAddress
+from bridge.errors import BadArguments, UnknownAddress
 from bridge.osc import MalformedPacket, Message, decode_packet, encode_message
 
 
@@ -67,8 +67,16 @@ def test_unknown_and_unsupported_addresses() -> None:
         msg("/ldm3d/explode")
     with pytest.raises(UnknownAddress, match="starts with /ldm3d/"):
         msg("/other/thing")
-    with pytest.raises(NotSupported):
-        msg("/ldm3d/img2img", "in.png", "p")
+    with pytest.raises(BadArguments, match="needs an image path and a prompt"):
+        msg("/ldm3d/img2img", "in.png")
+    assert msg("/ldm3d/img2img", "in.png", "p", "strength", 0.4, "depth", "d.png") == protocol.Img2Img(
+        "in.png", "p", {"strength": 0.4, "depth": "d.png"}
+    )
+    assert msg("/ldm3d/upscale", "20261122-031502-123-0007", "noise_level", 40.0) == protocol.Upscale(
+        "20261122-031502-123-0007", {"noise_level": 40}
+    )
+    with pytest.raises(BadArguments, match="unknown option 'strength'"):
+        msg("/ldm3d/upscale", "20261122-031502-123-0007", "strength", 0.5)
 
 
 def test_codec_round_trip_and_bundles() -> None:
