@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .errors import DeviceNotAvailable
+from .runtime import Runtime
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
@@ -15,6 +16,7 @@ _ALLOWED = {
     "cuda": ("float16", "bfloat16", "float32"),
     "mps": ("float16", "float32"),
     "cpu": ("float32",),
+    "hpu": ("bfloat16", "float32"),
 }
 
 
@@ -22,6 +24,8 @@ _ALLOWED = {
 class Placement:
     device: torch.device
     dtype: torch.dtype
+    #: Backend hooks around the loop (Gaudi: HPU graphs, mark_step, bf16 autocast).
+    runtime: Runtime = field(default_factory=Runtime)
 
     @property
     def dtype_name(self) -> str:
@@ -44,12 +48,10 @@ def resolve_placement(device: str, dtype: str | None) -> Placement:
     available = available_devices()
     kind, _, index = device.partition(":")
     if kind == "hpu":
-        raise DeviceNotAvailable(
-            f"device 'hpu' (Intel Gaudi) is not supported by this release; available here: {', '.join(available)}"
-        )
+        return _hpu_placement(dtype)
     if kind not in _ALLOWED or (index and not index.isdigit()):
         raise DeviceNotAvailable(
-            f"unknown device {device!r}; use cpu, cuda, cuda:N or mps (available here: {', '.join(available)})"
+            f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or hpu (available here: {', '.join(available)})"
         )
     name = f"cuda:{index or 0}" if kind == "cuda" else kind
     if name not in available:
@@ -57,11 +59,23 @@ def resolve_placement(device: str, dtype: str | None) -> Placement:
         raise DeviceNotAvailable(
             f"device {device!r} is not available on this machine; available: {', '.join(available)}{hint}"
         )
+    return Placement(torch.device(name), _dtype(kind, dtype))
+
+
+def _dtype(kind: str, dtype: str | None) -> torch.dtype:
     allowed = _ALLOWED[kind]
     dtype_name = _ALIASES.get(dtype, dtype) if dtype else allowed[0]
     if dtype_name not in allowed:
         raise DeviceNotAvailable(f"dtype {dtype!r} is not supported on {kind}; use one of {', '.join(allowed)}")
-    return Placement(torch.device(name), DTYPES[dtype_name])
+    return DTYPES[dtype_name]
+
+
+def _hpu_placement(dtype: str | None) -> Placement:
+    """Intel Gaudi: imported only now (see ldm3d_engine.gaudi)."""
+    chosen = _dtype("hpu", dtype)
+    from .gaudi import hpu_runtime
+
+    return Placement(torch.device("hpu"), chosen, hpu_runtime())
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -82,6 +82,7 @@ class Engine:
             preset = Preset(**{**preset.__dict__, "width": side, "height": side})
         self.preset = preset
         self._lock = threading.Lock()
+        self._seamless = False
 
     # -- description -------------------------------------------------------
 
@@ -194,9 +195,14 @@ class Engine:
     # -- internals ---------------------------------------------------------
 
     def _locked(self, req: ResolvedRequest, run: Callable[[], RGBDResult]) -> RGBDResult:
-        with self._lock, torch.inference_mode(), wrap_width([self.unet, self.vae], req.seamless):
+        runtime = self.placement.runtime
+        with self._lock, torch.inference_mode(), runtime.autocast():
+            if req.seamless != self._seamless:
+                runtime.unet_changed(self.unet)  # e.g. HPU graphs captured with the other padding
+                self._seamless = req.seamless
             try:
-                return run()
+                with wrap_width([self.unet, self.vae], req.seamless):
+                    return run()
             except RuntimeError as exc:
                 if is_out_of_memory(exc):
                     self.free_memory()
@@ -349,6 +355,7 @@ class Engine:
                 noise_uncond, noise_cond = noise.chunk(2)
                 noise = noise_uncond + req.guidance * (noise_cond - noise_uncond)
             latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+            self.placement.runtime.after_step()
             if on_step is not None:
                 on_step(i + 1, total)
         if cancel is not None and cancel.cancelled:
@@ -413,6 +420,7 @@ def load_engine(settings: EngineSettings) -> Engine:
         raise UnknownModel(f"could not load {location.model_id!r} from {folder}: {exc}") from exc
     for module in (text_encoder, unet, vae):
         module.to(placement.device).eval().requires_grad_(False)
+    unet = placement.runtime.prepare_unet(unet)
     return Engine(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
