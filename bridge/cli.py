@@ -58,7 +58,15 @@ def _engine_settings(s: BridgeSettings) -> Any:
     from ldm3d_engine import EngineSettings
 
     return EngineSettings(
-        model=s.model, preset=s.preset, device=s.device, dtype=s.dtype, cache_dir=s.cache_dir, offline=s.offline
+        model=s.model,
+        preset=s.preset,
+        device=s.device,
+        dtype=s.dtype,
+        cache_dir=s.cache_dir,
+        offline=s.offline,
+        compile=s.compile,
+        offload=s.offload,
+        vae_tiling=s.vae_tiling,
     )
 
 
@@ -95,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow", action="append", metavar="CIDR", help="only hear these source networks (repeat)")
     serve.add_argument("--token-file", help="file holding the shared secret every message must carry")
     serve.add_argument("--upscale-model", help="load this upscaler (ldm3d-sr) for /ldm3d/upscale")
+    serve.add_argument("--sampling", choices=["quality", "live"], help="default sampling of jobs (default quality)")
+    serve.add_argument("--compile", action="store_const", const=True, help="torch.compile the UNet during warm-up")
+    serve.add_argument("--offload", choices=["none", "model"], help="model: keep models on the CPU between uses")
+    serve.add_argument("--vae-tiling", action="store_const", const=True, help="decode in tiles (big sizes)")
     serve.add_argument(
         "--input-dir",
         action="append",
@@ -114,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--scheduler", choices=SCHEDULERS)
     gen.add_argument("--negative", default="")
     gen.add_argument("--seamless", choices=["on", "off"], help="default: on for panorama models")
+    gen.add_argument("--sampling", choices=["quality", "live"], help="quality (default) or live (DPM-Solver++ ~20)")
 
     img = sub.add_parser("img2img", help="RGBD image-to-image: restyle an image (and its depth) with a prompt")
     img.add_argument("image", help="the input RGB image")
@@ -126,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--scheduler", choices=SCHEDULERS)
     img.add_argument("--negative", default="")
     img.add_argument("--seamless", choices=["on", "off"])
+    img.add_argument("--sampling", choices=["quality", "live"])
 
     up = sub.add_parser("upscale", help="LDM3D-SR ×4 of a finished job's RGB and 16-bit depth")
     up.add_argument("job_dir")
@@ -207,6 +221,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags["allow"] = tuple(args.allow) if args.allow else None
     flags["input_dirs"] = tuple(args.input_dirs) if args.input_dirs else None
     flags["upscale_model"] = args.upscale_model
+    for name in ("sampling", "compile", "offload", "vae_tiling"):
+        flags[name] = getattr(args, name)
     if args.token_file:
         try:
             flags["token"] = Path(args.token_file).read_text(encoding="utf-8").strip()
@@ -272,6 +288,7 @@ def _text_request(args: argparse.Namespace, **more: Any) -> Any:
         "height": args.height,
         "scheduler": args.scheduler,
         "seamless": None if args.seamless is None else args.seamless == "on",
+        "sampling": args.sampling,
     }
     return Img2ImgRequest(**fields, **more) if more else GenerateRequest(**fields)
 

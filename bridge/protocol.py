@@ -29,6 +29,7 @@ OPTION_TYPES: dict[str, str] = {
     "model": "str",
     "scheduler": "str",
     "seamless": "bool",
+    "sampling": "str",
 }
 #: /ldm3d/img2img: the generate options, plus how far to move and an optional depth map.
 IMG2IMG_OPTION_TYPES: dict[str, str] = {**OPTION_TYPES, "strength": "float", "depth": "str"}
@@ -42,6 +43,7 @@ UPSCALE_OPTION_TYPES: dict[str, str] = {
     "noise_level": "int",
     "scheduler": "str",
     "seamless": "bool",
+    "sampling": "str",
 }
 
 

@@ -318,6 +318,7 @@ class Bridge:
             noise_level=level,
             scheduler=options.get("scheduler"),
             seamless=options.get("seamless"),
+            sampling=options.get("sampling", self.settings.sampling),
         )
         return request, {"source_job": job_id, "rgb": str(source.rgb), "depth": str(source.depth)}
 
@@ -338,6 +339,7 @@ class Bridge:
             height=options.get("height", self.settings.height),
             scheduler=options.get("scheduler"),
             seamless=options.get("seamless"),
+            sampling=options.get("sampling", self.settings.sampling),
         )
         engine = self.worker.engine
         if engine is not None:  # loaded: refuse bad requests now rather than after the queue

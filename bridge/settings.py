@@ -69,6 +69,14 @@ class BridgeSettings:
     stuck_grace_s: float = 60.0
     #: After an out-of-memory error, free the device cache and run the job once more.
     oom_retry: bool = True
+    #: Default sampling of jobs that do not name one: "quality" or "live".
+    sampling: str = "quality"
+    #: torch.compile the UNet (paid for during warm-up).
+    compile: bool = False
+    #: "none", or "model": keep models on the CPU and move each to the GPU only while it runs (small GPUs).
+    offload: str = "none"
+    #: Decode with the VAE in tiles (2048-wide outputs on small GPUs).
+    vae_tiling: bool = False
     #: The upscaler for /ldm3d/upscale (ldm3d-sr), loaded beside the main model on the same device.
     upscale_model: str | None = None
     #: Folders /ldm3d/img2img may read input images from; empty: img2img is refused.
@@ -104,6 +112,10 @@ class BridgeSettings:
             parse_networks(self.allow)
         except ValueError as exc:
             raise bad("allow", str(exc)) from None
+        if self.sampling not in ("quality", "live"):
+            raise bad("sampling", "use quality or live")
+        if self.offload not in ("none", "model"):
+            raise bad("offload", "use none or model")
         if self.token is not None and not self.token:
             raise bad("token", "an empty token protects nothing; leave it out or set a secret")
         return self

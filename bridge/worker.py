@@ -15,6 +15,9 @@ queued jobs (``idle`` / ``busy``). Every job ends in exactly one of
 ``model_failed``   the model could not be loaded (the bridge stops)
 =================  ===============================================
 
+Finished jobs go to a writer thread, which writes their files and then sends
+``/ldm3d/ready`` in job order, while the worker already denoises the next job.
+
 A job past its timeout is cancelled and reported at once (by
 :meth:`Worker.check_timeout`, called by the bridge's monitor thread). An engine
 that does not stop within ``stuck_grace_s`` after that is stuck for good (a hung
@@ -28,7 +31,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from queue import Queue
+from typing import Any
 
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
 from ldm3d_engine.types import GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
@@ -43,6 +49,16 @@ from .settings import BridgeSettings
 from .writer import TextureWriter
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """A computed job waiting for the writer thread."""
+
+    job: Job
+    result: RGBDResult
+    extra: dict[str, Any]
+    notify: list[Address | None]
 
 
 class Worker:
@@ -73,6 +89,8 @@ class Worker:
         #: Why the bridge cannot go on (model not loadable, engine stuck), once it cannot.
         self.failed: str | None = None
         self.ready = threading.Event()
+        #: Finished jobs for the writer thread; two at most, so a slow disk slows the worker down.
+        self._writes: Queue[_Finished | None] = Queue(maxsize=2)
 
     def state_args(self) -> tuple[str, int, str, str]:
         running = self.running
@@ -92,6 +110,15 @@ class Worker:
     # -- the thread --------------------------------------------------------
 
     def run(self) -> None:
+        writer = threading.Thread(target=self._write_loop, name="ldm3d-writer", daemon=True)
+        writer.start()
+        try:
+            self._serve()
+        finally:
+            self._writes.put(None)  # finish every pending write before the worker ends
+            writer.join()
+
+    def _serve(self) -> None:
         if not self._load():
             return
         self.state = "idle"
@@ -105,12 +132,41 @@ class Worker:
                 self.running = None
                 self.state = "idle"
                 continue
-            targets, address, args = self._run_job(job)
+            outcome = self._run_job(job)
             # Clear the state first: a client reacting to the outcome must see the job gone.
             self.running = None
             self.state = "idle"
-            if job.claim_outcome():
+            if isinstance(outcome, _Finished):
+                self._writes.put(outcome)  # the writer thread writes it while the next job denoises
+            elif job.claim_outcome():
+                targets, address, args = outcome
                 self._notifier.send_to(targets, address, *args)
+
+    def _write_loop(self) -> None:
+        """Writes finished jobs in order, then sends /ldm3d/ready (or write_failed)."""
+        while (item := self._writes.get()) is not None:
+            job = item.job
+            try:
+                files = self._writer.write(job.id, item.result, item.extra)
+            except WriteFailed as exc:
+                address, args = self._error(job, exc.code, str(exc))
+            except Exception as exc:
+                logger.exception("writing job %s failed", job.id)
+                address, args = self._error(job, "write_failed", f"{type(exc).__name__}: {exc}")
+            else:
+                t = item.result.timings
+                logger.info(
+                    "job %s ready in %.2f s (text %.2f, denoise %.2f, decode %.2f): %s",
+                    job.id,
+                    time.time() - job.created,
+                    t.text_encoding_s,
+                    t.denoising_s,
+                    t.decoding_s,
+                    files.folder,
+                )
+                address, args = "/ldm3d/ready", files.ready_args()
+            if job.claim_outcome():
+                self._notifier.send_to(item.notify, address, *args)
 
     def _mark_running(self, job: Job) -> None:
         self.running = job
@@ -149,6 +205,7 @@ class Worker:
                 engine.generate(
                     GenerateRequest(
                         "warm-up",
+                        sampling=self._settings.sampling,
                         seed=0,
                         steps=self._settings.warmup_steps,
                         width=self._settings.width,
@@ -167,8 +224,8 @@ class Worker:
         self.engine = engine
         return True
 
-    def _run_job(self, job: Job) -> tuple[list[Address | None], str, tuple[Arg, ...]]:
-        """Run one job; return its outcome message (targets, address, arguments) to send."""
+    def _run_job(self, job: Job) -> _Finished | tuple[list[Address | None], str, tuple[Arg, ...]]:
+        """Run one job: its result to write, or the message (targets, address, arguments) that ends it."""
         assert self.engine is not None
         n = self._notifier
         interval = 1.0 / self._settings.progress_hz
@@ -195,7 +252,6 @@ class Worker:
                 result = run()
             extra = {"source_job": job.inputs["source_job"]} if "source_job" in job.inputs else {}
             extra.update({f"input_{k}": v for k, v in job.inputs.items() if k in ("image", "depth_map")})
-            files = self._writer.write(job.id, result, extra)
         except Cancelled:
             logger.info("job %s cancelled", job.id)
             return [*notify, job.cancel_requested_by], "/ldm3d/cancelled", (job.id,)
@@ -203,22 +259,10 @@ class Worker:
             return notify, *self._error(job, "bad_arguments", str(exc))
         except OutOfMemory as exc:
             return notify, *self._error(job, "out_of_memory", str(exc))
-        except WriteFailed as exc:
-            return notify, *self._error(job, exc.code, str(exc))
         except Exception as exc:
             logger.exception("job %s failed", job.id)
             return notify, *self._error(job, "engine_failed", f"{type(exc).__name__}: {exc}")
-        t = result.timings
-        logger.info(
-            "job %s ready in %.2f s (text %.2f, denoise %.2f, decode %.2f): %s",
-            job.id,
-            time.time() - job.created,
-            t.text_encoding_s,
-            t.denoising_s,
-            t.decoding_s,
-            files.folder,
-        )
-        return notify, "/ldm3d/ready", files.ready_args()
+        return _Finished(job, result, extra, notify)
 
     def _runner(self, job: Job, on_step: Callable[[int, int], None]) -> tuple[EngineLike, Callable[[], RGBDResult]]:
         """The engine a job runs on, and the call that runs it (done twice after out-of-memory)."""

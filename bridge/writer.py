@@ -207,6 +207,7 @@ class TextureWriter:
             "steps": req.steps,
             "guidance": req.guidance,
             "scheduler": req.scheduler,
+            "sampling": req.sampling,
             "width": req.width,
             "height": req.height,
             "seamless": req.seamless,
@@ -214,6 +215,7 @@ class TextureWriter:
             **({"strength": req.strength} if req.strength is not None else {}),
             **({"noise_level": req.noise_level} if req.noise_level is not None else {}),
             **({"depth_source": r.depth_source} if r.depth_source else {}),
+            **({"peak_gpu_memory_mb": r.peak_memory_mb} if r.peak_memory_mb is not None else {}),
             "device": r.device,
             "dtype": r.dtype,
             "timings": {

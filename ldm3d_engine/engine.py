@@ -13,14 +13,16 @@ progress, cancellation and the same result type.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import inspect
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 
 from .depth import depth_to_vae_channels, layout_for_channels, split_rgbd, to_unit
 from .devices import Placement, is_out_of_memory, resolve_placement
-from .errors import Cancelled, InvalidRequest, OutOfMemory, UnknownModel
+from .errors import Cancelled, DeviceNotAvailable, InvalidRequest, OutOfMemory, UnknownModel
 from .loading import ModelLocation, locate
 from .presets import FOLDER_DEFAULTS, Preset
 from .schedulers import make_scheduler
@@ -66,6 +68,8 @@ class Engine:
         scheduler_config: dict[str, Any],
         placement: Placement,
         location: ModelLocation,
+        offload: bool = False,
+        vae_tiling: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
@@ -83,6 +87,8 @@ class Engine:
         self.preset = preset
         self._lock = threading.Lock()
         self._seamless = False
+        self._offload = offload
+        self._vae_tiling = vae_tiling
 
     # -- description -------------------------------------------------------
 
@@ -196,13 +202,21 @@ class Engine:
 
     def _locked(self, req: ResolvedRequest, run: Callable[[], RGBDResult]) -> RGBDResult:
         runtime = self.placement.runtime
+        cuda = self.placement.device.type == "cuda"
         with self._lock, torch.inference_mode(), runtime.autocast():
             if req.seamless != self._seamless:
                 runtime.unet_changed(self.unet)  # e.g. HPU graphs captured with the other padding
                 self._seamless = req.seamless
+            self.vae.use_tiling = self._vae_tiling and not req.seamless
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(self.placement.device)
             try:
                 with wrap_width([self.unet, self.vae], req.seamless):
-                    return run()
+                    result = run()
+                if cuda:
+                    peak = torch.cuda.max_memory_allocated(self.placement.device) / 2**20
+                    result = dataclasses.replace(result, peak_memory_mb=round(peak, 1))
+                return result
             except RuntimeError as exc:
                 if is_out_of_memory(exc):
                     self.free_memory()
@@ -221,8 +235,21 @@ class Engine:
         mask = None
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             mask = (ids != tok.pad_token_id).long().to(self.placement.device)
-        out = self.text_encoder(ids.to(self.placement.device), attention_mask=mask)[0]
+        with self._active(self.text_encoder):
+            out = self.text_encoder(ids.to(self.placement.device), attention_mask=mask)[0]
         return out.to(self.placement.dtype), truncated
+
+    @contextlib.contextmanager
+    def _active(self, module: Any) -> Iterator[None]:
+        """With model offload: ``module`` is on the GPU only inside the block."""
+        if not self._offload:
+            yield
+            return
+        module.to(self.placement.device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
 
     def _sync(self) -> None:
         if self.placement.device.type == "cuda":
@@ -246,7 +273,8 @@ class Engine:
             x = F.interpolate(x, size=(height, width + 2 * target_pad), mode="bicubic", align_corners=False)
             x = x[..., target_pad : target_pad + width].clamp(-1.0, 1.0)
         vae_dtype = next(self.vae.parameters()).dtype
-        latent: torch.Tensor = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist.mean
+        with self._active(self.vae):
+            latent: torch.Tensor = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist.mean
         scaled: torch.Tensor = latent * float(self.vae.config.scaling_factor)
         return scaled.to(self.placement.dtype)
 
@@ -342,29 +370,31 @@ class Engine:
         generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(req.seed + 1)
         step_kwargs = _step_kwargs(scheduler, generator)
         total = len(timesteps)
-        for i, t in enumerate(timesteps):
-            if cancel is not None and cancel.cancelled:
-                raise Cancelled(i, total)
-            model_in = scheduler.scale_model_input(torch.cat([latents] * batch), t)
-            if condition is not None:
-                model_in = torch.cat([model_in, condition], dim=1)
-            noise = self.unet(
-                model_in, t, encoder_hidden_states=embeddings, class_labels=class_labels, return_dict=False
-            )[0]
-            if do_cfg:
-                noise_uncond, noise_cond = noise.chunk(2)
-                noise = noise_uncond + req.guidance * (noise_cond - noise_uncond)
-            latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
-            self.placement.runtime.after_step()
-            if on_step is not None:
-                on_step(i + 1, total)
+        with self._active(self.unet):
+            for i, t in enumerate(timesteps):
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled(i, total)
+                model_in = scheduler.scale_model_input(torch.cat([latents] * batch), t)
+                if condition is not None:
+                    model_in = torch.cat([model_in, condition], dim=1)
+                noise = self.unet(
+                    model_in, t, encoder_hidden_states=embeddings, class_labels=class_labels, return_dict=False
+                )[0]
+                if do_cfg:
+                    noise_uncond, noise_cond = noise.chunk(2)
+                    noise = noise_uncond + req.guidance * (noise_cond - noise_uncond)
+                latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+                self.placement.runtime.after_step()
+                if on_step is not None:
+                    on_step(i + 1, total)
         if cancel is not None and cancel.cancelled:
             raise Cancelled(total, total)
         self._sync()
         t2 = time.perf_counter()
 
         vae_dtype = next(self.vae.parameters()).dtype
-        decoded = self.vae.decode(latents.to(vae_dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
+        with self._active(self.vae):
+            decoded = self.vae.decode(latents.to(vae_dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
         image = decoded[0].permute(1, 2, 0).float().cpu().numpy()
         if not np.isfinite(image).all():
             logger.warning("the VAE produced non-finite values (dtype %s); they were clamped", self.dtype)
@@ -403,6 +433,14 @@ def load_engine(settings: EngineSettings) -> Engine:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     placement = resolve_placement(settings.device, settings.dtype)
+    cuda = placement.device.type == "cuda"
+    if settings.offload not in ("none", "model"):
+        raise DeviceNotAvailable(f"offload {settings.offload!r} is unknown; use none or model")
+    offload = settings.offload == "model"
+    if offload and not cuda:
+        raise DeviceNotAvailable(f"offload 'model' moves models to a GPU and back; {placement.device} is not one")
+    if placement.device.type == "cpu":
+        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
     location = locate(settings)
     folder = location.folder
     logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.device, placement.dtype_name)
@@ -419,8 +457,15 @@ def load_engine(settings: EngineSettings) -> Engine:
     except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise UnknownModel(f"could not load {location.model_id!r} from {folder}: {exc}") from exc
     for module in (text_encoder, unet, vae):
-        module.to(placement.device).eval().requires_grad_(False)
+        module.to("cpu" if offload else placement.device).eval().requires_grad_(False)
+    # Convolutions run fastest with channels-last tensors on CUDA and with oneDNN on the CPU.
+    unet.to(memory_format=torch.channels_last)
+    vae.to(memory_format=torch.channels_last)
+    if cuda:
+        unet.fuse_qkv_projections()  # one matmul for Q, K and V in every attention (SDPA kernels)
     unet = placement.runtime.prepare_unet(unet)
+    if settings.compile:
+        unet = torch.compile(unet, fullgraph=False)
     return Engine(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
@@ -429,4 +474,6 @@ def load_engine(settings: EngineSettings) -> Engine:
         scheduler_config=scheduler_config,
         placement=placement,
         location=location,
+        offload=offload,
+        vae_tiling=settings.vae_tiling,
     )

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEDULERS = ("ddim", "dpm", "unipc", "euler_a")
+#: Named sampling settings: ``quality`` is the model's own scheduler and step count (as in the
+#: model cards); ``live`` is DPM-Solver++ with ``live_steps`` steps, for shows.
+SAMPLINGS = ("quality", "live")
+LIVE_SCHEDULER = "dpm"
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,8 @@ class Preset:
     steps: int
     guidance: float
     scheduler: str = "ddim"
+    #: Steps of the ``live`` sampling (DPM-Solver++).
+    live_steps: int = 20
     #: Added in front of the prompt when the prompt does not already say it.
     prompt_prefix: str = ""
     seamless: bool = False

@@ -28,6 +28,9 @@ class GenerateRequest:
     scheduler: str | None = None
     #: Horizontal wrap for equirectangular output; on by default for pano presets.
     seamless: bool | None = None
+    #: ``quality`` (the model's scheduler and steps) or ``live`` (DPM-Solver++, ~20 steps);
+    #: explicit ``steps``/``scheduler`` win over it. None: ``quality``.
+    sampling: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class UpscaleRequest:
     noise_level: int = 20
     scheduler: str | None = None
     seamless: bool | None = None
+    sampling: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class ResolvedRequest:
     seamless: bool
     #: ``text``, ``img2img`` or ``upscale``.
     mode: str = "text"
+    sampling: str = "quality"
     strength: float | None = None
     noise_level: int | None = None
 
@@ -110,6 +115,8 @@ class RGBDResult:
     timings: Timings
     #: img2img without a depth map: what stood in for it.
     depth_source: str | None = None
+    #: Peak GPU memory of the job (cuda), in MiB.
+    peak_memory_mb: float | None = None
 
     @property
     def seed(self) -> int:
@@ -142,6 +149,15 @@ class EngineSettings:
     tiny_dir: str | None = None
     #: Never download; a model missing from the cache raises ModelNotAvailable.
     offline: bool = False
+    #: torch.compile the UNet (the first run at each size pays for it: run a warm-up).
+    compile: bool = False
+    #: "none", or "model" (cuda only): models wait on the CPU and move to the GPU only while they run.
+    offload: str = "none"
+    #: Decode in tiles to bound VAE memory at 2048-wide sizes (not used for seamless requests,
+    #: whose wrap needs the whole width at once).
+    vae_tiling: bool = False
+    #: CPU threads for torch on the cpu device; None: all cores.
+    threads: int | None = None
 
 
 @dataclass

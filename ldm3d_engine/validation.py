@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 
 from .errors import InvalidRequest
-from .presets import SCHEDULERS, Preset
+from .presets import LIVE_SCHEDULER, SAMPLINGS, SCHEDULERS, Preset
 from .types import SEED_MAX, GenerateRequest, Img2ImgRequest, ResolvedRequest, UpscaleRequest
 
 STEPS_RANGE = (1, 150)
@@ -28,11 +28,21 @@ def _task(preset: Preset, task: str) -> None:
 
 
 def _common(
-    preset: Preset, prompt: str, seed: int, steps: int | None, guidance: float | None, scheduler: str | None
-) -> tuple[int, int, float, str]:
+    preset: Preset,
+    prompt: str,
+    seed: int,
+    steps: int | None,
+    guidance: float | None,
+    scheduler: str | None,
+    sampling: str | None,
+) -> tuple[int, int, float, str, str]:
     if not prompt.strip():
         raise InvalidRequest("prompt", "the prompt is empty; say what the world should show")
-    steps = preset.steps if steps is None else steps
+    sampling = sampling or "quality"
+    if sampling not in SAMPLINGS:
+        raise InvalidRequest("sampling", f"unknown sampling {sampling!r}; use {' or '.join(SAMPLINGS)}")
+    live = sampling == "live"
+    steps = (preset.live_steps if live else preset.steps) if steps is None else steps
     if not STEPS_RANGE[0] <= steps <= STEPS_RANGE[1]:
         raise InvalidRequest("steps", f"steps {steps} is out of range; allowed {STEPS_RANGE[0]}..{STEPS_RANGE[1]}")
     guidance = preset.guidance if guidance is None else float(guidance)
@@ -40,14 +50,14 @@ def _common(
         raise InvalidRequest(
             "guidance", f"guidance {guidance} is out of range; allowed {GUIDANCE_RANGE[0]}..{GUIDANCE_RANGE[1]}"
         )
-    scheduler = scheduler or preset.scheduler
+    scheduler = scheduler or (LIVE_SCHEDULER if live else preset.scheduler)
     if scheduler not in SCHEDULERS:
         raise InvalidRequest("scheduler", f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
     if seed == -1:
         seed = secrets.randbelow(SEED_MAX + 1)
     if not 0 <= seed <= SEED_MAX:
         raise InvalidRequest("seed", f"seed {seed} is out of range; use 0..{SEED_MAX}, or -1 for a random seed")
-    return seed, steps, guidance, scheduler
+    return seed, steps, guidance, scheduler, sampling
 
 
 def _size(preset: Preset, width: int, height: int, what: str = "") -> None:
@@ -63,8 +73,8 @@ def _size(preset: Preset, width: int, height: int, what: str = "") -> None:
 def resolve_text(preset: Preset, request: GenerateRequest, source: tuple[int, int] | None = None) -> ResolvedRequest:
     """Text→RGBD, or image-to-image when ``request`` is an Img2ImgRequest (``source`` = input width, height)."""
     _task(preset, "text")
-    seed, steps, guidance, scheduler = _common(
-        preset, request.prompt, request.seed, request.steps, request.guidance, request.scheduler
+    seed, steps, guidance, scheduler, sampling = _common(
+        preset, request.prompt, request.seed, request.steps, request.guidance, request.scheduler, request.sampling
     )
     default_w, default_h = source if source is not None else (preset.width, preset.height)
     width = default_w if request.width is None else request.width
@@ -88,14 +98,15 @@ def resolve_text(preset: Preset, request: GenerateRequest, source: tuple[int, in
         seamless=seamless,
         mode="img2img" if strength is not None else "text",
         strength=strength,
+        sampling=sampling,
     )
 
 
 def resolve_upscale(preset: Preset, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
     """LDM3D-SR: the output is ``UPSCALE_FACTOR`` × the source (width, height)."""
     _task(preset, "upscale")
-    seed, steps, guidance, scheduler = _common(
-        preset, request.prompt, request.seed, request.steps, request.guidance, request.scheduler
+    seed, steps, guidance, scheduler, sampling = _common(
+        preset, request.prompt, request.seed, request.steps, request.guidance, request.scheduler, request.sampling
     )
     if not 0 <= request.noise_level <= MAX_NOISE_LEVEL:
         raise InvalidRequest(
@@ -116,4 +127,5 @@ def resolve_upscale(preset: Preset, request: UpscaleRequest, source: tuple[int, 
         seamless=seamless,
         mode="upscale",
         noise_level=request.noise_level,
+        sampling=sampling,
     )

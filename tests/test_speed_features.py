@@ -1,0 +1,96 @@
+"""The speed features a user can see: sampling presets, VAE tiling, offload checks, writing
+overlapped with the next job. (Their speed is measured by bench/engine_speed.py, not here.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.client import OscClient
+from bridge.server import Bridge
+from bridge.writer import JobFiles, TextureWriter
+from ldm3d_engine import DeviceNotAvailable, EngineSettings, GenerateRequest, InvalidRequest, load_engine
+from ldm3d_engine.engine import Engine
+
+Start = Callable[..., Bridge]
+ClientFor = Callable[[Bridge], OscClient]
+
+
+def test_live_and_quality_sampling(load_tiny: Callable[[str], Engine]) -> None:
+    engine = load_tiny("tiny-pano")
+    quality = engine.resolve(GenerateRequest("x"))
+    live = engine.resolve(GenerateRequest("x", sampling="live"))
+    assert (quality.scheduler, quality.steps, quality.sampling) == ("ddim", 10, "quality")
+    assert (live.scheduler, live.steps, live.sampling) == ("dpm", 20, "live")
+    mixed = engine.resolve(GenerateRequest("x", sampling="live", steps=8, scheduler="unipc"))
+    assert (mixed.scheduler, mixed.steps) == ("unipc", 8)  # explicit settings win
+    with pytest.raises(InvalidRequest, match="unknown sampling 'fast'; use quality or live"):
+        engine.resolve(GenerateRequest("x", sampling="fast"))
+
+
+def test_server_default_sampling_and_per_job_choice(start_bridge: Start, client_for: ClientFor) -> None:
+    client = client_for(start_bridge(sampling="live"))
+    client.send("/ldm3d/generate", "a reef")
+    meta = json.loads(Path(str(client.wait_for(["/ldm3d/ready"], 60)[-1].args[3])).read_text())
+    assert (meta["sampling"], meta["scheduler"], meta["steps"]) == ("live", "dpm", 20)
+    client.send("/ldm3d/generate", "a reef", "sampling", "quality")
+    meta = json.loads(Path(str(client.wait_for(["/ldm3d/ready"], 60)[-1].args[3])).read_text())
+    assert (meta["sampling"], meta["scheduler"], meta["steps"]) == ("quality", "ddim", 20)
+    assert "peak_gpu_memory_mb" not in meta  # reported on CUDA only
+
+
+def test_vae_tiling_decodes_wide_outputs_and_stays_off_for_seamless(tiny_dir: Path) -> None:
+    tiled = load_engine(EngineSettings(model="tiny-pano", tiny_dir=str(tiny_dir), vae_tiling=True))
+    plain = load_engine(EngineSettings(model="tiny-pano", tiny_dir=str(tiny_dir)))
+    request = GenerateRequest("x", seed=2, steps=1, width=2048, height=1024, seamless=False)
+    a, b = tiled.generate(request), plain.generate(request)
+    assert tiled.vae.use_tiling is True
+    assert a.rgb.shape == (1024, 2048, 3) and np.abs(a.depth_float - b.depth_float).mean() < 0.05
+    tiled.generate(GenerateRequest("x", seed=2, steps=1, width=256, height=128))  # a seamless pano
+    assert tiled.vae.use_tiling is False
+
+
+def test_offload_needs_a_gpu(tiny_dir: Path) -> None:
+    with pytest.raises(DeviceNotAvailable, match="offload 'model' moves models to a GPU and back; cpu is not one"):
+        load_engine(EngineSettings(model="tiny", tiny_dir=str(tiny_dir), offload="model"))
+
+
+class SlowWriter(TextureWriter):
+    """A disk that takes 0.8 s per job, to see writing overlap the next job's denoising."""
+
+    def write(self, job_id: str, result: Any, meta_extra: dict[str, Any] | None = None) -> JobFiles:
+        time.sleep(0.8)
+        return super().write(job_id, result, meta_extra)
+
+
+def test_writing_overlaps_the_next_job_and_ready_keeps_job_order(
+    load_tiny: Callable[[str], Engine], tmp_path: Path
+) -> None:
+    from bridge.settings import BridgeSettings
+
+    settings = BridgeSettings(model="tiny", host="127.0.0.1", port=0, output=str(tmp_path), zeroconf=False,
+                              warmup=False, width=64, height=64)
+    bridge = Bridge(settings, lambda: load_tiny("tiny"), writer=SlowWriter(tmp_path))  # type: ignore[arg-type,return-value]
+    bridge.start()
+    try:
+        bridge.worker.ready.wait(30)
+        with OscClient(*bridge.address) as client:
+            ids = []
+            for _ in range(2):
+                client.send("/ldm3d/generate", "x", "steps", 3)
+                ids.append(client.wait_for(["/ldm3d/accepted"], 5)[-1].args[0])
+            seen = client.wait_for(["/ldm3d/ready"], 60, job_id=ids[1])
+        order = [(m.address, m.args[0]) for m in seen if m.address in ("/ldm3d/progress", "/ldm3d/ready")]
+        first_ready = order.index(("/ldm3d/ready", ids[0]))
+        assert ("/ldm3d/progress", ids[1]) in order[:first_ready]  # job 2 denoised while job 1 was written
+        assert [a for a in order if a[0] == "/ldm3d/ready"] == [("/ldm3d/ready", ids[0]), ("/ldm3d/ready", ids[1])]
+    finally:
+        bridge.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("ldm3d-")]
