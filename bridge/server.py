@@ -28,20 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ldm3d_engine.errors import EngineError, InvalidRequest
-from ldm3d_engine.types import UPSCALE_PROMPT, GenerateRequest, Img2ImgRequest, UpscaleRequest
-from ldm3d_engine.validation import MAX_NOISE_LEVEL
+from ldm3d_engine.types import GenerateRequest, UpscaleRequest
 
 from . import __version__, protocol
 from .access import allowed, parse_networks, take_token
 from .engine_api import EngineLike
-from .errors import BadArguments, BridgeError, NotSupported, RateLimited, Unauthorized, UnknownJob, WrongModel
-from .images import image_size
+from .errors import BadArguments, BridgeError, NotSupported, RateLimited, Unauthorized, UnknownJob
 from .jobs import Address, Job, JobQueue, new_job_id
 from .limits import Counters, LogLimiter, TokenBuckets
 from .notifier import Notifier
 from .osc import MAX_DATAGRAM, MalformedPacket, Message, decode_packet
-from .paths import resolve_input_path
+from .requests import img2img_request, text_request, upscale_request
 from .settings import BridgeSettings
 from .worker import Worker
 from .writer import TextureWriter
@@ -141,7 +138,7 @@ class Bridge:
         logger.info("listening for OSC on udp://%s:%s", *self.address)
 
     def _advertise(self) -> None:
-        if not self.settings.zeroconf:
+        if not self.settings.zeroconf or self._stop_intake.is_set():  # stopped while the model loaded
             return
         from .discovery import Advertiser
 
@@ -170,9 +167,6 @@ class Bridge:
         self._stopped.set()
         logger.info("stopped")
 
-    def wait_stopped(self, timeout: float | None = None) -> bool:
-        return self._stopped.wait(timeout)
-
     # -- intake ------------------------------------------------------------
 
     def _intake(self) -> None:
@@ -184,10 +178,13 @@ class Bridge:
                 continue
             except (ConnectionResetError, ConnectionRefusedError):
                 continue  # Windows reports an earlier send to a closed port here
-            except OSError:
+            except OSError as exc:
                 if self._stop_intake.is_set():
                     return
-                raise
+                self.counters.add("receive_failed")  # e.g. ENOBUFS: keep listening
+                self._log.warning("receive_failed", time.monotonic(), "receiving failed: %s", exc)
+                time.sleep(0.01)
+                continue
             self.handle_datagram(data, (sender[0], sender[1]))
 
     def handle_datagram(self, data: bytes, sender: Address) -> None:
@@ -240,17 +237,21 @@ class Bridge:
         n = self.notifier
         match command:
             case protocol.Generate(prompt, options):
-                self._submit(self._request(prompt, options), sender=sender)
+                self._submit(text_request(self.settings, prompt, options, self.worker.engine), sender=sender)
             case protocol.Img2Img(image, prompt, options):
-                self._submit(*self._img2img(image, prompt, options), sender=sender)
+                self._submit(*img2img_request(self.settings, image, prompt, options, self.worker.engine), sender=sender)
             case protocol.Upscale(job_id, options):
-                self._submit(*self._upscale(job_id, options), sender=sender)
+                if self._upscaler_factory is None:
+                    raise NotSupported(
+                        "/ldm3d/upscale is off: start the bridge with --upscale-model ldm3d-sr to load the upscaler"
+                    )
+                self._submit(*upscale_request(self.settings, self.writer, job_id, options), sender=sender)
             case protocol.Go():
                 s = self.stage.values
                 if not s["prompt"]:
                     raise BadArguments("/ldm3d/go: no prompt is set; send /ldm3d/prompt first")
                 options = {k: s[k] for k in ("seed", "steps", "guidance", "width", "height", "negative") if k in s}
-                self._submit(self._request(s["prompt"], options), sender=sender)
+                self._submit(text_request(self.settings, s["prompt"], options, self.worker.engine), sender=sender)
             case protocol.Ignored():
                 pass
             case protocol.SetStage(name, value):
@@ -283,73 +284,6 @@ class Bridge:
             case protocol.Stats():
                 pairs = [item for kv in self.counters.snapshot().items() for item in kv]
                 n.reply(sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.worker.state)
-
-    def _img2img(self, image: str, prompt: str, options: dict[str, Any]) -> tuple[Img2ImgRequest, dict[str, str]]:
-        folders = [Path(d) for d in self.settings.input_dirs]
-        if not folders:
-            raise NotSupported("/ldm3d/img2img is off: start the bridge with input_dirs (the folders it may read)")
-        inputs = {"image": str(resolve_input_path(image, folders))}
-        if "depth" in options:
-            inputs["depth_map"] = str(resolve_input_path(options["depth"], folders))
-        strength = options.get("strength", 0.6)
-        if not 0.0 <= strength <= 1.0:
-            raise BadArguments(f"strength {strength} is out of range; allowed 0..1 (0 keeps the input)")
-        width, height = image_size(Path(inputs["image"]))
-        base = self._request(prompt, {"width": width, "height": height, **options})
-        return Img2ImgRequest(**{**base.__dict__, "strength": strength}), inputs
-
-    def _upscale(self, job_id: str, options: dict[str, Any]) -> tuple[UpscaleRequest, dict[str, str]]:
-        if self._upscaler_factory is None:
-            raise NotSupported(
-                "/ldm3d/upscale is off: start the bridge with --upscale-model ldm3d-sr to load the upscaler"
-            )
-        source = self.writer.find(job_id)
-        if source is None:
-            raise UnknownJob(f"no finished job {job_id} in {self.writer.root} to upscale")
-        level = options.get("noise_level", 20)
-        if not 0 <= level <= MAX_NOISE_LEVEL:
-            raise BadArguments(f"noise level {level} is out of range; allowed 0..{MAX_NOISE_LEVEL}")
-        request = UpscaleRequest(
-            prompt=options.get("prompt", UPSCALE_PROMPT),
-            negative_prompt=options.get("negative", ""),
-            seed=options.get("seed", -1),
-            steps=options.get("steps"),
-            guidance=options.get("guidance"),
-            noise_level=level,
-            scheduler=options.get("scheduler"),
-            seamless=options.get("seamless"),
-            sampling=options.get("sampling", self.settings.sampling),
-        )
-        return request, {"source_job": job_id, "rgb": str(source.rgb), "depth": str(source.depth)}
-
-    def _request(self, prompt: str, options: dict[str, Any]) -> GenerateRequest:
-        model = options.get("model")
-        if model is not None and model != self.settings.model:
-            raise WrongModel(
-                f"this bridge runs {self.settings.model!r}, not {model!r}; start a bridge with --model {model} "
-                "(on another port) or leave the model option out"
-            )
-        request = GenerateRequest(
-            prompt=prompt,
-            negative_prompt=options.get("negative", ""),
-            seed=options.get("seed", -1),
-            steps=options.get("steps"),
-            guidance=options.get("guidance"),
-            width=options.get("width", self.settings.width),
-            height=options.get("height", self.settings.height),
-            scheduler=options.get("scheduler"),
-            seamless=options.get("seamless"),
-            sampling=options.get("sampling", self.settings.sampling),
-        )
-        engine = self.worker.engine
-        if engine is not None:  # loaded: refuse bad requests now rather than after the queue
-            try:
-                engine.resolve(request)
-            except InvalidRequest as exc:
-                raise BadArguments(str(exc)) from None
-            except EngineError as exc:
-                raise BadArguments(str(exc)) from None
-        return request
 
     def _submit(
         self, request: GenerateRequest | UpscaleRequest, inputs: dict[str, str] | None = None, *, sender: Address

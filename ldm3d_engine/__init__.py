@@ -53,7 +53,7 @@ __all__ = [
 
 
 def load_engine(settings: EngineSettings) -> Engine:
-    """Load the model named by ``settings`` onto its device. See :mod:`ldm3d_engine.engine`."""
-    from .engine import load_engine as _load
+    """Load the model named by ``settings`` onto its device. See :mod:`ldm3d_engine.build`."""
+    from .build import load_engine as _load
 
     return _load(settings)

@@ -75,8 +75,9 @@ def test_writing_overlaps_the_next_job_and_ready_keeps_job_order(
 ) -> None:
     from bridge.settings import BridgeSettings
 
-    settings = BridgeSettings(model="tiny", host="127.0.0.1", port=0, output=str(tmp_path), zeroconf=False,
-                              warmup=False, width=64, height=64)
+    settings = BridgeSettings(
+        model="tiny", host="127.0.0.1", port=0, output=str(tmp_path), zeroconf=False, warmup=False, width=64, height=64
+    )
     bridge = Bridge(settings, lambda: load_tiny("tiny"), writer=SlowWriter(tmp_path))  # type: ignore[arg-type,return-value]
     bridge.start()
     try:

@@ -1,0 +1,304 @@
+"""Prompt → arrays → files: diffusers' LDM3D pipeline against our engine, in one run.
+
+    .venv/bin/python bench/engine_speed.py                       # CUDA: 1024x512 and 2048x1024, 50 / 20 steps
+    .venv/bin/python bench/engine_speed.py --size 256x128 --quality-steps 3 --live-steps 2    # a CPU-sized run
+    .venv/bin/python bench/engine_speed.py --arch small --size 128x64 --quality-steps 2 --live-steps 2   # CI
+
+Builds the real-size LDM3D-pano architecture from configs with random weights (speed does
+not depend on the weights): the SD 1.x UNet (320/640/1280/1280, cross-attention 768), the
+CLIP ViT-L/14 text encoder (12 layers, 768 wide) and the 4-channel VAE (128/256/512/512).
+`--arch small` shrinks every width (same structure) so CI can run the harness quickly.
+
+Times on the same device and inputs:
+  (a) diffusers' StableDiffusionLDM3DPipeline as the LDM3D blog uses it: fp32, quality steps, output_type="np"
+  (b) the same in fp16 (CUDA only)
+  (c) our engine, `quality` sampling (the model's DDIM, same steps)
+  (d) our engine, `live` sampling (DPM-Solver++, fewer steps)
+each from request to arrays and to files on disk (the pipeline's arrays saved with Pillow's
+defaults as a user would; ours through the bridge's writer). Prints ms per UNet step, total
+seconds, peak GPU memory, and our ratios against (a) and (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bridge.jobs import new_job_id
+from bridge.writer import TextureWriter
+from ldm3d_engine import EngineSettings, GenerateRequest
+from ldm3d_engine.build import assemble_engine
+from ldm3d_engine.devices import resolve_placement
+from ldm3d_engine.loading import ModelLocation
+from ldm3d_engine.presets import get_preset
+from ldm3d_engine.tiny import SCHEDULER_CONFIG, write_tokenizer
+
+
+def build(arch: str, tokenizer_dir: Path) -> tuple[Any, Any, Any, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    k = 1 if arch == "full" else 8  # "small": every width divided by 8
+    write_tokenizer(tokenizer_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=77)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768 // k,
+            intermediate_size=3072 // k,
+            num_hidden_layers=12,
+            num_attention_heads=12 if k == 1 else 4,
+            max_position_embeddings=77,
+            bos_token_id=len(tokenizer) - 2,
+            eos_token_id=len(tokenizer) - 1,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=tuple(c // k for c in (320, 640, 1280, 1280)),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768 // k,
+        attention_head_dim=8,
+        norm_num_groups=32 // (4 if k > 1 else 1),
+    )
+    vae = AutoencoderKL(
+        in_channels=4,
+        out_channels=4,
+        latent_channels=4,
+        layers_per_block=2,
+        block_out_channels=tuple(c // k for c in (128, 256, 512, 512)),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=32 // (4 if k > 1 else 1),
+        sample_size=512,
+    )
+    return tokenizer, text_encoder.eval(), unet.eval(), vae.eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_mb(device: torch.device) -> str:
+    return f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB" if device.type == "cuda" else "n/a (CPU)"
+
+
+def save_like_a_user(out: Path, rgb: np.ndarray, depth: np.ndarray) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.rint(rgb * 255).astype(np.uint8)).save(out / "rgb.png")
+    Image.fromarray(np.rint(np.clip(depth, 0, 1) * 65535).astype(np.uint16)).save(out / "depth.png")
+
+
+class Row:
+    def __init__(self, name: str, steps: int, arrays_s: float, files_s: float, step_ms: float, peak: str) -> None:
+        self.name, self.steps, self.arrays_s, self.files_s, self.step_ms, self.peak = (
+            name,
+            steps,
+            arrays_s,
+            files_s,
+            step_ms,
+            peak,
+        )
+
+
+def median_row(rows: list[Row]) -> Row:
+    """The median of repeated runs, figure by figure."""
+    first = rows[0]
+    return Row(
+        first.name,
+        first.steps,
+        statistics.median(r.arrays_s for r in rows),
+        statistics.median(r.files_s for r in rows),
+        statistics.median(r.step_ms for r in rows),
+        first.peak,
+    )
+
+
+def run_pipeline(
+    modules: tuple[Any, Any, Any, Any],
+    dtype: torch.dtype,
+    device: torch.device,
+    size: tuple[int, int],
+    steps: int,
+    out: Path,
+    name: str,
+    repeats: int = 1,
+) -> Row:
+    from diffusers import DDIMScheduler, StableDiffusionLDM3DPipeline
+
+    tokenizer, text_encoder, unet, vae = modules
+    pipe = StableDiffusionLDM3DPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler.from_config(SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    ).to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    width, height = size
+    kwargs = {"height": height, "width": width, "guidance_scale": 7.0, "output_type": "np"}
+    pipe("360 view of a forest", num_inference_steps=2, **kwargs)  # warm-up
+    stamps: list[float] = []
+
+    def on_step(pipe: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
+        sync(device)
+        stamps.append(time.perf_counter())
+        return kw
+
+    rows = []
+    for _ in range(repeats):
+        stamps.clear()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
+        t0 = time.perf_counter()
+        result = pipe(
+            "360 view of a forest",
+            num_inference_steps=steps,
+            generator=torch.Generator(device).manual_seed(1),
+            callback_on_step_end=on_step,
+            **kwargs,
+        )
+        sync(device)
+        t1 = time.perf_counter()
+        save_like_a_user(out, np.asarray(result.rgb)[0], np.asarray(result.depth)[0, ..., 0])
+        t2 = time.perf_counter()
+        step_ms = statistics.median(np.diff(stamps)) * 1000 if len(stamps) > 1 else (stamps[0] - t0) * 1000
+        rows.append(Row(name, steps, t1 - t0, t2 - t0, step_ms, peak_mb(device)))
+    return median_row(rows)
+
+
+def run_ours(
+    engine: Any,
+    device: torch.device,
+    size: tuple[int, int],
+    sampling: str,
+    writer: TextureWriter,
+    name: str,
+    repeats: int = 1,
+) -> Row:
+    width, height = size
+    engine.generate(GenerateRequest("warm-up", seed=0, steps=2, width=width, height=height, sampling=sampling))
+    request = GenerateRequest("a forest", seed=1, width=width, height=height, sampling=sampling)
+    rows = []
+    for _ in range(repeats):
+        stamps: list[float] = []
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
+        t0 = time.perf_counter()
+        result = engine.generate(request, on_step=lambda s, t, record=stamps.append: record(time.perf_counter()))
+        t1 = time.perf_counter()
+        writer.write(new_job_id(), result)
+        t2 = time.perf_counter()
+        step_ms = statistics.median(np.diff(stamps)) * 1000 if len(stamps) > 1 else result.timings.denoising_s * 1000
+        rows.append(Row(name, result.request.steps, t1 - t0, t2 - t0, step_ms, peak_mb(device)))
+    return median_row(rows)
+
+
+def main() -> None:
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # the deprecation and dtype notices are not the figures
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--arch", choices=["full", "small"], default="full")
+    parser.add_argument("--size", action="append", help="WxH (repeat); default 1024x512 and 2048x1024 on CUDA")
+    parser.add_argument("--quality-steps", type=int, default=50)
+    parser.add_argument("--live-steps", type=int, default=20)
+    parser.add_argument("--compile", action="store_true", help="torch.compile our UNet (paid in the warm-up)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the median is printed")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in (args.size or ["1024x512", "2048x1024"])]
+    tmp = Path(tempfile.mkdtemp(prefix="ldm3d-speed-"))
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    print(
+        f"engine_speed: {args.arch} LDM3D-pano architecture, random weights, on {device} ({gpu}), "
+        f"{datetime.date.today()}, torch {torch.__version__}"
+    )
+    modules = build(args.arch, tmp / "tokenizer")
+    preset = get_preset("ldm3d-pano")
+    # our quality sampling runs the model's own steps; the CLI's step counts set both sides
+    preset = type(preset)(
+        **{**preset.__dict__, "steps": args.quality_steps, "live_steps": args.live_steps, "min_size": 64}
+    )
+    placement = resolve_placement(args.device, None)
+    ours = assemble_engine(
+        *copy.deepcopy(modules),
+        dict(SCHEDULER_CONFIG),
+        placement=placement,
+        location=ModelLocation(tmp, "bench:ldm3d-pano-architecture", preset),
+        settings=EngineSettings(device=args.device, compile=args.compile),
+    )
+    writer = TextureWriter(tmp / "ours")
+    writer.prepare()
+    for size in sizes:
+        print(
+            f"\n{size[0]}×{size[1]}: quality = DDIM {args.quality_steps} steps, live = DPM-Solver++ "
+            f"{args.live_steps} steps, guidance 7.0"
+        )
+        rows = [
+            run_pipeline(
+                copy.deepcopy(modules),
+                torch.float32,
+                device,
+                size,
+                args.quality_steps,
+                tmp / "a",
+                "(a) diffusers LDM3D pipeline, fp32",
+                args.repeats,
+            )
+        ]
+        if device.type == "cuda":
+            rows.append(
+                run_pipeline(
+                    copy.deepcopy(modules),
+                    torch.float16,
+                    device,
+                    size,
+                    args.quality_steps,
+                    tmp / "b",
+                    "(b) diffusers LDM3D pipeline, fp16",
+                    args.repeats,
+                )
+            )
+        rows.append(run_ours(ours, device, size, "quality", writer, f"(c) ours, quality ({ours.dtype})", args.repeats))
+        rows.append(run_ours(ours, device, size, "live", writer, f"(d) ours, live ({ours.dtype})", args.repeats))
+        baselines = [("(a)", rows[0])] + ([("(b)", rows[1])] if device.type == "cuda" else [])
+        print(f"   {'':42} {'steps':>5} {'ms/step':>9} {'→arrays s':>10} {'→files s':>9} {'peak GPU':>12}  speed-up")
+        for r in rows:
+            ours_row = r.name.startswith(("(c)", "(d)"))
+            ratio = ", ".join(f"{b.files_s / r.files_s:.2f}× vs {k}" for k, b in baselines) if ours_row else ""
+            figures = f"{r.steps:5} {r.step_ms:9.1f} {r.arrays_s:10.2f} {r.files_s:9.2f} {r.peak:>12}"
+            print(f"   {r.name:42} {figures}  {ratio}")
+    if device.type != "cuda":
+        print("\n(b) needs CUDA (fp16); peak GPU memory is reported on CUDA only.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The command line's arguments (``ldm3d-bridge --help``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ldm3d_engine.presets import PRESETS, SCHEDULERS
+
+from . import __version__
+
+DESCRIPTION = "OSC server that turns text prompts into live 360° RGB + depth worlds with Intel's LDM3D models"
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help=f"preset ({', '.join(PRESETS)}) or a local diffusers folder")
+    p.add_argument("--preset", help="run a local folder with this preset's conventions")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default cpu; never chosen for you)")
+    p.add_argument(
+        "--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on cuda, float32 on cpu"
+    )
+    p.add_argument("--offline", action="store_const", const=True, help="never download a model")
+    p.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ldm3d-bridge", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"ldm3d-bridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=1, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_const", const=0, dest="verbose", help="warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the OSC server")
+    _model_flags(serve)
+    serve.add_argument("--host", help="interface to listen on (default 0.0.0.0: all)")
+    serve.add_argument("--port", type=int, help="UDP port (default 9000)")
+    serve.add_argument("--config", help="TOML settings file (see docs/osc.md)")
+    serve.add_argument("--no-zeroconf", dest="zeroconf", action="store_const", const=False, help="do not advertise")
+    serve.add_argument("--queue-size", type=int)
+    serve.add_argument("--queue-mode", choices=["fifo", "latest-wins"])
+    serve.add_argument("--keep-jobs", type=int, help="job folders kept (default 200)")
+    serve.add_argument("--jpeg", action="store_const", const=True, help="also write rgb.jpg")
+    serve.add_argument("--exr", action="store_const", const=True, help="also write float depth.exr")
+    serve.add_argument("--on-shutdown", choices=["cancel", "finish"], help="what happens to the running job")
+    serve.add_argument("--allow", action="append", metavar="CIDR", help="only hear these source networks (repeat)")
+    serve.add_argument("--token-file", help="file holding the shared secret every message must carry")
+    serve.add_argument("--upscale-model", help="load this upscaler (ldm3d-sr) for /ldm3d/upscale")
+    serve.add_argument("--sampling", choices=["quality", "live"], help="default sampling of jobs (default quality)")
+    serve.add_argument("--compile", action="store_const", const=True, help="torch.compile the UNet during warm-up")
+    serve.add_argument("--offload", choices=["none", "model"], help="model: keep models on the CPU between uses")
+    serve.add_argument("--vae-tiling", action="store_const", const=True, help="decode in tiles (big sizes)")
+    serve.add_argument(
+        "--input-dir",
+        action="append",
+        dest="input_dirs",
+        metavar="DIR",
+        help="a folder /ldm3d/img2img may read images from (repeat)",
+    )
+
+    gen = sub.add_parser("generate", help="one job through the engine and writer, no server")
+    gen.add_argument("prompt")
+    _model_flags(gen)
+    gen.add_argument("--seed", type=int, default=-1)
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--guidance", type=float)
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--scheduler", choices=SCHEDULERS)
+    gen.add_argument("--negative", default="")
+    gen.add_argument("--seamless", choices=["on", "off"], help="default: on for panorama models")
+    gen.add_argument("--sampling", choices=["quality", "live"], help="quality (default) or live (DPM-Solver++ ~20)")
+
+    img = sub.add_parser("img2img", help="RGBD image-to-image: restyle an image (and its depth) with a prompt")
+    img.add_argument("image", help="the input RGB image")
+    img.add_argument("prompt")
+    img.add_argument("--depth", help="its 16-bit depth PNG (65535 = nearest); without it a flat 0.5 is used")
+    img.add_argument("--strength", type=float, default=0.6, help="0 keeps the input, 1 is like text-to-image")
+    _model_flags(img)
+    for flag, kind in (("--seed", int), ("--steps", int), ("--guidance", float), ("--width", int), ("--height", int)):
+        img.add_argument(flag, type=kind, default=-1 if flag == "--seed" else None)
+    img.add_argument("--scheduler", choices=SCHEDULERS)
+    img.add_argument("--negative", default="")
+    img.add_argument("--seamless", choices=["on", "off"])
+    img.add_argument("--sampling", choices=["quality", "live"])
+
+    up = sub.add_parser("upscale", help="LDM3D-SR ×4 of a finished job's RGB and 16-bit depth")
+    up.add_argument("job_dir")
+    _model_flags(up)
+    up.set_defaults(model="ldm3d-sr")
+    up.add_argument("--noise-level", type=int, default=20, help="0..350: how much detail the model may invent")
+    up.add_argument("--prompt", help="default: the model card's 'high quality high resolution uhd 4k image'")
+    up.add_argument("--negative", default="")
+    up.add_argument("--seed", type=int, default=-1)
+    up.add_argument("--steps", type=int)
+    up.add_argument("--guidance", type=float)
+    up.add_argument("--scheduler", choices=SCHEDULERS)
+
+    send = sub.add_parser("send", help="send one OSC message to a bridge and print the answer")
+    send.add_argument("address", help="e.g. /ldm3d/generate")
+    send.add_argument("args", nargs="*", help="arguments: ints, floats and strings are told apart by their look")
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=9000)
+    send.add_argument("--wait", action="store_true", help="wait for /ldm3d/ready or /ldm3d/error")
+    send.add_argument("--timeout", type=float, help="seconds to wait (default 2, with --wait 600)")
+
+    demo = sub.add_parser("demo", help="offline demo: serve tiny-pano, send a prompt over OSC, print the result")
+    demo.add_argument("--output", default="ldm3d-out", help="output folder (default ./ldm3d-out)")
+    demo.add_argument("--prompt", default="a quiet harbour at dusk")
+
+    preview = sub.add_parser("preview", help="render a job's displaced sphere to a PNG (headless OpenGL)")
+    preview.add_argument("job_dir", help="a job folder (holds rgb.png and depth.png)")
+    preview.add_argument("--out", required=True, help="the PNG to write")
+    preview.add_argument("--yaw", type=float, default=0.0, help="degrees; 0 = middle of the panorama, + = right")
+    preview.add_argument("--pitch", type=float, default=0.0, help="degrees; + = up")
+    preview.add_argument("--fov", type=float, default=90.0, help="vertical field of view, degrees")
+    preview.add_argument(
+        "--eye",
+        type=float,
+        nargs=3,
+        default=(0.0, 0.0, 0.0),
+        metavar=("X", "Y", "Z"),
+        help="eye position; the sphere's radius is 1",
+    )
+    preview.add_argument("--stereo", action="store_true", help="a side-by-side pair (left eye first)")
+    preview.add_argument("--eye-separation", type=float, default=0.064, help="for --stereo (default 0.064)")
+    preview.add_argument("--size", default="1024x768", help="WxH of one view (default 1024x768)")
+    preview.add_argument("--strength", type=float, default=1.0, help="depth displacement strength (default 1)")
+
+    export = sub.add_parser("export-mesh", help="write a job's displaced sphere as .glb, .obj or .ply")
+    export.add_argument("job_dir")
+    export.add_argument("--out", required=True, help="FILE.glb, FILE.obj or FILE.ply")
+    export.add_argument("--columns", type=int, default=512)
+    export.add_argument("--rows", type=int, default=256)
+    export.add_argument("--strength", type=float, default=1.0)
+
+    sub.add_parser("env", help="versions, devices and cache folders")
+    return parser

@@ -1,0 +1,172 @@
+"""One-job commands: generate, img2img, upscale (engine + writer, no server), preview, export-mesh."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .settings import BridgeSettings, load_settings
+
+
+class CliError(Exception):
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def engine_settings(s: BridgeSettings) -> Any:
+    from ldm3d_engine import EngineSettings
+
+    return EngineSettings(
+        model=s.model,
+        preset=s.preset,
+        device=s.device,
+        dtype=s.dtype,
+        cache_dir=s.cache_dir,
+        offline=s.offline,
+        compile=s.compile,
+        offload=s.offload,
+        vae_tiling=s.vae_tiling,
+    )
+
+
+def _progress_bar(step: int, total: int) -> None:
+    filled = 30 * step // total
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total}")
+    if step == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _one_job(args: argparse.Namespace, run: Any, extra: dict[str, Any] | None = None) -> int:
+    """Load the engine named by the flags, run ``run(engine)`` with a progress bar, write the job folder."""
+    from ldm3d_engine import load_engine
+
+    from .jobs import new_job_id
+    from .writer import TextureWriter
+
+    settings = load_settings({k: getattr(args, k) for k in ("model", "preset", "device", "dtype", "offline", "output")})
+    writer = TextureWriter(Path(settings.output))
+    writer.prepare()
+    engine = load_engine(engine_settings(settings))
+    files = writer.write(new_job_id(), run(engine), extra)
+    print(files.folder)
+    return 0
+
+
+def _text_request(args: argparse.Namespace, **more: Any) -> Any:
+    from ldm3d_engine.types import GenerateRequest, Img2ImgRequest
+
+    fields = {
+        "prompt": args.prompt,
+        "negative_prompt": args.negative,
+        "seed": args.seed,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "width": args.width,
+        "height": args.height,
+        "scheduler": args.scheduler,
+        "seamless": None if args.seamless is None else args.seamless == "on",
+        "sampling": args.sampling,
+    }
+    return Img2ImgRequest(**fields, **more) if more else GenerateRequest(**fields)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    request = _text_request(args)
+
+    def run(engine: Any) -> Any:
+        engine.resolve(request)  # refuse a bad request before the model runs
+        return engine.generate(request, on_step=_progress_bar)
+
+    return _one_job(args, run)
+
+
+def cmd_img2img(args: argparse.Namespace) -> int:
+    from .images import read_depth16, read_rgb
+
+    request = _text_request(args, strength=args.strength)
+    image = read_rgb(Path(args.image))
+    depth = read_depth16(Path(args.depth)) if args.depth else None
+    extra = {"input_image": str(Path(args.image).resolve())}
+    if args.depth:
+        extra["input_depth_map"] = str(Path(args.depth).resolve())
+    return _one_job(args, lambda engine: engine.img2img(request, image, depth, on_step=_progress_bar), extra)
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from ldm3d_engine.types import UPSCALE_PROMPT, UpscaleRequest
+
+    from .images import read_depth16, read_rgb
+
+    job_dir = Path(args.job_dir)
+    rgb, depth = read_rgb(job_dir / "rgb.png"), read_depth16(job_dir / "depth.png")
+    request = UpscaleRequest(
+        prompt=args.prompt or UPSCALE_PROMPT,
+        negative_prompt=args.negative,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        noise_level=args.noise_level,
+        scheduler=args.scheduler,
+    )
+    extra = {"source_job": job_dir.name, "source_folder": str(job_dir.resolve())}
+    return _one_job(args, lambda engine: engine.upscale(request, rgb, depth, on_step=_progress_bar), extra)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise CliError(f"--size {text!r}: write it as WIDTHxHEIGHT, e.g. 1024x768", 2) from None
+    if not (16 <= width <= 8192 and 16 <= height <= 8192):
+        raise CliError(f"--size {text}: each side must be 16..8192", 2)
+    return width, height
+
+
+def write_preview(
+    job_dir: Path,
+    out: Path,
+    camera: Any,
+    size: tuple[int, int],
+    stereo: bool = False,
+    eye_separation: float = 0.064,
+    strength: float = 1.0,
+) -> None:
+    from PIL import Image
+
+    from .preview import SphereRenderer, load_job_textures, render_stereo
+
+    rgb, depth = load_job_textures(job_dir)
+    renderer = SphereRenderer(rgb, depth, strength=strength)
+    try:
+        image = render_stereo(renderer, camera, size, eye_separation) if stereo else renderer.render(camera, size)
+    finally:
+        renderer.release()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(out)
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import Camera
+
+    camera = Camera(eye=tuple(args.eye), yaw=args.yaw, pitch=args.pitch, fov=args.fov)
+    if not 1.0 <= args.fov <= 170.0:
+        raise CliError(f"--fov {args.fov}: use 1..170 degrees", 2)
+    write_preview(
+        Path(args.job_dir), Path(args.out), camera, _size(args.size), args.stereo, args.eye_separation, args.strength
+    )
+    print(Path(args.out).resolve())
+    return 0
+
+
+def cmd_export_mesh(args: argparse.Namespace) -> int:
+    from .mesh import export_mesh
+
+    vertices, triangles = export_mesh(
+        Path(args.job_dir), Path(args.out), columns=args.columns, rows=args.rows, strength=args.strength
+    )
+    print(f"{Path(args.out).resolve()} ({vertices} vertices, {triangles} triangles)")
+    return 0

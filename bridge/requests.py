@@ -1,0 +1,95 @@
+"""OSC options → engine requests, checked as far as the bridge can before a job is queued.
+
+Pure apart from reading an input image's header and looking up an earlier job on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ldm3d_engine.errors import EngineError
+from ldm3d_engine.types import UPSCALE_PROMPT, GenerateRequest, Img2ImgRequest, UpscaleRequest
+from ldm3d_engine.validation import MAX_NOISE_LEVEL
+
+from .engine_api import EngineLike
+from .errors import BadArguments, NotSupported, UnknownJob, WrongModel
+from .images import image_size
+from .paths import resolve_input_path
+from .settings import BridgeSettings
+from .writer import TextureWriter
+
+Inputs = dict[str, str]
+
+
+def text_request(
+    settings: BridgeSettings, prompt: str, options: dict[str, Any], engine: EngineLike | None
+) -> GenerateRequest:
+    """A text → RGBD request; refused now if the loaded ``engine`` would refuse it."""
+    model = options.get("model")
+    if model is not None and model != settings.model:
+        raise WrongModel(
+            f"this bridge runs {settings.model!r}, not {model!r}; start a bridge with --model {model} "
+            "(on another port) or leave the model option out"
+        )
+    request = GenerateRequest(
+        prompt=prompt,
+        negative_prompt=options.get("negative", ""),
+        seed=options.get("seed", -1),
+        steps=options.get("steps"),
+        guidance=options.get("guidance"),
+        width=options.get("width", settings.width),
+        height=options.get("height", settings.height),
+        scheduler=options.get("scheduler"),
+        seamless=options.get("seamless"),
+        sampling=options.get("sampling", settings.sampling),
+    )
+    if engine is not None:  # loaded: refuse bad requests now rather than after the queue
+        try:
+            engine.resolve(request)
+        except EngineError as exc:  # InvalidRequest, or a model that cannot run this kind of job
+            raise BadArguments(str(exc)) from None
+    return request
+
+
+def img2img_request(
+    settings: BridgeSettings, image: str, prompt: str, options: dict[str, Any], engine: EngineLike | None
+) -> tuple[Img2ImgRequest, Inputs]:
+    """An image-to-image request and its input files, which must lie inside ``settings.input_dirs``."""
+    folders = [Path(d) for d in settings.input_dirs]
+    if not folders:
+        raise NotSupported("/ldm3d/img2img is off: start the bridge with input_dirs (the folders it may read)")
+    inputs = {"image": str(resolve_input_path(image, folders))}
+    if "depth" in options:
+        inputs["depth_map"] = str(resolve_input_path(options["depth"], folders))
+    strength = options.get("strength", 0.6)
+    if not 0.0 <= strength <= 1.0:
+        raise BadArguments(f"strength {strength} is out of range; allowed 0..1 (0 keeps the input)")
+    width, height = image_size(Path(inputs["image"]))
+    text_options = {k: v for k, v in options.items() if k not in ("strength", "depth")}
+    base = text_request(settings, prompt, {"width": width, "height": height, **text_options}, engine)
+    return Img2ImgRequest(**{**base.__dict__, "strength": strength}), inputs
+
+
+def upscale_request(
+    settings: BridgeSettings, writer: TextureWriter, job_id: str, options: dict[str, Any]
+) -> tuple[UpscaleRequest, Inputs]:
+    """An LDM3D-SR request for the finished job ``job_id``."""
+    source = writer.find(job_id)
+    if source is None:
+        raise UnknownJob(f"no finished job {job_id} in {writer.root} to upscale")
+    level = options.get("noise_level", 20)
+    if not 0 <= level <= MAX_NOISE_LEVEL:
+        raise BadArguments(f"noise level {level} is out of range; allowed 0..{MAX_NOISE_LEVEL}")
+    request = UpscaleRequest(
+        prompt=options.get("prompt", UPSCALE_PROMPT),
+        negative_prompt=options.get("negative", ""),
+        seed=options.get("seed", -1),
+        steps=options.get("steps"),
+        guidance=options.get("guidance"),
+        noise_level=level,
+        scheduler=options.get("scheduler"),
+        seamless=options.get("seamless"),
+        sampling=options.get("sampling", settings.sampling),
+    )
+    return request, {"source_job": job_id, "rgb": str(source.rgb), "depth": str(source.depth)}

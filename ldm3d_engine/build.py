@@ -1,0 +1,91 @@
+"""Loading an engine: check the device, find the model's files, load the modules, and put them on
+their device with the fast path the settings ask for."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import torch
+
+from .devices import Placement, resolve_placement
+from .engine import MAX_TOKENS, Engine
+from .errors import DeviceNotAvailable, UnknownModel
+from .loading import ModelLocation, locate
+from .types import EngineSettings
+
+logger = logging.getLogger(__name__)
+
+
+def load_engine(settings: EngineSettings) -> Engine:
+    """Check the device, find the model (building, or fetching when allowed), load it there."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    placement = resolve_placement(settings.device, settings.dtype)
+    cuda = placement.device.type == "cuda"
+    if settings.offload not in ("none", "model"):
+        raise DeviceNotAvailable(f"offload {settings.offload!r} is unknown; use none or model")
+    offload = settings.offload == "model"
+    if offload and not cuda:
+        raise DeviceNotAvailable(f"offload 'model' moves models to a GPU and back; {placement.device} is not one")
+    if placement.device.type == "cpu":
+        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    location = locate(settings)
+    folder = location.folder
+    logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.device, placement.dtype_name)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), model_max_length=MAX_TOKENS)
+        text_encoder = CLIPTextModel.from_pretrained(str(folder / "text_encoder"), dtype=placement.dtype)
+        unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), torch_dtype=placement.dtype)
+        # fp16 VAEs overflow into NaNs where their config asks for fp32 (force_upcast).
+        vae_config = AutoencoderKL.load_config(str(folder / "vae"))
+        upcast = placement.dtype == torch.float16 and vae_config.get("force_upcast", False)
+        vae_dtype = torch.float32 if upcast else placement.dtype
+        vae = AutoencoderKL.from_pretrained(str(folder / "vae"), torch_dtype=vae_dtype)
+        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise UnknownModel(f"could not load {location.model_id!r} from {folder}: {exc}") from exc
+    return assemble_engine(
+        tokenizer, text_encoder, unet, vae, scheduler_config, placement=placement, location=location, settings=settings
+    )
+
+
+def assemble_engine(
+    tokenizer: Any,
+    text_encoder: Any,
+    unet: Any,
+    vae: Any,
+    scheduler_config: dict[str, Any],
+    *,
+    placement: Placement,
+    location: ModelLocation,
+    settings: EngineSettings,
+) -> Engine:
+    """Put loaded modules on their device with the fast path the settings ask for (also used by
+    bench/engine_speed.py on modules built from configs)."""
+    cuda = placement.device.type == "cuda"
+    offload = settings.offload == "model"
+    for module in (text_encoder, unet, vae):
+        module.to("cpu" if offload else placement.device).eval().requires_grad_(False)
+    # Convolutions run fastest with channels-last tensors on CUDA and with oneDNN on the CPU.
+    unet.to(memory_format=torch.channels_last)
+    vae.to(memory_format=torch.channels_last)
+    if cuda:
+        unet.fuse_qkv_projections()  # one matmul for Q, K and V in every attention (SDPA kernels)
+    unet = placement.runtime.prepare_unet(unet)
+    if settings.compile:
+        unet = torch.compile(unet, fullgraph=False)
+    return Engine(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        unet=unet,
+        vae=vae,
+        scheduler_config=scheduler_config,
+        placement=placement,
+        location=location,
+        offload=offload,
+        vae_tiling=settings.vae_tiling,
+    )
