@@ -21,8 +21,6 @@ import argparse
 import json
 import logging
 import random
-import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +39,7 @@ from bridge.server import Bridge
 from bridge.settings import BridgeSettings
 from ldm3d_engine import Cancelled, EngineSettings, GenerateRequest, OutOfMemory, load_engine
 from tests.corpus import corpus
+from tests.served import serve_tiny
 
 READY_OR_ERROR = ["/ldm3d/ready", "/ldm3d/error"]
 
@@ -116,35 +115,7 @@ def malformed(engine: Any, tmp: Path, random_count: int) -> None:
 
 def flood(tmp: Path, rate: int, seconds: float) -> None:
     print(f"\n2. Flood from loopback: {rate} packets/s for {seconds:g} s (generate, garbage, status in turn)")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge.cli",
-            "serve",
-            "--model",
-            "tiny",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-zeroconf",
-            "--output",
-            str(tmp / "f"),
-            "--queue-size",
-            "4",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    port = 0
-    for line in proc.stderr:
-        found = re.search(r"udp://127\.0\.0\.1:(\d+)", line)
-        if found:
-            port = int(found.group(1))
-            break
-    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    proc, port = serve_tiny(tmp / "f", "--queue-size", "4")
     with OscClient("127.0.0.1", port) as probe, OscClient("127.0.0.1", port) as flooder:
         probe.send("/ldm3d/ping")
         probe.wait_for(["/ldm3d/pong"], 120)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import resource
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +24,7 @@ from ldm3d_engine import Cancelled, GenerateRequest, OutOfMemory
 from ldm3d_engine.engine import Engine
 
 from .corpus import PING, bundle, corpus
+from .served import serve_tiny
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]
@@ -114,42 +112,7 @@ def _serve(tmp_path: Path, *extra: str, limit_file_size: int | None = None) -> t
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "ldm3d-bridge").symlink_to(_TINY_DIR[0], target_is_directory=True)
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "LDM3D_BRIDGE_WARMUP": "false"}
-
-    def limits() -> None:
-        if limit_file_size is not None:  # a disk that is full beyond this many bytes per file
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
-
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge.cli",
-            "serve",
-            "--model",
-            "tiny",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-zeroconf",
-            "--output",
-            str(tmp_path / "out"),
-            *extra,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=limits,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        found = re.search(r"listening for OSC on udp://127\.0\.0\.1:(\d+)", line)
-        if found:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
-            return proc, int(found.group(1))
-    raise AssertionError(f"the bridge did not start (exit {proc.wait()})")
+    return serve_tiny(tmp_path / "out", *extra, cache=cache, limit_file_size=limit_file_size)
 
 
 _TINY_DIR: list[Path] = []

@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,8 @@ from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 from bridge.client import OscClient
 from bridge.discovery import SERVICE_TYPE
 from bridge.server import Bridge
+
+from .served import serve_tiny
 
 Start = Callable[..., Bridge]
 
@@ -131,34 +132,7 @@ def test_zeroconf_browser_finds_the_bridge_and_sees_it_leave(
 
 
 def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "LDM3D_BRIDGE_WARMUP": "false"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge.cli",
-            "serve",
-            "--model",
-            "tiny",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-zeroconf",
-            "--output",
-            str(tmp_path / "out"),
-            *extra,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        found = re.search(r"listening for OSC on udp://127\.0\.0\.1:(\d+)", line)
-        if found:
-            return proc, int(found.group(1))
-    raise AssertionError(f"the bridge did not start (exit {proc.wait()})")
+    return serve_tiny(tmp_path / "out", *extra, cache=tmp_path / "cache")
 
 
 @pytest.mark.parametrize(("policy", "outcome"), [("cancel", "/ldm3d/cancelled"), ("finish", "/ldm3d/ready")])
