@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -24,10 +23,12 @@ def serve_tiny(
     if cache is not None:
         env["XDG_CACHE_HOME"] = str(cache)
 
-    def limits() -> None:
-        if limit_file_size is not None:
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+    def limits() -> None:  # POSIX only: runs in the child before exec
+        import resource
+
+        assert limit_file_size is not None
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
 
     command = [
         sys.executable,
@@ -45,7 +46,8 @@ def serve_tiny(
         str(out),
         *extra,
     ]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=limits)
+    preexec = limits if limit_file_size is not None else None
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=preexec)
     assert proc.stderr is not None
     for line in proc.stderr:
         found = re.search(r"listening for OSC on udp://127\.0\.0\.1:(\d+)", line)
@@ -53,3 +55,7 @@ def serve_tiny(
             threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
             return proc, int(found.group(1))
     raise AssertionError(f"the bridge did not start (exit {proc.wait()})")
+
+
+#: Signals, resource limits and /proc: what the POSIX-only tests need.
+POSIX = sys.platform != "win32"

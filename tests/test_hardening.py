@@ -24,7 +24,7 @@ from ldm3d_engine import Cancelled, GenerateRequest, OutOfMemory
 from ldm3d_engine.engine import Engine
 
 from .corpus import PING, bundle, corpus
-from .served import serve_tiny
+from .served import POSIX, serve_tiny
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]
@@ -301,6 +301,7 @@ def test_a_stuck_engine_makes_the_bridge_give_up_for_a_restart(
     engine.release.set()
 
 
+@pytest.mark.skipif(not POSIX, reason="needs POSIX signals and resource limits")
 def test_disk_full_leaves_no_partial_files_and_latest_untouched(tmp_path: Path) -> None:
     proc, port = _serve(tmp_path, limit_file_size=60_000)
     out = tmp_path / "out"
@@ -338,6 +339,7 @@ def test_a_dead_subscriber_does_not_stop_the_bridge(start_bridge: Start, client_
     client.wait_for(["/ldm3d/pong"], 5)
 
 
+@pytest.mark.skipif(not POSIX, reason="needs POSIX signals and resource limits")
 def test_sigterm_during_the_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     proc, port = _serve(tmp_path, "--on-shutdown", "finish")
     with OscClient("127.0.0.1", port) as client:

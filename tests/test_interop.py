@@ -21,7 +21,7 @@ from bridge.client import OscClient
 from bridge.discovery import SERVICE_TYPE
 from bridge.server import Bridge
 
-from .served import serve_tiny
+from .served import POSIX, serve_tiny
 
 Start = Callable[..., Bridge]
 
@@ -135,6 +135,7 @@ def _serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
     return serve_tiny(tmp_path / "out", *extra, cache=tmp_path / "cache")
 
 
+@pytest.mark.skipif(not POSIX, reason="sends SIGTERM")
 @pytest.mark.parametrize(("policy", "outcome"), [("cancel", "/ldm3d/cancelled"), ("finish", "/ldm3d/ready")])
 def test_sigterm_mid_job_exits_cleanly(tmp_path: Path, policy: str, outcome: str) -> None:
     proc, port = _serve(tmp_path, "--on-shutdown", policy)
