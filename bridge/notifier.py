@@ -45,7 +45,6 @@ class Notifier:
         self._subscribers: dict[Address, None] = {}  # ordered set
         self._lock = threading.Lock()
         self._failed: set[Address] = set()
-        self.sent = 0
 
     @property
     def subscribers(self) -> list[Address]:
@@ -73,7 +72,6 @@ class Notifier:
             seen.add(target)
             try:
                 self._sock.sendto(data, target)
-                self.sent += 1
             except OSError as exc:
                 self.counters.add("send_failed")
                 if target not in self._failed:  # log each dead target once

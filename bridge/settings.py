@@ -120,13 +120,6 @@ class BridgeSettings:
             raise bad("token", "an empty token protects nothing; leave it out or set a secret")
         return self
 
-    def public(self) -> dict[str, Any]:
-        """The settings as they may be logged or shown: the token is masked."""
-        values = dataclasses.asdict(self)
-        if values["token"]:
-            values["token"] = "***"
-        return values
-
 
 _FIELDS = {f.name: f for f in fields(BridgeSettings)}
 
