@@ -31,8 +31,6 @@ def load_engine(settings: EngineSettings) -> Engine:
     offload = settings.offload == "model"
     if offload and not cuda:
         raise DeviceNotAvailable(f"offload 'model' moves models to a GPU and back; {placement.device} is not one")
-    if placement.device.type == "cpu":
-        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
     location = locate(settings)
     folder = location.folder
     logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.device, placement.dtype_name)
@@ -67,7 +65,9 @@ def assemble_engine(
     """Put loaded modules on their device with the fast path the settings ask for (also used by
     bench/engine_speed.py on modules built from configs)."""
     cuda = placement.device.type == "cuda"
-    offload = settings.offload == "model"
+    offload = settings.offload == "model"  # load_engine refused it off CUDA before loading any weights
+    if placement.device.type == "cpu":
+        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
     for module in (text_encoder, unet, vae):
         module.to("cpu" if offload else placement.device).eval().requires_grad_(False)
     # Convolutions run fastest with channels-last tensors on CUDA and with oneDNN on the CPU.
