@@ -14,15 +14,18 @@ Times on the same device and inputs:
   (b) the same in fp16 (CUDA only)
   (c) our engine, `quality` sampling (the model's DDIM, same steps)
   (d) our engine, `live` sampling (DPM-Solver++, fewer steps)
+  (e) (d) with VAE tiling, flat (tiling cannot wrap around a seamless panorama's seam)
+  (f) (d) with model CPU offload (CUDA only)
 each from request to arrays and to files on disk (the pipeline's arrays saved with Pillow's
 defaults as a user would; ours through the bridge's writer). Prints ms per UNet step, total
-seconds, peak GPU memory, and our ratios against (a) and (b).
+seconds, peak GPU memory (CUDA), and our ratios against (a) and (b).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import platform
 import statistics
@@ -99,7 +102,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def peak_mb(device: torch.device) -> str:
+    """The most GPU memory allocated since the last reset, weights included. (Not measured on the
+    CPU: the allocator keeps freed memory, so the process's resident set says little per run.)"""
     return f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB" if device.type == "cuda" else "n/a (CPU)"
 
 
@@ -109,16 +119,14 @@ def save_like_a_user(out: Path, rgb: np.ndarray, depth: np.ndarray) -> None:
     Image.fromarray(np.rint(np.clip(depth, 0, 1) * 65535).astype(np.uint16)).save(out / "depth.png")
 
 
+@dataclasses.dataclass(frozen=True)
 class Row:
-    def __init__(self, name: str, steps: int, arrays_s: float, files_s: float, step_ms: float, peak: str) -> None:
-        self.name, self.steps, self.arrays_s, self.files_s, self.step_ms, self.peak = (
-            name,
-            steps,
-            arrays_s,
-            files_s,
-            step_ms,
-            peak,
-        )
+    name: str
+    steps: int
+    arrays_s: float
+    files_s: float
+    step_ms: float
+    peak: str
 
 
 def median_row(rows: list[Row]) -> Row:
@@ -172,8 +180,7 @@ def run_pipeline(
     rows = []
     for _ in range(repeats):
         stamps.clear()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak(device)
         sync(device)
         t0 = time.perf_counter()
         result = pipe(
@@ -200,15 +207,17 @@ def run_ours(
     writer: TextureWriter,
     name: str,
     repeats: int = 1,
+    seamless: bool = True,
 ) -> Row:
     width, height = size
-    engine.generate(GenerateRequest("warm-up", seed=0, steps=2, width=width, height=height, sampling=sampling))
-    request = GenerateRequest("a forest", seed=1, width=width, height=height, sampling=sampling)
+    engine.generate(
+        GenerateRequest("warm-up", seed=0, steps=2, width=width, height=height, sampling=sampling, seamless=seamless)
+    )
+    request = GenerateRequest("a forest", seed=1, width=width, height=height, sampling=sampling, seamless=seamless)
     rows = []
     for _ in range(repeats):
         stamps: list[float] = []
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak(device)
         sync(device)
         t0 = time.perf_counter()
         result = engine.generate(request, on_step=lambda s, t, record=stamps.append: record(time.perf_counter()))
@@ -248,13 +257,21 @@ def main() -> None:
         **{**preset.__dict__, "steps": args.quality_steps, "live_steps": args.live_steps, "min_size": 64}
     )
     placement = resolve_placement(args.device, None)
-    ours = assemble_engine(
-        *copy.deepcopy(modules),
-        dict(SCHEDULER_CONFIG),
-        placement=placement,
-        location=ModelLocation(tmp, "bench:ldm3d-pano-architecture", preset),
-        settings=EngineSettings(device=args.device, compile=args.compile),
-    )
+
+    def engine(**settings: Any) -> Any:
+        return assemble_engine(
+            *copy.deepcopy(modules),
+            dict(SCHEDULER_CONFIG),
+            placement=placement,
+            location=ModelLocation(tmp, "bench:ldm3d-pano-architecture", preset),
+            settings=EngineSettings(device=args.device, compile=args.compile, **settings),
+        )
+
+    ours = engine()
+    # the memory options, each measured with live sampling: VAE tiling, and model offload on CUDA
+    variants = [("(e) ours, live, VAE tiling (flat)", engine(vae_tiling=True), False)]
+    if device.type == "cuda":
+        variants.append(("(f) ours, live, model offload", engine(offload="model"), True))
     writer = TextureWriter(tmp / "ours")
     writer.prepare()
     for size in sizes:
@@ -289,15 +306,21 @@ def main() -> None:
             )
         rows.append(run_ours(ours, device, size, "quality", writer, f"(c) ours, quality ({ours.dtype})", args.repeats))
         rows.append(run_ours(ours, device, size, "live", writer, f"(d) ours, live ({ours.dtype})", args.repeats))
+        rows += [
+            run_ours(e, device, size, "live", writer, name, args.repeats, seamless) for name, e, seamless in variants
+        ]
         baselines = [("(a)", rows[0])] + ([("(b)", rows[1])] if device.type == "cuda" else [])
         print(f"   {'':42} {'steps':>5} {'ms/step':>9} {'→arrays s':>10} {'→files s':>9} {'peak GPU':>12}  speed-up")
         for r in rows:
-            ours_row = r.name.startswith(("(c)", "(d)"))
+            ours_row = r.name.startswith(("(c)", "(d)", "(e)", "(f)"))
             ratio = ", ".join(f"{b.files_s / r.files_s:.2f}× vs {k}" for k, b in baselines) if ours_row else ""
             figures = f"{r.steps:5} {r.step_ms:9.1f} {r.arrays_s:10.2f} {r.files_s:9.2f} {r.peak:>12}"
             print(f"   {r.name:42} {figures}  {ratio}")
     if device.type != "cuda":
-        print("\n(b) needs CUDA (fp16); peak GPU memory is reported on CUDA only.")
+        print(
+            "\n(b) and (f) need CUDA (fp16; offload moves models to a GPU and back); peak memory is measured on CUDA."
+        )
+    print("(e) runs flat (seamless off): VAE tiling cannot wrap around the seam, so seamless jobs never tile.")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -17,6 +18,18 @@ from .loading import ModelLocation, locate
 from .types import EngineSettings
 
 logger = logging.getLogger(__name__)
+
+#: Where the UNet's attention gets one fused Q/K/V projection (not yet tried under HPU graphs).
+FUSED_QKV_DEVICES = ("cuda", "cpu")
+
+
+def vae_dtype(dtype: torch.dtype, vae_config: Mapping[str, Any]) -> torch.dtype:
+    """The VAE's dtype: fp16 VAEs overflow into NaNs, so one whose config asks for it
+    (``force_upcast``; diffusers' default, True, where a config predates the key) stays in fp32
+    when the rest of the model runs in fp16. bf16 has fp32's range and needs none."""
+    if dtype == torch.float16 and vae_config.get("force_upcast", True):
+        return torch.float32
+    return dtype
 
 
 def load_engine(settings: EngineSettings) -> Engine:
@@ -38,11 +51,8 @@ def load_engine(settings: EngineSettings) -> Engine:
         tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), model_max_length=MAX_TOKENS)
         text_encoder = CLIPTextModel.from_pretrained(str(folder / "text_encoder"), dtype=placement.dtype)
         unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), torch_dtype=placement.dtype)
-        # fp16 VAEs overflow into NaNs where their config asks for fp32 (force_upcast).
         vae_config = AutoencoderKL.load_config(str(folder / "vae"))
-        upcast = placement.dtype == torch.float16 and vae_config.get("force_upcast", False)
-        vae_dtype = torch.float32 if upcast else placement.dtype
-        vae = AutoencoderKL.from_pretrained(str(folder / "vae"), torch_dtype=vae_dtype)
+        vae = AutoencoderKL.from_pretrained(str(folder / "vae"), torch_dtype=vae_dtype(placement.dtype, vae_config))
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise UnknownModel(f"could not load {location.model_id!r} from {folder}: {exc}") from exc
@@ -64,17 +74,23 @@ def assemble_engine(
 ) -> Engine:
     """Put loaded modules on their device with the fast path the settings ask for (also used by
     bench/engine_speed.py on modules built from configs)."""
-    cuda = placement.device.type == "cuda"
     offload = settings.offload == "model"  # load_engine refused it off CUDA before loading any weights
     if placement.device.type == "cpu":
         torch.set_num_threads(settings.threads or os.cpu_count() or 1)
-    for module in (text_encoder, unet, vae):
-        module.to("cpu" if offload else placement.device).eval().requires_grad_(False)
+    home = torch.device("cpu") if offload else placement.device
+    for module, dtype in (
+        (text_encoder, placement.dtype),
+        (unet, placement.dtype),
+        (vae, vae_dtype(placement.dtype, vae.config)),
+    ):
+        if module.dtype != dtype:  # modules built from configs (the benchmark) arrive in fp32
+            module.to(dtype=dtype)
+        module.to(home).eval().requires_grad_(False)
     # Convolutions run fastest with channels-last tensors on CUDA and with oneDNN on the CPU.
     unet.to(memory_format=torch.channels_last)
     vae.to(memory_format=torch.channels_last)
-    if cuda:
-        unet.fuse_qkv_projections()  # one matmul for Q, K and V in every attention (SDPA kernels)
+    if placement.device.type in FUSED_QKV_DEVICES:
+        unet.fuse_qkv_projections()  # one matmul for Q, K and V in every attention
     unet = placement.runtime.prepare_unet(unet)
     if settings.compile:
         unet = torch.compile(unet, fullgraph=False)

@@ -1,7 +1,8 @@
-"""RGB and depth from decoded VAE output: pure NumPy, no torch.
+"""The two depth layouts of LDM3D VAEs, both ways.
 
-The VAE decodes to floats in [-1, 1]; we map them to [0, 1] the way diffusers'
-image processor does (x/2 + 0.5, clamped). Two depth layouts exist:
+Decoding (torch, on the device the VAE ran on, so only 8-bit RGB and 16-bit depth
+cross to the host): the VAE decodes to floats in [-1, 1], mapped to [0, 1] the way
+diffusers' image processor does (x/2 + 0.5, clamped). Two layouts exist:
 
 ``rgbd4`` (Intel/ldm3d-4c, -pano, -sr)
     channels 0..2 are RGB, channel 3 is depth in [0, 1].
@@ -12,17 +13,33 @@ image processor does (x/2 + 0.5, clamped). Two depth layouts exist:
     deprecated pipeline turns these floats into garbage in ``"np"`` output and
     into 8 bits in ``"pil"`` output; we round each byte and combine in 32 bits.)
 
+Encoding (for img2img and upscaling inputs): 16-bit depth → the VAE's input
+channels, the inverse of the above, and the resize to the request's size.
+
 Depth is relative inverse depth as in DPT: larger = nearer, 65535 = nearest.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import numpy.typing as npt
+import torch
+import torch.nn.functional as F
 
 LAYOUTS = {4: "rgbd4", 6: "rgbd6"}
 
 FloatArray = npt.NDArray[np.float32]
+
+
+class HostRGBD(NamedTuple):
+    """A decoded image on the host."""
+
+    rgb: npt.NDArray[np.uint8]  # H×W×3
+    depth: npt.NDArray[np.uint16]  # H×W
+    depth_float: FloatArray  # H×W in [0, 1]
+    finite: bool  # False when the VAE produced NaN or ±inf (they were mapped into range)
 
 
 def layout_for_channels(channels: int) -> str:
@@ -33,34 +50,54 @@ def layout_for_channels(channels: int) -> str:
         raise ValueError(f"a VAE with {channels} output channels is not an LDM3D VAE (expected 4 or 6)") from None
 
 
-def to_unit(decoded: FloatArray) -> FloatArray:
-    """Map VAE output in [-1, 1] to [0, 1], clamped."""
-    out: FloatArray = np.clip(decoded * 0.5 + 0.5, 0.0, 1.0).astype(np.float32)
-    return out
+def to_unit(decoded: torch.Tensor) -> torch.Tensor:
+    """VAE output in [-1, 1] → float32 in [0, 1], clamped; NaN → 0.5, ±inf → the ends."""
+    return torch.nan_to_num(decoded.float()).mul(0.5).add(0.5).clamp(0.0, 1.0)
 
 
-def rgb_to_uint8(rgb_unit: FloatArray) -> npt.NDArray[np.uint8]:
-    """[0, 1] floats to 8-bit, rounded (as diffusers does for PIL output)."""
-    out: npt.NDArray[np.uint8] = np.rint(rgb_unit * 255.0).astype(np.uint8)
-    return out
+def quantize(unit: torch.Tensor, levels: int) -> torch.Tensor:
+    """[0, 1] floats → integers 0..levels, rounded (half to even, as NumPy), never truncated."""
+    return unit.clamp(0.0, 1.0).mul(float(levels)).round().to(torch.int32)
 
 
-def depth_to_uint16(depth_unit: FloatArray) -> npt.NDArray[np.uint16]:
-    """[0, 1] floats to 16-bit, rounded, never truncated."""
-    out: npt.NDArray[np.uint16] = np.rint(np.clip(depth_unit, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    return out
+def unpack_depth6(hi_unit: torch.Tensor, lo_unit: torch.Tensor) -> torch.Tensor:
+    """16-bit depth (as int32) from the high- and low-byte channels of a 6-channel VAE, in [0, 1]."""
+    return quantize(hi_unit, 255) * 256 + quantize(lo_unit, 255)
 
 
-def unpack_depth6(hi_unit: FloatArray, lo_unit: FloatArray) -> npt.NDArray[np.uint16]:
-    """16-bit depth from the high- and low-byte channels of a 6-channel VAE, in [0, 1]."""
-    hi = np.rint(np.clip(hi_unit, 0.0, 1.0) * 255.0).astype(np.uint32)
-    lo = np.rint(np.clip(lo_unit, 0.0, 1.0) * 255.0).astype(np.uint32)
-    out: npt.NDArray[np.uint16] = (hi * 256 + lo).astype(np.uint16)
-    return out
+def split_rgbd(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """C×H×W decoded image in [0, 1] → (H×W×3 uint8 RGB, H×W int32 depth 0..65535, H×W float32 depth in [0, 1])."""
+    layout = layout_for_channels(unit.shape[0])
+    rgb = quantize(unit[:3], 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+    if layout == "rgbd4":
+        depth_float = unit[3].contiguous()
+        depth = quantize(depth_float, 65535)
+    else:
+        depth = unpack_depth6(unit[4], unit[5])
+        depth_float = depth.float() / 65535.0
+    return rgb, depth, depth_float
+
+
+def decoded_to_host(decoded: torch.Tensor) -> HostRGBD:
+    """One decoded C×H×W image, on any device → host arrays. The conversion runs where the
+    image is; the copies are queued together and waited for once."""
+    cuda = decoded.device.type == "cuda"
+    finite = torch.isfinite(decoded).all()
+    parts = (*split_rgbd(to_unit(decoded)), finite)
+    host = [part.to("cpu", non_blocking=cuda) for part in parts]  # into pinned memory on CUDA
+    if cuda:
+        torch.cuda.current_stream(decoded.device).synchronize()  # the copies are valid only now
+    rgb, depth, depth_float, all_finite = host
+    return HostRGBD(
+        rgb.numpy(),
+        depth.numpy().astype(np.uint16),
+        depth_float.numpy(),
+        bool(all_finite),
+    )
 
 
 def pack_depth6(depth16: npt.NDArray[np.uint16]) -> FloatArray:
-    """The inverse of :func:`unpack_depth6`: H×W uint16 → H×W×3 floats in [0, 1].
+    """The inverse of :func:`unpack_depth6`, in NumPy: H×W uint16 → H×W×3 floats in [0, 1].
 
     Channel 0 repeats the high byte, so the packed image previews as a coarse
     grayscale depth, which is how the 6-channel VAE was trained."""
@@ -70,25 +107,34 @@ def pack_depth6(depth16: npt.NDArray[np.uint16]) -> FloatArray:
     return np.stack([hi, hi, lo], axis=-1).astype(np.float32)
 
 
-def split_rgbd(
-    image_unit: FloatArray,
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint16], FloatArray]:
-    """H×W×C decoded image in [0, 1] → (uint8 RGB, uint16 depth, float depth in [0, 1])."""
-    channels = image_unit.shape[-1]
-    layout = layout_for_channels(channels)
-    rgb = rgb_to_uint8(image_unit[..., :3])
-    if layout == "rgbd4":
-        depth_float = np.ascontiguousarray(image_unit[..., 3], dtype=np.float32)
-        depth = depth_to_uint16(depth_float)
-    else:
-        depth = unpack_depth6(image_unit[..., 4], image_unit[..., 5])
-        depth_float = (depth.astype(np.float32) / 65535.0).astype(np.float32)
-    return rgb, depth, depth_float
-
-
 def depth_to_vae_channels(depth16: npt.NDArray[np.uint16], layout: str) -> FloatArray:
     """16-bit depth → the VAE's depth input channels in [0, 1]: one for ``rgbd4``, three packed for ``rgbd6``."""
     if layout == "rgbd4":
         out: FloatArray = (depth16.astype(np.float32) / 65535.0)[..., None]
         return out
     return pack_depth6(depth16)
+
+
+def vae_input(
+    rgb: npt.NDArray[np.uint8],
+    depth16: npt.NDArray[np.uint16],
+    layout: str,
+    size: tuple[int, int],
+    *,
+    wrap: bool,
+) -> torch.Tensor:
+    """RGB + 16-bit depth → a 1×C×H×W tensor in [-1, 1] for the VAE's encoder, in ``layout``'s
+    channel packing, resized (bicubic) to ``size`` = (width, height). Depth enters as real
+    16-bit values scaled to 0..1. With ``wrap`` (a seamless panorama) the resize reads across
+    the left/right seam instead of clamping at the edges."""
+    image = np.concatenate([rgb.astype(np.float32) / 255.0, depth_to_vae_channels(depth16, layout)], axis=-1)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None] * 2.0 - 1.0
+    width, height = size
+    if (x.shape[3], x.shape[2]) == (width, height):
+        return x
+    pad = 2 if wrap else 0  # bicubic reads two source pixels on each side
+    target_pad = round(pad * width / x.shape[3])
+    if pad:
+        x = F.pad(x, (pad, pad, 0, 0), mode="circular")
+    x = F.interpolate(x, size=(height, width + 2 * target_pad), mode="bicubic", align_corners=False)
+    return x[..., target_pad : target_pad + width].clamp(-1.0, 1.0)

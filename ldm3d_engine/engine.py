@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import inspect
 import logging
 import threading
 import time
@@ -26,11 +25,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F
 
-from .depth import depth_to_vae_channels, layout_for_channels, split_rgbd, to_unit
+from .denoise import Guidance, OnStep, denoise
+from .depth import decoded_to_host, layout_for_channels, vae_input
 from .devices import Placement, is_out_of_memory
-from .errors import Cancelled, InvalidRequest, OutOfMemory
+from .errors import InvalidRequest, OutOfMemory
 from .loading import ModelLocation
 from .presets import FOLDER_DEFAULTS, Preset
 from .schedulers import make_scheduler
@@ -48,7 +47,6 @@ from .validation import resolve_text, resolve_upscale
 
 logger = logging.getLogger(__name__)
 
-OnStep = Callable[[int, int], None]
 MAX_TOKENS = 77
 
 
@@ -256,19 +254,8 @@ class Engine:
         self, rgb: npt.NDArray[np.uint8], depth: npt.NDArray[np.uint16], req: ResolvedRequest
     ) -> torch.Tensor:
         """RGB + 16-bit depth → the VAE's latent (mean, scaled), in the model's own channel packing,
-        resized to the request's size. Depth enters as real 16-bit values scaled to 0..1. With
-        seamless wrap, the resize wraps around the seam too."""
-        depth_channels = depth_to_vae_channels(depth, self.depth_layout)
-        image = np.concatenate([rgb.astype(np.float32) / 255.0, depth_channels], axis=-1)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None] * 2.0 - 1.0
-        height, width = req.height, req.width
-        if (x.shape[3], x.shape[2]) != (width, height):
-            pad = 2 if req.seamless else 0  # bicubic reads two source pixels on each side
-            target_pad = round(pad * width / x.shape[3])
-            if pad:
-                x = F.pad(x, (pad, pad, 0, 0), mode="circular")
-            x = F.interpolate(x, size=(height, width + 2 * target_pad), mode="bicubic", align_corners=False)
-            x = x[..., target_pad : target_pad + width].clamp(-1.0, 1.0)
+        at the request's size (see :func:`~ldm3d_engine.depth.vae_input`)."""
+        x = vae_input(rgb, depth, self.depth_layout, (req.width, req.height), wrap=req.seamless)
         vae_dtype = next(self.vae.parameters()).dtype
         with self._active(self.vae):
             latent: torch.Tensor = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist.mean
@@ -341,66 +328,51 @@ class Engine:
         class_labels: torch.Tensor | None = None,
         extra_s: float = 0.0,
     ) -> RGBDResult:
-        """The classifier-free guided loop (one batched UNet call per step) and the decoding.
+        """Encode the prompts, denoise (:mod:`~ldm3d_engine.denoise`), decode.
 
         ``condition`` (upscale) is concatenated to the latents on the channel axis, and
         ``class_labels`` (the noise level) go to the UNet, as LDM3D-SR expects."""
         t0 = time.perf_counter()
         prompt_used = self.prompt_for_model(req.prompt)
         cond, prompt_truncated = self._encode_prompt(prompt_used)
-        do_cfg = req.guidance > 1.0  # as diffusers: guidance <= 1 means the prompt alone
         negative_truncated = False
         embeddings = cond
-        if do_cfg:
+        if req.guidance > 1.0:
             uncond, negative_truncated = self._encode_prompt(req.negative_prompt)
             embeddings = torch.cat([uncond, cond])
-        batch = 2 if do_cfg else 1
-        if condition is not None:
-            condition = torch.cat([condition] * batch)
-        if class_labels is not None:
-            class_labels = class_labels.repeat(batch)
+        guidance = Guidance(embeddings, req.guidance, condition, class_labels)
         self._sync()
         t1 = time.perf_counter()
 
         # The step noise of ancestral samplers comes from a generator seeded after the start noise.
         device = self.placement.device
         generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(req.seed + 1)
-        step_kwargs = _step_kwargs(scheduler, generator)
-        total = len(timesteps)
         with self._active(self.unet):
-            for i, t in enumerate(timesteps):
-                if cancel is not None and cancel.cancelled:
-                    raise Cancelled(i, total)
-                model_in = scheduler.scale_model_input(torch.cat([latents] * batch), t)
-                if condition is not None:
-                    model_in = torch.cat([model_in, condition], dim=1)
-                noise = self.unet(
-                    model_in, t, encoder_hidden_states=embeddings, class_labels=class_labels, return_dict=False
-                )[0]
-                if do_cfg:
-                    noise_uncond, noise_cond = noise.chunk(2)
-                    noise = noise_uncond + req.guidance * (noise_cond - noise_uncond)
-                latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
-                self.placement.runtime.after_step()
-                if on_step is not None:
-                    on_step(i + 1, total)
-        if cancel is not None and cancel.cancelled:
-            raise Cancelled(total, total)
+            latents = denoise(
+                self.unet,
+                scheduler,
+                timesteps,
+                latents,
+                guidance,
+                generator,
+                after_step=self.placement.runtime.after_step,
+                on_step=on_step,
+                cancel=cancel,
+            )
         self._sync()
         t2 = time.perf_counter()
 
         vae_dtype = next(self.vae.parameters()).dtype
         with self._active(self.vae):
             decoded = self.vae.decode(latents.to(vae_dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
-        image = decoded[0].permute(1, 2, 0).float().cpu().numpy()
-        if not np.isfinite(image).all():
+        host = decoded_to_host(decoded[0])  # 8-bit RGB and 16-bit depth made on the device
+        if not host.finite:
             logger.warning("the VAE produced non-finite values (dtype %s); they were clamped", self.dtype)
-        rgb, depth, depth_float = split_rgbd(to_unit(np.nan_to_num(image)))
         t3 = time.perf_counter()
         return RGBDResult(
-            rgb=rgb,
-            depth=depth,
-            depth_float=depth_float,
+            rgb=host.rgb,
+            depth=host.depth,
+            depth_float=host.depth_float,
             request=req,
             prompt_used=prompt_used,
             prompt_truncated=prompt_truncated,
@@ -412,13 +384,3 @@ class Engine:
             depth_layout=self.depth_layout,
             timings=Timings(t1 - t0 + extra_s, t2 - t1, t3 - t2),
         )
-
-
-def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
-    params = inspect.signature(scheduler.step).parameters
-    kwargs: dict[str, Any] = {}
-    if "eta" in params:
-        kwargs["eta"] = 0.0
-    if "generator" in params:
-        kwargs["generator"] = generator
-    return kwargs

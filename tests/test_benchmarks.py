@@ -35,6 +35,7 @@ def test_engine_speed_harness_runs_all_variants_on_a_small_architecture() -> Non
     ).stdout
     assert "(a) diffusers LDM3D pipeline, fp32" in out
     assert "(c) ours, quality (float32)" in out and "(d) ours, live (float32)" in out
+    assert "(e) ours, live, VAE tiling (flat)" in out
     assert "× vs (a)" in out and "ms/step" in out
 
 

@@ -1,55 +1,64 @@
-"""The depth packing of both LDM3D layouts, as pure functions."""
+"""The depth packing of both LDM3D layouts, as pure functions: decoded VAE output → host
+arrays (torch, where the VAE ran) and 16-bit depth → VAE input channels (NumPy)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from ldm3d_engine.depth import (
-    depth_to_uint16,
-    layout_for_channels,
-    pack_depth6,
-    split_rgbd,
-    to_unit,
-    unpack_depth6,
-)
+from ldm3d_engine.depth import decoded_to_host, layout_for_channels, pack_depth6, unpack_depth6
+
+
+def vae_range(unit: np.ndarray) -> torch.Tensor:
+    """H×W×C floats in [0, 1] → the C×H×W [-1, 1] tensor a VAE decodes to."""
+    return torch.from_numpy(unit).permute(2, 0, 1) * 2.0 - 1.0
 
 
 def test_six_channel_packing_round_trips_every_16_bit_value() -> None:
     depth16 = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     packed = pack_depth6(depth16)
     assert packed.shape == (256, 256, 3)
-    assert np.array_equal(unpack_depth6(packed[..., 1], packed[..., 2]), depth16)
+    unpacked = unpack_depth6(torch.from_numpy(packed[..., 1]), torch.from_numpy(packed[..., 2]))
+    assert np.array_equal(unpacked.numpy(), depth16)
 
 
 def test_six_channel_unpacking_rounds_each_byte_instead_of_truncating() -> None:
     # 0.99999 of 255 is 254.997: truncation would give byte 254, rounding gives 255.
-    hi = np.array([[200 / 255 - 1e-5]], dtype=np.float32)
-    lo = np.array([[17 / 255 - 1e-5]], dtype=np.float32)
+    hi = torch.tensor([[200 / 255 - 1e-5]])
+    lo = torch.tensor([[17 / 255 - 1e-5]])
     assert int(unpack_depth6(hi, lo)[0, 0]) == 200 * 256 + 17
 
 
-def test_split_rgbd_six_channels_gives_full_16_bit_depth() -> None:
+def test_six_channel_decoding_gives_full_16_bit_depth() -> None:
     rng = np.random.default_rng(0)
-    depth16 = rng.integers(0, 65536, size=(8, 8), dtype=np.uint16)
-    image = np.concatenate([rng.random((8, 8, 3), dtype=np.float32), pack_depth6(depth16)], axis=-1)
-    rgb, depth, depth_float = split_rgbd(image)
-    assert rgb.dtype == np.uint8 and depth.dtype == np.uint16
-    assert np.array_equal(depth, depth16)
-    assert np.allclose(depth_float * 65535.0, depth16, atol=1e-2)
+    depth16 = rng.integers(0, 65536, size=(8, 16), dtype=np.uint16)
+    rgb_unit = rng.random((8, 16, 3), dtype=np.float32)
+    host = decoded_to_host(vae_range(np.concatenate([rgb_unit, pack_depth6(depth16)], axis=-1)))
+    assert host.rgb.dtype == np.uint8 and host.rgb.shape == (8, 16, 3)
+    assert host.depth.dtype == np.uint16 and host.depth.shape == (8, 16)
+    assert np.array_equal(host.depth, depth16)
+    assert np.allclose(host.depth_float * 65535.0, depth16, atol=1e-2)
+    assert np.abs(host.rgb.astype(int) - np.rint(rgb_unit * 255)).max() <= 1  # ±1 from the float round trip
+    assert host.finite
 
 
 def test_four_channel_depth_is_rounded_to_16_bits() -> None:
-    image = np.zeros((1, 3, 4), dtype=np.float32)
-    image[0, :, 3] = [0.0, 0.5, 1.0]
-    _, depth, depth_float = split_rgbd(image)
-    assert depth.tolist() == [[0, 32768, 65535]]  # 0.5·65535 = 32767.5 rounds up, truncation gave 32767
-    assert depth_float.dtype == np.float32
+    unit = np.zeros((1, 3, 4), dtype=np.float32)
+    unit[0, :, 3] = [0.0, 0.5, 1.0]
+    host = decoded_to_host(vae_range(unit))
+    assert host.depth.tolist() == [[0, 32768, 65535]]  # 0.5·65535 = 32767.5 rounds (to even), truncation gave 32767
+    assert host.depth_float.dtype == np.float32 and host.depth_float.shape == (1, 3)
 
 
-def test_vae_range_is_mapped_and_clamped() -> None:
-    assert to_unit(np.array([-2.0, -1.0, 0.0, 1.0, 3.0], dtype=np.float32)).tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
-    assert depth_to_uint16(np.array([1.5, -0.1], dtype=np.float32)).tolist() == [65535, 0]
+def test_vae_range_is_mapped_and_clamped_and_non_finite_values_are_reported() -> None:
+    decoded = torch.zeros(4, 1, 6)
+    decoded[0, 0] = torch.tensor([-2.0, -1.0, 0.0, 1.0, 3.0, float("nan")])
+    decoded[3, 0] = torch.tensor([1.5, -3.0, float("inf"), float("-inf"), 0.0, 1.0])
+    host = decoded_to_host(decoded)
+    assert host.rgb[0, :, 0].tolist() == [0, 0, 128, 255, 255, 128]  # NaN becomes the middle
+    assert host.depth[0].tolist() == [65535, 0, 65535, 0, 32768, 65535]
+    assert not host.finite
 
 
 def test_unknown_channel_count_is_refused_with_a_reason() -> None:

@@ -12,12 +12,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from bridge.client import OscClient
 from bridge.server import Bridge
 from bridge.writer import JobFiles, TextureWriter
 from ldm3d_engine import DeviceNotAvailable, EngineSettings, GenerateRequest, InvalidRequest, load_engine
+from ldm3d_engine.build import assemble_engine
+from ldm3d_engine.devices import Placement
 from ldm3d_engine.engine import Engine
+from ldm3d_engine.loading import ModelLocation
+from ldm3d_engine.presets import get_preset
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]
@@ -55,6 +60,40 @@ def test_vae_tiling_decodes_wide_outputs_and_stays_off_for_seamless(tiny_dir: Pa
     assert a.rgb.shape == (1024, 2048, 3) and np.abs(a.depth_float - b.depth_float).mean() < 0.05
     tiled.generate(GenerateRequest("x", seed=2, steps=1, width=256, height=128))  # a seamless pano
     assert tiled.vae.use_tiling is False
+
+
+def half_precision_engine(folder: Path, dtype: torch.dtype) -> Engine:
+    """The modules of a tiny model in fp32 (as the benchmark builds them), assembled for a
+    half-precision placement. The CPU stands in for a GPU here: resolve_placement allows
+    fp16/bf16 on CUDA only, but the casting and upcasting under test do not depend on the device."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    return assemble_engine(
+        CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), model_max_length=77),
+        CLIPTextModel.from_pretrained(str(folder / "text_encoder")),
+        UNet2DConditionModel.from_pretrained(str(folder / "unet")),
+        AutoencoderKL.from_pretrained(str(folder / "vae")),
+        json.loads((folder / "scheduler" / "scheduler_config.json").read_text()),
+        placement=Placement(torch.device("cpu"), dtype),
+        location=ModelLocation(folder, "tiny-pano", get_preset("tiny-pano")),
+        settings=EngineSettings(),
+    )
+
+
+@pytest.mark.parametrize(("dtype", "vae_dtype"), [(torch.float16, torch.float32), (torch.bfloat16, torch.bfloat16)])
+def test_half_precision_casts_the_models_and_keeps_an_fp16_vae_in_fp32(
+    load_tiny: Callable[[str], Engine], dtype: torch.dtype, vae_dtype: torch.dtype
+) -> None:
+    reference = load_tiny("tiny-pano")
+    engine = half_precision_engine(reference.location.folder, dtype)
+    assert engine.vae.config.force_upcast  # diffusers' default, as in configs that predate the key
+    assert next(engine.unet.parameters()).dtype == dtype and next(engine.text_encoder.parameters()).dtype == dtype
+    assert next(engine.vae.parameters()).dtype == vae_dtype
+    request = GenerateRequest("a cave", seed=4, steps=2, width=128, height=64)
+    half, full = engine.generate(request), reference.generate(request)
+    assert half.dtype == str(dtype).removeprefix("torch.")
+    assert half.depth.shape == (64, 128) and np.abs(half.depth_float - full.depth_float).mean() < 0.02
 
 
 def test_offload_needs_a_gpu(tiny_dir: Path) -> None:

@@ -1,0 +1,81 @@
+"""The classifier-free guided denoising loop: latents in, latents out.
+
+Knows the UNet and the scheduler, nothing of prompts, images or devices. Guidance runs
+as one batched UNet call per step (unconditional and conditional halves together).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import Cancelled
+from .types import CancelToken
+
+OnStep = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """What conditions the UNet at every step."""
+
+    embeddings: torch.Tensor  # [uncond, cond] when guided, else [cond]
+    scale: float  # > 1 means classifier-free guidance (as diffusers: <= 1 is the prompt alone)
+    condition: torch.Tensor | None = None  # LDM3D-SR: the low-resolution latent, concatenated on channels
+    class_labels: torch.Tensor | None = None  # LDM3D-SR: the noise level
+
+    @property
+    def batch(self) -> int:
+        return 2 if self.scale > 1.0 else 1
+
+
+def denoise(
+    unet: Any,
+    scheduler: Any,
+    timesteps: torch.Tensor,
+    latents: torch.Tensor,
+    guidance: Guidance,
+    generator: torch.Generator,
+    *,
+    after_step: Callable[[], None] = lambda: None,
+    on_step: OnStep | None = None,
+    cancel: CancelToken | None = None,
+) -> torch.Tensor:
+    """Run ``timesteps`` of ``scheduler`` from ``latents``. ``generator`` draws the step noise of
+    ancestral samplers. Raises :class:`Cancelled` within one step of ``cancel.cancel()``."""
+    batch = guidance.batch
+    condition = None if guidance.condition is None else torch.cat([guidance.condition] * batch)
+    labels = None if guidance.class_labels is None else guidance.class_labels.repeat(batch)
+    step_kwargs = _step_kwargs(scheduler, generator)
+    total = len(timesteps)
+    for i, t in enumerate(timesteps):
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled(i, total)
+        model_in = scheduler.scale_model_input(torch.cat([latents] * batch), t)
+        if condition is not None:
+            model_in = torch.cat([model_in, condition], dim=1)
+        noise = unet(model_in, t, encoder_hidden_states=guidance.embeddings, class_labels=labels, return_dict=False)[0]
+        if batch == 2:
+            noise_uncond, noise_cond = noise.chunk(2)
+            noise = noise_uncond + guidance.scale * (noise_cond - noise_uncond)
+        latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+        after_step()
+        if on_step is not None:
+            on_step(i + 1, total)
+    if cancel is not None and cancel.cancelled:
+        raise Cancelled(total, total)
+    return latents
+
+
+def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
+    params = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "eta" in params:
+        kwargs["eta"] = 0.0
+    if "generator" in params:
+        kwargs["generator"] = generator
+    return kwargs
