@@ -9,6 +9,8 @@ not depend on the weights): the SD 1.x UNet (320/640/1280/1280, cross-attention 
 CLIP ViT-L/14 text encoder (12 layers, 768 wide) and the 4-channel VAE (128/256/512/512).
 `--arch small` shrinks every width (same structure) so CI can run the harness quickly.
 
+`--profile` then splits one `live` job into its stages and lists its costliest operators.
+
 Times on the same device and inputs:
   (a) diffusers' StableDiffusionLDM3DPipeline as the LDM3D blog uses it: fp32, quality steps, output_type="np"
   (b) the same in fp16 (CUDA only)
@@ -27,6 +29,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
+import gc
 import platform
 import statistics
 import sys
@@ -229,10 +232,37 @@ def run_ours(
     return median_row(rows)
 
 
+def profile_live_job(engine: Any, device: torch.device, size: tuple[int, int], writer: TextureWriter) -> None:
+    """Where one `live` job's time goes: the engine's stages from an unprofiled run, then the
+    operators that took the most time (device time on CUDA) from a profiled one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    width, height = size
+    request = GenerateRequest("a forest", seed=1, width=width, height=height, sampling="live")
+    result = engine.generate(request)
+    t0 = time.perf_counter()
+    writer.write(new_job_id(), result)
+    stages = {**dataclasses.asdict(result.timings), "writing_s": time.perf_counter() - t0}
+    total = sum(stages.values())
+    print(f"\none live job at {width}×{height}, where the time goes ({total:.2f} s):")
+    for name, seconds in stages.items():
+        print(f"   {name.removesuffix('_s'):14} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        engine.generate(request)
+        sync(device)
+    sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(f"\nthe operators of that job by {sort_by} (torch.profiler; profiling adds overhead):")
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=12, max_name_column_width=40))
+
+
 def main() -> None:
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     diffusers_logging.set_verbosity_error()  # the deprecation and dtype notices are not the figures
+    transformers_logging.set_verbosity_error()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--arch", choices=["full", "small"], default="full")
@@ -241,6 +271,7 @@ def main() -> None:
     parser.add_argument("--live-steps", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="torch.compile our UNet (paid in the warm-up)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the median is printed")
+    parser.add_argument("--profile", action="store_true", help="then profile one live job at the first size")
     args = parser.parse_args()
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in s.split("x")) for s in (args.size or ["1024x512", "2048x1024"])]
@@ -269,9 +300,11 @@ def main() -> None:
 
     ours = engine()
     # the memory options, each measured with live sampling: VAE tiling, and model offload on CUDA
-    variants = [("(e) ours, live, VAE tiling (flat)", engine(vae_tiling=True), False)]
+    variants: list[tuple[str, dict[str, Any], bool]] = [
+        ("(e) ours, live, VAE tiling (flat)", {"vae_tiling": True}, False)
+    ]
     if device.type == "cuda":
-        variants.append(("(f) ours, live, model offload", engine(offload="model"), True))
+        variants.append(("(f) ours, live, model offload", {"offload": "model"}, True))
     writer = TextureWriter(tmp / "ours")
     writer.prepare()
     for size in sizes:
@@ -306,9 +339,9 @@ def main() -> None:
             )
         rows.append(run_ours(ours, device, size, "quality", writer, f"(c) ours, quality ({ours.dtype})", args.repeats))
         rows.append(run_ours(ours, device, size, "live", writer, f"(d) ours, live ({ours.dtype})", args.repeats))
-        rows += [
-            run_ours(e, device, size, "live", writer, name, args.repeats, seamless) for name, e, seamless in variants
-        ]
+        for name, options, seamless in variants:  # one engine at a time: a full-size copy is 4 GB in fp32
+            rows.append(run_ours(engine(**options), device, size, "live", writer, name, args.repeats, seamless))
+            gc.collect()
         baselines = [("(a)", rows[0])] + ([("(b)", rows[1])] if device.type == "cuda" else [])
         print(f"   {'':42} {'steps':>5} {'ms/step':>9} {'→arrays s':>10} {'→files s':>9} {'peak GPU':>12}  speed-up")
         for r in rows:
@@ -316,6 +349,8 @@ def main() -> None:
             ratio = ", ".join(f"{b.files_s / r.files_s:.2f}× vs {k}" for k, b in baselines) if ours_row else ""
             figures = f"{r.steps:5} {r.step_ms:9.1f} {r.arrays_s:10.2f} {r.files_s:9.2f} {r.peak:>12}"
             print(f"   {r.name:42} {figures}  {ratio}")
+    if args.profile:
+        profile_live_job(ours, device, sizes[0], writer)
     if device.type != "cuda":
         print(
             "\n(b) and (f) need CUDA (fp16; offload moves models to a GPU and back); peak memory is measured on CUDA."

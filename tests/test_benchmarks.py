@@ -27,6 +27,7 @@ def test_engine_speed_harness_runs_all_variants_on_a_small_architecture() -> Non
             "2",
             "--repeats",
             "1",
+            "--profile",
         ],
         capture_output=True,
         text=True,
@@ -36,6 +37,8 @@ def test_engine_speed_harness_runs_all_variants_on_a_small_architecture() -> Non
     assert "(a) diffusers LDM3D pipeline, fp32" in out
     assert "(c) ours, quality (float32)" in out and "(d) ours, live (float32)" in out
     assert "(e) ours, live, VAE tiling (flat)" in out
+    assert "one live job at 128×64, where the time goes" in out and "denoising" in out
+    assert "aten::" in out  # the profiler's operator table
     assert "× vs (a)" in out and "ms/step" in out
 
 
