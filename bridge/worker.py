@@ -202,16 +202,19 @@ class Worker:
             if self._settings.warmup:
                 self.state = "warming"
                 t1 = time.perf_counter()
-                engine.generate(
-                    GenerateRequest(
-                        "warm-up",
-                        sampling=self._settings.sampling,
-                        seed=0,
-                        steps=self._settings.warmup_steps,
-                        width=self._settings.width,
-                        height=self._settings.height,
+                # A compiled UNet is compiled per seamless setting: pay for both now, not mid-show.
+                for seamless in (True, False) if self._settings.compile else (None,):
+                    engine.generate(
+                        GenerateRequest(
+                            "warm-up",
+                            sampling=self._settings.sampling,
+                            seed=0,
+                            steps=self._settings.warmup_steps,
+                            width=self._settings.width,
+                            height=self._settings.height,
+                            seamless=seamless,
+                        )
                     )
-                )
                 logger.info("warm-up took %.1f s", time.perf_counter() - t1)
         except Exception as exc:  # noqa: BLE001 - any load failure must reach the clients, then stop the bridge
             self.failed = f"{type(exc).__name__}: {exc}" if not isinstance(exc, EngineError) else str(exc)

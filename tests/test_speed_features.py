@@ -134,3 +134,36 @@ def test_writing_overlaps_the_next_job_and_ready_keeps_job_order(
     finally:
         bridge.stop()
     assert not [t for t in threading.enumerate() if t.name.startswith("ldm3d-")]
+
+
+@pytest.mark.parametrize(("compile_unet", "warmups"), [(False, [None]), (True, [True, False])])
+def test_a_compiled_engine_is_warmed_up_for_both_seamless_settings(
+    load_tiny: Callable[[str], Engine], tmp_path: Path, compile_unet: bool, warmups: list[bool | None]
+) -> None:
+    """torch.compile compiles once per seamless setting; with --compile the warm-up pays for both,
+    so a flat job in a show of panoramas does not stall on a compilation. (The engine here is the
+    tiny one, uncompiled, recording what the warm-up asks of it: compiling on the CPU takes a minute.)"""
+    from bridge.settings import BridgeSettings
+
+    engine = load_tiny("tiny-pano")
+    asked: list[GenerateRequest] = []
+
+    class Recording:
+        model_id = engine.model_id
+        resolve = staticmethod(engine.resolve)
+
+        @staticmethod
+        def generate(request: GenerateRequest, on_step: Any = None, cancel: Any = None) -> Any:
+            asked.append(request)
+            return engine.generate(request, on_step=on_step, cancel=cancel)
+
+    settings = BridgeSettings(
+        model="tiny-pano", host="127.0.0.1", port=0, output=str(tmp_path), zeroconf=False, compile=compile_unet
+    )
+    bridge = Bridge(settings, Recording)  # type: ignore[arg-type]
+    bridge.start()
+    try:
+        assert bridge.worker.ready.wait(60) and bridge.worker.state == "idle"
+    finally:
+        bridge.stop()
+    assert [r.seamless for r in asked] == warmups and all(r.prompt == "warm-up" for r in asked)
