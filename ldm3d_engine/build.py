@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from .devices import Placement, resolve_placement
-from .engine import MAX_TOKENS, Engine
+from .engine import Engine
 from .errors import DeviceNotAvailable, UnknownModel
 from .loading import ModelLocation, locate
+from .prompts import MAX_TOKENS
 from .types import EngineSettings
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,10 @@ def assemble_engine(
     # Convolutions run fastest with channels-last tensors on CUDA and with oneDNN on the CPU.
     unet.to(memory_format=torch.channels_last)
     vae.to(memory_format=torch.channels_last)
+    if placement.device.type == "cuda":
+        # A show runs at one size: let cuDNN time its convolution algorithms once per shape and keep
+        # the fastest (a process-wide switch; the warm-up pays for the default size).
+        torch.backends.cudnn.benchmark = True
     if placement.device.type in FUSED_QKV_DEVICES:
         unet.fuse_qkv_projections()  # one matmul for Q, K and V in every attention
     unet = placement.runtime.prepare_unet(unet)

@@ -32,6 +32,7 @@ from .devices import Placement, is_out_of_memory
 from .errors import InvalidRequest, OutOfMemory
 from .loading import ModelLocation
 from .presets import FOLDER_DEFAULTS, Preset
+from .prompts import PromptEncoder
 from .schedulers import make_scheduler
 from .seamless import wrap_width
 from .types import (
@@ -46,8 +47,6 @@ from .types import (
 from .validation import resolve_text, resolve_upscale
 
 logger = logging.getLogger(__name__)
-
-MAX_TOKENS = 77
 
 
 class Engine:
@@ -84,6 +83,7 @@ class Engine:
         self._seamless = False
         self._offload = offload
         self._vae_tiling = vae_tiling
+        self._prompts = PromptEncoder(tokenizer, text_encoder, placement.device, placement.dtype, self._active)
 
     # -- description -------------------------------------------------------
 
@@ -223,17 +223,6 @@ class Engine:
         scheduler.set_timesteps(req.steps, device=self.placement.device)
         return scheduler
 
-    def _encode_prompt(self, text: str) -> tuple[torch.Tensor, bool]:
-        tok = self.tokenizer
-        ids = tok(text, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
-        truncated = len(tok(text, truncation=False, verbose=False).input_ids) > MAX_TOKENS
-        mask = None
-        if getattr(self.text_encoder.config, "use_attention_mask", False):
-            mask = (ids != tok.pad_token_id).long().to(self.placement.device)
-        with self._active(self.text_encoder):
-            out = self.text_encoder(ids.to(self.placement.device), attention_mask=mask)[0]
-        return out.to(self.placement.dtype), truncated
-
     @contextlib.contextmanager
     def _active(self, module: Any) -> Iterator[None]:
         """With model offload: ``module`` is on the GPU only inside the block."""
@@ -334,11 +323,11 @@ class Engine:
         ``class_labels`` (the noise level) go to the UNet, as LDM3D-SR expects."""
         t0 = time.perf_counter()
         prompt_used = self.prompt_for_model(req.prompt)
-        cond, prompt_truncated = self._encode_prompt(prompt_used)
+        cond, prompt_truncated = self._prompts.encode(prompt_used)
         negative_truncated = False
         embeddings = cond
         if req.guidance > 1.0:
-            uncond, negative_truncated = self._encode_prompt(req.negative_prompt)
+            uncond, negative_truncated = self._prompts.encode(req.negative_prompt)
             embeddings = torch.cat([uncond, cond])
         guidance = Guidance(embeddings, req.guidance, condition, class_labels)
         self._sync()

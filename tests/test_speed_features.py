@@ -167,3 +167,17 @@ def test_a_compiled_engine_is_warmed_up_for_both_seamless_settings(
     finally:
         bridge.stop()
     assert [r.seamless for r in asked] == warmups and all(r.prompt == "warm-up" for r in asked)
+
+
+def test_repeated_prompts_cost_no_text_encoder_pass(tiny_dir: Path) -> None:
+    engine = load_engine(EngineSettings(model="tiny", tiny_dir=str(tiny_dir)))
+    passes: list[int] = []
+    engine.text_encoder.register_forward_hook(lambda *_: passes.append(1))
+    first = engine.generate(GenerateRequest("a reef", seed=1, steps=1))  # the prompt and the empty negative
+    again = engine.generate(GenerateRequest("a reef", seed=1, steps=1))  # both kept
+    engine.generate(GenerateRequest("a cave", seed=1, steps=1))  # a new prompt: one pass
+    assert len(passes) == 3
+    assert np.array_equal(first.rgb, again.rgb) and np.array_equal(first.depth, again.depth)
+    long = " ".join(["a very long prompt"] * 40)
+    assert engine.generate(GenerateRequest(long, seed=1, steps=1)).prompt_truncated
+    assert engine.generate(GenerateRequest(long, seed=1, steps=1)).prompt_truncated  # kept with its flag

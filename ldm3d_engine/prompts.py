@@ -1,0 +1,62 @@
+"""Prompt → CLIP embeddings, with the most recent ones kept.
+
+A show repeats itself: the same prompt with a new seed, the same (usually empty)
+negative prompt in every job. Their embeddings depend on the text alone, so the
+last few are kept on the device and a repeated text costs no text-encoder pass
+(and, with model offload, no transfer of the text encoder to the GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+MAX_TOKENS = 77
+
+
+class PromptEncoder:
+    """Encodes texts with ``text_encoder``; ``active`` brings it to the device for a pass.
+    Not thread-safe: the engine's lock serialises its use."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        text_encoder: Any,
+        device: torch.device,
+        dtype: torch.dtype,
+        active: Callable[[Any], contextlib.AbstractContextManager[None]],
+        keep: int = 16,
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._text_encoder = text_encoder
+        self._device = device
+        self._dtype = dtype
+        self._active = active
+        self._keep = keep
+        self._recent: OrderedDict[str, tuple[torch.Tensor, bool]] = OrderedDict()
+
+    def encode(self, text: str) -> tuple[torch.Tensor, bool]:
+        """(1×77×width embeddings, whether ``text`` was longer than 77 tokens and was cut)."""
+        if text in self._recent:
+            self._recent.move_to_end(text)
+            return self._recent[text]
+        encoded = self._encode(text)
+        self._recent[text] = encoded
+        if len(self._recent) > self._keep:
+            self._recent.popitem(last=False)
+        return encoded
+
+    def _encode(self, text: str) -> tuple[torch.Tensor, bool]:
+        tok = self._tokenizer
+        ids = tok(text, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+        truncated = len(tok(text, truncation=False, verbose=False).input_ids) > MAX_TOKENS
+        mask = None
+        if getattr(self._text_encoder.config, "use_attention_mask", False):
+            mask = (ids != tok.pad_token_id).long().to(self._device)
+        with self._active(self._text_encoder):
+            out = self._text_encoder(ids.to(self._device), attention_mask=mask)[0]
+        return out.to(self._dtype), truncated
