@@ -265,13 +265,13 @@ class Engine:
         init = self._encode_rgbd(rgb, depth, req)
         scheduler = self._scheduler(req)
         assert req.strength is not None
-        denoise = min(req.steps, round(req.steps * req.strength))
-        start = (req.steps - denoise) * scheduler.order
+        steps_left = min(req.steps, round(req.steps * req.strength))
+        start = (req.steps - steps_left) * scheduler.order
         timesteps = scheduler.timesteps[start:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start)
         latents = init
-        if denoise:
+        if steps_left:
             noise = self.initial_latents(req) if noise is None else noise.to(init)
             latents = scheduler.add_noise(init, noise, timesteps[:1])
         result = self._sample(req, scheduler, timesteps, latents, on_step, cancel, extra_s=time.perf_counter() - t0)
