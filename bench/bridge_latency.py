@@ -30,11 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.client import OscClient
-from bridge.jobs import new_job_id
-from bridge.server import Bridge
+from bridge.osc.client import OscClient
+from bridge.output.job_ids import new_job_id
+from bridge.output.writer import JobFiles, TextureWriter
+from bridge.serve.server import Bridge
 from bridge.settings import BridgeSettings
-from bridge.writer import JobFiles, TextureWriter
 from ldm3d_engine.types import GenerateRequest, ResolvedRequest, RGBDResult, Timings
 
 

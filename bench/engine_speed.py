@@ -45,8 +45,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.jobs import new_job_id
-from bridge.writer import TextureWriter
+from bridge.output.job_ids import new_job_id
+from bridge.output.writer import TextureWriter
 from ldm3d_engine import EngineSettings, GenerateRequest
 from ldm3d_engine.build import assemble_engine
 from ldm3d_engine.devices import resolve_placement

@@ -18,8 +18,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.preview import Camera, SphereRenderer, render_stereo
-from bridge.sphere import sphere_grid
+from bridge.render.preview import Camera, SphereRenderer, render_stereo
+from bridge.render.sphere import sphere_grid
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 H, W = 512, 1024

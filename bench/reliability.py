@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image
 
-from bridge.client import OscClient
-from bridge.osc import MalformedPacket, decode_packet, encode_message
-from bridge.server import Bridge
+from bridge.osc.client import OscClient
+from bridge.osc.codec import MalformedPacket, decode_packet, encode_message
+from bridge.serve.server import Bridge
 from bridge.settings import BridgeSettings
 from ldm3d_engine import Cancelled, EngineSettings, GenerateRequest, OutOfMemory, load_engine
 from tests.corpus import corpus

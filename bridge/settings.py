@@ -7,19 +7,31 @@ environment at import time.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .access import parse_networks
-from .jobs import QUEUE_MODES
-
 ENV_PREFIX = "LDM3D_BRIDGE_"
+QUEUE_MODES = ("fifo", "latest-wins")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(specs: Sequence[str]) -> list[Network]:
+    """CIDR strings (``192.168.1.0/24``, ``10.0.0.7``) → networks; ValueError names a bad one."""
+    networks = []
+    for spec in specs:
+        try:
+            networks.append(ipaddress.ip_network(spec.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{spec!r} is not a network; write it like 192.168.1.0/24 or 10.0.0.7") from None
+    return networks
 
 
 class SettingsError(ValueError):

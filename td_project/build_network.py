@@ -8,7 +8,7 @@ Run once from the Textport, with this repository's path:
 It creates (or rebuilds) a Base COMP `ldm3d` holding everything: OSC In/Out DATs, two
 buffers of Movie File In TOPs (rgb, depth) with Info CHOPs, Cross TOPs, a Grid SOP, the
 GLSL MAT whose shaders are Text DATs synced to the files in td_project/glsl and
-bridge/glsl, a Geometry COMP, mono and stereo cameras, and Render TOPs. Every operator is a
+bridge/render/glsl, a Geometry COMP, mono and stereo cameras, and Render TOPs. Every operator is a
 row in NODES and every parameter a row in PARAMS: edit the table, not the builder.
 """
 
@@ -75,7 +75,7 @@ PARAMS = [
     # reference renderer's sphere grid (seam column and pole rows included).
     ("grid", "rows", 257),
     ("grid", "cols", 513),
-    ("ldm3d_displace", "file", "bridge/glsl/ldm3d_displace.glsl"),
+    ("ldm3d_displace", "file", "bridge/render/glsl/ldm3d_displace.glsl"),
     ("ldm3d_vertex", "file", "td_project/glsl/ldm3d_vertex.glsl"),
     ("ldm3d_pixel", "file", "td_project/glsl/ldm3d_pixel.glsl"),
     ("world_mat", "vdat", "ldm3d_vertex"),

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from bridge.client import OscClient
-    from bridge.server import Bridge
+    from bridge.osc.client import OscClient
+    from bridge.serve.server import Bridge
     from ldm3d_engine.engine import Engine
 
 # Nothing in the tests may reach a model hub.
@@ -44,7 +44,7 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
     """``start_bridge(model="tiny", queue_size=2, …)``: a real bridge on 127.0.0.1 (free port), started.
 
     Bridges are stopped at teardown, and no bridge thread may outlive them."""
-    from bridge.server import Bridge
+    from bridge.serve.server import Bridge
     from bridge.settings import BridgeSettings
 
     started: list[Bridge] = []
@@ -84,7 +84,7 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
 @pytest.fixture
 def client_for() -> Iterator[Callable[[Bridge], OscClient]]:
     """``client_for(bridge)``: an OSC client on its own UDP port, closed at teardown."""
-    from bridge.client import OscClient
+    from bridge.osc.client import OscClient
 
     clients: list[OscClient] = []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from bridge.osc import encode_message
+from bridge.osc.codec import encode_message
 
 PING = encode_message("/ldm3d/ping")
 

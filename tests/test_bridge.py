@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bridge.client import OscClient
-from bridge.osc import Message
-from bridge.server import Bridge
+from bridge.osc.client import OscClient
+from bridge.osc.codec import Message
+from bridge.serve.server import Bridge
 from ldm3d_engine import GenerateRequest
 from ldm3d_engine.engine import Engine
 

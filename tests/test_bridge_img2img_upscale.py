@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.cli import main
-from bridge.client import OscClient
-from bridge.server import Bridge
+from bridge.cli.main import main
+from bridge.osc.client import OscClient
+from bridge.serve.server import Bridge
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
-from bridge.server import Bridge
+from bridge.cli.main import main
+from bridge.serve.server import Bridge
 from bridge.settings import BridgeSettings, SettingsError, load_settings
 
 Start = Callable[..., Bridge]

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bridge.client import OscClient
-from bridge.osc import MalformedPacket, decode_packet, encode_message
-from bridge.server import Bridge
+from bridge.osc.client import OscClient
+from bridge.osc.codec import MalformedPacket, decode_packet, encode_message
+from bridge.serve.server import Bridge
 from ldm3d_engine import Cancelled, GenerateRequest, OutOfMemory
 from ldm3d_engine.engine import Engine
 
@@ -466,7 +466,7 @@ def test_the_systemd_unit_restarts_on_failure_only() -> None:
 
 def test_rate_limit_tables_stay_bounded_under_many_sources() -> None:
     """A flood with forged sources must not grow the bridge's memory: old keys are forgotten."""
-    from bridge.limits import TokenBuckets
+    from bridge.serve.limits import TokenBuckets
 
     buckets = TokenBuckets(rate=1.0, burst=1, max_keys=100)
     for i in range(10_000):

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
-from bridge.client import OscClient
-from bridge.discovery import SERVICE_TYPE
-from bridge.server import Bridge
+from bridge.osc.client import OscClient
+from bridge.serve.discovery import SERVICE_TYPE
+from bridge.serve.server import Bridge
 
 from .served import POSIX, serve_tiny
 

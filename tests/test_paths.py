@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.contract.paths import resolve_input_path
 from bridge.errors import BadArguments
-from bridge.paths import resolve_input_path
 
 
 @pytest.fixture

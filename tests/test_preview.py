@@ -11,9 +11,9 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from bridge.cli import main
-from bridge.preview import Camera, SphereRenderer, glsl_source
-from bridge.sphere import sphere_grid
+from bridge.cli.main import main
+from bridge.render.preview import Camera, SphereRenderer, glsl_source
+from bridge.render.sphere import sphere_grid
 
 moderngl = pytest.importorskip("moderngl")
 ROOT = Path(__file__).resolve().parents[1]

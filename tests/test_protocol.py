@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from bridge import protocol
+from bridge.contract import protocol
 from bridge.errors import BadArguments, UnknownAddress
-from bridge.osc import MalformedPacket, Message, decode_packet, encode_message
+from bridge.osc.codec import MalformedPacket, Message, decode_packet, encode_message
 
 
 def msg(address: str, *args: object) -> protocol.Command:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.client import OscClient
-from bridge.server import Bridge
-from bridge.writer import JobFiles, TextureWriter
+from bridge.osc.client import OscClient
+from bridge.output.writer import JobFiles, TextureWriter
+from bridge.serve.server import Bridge
 from ldm3d_engine import DeviceNotAvailable, EngineSettings, GenerateRequest, InvalidRequest, load_engine
 from ldm3d_engine.build import assemble_engine
 from ldm3d_engine.devices import Placement

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from bridge.errors import WriteFailed
-from bridge.jobs import new_job_id
-from bridge.writer import TextureWriter
+from bridge.output.job_ids import new_job_id
+from bridge.output.writer import TextureWriter
 from ldm3d_engine.types import ResolvedRequest, RGBDResult, Timings
 
 

@@ -1,6 +1,6 @@
 // GLSL MAT vertex shader (TouchDesigner). The geometry is a Grid SOP: only its texture
 // coordinates matter; positions come from ldm3d_displace (a Text DAT synced to
-// bridge/glsl/ldm3d_displace.glsl, the file the reference renderer uses too).
+// bridge/render/glsl/ldm3d_displace.glsl, the file the reference renderer uses too).
 #include <ldm3d_displace>
 
 uniform sampler2D sDepth;    // Samplers page: the depth Cross TOP

@@ -8,15 +8,14 @@ key/value pairs after the positional arguments.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadArguments, UnknownAddress
-from .osc import Arg, Message
+from bridge.errors import BadArguments, UnknownAddress
+from bridge.osc.codec import Arg, Message
+from bridge.output.job_ids import JOB_ID_RE
 
 PREFIX = "/ldm3d/"
-JOB_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9]{3}-[0-9a-z]{4}$")
 
 #: key → type for /ldm3d/generate options and for the stage.
 OPTION_TYPES: dict[str, str] = {

@@ -22,10 +22,10 @@ import threading
 import time
 from collections.abc import Iterable
 
-from .errors import TooManySubscribers
-from .jobs import Address
-from .limits import Counters, TokenBuckets
-from .osc import Arg, encode_message
+from bridge.errors import TooManySubscribers
+from bridge.osc.codec import Arg, encode_message
+from bridge.serve.jobs import Address
+from bridge.serve.limits import Counters, TokenBuckets
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .preview import PreviewError, SphereRenderer, load_job_textures
-from .sphere import sphere_grid
+from bridge.render.preview import PreviewError, SphereRenderer, load_job_textures
+from bridge.render.sphere import sphere_grid
 
 FORMATS = (".glb", ".obj", ".ply")
 

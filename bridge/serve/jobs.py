@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from bridge.errors import QueueFull
+from bridge.settings import QUEUE_MODES
 from ldm3d_engine.types import CancelToken, GenerateRequest, UpscaleRequest
 
-from .errors import QueueFull
-
 Address = tuple[str, int]
-QUEUE_MODES = ("fifo", "latest-wins")
-
-_counter = itertools.count()
-_counter_lock = threading.Lock()
-
-
-def new_job_id(now: float | None = None) -> str:
-    """Time-sortable and unique in this process: ``YYYYMMDD-HHMMSS-mmm-NNNN`` (UTC)."""
-    t = time.time() if now is None else now
-    stamp = datetime.fromtimestamp(t, UTC)
-    with _counter_lock:
-        n = next(_counter) % 10000
-    return f"{stamp:%Y%m%d-%H%M%S}-{stamp.microsecond // 1000:03d}-{n:04d}"
-
 
 @dataclass
 class Job:

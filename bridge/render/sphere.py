@@ -2,7 +2,7 @@
 
 Vertices carry only texture coordinates (OpenGL convention: v = 0 is the image's
 bottom row); positions are computed from them and the depth by
-``bridge/glsl/ldm3d_displace.glsl``. The seam column is duplicated (u = 0 and
+``bridge/render/glsl/ldm3d_displace.glsl``. The seam column is duplicated (u = 0 and
 u = 1 are separate vertices at the same place) so the texture does not smear
 across it; pole rows are kept whole so every row has the same vertex count.
 """

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bridge import __version__
 from ldm3d_engine.presets import PRESETS, SCHEDULERS
-
-from . import __version__
 
 DESCRIPTION = "OSC server that turns text prompts into live 360° RGB + depth worlds with Intel's LDM3D models"
 

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from .errors import BadArguments
+from bridge.errors import BadArguments
 
 
 def _open(path: Path) -> Image.Image:

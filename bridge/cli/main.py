@@ -1,5 +1,5 @@
 """``ldm3d-bridge``: serve, send, demo and env here; the one-job commands (generate, img2img,
-upscale, preview, export-mesh) in :mod:`bridge.cli_jobs`; the arguments in :mod:`bridge.cli_args`.
+upscale, preview, export-mesh) in :mod:`bridge.cli.jobs`; the arguments in :mod:`bridge.cli.args`.
 
 Errors print one line (``ldm3d-bridge: error: …``) and exit non-zero:
 2 for a wrong command line or setting, 1 for anything that failed at run time.
@@ -18,10 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ldm3d_engine.errors import EngineError
-
-from .cli_args import build_parser
-from .cli_jobs import (
+from bridge.cli.args import build_parser
+from bridge.cli.jobs import (
     CliError,
     cmd_export_mesh,
     cmd_generate,
@@ -31,10 +29,11 @@ from .cli_jobs import (
     engine_settings,
     write_preview,
 )
-from .client import FINAL, OscClient
-from .errors import BridgeError
-from .preview import PreviewError
-from .settings import BridgeSettings, SettingsError, load_settings
+from bridge.errors import BridgeError
+from bridge.osc.client import FINAL, OscClient
+from bridge.render.preview import PreviewError
+from bridge.settings import BridgeSettings, SettingsError, load_settings
+from ldm3d_engine.errors import EngineError
 
 logger = logging.getLogger("bridge")
 
@@ -42,25 +41,14 @@ logger = logging.getLogger("bridge")
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    # Model libraries' download/shard progress bars are noise on a show machine.
-    for name in ("diffusers", "transformers", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
+    from ldm3d_engine.environment import quiet_model_libraries
 
-        dlog.disable_progress_bar()
-        tlog.disable_progress_bar()
-        dlog.set_verbosity_error()
-        tlog.set_verbosity_error()
-    except ImportError:
-        pass
+    quiet_model_libraries()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.serve.server import Bridge
     from ldm3d_engine import load_engine
-
-    from .server import Bridge
 
     keys = (
         "model",
@@ -150,9 +138,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from functools import partial
 
+    from bridge.serve.server import Bridge
     from ldm3d_engine import EngineSettings, load_engine
-
-    from .server import Bridge
 
     settings = BridgeSettings(model="tiny-pano", host="127.0.0.1", port=0, output=args.output, zeroconf=False)
     say = partial(print, flush=True)  # interleaves in order with the log on stderr
@@ -179,7 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         say(f"  {name:6} {path}")
     say("timings:", ", ".join(f"{k} {v:.2f} s" for k, v in meta["timings"].items()))
     say(f"prompt used: {meta['prompt_used']!r}, seed {meta['seed']}, {meta['width']}×{meta['height']}")
-    from .preview import Camera
+    from bridge.render.preview import Camera
 
     preview = Path(args.output) / "demo-preview.png"
     try:
@@ -198,10 +185,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     import platform
     from importlib import metadata
 
-    from huggingface_hub import constants
-
-    from ldm3d_engine.devices import available_devices
-    from ldm3d_engine.tiny import default_tiny_dir
+    from ldm3d_engine.environment import environment_report
 
     print(f"python        {platform.python_version()} ({sys.executable})")
     for dist in ("ldm3d-bridge", "torch", "diffusers", "transformers", "python-osc", "zeroconf", "OpenEXR"):
@@ -210,14 +194,8 @@ def cmd_env(args: argparse.Namespace) -> int:
         except metadata.PackageNotFoundError:
             version = "not installed"
         print(f"{dist:13} {version}")
-    import torch
-
-    print(f"devices       {', '.join(available_devices())}")
-    print(f"torch cuda    {torch.version.cuda or 'none (CPU build)'}")
-    for i in range(torch.cuda.device_count()):
-        print(f"  cuda:{i}      {torch.cuda.get_device_name(i)}")
-    print(f"hf cache      {constants.HF_HUB_CACHE} (offline: {constants.HF_HUB_OFFLINE})")
-    print(f"tiny models   {default_tiny_dir()}")
+    for name, value in environment_report():
+        print(f"{name:13} {value}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Headless reference renderer of the depth-displaced sphere (moderngl, OpenGL 3.3 via EGL).
 
 It runs the same displacement include as TouchDesigner's GLSL MAT
-(``bridge/glsl/ldm3d_displace.glsl``), so artists and tests can see a job's world
+(``bridge/render/glsl/ldm3d_displace.glsl``), so artists and tests can see a job's world
 without TouchDesigner; on a machine without a GPU, Mesa's software renderer
 (llvmpipe) works. moderngl is the ``[preview]`` extra, imported only here.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from .sphere import SphereGrid, sphere_grid
+from bridge.render.sphere import SphereGrid, sphere_grid
 
 
 class PreviewError(RuntimeError):
@@ -25,7 +25,7 @@ class PreviewError(RuntimeError):
 
 
 def glsl_source(name: str) -> str:
-    return resources.files("bridge.glsl").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("bridge.render.glsl").joinpath(name).read_text(encoding="utf-8")
 
 
 def vertex_shader() -> str:

@@ -6,7 +6,7 @@ Threads, each with one job:
   them at 8192), decodes and handles them one by one. Handling never blocks:
   it queues, cancels or answers. No thread per datagram.
 * **worker** owns the engine and so the GPU: it loads the model, warms it up,
-  then runs jobs one at a time (:mod:`bridge.worker`).
+  then runs jobs one at a time (:mod:`bridge.serve.worker`).
 * **monitor** sends the ``/ldm3d/state`` heartbeat to subscribers and times
   out jobs that run too long.
 
@@ -28,20 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge import __version__
+from bridge.contract import protocol
+from bridge.contract.engine_api import EngineLike
+from bridge.contract.requests import img2img_request, text_request, upscale_request
+from bridge.errors import BadArguments, BridgeError, NotSupported, RateLimited, Unauthorized, UnknownJob
+from bridge.osc.codec import MAX_DATAGRAM, MalformedPacket, Message, decode_packet
+from bridge.output.job_ids import new_job_id
+from bridge.output.writer import TextureWriter
+from bridge.serve.access import allowed, take_token
+from bridge.serve.jobs import Address, Job, JobQueue
+from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
+from bridge.serve.notifier import Notifier
+from bridge.serve.worker import Worker
+from bridge.settings import BridgeSettings, parse_networks
 from ldm3d_engine.types import GenerateRequest, UpscaleRequest
-
-from . import __version__, protocol
-from .access import allowed, parse_networks, take_token
-from .engine_api import EngineLike
-from .errors import BadArguments, BridgeError, NotSupported, RateLimited, Unauthorized, UnknownJob
-from .jobs import Address, Job, JobQueue, new_job_id
-from .limits import Counters, LogLimiter, TokenBuckets
-from .notifier import Notifier
-from .osc import MAX_DATAGRAM, MalformedPacket, Message, decode_packet
-from .requests import img2img_request, text_request, upscale_request
-from .settings import BridgeSettings
-from .worker import Worker
-from .writer import TextureWriter
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class Bridge:
     def _advertise(self) -> None:
         if not self.settings.zeroconf or self._stop_intake.is_set():  # stopped while the model loaded
             return
-        from .discovery import Advertiser
+        from bridge.serve.discovery import Advertiser
 
         try:
             self._advertiser = Advertiser(self.settings.host, self.address[1], self.settings.model)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from types import TracebackType
 
-from .osc import Arg, MalformedPacket, Message, decode_packet, encode_message
+from bridge.osc.codec import Arg, MalformedPacket, Message, decode_packet, encode_message
 
 #: Messages that end a job.
 FINAL = frozenset({"/ldm3d/ready", "/ldm3d/error", "/ldm3d/cancelled"})

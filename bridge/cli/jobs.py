@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .settings import BridgeSettings, load_settings
+from bridge.settings import BridgeSettings, load_settings
 
 
 class CliError(Exception):
@@ -42,10 +42,9 @@ def _progress_bar(step: int, total: int) -> None:
 
 def _one_job(args: argparse.Namespace, run: Any, extra: dict[str, Any] | None = None) -> int:
     """Load the engine named by the flags, run ``run(engine)`` with a progress bar, write the job folder."""
+    from bridge.output.job_ids import new_job_id
+    from bridge.output.writer import TextureWriter
     from ldm3d_engine import load_engine
-
-    from .jobs import new_job_id
-    from .writer import TextureWriter
 
     settings = load_settings({k: getattr(args, k) for k in ("model", "preset", "device", "dtype", "offline", "output")})
     writer = TextureWriter(Path(settings.output))
@@ -85,7 +84,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_img2img(args: argparse.Namespace) -> int:
-    from .images import read_depth16, read_rgb
+    from bridge.output.images import read_depth16, read_rgb
 
     request = _text_request(args, strength=args.strength)
     image = read_rgb(Path(args.image))
@@ -97,9 +96,8 @@ def cmd_img2img(args: argparse.Namespace) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
+    from bridge.output.images import read_depth16, read_rgb
     from ldm3d_engine.types import UPSCALE_PROMPT, UpscaleRequest
-
-    from .images import read_depth16, read_rgb
 
     job_dir = Path(args.job_dir)
     rgb, depth = read_rgb(job_dir / "rgb.png"), read_depth16(job_dir / "depth.png")
@@ -137,7 +135,7 @@ def write_preview(
 ) -> None:
     from PIL import Image
 
-    from .preview import SphereRenderer, load_job_textures, render_stereo
+    from bridge.render.preview import SphereRenderer, load_job_textures, render_stereo
 
     rgb, depth = load_job_textures(job_dir)
     renderer = SphereRenderer(rgb, depth, strength=strength)
@@ -150,7 +148,7 @@ def write_preview(
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from .preview import Camera
+    from bridge.render.preview import Camera
 
     camera = Camera(eye=tuple(args.eye), yaw=args.yaw, pitch=args.pitch, fov=args.fov)
     if not 1.0 <= args.fov <= 170.0:
@@ -163,7 +161,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_export_mesh(args: argparse.Namespace) -> int:
-    from .mesh import export_mesh
+    from bridge.render.mesh import export_mesh
 
     vertices, triangles = export_mesh(
         Path(args.job_dir), Path(args.out), columns=args.columns, rows=args.rows, strength=args.strength

@@ -8,16 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bridge.contract.engine_api import EngineLike
+from bridge.contract.paths import resolve_input_path
+from bridge.errors import BadArguments, NotSupported, UnknownJob, WrongModel
+from bridge.output.images import image_size
+from bridge.output.writer import TextureWriter
+from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import EngineError
 from ldm3d_engine.types import UPSCALE_PROMPT, GenerateRequest, Img2ImgRequest, UpscaleRequest
 from ldm3d_engine.validation import MAX_NOISE_LEVEL
-
-from .engine_api import EngineLike
-from .errors import BadArguments, NotSupported, UnknownJob, WrongModel
-from .images import image_size
-from .paths import resolve_input_path
-from .settings import BridgeSettings
-from .writer import TextureWriter
 
 Inputs = dict[str, str]
 

@@ -11,23 +11,10 @@ import hmac
 import ipaddress
 from collections.abc import Sequence
 
-from .osc import Arg
+from bridge.osc.codec import Arg
+from bridge.settings import Network
 
 TOKEN_KEY = "token"
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(specs: Sequence[str]) -> list[Network]:
-    """CIDR strings (``192.168.1.0/24``, ``10.0.0.7``) → networks; ValueError names a bad one."""
-    networks = []
-    for spec in specs:
-        try:
-            networks.append(ipaddress.ip_network(spec.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"{spec!r} is not a network; write it like 192.168.1.0/24 or 10.0.0.7") from None
-    return networks
-
 
 def allowed(host: str, networks: Sequence[Network]) -> bool:
     """True when ``networks`` is empty (no allowlist) or contains ``host``."""

@@ -36,17 +36,16 @@ from pathlib import Path
 from queue import Queue
 from typing import Any
 
+from bridge.contract.engine_api import EngineLike
+from bridge.errors import BadArguments, WriteFailed
+from bridge.osc.codec import Arg
+from bridge.output.images import read_depth16, read_rgb
+from bridge.output.writer import TextureWriter
+from bridge.serve.jobs import Address, Job, JobQueue
+from bridge.serve.notifier import Notifier
+from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
 from ldm3d_engine.types import GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
-
-from .engine_api import EngineLike
-from .errors import BadArguments, WriteFailed
-from .images import read_depth16, read_rgb
-from .jobs import Address, Job, JobQueue
-from .notifier import Notifier
-from .osc import Arg
-from .settings import BridgeSettings
-from .writer import TextureWriter
 
 logger = logging.getLogger(__name__)
 

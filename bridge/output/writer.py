@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bridge.errors import WriteFailed
+from bridge.output.job_ids import JOB_ID_RE
 from ldm3d_engine.types import RGBDResult
-
-from .errors import WriteFailed
-from .protocol import JOB_ID_RE
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import socket
 
 from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
 
-from . import __version__
+from bridge import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .errors import BadArguments
+from bridge.errors import BadArguments
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 

@@ -1,0 +1,38 @@
+"""The engine's libraries on this machine: a report for ``ldm3d-bridge env``, and their chatter
+turned down for a show. Kept here so that the bridge never imports torch or the model libraries."""
+
+from __future__ import annotations
+
+import logging
+
+
+def quiet_model_libraries() -> None:
+    """Model libraries' download/shard progress bars and warnings are noise on a show machine."""
+    for name in ("diffusers", "transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+    except ImportError:
+        return
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+
+
+def environment_report() -> list[tuple[str, str]]:
+    """(name, value) rows: devices, torch's CUDA build and GPUs, the Hugging Face cache, the tiny models."""
+    import torch
+    from huggingface_hub import constants
+
+    from .devices import available_devices
+    from .tiny import default_tiny_dir
+
+    rows = [("devices", ", ".join(available_devices())), ("torch cuda", torch.version.cuda or "none (CPU build)")]
+    rows += [(f"  cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]
+    rows += [
+        ("hf cache", f"{constants.HF_HUB_CACHE} (offline: {constants.HF_HUB_OFFLINE})"),
+        ("tiny models", str(default_tiny_dir())),
+    ]
+    return rows
