@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image
 
 from bridge.osc.client import OscClient
-from bridge.osc.codec import MalformedPacket, decode_packet, encode_message
+from bridge.osc.codec import MalformedPacket, Message, decode_packet, encode_bundle, encode_message
+from bridge.serve.addresses import ResolveFailed
 from bridge.serve.server import Bridge
 from bridge.settings import BridgeSettings
 from ldm3d_engine import Cancelled, EngineSettings, GenerateRequest, OutOfMemory, load_engine
@@ -92,6 +93,7 @@ def malformed(engine: Any, tmp: Path, random_count: int) -> None:
     hangs = 0
     packets = [data for _, data, _ in corpus()] + mutations(random_count)
     with OscClient(*bridge.address) as client:
+        client.subscribe_self()  # a confirmed host: every error comes back in full
         for n, data in enumerate(packets):
             try:
                 decode_packet(data)
@@ -116,9 +118,11 @@ def malformed(engine: Any, tmp: Path, random_count: int) -> None:
 def flood(tmp: Path, rate: int, seconds: float) -> None:
     print(f"\n2. Flood from loopback: {rate} packets/s for {seconds:g} s (generate, garbage, status in turn)")
     proc, port = serve_tiny(tmp / "f", "--queue-size", "4")
-    with OscClient("127.0.0.1", port) as probe, OscClient("127.0.0.1", port) as flooder:
+    # The probe is another host (127.0.0.2) than the flooder (127.0.0.1): each destination has its own budget.
+    with OscClient("127.0.0.1", port, listen_host="127.0.0.2") as probe, OscClient("127.0.0.1", port) as flooder:
         probe.send("/ldm3d/ping")
         probe.wait_for(["/ldm3d/pong"], 120)
+        probe.subscribe_self()
         probe.send("/ldm3d/stats")
         before = probe.wait_for(["/ldm3d/stats"], 5)[-1].args
         received_before = dict(zip(before[::2], before[1::2], strict=True)).get("received", 0)
@@ -247,6 +251,123 @@ def partial_reads(engine: Any, tmp: Path) -> None:
     print(f"   complete reads {reads[0]}, partial or undecodable reads {partial[0]}")
 
 
+class DeadResolver:
+    """A resolver stand-in that never answers (a dead DNS server), until released. No real names."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, host: str) -> list[str]:
+        self.release.wait(30)
+        raise ResolveFailed("no answer")
+
+
+def _drain(client: OscClient, seconds: float) -> list[Message]:
+    seen, deadline = [], time.monotonic() + seconds
+    while (message := client.receive(max(0.0, deadline - time.monotonic()))) is not None:
+        seen.append(message)
+    return seen
+
+
+def hostile_subscribers(engine: Any, tmp: Path) -> None:
+    print("\n5. Hostile subscribers and odd values (clients on 127.0.0.2/3 play other hosts)")
+    resolver = DeadResolver()
+    bridge = Bridge(
+        BridgeSettings(
+            model="tiny",
+            host="127.0.0.1",
+            port=0,
+            output=str(tmp / "subs"),
+            zeroconf=False,
+            warmup=False,
+            width=64,
+            height=64,
+            heartbeat_s=0.1,
+            resolve_timeout_s=1.0,
+        ),
+        lambda: engine,
+        resolver=resolver,
+    )
+    bridge.start()
+    bridge.worker.ready.wait(120)
+    rows = []
+    try:
+        with (
+            OscClient(*bridge.address, listen_host="127.0.0.2") as attacker,
+            OscClient(*bridge.address, listen_host="127.0.0.3") as victim,
+        ):
+            # unencodable names and a resolver that never answers: intake and jobs go on
+            for host in ("ü..b", "büro..pc"):
+                attacker.send("/ldm3d/subscribe", 9, host)
+            names = [encode_message("/ldm3d/subscribe", 9000 + i, f"dead{i}.example") for i in range(8)]
+            attacker.send_raw(encode_bundle(*names))
+            t0 = time.monotonic()
+            attacker.send("/ldm3d/ping")
+            seen = attacker.wait_for(["/ldm3d/pong"], 5)
+            ping_ms = (time.monotonic() - t0) * 1000
+            t0 = time.monotonic()
+            attacker.send("/ldm3d/generate", "still on time", "steps", 1)
+            seen += attacker.wait_for(["/ldm3d/ready"], 60)
+            job_ok, job_s = seen[-1].address == "/ldm3d/ready", time.monotonic() - t0
+            seen += _drain(attacker, 1.5)
+            refused = sum(m.args[1] == "bad_arguments" for m in seen if m.address == "/ldm3d/error")
+            rows.append(
+                f"10 bad subscriber names (2 unencodable, 8 behind a dead resolver): ping answered in "
+                f"{ping_ms:.1f} ms, a job in {job_s:.2f} s meanwhile ({'ok' if job_ok else 'FAILED'}); "
+                f"{refused} refused with bad_arguments"
+            )
+            # reflection: spellings of one victim, then a recall: bytes reaching the victim
+            spellings = ["127.0.0.3", "127.3", "0x7f000003", "::ffff:127.0.0.3", "2130706435"]
+            for spelling in spellings:
+                attacker.send("/ldm3d/subscribe", victim.port, spelling)
+            _drain(attacker, 0.3)
+            attacker.send("/ldm3d/generate", "a world", "steps", 1)
+            job = attacker.wait_for(["/ldm3d/ready"], 60)[-1].args[0]
+            _drain(victim, 0.2)
+            recall = encode_message("/ldm3d/recall", job)
+            attacker.send_raw(recall)
+            to_victim = sum(len(encode_message(m.address, *m.args)) for m in _drain(victim, 0.5))
+            rows.append(
+                f"{len(spellings)} spellings of one victim's address, then a {len(recall)}-byte recall: "
+                f"{len(bridge.notifier.subscribers)} active subscriptions, {to_victim} bytes reached the victim "
+                "(nothing until it confirms)"
+            )
+            # re-subscribe storm: state messages to the target
+            for _ in range(1000):
+                victim.send("/ldm3d/subscribe", victim.port)
+            states = [m.address for m in _drain(victim, 1.0)].count("/ldm3d/state")
+            rows.append(f"1000 re-subscribes: {states} /ldm3d/state sent to the target (1 + heartbeats, was 1002)")
+            # self-loop
+            attacker.send("/ldm3d/subscribe", bridge.address[1], "127.0.0.1")
+            loop = attacker.wait_for(["/ldm3d/error"], 2)[-1].args[1]
+            rows.append(
+                f"subscribing the bridge to itself: refused ({loop}); datagrams it sent itself: "
+                f"{bridge.counters.snapshot().get('self_loop_refused', 0)}"
+            )
+            # odd values that used to be internal errors
+            odd = [
+                ("/ldm3d/seed", (1e30,)),
+                ("/ldm3d/size", (1e20, 1e20)),
+                ("/ldm3d/guidance", (1e300,)),
+                ("/ldm3d/recall", ("20261122-031502-123-0007\n",)),
+                ("/ldm3d/img2img", ("a" * 300 + ".png", "p")),
+            ]
+            for address, args in odd:
+                attacker.send(address, *args)
+            _drain(attacker, 0.5)
+    finally:
+        resolver.release.set()
+        bridge.stop()
+    counts = bridge.counters.snapshot()
+    rows.append(
+        f"{len(odd)} odd values (1e30 seeds, 1e20 sizes, 300-character names…): internal errors "
+        f"{counts.get('internal_error', 0)}"
+    )
+    for row in rows:
+        print(f"   {row}")
+    print(f"   the bridge: {'failed' if bridge.failed else 'alive'} throughout")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.CRITICAL)  # the figures are the output; the bridge's logs are not
     parser = argparse.ArgumentParser()
@@ -260,6 +381,7 @@ def main() -> None:
     flood(tmp, args.flood_rate, args.flood_seconds)
     faults(engine, tmp)
     partial_reads(engine, tmp)
+    hostile_subscribers(engine, tmp)
 
 
 if __name__ == "__main__":

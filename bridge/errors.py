@@ -10,17 +10,21 @@
     │                                 /ldm3d/img2img without input_dirs)
     ├── UnknownJob                    unknown_job
     ├── QueueFull                     queue_full
-    ├── TooManySubscribers            too_many_subscribers
+    ├── TooManySubscribers            too_many_subscribers (in all, or on one host)
+    ├── NotOwner                      not_owner (unsubscribing another host's subscription)
     ├── WrongModel                    wrong_model
     ├── RateLimited                   rate_limited (a client sends jobs faster than allowed)
     ├── Unauthorized                  unauthorized (the shared token is missing or wrong)
-    └── WriteFailed                   write_failed (output folder unwritable, disk full)
+    ├── WriteFailed                   write_failed (output folder unwritable, disk full)
+    └── FolderInUse                   (start-up only) another bridge holds the output folder
 
 Engine failures reach clients as ``engine_failed``, ``out_of_memory``,
 ``timeout``, ``model_failed`` (the model could not be loaded) or
 ``bad_arguments`` (a request the model refuses); see :mod:`bridge.serve.worker`.
 Packets that are not OSC get ``malformed_packet``, and a failure inside the
-bridge's own handling ``internal_error`` (logged; the intake carries on).
+bridge's own handling ``internal_error`` (logged, at most once per kind per 10 s;
+the intake carries on). A reply that would be too large for a sender whose
+address is not confirmed becomes ``reply_too_large`` (docs/osc.md, "Floods and limits").
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ class TooManySubscribers(BridgeError):
     code = "too_many_subscribers"
 
 
+class NotOwner(BridgeError):
+    code = "not_owner"
+
+
 class WrongModel(BridgeError):
     code = "wrong_model"
 
@@ -72,3 +80,9 @@ class Unauthorized(BridgeError):
 
 class WriteFailed(BridgeError):
     code = "write_failed"
+
+
+class FolderInUse(BridgeError):
+    """Another bridge holds the output folder's lock; the message names it (pid, host)."""
+
+    code = "folder_in_use"

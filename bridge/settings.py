@@ -65,6 +65,14 @@ class BridgeSettings:
     #: On SIGINT/SIGTERM: "cancel" the running job, or let it "finish" first.
     on_shutdown: str = "cancel"
     max_subscribers: int = 32
+    #: Subscriptions per target host (a host cannot take every slot).
+    subscribers_per_host: int = 4
+    #: A subscription lapses this long after it was made or last renewed (subscribing again renews it).
+    subscription_lease_s: float = 3600.0
+    #: A subscription for another host waits this long for that host to confirm it.
+    subscription_pending_s: float = 60.0
+    #: A subscriber given by name must resolve within this many seconds (off the intake thread).
+    resolve_timeout_s: float = 2.0
     #: Source networks allowed to send (CIDR); empty: everyone who can reach the port.
     allow: tuple[str, ...] = ()
     #: Shared secret every message must end with ("token", secret). Never logged or advertised.
@@ -72,12 +80,14 @@ class BridgeSettings:
     #: Job submissions per second per client host, and the burst allowed above it.
     client_jobs_per_s: float = 5.0
     client_jobs_burst: int = 20
-    #: Replies per second per sender address (flood and amplification guard).
+    #: Messages per second to each destination host (flood and amplification guard).
     reply_per_s: float = 200.0
     reply_burst: int = 400
+    #: A reply to an unconfirmed sender is at most this many times the size of its request.
+    reply_factor: float = 8.0
     #: A job running longer is cancelled and reported as `timeout`.
     job_timeout_s: float = 600.0
-    #: If the engine ignores the cancel this long after a timeout, the bridge exits (status 3) for a restart.
+    #: If the engine ignores the cancel this long after a timeout, the bridge exits (status 1) for a restart.
     stuck_grace_s: float = 60.0
     #: After an out-of-memory error, free the device cache and run the job once more.
     oom_retry: bool = True
@@ -114,10 +124,20 @@ class BridgeSettings:
             raise bad("on_shutdown", "use cancel or finish")
         if not 1 <= self.warmup_steps <= 150:
             raise bad("warmup_steps", "use 1..150")
-        for name in ("client_jobs_per_s", "reply_per_s", "job_timeout_s", "stuck_grace_s"):
+        for name in (
+            "client_jobs_per_s",
+            "reply_per_s",
+            "job_timeout_s",
+            "stuck_grace_s",
+            "subscription_lease_s",
+            "subscription_pending_s",
+            "resolve_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise bad(name, "use a positive number")
-        for name in ("client_jobs_burst", "reply_burst"):
+        if self.reply_factor < 1:
+            raise bad("reply_factor", "use at least 1 (a reply as large as its request)")
+        for name in ("client_jobs_burst", "reply_burst", "max_subscribers", "subscribers_per_host"):
             if getattr(self, name) < 1:
                 raise bad(name, "use at least 1")
         try:

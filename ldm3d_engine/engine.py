@@ -105,6 +105,10 @@ class Engine:
         """Fill the preset's defaults into ``request`` and check every field."""
         return resolve_text(self.preset, request)
 
+    def resolve_upscale(self, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
+        """Check an upscale of a ``source`` (width, height) image, as :meth:`upscale` will."""
+        return resolve_upscale(self.preset, request, source)
+
     def prompt_for_model(self, prompt: str) -> str:
         """The preset's prompt convention: pano prompts start with "360 view of" unless they say it."""
         prefix = self.preset.prompt_prefix

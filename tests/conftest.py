@@ -39,6 +39,13 @@ def load_tiny(tiny_dir: Path) -> Callable[[str], Engine]:
     return load
 
 
+def no_names(host: str) -> list[str]:
+    """The tests' resolver stand-in: it knows no host names, so no test can reach DNS."""
+    from bridge.serve.addresses import ResolveFailed
+
+    raise ResolveFailed(f"no such host {host!r} (the tests' resolver stand-in knows no names)")
+
+
 @pytest.fixture
 def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
     """``start_bridge(model="tiny", queue_size=2, …)``: a real bridge on 127.0.0.1 (free port), started.
@@ -49,12 +56,20 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
 
     started: list[Bridge] = []
 
-    def start(model: str = "tiny", engine_factory: Callable[[], object] | None = None, **overrides: object) -> Bridge:
+    def start(
+        model: str = "tiny",
+        engine_factory: Callable[[], object] | None = None,
+        resolver: Callable[[str], list[str]] = no_names,
+        **overrides: object,
+    ) -> Bridge:
+        # One output folder per bridge running at a time (a folder has one owner); a bridge started after
+        # another stopped gets the same folder, as a restarted bridge would.
+        running = sum(1 for b in started if b.failed is None and not b.stopped)
         values: dict[str, object] = {
             "model": model,
             "host": "127.0.0.1",
             "port": 0,
-            "output": str(tmp_path / "out"),
+            "output": str(tmp_path / ("out" if running == 0 else f"out-{running + 1}")),
             "zeroconf": False,
             "warmup": False,
             "width": 64,
@@ -68,6 +83,7 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
             settings,
             engine_factory or (lambda: load_tiny(model)),  # type: ignore[arg-type, return-value]
             upscaler_factory=(lambda: load_tiny(upscaler)) if upscaler else None,  # type: ignore[arg-type, return-value]
+            resolver=resolver,
         )
         bridge.start()
         started.append(bridge)

@@ -1,8 +1,15 @@
 """The benchmark harnesses run and print their figures (their numbers are not asserted: they are
-measurements, recorded in the docs, not targets for a timed test)."""
+measurements, recorded in the docs, not targets for a timed test; what is asserted is what each
+section must show whatever the machine: no hang, nothing partial, every fault recovered).
+
+Each runs at its documented defaults where that fits CI's time (bridge_latency), else at a reduced
+size that goes through the same code paths: engine_speed on the small architecture at 128×64
+(the full one is 1024×512 on a real UNet), reliability with 100 random mutations and a 1 s flood
+at 2,000 packets/s (defaults: 2,000 mutations, 5 s at 10,000/s)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,13 +49,43 @@ def test_engine_speed_harness_runs_all_variants_on_a_small_architecture() -> Non
     assert "× vs (a)" in out and "ms/step" in out
 
 
-def test_bridge_latency_harness_prints_its_three_figures() -> None:
+def test_bridge_latency_harness_runs_at_its_defaults() -> None:
+    """Its defaults failed before (500 rounds tripped the client rate limit): it sets its own limits now."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bridge_latency.py"), "--rounds", "20", "--jobs", "3"],
+        [sys.executable, str(ROOT / "bench" / "bridge_latency.py")],
         capture_output=True,
         text=True,
         timeout=600,
         check=True,
     ).stdout
-    assert "/ldm3d/generate → accepted" in out and "Last rename → /ldm3d/ready" in out
-    assert "1024×512" in out and "faster" in out
+    assert re.search(r"/ldm3d/generate → accepted +p50 +[0-9.]+ +p99 +[0-9.]+ +\([0-9.]+× the baseline\)", out)
+    assert re.search(r"Last rename → /ldm3d/ready received, 20 jobs \(ms\)\n +p50 +[0-9.]+", out)
+    assert re.search(r"1024×512 +baseline +[0-9.]+ ms .* ours +[0-9.]+ ms .*→ [0-9.]+× faster", out)
+
+
+def test_reliability_harness_shows_no_hang_no_loss_and_every_fault_recovered() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "reliability.py"),
+            "--random",
+            "100",
+            "--flood-rate",
+            "2000",
+            "--flood-seconds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
+    assert "tried 130: hangs 0, crashes 0" in out
+    assert re.search(r"pings answered during the flood: (\d+) of \1;", out)
+    assert "injected 4, recovered 4" in out
+    assert re.search(r"complete reads [1-9][0-9]*, partial or undecodable reads 0\n", out)
+    assert re.search(r"a job in [0-9.]+ s meanwhile \(ok\); 10 refused with bad_arguments", out)
+    assert "0 active subscriptions, 0 bytes reached the victim" in out
+    assert re.search(r"1000 re-subscribes: ([1-9]|1[0-9]) /ldm3d/state sent", out)
+    assert "datagrams it sent itself: 0" in out and "internal errors 0" in out
+    assert "the bridge: alive throughout" in out

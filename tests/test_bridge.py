@@ -13,6 +13,7 @@ from PIL import Image
 
 from bridge.osc.client import OscClient
 from bridge.osc.codec import Message
+from bridge.output.lock import LOCK_NAME
 from bridge.serve.server import Bridge
 from ldm3d_engine import GenerateRequest
 from ldm3d_engine.engine import Engine
@@ -345,4 +346,5 @@ def test_retention_keeps_the_newest_jobs(start_bridge: Start, client_for: Client
         client.send("/ldm3d/generate", "a reef", "steps", 1)
         ids.append(client.wait_for(["/ldm3d/ready"], 60)[-1].args[0])
     assert bridge.writer.job_ids() == ids[-2:]
-    assert not [p for p in bridge.writer.root.iterdir() if p.name.startswith(".")]
+    hidden = [p.name for p in bridge.writer.root.iterdir() if p.name.startswith(".")]
+    assert hidden == [LOCK_NAME]  # no staging or temporary leftovers: only the folder's lock

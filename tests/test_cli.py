@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli.main import main
+from bridge.output.lock import LOCK_NAME
 from bridge.serve.server import Bridge
 from bridge.settings import BridgeSettings, SettingsError, load_settings
 
@@ -64,7 +65,8 @@ def test_bad_input_is_one_line_and_non_zero(
     assert main(["-q", *argv, "--output", str(tmp_path / "out")]) == status
     err = capsys.readouterr().err.strip()
     assert err.startswith("ldm3d-bridge: error: ") and message in err and "\n" not in err
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    out = tmp_path / "out"
+    assert not out.exists() or [p.name for p in out.iterdir()] == [LOCK_NAME]  # no job, nothing partial
 
 
 def test_bad_settings_exit_2(

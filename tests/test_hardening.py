@@ -19,6 +19,7 @@ from PIL import Image
 
 from bridge.osc.client import OscClient
 from bridge.osc.codec import MalformedPacket, decode_packet, encode_message
+from bridge.output.lock import LOCK_NAME
 from bridge.serve.server import Bridge
 from ldm3d_engine import Cancelled, GenerateRequest, OutOfMemory
 from ldm3d_engine.engine import Engine
@@ -65,6 +66,7 @@ def test_mangled_bundles_never_hang_or_escape(data: bytes) -> None:
 def test_every_hostile_packet_is_survived_counted_and_answered(start_bridge: Start, client_for: ClientFor) -> None:
     bridge = start_bridge()
     client = client_for(bridge)
+    client.subscribe_self()  # a confirmed host: every error comes back in full (strangers: test_amplification…)
     expected_bad = 0
     for n, (kind, data, acted_on) in enumerate(corpus()):
         client.send_raw(data)
@@ -137,9 +139,11 @@ def _proc_status(pid: int) -> dict[str, int]:
 def test_flood_of_10000_packets_per_second_for_5_seconds(tmp_path: Path) -> None:
     proc, port = _serve(tmp_path, "--queue-size", "4")
     try:
-        with OscClient("127.0.0.1", port) as probe:
+        # The probe is another host (127.0.0.2) than the flooder: each destination host has its own budget.
+        with OscClient("127.0.0.1", port, listen_host="127.0.0.2") as probe:
             probe.send("/ldm3d/ping")
             probe.wait_for(["/ldm3d/pong"], 60)
+            probe.subscribe_self()
             before = _proc_status(proc.pid)
             stop = threading.Event()
             sent = [0]
@@ -315,7 +319,7 @@ def test_disk_full_leaves_no_partial_files_and_latest_untouched(tmp_path: Path) 
             error = client.wait_for(READY_OR_ERROR, 60)[-1]
             assert error.args[1] == "write_failed" and "disk full" in str(error.args[2])
             assert (out / "latest.json").read_bytes() == latest
-            assert sorted(p.name for p in out.iterdir()) == sorted([first.args[0], "latest.json"])
+            assert sorted(p.name for p in out.iterdir()) == sorted([first.args[0], "latest.json", LOCK_NAME])
             client.send("/ldm3d/generate", "small again", "steps", 1, "width", 64, "height", 64)
             assert client.wait_for(READY_OR_ERROR, 60)[-1].address == "/ldm3d/ready"
     finally:
@@ -351,7 +355,7 @@ def test_sigterm_during_the_write_leaves_no_temporary_files(tmp_path: Path) -> N
         ready = client.wait_for(["/ldm3d/ready"], 120)[-1]
     assert proc.wait(60) == 0
     out = tmp_path / "out"
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [LOCK_NAME]
     assert Image.open(str(ready.args[2])).size == (1024, 1024)
 
 
@@ -418,6 +422,7 @@ def test_allowlist_refuses_silently_and_counts(start_bridge: Start) -> None:
     ):
         stranger.send("/ldm3d/generate", "not from here")
         assert stranger.receive(0.5) is None
+        friend.subscribe_self()
         friend.send("/ldm3d/stats")
         stats = friend.wait_for(["/ldm3d/stats"], 5)[-1].args
     counts = dict(zip(stats[::2], stats[1::2], strict=True))

@@ -18,6 +18,7 @@ import pytest
 from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from bridge.osc.client import OscClient
+from bridge.output.lock import LOCK_NAME
 from bridge.serve.discovery import SERVICE_TYPE
 from bridge.serve.server import Bridge
 
@@ -154,6 +155,6 @@ def test_sigterm_mid_job_exits_cleanly(tmp_path: Path, policy: str, outcome: str
             proc.kill()
     out = tmp_path / "out"
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
-    assert leftovers == []
+    assert leftovers == [LOCK_NAME]
     jobs = [p for p in out.iterdir() if p.is_dir()]
     assert len(jobs) == (1 if policy == "finish" else 0)

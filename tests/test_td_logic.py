@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "td_project" / "python"))
 
-from ldm3d_td_logic import LoadBack, SetCross, Shown, WorldSwitcher
+from ldm3d_td_logic import LoadBack, SetCross, Shown, SubscriptionKeeper, WorldSwitcher
 
 J1, J2, J3 = "20261122-100000-000-0001", "20261122-100005-000-0002", "20261122-100009-000-0003"
 
@@ -63,3 +63,15 @@ def test_state_and_error_texts() -> None:
     assert s.on_state("busy", 2, J1, "ldm3d-pano") == f"busy · ldm3d-pano · queue 2, running {J1}"
     assert s.on_error("", "queue_full", "the queue is full") == "queue_full: the queue is full"
     assert s.on_error(J1, "timeout", "too long") == f"timeout: too long (job {J1})"
+
+
+def test_the_subscription_is_renewed_at_half_its_lease_and_retried_until_answered() -> None:
+    k = SubscriptionKeeper(retry_s=5.0)
+    assert k.due(0.0)  # at once
+    k.sent(0.0)
+    assert not k.due(4.9) and k.due(5.0)  # no answer yet: again after 5 s
+    k.sent(5.0)
+    k.on_subscribed(3600.0, now=5.1)
+    assert not k.due(1804.0) and k.due(1805.1)  # then at half of a one-hour lease
+    k.on_subscribed(2.0, now=0.0)
+    assert not k.due(4.0)  # never faster than the retry period

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.errors import WriteFailed
+from bridge.errors import FolderInUse, WriteFailed
 from bridge.output.job_ids import new_job_id
+from bridge.output.lock import LOCK_NAME
 from bridge.output.writer import TextureWriter
 from ldm3d_engine.types import ResolvedRequest, RGBDResult, Timings
 
@@ -56,12 +58,35 @@ def test_files_round_trip_with_16_bit_depth_and_optional_formats(tmp_path: Path)
     assert meta["depth"]["min"] == pytest.approx(float(result.depth_float.min()))
 
 
-def test_prepare_removes_only_staging_leftovers(tmp_path: Path) -> None:
+def test_prepare_removes_only_its_own_leftovers(tmp_path: Path) -> None:
+    """Clean-up after a crash touches only names the bridge itself creates (issue 12, point 10)."""
     (tmp_path / ".staging-20261122-000000-000-0001").mkdir()
-    (tmp_path / ".latest.json.123.tmp").write_text("{")
+    (tmp_path / ".staging-deleted-20261122-000000-000-0002").mkdir()
+    (tmp_path / ".ldm3d-latest.json.123.tmp").write_text("{")
+    others = ["keep-me.txt", ".notes.tmp", ".latest.json.123.tmp", ".staging-photos"]
     (tmp_path / "keep-me.txt").write_text("mine")
-    TextureWriter(tmp_path).prepare()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep-me.txt"]
+    (tmp_path / ".notes.tmp").write_text("someone else's hidden file")
+    (tmp_path / ".latest.json.123.tmp").write_text("not our name")
+    (tmp_path / ".staging-photos").mkdir()
+    writer = TextureWriter(tmp_path)
+    writer.prepare()
+    writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, LOCK_NAME])
+
+
+def test_a_second_writer_on_the_same_folder_is_refused_by_name(tmp_path: Path) -> None:
+    """Two bridges on one folder: the second refuses to start, naming the first (issue 12, point 10)."""
+    first = TextureWriter(tmp_path)
+    first.prepare()
+    staging = tmp_path / ".staging-20261122-000000-000-0003"
+    staging.mkdir()  # the first bridge is writing a job
+    with pytest.raises(FolderInUse, match=rf"in use by another bridge \(pid {os.getpid()} on "):
+        TextureWriter(tmp_path).prepare()
+    assert staging.is_dir()  # the refused bridge cleaned nothing up
+    first.close()
+    second = TextureWriter(tmp_path)
+    second.prepare()  # free again once the first has let go
+    second.close()
 
 
 def test_a_failed_write_leaves_no_files_and_latest_untouched(tmp_path: Path) -> None:
@@ -74,7 +99,7 @@ def test_a_failed_write_leaves_no_files_and_latest_untouched(tmp_path: Path) -> 
     with pytest.raises(WriteFailed, match=f"could not write job {job_id}"):
         writer.write(job_id, fake_result())
     assert (tmp_path / "latest.json").read_bytes() == latest_before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [LOCK_NAME]
     assert writer.find(first.job_id) == first
 
 

@@ -48,9 +48,12 @@ def _one_job(args: argparse.Namespace, run: Any, extra: dict[str, Any] | None = 
 
     settings = load_settings({k: getattr(args, k) for k in ("model", "preset", "device", "dtype", "offline", "output")})
     writer = TextureWriter(Path(settings.output))
-    writer.prepare()
-    engine = load_engine(engine_settings(settings))
-    files = writer.write(new_job_id(), run(engine), extra)
+    writer.prepare()  # early: a folder that is unwritable or held by a running bridge fails before the model loads
+    try:
+        engine = load_engine(engine_settings(settings))
+        files = writer.write(new_job_id(), run(engine), extra)
+    finally:
+        writer.close()
     print(files.folder)
     return 0
 

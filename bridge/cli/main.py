@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -31,6 +32,7 @@ from bridge.cli.jobs import (
 )
 from bridge.errors import BridgeError
 from bridge.osc.client import FINAL, OscClient
+from bridge.osc.codec import encode_bundle, encode_message
 from bridge.render.preview import PreviewError
 from bridge.settings import BridgeSettings, SettingsError, load_settings
 from ldm3d_engine.errors import EngineError
@@ -89,15 +91,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     bridge.start()
+    ended = True
     try:
         while not stop.wait(0.2):
-            if bridge.worker.failed is not None:
+            if bridge.failed is not None:
                 break
     finally:
-        # A stuck engine never returns: don't wait long for it.
-        bridge.stop(timeout=5.0 if bridge.worker.failed else 60.0)
-    if bridge.worker.failed is not None:
-        raise CliError(f"the bridge cannot go on: {bridge.worker.failed}")
+        ended = bridge.stop()
+    if not ended:
+        # An engine stuck in a driver call cannot be stopped, and a Python exit with that thread alive
+        # can abort in the native library (SIGABRT): leave at once, with the status a supervisor restarts.
+        logging.shutdown()
+        print(
+            f"ldm3d-bridge: error: the bridge cannot go on: {bridge.failed or 'the engine did not stop'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)
+    if bridge.failed is not None:
+        raise CliError(f"the bridge cannot go on: {bridge.failed}")
     return 0
 
 
@@ -110,29 +122,53 @@ def _parse_arg(text: str) -> int | float | str:
     return text
 
 
+#: Answers of the bridge to `send`'s own subscription, not to the message it was asked to send.
+_BOOKKEEPING = frozenset({"/ldm3d/subscribed", "/ldm3d/unsubscribed", "/ldm3d/pending"})
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     timeout = args.timeout if args.timeout is not None else (600.0 if args.wait else 2.0)
+    values = [_parse_arg(a) for a in args.args]
+    token = values[-2:] if len(values) >= 2 and values[-2] == "token" else []
     with OscClient(args.host, args.port) as client:
-        client.send(args.address, *(_parse_arg(a) for a in args.args))
-        status = 0
-        deadline = time.monotonic() + timeout
-        job_id: str | None = None
-        while (left := deadline - time.monotonic()) > 0:
-            message = client.receive(left)
-            if message is None:
-                break
-            print(message.address, *message.args, flush=True)
-            if message.address == "/ldm3d/error":
-                status = 1
-            if message.address == "/ldm3d/accepted" and message.args:
-                job_id = str(message.args[0])
-            if not args.wait:
-                return status
-            if message.address in FINAL and (job_id is None or message.args[:1] == (job_id,)):
-                return status
-        if args.wait or status == 0:
-            raise CliError(f"no answer from {args.host}:{args.port} within {timeout:g} s (is the bridge running?)")
-        return status
+        # One bundle: subscribe our own port, then the message. The subscription confirms this host,
+        # so full answers come back (docs/osc.md, "Floods and limits"); it is given back on the way out.
+        client.send_raw(
+            encode_bundle(
+                encode_message("/ldm3d/subscribe", client.port, *token), encode_message(args.address, *values)
+            )
+        )
+        try:
+            return _print_answers(client, args, timeout)
+        finally:
+            client.send("/ldm3d/unsubscribe", client.port, *token)
+
+
+def _print_answers(client: OscClient, args: argparse.Namespace, timeout: float) -> int:
+    status = 0
+    deadline = time.monotonic() + timeout
+    job_id: str | None = None
+    while (left := deadline - time.monotonic()) > 0:
+        message = client.receive(left)
+        if message is None:
+            break
+        if message.address in _BOOKKEEPING or (message.address == "/ldm3d/state" and args.address != "/ldm3d/status"):
+            continue
+        about = message.args[0] if message.args and message.address in FINAL | {"/ldm3d/progress"} else None
+        if job_id is not None and about not in (None, "", job_id):
+            continue  # another job's news: we hear it as a subscriber
+        print(message.address, *message.args, flush=True)
+        if message.address == "/ldm3d/error":
+            status = 1
+        if message.address == "/ldm3d/accepted" and message.args:
+            job_id = str(message.args[0])
+        if not args.wait:
+            return status
+        if message.address in FINAL and (job_id is None or message.args[:1] == (job_id,)):
+            return status
+    if args.wait or status == 0:
+        raise CliError(f"no answer from {args.host}:{args.port} within {timeout:g} s (is the bridge running?)")
+    return status
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

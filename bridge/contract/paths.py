@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from bridge.errors import BadArguments
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+MAX_PATH = 1024  # characters of a path a client sends
+MAX_NAME = 255  # characters of one of its parts (most file systems' limit)
 
 
 def resolve_input_path(raw: str, folders: Sequence[Path]) -> Path:
@@ -30,12 +32,19 @@ def resolve_input_path(raw: str, folders: Sequence[Path]) -> Path:
     parts = set(PurePosixPath(raw).parts) | set(PureWindowsPath(raw).parts)
     if ".." in parts:
         raise BadArguments(f"{raw!r}: '..' is not allowed in paths")
-    roots = [folder.resolve() for folder in folders]
-    candidate = Path(raw) if Path(raw).is_absolute() else roots[0] / raw
-    real = candidate.resolve()
-    for root in roots:
-        if real == root or root in real.parents:
-            if not real.is_file():
-                raise BadArguments(f"{raw!r} is not a file in {root}")
-            return real
+    if len(raw) > MAX_PATH or any(len(part) > MAX_NAME for part in PurePosixPath(raw).parts):
+        raise BadArguments(
+            f"{raw[:60]!r}…: too long (paths up to {MAX_PATH} characters, names up to {MAX_NAME}); use a shorter name"
+        )
+    try:
+        roots = [folder.resolve() for folder in folders]
+        candidate = Path(raw) if Path(raw).is_absolute() else roots[0] / raw
+        real = candidate.resolve()
+        for root in roots:
+            if real == root or root in real.parents:
+                if not real.is_file():
+                    raise BadArguments(f"{raw!r} is not a file in {root}")
+                return real
+    except OSError as exc:  # a symlink loop, a name the file system refuses
+        raise BadArguments(f"{raw[:60]!r}: {exc.strerror or exc}") from None
     raise BadArguments(f"{raw!r} is outside the input folders ({', '.join(str(r) for r in roots)})")

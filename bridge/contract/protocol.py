@@ -16,6 +16,26 @@ from bridge.osc.codec import Arg, Message
 from bridge.output.job_ids import JOB_ID_RE
 
 PREFIX = "/ldm3d/"
+#: What the bridge sends. Arriving at the bridge (a bridge subscribed to another, or to itself),
+#: they are ignored without a reply, so two bridges can never answer each other forever.
+#: (``/ldm3d/stats`` is both: with arguments it is an answer and is ignored too.)
+OUTGOING = frozenset(
+    PREFIX + name
+    for name in (
+        "accepted",
+        "progress",
+        "ready",
+        "error",
+        "cancelled",
+        "state",
+        "stage",
+        "subscribed",
+        "pending",
+        "unsubscribed",
+        "pong",
+    )
+)
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # OSC's int32: every integer of the contract fits
 
 #: key → type for /ldm3d/generate options and for the stage.
 OPTION_TYPES: dict[str, str] = {
@@ -143,13 +163,15 @@ def as_int(value: Arg, what: str) -> int:
     """An int, or a float rounded to one (tablet faders send floats)."""
     if isinstance(value, bool) or value is None:
         raise BadArguments(f"{what} must be a number, got {_describe(value)}")
-    if isinstance(value, int):
-        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadArguments(f"{what} must be a finite number, got {value}")
-        return round(value)
-    raise BadArguments(f"{what} must be a number, got {_describe(value)}")
+        value = round(value)
+    if not isinstance(value, int):
+        raise BadArguments(f"{what} must be a number, got {_describe(value)}")
+    if not INT_MIN <= value <= INT_MAX:
+        raise BadArguments(f"{what} {value:.6g} is out of range; integers here fit in 32 bits")
+    return value
 
 
 def as_float(value: Arg, what: str) -> float:
@@ -230,6 +252,8 @@ def parse(message: Message) -> Command:
     address, args = message.address, message.args
     if not address.startswith(PREFIX):
         raise UnknownAddress(f"unknown address {address!r}; every address starts with {PREFIX} (see /ldm3d/ping)")
+    if address in OUTGOING:
+        return Ignored()
     name = address[len(PREFIX) :]
     if name == "generate":
         if not args:
@@ -262,7 +286,7 @@ def parse(message: Message) -> Command:
     if name == "ping":
         return Ping()
     if name == "stats":
-        return Stats()
+        return Stats() if not args else Ignored()  # with arguments it is a bridge's answer, not a request
     if name == "img2img":
         if len(args) < 2:
             raise BadArguments("/ldm3d/img2img needs an image path and a prompt, then optional key/value pairs")

@@ -11,7 +11,7 @@ from typing import Any
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
 from bridge.errors import BadArguments, NotSupported, UnknownJob, WrongModel
-from bridge.output.images import image_size
+from bridge.output.images import check_depth16, image_size
 from bridge.output.writer import TextureWriter
 from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import EngineError
@@ -61,6 +61,7 @@ def img2img_request(
     inputs = {"image": str(resolve_input_path(image, folders))}
     if "depth" in options:
         inputs["depth_map"] = str(resolve_input_path(options["depth"], folders))
+        check_depth16(Path(inputs["depth_map"]))
     strength = options.get("strength", 0.6)
     if not 0.0 <= strength <= 1.0:
         raise BadArguments(f"strength {strength} is out of range; allowed 0..1 (0 keeps the input)")
@@ -71,9 +72,13 @@ def img2img_request(
 
 
 def upscale_request(
-    settings: BridgeSettings, writer: TextureWriter, job_id: str, options: dict[str, Any]
+    settings: BridgeSettings,
+    writer: TextureWriter,
+    job_id: str,
+    options: dict[str, Any],
+    upscaler: EngineLike | None = None,
 ) -> tuple[UpscaleRequest, Inputs]:
-    """An LDM3D-SR request for the finished job ``job_id``."""
+    """An LDM3D-SR request for the finished job ``job_id``; refused now if the loaded ``upscaler`` would."""
     source = writer.find(job_id)
     if source is None:
         raise UnknownJob(f"no finished job {job_id} in {writer.root} to upscale")
@@ -91,4 +96,9 @@ def upscale_request(
         seamless=options.get("seamless"),
         sampling=options.get("sampling", settings.sampling),
     )
+    if upscaler is not None:  # loaded: a source too large for the upscaler is refused before the queue
+        try:
+            upscaler.resolve_upscale(request, (source.width, source.height))
+        except EngineError as exc:
+            raise BadArguments(str(exc)) from None
     return request, {"source_job": job_id, "rgb": str(source.rgb), "depth": str(source.depth)}

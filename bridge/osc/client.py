@@ -73,6 +73,12 @@ class OscClient:
             if message.address in wanted and (job_id is None or (message.args and message.args[0] == job_id)):
                 return seen
 
+    def subscribe_self(self, *extra: Arg, timeout: float = 5.0) -> list[Message]:
+        """Subscribe this client's own port: its host is then confirmed, and answers come back in
+        full (``extra``: e.g. ``"token", secret``). Returns what arrived up to ``/ldm3d/subscribed``."""
+        self.send("/ldm3d/subscribe", self.port, *extra)
+        return self.wait_for(["/ldm3d/subscribed"], timeout)
+
     def close(self) -> None:
         self.sock.close()
 

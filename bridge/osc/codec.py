@@ -123,8 +123,12 @@ def decode_packet(data: bytes) -> list[Message]:
     return out
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def encode_message(address: str, *args: Arg) -> bytes:
-    """A message datagram; ints that do not fit in 32 bits are sent as int64."""
+    """A message datagram; ints that do not fit in 32 bits are sent as int64, floats beyond
+    float32's range as doubles."""
     builder = OscMessageBuilder(address)
     for arg in args:
         if isinstance(arg, bool):
@@ -133,7 +137,9 @@ def encode_message(address: str, *args: Arg) -> bytes:
             fits = -(2**31) <= arg < 2**31
             builder.add_arg(arg, OscMessageBuilder.ARG_TYPE_INT if fits else OscMessageBuilder.ARG_TYPE_INT64)
         elif isinstance(arg, float):
-            builder.add_arg(arg if math.isfinite(arg) else 0.0, OscMessageBuilder.ARG_TYPE_FLOAT)
+            value = arg if math.isfinite(arg) else 0.0
+            fits = abs(value) <= _FLOAT32_MAX
+            builder.add_arg(value, OscMessageBuilder.ARG_TYPE_FLOAT if fits else OscMessageBuilder.ARG_TYPE_DOUBLE)
         elif arg is None:
             builder.add_arg(None, OscMessageBuilder.ARG_TYPE_NIL)
         else:
@@ -142,3 +148,11 @@ def encode_message(address: str, *args: Arg) -> bytes:
         return bytes(builder.build().dgram)
     except BuildError as exc:
         raise ValueError(f"cannot encode {address}: {exc}") from exc
+
+
+def encode_bundle(*messages: bytes) -> bytes:
+    """A bundle of encoded messages, timetag "immediately" (1)."""
+    out = b"#bundle\x00" + struct.pack(">Q", 1)
+    for message in messages:
+        out += struct.pack(">i", len(message)) + message
+    return out

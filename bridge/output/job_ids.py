@@ -12,7 +12,9 @@ import threading
 import time
 from datetime import UTC, datetime
 
-JOB_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9]{3}-[0-9a-z]{4}$")
+JOB_ID_PATTERN = r"[0-9]{8}-[0-9]{6}-[0-9]{3}-[0-9a-z]{4}"
+#: A whole job id and nothing else (``\Z``: not even a trailing newline, which ``$`` would let through).
+JOB_ID_RE = re.compile(rf"\A{JOB_ID_PATTERN}\Z")
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()

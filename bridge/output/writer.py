@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -31,13 +32,16 @@ import numpy as np
 from PIL import Image
 
 from bridge.errors import WriteFailed
-from bridge.output.job_ids import JOB_ID_RE
+from bridge.output.job_ids import JOB_ID_PATTERN, JOB_ID_RE
+from bridge.output.lock import FolderLock
 from ldm3d_engine.types import RGBDResult
 
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
-TMP_SUFFIX = ".tmp"
+#: What start-up clean-up may remove: only names this bridge itself creates.
+_OWN_STAGING = re.compile(rf"\A{re.escape(STAGING_PREFIX)}(deleted-)?{JOB_ID_PATTERN}\Z")
+_OWN_TMP = re.compile(r"\A\.ldm3d-[A-Za-z0-9_.-]+\.[0-9]+\.tmp\Z")
 PNG_LEVEL = 1
 DEPTH_MEANING = "relative inverse depth (disparity) from DPT as learned by LDM3D: larger = nearer"
 
@@ -78,7 +82,7 @@ def _write_file(path: Path, write: Any) -> None:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    tmp = path.with_name(f".ldm3d-{path.name}.{os.getpid()}.tmp")
     try:
         _write_file(tmp, lambda f: f.write(json.dumps(data, indent=2).encode("utf-8")))
         os.replace(tmp, path)
@@ -116,15 +120,22 @@ class TextureWriter:
             except ImportError:
                 raise ValueError("depth.exr needs the OpenEXR package: pip install 'ldm3d-bridge[exr]'") from None
         self._versions = _versions()
+        self._lock = FolderLock(self.root)
 
     def prepare(self) -> None:
-        """Create the root and remove staging leftovers of a crashed run (nothing else)."""
+        """Create the root, take its lock (FolderInUse if another bridge has it), and remove this
+        bridge's own leftovers of a crashed run: staging folders and temporary files, nothing else."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
         for entry in self.root.iterdir():
-            if entry.name.startswith(STAGING_PREFIX) and entry.is_dir():
+            if _OWN_STAGING.match(entry.name) and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX):
+            elif _OWN_TMP.match(entry.name) and entry.is_file():
                 entry.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Let the folder go (another bridge may take it)."""
+        self._lock.release()
 
     def write(self, job_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None = None) -> JobFiles:
         """Write every file of one job; only then does ``<root>/<job_id>`` exist."""

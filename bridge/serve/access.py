@@ -16,6 +16,7 @@ from bridge.settings import Network
 
 TOKEN_KEY = "token"
 
+
 def allowed(host: str, networks: Sequence[Network]) -> bool:
     """True when ``networks`` is empty (no allowlist) or contains ``host``."""
     if not networks:

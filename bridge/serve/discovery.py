@@ -16,6 +16,7 @@ import socket
 from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
 
 from bridge import __version__
+from bridge.serve.addresses import interface_addresses
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +26,7 @@ SERVICE_TYPE = "_osc._udp.local."
 def _addresses(host: str) -> list[str]:
     if host not in ("0.0.0.0", "", "::"):
         return [host]
-    import ifaddr  # a dependency of zeroconf
-
-    found = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ip.ip.startswith("169.254."):
-                found.append(ip.ip)
+    found = [ip for ip in interface_addresses() if ":" not in ip and not ip.startswith("169.254.")]
     return found or ["127.0.0.1"]
 
 

@@ -14,6 +14,7 @@ from ldm3d_engine.types import CancelToken, GenerateRequest, UpscaleRequest
 
 Address = tuple[str, int]
 
+
 @dataclass
 class Job:
     id: str

@@ -55,19 +55,33 @@ class Counters:
 class LogLimiter:
     """Log each kind at most once per ``interval`` seconds, with how many were not logged."""
 
-    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+    def __init__(self, logger: logging.Logger, interval: float = 10.0, max_kinds: int = 256) -> None:
         self._logger = logger
         self._interval = interval
+        self.max_kinds = max_kinds
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def warning(self, kind: str, now: float, message: str, *args: object) -> None:
-        last = self._last.get(kind)
-        if last is not None and now - last < self._interval:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
-            return
-        suppressed = self._suppressed.pop(kind, 0)
-        self._last[kind] = now
-        self._logger.warning(message, *args)
+        self._log(logging.WARNING, kind, now, False, message, args)
+
+    def exception(self, kind: str, now: float, message: str, *args: object) -> None:
+        """Like :meth:`warning` at ERROR level, with the traceback of the exception being handled."""
+        self._log(logging.ERROR, kind, now, True, message, args)
+
+    def _log(self, level: int, kind: str, now: float, trace: bool, message: str, args: tuple[object, ...]) -> None:
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self._interval:
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                return
+            if kind not in self._last and len(self._last) >= self.max_kinds:
+                oldest = next(iter(self._last))  # bounded: the oldest kind is forgotten
+                del self._last[oldest]
+                self._suppressed.pop(oldest, None)
+            self._last[kind] = now
+            suppressed = self._suppressed.pop(kind, 0)
+        self._logger.log(level, message, *args, exc_info=trace)
         if suppressed:
             self._logger.warning("%d more %s not logged in the last %.0f s", suppressed, kind, self._interval)

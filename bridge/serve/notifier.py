@@ -3,94 +3,192 @@
 Everything goes out through the bridge's own UDP socket, so clients see
 answers coming from the port they sent to. Rules:
 
-* a **reply** goes to the sender, and to subscribers on the sender's host:
+* a **reply** goes to the sender, and to active subscribers on the sender's host:
   OSC senders such as TouchDesigner's OSC Out DAT send from a port they do
   not listen on, and subscribe their OSC In DAT's port instead;
-* a **job notification** goes to the job's sender and to every subscriber.
+* a **job notification** goes to the job's sender and to every active subscriber.
 
-Replies are limited per sender address (``reply_per_s``): a flood, or packets
-with a forged source, cannot turn the bridge into an amplifier.
+Amplification guards (a forged source address must not turn the bridge into
+a weapon): every message counts against its **destination host's** budget
+(``reply_per_s``, burst ``reply_burst``); messages that end a job are counted but
+never dropped (they are bounded by the job rate). A reply to a sender that is
+not **confirmed** (its host holds no active subscription, and no token was given)
+is at most ``reply_factor`` times the size of the request: a longer error is
+cut to fit, any other longer reply becomes ``reply_too_large``.
 
-Sending never raises: a target whose port is closed must not stop the bridge.
+Sending never raises: an address that cannot be encoded, a target whose port is
+closed, an unreachable network, all end as a counted, rate-limited log line.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
 import time
 from collections.abc import Iterable
 
-from bridge.errors import TooManySubscribers
+from bridge.osc.client import FINAL
 from bridge.osc.codec import Arg, encode_message
-from bridge.serve.jobs import Address
-from bridge.serve.limits import Counters, TokenBuckets
+from bridge.serve.addresses import canonical_ip, interface_addresses
+from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
+from bridge.serve.subscriptions import Address, Subscription, Subscriptions
 
 logger = logging.getLogger(__name__)
+
+TOO_LARGE = "a full answer is larger than this request allows; subscribe this host first (or use the token)"
 
 
 class Notifier:
     def __init__(
         self,
         sock: socket.socket,
-        max_subscribers: int = 32,
-        reply_limit: TokenBuckets | None = None,
+        subscriptions: Subscriptions | None = None,
+        send_limit: TokenBuckets | None = None,
         counters: Counters | None = None,
     ) -> None:
         self._sock = sock
-        self._max = max_subscribers
-        self._reply_limit = reply_limit
-        self.counters = counters or Counters()
-        self._subscribers: dict[Address, None] = {}  # ordered set
+        self._ipv6 = sock.family == socket.AF_INET6
+        self._own_port = int(sock.getsockname()[1])
+        bound = canonical_ip(str(sock.getsockname()[0]).split("%", 1)[0]) or ""
+        #: This bridge's own addresses: a target on one of them at our port would be a loop.
+        wildcard = ipaddress.ip_address(bound).is_unspecified
+        self._own = {bound, *(interface_addresses() if wildcard else ())}
+        self._own_loopback = wildcard or ipaddress.ip_address(bound).is_loopback
+        self._subs = subscriptions if subscriptions is not None else Subscriptions()
+        self._send_limit = send_limit
+        self.counters = counters if counters is not None else Counters()
+        self._log = LogLimiter(logger)
         self._lock = threading.Lock()
-        self._failed: set[Address] = set()
+
+    # -- subscriptions -----------------------------------------------------
 
     @property
     def subscribers(self) -> list[Address]:
         with self._lock:
-            return list(self._subscribers)
+            return self._subs.active(time.monotonic())
 
-    def subscribe(self, target: Address) -> None:
+    def subscribe(self, target: Address, owner: str, trusted: bool) -> tuple[Subscription, bool]:
         with self._lock:
-            if target not in self._subscribers and len(self._subscribers) >= self._max:
-                raise TooManySubscribers(
-                    f"{len(self._subscribers)} subscribers already (the limit); unsubscribe one first"
+            return self._subs.subscribe(target, owner, trusted, time.monotonic())
+
+    def unsubscribe(self, target: Address, requester: str, trusted: bool) -> bool:
+        with self._lock:
+            return self._subs.unsubscribe(target, requester, trusted)
+
+    def heard_from(self, host: str) -> list[Subscription]:
+        with self._lock:
+            return self._subs.heard_from(host, time.monotonic())
+
+    def expire(self) -> list[Subscription]:
+        with self._lock:
+            return self._subs.expire(time.monotonic())
+
+    def confirmed(self, host: str) -> bool:
+        with self._lock:
+            return self._subs.has_host(host, time.monotonic())
+
+    @property
+    def lease_s(self) -> float:
+        return self._subs.lease_s
+
+    def is_self(self, target: Address) -> bool:
+        """Whether ``target`` is this bridge's own socket (sending there would loop forever)."""
+        if target[1] != self._own_port:
+            return False
+        try:
+            ip = ipaddress.ip_address(target[0])
+        except ValueError:
+            return False
+        return (ip.is_loopback and self._own_loopback) or ip.is_unspecified or target[0] in self._own
+
+    # -- sending -----------------------------------------------------------
+
+    def _destination(self, target: Address) -> tuple[str, int]:
+        host = target[0]
+        if self._ipv6 and ":" not in host:
+            host = f"::ffff:{host}"  # an IPv4 subscriber seen from a dual-stack socket
+        return host, target[1]
+
+    def _encode(self, address: str, args: tuple[Arg, ...]) -> bytes | None:
+        try:
+            return encode_message(address, *args)
+        except Exception as exc:  # noqa: BLE001 - no send path may raise
+            self.counters.add("encode_failed")
+            self._log.warning("encode_failed", time.monotonic(), "cannot encode %s: %s", address, exc)
+            return None
+
+    def _admit(self, targets: Iterable[Address | None], essential: bool) -> list[Address]:
+        """The targets that get this message: no duplicates, never the bridge itself, and each
+        within its host's budget (charged here; a message that ends a job is charged but always sent)."""
+        admitted: list[Address] = []
+        now = time.monotonic()
+        for target in targets:
+            if target is None or target in admitted:
+                continue
+            if self.is_self(target):
+                self.counters.add("self_loop_refused")
+                continue
+            if self._send_limit is not None:
+                with self._lock:
+                    ok = self._send_limit.allow(target[0], now)
+                if not ok and not essential:
+                    self.counters.add("replies_suppressed")
+                    continue
+            admitted.append(target)
+        return admitted
+
+    def _send(self, data: bytes, targets: list[Address], address: str) -> None:
+        for target in targets:
+            try:
+                self._sock.sendto(data, self._destination(target))
+            except Exception as exc:  # noqa: BLE001 - OSError, or anything the platform raises for odd addresses
+                self.counters.add("send_failed")
+                self._log.warning(
+                    "send_failed", time.monotonic(), "cannot send %s to %s:%s: %s", address, target[0], target[1], exc
                 )
-            self._subscribers[target] = None
-
-    def unsubscribe(self, target: Address) -> bool:
-        with self._lock:
-            return self._subscribers.pop(target, 0) is None
 
     def send_to(self, targets: Iterable[Address | None], address: str, *args: Arg) -> None:
-        data = encode_message(address, *args)
-        seen: set[Address] = set()
-        for target in targets:
-            if target is None or target in seen:
-                continue
-            seen.add(target)
-            try:
-                self._sock.sendto(data, target)
-            except OSError as exc:
-                self.counters.add("send_failed")
-                if target not in self._failed:  # log each dead target once
-                    self._failed.add(target)
-                    logger.warning("cannot send %s to %s:%s: %s", address, target[0], target[1], exc)
+        admitted = self._admit(targets, essential=address in FINAL and bool(args) and args[0] != "")
+        if admitted and (data := self._encode(address, args)) is not None:
+            self._send(data, admitted, address)
 
-    def reply(self, sender: Address | None, address: str, *args: Arg) -> None:
-        """Answer a message, unless its sender has used up its reply budget (a flood)."""
-        if sender is not None and self._reply_limit is not None:
-            with self._lock:
-                ok = self._reply_limit.allow(sender, time.monotonic())
-            if not ok:
-                self.counters.add("replies_suppressed")
-                return
+    def reply(self, sender: Address | None, address: str, *args: Arg, bound: int | None = None) -> None:
+        """Answer a message: to its sender (at most ``bound`` bytes, when given) and same-host subscribers."""
         same_host = [s for s in self.subscribers if sender is not None and s[0] == sender[0]]
-        self.send_to([sender, *same_host], address, *args)
+        self._answer(sender, same_host, address, args, bound)
 
-    def notify(self, sender: Address | None, address: str, *args: Arg) -> None:
-        self.send_to([sender, *self.subscribers], address, *args)
+    def notify(self, sender: Address | None, address: str, *args: Arg, bound: int | None = None) -> None:
+        """A job's news: to its sender (at most ``bound`` bytes, when given) and every subscriber."""
+        self._answer(sender, self.subscribers, address, args, bound)
 
     def broadcast(self, address: str, *args: Arg) -> None:
         self.send_to(self.subscribers, address, *args)
+
+    def _answer(
+        self, sender: Address | None, others: list[Address], address: str, args: tuple[Arg, ...], bound: int | None
+    ) -> None:
+        essential = address in FINAL and bool(args) and args[0] != ""
+        admitted = self._admit([sender, *others], essential)
+        if not admitted or (data := self._encode(address, args)) is None:
+            return  # over budget: nothing is even encoded (a flood costs as little as possible)
+        if sender in admitted and bound is not None and len(data) > bound:
+            self.counters.add("replies_too_large")
+            admitted.remove(sender)
+            small = self._fit(address, args, bound)
+            if small is not None:
+                self._send(small, [sender], address)
+        self._send(data, admitted, address)
+
+    def _fit(self, address: str, args: tuple[Arg, ...], bound: int) -> bytes | None:
+        """An error cut to ``bound`` bytes (its code kept), or ``reply_too_large`` for any other reply."""
+        if address == "/ldm3d/error" and len(args) == 3:
+            job_id, code, message = args
+        else:
+            job_id, code, message = "", "reply_too_large", f"{address}: {TOO_LARGE}"
+        base = len(self._encode("/ldm3d/error", (job_id, code, "")) or b"")
+        room = max(0, bound - base)
+        text = str(message).encode("utf-8")[:room].decode("utf-8", "ignore")
+        data = self._encode("/ldm3d/error", (job_id, code, text))
+        return data if data is not None and len(data) <= bound else None

@@ -3,18 +3,22 @@
 Threads, each with one job:
 
 * **intake** reads datagrams itself (up to 65507 bytes; socketserver would cut
-  them at 8192), decodes and handles them one by one. Handling never blocks:
-  it queues, cancels or answers. No thread per datagram.
+  them at 8192), checks, decodes and parses them one by one
+  (:mod:`bridge.serve.intake`) and hands each command to :meth:`Bridge.handle`.
+  Handling never blocks: it queues, cancels or answers. No thread per datagram.
 * **worker** owns the engine and so the GPU: it loads the model, warms it up,
   then runs jobs one at a time (:mod:`bridge.serve.worker`).
-* **monitor** sends the ``/ldm3d/state`` heartbeat to subscribers and times
-  out jobs that run too long.
+* **monitor** sends the ``/ldm3d/state`` heartbeat to subscribers, times
+  out jobs that run too long, ends subscriber-name lookups past their deadline,
+  lets subscription leases lapse, and watches the other threads: one that dies
+  makes the bridge ``failed`` so that ``serve`` exits 1 for its supervisor.
+* **resolve** threads (short-lived, at most four) look up subscriber host names,
+  so a resolver that does not answer never delays the threads above.
 
-Before a datagram is decoded, its source must be in the ``allow`` networks
-(else it is dropped silently and counted); with a ``token`` set, each message
-must end with ``"token", <secret>``. Job submissions are limited per client
-host, replies per sender address. Every drop is counted (``/ldm3d/stats``) and
-each kind is logged at most once per 10 s.
+Subscriptions are carried out by :mod:`bridge.serve.subscribing`. Job
+submissions are limited per client host, outgoing messages per destination
+host (:mod:`bridge.serve.notifier`). Every drop is counted (``/ldm3d/stats``)
+and each kind is logged at most once per 10 s.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +37,18 @@ from bridge import __version__
 from bridge.contract import protocol
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.requests import img2img_request, text_request, upscale_request
-from bridge.errors import BadArguments, BridgeError, NotSupported, RateLimited, Unauthorized, UnknownJob
-from bridge.osc.codec import MAX_DATAGRAM, MalformedPacket, Message, decode_packet
+from bridge.errors import BadArguments, BridgeError, NotSupported, RateLimited, UnknownJob
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import TextureWriter
-from bridge.serve.access import allowed, take_token
+from bridge.serve.addresses import AsyncResolver, Resolver, system_resolver
+from bridge.serve.intake import Intake
 from bridge.serve.jobs import Address, Job, JobQueue
 from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
 from bridge.serve.notifier import Notifier
+from bridge.serve.subscribing import SubscriptionDesk
+from bridge.serve.subscriptions import Subscriptions
 from bridge.serve.worker import Worker
-from bridge.settings import BridgeSettings, parse_networks
+from bridge.settings import BridgeSettings
 from ldm3d_engine.types import GenerateRequest, UpscaleRequest
 
 logger = logging.getLogger(__name__)
@@ -61,6 +68,7 @@ class Bridge:
         engine_factory: Callable[[], EngineLike],
         writer: TextureWriter | None = None,
         upscaler_factory: Callable[[], EngineLike] | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.settings = settings
         self.writer = writer or TextureWriter(
@@ -69,16 +77,20 @@ class Bridge:
         self.queue = JobQueue(settings.queue_size, settings.queue_mode)
         self.stage = Stage()
         self.counters = Counters()
-        self._networks = parse_networks(settings.allow)
         self._job_limit = TokenBuckets(settings.client_jobs_per_s, settings.client_jobs_burst)
         self._log = LogLimiter(logger)
         self._sock: socket.socket | None = None
         self._notifier: Notifier | None = None
         self._worker: Worker | None = None
+        self._desk: SubscriptionDesk | None = None
+        self._intake: Intake | None = None
         self._engine_factory = engine_factory
         self._upscaler_factory = upscaler_factory
+        self._resolver = AsyncResolver(resolver, settings.resolve_timeout_s)
         self._stop_intake = threading.Event()
+        self._stop_monitor = threading.Event()
         self._stopped = threading.Event()
+        self._thread_failed: str | None = None
         self._threads: list[threading.Thread] = []
         self._advertiser: Any = None
 
@@ -96,13 +108,76 @@ class Bridge:
         return self._notifier
 
     @property
+    def desk(self) -> SubscriptionDesk:
+        assert self._desk is not None, "start() first"
+        return self._desk
+
+    @property
     def worker(self) -> Worker:
         assert self._worker is not None, "start() first"
         return self._worker
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    @property
+    def failed(self) -> str | None:
+        """Why the bridge cannot go on (a model that cannot load, a stuck engine, a thread that died)."""
+        if self._thread_failed is None and not self._stop_monitor.is_set():
+            monitor = next((t for t in self._threads if t.name == "ldm3d-monitor"), None)
+            if monitor is not None and monitor.ident is not None and not monitor.is_alive():
+                self._thread_failed = "the bridge's ldm3d-monitor thread died"  # it watches the others
+        return self._thread_failed or (self._worker.failed if self._worker is not None else None)
+
+    def state_args(self) -> tuple[str, int, str, str]:
+        state, queued, running, model = self.worker.state_args()
+        return ("failed" if self.failed else state), queued, running, model
+
     def start(self) -> None:
         """Bind, then load and warm the model in the worker while intake already answers."""
-        self.writer.prepare()
+        self.writer.prepare()  # takes the output folder's lock: FolderInUse when another bridge has it
+        try:
+            self._bind()
+        except BaseException:
+            self.writer.close()
+            raise
+        sock = self._sock
+        assert sock is not None
+        s = self.settings
+        subscriptions = Subscriptions(
+            s.max_subscribers, s.subscribers_per_host, s.subscription_lease_s, s.subscription_pending_s
+        )
+        self._notifier = Notifier(
+            sock, subscriptions, send_limit=TokenBuckets(s.reply_per_s, s.reply_burst), counters=self.counters
+        )
+        self._desk = SubscriptionDesk(
+            self._notifier,
+            self._resolver,
+            self.counters,
+            self.state_args,
+            ipv4_only=sock.family == socket.AF_INET,
+            pending_s=s.subscription_pending_s,
+            listen_host=s.host,
+        )
+        self._worker = Worker(
+            self._engine_factory,
+            self.queue,
+            self.writer,
+            self._notifier,
+            self.settings,
+            on_idle=self._advertise,
+            upscaler_factory=self._upscaler_factory,
+        )
+        self._intake = Intake(sock, s, self._notifier, self._desk, self.counters, self._dispatch, self._stop_intake)
+        for name, target in (("intake", self._intake.run), ("monitor", self._monitor)):
+            self._threads.append(threading.Thread(target=target, name=f"ldm3d-{name}", daemon=True))
+        self._threads.append(threading.Thread(target=self._worker.run, name="ldm3d-worker", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        logger.info("listening for OSC on udp://%s:%s", *self.address)
+
+    def _bind(self) -> None:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -116,27 +191,6 @@ class Bridge:
             ) from exc
         sock.settimeout(0.2)
         self._sock = sock
-        self._notifier = Notifier(
-            sock,
-            self.settings.max_subscribers,
-            reply_limit=TokenBuckets(self.settings.reply_per_s, self.settings.reply_burst),
-            counters=self.counters,
-        )
-        self._worker = Worker(
-            self._engine_factory,
-            self.queue,
-            self.writer,
-            self._notifier,
-            self.settings,
-            on_idle=self._advertise,
-            upscaler_factory=self._upscaler_factory,
-        )
-        for name, target in (("intake", self._intake), ("monitor", self._monitor)):
-            self._threads.append(threading.Thread(target=target, name=f"ldm3d-{name}", daemon=True))
-        self._threads.append(threading.Thread(target=self._worker.run, name="ldm3d-worker", daemon=True))
-        for thread in self._threads:
-            thread.start()
-        logger.info("listening for OSC on udp://%s:%s", *self.address)
 
     def _advertise(self) -> None:
         if not self.settings.zeroconf or self._stop_intake.is_set():  # stopped while the model loaded
@@ -150,144 +204,111 @@ class Bridge:
             logger.warning("zeroconf advertising failed: %s", exc)
             self._advertiser = None
 
-    def stop(self, cancel_running: bool | None = None, timeout: float = 60.0) -> None:
-        """Stop intake, cancel waiting jobs, cancel or finish the running one, close everything."""
+    def stop(self, cancel_running: bool | None = None) -> bool:
+        """Stop intake, cancel waiting jobs, cancel or finish the running one, close everything.
+
+        Finishing waits as long as the running job may still take (its ``job_timeout_s``, which
+        the monitor keeps enforcing meanwhile) plus ``stuck_grace_s``; every job gets its final
+        message. Returns False when the worker did not end (an engine stuck in a driver call)."""
         if self._stopped.is_set():
-            return
+            return True
         if cancel_running is None:
             cancel_running = self.settings.on_shutdown == "cancel"
         self._stop_intake.set()
         if self._advertiser is not None:
             self._advertiser.close()
+        self._resolver.close()
+        ended = True
         if self._worker is not None:
             self._worker.shutdown(cancel_running)
+            s = self.settings
+            deadline = time.monotonic() + s.stuck_grace_s + (0.0 if cancel_running else s.job_timeout_s)
+            worker = next(t for t in self._threads if t.name == "ldm3d-worker")
+            while worker.is_alive() and time.monotonic() < deadline and not self.failed:
+                worker.join(0.1)
+            ended = not worker.is_alive()
+            if not ended:
+                logger.error("the engine did not stop; leaving it behind")
+        self._stop_monitor.set()
         for thread in self._threads:
-            thread.join(timeout)
+            if thread.name != "ldm3d-worker":
+                thread.join(5.0)
         if self._sock is not None:
             self._sock.close()
+        self.writer.close()
         self._stopped.set()
         logger.info("stopped")
-
-    # -- intake ------------------------------------------------------------
-
-    def _intake(self) -> None:
-        assert self._sock is not None
-        while not self._stop_intake.is_set():
-            try:
-                data, sender = self._sock.recvfrom(MAX_DATAGRAM + 1)
-            except TimeoutError:
-                continue
-            except (ConnectionResetError, ConnectionRefusedError):
-                continue  # Windows reports an earlier send to a closed port here
-            except OSError as exc:
-                if self._stop_intake.is_set():
-                    return
-                self.counters.add("receive_failed")  # e.g. ENOBUFS: keep listening
-                self._log.warning("receive_failed", time.monotonic(), "receiving failed: %s", exc)
-                time.sleep(0.01)
-                continue
-            self.handle_datagram(data, (sender[0], sender[1]))
+        return ended
 
     def handle_datagram(self, data: bytes, sender: Address) -> None:
-        """Check, decode and handle one datagram. Never raises: the intake must go on."""
-        self.counters.add("received")
-        now = time.monotonic()
-        if not allowed(sender[0], self._networks):
-            self.counters.add("refused_network")
-            self._log.warning(
-                "refused_network", now, "refused a packet from %s: not in the allowed networks", sender[0]
-            )
-            return
-        try:
-            messages = decode_packet(data)
-        except MalformedPacket as exc:
-            self.counters.add(f"malformed_{exc.kind}")
-            self._log.warning(f"malformed_{exc.kind}", now, "dropped a malformed packet from %s: %s", sender[0], exc)
-            self.notifier.reply(sender, "/ldm3d/error", "", "malformed_packet", str(exc))
-            return
-        for message in messages:
-            try:
-                self.handle(protocol.parse(self._authorize(message)), sender)
-            except BridgeError as exc:
-                self.counters.add(f"error_{exc.code}")
-                self.notifier.reply(sender, "/ldm3d/error", "", exc.code, str(exc))
-            except Exception:
-                self.counters.add("internal_error")
-                logger.exception("internal error while handling %s from %s", message.address, sender[0])
-                self.notifier.reply(
-                    sender,
-                    "/ldm3d/error",
-                    "",
-                    "internal_error",
-                    "the bridge failed on this message; it is logged and the bridge carries on",
-                )
+        """One datagram, as the intake thread handles it (for callers that have their own socket)."""
+        assert self._intake is not None, "start() first"
+        self._intake.handle_datagram(data, sender)
 
-    def _authorize(self, message: Message) -> Message:
-        secret = self.settings.token
-        if secret is None:
-            return message
-        ok, args = take_token(message.args, secret)
-        if not ok:
-            self.counters.add("refused_token")
-            raise Unauthorized(
-                'this bridge needs a token: end every message with the two arguments "token", "<secret>"'
-            )
-        return Message(message.address, args)
+    def _dispatch(self, command: protocol.Command, sender: Address, bound: int | None, trusted: bool) -> None:
+        self.handle(command, sender, bound=bound, trusted=trusted)
 
-    def handle(self, command: protocol.Command, sender: Address) -> None:
+    def handle(
+        self, command: protocol.Command, sender: Address, *, bound: int | None = None, trusted: bool = False
+    ) -> None:
+        """Carry out one command. ``bound``: the most bytes the sender's own reply may take (None:
+        unbounded; see :class:`Notifier`); ``trusted``: the message carried the bridge's token."""
         n = self.notifier
+        submit = partial(self._submit, sender=sender, bound=bound)
         match command:
             case protocol.Generate(prompt, options):
-                self._submit(text_request(self.settings, prompt, options, self.worker.engine), sender=sender)
+                submit(text_request(self.settings, prompt, options, self.worker.engine))
             case protocol.Img2Img(image, prompt, options):
-                self._submit(*img2img_request(self.settings, image, prompt, options, self.worker.engine), sender=sender)
+                submit(*img2img_request(self.settings, image, prompt, options, self.worker.engine))
             case protocol.Upscale(job_id, options):
                 if self._upscaler_factory is None:
                     raise NotSupported(
                         "/ldm3d/upscale is off: start the bridge with --upscale-model ldm3d-sr to load the upscaler"
                     )
-                self._submit(*upscale_request(self.settings, self.writer, job_id, options), sender=sender)
+                submit(*upscale_request(self.settings, self.writer, job_id, options, self.worker.upscaler))
             case protocol.Go():
                 s = self.stage.values
                 if not s["prompt"]:
                     raise BadArguments("/ldm3d/go: no prompt is set; send /ldm3d/prompt first")
                 options = {k: s[k] for k in ("seed", "steps", "guidance", "width", "height", "negative") if k in s}
-                self._submit(text_request(self.settings, s["prompt"], options, self.worker.engine), sender=sender)
+                submit(text_request(self.settings, s["prompt"], options, self.worker.engine))
             case protocol.Ignored():
                 pass
             case protocol.SetStage(name, value):
                 if name == "size":
                     self.stage.values["width"], self.stage.values["height"] = value
-                    n.reply(sender, "/ldm3d/stage", "size", *value)
+                    n.reply(sender, "/ldm3d/stage", "size", *value, bound=bound)
                 else:
                     self.stage.values[name] = value
-                    n.reply(sender, "/ldm3d/stage", name, value)
+                    n.reply(sender, "/ldm3d/stage", name, value, bound=bound)
             case protocol.Cancel(job_id):
                 self._cancel(job_id, sender)
             case protocol.Recall(job_id):
                 files = self.writer.find(job_id)
                 if files is None:
                     raise UnknownJob(f"no finished job {job_id} in {self.writer.root}")
-                n.notify(sender, "/ldm3d/ready", *files.ready_args())
+                n.notify(sender, "/ldm3d/ready", *files.ready_args(), bound=bound)
             case protocol.Subscribe(port, host):
-                target = (host or sender[0], port)
-                n.subscribe(target)
-                n.reply(sender, "/ldm3d/subscribed", target[0], target[1])
-                n.send_to([target], "/ldm3d/state", *self.worker.state_args())
+                self.desk.handle(True, port, host, sender, bound, trusted)
             case protocol.Unsubscribe(port, host):
-                target = (host or sender[0], port)
-                n.unsubscribe(target)
-                n.reply(sender, "/ldm3d/unsubscribed", target[0], target[1])
+                self.desk.handle(False, port, host, sender, bound, trusted)
             case protocol.Status():
-                n.reply(sender, "/ldm3d/state", *self.worker.state_args())
+                n.reply(sender, "/ldm3d/state", *self.state_args(), bound=bound)
             case protocol.Ping():
-                n.reply(sender, "/ldm3d/pong", __version__)
+                n.reply(sender, "/ldm3d/pong", __version__, bound=bound)
             case protocol.Stats():
                 pairs = [item for kv in self.counters.snapshot().items() for item in kv]
-                n.reply(sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.worker.state)
+                n.reply(
+                    sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.worker.state, bound=bound
+                )
 
     def _submit(
-        self, request: GenerateRequest | UpscaleRequest, inputs: dict[str, str] | None = None, *, sender: Address
+        self,
+        request: GenerateRequest | UpscaleRequest,
+        inputs: dict[str, str] | None = None,
+        *,
+        sender: Address,
+        bound: int | None = None,
     ) -> None:
         if not self._job_limit.allow(sender[0], time.monotonic()):
             raise RateLimited(
@@ -299,7 +320,7 @@ class Bridge:
         for old in replaced:
             old.cancel.cancel()
             self.notifier.notify(old.sender, "/ldm3d/cancelled", old.id)
-        self.notifier.reply(sender, "/ldm3d/accepted", job.id, position)
+        self.notifier.reply(sender, "/ldm3d/accepted", job.id, position, bound=bound)
         logger.info("job %s queued at %d: %r", job.id, position, request.prompt[:80])
 
     def _cancel(self, job_id: str | None, sender: Address) -> None:
@@ -325,10 +346,25 @@ class Bridge:
 
     def _monitor(self) -> None:
         next_beat = time.monotonic() + self.settings.heartbeat_s
-        while not self._stop_intake.wait(0.1):
-            now = time.monotonic()
-            if self._worker is not None:
-                self._worker.check_timeout(now)
-            if now >= next_beat and self._notifier is not None and self._worker is not None:
-                next_beat = now + self.settings.heartbeat_s
-                self._notifier.broadcast("/ldm3d/state", *self._worker.state_args())
+        while not self._stop_monitor.wait(0.1):
+            try:
+                next_beat = self._tick(time.monotonic(), next_beat)
+            except Exception:  # noqa: BLE001 - the heartbeat and the timeouts must go on
+                self.counters.add("internal_error")
+                self._log.exception("monitor", time.monotonic(), "the monitor failed; it carries on")
+
+    def _tick(self, now: float, next_beat: float) -> float:
+        worker = self.worker
+        worker.check_timeout(now)
+        self._resolver.poll(now)
+        for sub in self.notifier.expire():
+            logger.info("subscription %s:%s lapsed (not renewed within its lease)", *sub.target)
+        if self._thread_failed is None and not self._stop_intake.is_set():
+            dead = [t.name for t in [*self._threads, *worker.threads] if not t.is_alive()]
+            if dead:
+                self._thread_failed = f"the bridge's {', '.join(dead)} thread died"
+                logger.error("%s; exiting so that a supervisor can restart the bridge", self._thread_failed)
+        if now >= next_beat:
+            next_beat = now + self.settings.heartbeat_s
+            self.notifier.broadcast("/ldm3d/state", *self.state_args())
+        return next_beat

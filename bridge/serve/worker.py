@@ -42,6 +42,7 @@ from bridge.osc.codec import Arg
 from bridge.output.images import read_depth16, read_rgb
 from bridge.output.writer import TextureWriter
 from bridge.serve.jobs import Address, Job, JobQueue
+from bridge.serve.limits import LogLimiter
 from bridge.serve.notifier import Notifier
 from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
@@ -90,6 +91,13 @@ class Worker:
         self.ready = threading.Event()
         #: Finished jobs for the writer thread; two at most, so a slow disk slows the worker down.
         self._writes: Queue[_Finished | None] = Queue(maxsize=2)
+        self._writer_thread = threading.Thread(target=self._write_loop, name="ldm3d-writer", daemon=True)
+        self._log = LogLimiter(logger)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The threads the worker starts besides its own (watched by the bridge's monitor)."""
+        return [self._writer_thread] if self._writer_thread.ident is not None else []
 
     def state_args(self) -> tuple[str, int, str, str]:
         running = self.running
@@ -109,13 +117,12 @@ class Worker:
     # -- the thread --------------------------------------------------------
 
     def run(self) -> None:
-        writer = threading.Thread(target=self._write_loop, name="ldm3d-writer", daemon=True)
-        writer.start()
+        self._writer_thread.start()
         try:
             self._serve()
         finally:
             self._writes.put(None)  # finish every pending write before the worker ends
-            writer.join()
+            self._writer_thread.join()
 
     def _serve(self) -> None:
         if not self._load():
@@ -131,7 +138,14 @@ class Worker:
                 self.running = None
                 self.state = "idle"
                 continue
-            outcome = self._run_job(job)
+            try:
+                outcome = self._run_job(job)
+            except Exception as exc:  # noqa: BLE001 - never let one job end the worker
+                self._log.exception("worker", time.monotonic(), "the worker failed on job %s", job.id)
+                outcome = (
+                    [job.sender, *self._notifier.subscribers],
+                    *self._error(job, "engine_failed", f"{type(exc).__name__}: {exc}"),
+                )
             # Clear the state first: a client reacting to the outcome must see the job gone.
             self.running = None
             self.state = "idle"
@@ -149,8 +163,8 @@ class Worker:
                 files = self._writer.write(job.id, item.result, item.extra)
             except WriteFailed as exc:
                 address, args = self._error(job, exc.code, str(exc))
-            except Exception as exc:
-                logger.exception("writing job %s failed", job.id)
+            except Exception as exc:  # noqa: BLE001 - the writer thread must go on
+                self._log.exception("write", time.monotonic(), "writing job %s failed", job.id)
                 address, args = self._error(job, "write_failed", f"{type(exc).__name__}: {exc}")
             else:
                 t = item.result.timings
@@ -261,8 +275,8 @@ class Worker:
             return notify, *self._error(job, "bad_arguments", str(exc))
         except OutOfMemory as exc:
             return notify, *self._error(job, "out_of_memory", str(exc))
-        except Exception as exc:
-            logger.exception("job %s failed", job.id)
+        except Exception as exc:  # noqa: BLE001 - any engine failure ends this job only
+            self._log.exception("engine", time.monotonic(), "job %s failed", job.id)
             return notify, *self._error(job, "engine_failed", f"{type(exc).__name__}: {exc}")
         return _Finished(job, result, extra, notify)
 

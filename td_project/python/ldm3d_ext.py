@@ -9,13 +9,14 @@ Strength, Baseradius, Eyeseparation, Token (optional shared secret).
 """
 
 # TouchDesigner provides `op`, `absTime` and the operator classes at run time.
-from ldm3d_td_logic import LoadBack, SetCross, Shown, WorldSwitcher  # noqa: F401 - Shown documents the actions
+from ldm3d_td_logic import LoadBack, SetCross, Shown, SubscriptionKeeper, WorldSwitcher  # noqa: F401 - Shown documents the actions
 
 
 class Ldm3dExt:
     def __init__(self, ownerComp):
         self.ownerComp = ownerComp
         self.switcher = WorldSwitcher(crossfade_s=float(ownerComp.par.Crossfade.eval()))
+        self.keeper = SubscriptionKeeper()  # renews the bridge's subscription lease from OnFrame
 
     # -- sending ---------------------------------------------------------------
 
@@ -42,13 +43,19 @@ class Ldm3dExt:
             self._apply(s.on_ready(str(args[0]), str(args[1]), str(args[2])))
         elif address == "/ldm3d/state" and len(args) >= 4:
             self.ownerComp.op("status").text = s.on_state(str(args[0]), int(args[1]), str(args[2]), str(args[3]))
+        elif address == "/ldm3d/subscribed" and len(args) >= 3:
+            self.keeper.on_subscribed(float(args[2]), absTime.seconds)  # noqa: F821 - a TouchDesigner global
         elif address == "/ldm3d/error" and len(args) >= 3:
             self.ownerComp.op("error").text = s.on_error(str(args[0]), str(args[1]), str(args[2]))
 
     def OnFrame(self):
-        """Called every frame by the Execute DAT: notices loaded textures, advances the fade."""
+        """Called every frame by the Execute DAT: renews the subscription, notices loaded textures,
+        advances the fade."""
         s = self.switcher
         now = absTime.seconds  # noqa: F821 - a TouchDesigner global
+        if self.keeper.due(now):
+            self.Subscribe()
+            self.keeper.sent(now)
         job = s.loading
         if job is not None:
             for kind, path in (("rgb", job.rgb), ("depth", job.depth)):

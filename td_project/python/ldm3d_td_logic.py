@@ -119,3 +119,23 @@ class WorldSwitcher:
     def on_error(self, job_id: str, code: str, message: str) -> str:
         self.error = f"{code}: {message}" + (f" (job {job_id})" if job_id else "")
         return self.error
+
+
+class SubscriptionKeeper:
+    """When to send ``/ldm3d/subscribe``: at once, then again at half the lease the bridge granted.
+
+    The bridge lets a subscription lapse unless it is renewed (``/ldm3d/subscribed host port lease_s``);
+    until an answer arrives, the subscription is retried every ``retry_s`` seconds."""
+
+    def __init__(self, retry_s: float = 5.0) -> None:
+        self.retry_s = retry_s
+        self.next_at = 0.0
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def sent(self, now: float) -> None:
+        self.next_at = now + self.retry_s
+
+    def on_subscribed(self, lease_s: float, now: float) -> None:
+        self.next_at = now + max(self.retry_s, lease_s / 2)

@@ -1,0 +1,110 @@
+"""Who hears the bridge's notifications: subscriptions with an owner, a lease and a confirmation.
+
+Pure: the clock is passed in. Rules (docs/osc.md, "Subscriptions"):
+
+* a target is one canonical address (``bridge.serve.addresses``) and port;
+* a subscription for the sender's own host is active at once; one for another
+  host (a *third party*) stays **pending**, and receives nothing, until a message
+  from that host arrives (any, e.g. its own ``/ldm3d/subscribe``) or the request
+  carried the bridge's token; a pending one lapses after ``pending_s``;
+* **leases**: a subscription expires ``lease_s`` after it was made or last
+  renewed (subscribing again renews it);
+* only the **owner** (the host that asked) or the target's own host, or anyone
+  with the token, may unsubscribe it;
+* **slots**: at most ``per_host`` subscriptions per target host and ``total`` in all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.errors import NotOwner, TooManySubscribers
+
+Address = tuple[str, int]
+
+
+@dataclass
+class Subscription:
+    target: Address
+    owner: str
+    confirmed: bool
+    expires: float
+
+
+class Subscriptions:
+    def __init__(self, total: int = 32, per_host: int = 4, lease_s: float = 3600.0, pending_s: float = 60.0) -> None:
+        self.total = total
+        self.per_host = per_host
+        self.lease_s = lease_s
+        self.pending_s = pending_s
+        self._subs: dict[Address, Subscription] = {}  # insertion-ordered
+        self._pending = 0  # how many are not confirmed: most messages need no scan for them
+
+    def subscribe(self, target: Address, owner: str, trusted: bool, now: float) -> tuple[Subscription, bool]:
+        """Add or renew; (the subscription, whether it just became active). ``trusted``: the token was given."""
+        self.expire(now)  # lapsed ones free their slots
+        confirmed = trusted or target[0] == owner
+        sub = self._subs.get(target)
+        if sub is not None:
+            was_active = sub.confirmed
+            sub.confirmed = sub.confirmed or confirmed
+            self._pending -= sub.confirmed and not was_active
+            if sub.confirmed:
+                sub.expires = now + self.lease_s
+                if confirmed:
+                    sub.owner = owner
+            return sub, sub.confirmed and not was_active
+        on_host = sum(1 for s in self._subs.values() if s.target[0] == target[0])
+        if on_host >= self.per_host:
+            raise TooManySubscribers(
+                f"{target[0]} has {on_host} subscriptions already (the limit per host); "
+                "unsubscribe one or let its lease run out"
+            )
+        if len(self._subs) >= self.total:
+            raise TooManySubscribers(f"{len(self._subs)} subscriptions already (the limit); unsubscribe one first")
+        sub = Subscription(target, owner, confirmed, now + (self.lease_s if confirmed else self.pending_s))
+        self._subs[target] = sub
+        self._pending += not confirmed
+        return sub, confirmed
+
+    def heard_from(self, host: str, now: float) -> list[Subscription]:
+        """A message came from ``host``: its pending subscriptions become active (returned)."""
+        if not self._pending:
+            return []
+        woken = [s for s in self._subs.values() if not s.confirmed and s.target[0] == host and now < s.expires]
+        for sub in woken:
+            sub.confirmed = True
+            sub.expires = now + self.lease_s
+        self._pending -= len(woken)
+        return woken
+
+    def unsubscribe(self, target: Address, requester: str, trusted: bool) -> bool:
+        """Remove; False when it was not subscribed. NotOwner when ``requester`` may not."""
+        sub = self._subs.get(target)
+        if sub is None:
+            return False
+        if not (trusted or requester in (sub.owner, target[0])):
+            raise NotOwner(
+                f"{target[0]}:{target[1]} was subscribed by {sub.owner}; only that host, {target[0]} itself "
+                "or a sender with the token may unsubscribe it"
+            )
+        del self._subs[target]
+        self._pending -= not sub.confirmed
+        return True
+
+    def expire(self, now: float) -> list[Subscription]:
+        gone = [s for s in self._subs.values() if now >= s.expires]
+        for sub in gone:
+            del self._subs[sub.target]
+            self._pending -= not sub.confirmed
+        return gone
+
+    def active(self, now: float) -> list[Address]:
+        return [s.target for s in self._subs.values() if s.confirmed and now < s.expires]
+
+    def has_host(self, host: str, now: float) -> bool:
+        """Whether ``host`` holds an active subscription (its replies then go out unbounded)."""
+        return any(s.confirmed and now < s.expires and s.target[0] == host for s in self._subs.values())
+
+    def __len__(self) -> int:
+        return len(self._subs)
