@@ -48,6 +48,9 @@ class BridgeSettings:
     cache_dir: str | None = None
     host: str = "0.0.0.0"
     port: int = 9000
+    #: Serve OSCQuery (and the web page) over HTTP; on TCP ``http_port``, by default the OSC port's number.
+    http: bool = True
+    http_port: int | None = None
     output: str = "ldm3d-out"
     zeroconf: bool = True
     queue_size: int = 16
@@ -110,6 +113,8 @@ class BridgeSettings:
 
         if not 0 <= self.port <= 65535:
             raise bad("port", "use 1..65535 (0 picks a free port)")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise bad("http_port", "use 1..65535 (0 picks a free port), or leave it out for the OSC port's number")
         if self.queue_mode not in QUEUE_MODES:
             raise bad("queue_mode", f"use {' or '.join(QUEUE_MODES)}")
         if self.queue_size < 1:

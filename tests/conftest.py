@@ -71,6 +71,7 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
             "port": 0,
             "output": str(tmp_path / ("out" if running == 0 else f"out-{running + 1}")),
             "zeroconf": False,
+            "http": False,  # the OSCQuery tests turn it on
             "warmup": False,
             "width": 64,
             "height": 64,

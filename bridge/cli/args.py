@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="UDP port (default 9000)")
     serve.add_argument("--config", help="TOML settings file (see docs/osc.md)")
     serve.add_argument("--no-zeroconf", dest="zeroconf", action="store_const", const=False, help="do not advertise")
+    serve.add_argument(
+        "--http-port", type=int, help="TCP port of OSCQuery and the web page (default: the OSC port's number)"
+    )
+    serve.add_argument("--no-http", dest="http", action="store_const", const=False, help="serve no HTTP (OSC only)")
     serve.add_argument("--queue-size", type=int)
     serve.add_argument("--queue-mode", choices=["fifo", "latest-wins"])
     serve.add_argument("--keep-jobs", type=int, help="job folders kept (default 200)")

@@ -62,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "host",
         "port",
         "zeroconf",
+        "http",
+        "http_port",
         "queue_size",
         "queue_mode",
         "keep_jobs",
@@ -177,7 +179,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.serve.server import Bridge
     from ldm3d_engine import EngineSettings, load_engine
 
-    settings = BridgeSettings(model="tiny-pano", host="127.0.0.1", port=0, output=args.output, zeroconf=False)
+    settings = BridgeSettings(
+        model="tiny-pano", host="127.0.0.1", port=0, output=args.output, zeroconf=False, http=False
+    )
     say = partial(print, flush=True)  # interleaves in order with the log on stderr
     say("ldm3d-bridge demo: starting the bridge on the built-in tiny-pano model (random weights: the picture is noise)")
     bridge = Bridge(settings, lambda: load_engine(EngineSettings(model="tiny-pano", device="cpu")))
@@ -224,7 +228,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     from ldm3d_engine.environment import environment_report
 
     print(f"python        {platform.python_version()} ({sys.executable})")
-    for dist in ("ldm3d-bridge", "torch", "diffusers", "transformers", "python-osc", "zeroconf", "OpenEXR"):
+    for dist in ("ldm3d-bridge", "torch", "diffusers", "transformers", "python-osc", "zeroconf", "aiohttp", "OpenEXR"):
         try:
             version = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.contract.ranges import NORMALISED
 from bridge.errors import BadArguments, UnknownAddress
 from bridge.osc.codec import Arg, Message
 from bridge.output.job_ids import JOB_ID_RE
@@ -33,6 +34,8 @@ OUTGOING = frozenset(
         "pending",
         "unsubscribed",
         "pong",
+        "busy",
+        "progress/fraction",
     )
 )
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # OSC's int32: every integer of the contract fits
@@ -48,6 +51,17 @@ OPTION_TYPES: dict[str, str] = {
     "model": "str",
     "scheduler": "str",
     "seamless": "bool",
+    "sampling": "str",
+}
+#: Stage values (set one by one, used by /ldm3d/go) and their types; ``size`` takes two ints.
+STAGE_TYPES: dict[str, str] = {
+    "prompt": "str",
+    "negative": "str",
+    "seed": "int",
+    "steps": "int",
+    "guidance": "float",
+    "strength": "float",
+    "scheduler": "str",
     "sampling": "str",
 }
 #: /ldm3d/img2img: the generate options, plus how far to move and an optional depth map.
@@ -87,8 +101,16 @@ class Upscale:
 
 @dataclass(frozen=True)
 class SetStage:
-    name: str  # prompt, negative, seed, steps, guidance, size
+    name: str  # one of STAGE_TYPES
     value: Any
+
+
+@dataclass(frozen=True)
+class SetStageNorm:
+    """``/ldm3d/<name>/norm <0..1>``: a fader over the model's range of ``name`` (steps, guidance, strength)."""
+
+    name: str
+    fraction: float
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,7 @@ Command = (
     | Img2Img
     | Upscale
     | SetStage
+    | SetStageNorm
     | Go
     | Ignored
     | Cancel
@@ -259,22 +282,25 @@ def parse(message: Message) -> Command:
         if not args:
             raise BadArguments("/ldm3d/generate needs a prompt, then optional key/value pairs")
         return Generate(as_str(args[0], "/ldm3d/generate: the prompt"), parse_options(args[1:], address))
-    if name in ("prompt", "negative"):
-        return SetStage(name, as_str(_single(args, address), f"{address}: the value"))
-    if name in ("seed", "steps"):
-        return SetStage(name, as_int(_single(args, address), f"{address}: the value"))
-    if name == "guidance":
-        return SetStage(name, as_float(_single(args, address), f"{address}: the value"))
+    if name in STAGE_TYPES:
+        value: Any = _CONVERT[STAGE_TYPES[name]](_single(args, address), f"{address}: the value")
+        if name == "strength" and not 0.0 <= value <= 1.0:
+            raise BadArguments(f"/ldm3d/strength {value} is out of range; allowed 0..1 (or /ldm3d/strength/norm)")
+        return SetStage(name, value)
+    if name.endswith("/norm") and name[: -len("/norm")] in NORMALISED:
+        return SetStageNorm(name[: -len("/norm")], as_float(_single(args, address), f"{address}: the fader"))
     if name == "size":
         if len(args) != 2:
             raise BadArguments(f"/ldm3d/size takes width and height, got {len(args)} arguments")
         return SetStage("size", (as_int(args[0], "/ldm3d/size: width"), as_int(args[1], "/ldm3d/size: height")))
     if name == "go":
         return Go() if is_trigger(args) else Ignored()
-    if name == "cancel":
+    if name == "cancel":  # a job id, or a trigger (a Stop button: 1.0 on press, 0.0 on release)
         if len(args) > 1:
             raise BadArguments(f"/ldm3d/cancel takes an optional job id, got {len(args)} arguments")
-        return Cancel(_job_id(args[0], address) if args else None)
+        if args and isinstance(args[0], str):
+            return Cancel(_job_id(args[0], address))
+        return Cancel(None) if is_trigger(args) else Ignored()
     if name == "recall":
         return Recall(_job_id(_single(args, address), address))
     if name == "subscribe":
@@ -299,6 +325,6 @@ def parse(message: Message) -> Command:
         return Upscale(_job_id(args[0], address), parse_options(args[1:], address, UPSCALE_OPTION_TYPES))
     raise UnknownAddress(
         f"unknown address {address!r}; known: generate, img2img, upscale, prompt, negative, seed, steps, guidance, "
-        "size, go, "
+        "strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, go, "
         "cancel, recall, subscribe, unsubscribe, status, stats, ping (all under /ldm3d/)"
     )

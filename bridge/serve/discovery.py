@@ -21,6 +21,8 @@ from bridge.serve.addresses import interface_addresses
 logger = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_osc._udp.local."
+#: OSCQuery's service type (the proposal's "_oscjson._tcp"), advertised when the bridge serves HTTP.
+OSCQUERY_TYPE = "_oscjson._tcp.local."
 
 
 def _addresses(host: str) -> list[str]:
@@ -31,7 +33,9 @@ def _addresses(host: str) -> list[str]:
 
 
 class Advertiser:
-    def __init__(self, host: str, port: int, model: str, instance: str | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, model: str, instance: str | None = None, http_port: int | None = None
+    ) -> None:
         hostname = socket.gethostname().split(".")[0] or "bridge"
         self.instance = instance or f"ldm3d-bridge on {hostname}" + (f" :{port}" if port != 9000 else "")
         addresses = _addresses(host)
@@ -43,6 +47,18 @@ class Advertiser:
             server=f"{hostname}.local.",
             parsed_addresses=addresses,
         )
+        self.infos = [self.info]
+        if http_port is not None:
+            self.infos.append(
+                ServiceInfo(
+                    OSCQUERY_TYPE,
+                    f"{self.instance}.{OSCQUERY_TYPE}",
+                    port=http_port,
+                    properties={"txtvers": "1", "version": __version__, "osc_port": str(port)},
+                    server=f"{hostname}.local.",
+                    parsed_addresses=addresses,
+                )
+            )
         interfaces = InterfaceChoice.All if addresses != [host] else [host]
         self._zc: Zeroconf | None = Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
 
@@ -53,8 +69,9 @@ class Advertiser:
 
     def register(self) -> None:
         assert self._zc is not None
-        self._zc.register_service(self.info, allow_name_change=True)
-        logger.info("advertised as %r (%s)", self.info.name, SERVICE_TYPE)
+        for info in self.infos:
+            self._zc.register_service(info, allow_name_change=True)
+            logger.info("advertised as %r", info.name)
 
     def close(self) -> None:
         """Send goodbyes and close the mDNS sockets."""
@@ -62,6 +79,7 @@ class Advertiser:
         if zc is None:
             return
         try:
-            zc.unregister_service(self.info)
+            for info in self.infos:
+                zc.unregister_service(info)
         finally:
             zc.close()

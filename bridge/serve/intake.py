@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 
 from bridge.contract import protocol
+from bridge.contract.access import allowed, take_token
 from bridge.errors import BridgeError, Unauthorized
 from bridge.osc.codec import MAX_DATAGRAM, MalformedPacket, Message, decode_packet
-from bridge.serve.access import allowed, take_token
 from bridge.serve.addresses import canonical_ip
 from bridge.serve.limits import Counters, LogLimiter
 from bridge.serve.notifier import Notifier
@@ -55,6 +55,7 @@ class Intake:
         self._stop = stop
         self._networks = parse_networks(settings.allow)
         self._log = LogLimiter(logger)
+        self._canonical: dict[str, str] = {}
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -72,7 +73,12 @@ class Intake:
                 time.sleep(0.01)
                 continue
             host = str(sender[0])
-            canonical = host if "%" in host else (canonical_ip(host) or host)
+            canonical = self._canonical.get(host)
+            if canonical is None:  # parsed once per source host (a flood comes from few)
+                canonical = host if "%" in host else (canonical_ip(host) or host)
+                if len(self._canonical) >= 4096:
+                    self._canonical.clear()
+                self._canonical[host] = canonical
             try:
                 self.handle_datagram(data, (canonical, int(sender[1])))
             except Exception:  # noqa: BLE001 - handle_datagram does not raise; if it ever does, intake goes on

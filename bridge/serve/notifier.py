@@ -27,7 +27,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from bridge.osc.client import FINAL
 from bridge.osc.codec import Arg, encode_message
@@ -61,6 +61,9 @@ class Notifier:
         self.counters = counters if counters is not None else Counters()
         self._log = LogLimiter(logger)
         self._lock = threading.Lock()
+        #: Called with (address, args) for every event (what subscribers hear), whoever else hears it:
+        #: the one stream the WebSocket listeners get too. Observers must not block.
+        self.observers: list[Callable[[str, tuple[Arg, ...]], None]] = []
 
     # -- subscriptions -----------------------------------------------------
 
@@ -160,11 +163,27 @@ class Notifier:
         self._answer(sender, same_host, address, args, bound)
 
     def notify(self, sender: Address | None, address: str, *args: Arg, bound: int | None = None) -> None:
-        """A job's news: to its sender (at most ``bound`` bytes, when given) and every subscriber."""
+        """An event: to its sender (at most ``bound`` bytes, when given), every subscriber and the observers."""
         self._answer(sender, self.subscribers, address, args, bound)
+        self._observe(address, args)
 
     def broadcast(self, address: str, *args: Arg) -> None:
+        """An event for every subscriber and the observers."""
         self.send_to(self.subscribers, address, *args)
+        self._observe(address, args)
+
+    def event(self, targets: Iterable[Address | None], address: str, *args: Arg) -> None:
+        """An event for ``targets`` (the worker's list of a job's sender and subscribers) and the observers."""
+        self.send_to(targets, address, *args)
+        self._observe(address, args)
+
+    def _observe(self, address: str, args: tuple[Arg, ...]) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(address, args)
+            except Exception:  # noqa: BLE001 - an observer never breaks sending
+                self.counters.add("observer_failed")
+                self._log.exception("observer_failed", time.monotonic(), "an event observer failed on %s", address)
 
     def _answer(
         self, sender: Address | None, others: list[Address], address: str, args: tuple[Arg, ...], bound: int | None

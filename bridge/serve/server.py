@@ -28,7 +28,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,10 @@ from typing import Any
 from bridge import __version__
 from bridge.contract import protocol
 from bridge.contract.engine_api import EngineLike
+from bridge.contract.ranges import ranges_for
 from bridge.contract.requests import img2img_request, text_request, upscale_request
 from bridge.errors import BadArguments, BridgeError, NotSupported, RateLimited, UnknownJob
+from bridge.osc.codec import Arg
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import TextureWriter
 from bridge.serve.addresses import AsyncResolver, Resolver, system_resolver
@@ -45,20 +46,16 @@ from bridge.serve.intake import Intake
 from bridge.serve.jobs import Address, Job, JobQueue
 from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
 from bridge.serve.notifier import Notifier
+from bridge.serve.stage import Stage
 from bridge.serve.subscribing import SubscriptionDesk
 from bridge.serve.subscriptions import Subscriptions
 from bridge.serve.worker import Worker
 from bridge.settings import BridgeSettings
+from bridge.web.http import WebServer
+from bridge.web.oscquery import namespace
 from ldm3d_engine.types import GenerateRequest, UpscaleRequest
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Stage:
-    """Parameters set by /ldm3d/prompt, /ldm3d/seed… and used by /ldm3d/go."""
-
-    values: dict[str, Any] = field(default_factory=lambda: {"prompt": "", "negative": "", "seed": -1})
 
 
 class Bridge:
@@ -75,7 +72,10 @@ class Bridge:
             Path(settings.output), jpeg=settings.jpeg, exr=settings.exr, keep=settings.keep_jobs
         )
         self.queue = JobQueue(settings.queue_size, settings.queue_mode)
-        self.stage = Stage()
+        self.ranges = ranges_for(
+            settings.model, settings.preset, width=settings.width, height=settings.height, sampling=settings.sampling
+        )
+        self.stage = Stage(self.ranges)
         self.counters = Counters()
         self._job_limit = TokenBuckets(settings.client_jobs_per_s, settings.client_jobs_burst)
         self._log = LogLimiter(logger)
@@ -84,6 +84,7 @@ class Bridge:
         self._worker: Worker | None = None
         self._desk: SubscriptionDesk | None = None
         self._intake: Intake | None = None
+        self._web: WebServer | None = None
         self._engine_factory = engine_factory
         self._upscaler_factory = upscaler_factory
         self._resolver = AsyncResolver(resolver, settings.resolve_timeout_s)
@@ -170,12 +171,41 @@ class Bridge:
             upscaler_factory=self._upscaler_factory,
         )
         self._intake = Intake(sock, s, self._notifier, self._desk, self.counters, self._dispatch, self._stop_intake)
+        if s.http:
+            try:
+                self._start_web()
+            except BaseException:
+                sock.close()
+                self.writer.close()
+                raise
         for name, target in (("intake", self._intake.run), ("monitor", self._monitor)):
             self._threads.append(threading.Thread(target=target, name=f"ldm3d-{name}", daemon=True))
         self._threads.append(threading.Thread(target=self._worker.run, name="ldm3d-worker", daemon=True))
         for thread in self._threads:
             thread.start()
         logger.info("listening for OSC on udp://%s:%s", *self.address)
+
+    def _start_web(self) -> None:
+        host, port = self.address
+        web = WebServer(
+            self.settings, namespace(self.ranges), self.current_values, osc_port=port, name=f"ldm3d-bridge :{port}"
+        )
+        web.start(self.settings.host, port if self.settings.http_port is None else self.settings.http_port)
+        self.notifier.observers.append(web.publish)
+        self._web = web
+        logger.info("serving OSCQuery on http://%s:%s/", host, web.port)
+
+    @property
+    def http_port(self) -> int | None:
+        """The TCP port of the HTTP side (OSCQuery), or None without one."""
+        return self._web.port if self._web is not None else None
+
+    def current_values(self) -> dict[str, tuple[Arg, ...]]:
+        """The current value of every address that has one now: the stage, the state, the lamp."""
+        values = self.stage.snapshot()
+        values["/ldm3d/state"] = self.state_args()
+        values["/ldm3d/busy"] = (int(self.worker.state == "busy"),)
+        return values
 
     def _bind(self) -> None:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
@@ -198,7 +228,8 @@ class Bridge:
         from bridge.serve.discovery import Advertiser
 
         try:
-            self._advertiser = Advertiser(self.settings.host, self.address[1], self.settings.model)
+            http_port = self._web.port if self._web is not None else None
+            self._advertiser = Advertiser(self.settings.host, self.address[1], self.settings.model, http_port=http_port)
             self._advertiser.register()
         except OSError as exc:  # no multicast route, for instance: the bridge still works
             logger.warning("zeroconf advertising failed: %s", exc)
@@ -230,6 +261,8 @@ class Bridge:
             if not ended:
                 logger.error("the engine did not stop; leaving it behind")
         self._stop_monitor.set()
+        if self._web is not None:
+            self._web.stop()
         for thread in self._threads:
             if thread.name != "ldm3d-worker":
                 thread.join(5.0)
@@ -259,6 +292,8 @@ class Bridge:
             case protocol.Generate(prompt, options):
                 submit(text_request(self.settings, prompt, options, self.worker.engine))
             case protocol.Img2Img(image, prompt, options):
+                if "strength" in (stage := self.stage.get()) and "strength" not in options:
+                    options = {**options, "strength": stage["strength"]}  # the stage's, unless the job says
                 submit(*img2img_request(self.settings, image, prompt, options, self.worker.engine))
             case protocol.Upscale(job_id, options):
                 if self._upscaler_factory is None:
@@ -267,20 +302,16 @@ class Bridge:
                     )
                 submit(*upscale_request(self.settings, self.writer, job_id, options, self.worker.upscaler))
             case protocol.Go():
-                s = self.stage.values
-                if not s["prompt"]:
+                prompt = self.stage.get()["prompt"]
+                if not prompt:
                     raise BadArguments("/ldm3d/go: no prompt is set; send /ldm3d/prompt first")
-                options = {k: s[k] for k in ("seed", "steps", "guidance", "width", "height", "negative") if k in s}
-                submit(text_request(self.settings, s["prompt"], options, self.worker.engine))
+                submit(text_request(self.settings, prompt, self.stage.go_options(), self.worker.engine))
             case protocol.Ignored():
                 pass
             case protocol.SetStage(name, value):
-                if name == "size":
-                    self.stage.values["width"], self.stage.values["height"] = value
-                    n.reply(sender, "/ldm3d/stage", "size", *value, bound=bound)
-                else:
-                    self.stage.values[name] = value
-                    n.reply(sender, "/ldm3d/stage", name, value, bound=bound)
+                self._staged(name, value, self.stage.set(name, value), sender, bound)
+            case protocol.SetStageNorm(name, fraction):
+                self._staged(name, *self.stage.set_norm(name, fraction), sender, bound)
             case protocol.Cancel(job_id):
                 self._cancel(job_id, sender)
             case protocol.Recall(job_id):
@@ -301,6 +332,16 @@ class Bridge:
                 n.reply(
                     sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.worker.state, bound=bound
                 )
+
+    def _staged(
+        self, name: str, value: Any, echoes: list[tuple[str, tuple[Arg, ...]]], sender: Address, bound: int | None
+    ) -> None:
+        """Answer a stage change: ``/ldm3d/stage`` to the sender (and its host's subscribers), and
+        each echo of a change on its own address to the sender and every subscriber."""
+        values = value if name == "size" else (value,)
+        self.notifier.reply(sender, "/ldm3d/stage", name, *values, bound=bound)
+        for address, args in echoes:
+            self.notifier.notify(sender, address, *args, bound=bound)
 
     def _submit(
         self,
@@ -334,7 +375,7 @@ class Bridge:
         job = self.queue.remove(job_id)
         if job is not None:
             job.cancel.cancel()
-            self.notifier.send_to([sender, job.sender, *self.notifier.subscribers], "/ldm3d/cancelled", job.id)
+            self.notifier.event([sender, job.sender, *self.notifier.subscribers], "/ldm3d/cancelled", job.id)
             return
         if running is not None and running.id == job_id:
             running.cancel_requested_by = sender
@@ -364,7 +405,8 @@ class Bridge:
             if dead:
                 self._thread_failed = f"the bridge's {', '.join(dead)} thread died"
                 logger.error("%s; exiting so that a supervisor can restart the bridge", self._thread_failed)
-        if now >= next_beat:
+        if now >= next_beat:  # the lamp is also sent at each change, by the worker
             next_beat = now + self.settings.heartbeat_s
             self.notifier.broadcast("/ldm3d/state", *self.state_args())
+            self.notifier.broadcast("/ldm3d/busy", int(worker.state == "busy"))
         return next_beat

@@ -39,6 +39,10 @@ class Subscriptions:
         self.pending_s = pending_s
         self._subs: dict[Address, Subscription] = {}  # insertion-ordered
         self._pending = 0  # how many are not confirmed: most messages need no scan for them
+        #: The active targets, cached until something changes or the soonest lease ends (asked per message).
+        self._active: list[Address] | None = None
+        self._hosts: frozenset[str] = frozenset()
+        self._valid_until = 0.0
 
     def subscribe(self, target: Address, owner: str, trusted: bool, now: float) -> tuple[Subscription, bool]:
         """Add or renew; (the subscription, whether it just became active). ``trusted``: the token was given."""
@@ -53,6 +57,7 @@ class Subscriptions:
                 sub.expires = now + self.lease_s
                 if confirmed:
                     sub.owner = owner
+            self._changed()
             return sub, sub.confirmed and not was_active
         on_host = sum(1 for s in self._subs.values() if s.target[0] == target[0])
         if on_host >= self.per_host:
@@ -65,6 +70,7 @@ class Subscriptions:
         sub = Subscription(target, owner, confirmed, now + (self.lease_s if confirmed else self.pending_s))
         self._subs[target] = sub
         self._pending += not confirmed
+        self._changed()
         return sub, confirmed
 
     def heard_from(self, host: str, now: float) -> list[Subscription]:
@@ -76,6 +82,7 @@ class Subscriptions:
             sub.confirmed = True
             sub.expires = now + self.lease_s
         self._pending -= len(woken)
+        self._changed()
         return woken
 
     def unsubscribe(self, target: Address, requester: str, trusted: bool) -> bool:
@@ -90,6 +97,7 @@ class Subscriptions:
             )
         del self._subs[target]
         self._pending -= not sub.confirmed
+        self._changed()
         return True
 
     def expire(self, now: float) -> list[Subscription]:
@@ -97,14 +105,28 @@ class Subscriptions:
         for sub in gone:
             del self._subs[sub.target]
             self._pending -= not sub.confirmed
+        if gone:
+            self._changed()
         return gone
 
+    def _changed(self) -> None:
+        self._active = None
+
+    def _cache(self, now: float) -> list[Address]:
+        if self._active is None or now >= self._valid_until:
+            live = [s for s in self._subs.values() if s.confirmed and now < s.expires]
+            self._active = [s.target for s in live]
+            self._hosts = frozenset(t[0] for t in self._active)
+            self._valid_until = min((s.expires for s in live), default=float("inf"))
+        return self._active
+
     def active(self, now: float) -> list[Address]:
-        return [s.target for s in self._subs.values() if s.confirmed and now < s.expires]
+        return list(self._cache(now))
 
     def has_host(self, host: str, now: float) -> bool:
         """Whether ``host`` holds an active subscription (its replies then go out unbounded)."""
-        return any(s.confirmed and now < s.expires and s.target[0] == host for s in self._subs.values())
+        self._cache(now)
+        return host in self._hosts
 
     def __len__(self) -> int:
         return len(self._subs)

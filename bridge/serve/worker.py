@@ -138,6 +138,7 @@ class Worker:
                 self.running = None
                 self.state = "idle"
                 continue
+            self._notifier.broadcast("/ldm3d/busy", 1)  # a lamp: on for each job, off after it
             try:
                 outcome = self._run_job(job)
             except Exception as exc:  # noqa: BLE001 - never let one job end the worker
@@ -149,11 +150,12 @@ class Worker:
             # Clear the state first: a client reacting to the outcome must see the job gone.
             self.running = None
             self.state = "idle"
+            self._notifier.broadcast("/ldm3d/busy", 0)
             if isinstance(outcome, _Finished):
                 self._writes.put(outcome)  # the writer thread writes it while the next job denoises
             elif job.claim_outcome():
                 targets, address, args = outcome
-                self._notifier.send_to(targets, address, *args)
+                self._notifier.event(targets, address, *args)
 
     def _write_loop(self) -> None:
         """Writes finished jobs in order, then sends /ldm3d/ready (or write_failed)."""
@@ -179,7 +181,7 @@ class Worker:
                 )
                 address, args = "/ldm3d/ready", files.ready_args()
             if job.claim_outcome():
-                self._notifier.send_to(item.notify, address, *args)
+                self._notifier.event(item.notify, address, *args)
 
     def _mark_running(self, job: Job) -> None:
         self.running = job
@@ -253,6 +255,7 @@ class Worker:
             if step == total or now - last >= interval:
                 last = now
                 n.notify(job.sender, "/ldm3d/progress", job.id, step, total)
+                n.notify(job.sender, "/ldm3d/progress/fraction", round(step / total, 4))
 
         logger.info("job %s started", job.id)
         notify: list[Address | None] = [job.sender, *n.subscribers]

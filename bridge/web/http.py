@@ -1,0 +1,215 @@
+"""The bridge's HTTP side: OSCQuery over HTTP and its LISTEN stream over a WebSocket.
+
+aiohttp runs on its own thread (``ldm3d-http``) and event loop, so nothing here can
+delay the OSC intake. It serves, on TCP (by default the same port number as OSC's
+UDP port):
+
+* ``GET /path`` and ``GET /path?ATTRIBUTE``: the OSCQuery namespace
+  (:mod:`bridge.web.oscquery`); ``GET /?HOST_INFO``;
+* a WebSocket upgraded at ``/``: ``{"COMMAND": "LISTEN", "DATA": "/ldm3d/steps"}``
+  (and ``IGNORE``) in JSON text frames; every event on a listened address then
+  arrives as a binary OSC message, the same message subscribers get over UDP.
+
+Access: the bridge's allowlist (403 outside it); with a token set, every request
+carries it (``?token=…``, header ``X-Ldm3d-Token`` or ``Authorization: Bearer …``;
+401 otherwise). A WebSocket upgrade from a browser page must come from the page's
+own origin (403 otherwise), so another site open in the operator's browser cannot
+drive the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import WSMsgType, web
+
+from bridge.contract.access import allowed
+from bridge.errors import BridgeError
+from bridge.osc.codec import Arg, encode_message
+from bridge.settings import BridgeSettings, parse_networks
+from bridge.web.oscquery import Node, host_info, query
+
+logger = logging.getLogger(__name__)
+
+Values = Callable[[], Mapping[str, tuple[Arg, ...]]]
+#: Events a listener may fall behind by before it misses some (a client that does not read).
+MAX_BACKLOG = 256
+
+
+class WebServer:
+    def __init__(
+        self, settings: BridgeSettings, nodes: Mapping[str, Node], values: Values, *, osc_port: int, name: str
+    ) -> None:
+        self._settings = settings
+        self._nodes = nodes
+        self._values = values
+        self._osc_port = osc_port
+        self._name = name
+        self._networks = parse_networks(settings.allow)
+        self._latest: dict[str, tuple[Arg, ...]] = {}
+        self._lock = threading.Lock()
+        self._listeners: dict[web.WebSocketResponse, set[str]] = {}
+        self._backlog: dict[web.WebSocketResponse, int] = {}
+        self._sending: set[asyncio.Future[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self.port = 0
+
+    # -- life cycle (called from the bridge's threads) -------------------------
+
+    def start(self, host: str, port: int) -> None:
+        """Bind and serve; BridgeError when the port cannot be had."""
+        self._thread = threading.Thread(target=self._run, args=(host, port), name="ldm3d-http", daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+        if self._error is not None:
+            self._thread.join(5)
+            raise BridgeError(
+                f"cannot serve HTTP on {host}:{port}: {self._error} (another program on that TCP port? "
+                "choose one with --http-port, or --no-http)"
+            ) from self._error
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is not None and self._thread is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(10)
+
+    def publish(self, address: str, args: tuple[Arg, ...]) -> None:
+        """An event (thread-safe, never blocks): kept as the address's value and sent to its listeners."""
+        with self._lock:
+            self._latest[address] = args
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is listening any more
+                loop.call_soon_threadsafe(self._fan_out, address, args)
+
+    # -- the loop's thread ---------------------------------------------------------
+
+    def _run(self, host: str, port: int) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/{path:.*}", self._get)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, host, port)
+            loop.run_until_complete(site.start())
+        except Exception as exc:  # noqa: BLE001 - reported to start()
+            self._error = exc
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+            self._started.set()
+            return
+        self.port = int(runner.addresses[0][1])
+        self._runner, self._loop = runner, loop
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            for ws in list(self._listeners):
+                loop.run_until_complete(ws.close())
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        if not allowed(request.remote or "", self._networks):
+            return web.Response(status=403, text="this address is not in the bridge's allowed networks\n")
+        secret = self._settings.token
+        if secret is not None:
+            header = request.headers.get("Authorization", "")
+            given = (
+                request.query.get("token")
+                or request.headers.get("X-Ldm3d-Token")
+                or (header[7:] if header.startswith("Bearer ") else "")
+            )
+            if not hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8")):
+                return web.Response(status=401, text="this bridge needs its token: ?token=… or X-Ldm3d-Token\n")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request)
+        attributes = [part for part in request.query_string.split("&") if part and "=" not in part]
+        attribute = unquote(attributes[0]) if attributes else None
+        if attribute == "HOST_INFO":
+            return web.json_response(self._host_info(request))
+        with self._lock:
+            latest = dict(self._latest)
+        status, body = query(unquote(request.path), attribute, self._nodes, {**latest, **self._values()})
+        if body is None:
+            return web.Response(status=status)
+        return web.json_response(body, status=status)
+
+    def _host_info(self, request: web.Request) -> dict[str, Any]:
+        local = request.transport.get_extra_info("sockname") if request.transport else None
+        here = str(local[0]) if local else "127.0.0.1"
+        osc_ip = self._settings.host if self._settings.host not in ("0.0.0.0", "::", "") else here
+        return host_info(self._name, osc_ip, self._osc_port, here, self.port)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            return web.Response(status=403, text=f"WebSocket from {origin} refused: not this bridge's page\n")
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        self._listeners[ws] = set()
+        self._backlog[ws] = 0
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    await self._command(ws, message.data)
+        finally:
+            self._listeners.pop(ws, None)
+            self._backlog.pop(ws, None)
+        return ws
+
+    async def _command(self, ws: web.WebSocketResponse, text: str) -> None:
+        try:
+            command = json.loads(text)
+            verb, path = command["COMMAND"], command["DATA"]
+        except (ValueError, KeyError, TypeError):
+            await ws.send_str(json.dumps({"ERROR": 'send {"COMMAND": "LISTEN" or "IGNORE", "DATA": "/ldm3d/…"}'}))
+            return
+        if verb == "LISTEN" and isinstance(path, str) and path in self._nodes:
+            self._listeners[ws].add(path)
+        elif verb == "IGNORE" and isinstance(path, str):
+            self._listeners[ws].discard(path)
+        else:
+            await ws.send_str(json.dumps({"ERROR": f"cannot {verb} {path!r}"}))
+
+    def _fan_out(self, address: str, args: tuple[Arg, ...]) -> None:
+        targets = [ws for ws, paths in self._listeners.items() if address in paths and not ws.closed]
+        if not targets:
+            return
+        data = encode_message(address, *args)
+        for ws in targets:
+            if self._backlog.get(ws, 0) >= MAX_BACKLOG:
+                continue  # a listener that does not read misses events rather than growing our memory
+            self._backlog[ws] = self._backlog.get(ws, 0) + 1
+            task = asyncio.ensure_future(self._send(ws, data))
+            self._sending.add(task)  # held until done: the loop keeps only weak references to tasks
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, ws: web.WebSocketResponse, data: bytes) -> None:
+        try:
+            await ws.send_bytes(data)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            if ws in self._backlog:
+                self._backlog[ws] -= 1
