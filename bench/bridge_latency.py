@@ -7,8 +7,9 @@ Prints:
    /ldm3d/generate → /ldm3d/accepted, against a raw UDP echo baseline measured
    in the same run (what the OS and Python cost anyway).
 2. The delay from the last file rename of a job to its /ldm3d/ready reaching a client.
-3. Writer time per 1024×512 and 2048×1024 job (rgb.png + 16-bit depth.png + meta.json
-   + latest.json, fsync included) at our PNG level against Pillow's default level.
+3. The texture handoff of a 1024×512 and a 2048×1024 job in every format (RGB + 16-bit
+   depth + meta.json + latest.json, fsync and rename included) against Pillow's default
+   PNG in the same run, and the cost to read the files back (Pillow as the reader).
 
 The engine is a stand-in that returns prepared arrays instantly: this measures
 the bridge, not the model (bench/engine_speed.py is for that).
@@ -31,10 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.osc.client import OscClient
+from bridge.output.formats import DEFAULT_FORMAT
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.server import Bridge
-from bridge.settings import BridgeSettings
+from bridge.settings import FORMAT_NAMES, BridgeSettings
 from ldm3d_engine.types import GenerateRequest, ResolvedRequest, RGBDResult, Timings
 
 
@@ -89,8 +91,10 @@ class StampingWriter(TextureWriter):
         super().__init__(root, **options)
         self.renamed: dict[str, float] = {}
 
-    def write(self, job_id: str, result: RGBDResult, meta_extra: dict[str, object] | None = None) -> JobFiles:
-        files = super().write(job_id, result, meta_extra)
+    def write(
+        self, job_id: str, result: RGBDResult, meta_extra: dict[str, object] | None = None, fmt: str | None = None
+    ) -> JobFiles:
+        files = super().write(job_id, result, meta_extra, fmt)
         self.renamed[job_id] = time.perf_counter()
         return files
 
@@ -193,9 +197,10 @@ def main() -> None:
         print(f"   p50 {pct(delays, 0.5):6.3f}  p99 {pct(delays, 0.99):6.3f}  max {max(delays) * 1000:6.3f}")
     bridge.stop()
 
-    print("\n3. Writer time per job, median of 5")
+    print("\n3. Texture handoff per job, every format, median of 5 (ms)")
     print("   baseline: Pillow's default PNG settings, rgb.png + depth.png saved one after the other, no fsync")
-    print("   ours: level 1, images encoded in parallel, + meta.json + latest.json, all fsynced and renamed")
+    print("   ours: each format through the bridge's writer: images encoded in parallel, + meta.json +")
+    print("   latest.json, all fsynced, the job folder renamed into place; read: Pillow decoding rgb + depth")
     from PIL import Image
 
     for width, height in ((1024, 512), (2048, 1024)):
@@ -209,20 +214,46 @@ def main() -> None:
             Image.fromarray(result.depth).save(plain / "depth.png")
             base_t.append(time.perf_counter() - t)
             base_size.append((plain / "rgb.png").stat().st_size + (plain / "depth.png").stat().st_size)
-        w = TextureWriter(out / f"ours{width}")
-        w.prepare()
-        our_t, our_size = [], []
-        for _ in range(5):
-            t = time.perf_counter()
-            files = w.write(new_job_id(), result)
-            our_t.append(time.perf_counter() - t)
-            our_size.append(files.rgb.stat().st_size + files.depth.stat().st_size)
-        bt, ot = statistics.median(base_t), statistics.median(our_t)
-        bs, os_ = statistics.median(base_size), statistics.median(our_size)
-        print(
-            f"   {width}×{height}  baseline {bt * 1000:7.1f} ms {bs / 1e6:5.2f} MB   ours {ot * 1000:7.1f} ms "
-            f"{os_ / 1e6:5.2f} MB   → {bt / ot:.1f}× faster, size {os_ / bs:.2f}×"
-        )
+        bt, bs = statistics.median(base_t), statistics.median(base_size)
+        br = read_back(plain / "rgb.png", plain / "depth.png")
+        print(f"   {width}×{height}")
+        print(f"     {'Pillow default PNG':20} write {bt * 1000:7.1f}   read {br * 1000:6.1f}   {bs / 1e6:5.2f} MB")
+        for fmt in FORMAT_NAMES:
+            try:
+                w = TextureWriter(out / f"{fmt}{width}", fmt=fmt)
+            except ValueError as exc:  # png-fast without its extra
+                print(f"     {fmt:20} skipped: {exc}")
+                continue
+            w.prepare()
+            our_t, our_size = [], []
+            for _ in range(5):
+                t = time.perf_counter()
+                files = w.write(new_job_id(), result)
+                our_t.append(time.perf_counter() - t)
+                our_size.append(files.rgb.stat().st_size + files.depth.stat().st_size)
+            w.close()
+            ot, os_ = statistics.median(our_t), statistics.median(our_size)
+            rt = read_back(files.rgb, files.depth)
+            default = " (default)" if fmt == DEFAULT_FORMAT else ""
+            print(
+                f"     {fmt + default:20} write {ot * 1000:7.1f}   read {rt * 1000:6.1f}   {os_ / 1e6:5.2f} MB"
+                f"   → writes {bt / ot:5.1f}× faster, reads {br / rt:4.1f}× faster, size {os_ / bs:.2f}×"
+            )
+
+
+def read_back(rgb: Path, depth: Path) -> float:
+    """Median time to decode both files with Pillow (a stand-in for TouchDesigner's reader)."""
+    import numpy as np
+    from PIL import Image
+
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for path in (rgb, depth):
+            with Image.open(path) as image:
+                np.asarray(image)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 if __name__ == "__main__":

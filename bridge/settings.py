@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "LDM3D_BRIDGE_"
+#: The texture formats (bridge.output.formats has their encoders; a test keeps the two lists equal).
+FORMAT_NAMES = ("tiff", "png-fast", "png")
 QUEUE_MODES = ("fifo", "latest-wins")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,6 +58,8 @@ class BridgeSettings:
     queue_size: int = 16
     queue_mode: str = "fifo"
     keep_jobs: int = 200
+    #: The texture files: "tiff" (fastest to write and read), "png-fast" (the [fastpng] extra) or "png" (smallest).
+    format: str = "tiff"
     jpeg: bool = False
     exr: bool = False
     heartbeat_s: float = 2.0
@@ -117,6 +121,8 @@ class BridgeSettings:
             raise bad("http_port", "use 1..65535 (0 picks a free port), or leave it out for the OSC port's number")
         if self.queue_mode not in QUEUE_MODES:
             raise bad("queue_mode", f"use {' or '.join(QUEUE_MODES)}")
+        if self.format not in FORMAT_NAMES:
+            raise bad("format", f"use {', '.join(FORMAT_NAMES)}")
         if self.queue_size < 1:
             raise bad("queue_size", "use at least 1")
         if self.keep_jobs < 1:

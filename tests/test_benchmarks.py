@@ -60,7 +60,11 @@ def test_bridge_latency_harness_runs_at_its_defaults() -> None:
     ).stdout
     assert re.search(r"/ldm3d/generate → accepted +p50 +[0-9.]+ +p99 +[0-9.]+ +\([0-9.]+× the baseline\)", out)
     assert re.search(r"Last rename → /ldm3d/ready received, 20 jobs \(ms\)\n +p50 +[0-9.]+", out)
-    assert re.search(r"1024×512 +baseline +[0-9.]+ ms .* ours +[0-9.]+ ms .*→ [0-9.]+× faster", out)
+    for size in ("1024×512", "2048×1024"):
+        section = out.split(f"   {size}\n", 1)[1]
+        assert re.match(r" +Pillow default PNG +write +[0-9.]+ +read +[0-9.]+ +[0-9.]+ MB\n", section)
+        for fmt in ("tiff \\(default\\)", "png-fast", "png"):
+            assert re.search(rf"\n +{fmt} +write +[0-9.]+ +read +[0-9.]+ .*→ writes +[0-9.]+× faster, reads", section)
 
 
 def test_reliability_harness_shows_no_hang_no_loss_and_every_fault_recovered() -> None:

@@ -51,7 +51,7 @@ def test_generate_accepted_progress_ready_with_complete_files(start_bridge: Star
     assert depth_values.dtype == np.uint16 and len(np.unique(depth_values)) > 256
     meta = json.loads(Path(str(meta_path)).read_text())
     assert meta["prompt"] == "a glacier" and meta["seed"] == 5 and meta["steps"] == 4
-    assert meta["depth"]["png"].startswith("16-bit") and "nearer" in meta["depth"]["meaning"]
+    assert meta["depth"]["file"].startswith("16-bit") and "nearer" in meta["depth"]["meaning"]
     assert set(meta["timings"]) == {"text_encoding_s", "denoising_s", "decoding_s", "writing_s"}
     latest = json.loads((bridge.writer.root / "latest.json").read_text())
     assert latest["job_id"] == job_id and latest["depth"] == depth_path

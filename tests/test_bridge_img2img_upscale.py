@@ -125,7 +125,7 @@ def test_cli_upscale_and_img2img(
     job = Path(capsys.readouterr().out.strip())
     assert main(["-q", "upscale", str(job), "--model", "tiny-sr", "--steps", "2", "--output", str(out)]) == 0
     up = Path(capsys.readouterr().out.strip())
-    assert Image.open(up / "rgb.png").size == (256, 256)
+    assert Image.open(up / "rgb.tif").size == (256, 256)
     assert json.loads((up / "meta.json").read_text())["source_job"] == job.name
     assert main(["-q", "upscale", str(job), "--model", "tiny-sr", "--noise-level", "400", "--output", str(out)]) == 1
     assert "noise level 400 is out of range" in capsys.readouterr().err

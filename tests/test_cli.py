@@ -45,7 +45,7 @@ def test_generate_writes_a_job_folder_and_prints_it(tmp_path: Path, capsys: pyte
     captured = capsys.readouterr()
     assert status == 0
     folder = Path(captured.out.strip())
-    assert folder.parent == out.resolve() and (folder / "depth.png").is_file()
+    assert folder.parent == out.resolve() and (folder / "depth.tif").is_file()  # the default format
     assert json.loads((folder / "meta.json").read_text())["seed"] == 4
     assert "3/3" in captured.err  # the progress bar
 

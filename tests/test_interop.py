@@ -68,7 +68,7 @@ def test_liblo_oscsend_submits_and_oscdump_receives_ready(start_bridge: Start) -
         dump.wait(5)
     ready = next(line for line in lines if "/ldm3d/ready" in line)
     # liblo prints: <timetag> /ldm3d/ready ssssiii "<id>" "<rgb>" "<depth>" "<meta>" 64 64 <seed>
-    assert re.search(r"/ldm3d/ready ssssiii \"[0-9-]+\" \"/.+/rgb\.png\" \"/.+/depth\.png\"", ready), ready
+    assert re.search(r"/ldm3d/ready ssssiii \"[0-9-]+\" \"/.+/rgb\.tif\" \"/.+/depth\.tif\"", ready), ready
     assert any("/ldm3d/state" in line for line in lines)
 
 

@@ -193,7 +193,7 @@ def test_preview_cli_mono_and_stereo(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert pair.shape == (120, 320, 3) and not np.array_equal(pair[:, :160], pair[:, 160:])
     capsys.readouterr()
     assert main(["-q", "preview", str(tmp_path), "--out", str(out)]) == 1
-    assert "rgb.png does not exist" in capsys.readouterr().err
+    assert "rgb.tif (or .png) does not exist" in capsys.readouterr().err
     assert main(["-q", "preview", str(job), "--out", str(out), "--size", "big"]) == 2
 
 

@@ -104,9 +104,11 @@ def test_offload_needs_a_gpu(tiny_dir: Path) -> None:
 class SlowWriter(TextureWriter):
     """A disk that takes 0.8 s per job, to see writing overlap the next job's denoising."""
 
-    def write(self, job_id: str, result: Any, meta_extra: dict[str, Any] | None = None) -> JobFiles:
+    def write(
+        self, job_id: str, result: Any, meta_extra: dict[str, Any] | None = None, fmt: str | None = None
+    ) -> JobFiles:
         time.sleep(0.8)
-        return super().write(job_id, result, meta_extra)
+        return super().write(job_id, result, meta_extra, fmt)
 
 
 def test_writing_overlaps_the_next_job_and_ready_keeps_job_order(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bridge import __version__
+from bridge.settings import FORMAT_NAMES
 from ldm3d_engine.presets import PRESETS, SCHEDULERS
 
 DESCRIPTION = "OSC server that turns text prompts into live 360° RGB + depth worlds with Intel's LDM3D models"
@@ -19,6 +20,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--offline", action="store_const", const=True, help="never download a model")
     p.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
+    p.add_argument("--format", choices=list(FORMAT_NAMES), help="texture files: tiff (default), png-fast or png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", default="a quiet harbour at dusk")
 
     preview = sub.add_parser("preview", help="render a job's displaced sphere to a PNG (headless OpenGL)")
-    preview.add_argument("job_dir", help="a job folder (holds rgb.png and depth.png)")
+    preview.add_argument("job_dir", help="a job folder (holds its rgb and depth textures)")
     preview.add_argument("--out", required=True, help="the PNG to write")
     preview.add_argument("--yaw", type=float, default=0.0, help="degrees; 0 = middle of the panorama, + = right")
     preview.add_argument("--pitch", type=float, default=0.0, help="degrees; + = up")

@@ -46,8 +46,9 @@ def _one_job(args: argparse.Namespace, run: Any, extra: dict[str, Any] | None = 
     from bridge.output.writer import TextureWriter
     from ldm3d_engine import load_engine
 
-    settings = load_settings({k: getattr(args, k) for k in ("model", "preset", "device", "dtype", "offline", "output")})
-    writer = TextureWriter(Path(settings.output))
+    keys = ("model", "preset", "device", "dtype", "offline", "output", "format")
+    settings = load_settings({k: getattr(args, k) for k in keys})
+    writer = TextureWriter(Path(settings.output), fmt=settings.format)
     writer.prepare()  # early: a folder that is unwritable or held by a running bridge fails before the model loads
     try:
         engine = load_engine(engine_settings(settings))
@@ -99,11 +100,12 @@ def cmd_img2img(args: argparse.Namespace) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
+    from bridge.output.formats import texture
     from bridge.output.images import read_depth16, read_rgb
     from ldm3d_engine.types import UPSCALE_PROMPT, UpscaleRequest
 
     job_dir = Path(args.job_dir)
-    rgb, depth = read_rgb(job_dir / "rgb.png"), read_depth16(job_dir / "depth.png")
+    rgb, depth = read_rgb(texture(job_dir, "rgb")), read_depth16(texture(job_dir, "depth"))
     request = UpscaleRequest(
         prompt=args.prompt or UPSCALE_PROMPT,
         negative_prompt=args.negative,

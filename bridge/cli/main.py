@@ -70,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "jpeg",
         "exr",
         "on_shutdown",
+        "format",
     )
     flags = {k: getattr(args, k) for k in keys}
     flags["allow"] = tuple(args.allow) if args.allow else None

@@ -52,6 +52,7 @@ OPTION_TYPES: dict[str, str] = {
     "scheduler": "str",
     "seamless": "bool",
     "sampling": "str",
+    "format": "str",
 }
 #: Stage values (set one by one, used by /ldm3d/go) and their types; ``size`` takes two ints.
 STAGE_TYPES: dict[str, str] = {
@@ -77,6 +78,7 @@ UPSCALE_OPTION_TYPES: dict[str, str] = {
     "scheduler": "str",
     "seamless": "bool",
     "sampling": "str",
+    "format": "str",
 }
 
 

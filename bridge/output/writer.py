@@ -5,15 +5,14 @@ folders (each file flushed and fsynced), and the staging folder is then
 renamed to ``<root>/<job id>``: a job folder appears complete or not at all.
 ``latest.json`` is replaced the same way (temporary name, fsync, rename).
 Old job folders beyond ``keep`` are deleted, never the one ``latest.json``
-names. PNGs are written with zlib level 1 and a job's images are encoded in
-parallel: together about 4× faster than Pillow's default settings, at about
-the same size (``bench/bridge_latency.py``).
+names. The images are encoded in parallel, in the job's format
+(:mod:`bridge.output.formats`: uncompressed TIFF by default, measured the
+fastest to write and to read; ``bench/bridge_latency.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -29,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from bridge.errors import WriteFailed
+from bridge.output.formats import DEFAULT_FORMAT, Format, check_format, encode_jpeg, texture
 from bridge.output.job_ids import JOB_ID_PATTERN, JOB_ID_RE
 from bridge.output.lock import FolderLock
 from ldm3d_engine.types import RGBDResult
@@ -42,7 +41,6 @@ STAGING_PREFIX = ".staging-"
 #: What start-up clean-up may remove: only names this bridge itself creates.
 _OWN_STAGING = re.compile(rf"\A{re.escape(STAGING_PREFIX)}(deleted-)?{JOB_ID_PATTERN}\Z")
 _OWN_TMP = re.compile(r"\A\.ldm3d-[A-Za-z0-9_.-]+\.[0-9]+\.tmp\Z")
-PNG_LEVEL = 1
 DEPTH_MEANING = "relative inverse depth (disparity) from DPT as learned by LDM3D: larger = nearer"
 
 
@@ -105,15 +103,15 @@ class TextureWriter:
     """Writes job folders under ``root``. One writer per output folder."""
 
     def __init__(
-        self, root: Path, *, jpeg: bool = False, exr: bool = False, keep: int = 200, png_level: int = PNG_LEVEL
+        self, root: Path, *, fmt: str = DEFAULT_FORMAT, jpeg: bool = False, exr: bool = False, keep: int = 200
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1 job, got {keep}")
         self.root = Path(root).resolve()
+        self.format = check_format(fmt)
         self.jpeg = jpeg
         self.exr = exr
         self.keep = keep
-        self.png_level = png_level
         if exr:
             try:
                 import OpenEXR  # noqa: F401
@@ -137,15 +135,21 @@ class TextureWriter:
         """Let the folder go (another bridge may take it)."""
         self._lock.release()
 
-    def write(self, job_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None = None) -> JobFiles:
-        """Write every file of one job; only then does ``<root>/<job_id>`` exist."""
+    def write(
+        self, job_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None = None, fmt: str | None = None
+    ) -> JobFiles:
+        """Write every file of one job (in ``fmt``, else the writer's format); only then does
+        ``<root>/<job_id>`` exist."""
         final = self.root / job_id
         staging = self.root / f"{STAGING_PREFIX}{job_id}"
+        form = check_format(fmt) if fmt is not None else self.format
         t0 = time.perf_counter()
         try:
             staging.mkdir(parents=True)
-            files = self._write_images(staging, final, result)
-            meta = self._meta(job_id, result, files, time.perf_counter() - t0, meta_extra or {})
+            files = self._write_images(staging, final, result, form)
+            meta = self._meta(
+                job_id, result, files, time.perf_counter() - t0, {"format": form.name, **(meta_extra or {})}
+            )
             _write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))
             _fsync_dir(staging)
             os.replace(staging, final)
@@ -153,8 +157,8 @@ class TextureWriter:
             job = JobFiles(
                 job_id,
                 final,
-                final / "rgb.png",
-                final / "depth.png",
+                Path(files["rgb"]),
+                Path(files["depth"]),
                 final / "meta.json",
                 result.width,
                 result.height,
@@ -170,21 +174,14 @@ class TextureWriter:
         self._prune(job_id)
         return job
 
-    def _write_images(self, staging: Path, final: Path, result: RGBDResult) -> dict[str, str]:
-        """Encode the images concurrently (zlib and libjpeg release the GIL), then write them."""
+    def _write_images(self, staging: Path, final: Path, result: RGBDResult, form: Format) -> dict[str, str]:
+        """Encode the images concurrently (zlib, libspng and libjpeg release the GIL), then write them."""
         tasks: dict[str, tuple[str, Callable[[], bytes | None]]] = {
-            "rgb": (
-                "rgb.png",
-                lambda: _encode(Image.fromarray(result.rgb, "RGB"), "PNG", compress_level=self.png_level),
-            ),
-            # mode I;16: 16-bit grayscale PNG
-            "depth": (
-                "depth.png",
-                lambda: _encode(Image.fromarray(result.depth), "PNG", compress_level=self.png_level),
-            ),
+            "rgb": (f"rgb{form.extension}", lambda: form.encode_rgb(result.rgb)),
+            "depth": (f"depth{form.extension}", lambda: form.encode_depth(result.depth)),
         }
         if self.jpeg:
-            tasks["rgb_jpeg"] = ("rgb.jpg", lambda: _encode(Image.fromarray(result.rgb, "RGB"), "JPEG", quality=92))
+            tasks["rgb_jpeg"] = ("rgb.jpg", lambda: encode_jpeg(result.rgb))
         if self.exr:
             tasks["depth_exr"] = ("depth.exr", lambda: _write_exr(staging / "depth.exr", result.depth_float))
         with ThreadPoolExecutor(len(tasks), thread_name_prefix="ldm3d-encode") as pool:
@@ -236,7 +233,7 @@ class TextureWriter:
             },
             "depth": {
                 "meaning": DEPTH_MEANING,
-                "png": "16-bit grayscale, 65535 = nearest, 0 = farthest",
+                "file": "16-bit grayscale, 65535 = nearest, 0 = farthest",
                 "exr": "float32 0..1, 1 = nearest" if self.exr else None,
                 "layout": r.depth_layout,
                 "min": float(np.min(r.depth_float)),
@@ -284,8 +281,8 @@ class TextureWriter:
         return JobFiles(
             job_id,
             folder,
-            folder / "rgb.png",
-            folder / "depth.png",
+            texture(folder, "rgb"),
+            texture(folder, "depth"),
             folder / "meta.json",
             int(meta["width"]),
             int(meta["height"]),
@@ -308,12 +305,6 @@ class TextureWriter:
                 logger.warning("could not remove old job %s: %s", job_id, exc)
                 continue
             shutil.rmtree(doomed, ignore_errors=True)
-
-
-def _encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def _write_exr(path: Path, depth: np.ndarray) -> None:

@@ -66,14 +66,20 @@ class Camera:
         return (proj @ view).astype(np.float32)
 
 
+def _texture(job_dir: Path, kind: str) -> Path:
+    """A job folder's ``rgb`` or ``depth`` file: ``.tif`` or ``.png`` (the folder contract, docs/osc.md)."""
+    for extension in (".tif", ".png"):
+        if (job_dir / f"{kind}{extension}").is_file():
+            return job_dir / f"{kind}{extension}"
+    raise PreviewError(
+        f"{job_dir / kind}.tif (or .png) does not exist; give the folder of a finished job "
+        "(it holds rgb and depth textures)"
+    )
+
+
 def load_job_textures(job_dir: Path) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint16]]:
-    """rgb.png (8-bit RGB) and depth.png (16-bit) of a job folder."""
-    rgb_path, depth_path = job_dir / "rgb.png", job_dir / "depth.png"
-    for path in (rgb_path, depth_path):
-        if not path.is_file():
-            raise PreviewError(
-                f"{path} does not exist; give the folder of a finished job (it holds rgb.png and depth.png)"
-            )
+    """The 8-bit RGB and 16-bit depth of a job folder (``rgb.tif``/``depth.tif``, or ``.png``)."""
+    rgb_path, depth_path = _texture(job_dir, "rgb"), _texture(job_dir, "depth")
     rgb = np.asarray(Image.open(rgb_path).convert("RGB"))
     depth_image = Image.open(depth_path)
     if depth_image.mode not in ("I;16", "I;16B", "I"):

@@ -24,6 +24,8 @@ class Job:
     sender: Address | None
     #: Files the job reads: img2img "image" and "depth"; upscale "rgb", "depth" and "source_job" (an id).
     inputs: dict[str, str] = field(default_factory=dict)
+    #: The texture format of its files (None: the bridge's ``format`` setting).
+    format: str | None = None
     cancel: CancelToken = field(default_factory=CancelToken)
     #: Who asked to cancel it while it ran: told /ldm3d/cancelled as well.
     cancel_requested_by: Address | None = None

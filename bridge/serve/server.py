@@ -39,6 +39,7 @@ from bridge.contract.ranges import ranges_for
 from bridge.contract.requests import img2img_request, text_request, upscale_request
 from bridge.errors import BadArguments, BridgeError, NotSupported, RateLimited, UnknownJob
 from bridge.osc.codec import Arg
+from bridge.output.formats import check_format
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import TextureWriter
 from bridge.serve.addresses import AsyncResolver, Resolver, system_resolver
@@ -69,7 +70,7 @@ class Bridge:
     ) -> None:
         self.settings = settings
         self.writer = writer or TextureWriter(
-            Path(settings.output), jpeg=settings.jpeg, exr=settings.exr, keep=settings.keep_jobs
+            Path(settings.output), fmt=settings.format, jpeg=settings.jpeg, exr=settings.exr, keep=settings.keep_jobs
         )
         self.queue = JobQueue(settings.queue_size, settings.queue_mode)
         self.ranges = ranges_for(
@@ -288,6 +289,8 @@ class Bridge:
         unbounded; see :class:`Notifier`); ``trusted``: the message carried the bridge's token."""
         n = self.notifier
         submit = partial(self._submit, sender=sender, bound=bound)
+        if isinstance(command, protocol.Generate | protocol.Img2Img | protocol.Upscale) and "format" in command.options:
+            submit = partial(submit, fmt=_job_format(command.options["format"]))
         match command:
             case protocol.Generate(prompt, options):
                 submit(text_request(self.settings, prompt, options, self.worker.engine))
@@ -350,13 +353,14 @@ class Bridge:
         *,
         sender: Address,
         bound: int | None = None,
+        fmt: str | None = None,
     ) -> None:
         if not self._job_limit.allow(sender[0], time.monotonic()):
             raise RateLimited(
                 f"{sender[0]} sends jobs faster than {self.settings.client_jobs_per_s:g} per second "
                 f"(burst {self.settings.client_jobs_burst}); wait a moment"
             )
-        job = Job(new_job_id(), request, sender, inputs=inputs or {})
+        job = Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt)
         position, replaced = self.queue.put(job)
         for old in replaced:
             old.cancel.cancel()
@@ -410,3 +414,12 @@ class Bridge:
             self.notifier.broadcast("/ldm3d/state", *self.state_args())
             self.notifier.broadcast("/ldm3d/busy", int(worker.state == "busy"))
         return next_beat
+
+
+def _job_format(name: str) -> str:
+    """A job's ``format`` option, checked now (BadArguments names the formats, or the extra one needs)."""
+    try:
+        check_format(name)
+    except ValueError as exc:
+        raise BadArguments(f"option 'format': {exc}") from None
+    return name

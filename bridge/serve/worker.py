@@ -162,7 +162,7 @@ class Worker:
         while (item := self._writes.get()) is not None:
             job = item.job
             try:
-                files = self._writer.write(job.id, item.result, item.extra)
+                files = self._writer.write(job.id, item.result, item.extra, fmt=job.format)
             except WriteFailed as exc:
                 address, args = self._error(job, exc.code, str(exc))
             except Exception as exc:  # noqa: BLE001 - the writer thread must go on
