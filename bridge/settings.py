@@ -54,6 +54,9 @@ class BridgeSettings:
     http: bool = True
     http_port: int | None = None
     output: str = "ldm3d-out"
+    #: The output folder as TouchDesigner's machine names it (``Z:/ldm3d-out``, ``//gpu-node/ldm3d-out``):
+    #: it replaces the output root in every path the bridge announces. None: the paths as they are here.
+    announce_root: str | None = None
     zeroconf: bool = True
     queue_size: int = 16
     queue_mode: str = "fifo"

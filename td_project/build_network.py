@@ -109,6 +109,8 @@ CUSTOM = [
     ("Bridge", "Listenport", "Int", 9001),
     ("Bridge", "Token", "Str", ""),
     ("World", "Crossfade", "Float", 2.0),
+    ("World", "Hold", "Toggle", False),
+    ("World", "Blackout", "Toggle", False),
     ("World", "Strength", "Float", 1.0),
     ("World", "Baseradius", "Float", 10.0),
     ("World", "Eyeseparation", "Float", 0.064),

@@ -107,6 +107,7 @@ def test_subscribers_get_job_notifications_until_they_unsubscribe(start_bridge: 
         for w in (watcher, local_watcher):
             w.send("/ldm3d/subscribe", w.port)
             assert addresses(w.wait_for(["/ldm3d/state"], 5)) == ["/ldm3d/subscribed", "/ldm3d/state"]
+            w.wait_for(["/ldm3d/display/strength"], 5)  # the rest of the greeting: how the world is shown
         sender.send("/ldm3d/generate", "a reef", "steps", 2)
         job_id = sender.wait_for(["/ldm3d/accepted"], 5)[-1].args[0]
         got = watcher.wait_for(["/ldm3d/ready"], 60, job_id=job_id)
@@ -136,7 +137,7 @@ def test_heartbeat_reaches_subscribers(start_bridge: Start, client_for: ClientFo
         m = client.receive(0.5)
         if m is not None and m.address == "/ldm3d/state":
             states.append(m)
-    assert len(states) >= 4 and states[-1].args == ("idle", 0, "", "tiny")
+    assert len(states) >= 4 and states[-1].args == ("idle", 0, "", "tiny", bridge.boot_id)
 
 
 def _start_long_job(client: OscClient, steps: int = 150) -> str:
@@ -225,9 +226,10 @@ def test_datagrams_over_8_kib_are_read_whole(start_bridge: Start, client_for: Cl
 
 
 def test_status_and_recall(start_bridge: Start, client_for: ClientFor) -> None:
-    client = client_for(start_bridge())
+    bridge = start_bridge()
+    client = client_for(bridge)
     client.send("/ldm3d/status")
-    assert client.wait_for(["/ldm3d/state"], 5)[-1].args == ("idle", 0, "", "tiny")
+    assert client.wait_for(["/ldm3d/state"], 5)[-1].args == ("idle", 0, "", "tiny", bridge.boot_id)
     client.send("/ldm3d/generate", "a reef", "steps", 2)
     ready = client.wait_for(["/ldm3d/ready"], 60)[-1]
     client.send("/ldm3d/recall", ready.args[0])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "td_project" / "python"))
 
-from ldm3d_td_logic import LoadBack, SetCross, Shown, SubscriptionKeeper, WorldSwitcher
+from ldm3d_td_logic import BridgeWatch, LoadBack, SetCross, Shown, SubscriptionKeeper, WorldSwitcher
 
 J1, J2, J3 = "20261122-100000-000-0001", "20261122-100005-000-0002", "20261122-100009-000-0003"
 
@@ -75,3 +75,41 @@ def test_the_subscription_is_renewed_at_half_its_lease_and_retried_until_answere
     assert not k.due(1804.0) and k.due(1805.1)  # then at half of a one-hour lease
     k.on_subscribed(2.0, now=0.0)
     assert not k.due(4.0)  # never faster than the retry period
+
+
+def test_a_reinitialised_switcher_reads_the_visible_buffer_from_the_cross() -> None:
+    """Re-init with B on screen (cross at 1): the next world must load into A, and fade toward A."""
+    s = WorldSwitcher(crossfade_s=1.0, cross=1.0)
+    assert s.front == "B"
+    assert s.on_ready(J1, "/o/1/rgb.tif", "/o/1/depth.tif") == [LoadBack("A", "/o/1/rgb.tif", "/o/1/depth.tif")]
+    s.on_loaded("A", "rgb", "/o/1/rgb.tif", 0.0)
+    assert s.on_loaded("A", "depth", "/o/1/depth.tif", 0.0) == [SetCross(1.0)]  # starts where the cross is
+    assert s.tick(1.0) == [SetCross(0.0), Shown(J1, "A")]
+
+
+def test_the_crossfade_time_is_read_at_each_switch() -> None:
+    s = WorldSwitcher(crossfade_s=2.0)
+    s.on_ready(J1, "r1", "d1")
+    s.on_loaded("B", "rgb", "r1", 0.0)
+    s.on_loaded("B", "depth", "d1", 0.0, crossfade_s=4.0)  # changed on the panel since start-up
+    assert s.tick(2.0) == [SetCross(0.5)]
+
+
+def test_hold_keeps_the_world_and_loads_the_newest_on_release() -> None:
+    s = WorldSwitcher(crossfade_s=0.0)
+    assert s.set_hold(True) == []
+    assert s.on_ready(J1, "r1", "d1") == [] and s.on_ready(J2, "r2", "d2") == []
+    assert s.front == "A" and s.loading is None  # nothing changes on screen
+    assert s.set_hold(False) == [LoadBack("B", "r2", "d2")]  # the newest, not the first
+
+
+def test_the_watch_resubscribes_after_a_restart_or_a_silence() -> None:
+    w = BridgeWatch(period_s=2.0)
+    assert w.on_state("aaaa", 0.0) is False and w.on_state("aaaa", 2.0) is False
+    assert w.tick(7.9) is False and w.tick(8.1) is True and w.online is False  # three beats missed
+    assert w.tick(9.0) is False  # once, not every frame
+    assert w.on_state("bbbb", 10.0) is True  # a new boot id: the bridge restarted
+    k = SubscriptionKeeper(retry_s=5.0)
+    k.on_subscribed(3600.0, 0.0)
+    k.now(10.0)
+    assert k.due(10.0)

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to listen on (default 0.0.0.0: all)")
     serve.add_argument("--port", type=int, help="UDP port (default 9000)")
     serve.add_argument("--config", help="TOML settings file (see docs/osc.md)")
+    serve.add_argument("--announce-root", help="the output folder as the clients' machine names it (e.g. Z:/ldm3d-out)")
     serve.add_argument("--no-zeroconf", dest="zeroconf", action="store_const", const=False, help="do not advertise")
     serve.add_argument(
         "--http-port", type=int, help="TCP port of OSCQuery and the web page (default: the OSC port's number)"

@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "exr",
         "on_shutdown",
         "format",
+        "announce_root",
     )
     flags = {k: getattr(args, k) for k in keys}
     flags["allow"] = tuple(args.allow) if args.allow else None
@@ -129,6 +130,18 @@ def _parse_arg(text: str) -> int | float | str:
 _BOOKKEEPING = frozenset({"/ldm3d/subscribed", "/ldm3d/unsubscribed", "/ldm3d/pending"})
 
 
+def _news_for_subscribers(address: str, sent: str) -> bool:
+    """What `send` hears only because it subscribed (the greeting, the heartbeat, the lamp),
+    unless it is the answer to the address it sent."""
+    if address in _BOOKKEEPING:
+        return True
+    if address == "/ldm3d/state":
+        return sent != "/ldm3d/status"
+    if address == "/ldm3d/busy" or address.startswith("/ldm3d/display/"):
+        return address != sent
+    return False
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     timeout = args.timeout if args.timeout is not None else (600.0 if args.wait else 2.0)
     values = [_parse_arg(a) for a in args.args]
@@ -155,7 +168,7 @@ def _print_answers(client: OscClient, args: argparse.Namespace, timeout: float) 
         message = client.receive(left)
         if message is None:
             break
-        if message.address in _BOOKKEEPING or (message.address == "/ldm3d/state" and args.address != "/ldm3d/status"):
+        if _news_for_subscribers(message.address, args.address):
             continue
         about = message.args[0] if message.args and message.address in FINAL | {"/ldm3d/progress"} else None
         if job_id is not None and about not in (None, "", job_id):

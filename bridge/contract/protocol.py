@@ -54,6 +54,9 @@ OPTION_TYPES: dict[str, str] = {
     "sampling": "str",
     "format": "str",
 }
+#: Display controls relayed to TouchDesigner, and their ranges (hold and blackout are switches: 0 or 1).
+DISPLAY: dict[str, tuple[float, float]] = {"fade": (0.0, 60.0), "hold": (0.0, 1.0), "blackout": (0.0, 1.0),
+                                           "strength": (0.0, 1.0)}  # fmt: skip
 #: Stage values (set one by one, used by /ldm3d/go) and their types; ``size`` takes two ints.
 STAGE_TYPES: dict[str, str] = {
     "prompt": "str",
@@ -116,6 +119,14 @@ class SetStageNorm:
 
 
 @dataclass(frozen=True)
+class Display:
+    """``/ldm3d/display/<name> <value>``: how TouchDesigner shows the world, relayed to every subscriber."""
+
+    name: str  # one of DISPLAY
+    value: float | int
+
+
+@dataclass(frozen=True)
 class Go:
     pass
 
@@ -168,6 +179,7 @@ Command = (
     | Upscale
     | SetStage
     | SetStageNorm
+    | Display
     | Go
     | Ignored
     | Cancel
@@ -291,6 +303,16 @@ def parse(message: Message) -> Command:
         return SetStage(name, value)
     if name.endswith("/norm") and name[: -len("/norm")] in NORMALISED:
         return SetStageNorm(name[: -len("/norm")], as_float(_single(args, address), f"{address}: the fader"))
+    if name.startswith("display/") and name[len("display/") :] in DISPLAY:
+        key = name[len("display/") :]
+        value = _single(args, address)
+        if key in ("hold", "blackout"):  # a switch: True/False, or a number (0 off, anything else on)
+            return Display(key, int(as_bool(value, f"{address}: the value")))
+        low, high = DISPLAY[key]
+        raw = as_float(value, f"{address}: the value")
+        if not low <= raw <= high:
+            raise BadArguments(f"{address} {raw:g} is out of range; allowed {low:g}..{high:g}")
+        return Display(key, raw)
     if name == "size":
         if len(args) != 2:
             raise BadArguments(f"/ldm3d/size takes width and height, got {len(args)} arguments")
@@ -327,6 +349,7 @@ def parse(message: Message) -> Command:
         return Upscale(_job_id(args[0], address), parse_options(args[1:], address, UPSCALE_OPTION_TYPES))
     raise UnknownAddress(
         f"unknown address {address!r}; known: generate, img2img, upscale, prompt, negative, seed, steps, guidance, "
-        "strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, go, "
+        "strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, display/fade, "
+        "display/hold, display/blackout, display/strength, go, "
         "cancel, recall, subscribe, unsubscribe, status, stats, ping (all under /ldm3d/)"
     )

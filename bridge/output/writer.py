@@ -54,10 +54,24 @@ class JobFiles:
     width: int
     height: int
     seed: int
+    #: The output root as the clients name it (``announce_root``), or None: the paths as they are here.
+    announce: str | None = None
+
+    def announced(self, path: Path) -> str:
+        """``path`` as the clients must open it: under ``announce`` (forward slashes) when one is set."""
+        if self.announce is None:
+            return str(path)
+        return announce_path(self.announce, path.relative_to(self.folder.parent))
 
     def ready_args(self) -> tuple[str, str, str, str, int, int, int]:
-        """The arguments of ``/ldm3d/ready``."""
-        return (self.job_id, str(self.rgb), str(self.depth), str(self.meta), self.width, self.height, self.seed)
+        """The arguments of ``/ldm3d/ready`` (paths as the clients name them)."""
+        rgb, depth, meta = (self.announced(p) for p in (self.rgb, self.depth, self.meta))
+        return (self.job_id, rgb, depth, meta, self.width, self.height, self.seed)
+
+
+def announce_path(root: str, relative: Path) -> str:
+    """``root`` (``Z:/ldm3d-out``, ``//gpu-node/ldm3d-out``, ``/mnt/ldm3d``) + ``relative``, forward slashes."""
+    return root.replace("\\", "/").rstrip("/") + "/" + relative.as_posix()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -103,7 +117,14 @@ class TextureWriter:
     """Writes job folders under ``root``. One writer per output folder."""
 
     def __init__(
-        self, root: Path, *, fmt: str = DEFAULT_FORMAT, jpeg: bool = False, exr: bool = False, keep: int = 200
+        self,
+        root: Path,
+        *,
+        fmt: str = DEFAULT_FORMAT,
+        jpeg: bool = False,
+        exr: bool = False,
+        keep: int = 200,
+        announce_root: str | None = None,
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1 job, got {keep}")
@@ -112,6 +133,8 @@ class TextureWriter:
         self.jpeg = jpeg
         self.exr = exr
         self.keep = keep
+        #: The output root as clients on other machines name it; every announced path uses it.
+        self.announce_root = announce_root
         if exr:
             try:
                 import OpenEXR  # noqa: F401
@@ -130,6 +153,11 @@ class TextureWriter:
                 shutil.rmtree(entry, ignore_errors=True)
             elif _OWN_TMP.match(entry.name) and entry.is_file():
                 entry.unlink(missing_ok=True)
+
+    def _announced(self, path: Path) -> str:
+        return (
+            str(path) if self.announce_root is None else announce_path(self.announce_root, path.relative_to(self.root))
+        )
 
     def close(self) -> None:
         """Let the folder go (another bridge may take it)."""
@@ -157,12 +185,13 @@ class TextureWriter:
             job = JobFiles(
                 job_id,
                 final,
-                Path(files["rgb"]),
-                Path(files["depth"]),
+                final / f"rgb{form.extension}",
+                final / f"depth{form.extension}",
                 final / "meta.json",
                 result.width,
                 result.height,
                 result.seed,
+                self.announce_root,
             )
             write_json_atomic(self.root / "latest.json", self._latest(job, files))
         except OSError as exc:
@@ -192,8 +221,8 @@ class TextureWriter:
             data = encoded[key]
             if data is not None:
                 _write_file(staging / name, lambda f, data=data: f.write(data))
-            files[key] = str(final / name)
-        files["meta"] = str(final / "meta.json")
+            files[key] = self._announced(final / name)
+        files["meta"] = self._announced(final / "meta.json")
         return files
 
     def _meta(
@@ -248,7 +277,7 @@ class TextureWriter:
     def _latest(job: JobFiles, files: dict[str, str]) -> dict[str, Any]:
         return {
             "job_id": job.job_id,
-            "folder": str(job.folder),
+            "folder": job.announced(job.folder),
             **files,
             "width": job.width,
             "height": job.height,
@@ -287,6 +316,7 @@ class TextureWriter:
             int(meta["width"]),
             int(meta["height"]),
             int(meta["seed"]),
+            self.announce_root,
         )
 
     def _prune(self, newest: str) -> None:

@@ -74,7 +74,7 @@ class Notifier:
 
     def subscribe(self, target: Address, owner: str, trusted: bool) -> tuple[Subscription, bool]:
         with self._lock:
-            return self._subs.subscribe(target, owner, trusted, time.monotonic())
+            return self._subs.subscribe(target, owner, trusted, time.monotonic(), time.time())
 
     def unsubscribe(self, target: Address, requester: str, trusted: bool) -> bool:
         with self._lock:
@@ -82,7 +82,21 @@ class Notifier:
 
     def heard_from(self, host: str) -> list[Subscription]:
         with self._lock:
+            self._subs.note_heard(host, time.time())
             return self._subs.heard_from(host, time.monotonic())
+
+    def restore(self, target: Address, owner: str, heard: float) -> None:
+        """A subscription kept from before a restart."""
+        with self._lock:
+            self._subs.restore(target, owner, heard, time.monotonic())
+
+    def to_save(self, force: bool = False) -> list[dict[str, object]] | None:
+        """The confirmed subscriptions when they changed since the last call (or ``force``), else None."""
+        with self._lock:
+            if not (self._subs.dirty or force):
+                return None
+            self._subs.dirty = False
+            return self._subs.export()
 
     def expire(self) -> list[Subscription]:
         with self._lock:

@@ -24,6 +24,7 @@ and each kind is logged at most once per 10 s.
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -41,6 +42,7 @@ from bridge.errors import BadArguments, BridgeError, NotSupported, RateLimited, 
 from bridge.osc.codec import Arg
 from bridge.output.formats import check_format
 from bridge.output.job_ids import new_job_id
+from bridge.output.subscribers import SubscriberFile
 from bridge.output.writer import TextureWriter
 from bridge.serve.addresses import AsyncResolver, Resolver, system_resolver
 from bridge.serve.intake import Intake
@@ -58,6 +60,9 @@ from ldm3d_engine.types import GenerateRequest, UpscaleRequest
 
 logger = logging.getLogger(__name__)
 
+#: The subscribers file is also rewritten this often (when it last heard of each), changed or not.
+SAVE_EVERY_S = 600.0
+
 
 class Bridge:
     def __init__(
@@ -70,13 +75,20 @@ class Bridge:
     ) -> None:
         self.settings = settings
         self.writer = writer or TextureWriter(
-            Path(settings.output), fmt=settings.format, jpeg=settings.jpeg, exr=settings.exr, keep=settings.keep_jobs
+            Path(settings.output),
+            fmt=settings.format,
+            jpeg=settings.jpeg,
+            exr=settings.exr,
+            keep=settings.keep_jobs,
+            announce_root=settings.announce_root,
         )
         self.queue = JobQueue(settings.queue_size, settings.queue_mode)
         self.ranges = ranges_for(
             settings.model, settings.preset, width=settings.width, height=settings.height, sampling=settings.sampling
         )
         self.stage = Stage(self.ranges)
+        #: How TouchDesigner shows the world (relayed, not used by the bridge itself).
+        self.display: dict[str, float | int] = {"fade": 2.0, "hold": 0, "blackout": 0, "strength": 1.0}
         self.counters = Counters()
         self._job_limit = TokenBuckets(settings.client_jobs_per_s, settings.client_jobs_burst)
         self._log = LogLimiter(logger)
@@ -93,6 +105,10 @@ class Bridge:
         self._stop_monitor = threading.Event()
         self._stopped = threading.Event()
         self._thread_failed: str | None = None
+        #: Changes at every start: a client that sees a new one knows the bridge restarted.
+        self.boot_id = secrets.token_hex(4)
+        self._subscriber_file = SubscriberFile(self.writer.root)
+        self._saved_at = time.monotonic()
         self._threads: list[threading.Thread] = []
         self._advertiser: Any = None
 
@@ -132,9 +148,10 @@ class Bridge:
                 self._thread_failed = "the bridge's ldm3d-monitor thread died"  # it watches the others
         return self._thread_failed or (self._worker.failed if self._worker is not None else None)
 
-    def state_args(self) -> tuple[str, int, str, str]:
+    def state_args(self) -> tuple[str, int, str, str, str]:
+        """``/ldm3d/state``: state, queue length, running job, model, boot id (new at every start)."""
         state, queued, running, model = self.worker.state_args()
-        return ("failed" if self.failed else state), queued, running, model
+        return ("failed" if self.failed else state), queued, running, model, self.boot_id
 
     def start(self) -> None:
         """Bind, then load and warm the model in the worker while intake already answers."""
@@ -153,11 +170,15 @@ class Bridge:
         self._notifier = Notifier(
             sock, subscriptions, send_limit=TokenBuckets(s.reply_per_s, s.reply_burst), counters=self.counters
         )
+        for entry in self._subscriber_file.load(time.time()):  # kept from before a restart
+            self._notifier.restore((entry["host"], entry["port"]), entry["owner"], entry["heard"])
+        if subscriptions.active(time.monotonic()):
+            logger.info("restored %d subscribers: %s", len(subscriptions), subscriptions.active(time.monotonic()))
         self._desk = SubscriptionDesk(
             self._notifier,
             self._resolver,
             self.counters,
-            self.state_args,
+            self.greeting,
             ipv4_only=sock.family == socket.AF_INET,
             pending_s=s.subscription_pending_s,
             listen_host=s.host,
@@ -201,9 +222,14 @@ class Bridge:
         """The TCP port of the HTTP side (OSCQuery), or None without one."""
         return self._web.port if self._web is not None else None
 
+    def greeting(self) -> list[tuple[str, tuple[Arg, ...]]]:
+        """What a new subscriber hears first: the state, and how the world is shown."""
+        return [("/ldm3d/state", self.state_args()), *((f"/ldm3d/display/{k}", (v,)) for k, v in self.display.items())]
+
     def current_values(self) -> dict[str, tuple[Arg, ...]]:
-        """The current value of every address that has one now: the stage, the state, the lamp."""
+        """The current value of every address that has one now: the stage, the state, the lamp, the display."""
         values = self.stage.snapshot()
+        values.update({f"/ldm3d/display/{k}": (v,) for k, v in self.display.items()})
         values["/ldm3d/state"] = self.state_args()
         values["/ldm3d/busy"] = (int(self.worker.state == "busy"),)
         return values
@@ -315,6 +341,13 @@ class Bridge:
                 self._staged(name, value, self.stage.set(name, value), sender, bound)
             case protocol.SetStageNorm(name, fraction):
                 self._staged(name, *self.stage.set_norm(name, fraction), sender, bound)
+            case protocol.Display(name, value):
+                address = f"/ldm3d/display/{name}"
+                if self.display.get(name) != value:  # a change: every subscriber's TouchDesigner applies it
+                    self.display[name] = value
+                    n.notify(sender, address, value, bound=bound)
+                else:
+                    n.reply(sender, address, value, bound=bound)
             case protocol.Cancel(job_id):
                 self._cancel(job_id, sender)
             case protocol.Recall(job_id):
@@ -404,6 +437,13 @@ class Bridge:
         self._resolver.poll(now)
         for sub in self.notifier.expire():
             logger.info("subscription %s:%s lapsed (not renewed within its lease)", *sub.target)
+        entries = self.notifier.to_save(force=now - self._saved_at > SAVE_EVERY_S)
+        if entries is not None:
+            self._saved_at = now
+            try:
+                self._subscriber_file.save(entries)
+            except OSError as exc:
+                self._log.warning("save_subscribers", now, "could not save the subscribers: %s", exc)
         if self._thread_failed is None and not self._stop_intake.is_set():
             dead = [t.name for t in [*self._threads, *worker.threads] if not t.is_alive()]
             if dead:

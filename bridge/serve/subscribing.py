@@ -20,7 +20,8 @@ from bridge.serve.limits import Counters
 from bridge.serve.notifier import Notifier
 from bridge.serve.subscriptions import Address
 
-StateArgs = Callable[[], tuple[Arg, ...]]
+#: What a subscriber hears when it starts hearing the bridge: (address, args) messages.
+Greeting = Callable[[], list[tuple[str, tuple[Arg, ...]]]]
 
 
 class SubscriptionDesk:
@@ -29,7 +30,7 @@ class SubscriptionDesk:
         notifier: Notifier,
         resolver: AsyncResolver,
         counters: Counters,
-        state_args: StateArgs,
+        greeting: Greeting,
         *,
         ipv4_only: bool,
         pending_s: float,
@@ -38,7 +39,7 @@ class SubscriptionDesk:
         self._notifier = notifier
         self._resolver = resolver
         self._counters = counters
-        self._state_args = state_args
+        self._greeting = greeting
         self._ipv4_only = ipv4_only
         self._pending_s = pending_s
         self._listen_host = listen_host
@@ -83,7 +84,7 @@ class SubscriptionDesk:
         if sub.confirmed:
             n.reply(sender, "/ldm3d/subscribed", *target, round(n.lease_s), bound=bound)
             if activated:
-                n.send_to([target], "/ldm3d/state", *self._state_args())
+                self._greet(target)
         else:
             n.reply(sender, "/ldm3d/pending", *target, round(self._pending_s), bound=bound)
 
@@ -92,4 +93,8 @@ class SubscriptionDesk:
         n = self._notifier
         for sub in n.heard_from(host):
             n.send_to([sub.target], "/ldm3d/subscribed", *sub.target, round(n.lease_s))
-            n.send_to([sub.target], "/ldm3d/state", *self._state_args())
+            self._greet(sub.target)
+
+    def _greet(self, target: Address) -> None:
+        for address, args in self._greeting():
+            self._notifier.send_to([target], address, *args)

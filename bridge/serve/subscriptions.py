@@ -29,6 +29,8 @@ class Subscription:
     owner: str
     confirmed: bool
     expires: float
+    #: When the bridge last heard of it (wall clock): a subscribe, or any message from its host.
+    heard: float = 0.0
 
 
 class Subscriptions:
@@ -39,12 +41,17 @@ class Subscriptions:
         self.pending_s = pending_s
         self._subs: dict[Address, Subscription] = {}  # insertion-ordered
         self._pending = 0  # how many are not confirmed: most messages need no scan for them
+        #: Set when the confirmed set or what is known of it changed: time to save it (persistence).
+        self.dirty = False
+        self._heard_host: dict[str, float] = {}  # wall clock, per host (kept for export, not scanned)
         #: The active targets, cached until something changes or the soonest lease ends (asked per message).
         self._active: list[Address] | None = None
         self._hosts: frozenset[str] = frozenset()
         self._valid_until = 0.0
 
-    def subscribe(self, target: Address, owner: str, trusted: bool, now: float) -> tuple[Subscription, bool]:
+    def subscribe(
+        self, target: Address, owner: str, trusted: bool, now: float, wall: float = 0.0
+    ) -> tuple[Subscription, bool]:
         """Add or renew; (the subscription, whether it just became active). ``trusted``: the token was given."""
         self.expire(now)  # lapsed ones free their slots
         confirmed = trusted or target[0] == owner
@@ -55,6 +62,7 @@ class Subscriptions:
             self._pending -= sub.confirmed and not was_active
             if sub.confirmed:
                 sub.expires = now + self.lease_s
+                sub.heard = max(sub.heard, wall)
                 if confirmed:
                     sub.owner = owner
             self._changed()
@@ -67,7 +75,7 @@ class Subscriptions:
             )
         if len(self._subs) >= self.total:
             raise TooManySubscribers(f"{len(self._subs)} subscriptions already (the limit); unsubscribe one first")
-        sub = Subscription(target, owner, confirmed, now + (self.lease_s if confirmed else self.pending_s))
+        sub = Subscription(target, owner, confirmed, now + (self.lease_s if confirmed else self.pending_s), wall)
         self._subs[target] = sub
         self._pending += not confirmed
         self._changed()
@@ -111,6 +119,26 @@ class Subscriptions:
 
     def _changed(self) -> None:
         self._active = None
+        self.dirty = True
+
+    def note_heard(self, host: str, wall: float) -> None:
+        """A message from ``host`` (cheap: called per message)."""
+        self._heard_host[host] = wall
+
+    def export(self) -> list[dict[str, object]]:
+        """The confirmed subscriptions, for the file that outlives a restart."""
+        return [
+            {"host": s.target[0], "port": s.target[1], "owner": s.owner,
+             "heard": max(s.heard, self._heard_host.get(s.target[0], 0.0))}
+            for s in self._subs.values()
+            if s.confirmed
+        ]  # fmt: skip
+
+    def restore(self, target: Address, owner: str, heard: float, now: float) -> None:
+        """A subscription from the file: confirmed, with a fresh lease."""
+        if target not in self._subs and len(self._subs) < self.total:
+            self._subs[target] = Subscription(target, owner, True, now + self.lease_s, heard)
+            self._changed()
 
     def _cache(self, now: float) -> list[Address]:
         if self._active is None or now >= self._valid_until:

@@ -142,7 +142,35 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
             for name in ("steps", "guidance", "strength")
         ),
         # what the bridge reports (read-only)
-        Node("/ldm3d/state", "state, queue length, running job, model", "siss", READ, default=("loading", 0, "", "")),
+        Node(
+            "/ldm3d/state",
+            "state, queue length, running job, model, boot id",
+            "sisss",
+            READ,
+            default=("loading", 0, "", "", ""),
+        ),
+        # how TouchDesigner shows the world (read-write, relayed to every subscriber)
+        Node("/ldm3d/display", "how TouchDesigner shows the world (relayed to every subscriber)"),
+        Node(
+            "/ldm3d/display/fade",
+            "crossfade to a new world",
+            "f",
+            READ_WRITE,
+            [_r(0.0, 60.0)],
+            ["both"],
+            ["seconds"],
+            (2.0,),
+        ),
+        Node(
+            "/ldm3d/display/hold",
+            "1: keep the world on screen, queue the newest",
+            "i",
+            READ_WRITE,
+            [_r(0, 1)],
+            default=(0,),
+        ),
+        Node("/ldm3d/display/blackout", "1: black", "i", READ_WRITE, [_r(0, 1)], default=(0,)),
+        Node("/ldm3d/display/strength", "depth displacement strength", "f", READ_WRITE, [_r(0.0, 1.0)], default=(1.0,)),
         Node("/ldm3d/busy", "1 while a job runs (a lamp)", "i", READ, [_r(0, 1)], default=(0,)),
         Node("/ldm3d/progress", "job id, step, total steps", "sii", READ, default=("", 0, 0)),
         Node(

@@ -4,19 +4,35 @@ Thin glue: it sends OSC, turns OSC In DAT callbacks and frame ticks into events 
 WorldSwitcher (ldm3d_td_logic.py), and applies the actions it returns. Inference never
 runs here; the bridge does that in its own process.
 
-Custom parameters on the Base COMP: Bridgehost, Bridgeport, Listenport, Crossfade,
-Strength, Baseradius, Eyeseparation, Token (optional shared secret).
+Custom parameters on the Base COMP: Bridgehost, Bridgeport, Listenport, Crossfade (read at
+each switch), Hold, Blackout, Strength, Baseradius, Eyeseparation, Token (optional shared
+secret). A performer's tablet sets Crossfade, Hold, Blackout and Strength through the bridge
+(/ldm3d/display/...). Blackout is only a parameter so far: no operator of the network uses it yet.
 """
 
 # TouchDesigner provides `op`, `absTime` and the operator classes at run time.
-from ldm3d_td_logic import LoadBack, SetCross, Shown, SubscriptionKeeper, WorldSwitcher  # noqa: F401 - Shown documents the actions
+from ldm3d_td_logic import (  # noqa: F401 - Shown documents the actions
+    BridgeWatch,
+    LoadBack,
+    SetCross,
+    Shown,
+    SubscriptionKeeper,
+    WorldSwitcher,
+)
+
+#: /ldm3d/display/<name> from the bridge (a performer's tablet) → the Base COMP's parameter.
+DISPLAY_PARS = {"fade": "Crossfade", "hold": "Hold", "blackout": "Blackout", "strength": "Strength"}
 
 
 class Ldm3dExt:
     def __init__(self, ownerComp):
         self.ownerComp = ownerComp
-        self.switcher = WorldSwitcher(crossfade_s=float(ownerComp.par.Crossfade.eval()))
+        # Which buffer is on screen comes from the Cross TOP, so a re-initialised extension is safe.
+        self.switcher = WorldSwitcher(
+            crossfade_s=float(ownerComp.par.Crossfade.eval()), cross=float(ownerComp.op("cross_rgb").par.cross.eval())
+        )
         self.keeper = SubscriptionKeeper()  # renews the bridge's subscription lease from OnFrame
+        self.watch = BridgeWatch()  # heartbeats and boot ids: re-subscribe after a restart
 
     # -- sending ---------------------------------------------------------------
 
@@ -43,6 +59,13 @@ class Ldm3dExt:
             self._apply(s.on_ready(str(args[0]), str(args[1]), str(args[2])))
         elif address == "/ldm3d/state" and len(args) >= 4:
             self.ownerComp.op("status").text = s.on_state(str(args[0]), int(args[1]), str(args[2]), str(args[3]))
+            now = absTime.seconds  # noqa: F821 - a TouchDesigner global
+            if len(args) >= 5 and self.watch.on_state(str(args[4]), now):
+                self.keeper.now(now)  # the bridge restarted: subscribe again
+        elif address.startswith("/ldm3d/display/") and len(args) == 1:
+            name = DISPLAY_PARS.get(address[len("/ldm3d/display/") :])
+            if name is not None:
+                setattr(self.ownerComp.par, name, args[0])
         elif address == "/ldm3d/subscribed" and len(args) >= 3:
             self.keeper.on_subscribed(float(args[2]), absTime.seconds)  # noqa: F821 - a TouchDesigner global
         elif address == "/ldm3d/error" and len(args) >= 3:
@@ -53,14 +76,21 @@ class Ldm3dExt:
         advances the fade."""
         s = self.switcher
         now = absTime.seconds  # noqa: F821 - a TouchDesigner global
+        if self.watch.tick(now):
+            self.ownerComp.op("status").text = "bridge offline: no heartbeat; subscribing again"
+            self.keeper.now(now)
         if self.keeper.due(now):
             self.Subscribe()
             self.keeper.sent(now)
+        hold = bool(self.ownerComp.par.Hold.eval())
+        if hold != s.hold:
+            self._apply(s.set_hold(hold))
+        s.sync(float(self.ownerComp.op("cross_rgb").par.cross.eval()))
         job = s.loading
         if job is not None:
             for kind, path in (("rgb", job.rgb), ("depth", job.depth)):
                 if kind not in job.loaded and self._texture_ready(s.back, kind, path):
-                    self._apply(s.on_loaded(s.back, kind, path, now))
+                    self._apply(s.on_loaded(s.back, kind, path, now, float(self.ownerComp.par.Crossfade.eval())))
         self._apply(s.tick(now))
 
     # -- applying ----------------------------------------------------------------

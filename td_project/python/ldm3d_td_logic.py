@@ -6,6 +6,11 @@ screen; a new world loads into the back buffer; only once both of its textures h
 does a crossfade start; when the fade ends, the buffers swap roles. A `/ldm3d/ready` for a job
 older than the one shown, loading or waiting is stale and ignored (job ids sort by time).
 A ready arriving during a fade waits and loads into the new back buffer afterwards.
+
+Which buffer is on screen is read from the Cross TOP's value (0 shows A, 1 shows B), never
+remembered across a re-initialisation, so a reloaded extension with B on screen loads the
+next world into A. The crossfade time is read at each switch; with Hold on, the world on
+screen stays and the newest ready waits until Hold is released.
 """
 
 from __future__ import annotations
@@ -53,9 +58,10 @@ def _other(buffer: str) -> str:
 
 
 class WorldSwitcher:
-    def __init__(self, crossfade_s: float = 2.0) -> None:
+    def __init__(self, crossfade_s: float = 2.0, cross: float = 0.0) -> None:
         self.crossfade_s = max(0.0, crossfade_s)
-        self.front = "A"
+        self.front = "B" if cross >= 0.5 else "A"  # what the Cross TOPs show now
+        self.hold = False
         self.shown: str | None = None
         self.loading: _Job | None = None
         self.waiting: _Job | None = None
@@ -74,24 +80,45 @@ class WorldSwitcher:
             ids.append(self.shown)
         return max(ids, default="")
 
+    def sync(self, cross: float) -> None:
+        """Take the front buffer from the Cross TOPs' value (unless a fade of ours is running)."""
+        if self.fading is None:
+            self.front = "B" if cross >= 0.5 else "A"
+
+    def set_hold(self, hold: bool) -> list[Action]:
+        """Hold on: keep the world on screen, the newest ready waits. Off: the waiting one loads."""
+        self.hold = hold
+        if hold or self.waiting is None or self.fading is not None or self.loading is not None:
+            return []
+        waiting, self.waiting = self.waiting, None
+        return self._load(waiting)
+
     def on_ready(self, job_id: str, rgb: str, depth: str) -> list[Action]:
         if job_id <= self._newest():
             return []  # stale or repeated: an older world must never replace a newer one
         job = _Job(job_id, rgb, depth)
-        if self.fading is not None:
+        if self.fading is not None or self.hold:
             self.waiting = job
             return []
-        self.loading = job
-        return [LoadBack(self.back, rgb, depth)]
+        return self._load(job)
 
-    def on_loaded(self, buffer: str, kind: str, path: str, now: float) -> list[Action]:
-        """A texture of ``buffer`` finished loading ``path``; ``kind`` is "rgb" or "depth"."""
+    def _load(self, job: _Job) -> list[Action]:
+        self.loading = job
+        return [LoadBack(self.back, job.rgb, job.depth)]
+
+    def on_loaded(
+        self, buffer: str, kind: str, path: str, now: float, crossfade_s: float | None = None
+    ) -> list[Action]:
+        """A texture of ``buffer`` finished loading ``path``; ``kind`` is "rgb" or "depth".
+        ``crossfade_s``: the Crossfade parameter now (read at each switch)."""
         job = self.loading
         if job is None or buffer != self.back or path != (job.rgb if kind == "rgb" else job.depth):
             return []  # a late load of a file no longer wanted
         job.loaded.add(kind)
         if job.loaded != {"rgb", "depth"}:
             return []
+        if crossfade_s is not None:
+            self.crossfade_s = max(0.0, crossfade_s)
         self.loading, self.fading, self._fade_start = None, job, now
         return self.tick(now)
 
@@ -106,9 +133,9 @@ class WorldSwitcher:
         if t >= 1.0:
             self.front, self.shown, self.fading = self.back, job.id, None
             actions.append(Shown(job.id, self.front))
-            if self.waiting is not None:
+            if self.waiting is not None and not self.hold:
                 waiting, self.waiting = self.waiting, None
-                actions += self.on_ready(waiting.id, waiting.rgb, waiting.depth)
+                actions += self._load(waiting)
         return actions
 
     def on_state(self, state: str, queue: int, running: str, model: str) -> str:
@@ -137,5 +164,36 @@ class SubscriptionKeeper:
     def sent(self, now: float) -> None:
         self.next_at = now + self.retry_s
 
+    def now(self, now: float) -> None:
+        """Subscribe at the next frame (the bridge restarted or went quiet), then retry until answered."""
+        self.next_at = now
+
     def on_subscribed(self, lease_s: float, now: float) -> None:
         self.next_at = now + max(self.retry_s, lease_s / 2)
+
+
+class BridgeWatch:
+    """Notices a bridge that went quiet (``missed`` heartbeats) or restarted (a new boot id in
+    ``/ldm3d/state``): either way TouchDesigner must subscribe again."""
+
+    def __init__(self, period_s: float = 2.0, missed: int = 3) -> None:
+        self.period_s = period_s
+        self.missed = missed
+        self.boot_id: str | None = None
+        self.last: float | None = None
+        self.online = False
+
+    def on_state(self, boot_id: str, now: float) -> bool:
+        """A heartbeat; True when the bridge restarted since the last one (subscribe again)."""
+        if self.last is not None and now > self.last:
+            self.period_s = min(max(now - self.last, 0.5), 60.0)  # the bridge's own heartbeat period
+        restarted = self.boot_id is not None and boot_id != self.boot_id
+        self.boot_id, self.last, self.online = boot_id, now, True
+        return restarted
+
+    def tick(self, now: float) -> bool:
+        """True once when the heartbeat stops (subscribe again: a restarted bridge knows us not)."""
+        if self.online and self.last is not None and now - self.last > self.missed * self.period_s:
+            self.online = False
+            return True
+        return False
