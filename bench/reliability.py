@@ -221,7 +221,7 @@ def faults(engine: Any, tmp: Path) -> None:
 
 
 def partial_reads(engine: Any, tmp: Path) -> None:
-    print("\n4. Atomic handoff: a reader polls latest.json, rgb.png and depth.png during 50 jobs")
+    print("\n4. Atomic handoff: a reader polls latest.json and the two textures during 50 jobs")
     bridge = start(lambda: engine, tmp / "atomic", width=256, height=256, client_jobs_per_s=1000.0)
     root, stop = bridge.writer.root, threading.Event()
     reads, partial = [0], [0]
