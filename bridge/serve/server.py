@@ -255,8 +255,9 @@ class Bridge:
         from bridge.serve.discovery import Advertiser
 
         try:
-            http_port = self._web.port if self._web is not None else None
-            self._advertiser = Advertiser(self.settings.host, self.address[1], self.settings.model, http_port=http_port)
+            self._advertiser = Advertiser(
+                self.settings.host, self.address[1], self.settings.model, http_port=self.http_port
+            )
             self._advertiser.register()
         except OSError as exc:  # no multicast route, for instance: the bridge still works
             logger.warning("zeroconf advertising failed: %s", exc)
