@@ -209,7 +209,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         bridge.stop()
     for message in messages:
-        if message.address != "/ldm3d/progress":
+        if not message.address.startswith("/ldm3d/progress"):  # the bar, not the log
             say(" ", message.address, *message.args)
     last = messages[-1]
     if last.address != "/ldm3d/ready":
