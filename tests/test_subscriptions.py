@@ -283,6 +283,17 @@ def test_failing_names_leave_no_state_behind(start_bridge: Start, client_for: Cl
     assert len(bridge.notifier._log._last) <= bridge.notifier._log.max_kinds
 
 
+def test_what_is_kept_per_sending_host_stays_bounded() -> None:
+    """Only subscribed hosts are remembered as heard from; 10,000 forged sources leave nothing behind."""
+    subs = Subscriptions()
+    subs.subscribe(("127.0.0.2", 7000), "127.0.0.2", False, 0.0, 100.0)
+    for i in range(10_000):
+        subs.note_heard(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 200.0, 1.0)
+    subs.note_heard("127.0.0.2", 300.0, 1.0)
+    assert len(subs._heard_host) == 1
+    assert subs.export() == [{"host": "127.0.0.2", "port": 7000, "owner": "127.0.0.2", "heard": 300.0}]
+
+
 # -- 9. IPv6 --------------------------------------------------------------------------
 
 

@@ -82,7 +82,7 @@ class Notifier:
 
     def heard_from(self, host: str) -> list[Subscription]:
         with self._lock:
-            self._subs.note_heard(host, time.time())
+            self._subs.note_heard(host, time.time(), time.monotonic())
             return self._subs.heard_from(host, time.monotonic())
 
     def restore(self, target: Address, owner: str, heard: float) -> None:

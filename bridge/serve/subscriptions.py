@@ -43,7 +43,9 @@ class Subscriptions:
         self._pending = 0  # how many are not confirmed: most messages need no scan for them
         #: Set when the confirmed set or what is known of it changed: time to save it (persistence).
         self.dirty = False
-        self._heard_host: dict[str, float] = {}  # wall clock, per host (kept for export, not scanned)
+        #: Wall clock of the last message per subscribed host (for export; only hosts that hold one, so a
+        #: flood from forged sources cannot grow it).
+        self._heard_host: dict[str, float] = {}
         #: The active targets, cached until something changes or the soonest lease ends (asked per message).
         self._active: list[Address] | None = None
         self._hosts: frozenset[str] = frozenset()
@@ -121,9 +123,11 @@ class Subscriptions:
         self._active = None
         self.dirty = True
 
-    def note_heard(self, host: str, wall: float) -> None:
-        """A message from ``host`` (cheap: called per message)."""
-        self._heard_host[host] = wall
+    def note_heard(self, host: str, wall: float, now: float) -> None:
+        """A message from ``host`` (cheap: called per message); kept only for a subscribed host."""
+        self._cache(now)
+        if host in self._hosts:
+            self._heard_host[host] = wall
 
     def export(self) -> list[dict[str, object]]:
         """The confirmed subscriptions, for the file that outlives a restart."""
@@ -145,6 +149,7 @@ class Subscriptions:
             live = [s for s in self._subs.values() if s.confirmed and now < s.expires]
             self._active = [s.target for s in live]
             self._hosts = frozenset(t[0] for t in self._active)
+            self._heard_host = {h: t for h, t in self._heard_host.items() if h in self._hosts}
             self._valid_until = min((s.expires for s in live), default=float("inf"))
         return self._active
 
