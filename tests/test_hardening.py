@@ -302,7 +302,11 @@ def test_a_stuck_engine_makes_the_bridge_give_up_for_a_restart(
     while bridge.worker.failed is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert bridge.worker.failed is not None and "stuck" in bridge.worker.failed
-    engine.release.set()
+    engine.release.set()  # the engine comes back at last
+    bridge.stop()  # gives up on the worker at once (it failed); the worker ends after its engine call returns
+    for thread in threading.enumerate():
+        if thread.name in ("ldm3d-worker", "ldm3d-writer"):
+            thread.join(10)
 
 
 @pytest.mark.skipif(not POSIX, reason="needs POSIX signals and resource limits")
