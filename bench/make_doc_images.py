@@ -4,7 +4,8 @@
 
 Writes docs/images/: scene-rgb.png and scene-depth.png (the equirectangular input),
 preview-centre.png (seen from the centre: a plain panorama view), preview-parallax.png
-(a stereo pair: near pillars shift between the eyes, the far walls barely), and scene.json.
+(a stereo pair: near pillars shift between the eyes, the far walls barely), preview-dome.png
+(a 180° dome master: zenith at the centre, the panorama's middle at the bottom), and scene.json.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bridge.render.dome import render_fisheye
 from bridge.render.preview import Camera, SphereRenderer, render_stereo
 from bridge.render.sphere import sphere_grid
 
@@ -45,20 +47,22 @@ def scene() -> tuple[np.ndarray, np.ndarray]:
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8), (depth * 65535).astype(np.uint16)
 
 
-def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+def main(out: Path = OUT) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     rgb, depth = scene()
-    Image.fromarray(rgb).resize((512, 256)).save(OUT / "scene-rgb.png")
-    Image.fromarray((depth >> 8).astype(np.uint8)).resize((512, 256)).save(OUT / "scene-depth.png")
+    Image.fromarray(rgb).resize((512, 256)).save(out / "scene-rgb.png")
+    Image.fromarray((depth >> 8).astype(np.uint8)).resize((512, 256)).save(out / "scene-depth.png")
     renderer = SphereRenderer(rgb, depth, strength=1.0, grid=sphere_grid(512, 256))
     try:
-        Image.fromarray(renderer.render(Camera(yaw=0, pitch=-5, fov=100), (640, 400))).save(OUT / "preview-centre.png")
+        Image.fromarray(renderer.render(Camera(yaw=0, pitch=-5, fov=100), (640, 400))).save(out / "preview-centre.png")
         pair = render_stereo(renderer, Camera(yaw=0, pitch=-5, fov=90), (400, 300), eye_separation=0.3)
-        Image.fromarray(pair).save(OUT / "preview-parallax.png")
+        Image.fromarray(pair).save(out / "preview-parallax.png")
+        dome = render_fisheye(renderer, Camera(pitch=90.0), (400, 400), 180.0)
+        Image.fromarray(dome).save(out / "preview-dome.png")
     finally:
         renderer.release()
-    (OUT / "scene.json").write_text(json.dumps({"made_by": "bench/make_doc_images.py", "size": [W, H]}) + "\n")
-    print(f"wrote {OUT}")
+    (out / "scene.json").write_text(json.dumps({"made_by": "bench/make_doc_images.py", "size": [W, H]}) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

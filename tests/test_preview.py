@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from bridge.cli.main import main
+from bridge.render.dome import render_cube, render_fisheye, sample_cube
 from bridge.render.preview import Camera, SphereRenderer, glsl_source
 from bridge.render.sphere import sphere_grid
 
@@ -39,7 +40,11 @@ def reference_view(rgb: npt.NDArray[np.uint8], camera: Camera, size: tuple[int, 
     forward, right = camera.direction(), camera.right()
     up = np.cross(right, forward)
     d = forward * f + right * x[..., None] + up * y[..., None]
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    return equirect_lookup(rgb, d / np.linalg.norm(d, axis=-1, keepdims=True))
+
+
+def equirect_lookup(rgb: npt.NDArray[np.uint8], d: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The panorama's colour (bilinear) in each unit direction of ``d`` (…×3); the middle is ahead (−Z)."""
     lon = np.arctan2(d[..., 0], -d[..., 2])
     lat = np.arcsin(np.clip(d[..., 1], -1, 1))
     px = (lon / (2 * np.pi) + 0.5) * W - 0.5
@@ -197,8 +202,90 @@ def test_preview_cli_mono_and_stereo(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["-q", "preview", str(job), "--out", str(out), "--size", "big"]) == 2
 
 
-def test_demo_docs_images_are_current() -> None:
-    for name in ("preview-centre.png", "preview-parallax.png"):
-        assert (ROOT / "docs" / "images" / name).is_file(), f"run bench/make_doc_images.py to create {name}"
+def _angular_fisheye(camera: Camera, size: tuple[int, int], fov: float) -> tuple[npt.NDArray[np.float64], ...]:
+    """Each pixel's direction in an equidistant fisheye (Paul Bourke's dome master), written out here."""
+    width, height = size
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    x, y = (u + 0.5 - width / 2) / (height / 2), (height / 2 - v - 0.5) / (height / 2)
+    theta, phi = np.hypot(x, y) * math.radians(fov) / 2, np.arctan2(y, x)
+    forward, right = camera.direction(), camera.right()
+    up = np.cross(right, forward)
+    d = np.cos(theta)[..., None] * forward + np.sin(theta)[..., None] * (
+        np.cos(phi)[..., None] * right + np.sin(phi)[..., None] * up
+    )
+    return d, np.hypot(x, y) <= 1
+
+
+def test_a_dome_master_from_the_centre_is_the_panorama_in_an_angular_fisheye() -> None:
+    """Constant depth, eye at the centre: every pixel of the fisheye shows the panorama's colour in that
+    pixel's direction (angle from the centre ∝ distance), and outside the circle is black."""
+    rgb = equirect_test_image()
+    renderer = SphereRenderer(rgb, np.full((H, W), 32768, np.uint16), grid=sphere_grid(512, 256))
+    try:
+        for camera, fov in ((Camera(pitch=90), 180.0), (Camera(yaw=40, pitch=10), 200.0)):
+            got = render_fisheye(renderer, camera, (240, 200), fov)
+            directions, inside = _angular_fisheye(camera, (240, 200), fov)
+            expected = equirect_lookup(rgb, directions)
+            error = np.abs(got.astype(np.float64) - expected)[inside]
+            assert error.mean() < 4.0, (camera, error.mean())
+            assert np.percentile(error, 99) < 60, camera
+            assert not got[~inside].any() and (~inside).sum() > 0.2 * inside.size  # black corners and sides
+    finally:
+        renderer.release()
+
+
+def test_the_dome_master_has_the_zenith_at_the_centre_and_the_panorama_middle_at_the_bottom() -> None:
+    rgb, depth = _blob_scene(near=False)  # red blob at yaw 30°, on the horizon
+    rgb[:8] = (0, 0, 255)  # the zenith rows are blue
+    renderer = SphereRenderer(rgb, depth, grid=sphere_grid(512, 256))
+    try:
+        dome = render_fisheye(renderer, Camera(pitch=90), (201, 201), 180.0)
+        faces = render_cube(renderer, (0.0, 0.0, 0.0), 64)
+    finally:
+        renderer.release()
+    assert tuple(dome[100, 100]) == (0, 0, 255)
+    rows, cols = np.nonzero((dome[..., 0] > 200) & (dome[..., 1] < 60))
+    # On the horizon: at the rim. Ahead is down, right is right: yaw 30° sits 30° right of straight down.
+    angle = math.degrees(math.atan2(cols.mean() - 100, rows.mean() - 100))
+    assert abs(angle - 30) < 5 and abs(math.hypot(cols.mean() - 100, rows.mean() - 100) - 100) < 8
+    assert sorted(faces) == ["+x", "+y", "+z", "-x", "-y", "-z"]
+    ahead = sample_cube(faces, np.array([[0.0, 0.0, -1.0]]))  # grey ahead, blue up
+    assert tuple(sample_cube(faces, np.array([[0.0, 1.0, 0.0]]))[0]) == (0, 0, 255) and ahead[0, 2] < 200
+
+
+def test_preview_cli_fisheye(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = _job_dir(tmp_path, np.full((H, W), 32768, np.uint16))
+    out = tmp_path / "dome.png"
+    assert main(["-q", "preview", str(job), "--out", str(out), "--size", "128x128", "--fisheye", "180"]) == 0
+    dome = np.asarray(Image.open(out))
+    assert dome.shape == (128, 128, 3) and not dome[0, 0].any() and dome[64, 64].any()
+    # The default pitch with --fisheye is 90 (a dome master): the centre looks straight up.
+    up = Camera(pitch=90)
+    centre = equirect_lookup(equirect_test_image(), up.direction()[None, :])[0]
+    assert np.abs(dome[60:68, 60:68].mean((0, 1)) - centre).max() < 25
+    capsys.readouterr()
+    assert main(["-q", "preview", str(job), "--out", str(out), "--fisheye", "400"]) == 2
+    assert "--fisheye 400: use 1..360 degrees" in capsys.readouterr().err
+    assert main(["-q", "preview", str(job), "--out", str(out), "--fisheye", "180", "--stereo"]) == 2
+
+
+def test_demo_docs_images_are_current(tmp_path: Path) -> None:
+    """The pictures in docs/ are what bench/make_doc_images.py renders from this code."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_doc_images", ROOT / "bench" / "make_doc_images.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(tmp_path)
+    names = ("scene-rgb.png", "scene-depth.png", "preview-centre.png", "preview-parallax.png", "preview-dome.png")
+    for name in names:
+        committed = ROOT / "docs" / "images" / name
+        assert committed.is_file(), f"run bench/make_doc_images.py to create {name}"
+        fresh = np.asarray(Image.open(tmp_path / name)).astype(np.float64)
+        old = np.asarray(Image.open(committed)).astype(np.float64)
+        assert fresh.shape == old.shape and np.abs(fresh - old).mean() < 1.0, (
+            f"{name} is stale: run bench/make_doc_images.py"
+        )
     meta = json.loads((ROOT / "docs" / "images" / "scene.json").read_text())
     assert meta["made_by"] == "bench/make_doc_images.py"

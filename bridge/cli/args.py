@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("job_dir", help="a job folder (holds its rgb and depth textures)")
     preview.add_argument("--out", required=True, help="the PNG to write")
     preview.add_argument("--yaw", type=float, default=0.0, help="degrees; 0 = middle of the panorama, + = right")
-    preview.add_argument("--pitch", type=float, default=0.0, help="degrees; + = up")
+    preview.add_argument(
+        "--pitch", type=float, default=None, help="degrees; + = up (default 0, or 90 with --fisheye: a dome master)"
+    )
     preview.add_argument("--fov", type=float, default=90.0, help="vertical field of view, degrees")
     preview.add_argument(
         "--eye",
@@ -127,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="eye position; the sphere's radius is 1",
     )
     preview.add_argument("--stereo", action="store_true", help="a side-by-side pair (left eye first)")
+    preview.add_argument(
+        "--fisheye",
+        type=float,
+        metavar="DEGREES",
+        help="an angular fisheye of this field of view instead of a flat view, e.g. 180: a dome master "
+        "(zenith at the centre, the panorama's middle at the bottom), as TouchDesigner's render_dome",
+    )
     preview.add_argument("--eye-separation", type=float, default=0.064, help="for --stereo (default 0.064)")
     preview.add_argument("--size", default="1024x768", help="WxH of one view (default 1024x768)")
     preview.add_argument("--strength", type=float, default=1.0, help="depth displacement strength (default 1)")

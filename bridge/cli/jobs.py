@@ -137,15 +137,22 @@ def write_preview(
     stereo: bool = False,
     eye_separation: float = 0.064,
     strength: float = 1.0,
+    fisheye: float | None = None,
 ) -> None:
     from PIL import Image
 
+    from bridge.render.dome import render_fisheye
     from bridge.render.preview import SphereRenderer, load_job_textures, render_stereo
 
     rgb, depth = load_job_textures(job_dir)
     renderer = SphereRenderer(rgb, depth, strength=strength)
     try:
-        image = render_stereo(renderer, camera, size, eye_separation) if stereo else renderer.render(camera, size)
+        if fisheye is not None:
+            image = render_fisheye(renderer, camera, size, fisheye)
+        elif stereo:
+            image = render_stereo(renderer, camera, size, eye_separation)
+        else:
+            image = renderer.render(camera, size)
     finally:
         renderer.release()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -155,11 +162,24 @@ def write_preview(
 def cmd_preview(args: argparse.Namespace) -> int:
     from bridge.render.preview import Camera
 
-    camera = Camera(eye=tuple(args.eye), yaw=args.yaw, pitch=args.pitch, fov=args.fov)
     if not 1.0 <= args.fov <= 170.0:
         raise CliError(f"--fov {args.fov}: use 1..170 degrees", 2)
+    if args.fisheye is not None:
+        if not 1.0 <= args.fisheye <= 360.0:
+            raise CliError(f"--fisheye {args.fisheye:g}: use 1..360 degrees (180 for a dome master)", 2)
+        if args.stereo:
+            raise CliError("--fisheye and --stereo: choose one (a stereo dome master is not made here)", 2)
+    pitch = args.pitch if args.pitch is not None else (90.0 if args.fisheye is not None else 0.0)
+    camera = Camera(eye=tuple(args.eye), yaw=args.yaw, pitch=pitch, fov=args.fov)
     write_preview(
-        Path(args.job_dir), Path(args.out), camera, _size(args.size), args.stereo, args.eye_separation, args.strength
+        Path(args.job_dir),
+        Path(args.out),
+        camera,
+        _size(args.size),
+        args.stereo,
+        args.eye_separation,
+        args.strength,
+        args.fisheye,
     )
     print(Path(args.out).resolve())
     return 0
