@@ -7,7 +7,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "td_project" / "python"))
 
-from ldm3d_td_logic import BridgeWatch, LoadBack, SetCross, Shown, SubscriptionKeeper, WorldSwitcher
+from ldm3d_td_logic import (
+    BridgeWatch,
+    Dimmer,
+    LoadBack,
+    SetCross,
+    Shown,
+    SubscriptionKeeper,
+    WorldSwitcher,
+    version_problem,
+)
 
 J1, J2, J3 = "20261122-100000-000-0001", "20261122-100005-000-0002", "20261122-100009-000-0003"
 
@@ -113,3 +122,23 @@ def test_the_watch_resubscribes_after_a_restart_or_a_silence() -> None:
     k.on_subscribed(3600.0, 0.0)
     k.now(10.0)
     assert k.due(10.0)
+
+
+def test_blackout_fades_the_brightness_over_the_crossfade_time_and_back() -> None:
+    d = Dimmer()
+    assert d.tick(False, 2.0, 100.0) == 1.0
+    assert d.tick(True, 2.0, 100.0) == 1.0  # nothing has passed yet
+    assert d.tick(True, 2.0, 101.0) == 0.5
+    assert d.tick(True, 2.0, 103.0) == 0.0  # never below 0
+    assert d.tick(False, 2.0, 103.5) == 0.25
+    assert d.tick(False, 0.0, 103.6) == 1.0  # no fade time: at once
+    assert d.tick(True, 2.0, 103.0) == 1.0  # a clock that went back moves nothing
+
+
+def test_touchdesigner_version_check() -> None:
+    assert version_problem("2023", "11880") is None
+    assert version_problem("2025", "10230") is None
+    old = version_problem("2022", "35320")
+    assert old is not None and "2022.35320 is older than 2023.11000" in old
+    unreadable = version_problem("2023", "beta")
+    assert unreadable is not None and "cannot read" in unreadable

@@ -33,6 +33,20 @@ def test_every_wire_and_parameter_names_a_node_and_files_exist() -> None:
             assert value in names, (target, par, value)
 
 
+def test_nodes_sit_in_components_made_before_them_and_outputs_are_known() -> None:
+    t = _table()
+    made: dict[str, str] = {}
+    for name, op_type, _x, _y, inside, output in t.NODES:  # type: ignore[attr-defined]
+        assert not inside or made.get(inside) == "geometryCOMP", (name, inside)
+        assert not output or output in t.OUTPUTS, (name, output)  # type: ignore[attr-defined]
+        made[name] = op_type
+    for target, seq, blocks in t.SEQUENCES:  # type: ignore[attr-defined]
+        used = {
+            int(p[len(seq)]) for tgt, p, _ in t.PARAMS if tgt == target and p.startswith(seq) and p[len(seq)].isdigit()
+        }  # type: ignore[attr-defined]
+        assert used and max(used) < blocks, (target, seq)
+
+
 def test_the_extension_and_callbacks_are_valid_python() -> None:
     for path in (ROOT / "td_project" / "python").glob("*.py"):
         compile(path.read_text(), str(path), "exec")

@@ -1,6 +1,7 @@
-// GLSL MAT vertex shader (TouchDesigner). The geometry is a Grid SOP: only its texture
-// coordinates matter; positions come from ldm3d_displace (a Text DAT synced to
-// bridge/render/glsl/ldm3d_displace.glsl, the file the reference renderer uses too).
+// GLSL MAT vertex shader (TouchDesigner). The geometry is a Grid SOP of 1 x 1 in the XY plane:
+// only where each point lies on it matters (P.xy + 0.5 runs 0..1 across it); positions come from
+// ldm3d_displace (a Text DAT synced to bridge/render/glsl/ldm3d_displace.glsl, the file the
+// reference renderer uses too).
 #include <ldm3d_displace>
 
 uniform sampler2D sDepth;    // Samplers page: the depth Cross TOP
@@ -13,7 +14,8 @@ out Vertex {
 
 void main()
 {
-    vec2 st = uv[0].st;
+    vec2 st = clamp(P.xy + 0.5, 0.0, 1.0);
+    st = mix(st, round(st), vec2(lessThan(abs(st - round(st)), vec2(1e-5))));  // edges exactly 0 or 1: seam and poles close
     oVert.texCoord = st;
     vec3 p = ldm3dDisplace(st, sDepth, uBaseRadius, uStrength);
     gl_Position = TDWorldToProj(TDDeform(p));

@@ -5,14 +5,15 @@ WorldSwitcher (ldm3d_td_logic.py), and applies the actions it returns. Inference
 runs here; the bridge does that in its own process.
 
 Custom parameters on the Base COMP: Bridgehost, Bridgeport, Listenport, Crossfade (read at
-each switch), Hold, Blackout, Strength, Baseradius, Eyeseparation, Token (optional shared
-secret). A performer's tablet sets Crossfade, Hold, Blackout and Strength through the bridge
-(/ldm3d/display/...). Blackout is only a parameter so far: no operator of the network uses it yet.
+each switch, and the Blackout fade time), Hold, Blackout (fades the GLSL MAT's uBrightness to 0),
+Strength, Baseradius, Eyeseparation, Domepitch, Token (optional shared secret). A performer's
+tablet sets Crossfade, Hold, Blackout and Strength through the bridge (/ldm3d/display/...).
 """
 
 # TouchDesigner provides `op`, `absTime` and the operator classes at run time.
 from ldm3d_td_logic import (  # noqa: F401 - Shown documents the actions
     BridgeWatch,
+    Dimmer,
     LoadBack,
     SetCross,
     Shown,
@@ -33,6 +34,8 @@ class Ldm3dExt:
         )
         self.keeper = SubscriptionKeeper()  # renews the bridge's subscription lease from OnFrame
         self.watch = BridgeWatch()  # heartbeats and boot ids: re-subscribe after a restart
+        self.dimmer = Dimmer()  # Blackout as a fade of uBrightness
+        self._load_frame = -1  # the frame the back buffer was last pointed at new files
 
     # -- sending ---------------------------------------------------------------
 
@@ -92,22 +95,28 @@ class Ldm3dExt:
                 if kind not in job.loaded and self._texture_ready(s.back, kind, path):
                     self._apply(s.on_loaded(s.back, kind, path, now, float(self.ownerComp.par.Crossfade.eval())))
         self._apply(s.tick(now))
+        crossfade = float(self.ownerComp.par.Crossfade.eval())
+        level = self.dimmer.tick(bool(self.ownerComp.par.Blackout.eval()), crossfade, now)
+        brightness = self.ownerComp.op("world_mat").par.vec2valuex
+        if brightness.eval() != level:
+            brightness.val = level
 
     # -- applying ----------------------------------------------------------------
 
     def _texture_ready(self, buffer, kind, path):
-        """The one TouchDesigner-specific check: the Movie File In TOP names the file and its
-        Info CHOP reports the file open."""
+        """The one TouchDesigner-specific check: the Movie File In TOP names the file, has cooked
+        since it was pointed at it (its members describe its last cook: until then, the previous
+        file), and reports the file fully pre-read: ready to be shown (moviefileinTOP.isFullyPreRead)."""
         top = self.ownerComp.op(f"{kind}_{buffer}")
-        info = self.ownerComp.op(f"{kind}_{buffer}_info")
-        channel = info["open"] if info is not None else None
-        return top.par.file.eval() == path and channel is not None and channel.eval() >= 1
+        cooked_since = absTime.frame >= self._load_frame + 2  # noqa: F821 - a whole frame's cook in between
+        return top.par.file.eval() == path and cooked_since and top.isFullyPreRead
 
     def _apply(self, actions):
         for action in actions:
             if isinstance(action, LoadBack):
                 self.ownerComp.op(f"rgb_{action.buffer}").par.file = action.rgb
                 self.ownerComp.op(f"depth_{action.buffer}").par.file = action.depth
+                self._load_frame = absTime.frame  # noqa: F821 - a TouchDesigner global
             elif isinstance(action, SetCross):
                 self.ownerComp.op("cross_rgb").par.cross = action.value
                 self.ownerComp.op("cross_depth").par.cross = action.value

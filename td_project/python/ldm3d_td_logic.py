@@ -197,3 +197,45 @@ class BridgeWatch:
             self.online = False
             return True
         return False
+
+
+class Dimmer:
+    """Blackout as a fade: the world's brightness (the GLSL MAT's ``uBrightness``) moves toward 0 while
+    Blackout is on and back to 1 when it is off, a full swing taking ``fade_s`` seconds (0: at once)."""
+
+    def __init__(self) -> None:
+        self.level = 1.0
+        self._last: float | None = None
+
+    def tick(self, blackout: bool, fade_s: float, now: float) -> float:
+        target = 0.0 if blackout else 1.0
+        if self._last is None or fade_s <= 0:
+            self.level = target
+        else:
+            step = max(0.0, now - self._last) / fade_s
+            self.level = min(self.level + step, target) if target > self.level else max(self.level - step, target)
+        self._last = now
+        return self.level
+
+
+#: The oldest TouchDesigner the network is made for: 2023.11000 (Python 3.11, sequence parameters,
+#: the Movie File In TOP's isFullyPreRead).
+MIN_TOUCHDESIGNER = (2023, 11000)
+
+
+def version_problem(version: str, build: str, minimum: tuple[int, int] = MIN_TOUCHDESIGNER) -> str | None:
+    """What to say in the Textport when TouchDesigner ``version``.``build`` (``app.version``,
+    ``app.build``) is older than ``minimum``; None when it is recent enough."""
+    try:
+        found = (int(str(version).strip()), int(str(build).strip()))
+    except ValueError:
+        return (
+            f"ldm3d: cannot read the TouchDesigner version {version!r}.{build!r}; "
+            f"the network needs {minimum[0]}.{minimum[1]} or newer"
+        )
+    if found >= minimum:
+        return None
+    return (
+        f"ldm3d: TouchDesigner {found[0]}.{found[1]} is older than {minimum[0]}.{minimum[1]}, the oldest this network "
+        "is made for; parameters it needs may be missing (the builder lists them). Update TouchDesigner."
+    )
