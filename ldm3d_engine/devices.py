@@ -78,6 +78,12 @@ def _hpu_placement(dtype: str | None) -> Placement:
     return Placement(torch.device("hpu"), chosen, hpu_runtime())
 
 
+#: How torch's allocators word running out of memory: CUDA/HPU ("... out of memory ...") and the CPU's
+#: DefaultCPUAllocator ("can't allocate memory: you tried to allocate N bytes ... (Cannot allocate memory)").
+_OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for the out-of-memory errors of any torch backend."""
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    """True for the out-of-memory errors of any torch backend, the CPU's included."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or any(words in text for words in _OUT_OF_MEMORY_WORDS)

@@ -58,8 +58,14 @@ def test_bridge_latency_harness_runs_at_its_defaults() -> None:
         timeout=600,
         check=True,
     ).stdout
-    assert re.search(r"/ldm3d/generate → accepted +p50 +[0-9.]+ +p99 +[0-9.]+ +\([0-9.]+× the baseline\)", out)
-    assert re.search(r"Last rename → /ldm3d/ready received, 20 jobs \(ms\)\n +p50 +[0-9.]+", out)
+    accepted = re.search(
+        r"/ldm3d/generate → accepted +p50 +([0-9.]+) +p99 +([0-9.]+) +\(([0-9.]+)× the baseline\)", out
+    )
+    assert accepted is not None, out
+    p50, p99, ratio = (float(x) for x in accepted.groups())
+    assert 0 < p50 <= p99 and ratio > 0  # measured figures, not a format string
+    ready = re.search(r"Last rename → /ldm3d/ready received, 20 jobs \(ms\)\n +p50 +([0-9.]+) +p99 +([0-9.]+)", out)
+    assert ready is not None and 0 < float(ready[1]) <= float(ready[2]), out
     for size in ("1024×512", "2048×1024"):
         section = out.split(f"   {size}\n", 1)[1]
         assert re.match(r" +Pillow default PNG +write +[0-9.]+ +read +[0-9.]+ +[0-9.]+ MB\n", section)

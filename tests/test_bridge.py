@@ -192,6 +192,27 @@ def test_latest_wins_replaces_waiting_jobs(start_bridge: Start, client_for: Clie
     assert ready.args[0] == second
 
 
+def test_latest_wins_keeps_one_job_waiting_however_many_arrive(start_bridge: Start, client_for: ClientFor) -> None:
+    """Pins the bug "latest-wins never drops anything": with the line that clears the waiting jobs
+    disabled, positions grew 1, 2, 3 … and the queue without bound during a live show."""
+    client = client_for(start_bridge(queue_mode="latest-wins", queue_size=50))
+    running = _start_long_job(client)
+    accepted, seen = [], []
+    for n in range(20):
+        client.send("/ldm3d/generate", f"idea {n}", "steps", 2)
+        seen += client.wait_for(["/ldm3d/accepted"], 5)
+        accepted.append(seen[-1])
+    assert [m.args[1] for m in accepted] == [1] * 20  # each newest runs next
+    client.send("/ldm3d/status")
+    seen += client.wait_for(["/ldm3d/state"], 5)
+    assert seen[-1].args[0] == "busy" and seen[-1].args[1] == 1  # one waiting, not twenty
+    client.send("/ldm3d/cancel", running)
+    seen += client.wait_for(["/ldm3d/ready"], 60)
+    assert seen[-1].args[0] == accepted[-1].args[0]
+    cancelled = {m.args[0] for m in seen if m.address == "/ldm3d/cancelled"}
+    assert {m.args[0] for m in accepted[:-1]} <= cancelled
+
+
 def test_unknown_address_wrong_types_and_bad_values_get_errors(start_bridge: Start, client_for: ClientFor) -> None:
     client = client_for(start_bridge())
     cases = [

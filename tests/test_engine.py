@@ -16,6 +16,7 @@ from ldm3d_engine import (
     GenerateRequest,
     InvalidRequest,
     ModelNotAvailable,
+    OutOfMemory,
     UnknownModel,
     load_engine,
 )
@@ -44,13 +45,20 @@ def test_six_channel_model_decodes_16_bit_depth_from_byte_channels(load_tiny: Lo
     assert len(np.unique(r.depth & 0xFF)) > 200
 
 
+def _clearly_different(a: np.ndarray, b: np.ndarray) -> bool:
+    """A visible change, not a stray pixel: over 15 % of the values move by more than 8 levels (a changed
+    negative prompt or guidance moves about 27 % on the tiny model, another seed about 67 %)."""
+    diff = np.abs(a.astype(np.int32) - b.astype(np.int32))
+    return bool((diff > 8).mean() > 0.15)
+
+
 def test_same_seed_same_pixels_and_other_seed_other_pixels(load_tiny: Loader) -> None:
     engine = load_tiny("tiny")
     a = engine.generate(GenerateRequest("dunes", seed=11, **SMALL))
     b = engine.generate(GenerateRequest("dunes", seed=11, **SMALL))
     c = engine.generate(GenerateRequest("dunes", seed=12, **SMALL))
     assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.depth, b.depth)
-    assert not np.array_equal(a.rgb, c.rgb)
+    assert _clearly_different(a.rgb, c.rgb)
 
 
 def test_random_seed_is_reported_and_reproduces(load_tiny: Loader) -> None:
@@ -66,8 +74,8 @@ def test_negative_prompt_and_guidance_change_the_picture(load_tiny: Loader) -> N
     base = engine.generate(GenerateRequest("dunes", seed=5, **SMALL))
     neg = engine.generate(GenerateRequest("dunes", negative_prompt="water", seed=5, **SMALL))
     low = engine.generate(GenerateRequest("dunes", seed=5, guidance=1.0, **SMALL))
-    assert not np.array_equal(base.rgb, neg.rgb)
-    assert not np.array_equal(base.rgb, low.rgb)
+    assert _clearly_different(base.rgb, neg.rgb)
+    assert _clearly_different(base.rgb, low.rgb)
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "dpm", "unipc", "euler_a"])
@@ -84,7 +92,7 @@ def test_every_scheduler_runs_and_reports_its_steps(load_tiny: Loader, scheduler
 def test_schedulers_give_different_pictures(load_tiny: Loader) -> None:
     engine = load_tiny("tiny")
     pics = [engine.generate(GenerateRequest("dunes", seed=5, scheduler=s, **SMALL)).rgb for s in ("ddim", "euler_a")]
-    assert not np.array_equal(pics[0], pics[1])
+    assert _clearly_different(pics[0], pics[1])
 
 
 def test_cancel_stops_within_one_step_and_engine_stays_usable(load_tiny: Loader) -> None:
@@ -199,3 +207,18 @@ def test_tiny_models_are_built_once_and_reused(tiny_dir: Path, load_tiny: Loader
     assert again.location.folder == folder
     assert (folder / "unet" / "config.json").stat().st_mtime_ns == stamp
     assert not [p for p in tiny_dir.iterdir() if p.name.startswith(".")]  # no half-built leftovers
+
+
+def test_a_real_allocation_failure_is_reported_as_out_of_memory_and_the_engine_goes_on(load_tiny: Loader) -> None:
+    """torch's own CPU allocator failing mid-job (no fake exception): the engine says OutOfMemory, which the
+    bridge reports as ``out_of_memory``, and the next job runs."""
+    import torch
+
+    engine = load_tiny("tiny")
+
+    def allocate_too_much(step: int, total: int) -> None:
+        torch.empty(2**50, dtype=torch.uint8)  # a petabyte: DefaultCPUAllocator refuses it
+
+    with pytest.raises(OutOfMemory, match="out of memory on cpu at 64×64"):
+        engine.generate(GenerateRequest("dunes", seed=5, width=64, height=64, steps=2), on_step=allocate_too_much)
+    assert engine.generate(GenerateRequest("dunes", seed=5, width=64, height=64, steps=2)).rgb.shape == (64, 64, 3)

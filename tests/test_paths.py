@@ -60,3 +60,16 @@ def test_symlinks_that_escape_are_refused(inputs: Path, tmp_path: Path) -> None:
 def test_no_input_folder_means_no_input_files(inputs: Path) -> None:
     with pytest.raises(BadArguments, match="no input folder"):
         resolve_input_path("a.png", [])
+
+
+def test_a_sibling_folder_whose_name_starts_with_the_roots_is_outside(tmp_path: Path) -> None:
+    """Pins the bug "containment by string prefix": ``…/inputs-private/key.png`` starts with ``…/inputs``
+    as text but is not inside it."""
+    inputs, private = tmp_path / "inputs", tmp_path / "inputs-private"
+    inputs.mkdir()
+    private.mkdir()
+    (private / "key.png").write_bytes(b"secret")
+    (inputs / "ok.png").write_bytes(b"fine")
+    assert resolve_input_path(str(inputs / "ok.png"), [inputs]) == (inputs / "ok.png").resolve()
+    with pytest.raises(BadArguments, match="outside the input folders"):
+        resolve_input_path(str(private / "key.png"), [inputs])

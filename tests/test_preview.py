@@ -59,7 +59,9 @@ def equirect_lookup(rgb: npt.NDArray[np.uint8], d: npt.NDArray[np.float64]) -> n
 
 def test_the_shaders_compile_under_mesa() -> None:
     renderer = SphereRenderer(equirect_test_image(), np.full((H, W), 32768, np.uint16))
-    assert "llvmpipe" in renderer.ctx.info["GL_RENDERER"] or renderer.ctx.info["GL_RENDERER"]
+    info = renderer.ctx.info
+    assert renderer.ctx.version_code >= 330, info["GL_VERSION"]  # the OpenGL 3.3 core the shaders are written for
+    assert isinstance(info["GL_RENDERER"], str) and info["GL_RENDERER"].strip()  # llvmpipe here, a GPU elsewhere
     renderer.release()
 
 

@@ -113,3 +113,39 @@ def test_find_refuses_paths_and_unknown_ids(tmp_path: Path) -> None:
 def test_job_ids_sort_by_time() -> None:
     ids = [new_job_id(1_800_000_000.0 + i * 0.001) for i in range(5)]
     assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+def test_a_folder_watcher_never_sees_a_half_written_job(tmp_path: Path) -> None:
+    """Pins the bug "job files written straight into the job folder": TouchDesigner's folder watchers
+    (and any file manager) list the output root while the bridge writes. Every job folder must hold all of
+    its files the first time it is seen. Large, slowly encoded PNGs make the writing window wide."""
+    import threading
+
+    root = tmp_path / "out"
+    writer = TextureWriter(root, fmt="png")
+    writer.prepare()
+    first_seen: dict[str, set[str]] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for entry in os.scandir(root):
+                if entry.is_dir() and not entry.name.startswith(".") and entry.name not in first_seen:
+                    try:
+                        first_seen[entry.name] = set(os.listdir(entry.path))
+                    except FileNotFoundError:
+                        continue
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        ids = [new_job_id() for _ in range(3)]
+        for job_id in ids:
+            writer.write(job_id, fake_result(1024, 512))
+    finally:
+        done.set()
+        watcher.join(10)
+        writer.close()
+    assert sorted(first_seen) == sorted(ids)
+    for job_id, files in first_seen.items():
+        assert {"rgb.png", "depth.png", "meta.json"} <= files, (job_id, files)
