@@ -222,6 +222,61 @@ def _serve(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+_STUCK_SERVE = """
+import sys, threading
+import ldm3d_engine
+from bridge.cli.main import main
+
+real_load = ldm3d_engine.load_engine
+
+
+class StuckEngine:
+    # A stand-in for a driver call that never returns (a hung GPU): generate ignores cancel forever.
+    def __init__(self, engine):
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def generate(self, *args, **kwargs):
+        threading.Event().wait()
+
+
+ldm3d_engine.load_engine = lambda settings: StuckEngine(real_load(settings))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_serve_exits_1_when_the_engine_is_stuck(tmp_path: Path) -> None:
+    """Pins the bug "a stuck engine exits 0": systemd's Restart=on-failure must see 1, with one line why."""
+    with OscClient("127.0.0.1", 9) as probe:
+        port = probe.port
+    config = tmp_path / "bridge.toml"
+    config.write_text("[bridge]\njob_timeout_s = 0.5\nstuck_grace_s = 0.5\n")
+    command = [sys.executable, "-c", _STUCK_SERVE, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--no-zeroconf", "--model", "tiny", "--output", str(tmp_path / "out"), "--config", str(config)]
+    env = {**os.environ, "LDM3D_BRIDGE_WARMUP": "false"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        with OscClient("127.0.0.1", port) as client:
+            deadline = time.monotonic() + 90
+            while True:  # until the model is loaded and the bridge answers
+                assert time.monotonic() < deadline and proc.poll() is None, "the bridge did not start"
+                client.send("/ldm3d/status")
+                state = client.receive(0.5)
+                if state is not None and state.address == "/ldm3d/state" and state.args[0] == "idle":
+                    break
+            client.send("/ldm3d/generate", "a hang", "steps", 1, "width", 64, "height", 64)
+            _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("ldm3d-bridge: error: the bridge cannot go on:") and "stuck" in last
+
+
 def test_serve_exit_status_tells_a_supervisor(tmp_path: Path) -> None:
     """What systemd's Restart=on-failure sees: 1 when the bridge cannot go on, with one line saying why."""
     failed = _serve(tmp_path / "out", "--model", str(tmp_path / "no-such-model"))
