@@ -23,6 +23,8 @@ Rules modelled (docs.derivative.ca):
   ``initializeExtensions`` and reached as ``comp.ext.ClassName``.                (DAT_Class, Extensions)
 - R9 OSC In DAT: each message calls the callbacks DAT's ``onReceiveOSC(dat, rowIndex, message, byteData,
   timeStamp, address, args, peer)``; OSC Out DAT: ``sendOSC(address, args)``.   (OSC_In_DAT, OscoutDAT_Class)
+  The OSC In DAT listens from its first cook (here: the first frame after it is made): what arrives
+  before is lost, as UDP to a closed port is, so the builder's first subscribe may go unanswered.
 - R10 Execute DAT with Frame Start on: ``onFrameStart(frame)`` once per frame.    (Execute_DAT)
 - R11 Movie File In TOP: a newly named file is read while the network cooks, not at the moment the
   parameter is set; its members (``isFullyPreRead``) describe the TOP as of its last cook, so right after
@@ -323,6 +325,7 @@ class StandIn:
         self.project = self.root.create(TYPES["baseCOMP"], "project1")
         self.printed: list[str] = []
         self._modules: list[str] = []
+        self.received: list[str] = []  # addresses of the OSC messages the OSC In DATs got, in order
 
     def globals(self, me: Op | None = None) -> dict[str, Any]:
         """What TouchDesigner puts in every script's namespace (the operator types, op, me, app …)."""
@@ -398,6 +401,7 @@ class StandIn:
             except BlockingIOError:
                 return
             for row, message in enumerate(decode_packet(data)):
+                self.received.append(message.address)
                 if callbacks is not None:
                     text = " ".join([message.address, *map(str, message.args)])
                     callbacks.module.onReceiveOSC(

@@ -195,7 +195,8 @@ def test_latest_wins_replaces_waiting_jobs(start_bridge: Start, client_for: Clie
 def test_latest_wins_keeps_one_job_waiting_however_many_arrive(start_bridge: Start, client_for: ClientFor) -> None:
     """Pins the bug "latest-wins never drops anything": with the line that clears the waiting jobs
     disabled, positions grew 1, 2, 3 … and the queue without bound during a live show."""
-    client = client_for(start_bridge(queue_mode="latest-wins", queue_size=50))
+    bridge = start_bridge(queue_mode="latest-wins", queue_size=50, client_jobs_per_s=100.0, client_jobs_burst=100)
+    client = client_for(bridge)
     running = _start_long_job(client)
     accepted, seen = [], []
     for n in range(20):

@@ -163,4 +163,4 @@ def test_worlds_from_a_real_bridge_cross_fade_in_and_black_out(
     assert comp.par.Blackout.eval() == 1
     tablet.send("/ldm3d/display/blackout", 0)
     _run_until(td, lambda: brightness.eval() == 1.0)
-    assert "idle" in comp.op("status").text
+    _run_until(td, lambda: "idle" in comp.op("status").text)  # the heartbeat's /ldm3d/state, shown
