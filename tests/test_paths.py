@@ -73,3 +73,47 @@ def test_a_sibling_folder_whose_name_starts_with_the_roots_is_outside(tmp_path: 
     assert resolve_input_path(str(inputs / "ok.png"), [inputs]) == (inputs / "ok.png").resolve()
     with pytest.raises(BadArguments, match="outside the input folders"):
         resolve_input_path(str(private / "key.png"), [inputs])
+
+
+def test_refusals_say_exactly_what_is_wrong(inputs: Path, tmp_path: Path) -> None:
+    """Errors that teach: each refusal names the value and the rule (the client sees this text)."""
+    other = tmp_path / "other"
+    other.mkdir()
+
+    def refusal(raw: str, folders: list[Path]) -> str:
+        with pytest.raises(BadArguments) as caught:
+            resolve_input_path(raw, folders)
+        return str(caught.value)
+
+    assert refusal("a.png", []) == "no input folder is configured on the bridge; the bridge accepts no input files"
+    assert refusal("", [inputs]) == "the path is empty or contains a NUL byte"
+    assert refusal("/etc/passwd", [inputs, other]) == (
+        f"'/etc/passwd' is outside the input folders ({inputs.resolve()}, {other.resolve()})"
+    )
+    assert refusal("missing.png", [inputs]) == f"'missing.png' is not a file in {inputs.resolve()}"
+    long_name = "n" * 300
+    assert refusal(long_name, [inputs]) == (
+        f"{long_name[:60]!r}…: too long (paths up to 1024 characters, names up to 255); use a shorter name"
+    )
+
+
+def test_length_limits_are_inclusive(inputs: Path) -> None:
+    """A name of 255 characters and a path of 1024 pass the length check (then the file must exist)."""
+    with pytest.raises(BadArguments, match="is not a file"):
+        resolve_input_path("n" * 255, [inputs])
+    with pytest.raises(BadArguments, match="too long"):
+        resolve_input_path("n" * 256, [inputs])
+    deep = "/".join(["d" * 200] * 6)[:1024]  # 1024 characters, every part short
+    assert len(deep) == 1024
+    with pytest.raises(BadArguments, match=r"is not a file|File name too long"):
+        resolve_input_path(deep, [inputs])
+    with pytest.raises(BadArguments, match="too long"):
+        resolve_input_path(deep + "d", [inputs])
+
+
+def test_a_symlink_loop_is_refused_not_crashed(inputs: Path) -> None:
+    """Path.resolve raises RuntimeError for a loop before Python 3.13: it must not escape as an internal error."""
+    os.symlink(inputs / "loop2", inputs / "loop1")
+    os.symlink(inputs / "loop1", inputs / "loop2")
+    with pytest.raises(BadArguments, match=r"'loop1': .*send the path of a file inside an input folder"):
+        resolve_input_path("loop1", [inputs])

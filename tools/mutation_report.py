@@ -36,7 +36,7 @@ def main() -> int:
     if not table:
         print("no mutmut results: run `./dev mutate` (or `mutmut run`) first", file=sys.stderr)
         return 1
-    print(f"{'module':34} {'mutants':>7} {'killed':>7} {'survived':>8} {'no tests':>8} {'score':>6}")
+    print(f"{'module':34} {'mutants':>7} {'killed':>7} {'survived':>8} {'no tests':>8} {'pending':>7} {'score':>6}")
     total: Counter[str] = Counter()
     for module, counts in table.items():
         total.update(counts)

@@ -45,6 +45,8 @@ def resolve_input_path(raw: str, folders: Sequence[Path]) -> Path:
                 if not real.is_file():
                     raise BadArguments(f"{raw!r} is not a file in {root}")
                 return real
-    except OSError as exc:  # a symlink loop, a name the file system refuses
-        raise BadArguments(f"{raw[:60]!r}: {exc.strerror or exc}") from None
+    except (OSError, RuntimeError) as exc:  # a name the file system refuses; a symlink loop (Path.resolve
+        # raises RuntimeError for one before Python 3.13, OSError from 3.13 on)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BadArguments(f"{raw[:60]!r}: {reason}; send the path of a file inside an input folder") from None
     raise BadArguments(f"{raw!r} is outside the input folders ({', '.join(str(r) for r in roots)})")
