@@ -65,18 +65,18 @@ def test_counters_add_and_snapshot_sorted() -> None:
 def test_log_limiter_logs_a_kind_once_per_interval_and_counts_the_rest(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="limits-test")
     limiter = LogLimiter(logging.getLogger("limits-test"), interval=10.0)
-    limiter.warning("flood", 0.0, "flood from %s", "10.0.0.1")
-    limiter.warning("flood", 5.0, "flood from %s", "10.0.0.1")
-    limiter.warning("flood", 9.9, "flood from %s", "10.0.0.1")
-    limiter.warning("other", 9.9, "other thing")
-    limiter.warning("flood", 10.0, "flood from %s", "10.0.0.2")
+    limiter.warning("flood", 100.0, "flood from %s", "10.0.0.1")
+    limiter.warning("flood", 105.0, "flood from %s", "10.0.0.1")
+    limiter.warning("flood", 109.9, "flood from %s", "10.0.0.1")
+    limiter.warning("other", 109.9, "other thing")
+    limiter.warning("flood", 110.0, "flood from %s", "10.0.0.2")
     assert [r.getMessage() for r in caplog.records] == [
         "flood from 10.0.0.1",
         "other thing",
         "flood from 10.0.0.2",
         "2 more flood not logged in the last 10 s",
     ]
-    assert all(r.levelno == logging.WARNING for r in caplog.records)
+    assert all(r.levelno == logging.WARNING and not r.exc_info for r in caplog.records)  # no traceback
 
 
 def test_log_limiter_exception_logs_the_traceback_at_error(caplog: pytest.LogCaptureFixture) -> None:
@@ -85,8 +85,11 @@ def test_log_limiter_exception_logs_the_traceback_at_error(caplog: pytest.LogCap
     try:
         raise RuntimeError("boom")
     except RuntimeError:
-        limiter.exception("crash", 0.0, "handler failed: %s", "x")
-    (record,) = caplog.records
+        limiter.exception("crash", 50.0, "handler failed: %s", "x")
+        limiter.exception("crash", 55.0, "handler failed: %s", "y")  # same kind within the interval
+        limiter.exception("other", 55.0, "other failed")
+    record, other = caplog.records
+    assert other.getMessage() == "other failed"
     assert (
         record.levelno == logging.ERROR and record.exc_info is not None and record.getMessage() == "handler failed: x"
     )
