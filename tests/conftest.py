@@ -113,3 +113,10 @@ def client_for() -> Iterator[Callable[[Bridge], OscClient]]:
     yield make
     for client in clients:
         client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that start a real bridge (``-m "not bridge"`` runs the fast ones, as ./dev mutate does)."""
+    for item in items:
+        if "start_bridge" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.bridge)
