@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from ldm3d_engine.depth import decoded_to_host, layout_for_channels, pack_depth6, unpack_depth6
+from ldm3d_engine.depth import (
+    decoded_to_host,
+    depth_to_vae_channels,
+    layout_for_channels,
+    pack_depth6,
+    unpack_depth6,
+    vae_input,
+)
 
 
 def vae_range(unit: np.ndarray) -> torch.Tensor:
@@ -64,3 +71,48 @@ def test_vae_range_is_mapped_and_clamped_and_non_finite_values_are_reported() ->
 def test_unknown_channel_count_is_refused_with_a_reason() -> None:
     with pytest.raises(ValueError, match="5 output channels"):
         layout_for_channels(5)
+
+
+def test_depth_enters_the_vae_as_16_bit_values_in_each_layout() -> None:
+    depth16 = np.array([[0, 1, 32768, 65535]], dtype=np.uint16)
+    four = depth_to_vae_channels(depth16, "rgbd4")
+    assert four.shape == (1, 4, 1) and four.dtype == np.float32
+    assert np.allclose(four[0, :, 0], [0.0, 1 / 65535, 32768 / 65535, 1.0])  # not 8-bit: 1 survives
+    six = depth_to_vae_channels(depth16, "rgbd6")
+    assert np.array_equal(six, pack_depth6(depth16))
+    assert np.allclose(six[0, 3], [1.0, 1.0, 1.0]) and np.allclose(six[0, 2], [128 / 255, 128 / 255, 0.0])
+
+
+def test_vae_input_maps_to_the_vaes_range_in_each_layout() -> None:
+    rgb = np.array([[[0, 128, 255], [255, 255, 255]]], dtype=np.uint8)
+    depth16 = np.array([[0, 65535]], dtype=np.uint16)
+    for layout, channels in (("rgbd4", 4), ("rgbd6", 6)):
+        x = vae_input(rgb, depth16, layout, (2, 1), wrap=False)
+        assert x.shape == (1, channels, 1, 2) and x.dtype == torch.float32
+        assert torch.allclose(x[0, :3, 0, 0], torch.tensor([-1.0, 128 / 255 * 2 - 1, 1.0]), atol=1e-6)
+        assert torch.allclose(x[0, 3:, 0, 0], torch.full((channels - 3,), -1.0))
+        assert torch.allclose(x[0, 3:, 0, 1], torch.full((channels - 3,), 1.0))
+
+
+def test_vae_input_resizes_and_wraps_across_the_seam_for_panoramas() -> None:
+    """With ``wrap`` the resize reads across the left/right seam, as if the panorama were tiled; without
+    it the edges are clamped. Bicubic overshoot is clamped to the VAE's range."""
+    import torch.nn.functional as F
+
+    width, height, target = 64, 8, (96, 12)
+    ramp = np.linspace(0.0, 1.0, width, dtype=np.float32)  # dark at the left edge, bright at the right
+    rgb = np.repeat(np.repeat((ramp * 255).round().astype(np.uint8)[None, :, None], height, 0), 3, 2)
+    depth16 = np.repeat((ramp * 65535).round().astype(np.uint16)[None, :], height, 0)
+    wrapped = vae_input(rgb, depth16, "rgbd4", target, wrap=True)
+    clamped = vae_input(rgb, depth16, "rgbd4", target, wrap=False)
+    assert wrapped.shape == clamped.shape == (1, 4, 12, 96)
+    x = vae_input(rgb, depth16, "rgbd4", (width, height), wrap=False)  # the unresized input
+    tiled = F.interpolate(x.repeat(1, 1, 1, 3), size=(12, 3 * 96), mode="bicubic", align_corners=False)
+    reference = tiled[..., 96:192].clamp(-1.0, 1.0)  # the middle tile: what reading across the seam gives
+    assert (wrapped - reference).abs().max() < 1e-4
+    assert (clamped[..., [0, -1]] - reference[..., [0, -1]]).abs().max() > 0.1  # clamped edges differ
+    assert (clamped[..., 8:-8] - reference[..., 8:-8]).abs().max() < 1e-4  # away from the seam: the same
+    step = np.zeros((4, 8), dtype=np.uint16)
+    step[:, 4:] = 65535
+    sharp = vae_input(np.zeros((4, 8, 3), np.uint8), step, "rgbd4", (16, 8), wrap=False)
+    assert float(sharp.min()) >= -1.0 and float(sharp.max()) <= 1.0  # overshoot clamped
