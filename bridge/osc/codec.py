@@ -79,7 +79,12 @@ def decode_message(data: bytes) -> Message:
     message = Message(parsed.address, tuple(parsed.params))
     # python-osc accepts negative blob sizes, trailing bytes and non-NUL padding;
     # a message is valid when it re-encodes to exactly the bytes received.
-    if _encode_with_tags(message, tags[1:] if tags else "") != data:
+    if tags:
+        valid = _encode_with_tags(message, tags[1:]) == data
+    else:  # OSC 1.0 lets old senders leave the type tag string out: an address alone, NUL-padded
+        end = data.find(b"\x00")
+        valid = not message.args and data[end:] == bytes(len(data) - end)
+    if not valid:
         raise MalformedPacket("bad_message", "not a valid OSC message: sizes or padding do not add up")
     return message
 
