@@ -149,3 +149,59 @@ def test_a_folder_watcher_never_sees_a_half_written_job(tmp_path: Path) -> None:
     assert sorted(first_seen) == sorted(ids)
     for job_id, files in first_seen.items():
         assert {"rgb.png", "depth.png", "meta.json"} <= files, (job_id, files)
+
+
+def test_paths_are_announced_under_another_machines_root_with_forward_slashes(tmp_path: Path) -> None:
+    from bridge.output.writer import announce_path
+
+    assert announce_path("Z:\\ldm3d-out\\", Path("job/rgb.tif")) == "Z:/ldm3d-out/job/rgb.tif"
+    assert announce_path("//gpu-node/ldm3d-out", Path("job/meta.json")) == "//gpu-node/ldm3d-out/job/meta.json"
+    writer = TextureWriter(tmp_path / "out", announce_root="Z:/shows")
+    writer.prepare()
+    job_id = new_job_id()
+    files = writer.write(job_id, fake_result(seed=9))
+    assert files.ready_args() == (
+        job_id,
+        f"Z:/shows/{job_id}/rgb.tif",
+        f"Z:/shows/{job_id}/depth.tif",
+        f"Z:/shows/{job_id}/meta.json",
+        32,
+        16,
+        9,
+    )
+    plain = TextureWriter(tmp_path / "plain")
+    plain.prepare()
+    local = plain.write(job_id, fake_result())
+    assert local.ready_args()[1:4] == (str(local.rgb), str(local.depth), str(local.meta))
+    writer.close()
+    plain.close()
+
+
+def test_latest_and_find_describe_the_newest_job(tmp_path: Path) -> None:
+    writer = TextureWriter(tmp_path)
+    assert writer.latest() is None and writer.job_ids() == []  # nothing written yet, folder not even made
+    writer.prepare()
+    first = writer.write(new_job_id(), fake_result(seed=1))
+    second = writer.write(new_job_id(), fake_result(seed=2))
+    latest = writer.latest()
+    assert latest is not None and latest["job_id"] == second.job_id and latest["seed"] == 2
+    assert latest["rgb"] == str(second.rgb) and latest["depth"] == str(second.depth)
+    assert writer.find(first.job_id) == first and writer.find(second.job_id) == second
+    (tmp_path / "latest.json").write_text("{ not json")
+    assert writer.latest() is None  # a damaged file reads as none, it does not crash the bridge
+    (tmp_path / first.job_id / "meta.json").write_text("{")
+    assert writer.find(first.job_id) is None
+    writer.close()
+
+
+def test_old_jobs_are_pruned_but_never_the_newest_or_the_latest(tmp_path: Path) -> None:
+    writer = TextureWriter(tmp_path, keep=2)
+    writer.prepare()
+    ids = [new_job_id(1_800_000_000.0 + i) for i in range(4)]
+    for job_id in ids:
+        writer.write(job_id, fake_result())
+    assert writer.job_ids() == ids[2:]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging")]  # nothing half-deleted left
+    with pytest.raises(ValueError, match="keep must be at least 1 job, got 0"):
+        TextureWriter(tmp_path, keep=0)
+    writer.close()
