@@ -205,3 +205,105 @@ def test_old_jobs_are_pruned_but_never_the_newest_or_the_latest(tmp_path: Path) 
     with pytest.raises(ValueError, match="keep must be at least 1 job, got 0"):
         TextureWriter(tmp_path, keep=0)
     writer.close()
+
+
+def test_meta_json_and_latest_json_say_everything_about_a_job(tmp_path: Path) -> None:
+    """The two JSON files a client reads, field by field (docs/osc.md, "Shared folder")."""
+    import dataclasses
+    from datetime import datetime
+
+    from ldm3d_engine.types import Timings
+
+    writer = TextureWriter(tmp_path, jpeg=True)
+    writer.prepare()
+    base = fake_result(width=32, height=16, seed=3)
+    req = dataclasses.replace(base.request, mode="img2img", strength=0.6, sampling="fast")
+    result = dataclasses.replace(
+        base,
+        request=req,
+        depth_source="flat",
+        peak_memory_mb=812.5,
+        prompt_truncated=True,
+        timings=Timings(0.12345678, 1.23456789, 0.5),
+    )
+    job_id = new_job_id()
+    files = writer.write(job_id, result, meta_extra={"source_job": "x"})
+    meta = json.loads(files.meta.read_text())
+    created = datetime.fromisoformat(meta.pop("created"))
+    assert created.tzinfo is not None and created.microsecond % 1000 == 0  # UTC, milliseconds
+    writing_s = meta["timings"].pop("writing_s")
+    assert 0 < writing_s < 60
+    versions = meta.pop("versions")
+    assert set(versions) == {"ldm3d-bridge", "torch", "diffusers", "transformers"} and all(versions.values())
+    depth = meta.pop("depth")
+    assert depth == {
+        "meaning": "relative inverse depth (disparity) from DPT as learned by LDM3D: larger = nearer",
+        "file": "16-bit grayscale, 65535 = nearest, 0 = farthest",
+        "exr": None,
+        "layout": "rgbd4",
+        "min": pytest.approx(float(result.depth_float.min())),
+        "max": pytest.approx(float(result.depth_float.max())),
+    }
+    folder = str(tmp_path / job_id)
+    assert meta == {
+        "job_id": job_id,
+        "prompt": "p",
+        "prompt_used": "360 view of p",
+        "prompt_truncated": True,
+        "negative": "n",
+        "negative_truncated": False,
+        "seed": 3,
+        "model": "builtin:tiny-pano",
+        "preset": "tiny-pano",
+        "steps": 2,
+        "guidance": 7.0,
+        "scheduler": "ddim",
+        "sampling": "fast",
+        "width": 32,
+        "height": 16,
+        "seamless": True,
+        "mode": "img2img",
+        "strength": 0.6,
+        "depth_source": "flat",
+        "peak_gpu_memory_mb": 812.5,
+        "device": "cpu",
+        "dtype": "float32",
+        "timings": {"text_encoding_s": 0.1235, "denoising_s": 1.2346, "decoding_s": 0.5},
+        "files": {
+            "rgb": f"{folder}/rgb.tif",
+            "depth": f"{folder}/depth.tif",
+            "rgb_jpeg": f"{folder}/rgb.jpg",
+            "meta": f"{folder}/meta.json",
+        },
+        "format": "tiff",
+        "source_job": "x",
+    }
+    assert json.loads((tmp_path / "latest.json").read_text()) == {
+        "job_id": job_id,
+        "folder": folder,
+        "rgb": f"{folder}/rgb.tif",
+        "depth": f"{folder}/depth.tif",
+        "rgb_jpeg": f"{folder}/rgb.jpg",
+        "meta": f"{folder}/meta.json",
+        "width": 32,
+        "height": 16,
+        "seed": 3,
+    }
+    plain = writer.write(new_job_id(), fake_result())  # text-to-RGBD: no strength, noise level or depth source
+    plain_meta = json.loads(plain.meta.read_text())
+    assert not {"strength", "noise_level", "depth_source", "peak_gpu_memory_mb"} & set(plain_meta)
+    assert plain_meta["mode"] == "text"
+    writer.close()
+
+
+def test_a_write_that_fails_says_where_and_what_to_check(tmp_path: Path) -> None:
+    writer = TextureWriter(tmp_path)
+    writer.prepare()
+    job_id = new_job_id()
+    (tmp_path / job_id).write_text("in the way")
+    with pytest.raises(WriteFailed) as caught:
+        writer.write(job_id, fake_result())
+    text = str(caught.value)
+    assert text.startswith(f"could not write job {job_id} into {tmp_path.resolve()}: ")
+    assert text.endswith("(is the output folder writable, is the disk full?)")
+    writer.close()
