@@ -47,6 +47,7 @@ def _element(data: bytes) -> bytes:
         (HEADER + struct.pack(">i", -4), "bad_bundle", "bundle element size -4 is invalid"),
         (HEADER + struct.pack(">i", 0), "bad_bundle", "bundle element size 0 is invalid"),
         (HEADER + struct.pack(">i", 8) + b"/a\x00\x00", "bad_bundle", "bundle element size 8 is invalid"),
+        (b"/\x00x\x00", "bad_message", "not a valid OSC message: sizes or padding do not add up"),
     ],
 )
 def test_each_refusal_has_its_kind_and_exact_text(packet: bytes, kind: str, text: str) -> None:
@@ -78,6 +79,9 @@ def test_every_address_length_pads_right_with_and_without_arguments(length: int)
 
 def test_bundles_are_flattened_in_order_up_to_the_nesting_limit() -> None:
     one, two = encode_message("/one", 1), encode_message("/two", "x")
+    # OSC 1.0: "#bundle", the timetag 1 ("immediately"), then each element's int32 size and bytes
+    assert encode_bundle(one, two) == HEADER + _element(one) + _element(two)
+    assert HEADER == b"#bundle\x00" + b"\x00" * 7 + b"\x01"
     assert decode_packet(encode_bundle(one, two)) == [Message("/one", (1,)), Message("/two", ("x",))]
     assert decode_packet(HEADER) == []  # an empty bundle is valid
     nested = one

@@ -12,6 +12,7 @@ from ldm3d_engine.depth import (
     depth_to_vae_channels,
     layout_for_channels,
     pack_depth6,
+    quantize,
     unpack_depth6,
     vae_input,
 )
@@ -65,7 +66,13 @@ def test_vae_range_is_mapped_and_clamped_and_non_finite_values_are_reported() ->
     host = decoded_to_host(decoded)
     assert host.rgb[0, :, 0].tolist() == [0, 0, 128, 255, 255, 128]  # NaN becomes the middle
     assert host.depth[0].tolist() == [65535, 0, 65535, 0, 32768, 65535]
+    assert host.depth_float[0].tolist() == [1.0, 0.0, 1.0, 0.0, 0.5, 1.0]  # the float depth is clamped too
     assert not host.finite
+
+
+def test_quantize_clamps_and_rounds_to_int32() -> None:
+    q = quantize(torch.tensor([-0.5, 0.0, 0.4 / 255, 0.6 / 255, 0.5, 1.0, 1.5]), 255)
+    assert q.dtype == torch.int32 and q.tolist() == [0, 0, 0, 1, 128, 255, 255]  # 127.5 rounds to even 128
 
 
 def test_unknown_channel_count_is_refused_with_a_reason() -> None:
@@ -101,8 +108,9 @@ def test_vae_input_resizes_and_wraps_across_the_seam_for_panoramas() -> None:
 
     width, height, target = 64, 8, (96, 12)
     ramp = np.linspace(0.0, 1.0, width, dtype=np.float32)  # dark at the left edge, bright at the right
-    rgb = np.repeat(np.repeat((ramp * 255).round().astype(np.uint8)[None, :, None], height, 0), 3, 2)
-    depth16 = np.repeat((ramp * 65535).round().astype(np.uint16)[None, :], height, 0)
+    rows = np.linspace(0.2, 1.0, height, dtype=np.float32)[:, None]  # and changing down the rows
+    rgb = np.repeat(((ramp[None, :] * rows) * 255).round().astype(np.uint8)[..., None], 3, 2)
+    depth16 = ((ramp[None, :] * rows) * 65535).round().astype(np.uint16)
     wrapped = vae_input(rgb, depth16, "rgbd4", target, wrap=True)
     clamped = vae_input(rgb, depth16, "rgbd4", target, wrap=False)
     assert wrapped.shape == clamped.shape == (1, 4, 12, 96)
@@ -112,6 +120,8 @@ def test_vae_input_resizes_and_wraps_across_the_seam_for_panoramas() -> None:
     assert (wrapped - reference).abs().max() < 1e-4
     assert (clamped[..., [0, -1]] - reference[..., [0, -1]]).abs().max() > 0.1  # clamped edges differ
     assert (clamped[..., 8:-8] - reference[..., 8:-8]).abs().max() < 1e-4  # away from the seam: the same
+    tall = vae_input(rgb, depth16, "rgbd6", (64, 64), wrap=True)  # as wide as the input, taller: resized
+    assert tall.shape == (1, 6, 64, 64)
     step = np.zeros((4, 8), dtype=np.uint16)
     step[:, 4:] = 65535
     sharp = vae_input(np.zeros((4, 8, 3), np.uint8), step, "rgbd4", (16, 8), wrap=False)

@@ -90,9 +90,23 @@ def test_log_limiter_exception_logs_the_traceback_at_error(caplog: pytest.LogCap
         limiter.exception("other", 55.0, "other failed")
     record, other = caplog.records
     assert other.getMessage() == "other failed"
-    assert (
-        record.levelno == logging.ERROR and record.exc_info is not None and record.getMessage() == "handler failed: x"
-    )
+    assert record.levelno == logging.ERROR and record.getMessage() == "handler failed: x"
+    assert record.exc_info and record.exc_info[0] is RuntimeError  # the traceback is logged
+
+
+def test_log_limiter_defaults_to_one_line_per_kind_per_10_s(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="limits-test")
+    limiter = LogLimiter(logging.getLogger("limits-test"))
+    for now in (0.0, 9.9, 10.0, 19.9, 20.0):
+        limiter.warning("k", now, "at %s", now)
+    assert [r.getMessage() for r in caplog.records] == [
+        "at 0.0",
+        "at 10.0",
+        "1 more k not logged in the last 10 s",
+        "at 20.0",
+        "1 more k not logged in the last 10 s",
+    ]
+    assert limiter.max_kinds == 256
 
 
 def test_log_limiter_forgets_the_oldest_kind_beyond_its_bound(caplog: pytest.LogCaptureFixture) -> None:

@@ -128,3 +128,23 @@ def test_the_active_list_follows_every_change_and_lease_end() -> None:
     assert subs.active(now=10.0) == [(DESK, 2)]  # and when the soonest lease ends
     subs.unsubscribe((DESK, 2), DESK, trusted=False)
     assert subs.active(now=10.0) == [] and not subs.has_host(DESK, now=10.0)
+
+
+def test_removing_a_confirmed_subscription_leaves_pending_ones_able_to_wake() -> None:
+    """The pending count is only a shortcut: it must never reach 0 while one is still pending."""
+    subs = Subscriptions()
+    subs.subscribe((DESK, 1), DESK, trusted=False, now=0.0)
+    subs.subscribe((TABLET, 1), DESK, trusted=False, now=0.0)  # pending
+    assert subs.unsubscribe((DESK, 1), DESK, trusted=False)
+    assert [s.target for s in subs.heard_from(TABLET, now=1.0)] == [(TABLET, 1)]
+
+
+def test_the_refusal_to_unsubscribe_names_who_may() -> None:
+    subs = Subscriptions()
+    subs.subscribe((TABLET, 9001), DESK, trusted=True, now=0.0)
+    with pytest.raises(NotOwner) as caught:
+        subs.unsubscribe((TABLET, 9001), OTHER, trusted=False)
+    assert str(caught.value) == (
+        "10.0.0.9:9001 was subscribed by 10.0.0.5; only that host, 10.0.0.9 itself "
+        "or a sender with the token may unsubscribe it"
+    )

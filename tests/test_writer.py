@@ -156,6 +156,7 @@ def test_paths_are_announced_under_another_machines_root_with_forward_slashes(tm
 
     assert announce_path("Z:\\ldm3d-out\\", Path("job/rgb.tif")) == "Z:/ldm3d-out/job/rgb.tif"
     assert announce_path("//gpu-node/ldm3d-out", Path("job/meta.json")) == "//gpu-node/ldm3d-out/job/meta.json"
+    assert announce_path("Z:/SHOWX//", Path("job/rgb.tif")) == "Z:/SHOWX/job/rgb.tif"  # only slashes are trimmed
     writer = TextureWriter(tmp_path / "out", announce_root="Z:/shows")
     writer.prepare()
     job_id = new_job_id()
