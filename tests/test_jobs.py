@@ -92,3 +92,11 @@ def test_a_job_outcome_is_claimed_exactly_once() -> None:
     for thread in threads:
         thread.join()
     assert sorted(results) == [False] * 7 + [True]
+
+
+def test_queue_defaults_and_a_queue_of_one() -> None:
+    assert (JobQueue().capacity, JobQueue().mode) == (16, "fifo")
+    single = JobQueue(capacity=1)
+    assert single.put(_job(0)) == (1, [])
+    with pytest.raises(QueueFull, match=r"\(1 jobs waiting\)"):
+        single.put(_job(1))

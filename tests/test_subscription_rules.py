@@ -148,3 +148,27 @@ def test_the_refusal_to_unsubscribe_names_who_may() -> None:
         "10.0.0.9:9001 was subscribed by 10.0.0.5; only that host, 10.0.0.9 itself "
         "or a sender with the token may unsubscribe it"
     )
+
+
+def test_defaults_and_a_fresh_table() -> None:
+    subs = Subscriptions()
+    assert (subs.total, subs.per_host, subs.lease_s, subs.pending_s) == (32, 4, 3600.0, 60.0)
+    assert not subs.dirty and len(subs) == 0 and subs.export() == [] and subs.active(now=0.0) == []
+
+
+def test_new_confirmed_and_expired_ones_leave_pending_ones_able_to_wake() -> None:
+    subs = Subscriptions(lease_s=10.0, pending_s=100.0)
+    subs.subscribe((TABLET, 1), DESK, trusted=False, now=0.0)  # pending until 100
+    subs.subscribe((DESK, 1), DESK, trusted=False, now=0.0)  # confirmed, lapses at 10
+    assert [s.target for s in subs.expire(now=10.0)] == [(DESK, 1)]
+    assert [s.target for s in subs.heard_from(TABLET, now=11.0)] == [(TABLET, 1)]
+
+
+def test_when_a_host_was_last_heard_outlives_a_change_of_the_table() -> None:
+    subs = Subscriptions()
+    subs.subscribe((DESK, 1), DESK, trusted=False, now=0.0)  # wall clock unknown: 0
+    assert subs.export() == [{"host": DESK, "port": 1, "owner": DESK, "heard": 0.0}]
+    subs.note_heard(DESK, wall=500.0, now=1.0)
+    subs.subscribe((TABLET, 1), TABLET, trusted=False, now=2.0)  # the table changes
+    subs.active(now=3.0)
+    assert subs.export()[0]["heard"] == 500.0

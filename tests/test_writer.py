@@ -196,12 +196,15 @@ def test_latest_and_find_describe_the_newest_job(tmp_path: Path) -> None:
 
 
 def test_old_jobs_are_pruned_but_never_the_newest_or_the_latest(tmp_path: Path) -> None:
-    writer = TextureWriter(tmp_path, keep=2)
+    writer = TextureWriter(tmp_path, keep=3)
     writer.prepare()
-    ids = [new_job_id(1_800_000_000.0 + i) for i in range(4)]
+    ids = [new_job_id(1_800_000_000.0 + i) for i in range(5)]
     for job_id in ids:
         writer.write(job_id, fake_result())
-    assert writer.job_ids() == ids[2:]
+    assert writer.job_ids() == ids[2:]  # the 3 newest
+    older = new_job_id(1_700_000_000.0)  # a job id older than every other (a clock set back)
+    writer.write(older, fake_result())
+    assert writer.job_ids() == [older, *ids[2:]]  # the job just written (latest.json's) is never pruned
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging")]  # nothing half-deleted left
     with pytest.raises(ValueError, match="keep must be at least 1 job, got 0"):
         TextureWriter(tmp_path, keep=0)
@@ -307,4 +310,18 @@ def test_a_write_that_fails_says_where_and_what_to_check(tmp_path: Path) -> None
     text = str(caught.value)
     assert text.startswith(f"could not write job {job_id} into {tmp_path.resolve()}: ")
     assert text.endswith("(is the output folder writable, is the disk full?)")
+    writer.close()
+
+
+def test_json_files_are_indented_for_people_and_a_job_can_have_its_own_format(tmp_path: Path) -> None:
+    writer = TextureWriter(tmp_path, announce_root="//nas/out")
+    writer.prepare()
+    job_id = new_job_id()
+    files = writer.write(job_id, fake_result(), fmt="png")
+    assert files.rgb.name == "rgb.png" and files.depth.name == "depth.png"
+    assert np.array_equal(np.array(Image.open(files.depth)), fake_result().depth)
+    assert (tmp_path / "latest.json").read_text().startswith('{\n  "job_id": ')
+    assert files.meta.read_text().startswith('{\n  "job_id": ')
+    found = writer.find(job_id)
+    assert found is not None and found.ready_args()[1] == f"//nas/out/{job_id}/rgb.png"
     writer.close()

@@ -323,9 +323,8 @@ class TextureWriter:
         ids = self.job_ids()
         if len(ids) <= self.keep:
             return
-        latest = (self.latest() or {}).get("job_id", newest)
         for job_id in ids[: len(ids) - self.keep]:
-            if job_id in (latest, newest):
+            if job_id == newest:  # latest.json names it (written just before): never delete it
                 continue
             # Rename first so a reader never sees a half-deleted folder under a job id.
             doomed = self.root / f"{STAGING_PREFIX}deleted-{job_id}"
