@@ -22,6 +22,7 @@ def test_mapped_and_scoped_addresses_and_garbage() -> None:
     assert allowed("::ffff:192.168.1.5", networks)  # an IPv4 client on a dual-stack socket
     assert not allowed("::ffff:192.168.2.5", networks)
     assert allowed("fe80::1%eth0", networks)  # the scope id is not part of the address
+    assert allowed("192.168.1.5%eth0", networks)  # whatever follows a "%" is dropped, for IPv4 too
     assert not allowed("büro-pc", networks) and not allowed("", networks)
 
 

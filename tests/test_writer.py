@@ -54,6 +54,7 @@ def test_files_round_trip_with_16_bit_depth_and_optional_formats(tmp_path: Path)
         assert np.array_equal(exr.channels()["Z"].pixels, result.depth_float)
     meta = json.loads(files.meta.read_text())
     assert meta["files"]["depth_exr"] == str(files.folder / "depth.exr")
+    assert meta["depth"]["exr"] == "float32 0..1, 1 = nearest"
     assert meta["prompt_used"] == "360 view of p" and meta["seamless"] is True
     assert meta["depth"]["min"] == pytest.approx(float(result.depth_float.min()))
 
@@ -228,7 +229,7 @@ def test_meta_json_and_latest_json_say_everything_about_a_job(tmp_path: Path) ->
         depth_source="flat",
         peak_memory_mb=812.5,
         prompt_truncated=True,
-        timings=Timings(0.12345678, 1.23456789, 0.5),
+        timings=Timings(0.12345678, 1.23456789, 0.55555555),
     )
     job_id = new_job_id()
     files = writer.write(job_id, result, meta_extra={"source_job": "x"})
@@ -236,7 +237,7 @@ def test_meta_json_and_latest_json_say_everything_about_a_job(tmp_path: Path) ->
     created = datetime.fromisoformat(meta.pop("created"))
     assert created.tzinfo is not None and created.microsecond % 1000 == 0  # UTC, milliseconds
     writing_s = meta["timings"].pop("writing_s")
-    assert 0 < writing_s < 60
+    assert 0 < writing_s < 2 and writing_s == round(writing_s, 4)  # seconds, to 0.1 ms
     versions = meta.pop("versions")
     assert set(versions) == {"ldm3d-bridge", "torch", "diffusers", "transformers"} and all(versions.values())
     depth = meta.pop("depth")
@@ -272,7 +273,7 @@ def test_meta_json_and_latest_json_say_everything_about_a_job(tmp_path: Path) ->
         "peak_gpu_memory_mb": 812.5,
         "device": "cpu",
         "dtype": "float32",
-        "timings": {"text_encoding_s": 0.1235, "denoising_s": 1.2346, "decoding_s": 0.5},
+        "timings": {"text_encoding_s": 0.1235, "denoising_s": 1.2346, "decoding_s": 0.5556},
         "files": {
             "rgb": f"{folder}/rgb.tif",
             "depth": f"{folder}/depth.tif",
@@ -293,6 +294,10 @@ def test_meta_json_and_latest_json_say_everything_about_a_job(tmp_path: Path) ->
         "height": 16,
         "seed": 3,
     }
+    upscale_req = dataclasses.replace(base.request, mode="upscale", noise_level=20)
+    upscaled = writer.write(new_job_id(), dataclasses.replace(base, request=upscale_req))
+    upscale_meta = json.loads(upscaled.meta.read_text())
+    assert upscale_meta["mode"] == "upscale" and upscale_meta["noise_level"] == 20
     plain = writer.write(new_job_id(), fake_result())  # text-to-RGBD: no strength, noise level or depth source
     plain_meta = json.loads(plain.meta.read_text())
     assert not {"strength", "noise_level", "depth_source", "peak_gpu_memory_mb"} & set(plain_meta)
@@ -309,6 +314,7 @@ def test_a_write_that_fails_says_where_and_what_to_check(tmp_path: Path) -> None
         writer.write(job_id, fake_result())
     text = str(caught.value)
     assert text.startswith(f"could not write job {job_id} into {tmp_path.resolve()}: ")
+    assert "[Errno" not in text  # the system's words (strerror), not Python's exception text
     assert text.endswith("(is the output folder writable, is the disk full?)")
     writer.close()
 
@@ -325,3 +331,50 @@ def test_json_files_are_indented_for_people_and_a_job_can_have_its_own_format(tm
     found = writer.find(job_id)
     assert found is not None and found.ready_args()[1] == f"//nas/out/{job_id}/rgb.png"
     writer.close()
+
+
+def test_writer_defaults_nested_roots_and_what_counts_as_a_job(tmp_path: Path) -> None:
+    writer = TextureWriter(tmp_path / "a" / "b" / "out")  # parents are made
+    assert (writer.format.name, writer.jpeg, writer.exr, writer.keep) == ("tiff", False, False, 200)
+    writer.prepare()
+    root = tmp_path / "a" / "b" / "out"
+    (root / "photos").mkdir()  # not a job id
+    (root / new_job_id()).write_text("a file named like a job")  # not a folder
+    job = writer.write(new_job_id(), fake_result())
+    assert writer.job_ids() == [job.job_id]
+    writer.close()
+    assert TextureWriter(tmp_path / "one", keep=1).keep == 1
+
+
+def test_exr_without_its_package_is_refused_with_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "OpenEXR", None)  # as if the [exr] extra were not installed
+    with pytest.raises(ValueError) as caught:
+        TextureWriter(Path("/nonexistent"), exr=True)
+    assert str(caught.value) == "depth.exr needs the OpenEXR package: pip install 'ldm3d-bridge[exr]'"
+
+
+def test_pruning_goes_on_past_the_newest_and_past_a_job_it_cannot_remove(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    first = TextureWriter(tmp_path, keep=3)
+    first.prepare()
+    x, y, z = (new_job_id(1_800_000_000.0 + i) for i in range(3))
+    for job_id in (x, y, z):
+        first.write(job_id, fake_result())
+    first.close()
+    again = TextureWriter(tmp_path, keep=1)  # the bridge restarted with a smaller keep
+    again.prepare()
+    blocker = tmp_path / f".staging-deleted-{x}"  # renaming x away fails: that name is a full folder
+    blocker.mkdir()
+    (blocker / "x").write_text("x")
+    caplog.set_level(logging.WARNING, logger="bridge.output.writer")
+    older = new_job_id(1_700_000_000.0)  # sorts first, and is the job just written
+    again.write(older, fake_result())
+    assert again.job_ids() == [older, x, z]  # y removed although x could not be and older came first
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"could not remove old job {x}: ")
+    again.close()

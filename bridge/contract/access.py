@@ -22,7 +22,7 @@ def allowed(host: str, networks: Sequence[Network]) -> bool:
     if not networks:
         return True
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
+        address = ipaddress.ip_address(host.partition("%")[0])  # without an IPv6 scope ("%eth0")
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -34,5 +34,5 @@ def take_token(args: tuple[Arg, ...], secret: str) -> tuple[bool, tuple[Arg, ...
     """(whether the message carries ``secret`` as its last two arguments, the arguments without them)."""
     if len(args) < 2 or args[-2] != TOKEN_KEY or not isinstance(args[-1], str):
         return False, args
-    ok = hmac.compare_digest(args[-1].encode("utf-8"), secret.encode("utf-8"))
+    ok = hmac.compare_digest(args[-1].encode(), secret.encode())  # str.encode is always UTF-8
     return ok, args[:-2]

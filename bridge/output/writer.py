@@ -96,7 +96,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix."""
     tmp = path.with_name(f".ldm3d-{path.name}.{os.getpid()}.tmp")
     try:
-        _write_file(tmp, lambda f: f.write(json.dumps(data, indent=2).encode("utf-8")))
+        _write_file(tmp, lambda f: f.write(json.dumps(data, indent=2).encode()))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -178,7 +178,7 @@ class TextureWriter:
             meta = self._meta(
                 job_id, result, files, time.perf_counter() - t0, {"format": form.name, **(meta_extra or {})}
             )
-            _write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))
+            _write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
             _fsync_dir(staging)
             os.replace(staging, final)
             _fsync_dir(self.root)
