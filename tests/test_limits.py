@@ -28,6 +28,10 @@ def test_a_client_idle_for_long_gets_its_burst_back_and_no_more() -> None:
     assert buckets.allow(key, now=101.0) is True
 
 
+def test_bucket_defaults() -> None:
+    assert TokenBuckets(rate=1.0, burst=1).max_keys == 4096
+
+
 def test_a_refused_request_spends_nothing() -> None:
     buckets = TokenBuckets(rate=1.0, burst=1)
     key = ("10.0.0.3", 9000)

@@ -63,6 +63,7 @@ SHAPES: list[tuple[Arg, ...]] = [
     (9001, 5),
     (9001, "10.0.0.5", "x"),
     (JOB, "noise_level", 20),
+    (JOB, "bogus", 1),
     ("in.png", "a prompt", "strength", 0.5, "depth", "d.png"),
     ("a prompt", "seed", 3),
     ("a prompt", "seed"),

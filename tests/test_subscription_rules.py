@@ -64,8 +64,11 @@ def test_slots_per_host_and_in_all_are_enforced_with_the_numbers() -> None:
     subs = Subscriptions(total=3, per_host=2)
     subs.subscribe((DESK, 1), DESK, trusted=False, now=0.0)
     subs.subscribe((DESK, 2), DESK, trusted=False, now=0.0)
-    with pytest.raises(TooManySubscribers, match=r"^10\.0\.0\.5 has 2 subscriptions already \(the limit per host\)"):
+    with pytest.raises(TooManySubscribers) as caught:
         subs.subscribe((DESK, 3), DESK, trusted=False, now=0.0)
+    assert str(caught.value) == (
+        "10.0.0.5 has 2 subscriptions already (the limit per host); unsubscribe one or let its lease run out"
+    )
     subs.subscribe((DESK, 1), DESK, trusted=False, now=1.0)  # renewing takes no new slot
     subs.subscribe((TABLET, 1), TABLET, trusted=False, now=0.0)
     with pytest.raises(TooManySubscribers, match=r"^3 subscriptions already \(the limit\); unsubscribe one first$"):

@@ -330,6 +330,7 @@ def test_json_files_are_indented_for_people_and_a_job_can_have_its_own_format(tm
     assert files.meta.read_text().startswith('{\n  "job_id": ')
     found = writer.find(job_id)
     assert found is not None and found.ready_args()[1] == f"//nas/out/{job_id}/rgb.png"
+    assert json.loads(files.meta.read_text())["files"]["depth"] == f"//nas/out/{job_id}/depth.png"
     writer.close()
 
 
@@ -377,4 +378,5 @@ def test_pruning_goes_on_past_the_newest_and_past_a_job_it_cannot_remove(
     assert again.job_ids() == [older, x, z]  # y removed although x could not be and older came first
     (record,) = caplog.records
     assert record.getMessage().startswith(f"could not remove old job {x}: ")
+    assert not record.getMessage().endswith("None")  # the system's reason
     again.close()
