@@ -42,9 +42,8 @@ class Message:
     args: tuple[Arg, ...] = ()
 
 
-def _type_tags(data: bytes) -> str:
-    """The type tag string of a message datagram ('' when it has none)."""
-    end = data.find(b"\x00")
+def _type_tags(data: bytes, end: int) -> str:
+    """The type tag string of a message datagram ('' when it has none); ``end``: the address's NUL."""
     start = (end + 4) & ~3
     if start >= len(data):
         return ""
@@ -59,9 +58,10 @@ def decode_message(data: bytes) -> Message:
         raise MalformedPacket("not_osc", "an OSC message must start with an address beginning with '/'")
     if len(data) % 4:
         raise MalformedPacket("misaligned", f"an OSC packet's size is a multiple of 4, this one is {len(data)} bytes")
-    if data.find(b"\x00") < 0:
+    end = data.find(b"\x00")  # the NUL that ends the address
+    if end < 0:
         raise MalformedPacket("unterminated", "the address is not terminated")
-    tags = _type_tags(data)
+    tags = _type_tags(data, end)
     if tags:
         if not tags.startswith(","):
             raise MalformedPacket("bad_type_tag", "the type tag string must start with ','")
@@ -82,7 +82,6 @@ def decode_message(data: bytes) -> Message:
     if tags:
         valid = _encode_with_tags(message, tags[1:]) == data
     else:  # OSC 1.0 lets old senders leave the type tag string out: an address alone, NUL-padded
-        end = data.find(b"\x00")
         valid = not message.args and data[end:] == bytes(len(data) - end)
     if not valid:
         raise MalformedPacket("bad_message", "not a valid OSC message: sizes or padding do not add up")

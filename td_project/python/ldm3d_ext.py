@@ -85,6 +85,7 @@ class Ldm3dExt:
         if self.keeper.due(now):
             self.Subscribe()
             self.keeper.sent(now)
+        crossfade = float(self.ownerComp.par.Crossfade.eval())  # read each frame: a switch uses it as it is now
         hold = bool(self.ownerComp.par.Hold.eval())
         if hold != s.hold:
             self._apply(s.set_hold(hold))
@@ -93,9 +94,8 @@ class Ldm3dExt:
         if job is not None:
             for kind, path in (("rgb", job.rgb), ("depth", job.depth)):
                 if kind not in job.loaded and self._texture_ready(s.back, kind, path):
-                    self._apply(s.on_loaded(s.back, kind, path, now, float(self.ownerComp.par.Crossfade.eval())))
+                    self._apply(s.on_loaded(s.back, kind, path, now, crossfade))
         self._apply(s.tick(now))
-        crossfade = float(self.ownerComp.par.Crossfade.eval())
         level = self.dimmer.tick(bool(self.ownerComp.par.Blackout.eval()), crossfade, now)
         brightness = self.ownerComp.op("world_mat").par.vec2valuex
         if brightness.eval() != level:
