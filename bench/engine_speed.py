@@ -52,7 +52,7 @@ from ldm3d_engine.build import assemble_engine
 from ldm3d_engine.devices import resolve_placement
 from ldm3d_engine.loading import ModelLocation
 from ldm3d_engine.presets import get_preset
-from ldm3d_engine.tiny import SCHEDULER_CONFIG, write_tokenizer
+from ldm3d_engine.tiny import DDIM_CONFIG, write_tokenizer
 
 
 def build(arch: str, tokenizer_dir: Path) -> tuple[Any, Any, Any, Any]:
@@ -167,7 +167,7 @@ def run_pipeline(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=DDIMScheduler.from_config(SCHEDULER_CONFIG),
+        scheduler=DDIMScheduler.from_config(DDIM_CONFIG),
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
@@ -305,7 +305,7 @@ def main() -> None:
     def engine(**settings: Any) -> Any:
         return assemble_engine(
             *copy.deepcopy(modules),
-            dict(SCHEDULER_CONFIG),
+            dict(DDIM_CONFIG),  # Intel/ldm3d-pano ships DDIM
             placement=placement,
             location=ModelLocation(tmp, "bench:ldm3d-pano-architecture", preset),
             settings=EngineSettings(device=args.device, compile=args.compile, **settings),

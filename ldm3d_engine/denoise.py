@@ -44,17 +44,25 @@ def denoise(
     after_step: Callable[[], None] = lambda: None,
     on_step: OnStep | None = None,
     cancel: CancelToken | None = None,
+    steps: int | None = None,
 ) -> torch.Tensor:
     """Run ``timesteps`` of ``scheduler`` from ``latents``. ``generator`` draws the step noise of
-    ancestral samplers. Raises :class:`Cancelled` within one step of ``cancel.cancel()``."""
+    ancestral samplers. Raises :class:`Cancelled` within one step of ``cancel.cancel()``.
+
+    Progress counts the job's ``steps`` (None: one per timestep), not UNet passes: PNDM without
+    its Runge-Kutta warm-up runs ``steps + 1`` passes (its first timestep twice), so its first
+    pass reports nothing, as diffusers' progress bar does."""
     batch = guidance.batch
     condition = None if guidance.condition is None else torch.cat([guidance.condition] * batch)
     labels = None if guidance.class_labels is None else guidance.class_labels.repeat(batch)
     step_kwargs = _step_kwargs(scheduler, generator)
-    total = len(timesteps)
+    passes = len(timesteps)
+    total = passes if steps is None else steps
+    order = int(getattr(scheduler, "order", 1))
+    done = 0
     for i, t in enumerate(timesteps):
         if cancel is not None and cancel.cancelled:
-            raise Cancelled(i, total)
+            raise Cancelled(done, total)
         model_in = scheduler.scale_model_input(torch.cat([latents] * batch), t)
         if condition is not None:
             model_in = torch.cat([model_in, condition], dim=1)
@@ -64,8 +72,11 @@ def denoise(
             noise = noise_uncond + guidance.scale * (noise_cond - noise_uncond)
         latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
         after_step()
-        if on_step is not None:
-            on_step(i + 1, total)
+        now = max(0, total - (passes - i - 1) // order)  # steps completed after this pass
+        if now > done:
+            done = now
+            if on_step is not None:
+                on_step(done, total)
     if cancel is not None and cancel.cancelled:
         raise Cancelled(total, total)
     return latents

@@ -122,19 +122,47 @@ def vae_input(
     size: tuple[int, int],
     *,
     wrap: bool,
+    resample: str = "bicubic",
 ) -> torch.Tensor:
     """RGB + 16-bit depth → a 1×C×H×W tensor in [-1, 1] for the VAE's encoder, in ``layout``'s
-    channel packing, resized (bicubic) to ``size`` = (width, height). Depth enters as real
-    16-bit values scaled to 0..1. With ``wrap`` (a seamless panorama) the resize reads across
-    the left/right seam instead of clamping at the edges."""
+    channel packing, resized to ``size`` = (width, height). Depth enters as real 16-bit values
+    scaled to 0..1. With ``wrap`` (a seamless panorama) the resize reads across the left/right
+    seam instead of clamping at the edges.
+
+    ``resample``: ``bicubic`` (img2img; in float, after packing), or ``lanczos``: Pillow's Lanczos
+    on the 8-bit RGB and the 16-bit depth before packing, as the LDM3D-SR reference resizes in
+    practice (its ``VaeImageProcessorLDM3D(resample="bilinear")`` drops the argument, so the
+    processor's Lanczos default is what runs)."""
+    width, height = size
+    if resample == "lanczos" and (rgb.shape[1], rgb.shape[0]) != (width, height):
+        rgb, depth16 = _pil_resize(rgb, depth16, size, wrap)
     image = np.concatenate([rgb.astype(np.float32) / 255.0, depth_to_vae_channels(depth16, layout)], axis=-1)
     x = torch.from_numpy(image).permute(2, 0, 1)[None] * 2.0 - 1.0
-    width, height = size
     if (x.shape[3], x.shape[2]) == (width, height):
         return x
     pad = 2 if wrap else 0  # bicubic reads two source pixels on each side
     target_pad = round(pad * width / x.shape[3])
     if pad:
         x = F.pad(x, (pad, pad, 0, 0), mode="circular")
-    x = F.interpolate(x, size=(height, width + 2 * target_pad), mode="bicubic", align_corners=False)
+    x = F.interpolate(x, size=(height, width + 2 * target_pad), mode=resample, align_corners=False)
     return x[..., target_pad : target_pad + width].clamp(-1.0, 1.0)
+
+
+def _pil_resize(
+    rgb: npt.NDArray[np.uint8], depth16: npt.NDArray[np.uint16], size: tuple[int, int], wrap: bool
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint16]]:
+    """Pillow's Lanczos resize of 8-bit RGB and 16-bit depth (mode ``I;16``) to ``size``; with
+    ``wrap``, across the left/right seam (Lanczos reads three source pixels each side when enlarging)."""
+    from PIL import Image
+
+    width, height = size
+    pad = 3 * max(1, -(-rgb.shape[1] // width)) if wrap else 0  # wider when shrinking
+    target_pad = round(pad * width / rgb.shape[1])
+    if pad:
+        rgb = np.pad(rgb, ((0, 0), (pad, pad), (0, 0)), mode="wrap")
+        depth16 = np.pad(depth16, ((0, 0), (pad, pad)), mode="wrap")
+    out = (width + 2 * target_pad, height)
+    rgb_big = np.asarray(Image.fromarray(rgb).resize(out, resample=Image.Resampling.LANCZOS))
+    depth_big = np.asarray(Image.fromarray(depth16).resize(out, resample=Image.Resampling.LANCZOS), dtype=np.uint16)
+    crop = slice(target_pad, target_pad + width)
+    return np.ascontiguousarray(rgb_big[:, crop]), np.ascontiguousarray(depth_big[:, crop])

@@ -29,7 +29,12 @@ class Placement:
 
     @property
     def dtype_name(self) -> str:
-        return str(self.dtype).removeprefix("torch.")
+        """The weights' dtype, and the compute dtype where the loop runs under autocast (Gaudi)."""
+        weights = str(self.dtype).removeprefix("torch.")
+        autocast = self.runtime.autocast_dtype
+        if autocast is None:
+            return weights
+        return f"{str(autocast).removeprefix('torch.')} autocast ({weights} weights)"
 
 
 def available_devices() -> list[str]:
@@ -71,11 +76,13 @@ def _dtype(kind: str, dtype: str | None) -> torch.dtype:
 
 
 def _hpu_placement(dtype: str | None) -> Placement:
-    """Intel Gaudi: imported only now (see ldm3d_engine.gaudi)."""
+    """Intel Gaudi: imported only now (see ldm3d_engine.gaudi). Weights stay float32; ``bfloat16``
+    (the default) is the compute dtype of the loop's autocast, as optimum-habana runs LDM3D."""
     chosen = _dtype("hpu", dtype)
     from .gaudi import hpu_runtime
 
-    return Placement(torch.device("hpu"), chosen, hpu_runtime())
+    autocast = chosen if chosen != torch.float32 else None
+    return Placement(torch.device("hpu"), torch.float32, hpu_runtime(autocast))
 
 
 #: How torch's allocators word running out of memory: CUDA/HPU ("... out of memory ...") and the CPU's

@@ -7,8 +7,9 @@ schedulers) and transformers' CLIP; not on the deprecated
 one, so on identical weights it matches that pipeline's ``"np"`` output.
 
 Three ways to run, one sampler: ``generate`` (text → RGBD), ``img2img`` (RGBD
-image-to-image) and ``upscale`` (LDM3D-SR ×4), all with seamless wrap,
-progress, cancellation and the same result type.
+image-to-image) and ``upscale`` (LDM3D-SR), all with seamless wrap, progress,
+cancellation and the same result type. How each step compares with the
+reference pipelines: docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from .depth import decoded_to_host, layout_for_channels, vae_input
 from .devices import Placement, is_out_of_memory
 from .errors import InvalidRequest, OutOfMemory
 from .loading import ModelLocation
-from .presets import FOLDER_DEFAULTS, Preset
+from .presets import FOLDER_DEFAULTS
 from .prompts import PromptEncoder
-from .schedulers import make_scheduler
+from .schedulers import make_scheduler, native_scheduler
 from .seamless import wrap_width
 from .types import (
     CancelToken,
@@ -77,8 +78,15 @@ class Engine:
         preset = location.preset
         if preset is FOLDER_DEFAULTS:  # native size from the model's own config
             side = int(unet.config.sample_size) * self.vae_scale
-            preset = Preset(**{**preset.__dict__, "width": side, "height": side})
-        self.preset = preset
+            preset = dataclasses.replace(preset, width=side, height=side)
+        # What the model's folder says: its own scheduler, and how many times its UNet halves the
+        # latents (the last down block keeps its size), which sets the sizes a seamless wrap allows.
+        downsamplings = len(unet.config.down_block_types) - 1
+        self.preset = dataclasses.replace(
+            preset,
+            native_scheduler=native_scheduler(scheduler_config, location.model_id),
+            wrap_multiple=self.vae_scale * 2**downsamplings,
+        )
         self._lock = threading.Lock()
         self._seamless = False
         self._offload = offload
@@ -141,7 +149,7 @@ class Engine:
         """RGBD image-to-image: encode the input with the model's own VAE packing, noise it to
         ``strength`` and denoise the remaining steps. Without ``depth``, a flat depth of 0.5
         (the sphere itself) stands in; the result says so in ``depth_source``. ``noise``
-        replaces the seeded noise (as in ``generate_from_latents``)."""
+        replaces both seeded draws, the VAE sample's and the starting noise (for tests that roll it)."""
         req = resolve_text(self.preset, request, source=(rgb.shape[1], rgb.shape[0]))
         depth_source = None
         if depth is None:
@@ -158,7 +166,8 @@ class Engine:
         cancel: CancelToken | None = None,
         noise: torch.Tensor | None = None,
     ) -> RGBDResult:
-        """LDM3D-SR ×4 of a low-resolution RGB + 16-bit depth (``noise``: as in ``img2img``)."""
+        """LDM3D-SR of a low-resolution RGB + 16-bit depth to the request's size (×4 by default;
+        ``noise``: as in ``img2img``)."""
         if rgb.shape[:2] != depth.shape:
             raise InvalidRequest(
                 "depth",
@@ -174,12 +183,13 @@ class Engine:
         if self.placement.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def initial_latents(self, req: ResolvedRequest) -> torch.Tensor:
-        """The seeded starting noise of ``req`` (unscaled), on the engine's device."""
-        device, dtype = self.placement.device, self.placement.dtype
-        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(req.seed)
+    def initial_latents(self, req: ResolvedRequest, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The seeded starting noise of ``req`` (unscaled), on the engine's device; drawn from
+        ``generator`` where one is running already (img2img and upscale draw the VAE sample first)."""
+        generator = self._generator(req.seed) if generator is None else generator
         shape = (1, int(self.vae.config.latent_channels), req.height // self.vae_scale, req.width // self.vae_scale)
-        return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=self.placement.dtype)
+        return noise.to(self.placement.device)
 
     def generate_from_latents(
         self,
@@ -222,6 +232,10 @@ class Engine:
                     raise OutOfMemory(f"out of memory on {self.device} at {req.width}×{req.height}: {exc}") from exc
                 raise
 
+    def _generator(self, seed: int) -> torch.Generator:
+        """A generator seeded with ``seed``, where the backend draws its noise (the CPU for MPS and Gaudi)."""
+        return torch.Generator(device=self.placement.runtime.noise_device(self.placement.device)).manual_seed(seed)
+
     def _scheduler(self, req: ResolvedRequest) -> Any:
         scheduler = make_scheduler(req.scheduler, self.scheduler_config)
         scheduler.set_timesteps(req.steps, device=self.placement.device)
@@ -244,14 +258,28 @@ class Engine:
             torch.cuda.synchronize(self.placement.device)
 
     def _encode_rgbd(
-        self, rgb: npt.NDArray[np.uint8], depth: npt.NDArray[np.uint16], req: ResolvedRequest
+        self,
+        rgb: npt.NDArray[np.uint8],
+        depth: npt.NDArray[np.uint16],
+        req: ResolvedRequest,
+        resample: str,
+        generator: torch.Generator | None,
+        noise: torch.Tensor | None,
     ) -> torch.Tensor:
-        """RGB + 16-bit depth → the VAE's latent (mean, scaled), in the model's own channel packing,
-        at the request's size (see :func:`~ldm3d_engine.depth.vae_input`)."""
-        x = vae_input(rgb, depth, self.depth_layout, (req.width, req.height), wrap=req.seamless)
+        """RGB + 16-bit depth → a latent sampled from the VAE's posterior with ``generator`` (as
+        diffusers' img2img and the LDM3D-SR reference do; ``noise`` replaces the draw; no generator:
+        the posterior's mean), scaled, in the model's own channel packing, at the request's size
+        (see :func:`~ldm3d_engine.depth.vae_input`)."""
+        x = vae_input(rgb, depth, self.depth_layout, (req.width, req.height), wrap=req.seamless, resample=resample)
         vae_dtype = next(self.vae.parameters()).dtype
         with self._active(self.vae):
-            latent: torch.Tensor = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist.mean
+            posterior = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist
+        if generator is None:
+            latent: torch.Tensor = posterior.mean
+        elif noise is None:
+            latent = posterior.sample(generator)
+        else:
+            latent = posterior.mean + posterior.std * noise.to(posterior.mean)
         scaled: torch.Tensor = latent * float(self.vae.config.scaling_factor)
         return scaled.to(self.placement.dtype)
 
@@ -266,19 +294,27 @@ class Engine:
         noise: torch.Tensor | None,
     ) -> RGBDResult:
         t0 = time.perf_counter()
-        init = self._encode_rgbd(rgb, depth, req)
-        scheduler = self._scheduler(req)
         assert req.strength is not None
-        steps_left = min(req.steps, round(req.steps * req.strength))
+        # As diffusers' img2img: int(steps × strength) steps are run (50 × 0.75 → 37), from the
+        # (steps - that)-th timestep of the full schedule, on the VAE sample noised to that timestep.
+        # With no step to run (strength 0, or below 1/steps) nothing is drawn: the posterior mean,
+        # decoded, is the input kept.
+        steps_left = min(req.steps, int(req.steps * req.strength))
+        generator = self._generator(req.seed)
+        init = self._encode_rgbd(rgb, depth, req, "bicubic", None if steps_left == 0 else generator, noise)
+        scheduler = self._scheduler(req)
         start = (req.steps - steps_left) * scheduler.order
-        timesteps = scheduler.timesteps[start:]
+        # (PNDM's schedule is one pass longer than its steps: with no step left, nothing runs.)
+        timesteps = scheduler.timesteps[start:] if steps_left else scheduler.timesteps[:0]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start)
         latents = init
         if steps_left:
-            noise = self.initial_latents(req) if noise is None else noise.to(init)
+            noise = self.initial_latents(req, generator) if noise is None else noise.to(init)
             latents = scheduler.add_noise(init, noise, timesteps[:1])
-        result = self._sample(req, scheduler, timesteps, latents, on_step, cancel, extra_s=time.perf_counter() - t0)
+        result = self._sample(
+            req, scheduler, timesteps, latents, on_step, cancel, extra_s=time.perf_counter() - t0, steps=steps_left
+        )
         return dataclasses.replace(result, depth_source=depth_source)
 
     def _upscale(
@@ -291,9 +327,12 @@ class Engine:
         noise: torch.Tensor | None,
     ) -> RGBDResult:
         t0 = time.perf_counter()
-        condition = self._encode_rgbd(rgb, depth, req)
+        # As the LDM3D-SR reference runs: the low-resolution RGBD resized (Pillow's Lanczos) to the output size,
+        # a VAE sample drawn with the job's generator, then the starting noise from the same generator.
+        generator = self._generator(req.seed)
+        condition = self._encode_rgbd(rgb, depth, req, "lanczos", generator, noise)
         scheduler = self._scheduler(req)
-        start = self.initial_latents(req) if noise is None else noise.to(condition)
+        start = self.initial_latents(req, generator) if noise is None else noise.to(condition)
         latents = start * scheduler.init_noise_sigma
         assert req.noise_level is not None
         labels = torch.tensor([req.noise_level], dtype=torch.long, device=self.placement.device)
@@ -320,8 +359,10 @@ class Engine:
         condition: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
         extra_s: float = 0.0,
+        steps: int | None = None,
     ) -> RGBDResult:
-        """Encode the prompts, denoise (:mod:`~ldm3d_engine.denoise`), decode.
+        """Encode the prompts, denoise (:mod:`~ldm3d_engine.denoise`), decode. ``steps``: what
+        progress counts to (None: the request's steps).
 
         ``condition`` (upscale) is concatenated to the latents on the channel axis, and
         ``class_labels`` (the noise level) go to the UNet, as LDM3D-SR expects."""
@@ -338,8 +379,7 @@ class Engine:
         t1 = time.perf_counter()
 
         # The step noise of ancestral samplers comes from a generator seeded after the start noise.
-        device = self.placement.device
-        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(req.seed + 1)
+        generator = self._generator(req.seed + 1)
         with self._active(self.unet):
             latents = denoise(
                 self.unet,
@@ -351,6 +391,7 @@ class Engine:
                 after_step=self.placement.runtime.after_step,
                 on_step=on_step,
                 cancel=cancel,
+                steps=req.steps if steps is None else steps,
             )
         self._sync()
         t2 = time.perf_counter()

@@ -3,15 +3,22 @@ cancellation, img2img and upscale.
 
 Imported only when ``--device hpu`` is asked for: ``habana_frameworks.torch`` comes with
 Intel's Gaudi software (SynapseAI), not from PyPI, and importing it fails elsewhere.
-What the loop does differently on HPU:
+What the loop does differently on HPU, as optimum-habana's ``GaudiStableDiffusionLDM3DPipeline`` runs it:
 
-* the UNet is wrapped in an HPU graph (``wrap_in_hpu_graph``): launches are replayed;
+* weights stay in float32 and the loop runs under ``torch.autocast("hpu", bfloat16)``
+  (optimum-habana's practice: full bfloat16 weights harm the images); ``--dtype float32``
+  runs without autocast;
+* the UNet is wrapped in an HPU graph (``wrap_in_hpu_graph(..., disable_tensor_cache=True)``):
+  launches are replayed, and the graph does not keep its input tensors alive;
+* seeded noise is drawn on the CPU and moved to the HPU (optimum-habana: "randn is broken on HPU");
 * ``mark_step()`` after every denoising step, so the lazy-mode graph runs step by step
-  (progress and cancellation stay per step);
-* the loop runs under ``torch.autocast("hpu", bfloat16)``; weights load in bfloat16.
+  (progress and cancellation stay per step).
 
-HPU graphs are captured per input shape; when the seamless switch changes the UNet's
-convolutions the captured graphs are dropped (``clear_cache``) and captured again.
+HPU graphs are captured per input shape, not per Python code path: when the seamless switch
+changes the UNet's convolutions the captured graphs are dropped (``clear_cache``) and captured
+again. A Gaudi software release whose wrapped module has no ``clear_cache`` would replay graphs
+captured with the other padding, so there a job asking for the other seamless setting than the
+graphs were captured with is refused (field ``seamless``) instead of drawn wrong.
 
 This path has not been run on Gaudi hardware here; the tests drive it with a fake
 ``habana_frameworks`` that records what is called.
@@ -26,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .errors import DeviceNotAvailable
+from .errors import DeviceNotAvailable, InvalidRequest
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -41,24 +48,48 @@ MISSING = (
 class HpuRuntime(Runtime):
     name = "hpu"
 
-    def __init__(self, core: Any, hpu: Any, device_type: str = "hpu") -> None:
+    def __init__(
+        self, core: Any, hpu: Any, device_type: str = "hpu", autocast_dtype: torch.dtype | None = torch.bfloat16
+    ) -> None:
         self._core = core
         self._hpu = hpu
         self._device_type = device_type
+        self.autocast_dtype = autocast_dtype
+        self._can_clear = False
+        self._captured = False
 
     def prepare_unet(self, unet: Any) -> Any:
-        return self._hpu.wrap_in_hpu_graph(unet)
+        wrapped = self._hpu.wrap_in_hpu_graph(unet, disable_tensor_cache=True)
+        self._can_clear = callable(getattr(wrapped, "clear_cache", None))
+        if not self._can_clear:
+            logger.warning(
+                "this Gaudi software cannot drop captured HPU graphs (no clear_cache): the first job's seamless "
+                "setting holds until the bridge restarts"
+            )
+        return wrapped
 
     def after_step(self) -> None:
         self._core.mark_step()
+        self._captured = True
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return torch.autocast(device_type=self._device_type, dtype=torch.bfloat16)
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self._device_type, dtype=self.autocast_dtype)
 
     def unet_changed(self, unet: Any) -> None:
-        clear = getattr(unet, "clear_cache", None)
-        if callable(clear):
-            clear()
+        if self._can_clear:
+            unet.clear_cache()
+        elif self._captured:
+            raise InvalidRequest(
+                "seamless",
+                "the HPU graphs were captured with the other seamless setting and this Gaudi software cannot drop "
+                "them (its HPU graph wrapper has no clear_cache); send the setting the earlier jobs used, or "
+                "restart the bridge to change it",
+            )
+
+    def noise_device(self, device: torch.device) -> torch.device:
+        return torch.device("cpu")
 
 
 def load_habana() -> tuple[Any, Any]:
@@ -73,7 +104,7 @@ def load_habana() -> tuple[Any, Any]:
     return core, hpu
 
 
-def hpu_runtime() -> HpuRuntime:
+def hpu_runtime(autocast_dtype: torch.dtype | None) -> HpuRuntime:
     core, hpu = load_habana()
     logger.info("Intel Gaudi: %d HPU(s) visible", int(hpu.device_count()))
-    return HpuRuntime(core, hpu)
+    return HpuRuntime(core, hpu, autocast_dtype=autocast_dtype)

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEDULERS = ("ddim", "dpm", "unipc", "euler_a")
-#: Named sampling settings: ``quality`` is the model's own scheduler and step count (as in the
-#: model cards); ``live`` is DPM-Solver++ with ``live_steps`` steps, for shows.
+#: ``model`` is the model folder's own scheduler (the class its ``scheduler_config.json`` names);
+#: the others sample the same noise schedule another way.
+SCHEDULERS = ("model", "ddim", "pndm", "dpm", "unipc", "euler_a", "euler")
+#: What ``model`` can stand for (the engine refuses a folder whose scheduler is none of these).
+NATIVE_SCHEDULERS = SCHEDULERS[1:]
+#: Named sampling settings: ``quality`` is the model's own scheduler (the class its folder's
+#: ``scheduler_config.json`` names) and the model card's step count; ``live`` is DPM-Solver++
+#: with ``live_steps`` steps, for shows.
 SAMPLINGS = ("quality", "live")
 LIVE_SCHEDULER = "dpm"
 
@@ -28,7 +33,10 @@ class Preset:
     height: int
     steps: int
     guidance: float
-    scheduler: str = "ddim"
+    #: ``model``: the model folder's own (see :data:`SCHEDULERS`).
+    scheduler: str = "model"
+    #: What ``model`` stands for: filled in from ``scheduler_config.json`` when the engine loads the model.
+    native_scheduler: str | None = None
     #: Steps of the ``live`` sampling (DPM-Solver++).
     live_steps: int = 20
     #: Added in front of the prompt when the prompt does not already say it.
@@ -40,6 +48,9 @@ class Preset:
     #: ``text`` for text→RGBD models, ``upscale`` for LDM3D-SR.
     task: str = "text"
     description: str = ""
+    #: Sizes of seamless jobs must be multiples of this (8 · 2^UNet downsamplers) for the wrap to be
+    #: exact; filled in from the UNet's config when the engine loads the model.
+    wrap_multiple: int = 8
 
     @property
     def builtin(self) -> bool:

@@ -52,11 +52,14 @@ class PromptEncoder:
 
     def _encode(self, text: str) -> tuple[torch.Tensor, bool]:
         tok = self._tokenizer
-        ids = tok(text, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+        tokens = tok(text, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+        ids = tokens.input_ids
         truncated = len(tok(text, truncation=False, verbose=False).input_ids) > MAX_TOKENS
         mask = None
         if getattr(self._text_encoder.config, "use_attention_mask", False):
-            mask = (ids != tok.pad_token_id).long().to(self._device)
+            # The tokenizer's own mask, as diffusers passes it: CLIP pads with its end-of-text token,
+            # so comparing ids with the pad id would hide the prompt's own end-of-text token too.
+            mask = tokens.attention_mask.to(self._device)
         with self._active(self._text_encoder):
             out = self._text_encoder(ids.to(self._device), attention_mask=mask)[0]
         return out.to(self._dtype), truncated

@@ -6,12 +6,16 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import torch
+
 
 class Runtime:
     """What a backend may add to the loop: prepare the UNet once, act after every step,
     run the loop under a context (autocast), and hear when the UNet's convolutions change."""
 
     name = "default"
+    #: The compute dtype of the loop's autocast, where the backend runs one (Gaudi: bfloat16).
+    autocast_dtype: torch.dtype | None = None
 
     def prepare_unet(self, unet: Any) -> Any:
         return unet
@@ -23,4 +27,9 @@ class Runtime:
         return contextlib.nullcontext()
 
     def unet_changed(self, unet: Any) -> None:
-        """The seamless switch patched or restored the UNet's convolutions."""
+        """The seamless switch is about to patch or restore the UNet's convolutions (may refuse
+        with InvalidRequest where the backend cannot follow)."""
+
+    def noise_device(self, device: torch.device) -> torch.device:
+        """Where seeded noise is drawn for ``device``: there, except on MPS (its generator is the CPU's)."""
+        return torch.device("cpu") if device.type == "mps" else device

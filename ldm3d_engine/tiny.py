@@ -22,21 +22,24 @@ import torch
 logger = logging.getLogger(__name__)
 
 #: Bump when a config below changes, so old builds are not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SEED = 20231122
 
-# The SD 1.x noise schedule the LDM3D models were trained with.
-SCHEDULER_CONFIG = {
-    "_class_name": "DDIMScheduler",
+# The SD 1.x noise schedule the LDM3D models were trained with, in the two scheduler configs Intel's
+# folders ship: PNDM (Intel/ldm3d, Intel/ldm3d-sr) and DDIM (Intel/ldm3d-pano). Each tiny model ships
+# the one of the model it stands in for, so the "model's own scheduler" path is exercised by both.
+_SCHEDULE = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
-    "clip_sample": False,
     "set_alpha_to_one": False,
     "steps_offset": 1,
     "prediction_type": "epsilon",
 }
+PNDM_CONFIG = {"_class_name": "PNDMScheduler", **_SCHEDULE, "skip_prk_steps": True}
+DDIM_CONFIG = {"_class_name": "DDIMScheduler", **_SCHEDULE, "clip_sample": False}
+_SCHEDULER_CONFIGS = {"tiny": PNDM_CONFIG, "tiny-6c": PNDM_CONFIG, "tiny-sr": PNDM_CONFIG, "tiny-pano": DDIM_CONFIG}
 
 _VAE_CHANNELS = {"tiny": 4, "tiny-6c": 6, "tiny-pano": 4, "tiny-sr": 4}
 
@@ -139,10 +142,23 @@ def _build(name: str, folder: Path) -> None:
     unet.save_pretrained(folder / "unet")
     vae.save_pretrained(folder / "vae")
     (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG), encoding="utf-8")
-    (folder / "model_index.json").write_text(
-        json.dumps({"_class_name": "StableDiffusionLDM3DPipeline", "_ldm3d_bridge_tiny": name}), encoding="utf-8"
-    )
+    scheduler = _SCHEDULER_CONFIGS[name]
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler), encoding="utf-8")
+    # A complete model index, so diffusers' own from_pretrained loads the folder as it loads Intel's
+    # (the parity tests compare with the pipeline built that way, scheduler included).
+    index = {
+        "_class_name": "StableDiffusionUpscaleLDM3DPipeline" if upscaler else "StableDiffusionLDM3DPipeline",
+        "_ldm3d_bridge_tiny": name,
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", scheduler["_class_name"]],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }
+    (folder / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
 
 
 def default_tiny_dir() -> Path:

@@ -48,7 +48,8 @@ UPSCALE_PROMPT = "high quality high resolution uhd 4k image"
 
 @dataclass(frozen=True)
 class UpscaleRequest:
-    """LDM3D-SR ×4: the output is four times the source in both dimensions."""
+    """LDM3D-SR: the output is ``width``×``height`` (both given), or ``scale`` (2 or 4; None: 4)
+    times the source in both dimensions."""
 
     prompt: str = UPSCALE_PROMPT
     negative_prompt: str = ""
@@ -58,8 +59,12 @@ class UpscaleRequest:
     #: How much the model may invent over the low-resolution input, 0..350 (a class label of the UNet).
     noise_level: int = 20
     scheduler: str | None = None
+    #: On for an equirectangular source (the bridge passes the source job's setting).
     seamless: bool | None = None
     sampling: str | None = None
+    width: int | None = None
+    height: int | None = None
+    scale: int | None = None
 
 
 @dataclass(frozen=True)

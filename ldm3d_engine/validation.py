@@ -15,6 +15,8 @@ from .types import SEED_MAX, GenerateRequest, Img2ImgRequest, ResolvedRequest, U
 STEPS_RANGE = (1, 150)
 GUIDANCE_RANGE = (0.0, 30.0)
 MAX_NOISE_LEVEL = 350
+#: LDM3D-SR's scales when no width/height is given (the default: ×4, the factor it was trained for).
+UPSCALE_SCALES = (2, 4)
 UPSCALE_FACTOR = 4
 
 
@@ -49,9 +51,16 @@ def _resolve(
     scheduler = request.scheduler or (LIVE_SCHEDULER if live else preset.scheduler)
     if scheduler not in SCHEDULERS:
         raise InvalidRequest("scheduler", f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+    if scheduler == "model":
+        if preset.native_scheduler is None:
+            raise InvalidRequest("scheduler", "the model's own scheduler is known once the model is loaded")
+        scheduler = preset.native_scheduler
     seed = secrets.randbelow(SEED_MAX + 1) if request.seed == -1 else request.seed
     if not 0 <= seed <= SEED_MAX:
         raise InvalidRequest("seed", f"seed {seed} is out of range; use 0..{SEED_MAX}, or -1 for a random seed")
+    seamless = preset.seamless if request.seamless is None else request.seamless
+    if seamless:
+        _wrap_size(preset, width, height)
     return ResolvedRequest(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
@@ -61,7 +70,7 @@ def _resolve(
         width=width,
         height=height,
         scheduler=scheduler,
-        seamless=preset.seamless if request.seamless is None else request.seamless,
+        seamless=seamless,
         sampling=sampling,
         **mode,
     )
@@ -74,6 +83,21 @@ def _size(preset: Preset, width: int, height: int, what: str = "") -> None:
                 field,
                 f"{what}{field} {value} is not allowed for {preset.name}: use a multiple of 8 from {preset.min_size} "
                 f"to {limit} (native {preset.width}×{preset.height})",
+            )
+
+
+def _wrap_size(preset: Preset, width: int, height: int) -> None:
+    """Seamless wrap is exact only when every UNet downsampling halves a whole number of latent
+    columns: sizes must be multiples of ``preset.wrap_multiple`` (64 for Intel's UNets)."""
+    m = preset.wrap_multiple
+    for field, value, limit in (("width", width, preset.max_width), ("height", height, preset.max_height)):
+        if value % m:
+            below, above = value // m * m, (value // m + 1) * m
+            nearest = " or ".join(str(v) for v in (below, above) if preset.min_size <= v <= limit)
+            raise InvalidRequest(
+                field,
+                f"{field} {value} cannot wrap seamlessly on {preset.name}: seamless sizes are multiples of {m} "
+                f"(8 × 2^UNet downsamplings, so no convolution sees a half column at the seam); nearest: {nearest}",
             )
 
 
@@ -93,12 +117,29 @@ def resolve_text(preset: Preset, request: GenerateRequest, source: tuple[int, in
 
 
 def resolve_upscale(preset: Preset, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
-    """LDM3D-SR: the output is ``UPSCALE_FACTOR`` × the source (width, height)."""
+    """LDM3D-SR: the output is ``width``×``height`` when given (both, any size the model allows, as
+    the reference's ``target_res``), else ``scale`` (2 or 4, default 4) × the source (width, height)."""
     _task(preset, "upscale")
     if not 0 <= request.noise_level <= MAX_NOISE_LEVEL:
         raise InvalidRequest(
             "noise_level", f"noise level {request.noise_level} is out of range; allowed 0..{MAX_NOISE_LEVEL}"
         )
-    width, height = (UPSCALE_FACTOR * s for s in source)
-    _size(preset, width, height, what=f"the ×{UPSCALE_FACTOR} output of a {source[0]}×{source[1]} source: ")
+    sized = (request.width is not None, request.height is not None)
+    if any(sized):
+        if not all(sized):
+            raise InvalidRequest("width" if sized[1] else "height", "give the output's width and height together")
+        if request.scale is not None:
+            raise InvalidRequest("scale", "give either scale or width and height, not both")
+        width, height = int(request.width or 0), int(request.height or 0)
+        what = f"the output of a {source[0]}×{source[1]} source: "
+    else:
+        scale = UPSCALE_FACTOR if request.scale is None else request.scale
+        if scale not in UPSCALE_SCALES:
+            raise InvalidRequest(
+                "scale",
+                f"scale {scale} is not allowed; use {' or '.join(map(str, UPSCALE_SCALES))}, or width and height",
+            )
+        width, height = (scale * s for s in source)
+        what = f"the ×{scale} output of a {source[0]}×{source[1]} source (ask for scale 2 or a width and height): "
+    _size(preset, width, height, what=what)
     return _resolve(preset, request, width, height, mode="upscale", noise_level=request.noise_level)

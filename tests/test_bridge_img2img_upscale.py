@@ -83,6 +83,19 @@ def test_upscale_over_osc(start_bridge: Start, client_for: ClientFor) -> None:
     assert depth.dtype == np.uint16 and len(np.unique(depth)) > 256
     meta = json.loads(Path(str(ready.args[3])).read_text())
     assert meta["source_job"] == source.args[0] and meta["noise_level"] == 40 and meta["mode"] == "upscale"
+    assert meta["seamless"] is False
+    # a panorama keeps its wrap; the size is any the upscaler allows, or scale 2 or 4
+    client.send("/ldm3d/generate", "a dune sea", "steps", 1, "seamless", 1)
+    pano = client.wait_for(READY_OR_ERROR, 60)[-1]
+    client.send("/ldm3d/upscale", pano.args[0], "steps", 1, "scale", 2)
+    half = client.wait_for(READY_OR_ERROR, 60)[-1]
+    assert half.address == "/ldm3d/ready" and half.args[4:6] == (128, 128)
+    assert json.loads(Path(str(half.args[3])).read_text())["seamless"] is True
+    client.send("/ldm3d/upscale", source.args[0], "steps", 1, "width", 96, "height", 160)
+    assert client.wait_for(READY_OR_ERROR, 60)[-1].args[4:6] == (96, 160)
+    client.send("/ldm3d/upscale", source.args[0], "scale", 3)
+    error = client.wait_for(["/ldm3d/error"], 5)[-1]
+    assert error.args[1] == "bad_arguments" and "scale 3 is not allowed; use 2 or 4" in str(error.args[2])
     client.send("/ldm3d/upscale", "20200101-000000-000-0000")
     assert client.wait_for(["/ldm3d/error"], 5)[-1].args[1] == "unknown_job"
     client.send("/ldm3d/upscale", source.args[0], "noise_level", 351)
@@ -127,6 +140,13 @@ def test_cli_upscale_and_img2img(
     up = Path(capsys.readouterr().out.strip())
     assert Image.open(up / "rgb.tif").size == (256, 256)
     assert json.loads((up / "meta.json").read_text())["source_job"] == job.name
+    args = ["-q", "upscale", str(job), "--model", "tiny-sr", "--steps", "1", "--output", str(out)]
+    assert main([*args, "--size", "128x96"]) == 0
+    assert Image.open(Path(capsys.readouterr().out.strip()) / "rgb.tif").size == (128, 96)
+    assert main([*args, "--scale", "2"]) == 0
+    assert Image.open(Path(capsys.readouterr().out.strip()) / "rgb.tif").size == (128, 128)
+    assert main([*args, "--scale", "2", "--size", "128x128"]) == 2
+    assert "give --scale or --size, not both" in capsys.readouterr().err
     assert main(["-q", "upscale", str(job), "--model", "tiny-sr", "--noise-level", "400", "--output", str(out)]) == 1
     assert "noise level 400 is out of range" in capsys.readouterr().err
     assert (

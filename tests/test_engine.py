@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from ldm3d_engine import (
     load_engine,
 )
 from ldm3d_engine.engine import Engine
+from ldm3d_engine.types import UpscaleRequest
 
 Loader = Callable[[str], Engine]
 SMALL = {"width": 64, "height": 64, "steps": 3}
@@ -78,15 +81,39 @@ def test_negative_prompt_and_guidance_change_the_picture(load_tiny: Loader) -> N
     assert _clearly_different(base.rgb, low.rgb)
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "dpm", "unipc", "euler_a"])
+@pytest.mark.parametrize("scheduler", ["ddim", "pndm", "dpm", "unipc", "euler_a", "euler"])
 def test_every_scheduler_runs_and_reports_its_steps(load_tiny: Loader, scheduler: str) -> None:
     seen: list[tuple[int, int]] = []
     r = load_tiny("tiny").generate(
         GenerateRequest("dunes", seed=5, scheduler=scheduler, width=64, height=64, steps=4),
         on_step=lambda step, total: seen.append((step, total)),
     )
+    # Progress counts the job's steps, also for PNDM, whose 4 steps take 5 UNet passes.
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert r.request.scheduler == scheduler and len(np.unique(r.depth)) > 256
+
+
+@pytest.mark.parametrize(("model", "native"), [("tiny", "pndm"), ("tiny-pano", "ddim"), ("tiny-sr", "pndm")])
+def test_the_default_scheduler_is_the_one_the_model_folder_names(load_tiny: Loader, model: str, native: str) -> None:
+    engine = load_tiny(model)
+    assert engine.preset.scheduler == "model" and engine.preset.native_scheduler == native
+    if engine.preset.task == "text":
+        r = engine.generate(GenerateRequest("dunes", seed=5, width=64, height=64, steps=3))
+        same = engine.generate(GenerateRequest("dunes", seed=5, width=64, height=64, steps=3, scheduler=native))
+        assert r.request.scheduler == native and np.array_equal(r.rgb, same.rgb)
+        assert engine.generate(GenerateRequest("dunes", sampling="live", **SMALL)).request.scheduler == "dpm"
+    else:
+        assert engine.resolve_upscale(UpscaleRequest(), (16, 16)).scheduler == native
+
+
+def test_a_folder_whose_scheduler_we_do_not_run_is_refused_at_load(tiny_dir: Path, tmp_path: Path) -> None:
+    load_engine(EngineSettings(model="tiny", tiny_dir=str(tiny_dir)))  # built
+    folder = tmp_path / "lms-model"
+    shutil.copytree(next(tiny_dir.glob("tiny-v*")), folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "LMSDiscreteScheduler"}))
+    with pytest.raises(UnknownModel, match=r"names 'LMSDiscreteScheduler', which this engine does not run; it runs"):
+        load_engine(EngineSettings(model=str(folder)))
 
 
 def test_schedulers_give_different_pictures(load_tiny: Loader) -> None:
@@ -147,7 +174,7 @@ def test_long_prompt_is_truncated_and_says_so(load_tiny: Loader) -> None:
         ({"guidance": 30.5}, "guidance", "0.0..30.0"),
         ({"guidance": float("nan")}, "guidance", "out of range"),
         ({"guidance": -1.0}, "guidance", "out of range"),
-        ({"scheduler": "plms"}, "scheduler", "ddim, dpm, unipc, euler_a"),
+        ({"scheduler": "plms"}, "scheduler", "model, ddim, pndm, dpm, unipc, euler_a, euler"),
         ({"seed": 2**31}, "seed", "-1 for a random seed"),
         ({"seed": -2}, "seed", "0..2147483647"),
     ],

@@ -68,7 +68,9 @@ def test_the_tree_follows_the_proposal(start_bridge: Start) -> None:
     assert nodes["/ldm3d/generate"]["ACCESS"] == 2 and nodes["/ldm3d/state"]["ACCESS"] == 1
     assert nodes["/ldm3d/steps"]["ACCESS"] == 3 and "CONTENTS" in nodes["/ldm3d/steps"]  # method and container
     assert nodes["/ldm3d/size"]["RANGE"] == [{"MIN": 64, "MAX": 2048}, {"MIN": 64, "MAX": 1024}]  # tiny-pano's
-    assert nodes["/ldm3d/scheduler"]["RANGE"] == [{"VALS": ["ddim", "dpm", "unipc", "euler_a"]}]
+    assert nodes["/ldm3d/scheduler"]["RANGE"] == [
+        {"VALS": ["model", "ddim", "pndm", "dpm", "unipc", "euler_a", "euler"]}
+    ]
 
 
 def test_attribute_queries_and_status_codes(start_bridge: Start, client_for: ClientFor) -> None:

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--seamless", choices=["on", "off"])
     img.add_argument("--sampling", choices=["quality", "live"])
 
-    up = sub.add_parser("upscale", help="LDM3D-SR ×4 of a finished job's RGB and 16-bit depth")
+    up = sub.add_parser("upscale", help="LDM3D-SR of a finished job's RGB and 16-bit depth (×4 unless told)")
     up.add_argument("job_dir")
     _model_flags(up)
     up.set_defaults(model="ldm3d-sr")
@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--steps", type=int)
     up.add_argument("--guidance", type=float)
     up.add_argument("--scheduler", choices=SCHEDULERS)
+    up.add_argument("--scale", type=int, choices=[2, 4], help="the output is 2 or 4 (default) × the source")
+    up.add_argument("--size", help="the output's WIDTHxHEIGHT instead of --scale, e.g. 1024x1024")
+    up.add_argument("--seamless", choices=["on", "off"], help="default: as the source job was made")
 
     send = sub.add_parser("send", help="send one OSC message to a bridge and print the answer")
     send.add_argument("address", help="e.g. /ldm3d/generate")

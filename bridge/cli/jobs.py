@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     job_dir = Path(args.job_dir)
     rgb, depth = read_rgb(texture(job_dir, "rgb")), read_depth16(texture(job_dir, "depth"))
+    width, height = _size(args.size) if args.size else (None, None)
+    if args.size and args.scale:
+        raise CliError("give --scale or --size, not both", 2)
+    if args.seamless is None:  # as the source was made: a panorama keeps its wrap
+        try:
+            seamless = json.loads((job_dir / "meta.json").read_text(encoding="utf-8")).get("seamless") is True
+        except (OSError, ValueError):
+            seamless = False
+    else:
+        seamless = args.seamless == "on"
     request = UpscaleRequest(
         prompt=args.prompt or UPSCALE_PROMPT,
         negative_prompt=args.negative,
@@ -114,6 +125,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         noise_level=args.noise_level,
         scheduler=args.scheduler,
+        seamless=seamless,
+        width=width,
+        height=height,
+        scale=args.scale,
     )
     extra = {"source_job": job_dir.name, "source_folder": str(job_dir.resolve())}
     return _one_job(args, lambda engine: engine.upscale(request, rgb, depth, on_step=_progress_bar), extra)

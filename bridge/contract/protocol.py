@@ -82,6 +82,9 @@ UPSCALE_OPTION_TYPES: dict[str, str] = {
     "seamless": "bool",
     "sampling": "str",
     "format": "str",
+    "width": "int",
+    "height": "int",
+    "scale": "int",
 }
 
 

@@ -93,8 +93,12 @@ def upscale_request(
         guidance=options.get("guidance"),
         noise_level=level,
         scheduler=options.get("scheduler"),
-        seamless=options.get("seamless"),
+        # a panorama is upscaled with the wrap it was made with, unless the request says otherwise
+        seamless=options.get("seamless", source.seamless),
         sampling=options.get("sampling", settings.sampling),
+        width=options.get("width"),
+        height=options.get("height"),
+        scale=options.get("scale"),
     )
     if upscaler is not None:  # loaded: a source too large for the upscaler is refused before the queue
         try:

@@ -56,6 +56,8 @@ class JobFiles:
     seed: int
     #: The output root as the clients name it (``announce_root``), or None: the paths as they are here.
     announce: str | None = None
+    #: Made with seamless wrap (an equirectangular panorama).
+    seamless: bool = False
 
     def announced(self, path: Path) -> str:
         """``path`` as the clients must open it: under ``announce`` (forward slashes) when one is set."""
@@ -192,6 +194,7 @@ class TextureWriter:
                 result.height,
                 result.seed,
                 self.announce_root,
+                result.request.seamless,
             )
             write_json_atomic(self.root / "latest.json", self._latest(job, files))
         except OSError as exc:
@@ -317,6 +320,7 @@ class TextureWriter:
             int(meta["height"]),
             int(meta["seed"]),
             self.announce_root,
+            meta.get("seamless") is True,
         )
 
     def _prune(self, newest: str) -> None:
