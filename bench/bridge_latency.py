@@ -70,9 +70,11 @@ class InstantEngine:
     """Returns a prepared result at once: the bridge's own costs are what is measured."""
 
     model_id = "bench"
+    identity = "bench@instant"
 
     def __init__(self, result: RGBDResult) -> None:
         self.result = result
+        self.calls = 0
 
     def resolve(self, request: GenerateRequest) -> ResolvedRequest:
         return self.result.request
@@ -81,6 +83,7 @@ class InstantEngine:
         pass
 
     def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> RGBDResult:
+        self.calls += 1
         return self.result
 
 

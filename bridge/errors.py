@@ -16,6 +16,9 @@
     ├── RateLimited                   rate_limited (a client sends jobs faster than allowed)
     ├── Unauthorized                  unauthorized (the shared token is missing or wrong)
     ├── WriteFailed                   write_failed (output folder unwritable, disk full)
+    ├── BadShow                       bad_show (a cue file with a mistake; the message has its line)
+    ├── NoShow                        no_show (a cue command before /ldm3d/show/load)
+    ├── UnknownCue                    unknown_cue
     └── FolderInUse                   (start-up only) another bridge holds the output folder
 
 Engine failures reach clients as ``engine_failed``, ``out_of_memory``,
@@ -80,6 +83,20 @@ class Unauthorized(BridgeError):
 
 class WriteFailed(BridgeError):
     code = "write_failed"
+
+
+class BadShow(BridgeError):
+    """A cue file that cannot be read or has a mistake; the message names the file and the line."""
+
+    code = "bad_show"
+
+
+class NoShow(BridgeError):
+    code = "no_show"
+
+
+class UnknownCue(BridgeError):
+    code = "unknown_cue"
 
 
 class FolderInUse(BridgeError):

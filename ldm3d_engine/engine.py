@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -88,6 +90,7 @@ class Engine:
             wrap_multiple=self.vae_scale * 2**downsamplings,
         )
         self._lock = threading.Lock()
+        self._identity: str | None = None
         self._seamless = False
         self._offload = offload
         self._vae_tiling = vae_tiling
@@ -98,6 +101,29 @@ class Engine:
     @property
     def model_id(self) -> str:
         return self.location.model_id
+
+    @property
+    def identity(self) -> str:
+        """What makes this engine's pictures what they are: the model (id, folder, every module's and
+        the scheduler's config), the preset's defaults and the engine's version, hashed. A show's
+        scene library keys its scenes with it, so another model or version renders them again."""
+        if self._identity is None:
+            from . import __version__
+
+            text_config = self.text_encoder.config
+            described = {
+                "model": self.model_id,
+                "folder": self.location.folder.name,
+                "preset": dataclasses.asdict(self.preset),
+                "unet": dict(self.unet.config),
+                "vae": dict(self.vae.config),
+                "text_encoder": text_config.to_dict() if hasattr(text_config, "to_dict") else dict(text_config),
+                "scheduler": self.scheduler_config,
+                "engine": __version__,
+            }
+            text = json.dumps(described, sort_keys=True, default=str)
+            self._identity = f"{self.model_id}@{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+        return self._identity
 
     @property
     def device(self) -> str:

@@ -2,7 +2,7 @@
 measurements, recorded in the docs, not targets for a timed test; what is asserted is what each
 section must show whatever the machine: no hang, nothing partial, every fault recovered).
 
-Each runs at its documented defaults where that fits CI's time (bridge_latency), else at a reduced
+Each runs at its documented defaults where that fits CI's time (bridge_latency, show_recall), else at a reduced
 size that goes through the same code paths: engine_speed on the small architecture at 128×64
 (the full one is 1024×512 on a real UNet), reliability with 100 random mutations and a 1 s flood
 at 2,000 packets/s (defaults: 2,000 mutations, 5 s at 10,000/s)."""
@@ -99,3 +99,19 @@ def test_reliability_harness_shows_no_hang_no_loss_and_every_fault_recovered() -
     assert re.search(r"1000 re-subscribes: ([1-9]|1[0-9]) /ldm3d/state sent", out)
     assert "datagrams it sent itself: 0" in out and "internal errors 0" in out
     assert "the bridge: alive throughout" in out
+
+
+def test_show_recall_harness_runs_at_its_defaults_without_asking_the_engine() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "show_recall.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
+    assert "Scene library: 1000 scenes written and recorded in" in out, out
+    ping = re.search(r"/ldm3d/ping → pong +p50 +([0-9.]+) +p99 +([0-9.]+)", out)
+    recall = re.search(r"/ldm3d/cue → ready \(recall\) +p50 +([0-9.]+) +p99 +([0-9.]+) +\(([0-9.]+)× the baseline", out)
+    assert ping is not None and recall is not None, out
+    assert 0 < float(ping[1]) <= float(ping[2]) and 0 < float(recall[1]) <= float(recall[2])
+    assert "Engine calls during the recalls: 0" in out  # a rendered cue never touches the engine

@@ -1,6 +1,6 @@
 """The bridge's rooms and their layering, read from the source with ``ast`` (nothing is imported).
 
-Imports go only down: cli → serve → web → contract → output / render → osc → errors / settings.
+Imports go only down: cli → serve → web / show → contract → output / render → osc → errors / settings.
 A room may import its own modules; output and render stand side by side and do not import
 each other. The bridge never imports torch or the model libraries, and at module level it
 imports only those engine modules that are torch-free themselves (types, errors, validation,
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Higher imports lower; equal ranks in different rooms do not import each other.
-RANKS = {"cli": 6, "serve": 5, "web": 4, "contract": 3, "output": 2, "render": 2, "osc": 1, "base": 0}
+RANKS = {"cli": 6, "serve": 5, "web": 4, "show": 4, "contract": 3, "output": 2, "render": 2, "osc": 1, "base": 0}
 #: torch-land: never imported by the bridge, not even inside a function.
 MODEL_LIBRARIES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "habana_frameworks", "optimum")
 

@@ -26,6 +26,8 @@ ADDRESSES = [
     *(f"/ldm3d/{name}" for name in ("recall", "subscribe", "unsubscribe", "status", "ping", "stats")),
     *(f"/ldm3d/{name}/norm" for name in ("steps", "guidance", "strength", "seed", "prompt")),
     *(f"/ldm3d/display/{name}" for name in ("fade", "hold", "blackout", "strength", "colour")),
+    *(f"/ldm3d/show/{name}" for name in ("load", "state", "start", "stop", "pregen", "play")),
+    *(f"/ldm3d/cue{name}" for name in ("", "/go", "/back", "/list", "/7")),
     "/ldm3d/explode",
     "/other/thing",
     "/ldm3d",

@@ -111,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", action="store_true", help="wait for /ldm3d/ready or /ldm3d/error")
     send.add_argument("--timeout", type=float, help="seconds to wait (default 2, with --wait 600)")
 
+    show = sub.add_parser("show", help="cue files: `show check FILE` validates one without a model")
+    show.add_argument("action", choices=["check"])
+    show.add_argument("file", help="a cue file (.toml)")
+
+    pregen = sub.add_parser("pregen", help="render the scenes a show's cue file needs that the library lacks")
+    pregen.add_argument("file", help="a cue file (.toml)")
+    _model_flags(pregen)
+    pregen.add_argument("--upscale-model", help="the upscaler for cues with upscale = true (ldm3d-sr)")
+
     demo = sub.add_parser("demo", help="offline demo: serve tiny-pano, send a prompt over OSC, print the result")
     demo.add_argument("--output", default="ldm3d-out", help="output folder (default ./ldm3d-out)")
     demo.add_argument("--prompt", default="a quiet harbour at dusk")

@@ -30,6 +30,7 @@ from bridge.cli.jobs import (
     engine_settings,
     write_preview,
 )
+from bridge.cli.shows import cmd_pregen, cmd_show
 from bridge.errors import BridgeError
 from bridge.osc.client import FINAL, OscClient
 from bridge.osc.codec import encode_bundle, encode_message
@@ -263,6 +264,8 @@ COMMANDS = {
     "export-mesh": cmd_export_mesh,
     "img2img": cmd_img2img,
     "upscale": cmd_upscale,
+    "show": cmd_show,
+    "pregen": cmd_pregen,
 }
 
 

@@ -8,6 +8,7 @@ key/value pairs after the positional arguments.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ OUTGOING = frozenset(
         "pong",
         "busy",
         "progress/fraction",
+        "cue/info",
+        "show/progress",
     )
 )
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # OSC's int32: every integer of the contract fits
@@ -167,6 +170,28 @@ class Status:
 
 
 @dataclass(frozen=True)
+class ShowLoad:
+    """``/ldm3d/show/load <file>``: a cue file inside the bridge's input folders."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class CueShow:
+    """``/ldm3d/cue <number>``: show that cue (numbers are strings; a button's 3 means "3")."""
+
+    number: str
+
+
+@dataclass(frozen=True)
+class ShowControl:
+    """A show trigger: ``go`` and ``back`` (``/ldm3d/cue/go``, ``/ldm3d/cue/back``), ``list``
+    (``/ldm3d/cue/list``), ``state``, ``stop``, ``start``, ``pregen`` (``/ldm3d/show/…``)."""
+
+    action: str
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
@@ -192,7 +217,20 @@ Command = (
     | Status
     | Ping
     | Stats
+    | ShowLoad
+    | CueShow
+    | ShowControl
 )
+
+#: Show triggers: address (under /ldm3d/) → action. A trigger's 0 (a button's release) is ignored.
+SHOW_TRIGGERS = {
+    "cue/go": "go",
+    "cue/back": "back",
+    "cue/list": "list",
+    "show/stop": "stop",
+    "show/start": "start",
+    "show/pregen": "pregen",
+}
 
 
 def _describe(value: Arg) -> str:
@@ -250,6 +288,9 @@ def parse_options(args: tuple[Arg, ...], address: str, types: dict[str, str] = O
             raise BadArguments(f"{address}: unknown option {key!r}; options are {', '.join(types)}")
         options[key] = _CONVERT[types[key]](value, f"option {key!r}")
     return options
+
+
+_CUE_IN_ADDRESS = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def is_trigger(args: tuple[Arg, ...]) -> bool:
@@ -350,9 +391,32 @@ def parse(message: Message) -> Command:
         if not args:
             raise BadArguments("/ldm3d/upscale needs the id of a finished job, then optional key/value pairs")
         return Upscale(_job_id(args[0], address), parse_options(args[1:], address, UPSCALE_OPTION_TYPES))
+    if name == "show/load":
+        path = as_str(_single(args, address), f"{address}: the cue file")
+        if not path.strip():
+            raise BadArguments(f"{address} needs the path of a cue file (.toml) inside the input folders")
+        return ShowLoad(path)
+    if name == "cue":
+        value = _single(args, address)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise BadArguments(f"{address}: the cue number must be a string or a number, got {_describe(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadArguments(f"{address}: the cue number must be finite, got {value}")
+        number = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value).strip()
+        if not number or len(number) > 64:
+            raise BadArguments(f"{address}: a cue number has 1 to 64 characters, got {len(number)}")
+        return CueShow(number)
+    if name in SHOW_TRIGGERS:
+        return ShowControl(SHOW_TRIGGERS[name]) if is_trigger(args) else Ignored()
+    if name.startswith("cue/") and _CUE_IN_ADDRESS.fullmatch(name[len("cue/") :]):
+        # one TouchOSC button per cue: /ldm3d/cue/<number> fires on press, its release (0) is ignored
+        return CueShow(name[len("cue/") :]) if is_trigger(args) else Ignored()
+    if name == "show/state":  # with arguments it is a bridge's answer, not a request
+        return ShowControl("state") if not args else Ignored()
     raise UnknownAddress(
         f"unknown address {address!r}; known: generate, img2img, upscale, prompt, negative, seed, steps, guidance, "
         "strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, display/fade, "
         "display/hold, display/blackout, display/strength, go, "
-        "cancel, recall, subscribe, unsubscribe, status, stats, ping (all under /ldm3d/)"
+        "cancel, recall, subscribe, unsubscribe, status, stats, ping, show/load, show/state, show/start, show/stop, "
+        "show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list (all under /ldm3d/)"
     )

@@ -38,6 +38,8 @@ from ldm3d_engine.types import RGBDResult
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
+#: The folder of a show's scene library, under the output root.
+SCENES_FOLDER = "scenes"
 #: What start-up clean-up may remove: only names this bridge itself creates.
 _OWN_STAGING = re.compile(rf"\A{re.escape(STAGING_PREFIX)}(deleted-)?{JOB_ID_PATTERN}\Z")
 _OWN_TMP = re.compile(r"\A\.ldm3d-[A-Za-z0-9_.-]+\.[0-9]+\.tmp\Z")
@@ -169,9 +171,30 @@ class TextureWriter:
         self, job_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None = None, fmt: str | None = None
     ) -> JobFiles:
         """Write every file of one job (in ``fmt``, else the writer's format); only then does
-        ``<root>/<job_id>`` exist."""
-        final = self.root / job_id
-        staging = self.root / f"{STAGING_PREFIX}{job_id}"
+        ``<root>/<job_id>`` exist. Then ``latest.json`` names it, and old jobs are pruned."""
+        job, files = self._write_folder(self.root, job_id, result, meta_extra, fmt)
+        try:
+            write_json_atomic(self.root / "latest.json", self._latest(job, files))
+        except OSError as exc:
+            raise WriteFailed(f"could not update {self.root / 'latest.json'}: {exc.strerror or exc}") from exc
+        self._prune(job_id)
+        return job
+
+    @property
+    def scenes(self) -> Path:
+        """Where a show's scenes live: never pruned, never named by latest.json."""
+        return self.root / SCENES_FOLDER
+
+    def write_scene(self, scene_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None = None) -> JobFiles:
+        """Write a scene of a show's library as :meth:`write` writes a job, under ``scenes/``."""
+        self.scenes.mkdir(exist_ok=True)
+        return self._write_folder(self.scenes, scene_id, result, meta_extra, None)[0]
+
+    def _write_folder(
+        self, parent: Path, job_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None, fmt: str | None
+    ) -> tuple[JobFiles, dict[str, str]]:
+        final = parent / job_id
+        staging = parent / f"{STAGING_PREFIX}{job_id}"
         form = check_format(fmt) if fmt is not None else self.format
         t0 = time.perf_counter()
         try:
@@ -183,28 +206,26 @@ class TextureWriter:
             _write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
             _fsync_dir(staging)
             os.replace(staging, final)
-            _fsync_dir(self.root)
-            job = JobFiles(
-                job_id,
-                final,
-                final / f"rgb{form.extension}",
-                final / f"depth{form.extension}",
-                final / "meta.json",
-                result.width,
-                result.height,
-                result.seed,
-                self.announce_root,
-                result.request.seamless,
-            )
-            write_json_atomic(self.root / "latest.json", self._latest(job, files))
+            _fsync_dir(parent)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise WriteFailed(
-                f"could not write job {job_id} into {self.root}: {exc.strerror or exc} "
+                f"could not write job {job_id} into {parent}: {exc.strerror or exc} "
                 "(is the output folder writable, is the disk full?)"
             ) from exc
-        self._prune(job_id)
-        return job
+        job = JobFiles(
+            job_id,
+            final,
+            final / f"rgb{form.extension}",
+            final / f"depth{form.extension}",
+            final / "meta.json",
+            result.width,
+            result.height,
+            result.seed,
+            self.announce_root,
+            result.request.seamless,
+        )
+        return job, files
 
     def _write_images(self, staging: Path, final: Path, result: RGBDResult, form: Format) -> dict[str, str]:
         """Encode the images concurrently (zlib, libspng and libjpeg release the GIL), then write them."""
@@ -302,13 +323,16 @@ class TextureWriter:
         return data
 
     def find(self, job_id: str) -> JobFiles | None:
-        """A job written earlier (also by an earlier run of the bridge), or None."""
+        """A job written earlier (also by an earlier run of the bridge), or a show's scene, or None."""
         if not JOB_ID_RE.match(job_id):
             return None
-        folder = self.root / job_id
-        try:
-            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        for folder in (self.root / job_id, self.scenes / job_id):
+            try:
+                meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+                break
+            except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+                continue
+        else:
             return None
         return JobFiles(
             job_id,

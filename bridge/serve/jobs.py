@@ -30,6 +30,14 @@ class Job:
     #: Who asked to cancel it while it ran: told /ldm3d/cancelled as well.
     cancel_requested_by: Address | None = None
     timed_out: bool = False
+    #: A show's scene: written into the scene library (``scenes/``) under this key, not as a job.
+    scene_key: str | None = None
+    #: Rendered in idle time (pre-generation): no progress and no final message to anyone.
+    quiet: bool = False
+    #: Then upscaled with the bridge's upscaler (a cue's ``upscale = true``).
+    upscale_after: bool = False
+    #: Told the job's final address (``/ldm3d/ready``, ``/ldm3d/error``, ``/ldm3d/cancelled``).
+    on_done: Callable[[str], None] | None = None
     _outcome_sent: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -40,6 +48,11 @@ class Job:
                 return False
             self._outcome_sent = True
             return True
+
+    def finished(self, address: str) -> None:
+        """The final message went out: tell ``on_done`` (a show waiting for its scene)."""
+        if self.on_done is not None:
+            self.on_done(address)
 
     created: float = field(default_factory=time.time)
 

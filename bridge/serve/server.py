@@ -43,17 +43,19 @@ from bridge.osc.codec import Arg
 from bridge.output.formats import check_format
 from bridge.output.job_ids import new_job_id
 from bridge.output.subscribers import SubscriberFile
-from bridge.output.writer import TextureWriter
+from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.addresses import AsyncResolver, Resolver, system_resolver
 from bridge.serve.intake import Intake
 from bridge.serve.jobs import Address, Job, JobQueue
 from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
 from bridge.serve.notifier import Notifier
+from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
 from bridge.serve.subscribing import SubscriptionDesk
 from bridge.serve.subscriptions import Subscriptions
 from bridge.serve.worker import Worker
 from bridge.settings import BridgeSettings
+from bridge.show.library import SceneLibrary
 from bridge.web.http import WebServer
 from bridge.web.oscquery import namespace
 from ldm3d_engine.types import GenerateRequest, UpscaleRequest
@@ -111,6 +113,7 @@ class Bridge:
         self._saved_at = time.monotonic()
         self._threads: list[threading.Thread] = []
         self._advertiser: Any = None
+        self._shows: ShowDesk | None = None
 
     # -- life cycle --------------------------------------------------------
 
@@ -129,6 +132,11 @@ class Bridge:
     def desk(self) -> SubscriptionDesk:
         assert self._desk is not None, "start() first"
         return self._desk
+
+    @property
+    def shows(self) -> ShowDesk:
+        assert self._shows is not None, "start() first"
+        return self._shows
 
     @property
     def worker(self) -> Worker:
@@ -183,6 +191,10 @@ class Bridge:
             pending_s=s.subscription_pending_s,
             listen_host=s.host,
         )
+        library = SceneLibrary(self.writer.root)
+        dropped, adopted = library.check()
+        if dropped or adopted:
+            logger.info("scene library: %d scenes to render again, %d complete ones adopted", dropped, adopted)
         self._worker = Worker(
             self._engine_factory,
             self.queue,
@@ -191,6 +203,17 @@ class Bridge:
             self.settings,
             on_idle=self._advertise,
             upscaler_factory=self._upscaler_factory,
+            on_scene=self._scene_written,
+        )
+        worker = self._worker
+        self._shows = ShowDesk(
+            s,
+            library,
+            self.writer,
+            self._notifier,
+            self._enqueue,
+            engine=lambda: worker.engine,
+            idle=lambda: worker.state == "idle" and len(self.queue) == 0,
         )
         self._intake = Intake(sock, s, self._notifier, self._desk, self.counters, self._dispatch, self._stop_intake)
         if s.http:
@@ -232,6 +255,7 @@ class Bridge:
         values.update({f"/ldm3d/display/{k}": (v,) for k, v in self.display.items()})
         values["/ldm3d/state"] = self.state_args()
         values["/ldm3d/busy"] = (int(self.worker.state == "busy"),)
+        values["/ldm3d/show/state"] = self.shows.state_args()
         return values
 
     def _bind(self) -> None:
@@ -296,6 +320,8 @@ class Bridge:
                 thread.join(5.0)
         if self._sock is not None:
             self._sock.close()
+        if self._shows is not None and ended:
+            self._shows.library.close()
         self.writer.close()
         self._stopped.set()
         logger.info("stopped")
@@ -364,11 +390,34 @@ class Bridge:
                 n.reply(sender, "/ldm3d/state", *self.state_args(), bound=bound)
             case protocol.Ping():
                 n.reply(sender, "/ldm3d/pong", __version__, bound=bound)
+            case protocol.ShowLoad(path):
+                self.shows.load(path, sender)
+            case protocol.CueShow(number):
+                self.shows.cue(number, sender)
+            case protocol.ShowControl(action):
+                self._show_control(action, sender, bound)
             case protocol.Stats():
                 pairs = [item for kv in self.counters.snapshot().items() for item in kv]
                 n.reply(
                     sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.worker.state, bound=bound
                 )
+
+    def _scene_written(self, key: str, files: JobFiles) -> None:
+        self.shows.library.add(key, files.job_id, "")
+        self.shows.scene_added(key)
+
+    def _show_control(self, action: str, sender: Address, bound: int | None) -> None:
+        shows = self.shows
+        if action in ("go", "back"):
+            shows.go(sender, 1 if action == "go" else -1)
+        elif action == "list":
+            shows.listing(sender, bound)
+        elif action == "state":
+            self.notifier.reply(sender, "/ldm3d/show/state", *shows.state_args(), bound=bound)
+        elif action in ("stop", "start"):
+            shows.set_running(action == "start", sender)
+        else:
+            shows.pregen(sender)
 
     def _staged(
         self, name: str, value: Any, echoes: list[tuple[str, tuple[Arg, ...]]], sender: Address, bound: int | None
@@ -394,13 +443,20 @@ class Bridge:
                 f"{sender[0]} sends jobs faster than {self.settings.client_jobs_per_s:g} per second "
                 f"(burst {self.settings.client_jobs_burst}); wait a moment"
             )
-        job = Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt)
+        self.shows.yield_to_live()  # live jobs first: a pre-generation job steps aside
+        self._enqueue(Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt), bound)
+
+    def _enqueue(self, job: Job, bound: int | None = None) -> None:
+        """Queue ``job`` (QueueFull when full); ``/ldm3d/accepted`` to its sender unless it is quiet."""
         position, replaced = self.queue.put(job)
         for old in replaced:
             old.cancel.cancel()
-            self.notifier.notify(old.sender, "/ldm3d/cancelled", old.id)
-        self.notifier.reply(sender, "/ldm3d/accepted", job.id, position, bound=bound)
-        logger.info("job %s queued at %d: %r", job.id, position, request.prompt[:80])
+            if not old.quiet:
+                self.notifier.notify(old.sender, "/ldm3d/cancelled", old.id)
+            old.finished("/ldm3d/cancelled")
+        if not job.quiet:
+            self.notifier.reply(job.sender, "/ldm3d/accepted", job.id, position, bound=bound)
+        logger.info("job %s queued at %d: %r", job.id, position, job.request.prompt[:80])
 
     def _cancel(self, job_id: str | None, sender: Address) -> None:
         running = self.worker.running
@@ -414,6 +470,7 @@ class Bridge:
         if job is not None:
             job.cancel.cancel()
             self.notifier.event([sender, job.sender, *self.notifier.subscribers], "/ldm3d/cancelled", job.id)
+            job.finished("/ldm3d/cancelled")
             return
         if running is not None and running.id == job_id:
             running.cancel_requested_by = sender
@@ -435,6 +492,7 @@ class Bridge:
     def _tick(self, now: float, next_beat: float) -> float:
         worker = self.worker
         worker.check_timeout(now)
+        self.shows.tick(now)
         self._resolver.poll(now)
         for sub in self.notifier.expire():
             logger.info("subscription %s:%s lapsed (not renewed within its lease)", *sub.target)

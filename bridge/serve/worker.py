@@ -40,7 +40,7 @@ from bridge.contract.engine_api import EngineLike
 from bridge.errors import BadArguments, WriteFailed
 from bridge.osc.codec import Arg
 from bridge.output.images import read_depth16, read_rgb
-from bridge.output.writer import TextureWriter
+from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.jobs import Address, Job, JobQueue
 from bridge.serve.limits import LogLimiter
 from bridge.serve.notifier import Notifier
@@ -71,6 +71,7 @@ class Worker:
         settings: BridgeSettings,
         on_idle: Callable[[], None] = lambda: None,
         upscaler_factory: Callable[[], EngineLike] | None = None,
+        on_scene: Callable[[str, JobFiles], None] = lambda key, files: None,
     ) -> None:
         self._factory = engine_factory
         self._upscaler_factory = upscaler_factory
@@ -79,6 +80,8 @@ class Worker:
         self._notifier = notifier
         self._settings = settings
         self._on_idle = on_idle
+        #: A scene's folder is complete: record it in the show's library.
+        self._on_scene = on_scene
         self._stopping = threading.Event()
         self._cancel_running = True
         self.engine: EngineLike | None = None
@@ -108,7 +111,8 @@ class Worker:
         self._stopping.set()
         for job in self._queue.drain():
             job.cancel.cancel()
-            self._notifier.notify(job.sender, "/ldm3d/cancelled", job.id)
+            if not job.quiet:
+                self._notifier.notify(job.sender, "/ldm3d/cancelled", job.id)
         running = self.running
         if cancel_running and running is not None:
             running.cancel.cancel()
@@ -156,13 +160,18 @@ class Worker:
             elif job.claim_outcome():
                 targets, address, args = outcome
                 self._notifier.event(targets, address, *args)
+                job.finished(address)
 
     def _write_loop(self) -> None:
         """Writes finished jobs in order, then sends /ldm3d/ready (or write_failed)."""
         while (item := self._writes.get()) is not None:
             job = item.job
             try:
-                files = self._writer.write(job.id, item.result, item.extra, fmt=job.format)
+                if job.scene_key is not None:
+                    files = self._writer.write_scene(job.id, item.result, {**item.extra, "scene_key": job.scene_key})
+                    self._on_scene(job.scene_key, files)
+                else:
+                    files = self._writer.write(job.id, item.result, item.extra, fmt=job.format)
             except WriteFailed as exc:
                 address, args = self._error(job, exc.code, str(exc))
             except Exception as exc:  # noqa: BLE001 - the writer thread must go on
@@ -182,6 +191,7 @@ class Worker:
                 address, args = "/ldm3d/ready", files.ready_args()
             if job.claim_outcome():
                 self._notifier.event(item.notify, address, *args)
+                job.finished(address)
 
     def _mark_running(self, job: Job) -> None:
         self.running = job
@@ -201,7 +211,9 @@ class Worker:
             logger.warning("job %s ran past its %g s timeout; cancelling it", job.id, limit)
             if job.claim_outcome():
                 message = f"the job ran longer than {limit:g} s (job_timeout_s) and was stopped"
-                self._notifier.notify(job.sender, "/ldm3d/error", job.id, "timeout", message)
+                if not job.quiet:
+                    self._notifier.notify(job.sender, "/ldm3d/error", job.id, "timeout", message)
+                job.finished("/ldm3d/error")
         elif job.timed_out and elapsed > limit + self._settings.stuck_grace_s and self.failed is None:
             self.failed = f"the engine is stuck in job {job.id} and does not respond to cancel"
             logger.error("%s; exiting so that a supervisor can restart the bridge", self.failed)
@@ -252,13 +264,13 @@ class Worker:
         def on_step(step: int, total: int) -> None:
             nonlocal last
             now = time.monotonic()
-            if step == total or now - last >= interval:
+            if not job.quiet and (step == total or now - last >= interval):
                 last = now
                 n.notify(job.sender, "/ldm3d/progress", job.id, step, total)
                 n.notify(job.sender, "/ldm3d/progress/fraction", round(step / total, 4))
 
         logger.info("job %s started", job.id)
-        notify: list[Address | None] = [job.sender, *n.subscribers]
+        notify: list[Address | None] = [] if job.quiet else [job.sender, *n.subscribers]
         try:
             engine, run = self._runner(job, on_step)
             try:
@@ -293,6 +305,17 @@ class Worker:
             return upscaler, lambda: upscaler.upscale(request, rgb, depth, on_step=on_step, cancel=job.cancel)
         engine = self.engine
         assert engine is not None
+        if job.upscale_after:  # a cue with upscale = true: generate, then LDM3D-SR of that, as one job
+            upscaler = self.upscaler
+            if upscaler is None:
+                raise BadArguments("this cue asks for upscale = true; start the bridge with --upscale-model ldm3d-sr")
+
+            def generate_then_upscale() -> RGBDResult:
+                low = engine.generate(request, on_step=on_step, cancel=job.cancel)
+                sr = UpscaleRequest(seed=low.seed, seamless=low.request.seamless, sampling=request.sampling)
+                return upscaler.upscale(sr, low.rgb, low.depth, on_step=on_step, cancel=job.cancel)
+
+            return upscaler, generate_then_upscale
         if isinstance(request, Img2ImgRequest):
             image = read_rgb(Path(job.inputs["image"]))
             depth_map = read_depth16(Path(job.inputs["depth_map"])) if "depth_map" in job.inputs else None

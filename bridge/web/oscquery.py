@@ -84,6 +84,23 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         Node("/ldm3d/status", "answer with /ldm3d/state"),
         Node("/ldm3d/ping", "answer with /ldm3d/pong"),
         Node("/ldm3d/stats", "answer with /ldm3d/stats (counters)"),
+        # shows (docs/shows.md)
+        Node("/ldm3d/show", "a show: a cue list with its scene library"),
+        Node("/ldm3d/show/load", "load a cue file from an input folder", "s", WRITE, default=("",)),
+        Node("/ldm3d/show/start", "resume auto-follow and the loop (a button)"),
+        Node("/ldm3d/show/stop", "pause auto-follow and the loop (a button)"),
+        Node("/ldm3d/show/pregen", "render the missing scenes in idle time (a button)"),
+        Node(
+            "/ldm3d/show/state",
+            "show, cue, its state, next cue, scenes rendered, total, looping, running (send it empty to ask)",
+            "ssssiiii",
+            READ,
+            default=("", "", "", "", 0, 0, 0, 0),
+        ),
+        Node("/ldm3d/cue", "show the cue with this number", "s", WRITE, default=("",)),
+        Node("/ldm3d/cue/go", "the next cue (a button: 0 is ignored)"),
+        Node("/ldm3d/cue/back", "the previous cue (a button: 0 is ignored)"),
+        Node("/ldm3d/cue/list", "answer with one /ldm3d/cue/info per cue"),
         # the stage (read-write)
         Node("/ldm3d/prompt", "the stage's prompt", "s", READ_WRITE, [{}], default=("",)),
         Node("/ldm3d/negative", "the stage's negative prompt", "s", READ_WRITE, [{}], default=("",)),

@@ -1,0 +1,387 @@
+"""Shows: cue files, the scene library, pre-generation (killed with SIGKILL and resumed), and the
+cue commands over real UDP on a bridge running the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bridge.cli.main import main
+from bridge.errors import BadShow
+from bridge.osc.client import OscClient
+from bridge.serve.server import Bridge
+from bridge.show.cues import cue_number, load_show, parse_show
+from bridge.show.library import SceneLibrary
+
+ROOT = Path(__file__).resolve().parent.parent
+Start = Callable[..., Bridge]
+ClientFor = Callable[[Bridge], OscClient]
+
+SHOW = """\
+name = "Test loop"
+loop = true
+fallback = "0"
+
+[[cue]]
+number = "0"
+name = "Fallback"
+prompt = "a quiet harbour"
+seed = 1
+steps = 1
+
+[[cue]]
+number = 1
+name = "Reef"
+prompt = "a reef"
+seed = 2
+steps = 1
+duration = 0.5
+continue = "follow"
+
+[[cue]]
+number = "2.5"
+name = "Kelp"
+prompt = "a kelp forest"
+seed = 3
+steps = 1
+duration = 0.5
+continue = "follow"
+"""
+
+
+# -- cue files -------------------------------------------------------------------
+
+
+def test_a_cue_file_reads_into_cues_with_string_numbers() -> None:
+    show = parse_show(SHOW, "show.toml")
+    assert (show.name, show.loop, show.fallback) == ("Test loop", True, "0")
+    assert [c.number for c in show.cues] == ["0", "1", "2.5"]
+    reef = show.cues[1]
+    assert (reef.name, reef.duration, reef.follow) == ("Reef", 0.5, True)
+    assert reef.request().prompt == "a reef" and reef.request().seed == 2 and reef.request().steps == 1
+    assert show.index("2.5") == 2 and show.cue("9") is None
+    assert cue_number(3.0) == "3" and cue_number(2.5) == "2.5" and cue_number(" intro ") == "intro"
+    assert load_show(ROOT / "examples" / "museum-loop.toml").fallback == "harbour"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (SHOW.replace("seed = 2\n", ""), r"show\.toml:12: cue 2 has no seed \(a scene must be reproducible\)"),
+        (
+            SHOW.replace("steps = 1\nduration = 0.5", "stpes = 1\nduration = 0.5", 1),
+            r"show\.toml:17: unknown cue key 'stpes'",
+        ),
+        (SHOW.replace("seed = 3", 'seed = "3"'), r"show\.toml:25: seed must be an integer, got '3'"),
+        (SHOW.replace("seed = 1\n", "seed = true\n"), r"show\.toml:9: seed must be an integer, got True"),
+        (
+            SHOW.replace("duration = 0.5\ncontinue", "continue", 1),
+            r"show\.toml:18: continue = \"follow\" needs a duration",
+        ),
+        (
+            SHOW.replace('number = "2.5"', 'number = "1"'),
+            r"show\.toml:22: cue number '1' is used twice \(cues 2 and 3\)",
+        ),
+        (SHOW.replace('fallback = "0"', 'fallback = "7"'), r"show\.toml:3: fallback '7' is not a cue of this show"),
+        (SHOW.replace('continue = "follow"', 'continue = "auto"', 1), r"show\.toml:19: continue 'auto' is unknown"),
+        (
+            SHOW.replace("steps = 1\n", "steps = 500\n", 1),
+            r"show\.toml:10: steps 500 is out of range; allowed 1\.\.150",
+        ),
+        (
+            SHOW.replace('prompt = "a reef"', 'prompt = "a reef"\nscheduler = "plms"'),
+            r"show\.toml:16: scheduler 'plms' is unknown",
+        ),
+        (SHOW.replace('name = "Test loop"', 'name = "Test loop'), r"show\.toml: not valid TOML: .*line 1"),
+        (SHOW.split("[[cue]]")[0], r"show\.toml: the show has no cues; add \[\[cue\]\] tables"),
+        (SHOW.replace("loop = true", "loop = true\ncolour = 1"), r"show\.toml:3: unknown show key 'colour'"),
+    ],
+)
+def test_every_mistake_is_named_with_its_line(text: str, message: str) -> None:
+    with pytest.raises(BadShow, match=message):
+        parse_show(text, "show.toml")
+
+
+def test_a_scene_key_follows_the_generation_parameters_and_the_model_only() -> None:
+    show = parse_show(SHOW)
+    reef = show.cues[1]
+    renamed = parse_show(
+        SHOW.replace('name = "Reef"', 'name = "Coral"').replace("duration = 0.5", "duration = 9", 1)
+    ).cues[1]
+    reseeded = parse_show(SHOW.replace("seed = 2", "seed = 22")).cues[1]
+    assert reef.scene_key("tiny@1") == renamed.scene_key("tiny@1")  # name and timing are not the picture
+    assert reef.scene_key("tiny@1") != reseeded.scene_key("tiny@1")
+    assert reef.scene_key("tiny@1") != reef.scene_key("tiny@2")  # another model or engine version
+
+
+def test_show_check_validates_without_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "show", "check", str(ROOT / "examples" / "museum-loop.toml")]) == 0
+    assert "show 'Six Seas', 6 cues (6 auto-follow), loop on, fallback harbour: ok" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SHOW.replace("seed = 3\n", ""))
+    assert main(["-q", "show", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}:21: cue 3 has no seed" in err
+
+
+# -- the library -----------------------------------------------------------------
+
+
+def _scene_folder(library: SceneLibrary, scene_id: str, key: str, depth: str = "ok") -> Path:
+    """A scene folder as the writer leaves it; ``depth``: "ok", "empty" (cut to 0 bytes) or "garbage"."""
+    folder = library.folder / scene_id
+    folder.mkdir(parents=True)
+    Image.new("RGB", (16, 8)).save(folder / "rgb.tif")
+    Image.fromarray(np.zeros((8, 16), np.uint16)).save(folder / "depth.tif")
+    if depth != "ok":
+        (folder / "depth.tif").write_bytes(b"" if depth == "empty" else b"not a tiff at all")
+    (folder / "meta.json").write_text(json.dumps({"scene_key": key, "width": 16, "height": 8}))
+    return folder
+
+
+def test_the_library_drops_broken_scenes_and_adopts_complete_orphans(tmp_path: Path) -> None:
+    library = SceneLibrary(tmp_path)
+    try:
+        _scene_folder(library, "20261122-100000-000-0001", "a" * 64)
+        library.add("a" * 64, "20261122-100000-000-0001", "1")
+        library.add("b" * 64, "20261122-100000-000-0002", "2")  # its folder is gone
+        _scene_folder(library, "20261122-100000-000-0003", "c" * 64)  # written, then killed before the row
+        _scene_folder(library, "20261122-100000-000-0004", "d" * 64, depth="empty")  # an empty texture
+        _scene_folder(library, "20261122-100000-000-0006", "e" * 64)
+        library.add("e" * 64, "20261122-100000-000-0006", "5")
+        (library.folder / "20261122-100000-000-0006" / "depth.tif").write_bytes(b"damaged")  # corrupt since
+        (library.folder / ".staging-20261122-100000-000-0005").mkdir()
+        assert library.check() == (2, 1)
+        assert library.rendered(k * 64 for k in "abcde") == {"a" * 64, "c" * 64}
+        assert sorted(p.name for p in library.folder.iterdir()) == [
+            "20261122-100000-000-0001",
+            "20261122-100000-000-0003",
+        ]
+        library.save_state(show="/shows/a.toml", cue="2.5", running=False)
+    finally:
+        library.close()
+    reopened = SceneLibrary(tmp_path)
+    try:
+        assert len(reopened) == 2 and reopened.load_state() == {"show": "/shows/a.toml", "cue": "2.5", "running": False}
+    finally:
+        reopened.close()
+
+
+# -- pre-generation from the command line ------------------------------------------
+
+
+def _pregen(show: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "bridge.cli", "-q", "pregen", str(show), "--model", "tiny", "--output", str(out)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_pregen_killed_mid_run_resumes_with_only_what_is_missing(tmp_path: Path) -> None:
+    cues = "".join(
+        f'\n[[cue]]\nnumber = "{i}"\nprompt = "world {i}"\nseed = {i}\nsteps = 12\nwidth = 128\nheight = 128\n'
+        for i in range(6)
+    )
+    show = tmp_path / "show.toml"
+    again = '\n[[cue]]\nnumber = "again"\nprompt = "world 0"\nseed = 0\nsteps = 12\nwidth = 128\nheight = 128\n'
+    show.write_text(f'name = "Overnight"\n{cues}{again}')  # "again" shares cue 0's scene
+    out = tmp_path / "out"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    first = _pregen(show, out, env)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # kill it as soon as two scenes are in, mid-way through the third
+            if (out / "scenes.sqlite").exists() and _rows(out) >= 2:
+                break
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.wait(10)
+    before = _rows(out)
+    assert 2 <= before < 6, before
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "scenes").iterdir() if not p.name.startswith(".")}
+    second = _pregen(show, out, env)
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr
+    assert f"Overnight: 6 scenes in the library ({6 - len(kept)} rendered now)" in stdout  # "again" shares cue 0's
+    assert "scenes 6/6" in stderr
+    library = SceneLibrary(out)
+    try:
+        assert len(library) == 6 and library.check() == (0, 0)
+    finally:
+        library.close()
+    folders = {p.name: p.stat().st_mtime_ns for p in (out / "scenes").iterdir()}
+    assert all(folders.get(name) == mtime for name, mtime in kept.items())  # nothing rendered twice
+    assert len(folders) == 6 and not any(name.startswith(".") for name in folders)
+    third = _pregen(show, out, env)
+    assert "(0 rendered now)" in third.communicate(timeout=300)[0]
+
+
+def _rows(out: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(out / "scenes.sqlite", timeout=1) as db:
+            return int(db.execute("SELECT COUNT(*) FROM scenes").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+# -- over OSC ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def show_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "shows"
+    folder.mkdir()
+    (folder / "loop.toml").write_text(SHOW.replace("loop = true", "loop = false"))
+    (folder / "museum.toml").write_text(SHOW)
+    return folder
+
+
+def _state(client: OscClient, timeout: float = 30) -> tuple[object, ...]:
+    return client.wait_for(["/ldm3d/show/state"], timeout)[-1].args
+
+
+def _state_where(client: OscClient, wanted: Callable[[tuple[object, ...]], bool]) -> tuple[object, ...]:
+    """The next /ldm3d/show/state that ``wanted`` accepts (earlier ones may still be on their way)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if wanted(state := _state(client)):
+            return state
+    raise TimeoutError("no such /ldm3d/show/state")
+
+
+def test_cues_are_shown_rendered_once_and_recalled_without_the_engine(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
+) -> None:
+    bridge = start_bridge(input_dirs=(str(show_dir),))
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/cue", "1")
+    assert client.wait_for(["/ldm3d/error"], 5)[-1].args[1:2] == ("no_show",)
+    client.send("/ldm3d/show/load", "loop.toml")
+    state = _state(client)  # the fallback is shown first: not rendered yet, so it is being made
+    assert state[:3] == ("Test loop", "0", "rendering") and state[3] == "1"
+    ready = client.wait_for(["/ldm3d/ready"], 60)[-1]
+    assert _state(client)[:3] == ("Test loop", "0", "shown")
+    meta = json.loads(Path(str(ready.args[3])).read_text())
+    assert Path(str(ready.args[1])).parent.parent.name == "scenes" and meta["scene_key"]
+    client.send("/ldm3d/cue", 1.0)  # a TouchOSC button's number: cue "1"
+    client.wait_for(["/ldm3d/ready"], 60)
+    client.send("/ldm3d/cue/list")
+    infos = [client.wait_for(["/ldm3d/cue/info"], 5)[-1].args for _ in range(3)]
+    assert infos == [("0", "Fallback", 1), ("1", "Reef", 1), ("2.5", "Kelp", 0)]
+    # a rendered cue comes back at once, also while a job runs, and the engine is not asked
+    client.send("/ldm3d/generate", "a long one", "steps", 150, "width", 256, "height", 256)
+    job_id = client.wait_for(["/ldm3d/accepted"], 5)[-1].args[0]
+    client.wait_for(["/ldm3d/progress"], 30)
+    client.send("/ldm3d/cue", "0")
+    seen = client.wait_for(["/ldm3d/ready"], 5)
+    assert seen[-1].args[1] == ready.args[1]  # the same scene files, before the running job ends
+    assert not any(m.address == "/ldm3d/accepted" for m in seen)
+    assert client.wait_for(["/ldm3d/ready"], 60)[-1].args[0] == job_id
+    client.send("/ldm3d/cue/go", 0.0)  # a button's release: nothing
+    client.send("/ldm3d/cue/go", 1.0)
+    assert _state(client)[1] == "1"
+    client.send("/ldm3d/cue/back")
+    assert _state(client)[1] == "0"
+    client.send("/ldm3d/cue/back")
+    error = client.wait_for(["/ldm3d/error"], 5)[-1]
+    assert error.args[1] == "unknown_cue" and "is the first of 'Test loop'" in str(error.args[2])
+    client.send("/ldm3d/cue/2.5", 1.0)  # one TouchOSC button per cue: press…
+    client.send("/ldm3d/cue/2.5", 0.0)  # …and release, which is ignored
+    assert _state_where(client, lambda s: s[1] == "2.5")[2] == "rendering"
+    client.wait_for(["/ldm3d/ready"], 60)
+    client.send("/ldm3d/cue", "9")
+    assert "has no cue '9'; cues: 0, 1, 2.5" in str(client.wait_for(["/ldm3d/error"], 5)[-1].args[2])
+    client.send("/ldm3d/show/load", "../outside.toml")
+    assert client.wait_for(["/ldm3d/error"], 5)[-1].args[1] == "bad_arguments"
+
+
+def test_a_loop_cycles_on_the_bridges_clock_and_pauses(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
+) -> None:
+    bridge = start_bridge(input_dirs=(str(show_dir),))
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "museum.toml")
+    client.wait_for(["/ldm3d/ready"], 60)  # the fallback, "0" (it does not follow: GO moves on)
+    client.send("/ldm3d/cue", "1")
+    order: list[object] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # 1 → 2.5 → (the loop) 0, which does not follow: it waits for GO
+        args = _state(client)
+        if args[2] == "shown" and (args[1] == "1" or order) and (not order or order[-1] != args[1]):
+            order.append(args[1])
+        if order and order[-1] == "0":
+            break
+    assert order == ["1", "2.5", "0"]
+    client.send("/ldm3d/cue", "1")
+    _state(client)
+    client.send("/ldm3d/show/stop")
+    _state_where(client, lambda s: s[7] == 0)
+    time.sleep(1.2)  # more than the cue's 0.5 s: stopped, it stays
+    client.send("/ldm3d/show/state")
+    assert _state(client)[1:3] == ("1", "shown")
+    client.send("/ldm3d/show/start")
+    _state_where(client, lambda s: s[7] == 1)
+    assert _state_where(client, lambda s: s[1] != "1")[1] == "2.5"  # the loop goes on
+
+
+def test_a_restart_announces_the_current_world_and_goes_on(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
+) -> None:
+    first = start_bridge(input_dirs=(str(show_dir),))
+    client = client_for(first)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "museum.toml")
+    client.wait_for(["/ldm3d/ready"], 60)
+    client.send("/ldm3d/cue", "2.5")
+    shown = client.wait_for(["/ldm3d/ready"], 60)[-1]
+    client.send("/ldm3d/show/stop")
+    _state_where(client, lambda s: s[7] == 0)
+    assert first.stop()
+    second = start_bridge(input_dirs=(str(show_dir),))  # the same output folder, a new process would do the same
+    assert second.writer.root == first.writer.root
+    # nothing is sent: the restored subscriber hears the current world, and the show's state
+    again = client.wait_for(["/ldm3d/ready"], 60)[-1]
+    assert again.args[1:4] == shown.args[1:4]
+    state = _state(client)
+    assert state[:3] == ("Test loop", "2.5", "shown") and state[7] == 0
+    client.target = second.address
+    client.send("/ldm3d/show/start")
+    _state_where(client, lambda s: s[7] == 1)
+    _state_where(client, lambda s: s[1] == "0")  # it loops on: after 2.5, the first cue
+
+
+def test_pregen_over_osc_fills_the_library_in_idle_time_and_steps_aside_for_live_jobs(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
+) -> None:
+    bridge = start_bridge(input_dirs=(str(show_dir),))
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "loop.toml")
+    client.wait_for(["/ldm3d/ready"], 60)
+    client.send("/ldm3d/show/pregen")
+    client.send("/ldm3d/generate", "live first", "steps", 2)
+    live = client.wait_for(["/ldm3d/ready"], 60)
+    assert str(live[-1].args[1]).endswith(("rgb.tif", "rgb.png"))
+    assert Path(str(live[-1].args[1])).parent.parent == bridge.writer.root  # a job, not a scene
+    progress = client.wait_for(["/ldm3d/show/progress"], 60)[-1].args
+    while progress[0] != progress[1]:
+        progress = client.wait_for(["/ldm3d/show/progress"], 60)[-1].args
+    assert progress == (3, 3)
+    client.send("/ldm3d/cue/list")
+    assert [client.wait_for(["/ldm3d/cue/info"], 5)[-1].args[2] for _ in range(3)] == [1, 1, 1]
