@@ -385,3 +385,39 @@ def test_pregen_over_osc_fills_the_library_in_idle_time_and_steps_aside_for_live
     assert progress == (3, 3)
     client.send("/ldm3d/cue/list")
     assert [client.wait_for(["/ldm3d/cue/info"], 5)[-1].args[2] for _ in range(3)] == [1, 1, 1]
+
+
+def test_a_cue_with_upscale_is_generated_then_upscaled_and_needs_an_upscaler(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
+) -> None:
+    (show_dir / "sr.toml").write_text(
+        SHOW
+        + "".join(
+            f'\n[[cue]]\nnumber = "{n}"\nprompt = "a reef"\nseed = {seed}\nsteps = 1\nwidth = 64\nheight = 64\n'
+            "upscale = true\n"
+            for n, seed in (("big", 2), ("big2", 9))
+        )
+    )
+    bridge = start_bridge(input_dirs=(str(show_dir),), upscale_model="tiny-sr")
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "sr.toml")
+    client.wait_for(["/ldm3d/ready"], 60)
+    client.send("/ldm3d/cue", "big")
+    ready = client.wait_for(["/ldm3d/ready", "/ldm3d/error"], 60)[-1]
+    assert ready.address == "/ldm3d/ready" and ready.args[4:6] == (256, 256)  # ×4 of the 64×64 generation
+    meta = json.loads(Path(str(ready.args[3])).read_text())
+    assert meta["mode"] == "upscale" and meta["scene_key"]
+    assert bridge.stop()
+    plain = start_bridge(input_dirs=(str(show_dir),))  # no upscaler: "big" is in the library, "big2" fails
+    client.target = plain.address
+    client.send("/ldm3d/show/load", "sr.toml")
+    client.wait_for(["/ldm3d/ready"], 60)
+    client.send("/ldm3d/cue", "big")
+    assert client.wait_for(["/ldm3d/ready"], 10)[-1].args[1] == ready.args[1]
+    client.send("/ldm3d/cue", "big2")
+    error = client.wait_for(["/ldm3d/error"], 60)[-1]
+    assert error.args[1] == "bad_arguments" and "--upscale-model ldm3d-sr" in str(error.args[2])
+    fallback = client.wait_for(["/ldm3d/ready"], 10)[-1]
+    assert _state_where(client, lambda s: s[2] == "failed")[1] == "big2"
+    assert json.loads(Path(str(fallback.args[3])).read_text())["prompt"] == "a quiet harbour"
