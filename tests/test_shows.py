@@ -22,6 +22,7 @@ from bridge.osc.client import OscClient
 from bridge.serve.server import Bridge
 from bridge.show.cues import cue_number, load_show, parse_show
 from bridge.show.library import SceneLibrary
+from ldm3d_engine.types import GenerateRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 Start = Callable[..., Bridge]
@@ -112,6 +113,51 @@ def test_every_mistake_is_named_with_its_line(text: str, message: str) -> None:
         parse_show(text, "show.toml")
 
 
+FULL_CUE = """\
+name = "x"
+[[cue]]
+number = "1"
+prompt = "a reef"
+seed = 2
+steps = 30
+guidance = 7
+negative = "fog"
+width = 1024
+height = 512
+sampling = "live"
+scheduler = "dpm"
+seamless = true
+upscale = false
+"""
+
+
+def test_a_cue_becomes_the_request_it_describes() -> None:
+    cue = parse_show(FULL_CUE).cues[0]
+    assert cue.request() == GenerateRequest(
+        "a reef", negative_prompt="fog", seed=2, steps=30, guidance=7.0, width=1024, height=512,
+        scheduler="dpm", seamless=True, sampling="live",
+    )  # fmt: skip
+    assert isinstance(cue.request().guidance, float) and not cue.upscale
+    bare = parse_show(SHOW).cues[0].request()
+    assert (bare.negative_prompt, bare.guidance, bare.width, bare.scheduler, bare.seamless) == (
+        "",
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_the_scene_keys_canonical_form_is_pinned() -> None:
+    """Every library on disk is keyed this way: a change here would render every show again."""
+    cue = parse_show(FULL_CUE).cues[0]
+    assert cue.scene_key("tiny@abc") == "a84254e4d508588feb41fce26d6acaddc800414dca2a8e265209100053791f2d"
+    reordered = parse_show(
+        FULL_CUE.replace("steps = 30\n", "").replace("upscale = false\n", "upscale = false\nsteps = 30\n")
+    )
+    assert reordered.cues[0].scene_key("tiny@abc") == cue.scene_key("tiny@abc")
+
+
 def test_a_scene_key_follows_the_generation_parameters_and_the_model_only() -> None:
     show = parse_show(SHOW)
     reef = show.cues[1]
@@ -177,6 +223,26 @@ def test_the_library_drops_broken_scenes_and_adopts_complete_orphans(tmp_path: P
         reopened.close()
 
 
+def test_a_library_that_was_never_used_leaves_no_trace(tmp_path: Path) -> None:
+    library = SceneLibrary(tmp_path)
+    try:
+        assert library.check() == (0, 0) and len(library) == 0 and library.load_state() == {}
+        assert library.scene_id("a" * 64) is None and library.rendered(["a" * 64]) == set()
+        assert list(tmp_path.iterdir()) == []  # no database, no scenes folder
+    finally:
+        library.close()
+
+
+def test_scenes_survive_a_lost_database(tmp_path: Path) -> None:
+    library = SceneLibrary(tmp_path)
+    _scene_folder(library, "20261122-100000-000-0001", "a" * 64)
+    try:
+        assert library.check() == (0, 1)  # the folders are the truth; the rows are rebuilt
+        assert library.scene_id("a" * 64) == "20261122-100000-000-0001"
+    finally:
+        library.close()
+
+
 # -- pre-generation from the command line ------------------------------------------
 
 
@@ -185,6 +251,7 @@ def _pregen(show: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[str]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.bridge  # a process with a tiny model: not in the mutation runs
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_pregen_killed_mid_run_resumes_with_only_what_is_missing(tmp_path: Path) -> None:
     cues = "".join(

@@ -1,0 +1,221 @@
+"""Carrying out commands: what :meth:`Bridge.handle` does with each one the intake parsed.
+
+A mixin of :class:`~bridge.serve.server.Bridge` (which owns the parts named below): jobs are
+checked and queued, cancels reach the queue or the running job, stage and display changes are
+echoed, shows go to the show desk, and questions are answered. Handling never blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from bridge import __version__
+from bridge.contract import protocol
+from bridge.contract.engine_api import EngineLike
+from bridge.contract.ranges import Ranges
+from bridge.contract.requests import img2img_request, text_request, upscale_request
+from bridge.errors import BadArguments, NotSupported, RateLimited, UnknownJob
+from bridge.osc.codec import Arg
+from bridge.output.formats import check_format
+from bridge.output.job_ids import new_job_id
+from bridge.output.writer import JobFiles, TextureWriter
+from bridge.serve.jobs import Address, Job, JobQueue
+from bridge.serve.limits import Counters, TokenBuckets
+from bridge.serve.notifier import Notifier
+from bridge.serve.shows import ShowDesk
+from bridge.serve.stage import Stage
+from bridge.serve.subscribing import SubscriptionDesk
+from bridge.serve.worker import Worker
+from bridge.settings import BridgeSettings
+from ldm3d_engine.types import GenerateRequest, UpscaleRequest
+
+logger = logging.getLogger("bridge.serve.server")
+
+
+class Commands:
+    """What the bridge owns that commands use (set by :class:`Bridge`)."""
+
+    settings: BridgeSettings
+    writer: TextureWriter
+    queue: JobQueue
+    stage: Stage
+    ranges: Ranges
+    display: dict[str, float | int]
+    counters: Counters
+    _job_limit: TokenBuckets
+    _upscaler_factory: Callable[[], EngineLike] | None
+
+    @property
+    def notifier(self) -> Notifier:
+        raise NotImplementedError
+
+    @property
+    def desk(self) -> SubscriptionDesk:
+        raise NotImplementedError
+
+    @property
+    def shows(self) -> ShowDesk:
+        raise NotImplementedError
+
+    @property
+    def worker(self) -> Worker:
+        raise NotImplementedError
+
+    def state_args(self) -> tuple[str, int, str, str, str]:
+        raise NotImplementedError
+
+    def handle(
+        self, command: protocol.Command, sender: Address, *, bound: int | None = None, trusted: bool = False
+    ) -> None:
+        """Carry out one command. ``bound``: the most bytes the sender's own reply may take (None:
+        unbounded; see :class:`Notifier`); ``trusted``: the message carried the bridge's token."""
+        n = self.notifier
+        submit = partial(self._submit, sender=sender, bound=bound)
+        if isinstance(command, protocol.Generate | protocol.Img2Img | protocol.Upscale) and "format" in command.options:
+            submit = partial(submit, fmt=_job_format(command.options["format"]))
+        match command:
+            case protocol.Generate(prompt, options):
+                submit(text_request(self.settings, prompt, options, self.worker.engine))
+            case protocol.Img2Img(image, prompt, options):
+                if "strength" in (stage := self.stage.get()) and "strength" not in options:
+                    options = {**options, "strength": stage["strength"]}  # the stage's, unless the job says
+                submit(*img2img_request(self.settings, image, prompt, options, self.worker.engine))
+            case protocol.Upscale(job_id, options):
+                if self._upscaler_factory is None:
+                    raise NotSupported(
+                        "/ldm3d/upscale is off: start the bridge with --upscale-model ldm3d-sr to load the upscaler"
+                    )
+                submit(*upscale_request(self.settings, self.writer, job_id, options, self.worker.upscaler))
+            case protocol.Go():
+                prompt = self.stage.get()["prompt"]
+                if not prompt:
+                    raise BadArguments("/ldm3d/go: no prompt is set; send /ldm3d/prompt first")
+                submit(text_request(self.settings, prompt, self.stage.go_options(), self.worker.engine))
+            case protocol.Ignored():
+                pass
+            case protocol.SetStage(name, value):
+                self._staged(name, value, self.stage.set(name, value), sender, bound)
+            case protocol.SetStageNorm(name, fraction):
+                self._staged(name, *self.stage.set_norm(name, fraction), sender, bound)
+            case protocol.Display(name, value):
+                address = f"/ldm3d/display/{name}"
+                if self.display.get(name) != value:  # a change: every subscriber's TouchDesigner applies it
+                    self.display[name] = value
+                    n.notify(sender, address, value, bound=bound)
+                else:
+                    n.reply(sender, address, value, bound=bound)
+            case protocol.Cancel(job_id):
+                self._cancel(job_id, sender)
+            case protocol.Recall(job_id):
+                files = self.writer.find(job_id)
+                if files is None:
+                    raise UnknownJob(f"no finished job {job_id} in {self.writer.root}")
+                n.notify(sender, "/ldm3d/ready", *files.ready_args(), bound=bound)
+            case protocol.Subscribe(port, host):
+                self.desk.handle(True, port, host, sender, bound, trusted)
+            case protocol.Unsubscribe(port, host):
+                self.desk.handle(False, port, host, sender, bound, trusted)
+            case protocol.Status():
+                n.reply(sender, "/ldm3d/state", *self.state_args(), bound=bound)
+            case protocol.Ping():
+                n.reply(sender, "/ldm3d/pong", __version__, bound=bound)
+            case protocol.ShowLoad(path):
+                self.shows.load(path, sender)
+            case protocol.CueShow(number):
+                self.shows.cue(number, sender)
+            case protocol.ShowControl(action):
+                self._show_control(action, sender, bound)
+            case protocol.Stats():
+                pairs = [item for kv in self.counters.snapshot().items() for item in kv]
+                n.reply(
+                    sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.worker.state, bound=bound
+                )
+
+    def _scene_written(self, key: str, files: JobFiles) -> None:
+        self.shows.library.add(key, files.job_id, "")
+        self.shows.scene_added(key)
+
+    def _show_control(self, action: str, sender: Address, bound: int | None) -> None:
+        shows = self.shows
+        if action in ("go", "back"):
+            shows.go(sender, 1 if action == "go" else -1)
+        elif action == "list":
+            shows.listing(sender, bound)
+        elif action == "state":
+            self.notifier.reply(sender, "/ldm3d/show/state", *shows.state_args(), bound=bound)
+        elif action in ("stop", "start"):
+            shows.set_running(action == "start", sender)
+        else:
+            shows.pregen(sender)
+
+    def _staged(
+        self, name: str, value: Any, echoes: list[tuple[str, tuple[Arg, ...]]], sender: Address, bound: int | None
+    ) -> None:
+        """Answer a stage change: ``/ldm3d/stage`` to the sender (and its host's subscribers), and
+        each echo of a change on its own address to the sender and every subscriber."""
+        values = value if name == "size" else (value,)
+        self.notifier.reply(sender, "/ldm3d/stage", name, *values, bound=bound)
+        for address, args in echoes:
+            self.notifier.notify(sender, address, *args, bound=bound)
+
+    def _submit(
+        self,
+        request: GenerateRequest | UpscaleRequest,
+        inputs: dict[str, str] | None = None,
+        *,
+        sender: Address,
+        bound: int | None = None,
+        fmt: str | None = None,
+    ) -> None:
+        if not self._job_limit.allow(sender[0], time.monotonic()):
+            raise RateLimited(
+                f"{sender[0]} sends jobs faster than {self.settings.client_jobs_per_s:g} per second "
+                f"(burst {self.settings.client_jobs_burst}); wait a moment"
+            )
+        self.shows.yield_to_live()  # live jobs first: a pre-generation job steps aside
+        self._enqueue(Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt), bound)
+
+    def _enqueue(self, job: Job, bound: int | None = None) -> None:
+        """Queue ``job`` (QueueFull when full); ``/ldm3d/accepted`` to its sender unless it is quiet."""
+        position, replaced = self.queue.put(job)
+        for old in replaced:
+            old.cancel.cancel()
+            if not old.quiet:
+                self.notifier.notify(old.sender, "/ldm3d/cancelled", old.id)
+            old.finished("/ldm3d/cancelled")
+        if not job.quiet:
+            self.notifier.reply(job.sender, "/ldm3d/accepted", job.id, position, bound=bound)
+        logger.info("job %s queued at %d: %r", job.id, position, job.request.prompt[:80])
+
+    def _cancel(self, job_id: str | None, sender: Address) -> None:
+        running = self.worker.running
+        if running is not None and running.timed_out:
+            running = None
+        if job_id is None:
+            if running is None:
+                raise UnknownJob("no job is running; /ldm3d/cancel <job id> cancels a queued one")
+            job_id = running.id
+        job = self.queue.remove(job_id)
+        if job is not None:
+            job.cancel.cancel()
+            self.notifier.event([sender, job.sender, *self.notifier.subscribers], "/ldm3d/cancelled", job.id)
+            job.finished("/ldm3d/cancelled")
+            return
+        if running is not None and running.id == job_id:
+            running.cancel_requested_by = sender
+            running.cancel.cancel()  # the worker reports /ldm3d/cancelled within one step
+            return
+        raise UnknownJob(f"job {job_id} is neither queued nor running")
+
+
+def _job_format(name: str) -> str:
+    """A job's ``format`` option, checked now (BadArguments names the formats, or the extra one needs)."""
+    try:
+        check_format(name)
+    except ValueError as exc:
+        raise BadArguments(f"option 'format': {exc}") from None
+    return name
