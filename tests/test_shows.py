@@ -158,6 +158,85 @@ def test_the_scene_keys_canonical_form_is_pinned() -> None:
     assert reordered.cues[0].scene_key("tiny@abc") == cue.scene_key("tiny@abc")
 
 
+def _one_cue(*lines: str, show: str = 'name = "s"') -> str:
+    """A show (line 1: its keys) whose one cue starts on line 3 with ``lines`` from line 4 on."""
+    return f"{show}\n\n[[cue]]\n" + "".join(f"{line}\n" for line in lines)
+
+
+BASE = ('number = "1"', 'prompt = "p"', "seed = 1")  # lines 4, 5, 6; a line added is line 7
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ((*BASE[:2], "seed = -1"), "show.toml:6: seed -1 is out of range; use 0..2147483647"),
+        ((*BASE[:2], "seed = 2147483648"), "show.toml:6: seed 2147483648 is out of range; use 0..2147483647"),
+        ((*BASE, "width = 60"), "show.toml:7: width 60 must be a multiple of 8 from 64 to 4096"),
+        ((*BASE, "width = 56"), "show.toml:7: width 56 must be a multiple of 8 from 64 to 4096"),
+        ((*BASE, "height = 4104"), "show.toml:7: height 4104 must be a multiple of 8 from 64 to 4096"),
+        ((*BASE, "steps = 0"), "show.toml:7: steps 0 is out of range; allowed 1..150"),
+        ((*BASE, "steps = 151"), "show.toml:7: steps 151 is out of range; allowed 1..150"),
+        ((*BASE, "guidance = -0.5"), "show.toml:7: guidance -0.5 is out of range; allowed 0..30"),
+        ((*BASE, "guidance = 30.5"), "show.toml:7: guidance 30.5 is out of range; allowed 0..30"),
+        ((*BASE, 'sampling = "fast"'), "show.toml:7: sampling 'fast' is unknown; use quality or live"),
+        ((*BASE, "duration = 0.4"), "show.toml:7: duration 0.4 is out of range; allowed 0.5..86400 seconds"),
+        ((*BASE, "duration = 86401"), "show.toml:7: duration 86401 is out of range; allowed 0.5..86400 seconds"),
+        ((*BASE, "duration = nan"), "show.toml:7: duration nan is out of range; allowed 0.5..86400 seconds"),
+        (('number = "a b"', *BASE[1:]), "show.toml:4: cue number 'a b': use up to 64 letters, digits, '.', '-' or '_'"),
+        ((f'number = "{"x" * 65}"', *BASE[1:]), "use up to 64 letters, digits"),
+        ((BASE[0], 'prompt = "  "', BASE[2]), "show.toml:5: the prompt is empty; say what the world should show"),
+        ((*BASE, "name = 3"), "show.toml:7: name must be a string, got 3"),
+        ((*BASE, "steps = 1.5"), "show.toml:7: steps must be an integer, got 1.5"),
+        ((*BASE, 'guidance = "x"'), "show.toml:7: guidance must be an integer or a number, got 'x'"),
+        ((*BASE, "seamless = 1"), "show.toml:7: seamless must be true or false, got 1"),
+        ((*BASE, "upscale = 1"), "show.toml:7: upscale must be true or false, got 1"),
+        (("number = true", *BASE[1:]), "show.toml:4: number must be a string or an integer or a number, got True"),
+        (BASE[1:], "show.toml:3: cue 1 has no number"),
+        ((BASE[0], BASE[2]), "show.toml:3: cue 1 has no prompt"),
+    ],
+)
+def test_every_cue_rule_names_the_value_and_its_line(lines: tuple[str, ...], message: str) -> None:
+    with pytest.raises(BadShow) as info:
+        parse_show(_one_cue(*lines), "show.toml")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("show", "message"),
+    [
+        ("loop = true", 'show.toml: the show needs a name: name = "…"'),
+        ('name = "  "', "show.toml:1: the show needs a name"),
+        ('name = "s"\nloop = 1', "show.toml:2: loop must be true or false, got 1"),
+        ('name = "s"\nfallback = true', "show.toml:2: fallback must name a cue, got True"),
+        ('name = "s"\ncue = 5', "show.toml: the show has no cues; add [[cue]] tables"),
+    ],
+)
+def test_every_show_rule_names_the_value_and_its_line(show: str, message: str) -> None:
+    text = show if "cue = 5" in show else _one_cue(*BASE, show=show)
+    with pytest.raises(BadShow) as info:
+        parse_show(text, "show.toml")
+    assert message in str(info.value)
+
+
+def test_the_limits_themselves_are_allowed() -> None:
+    edges = ("seed = 2147483647", "width = 4096", "height = 64", "steps = 150", "guidance = 30", "duration = 86400")
+    cue = parse_show(_one_cue(*BASE[:2], *edges, 'continue = "follow"')).cues[0]
+    assert cue.params["seed"] == 2**31 - 1 and cue.duration == 86400.0 and cue.follow and cue.name == "1"
+    low = parse_show(_one_cue(BASE[0], BASE[1], "seed = 0", "steps = 1", "guidance = 0", "duration = 0.5")).cues[0]
+    assert low.params["seed"] == 0 and low.duration == 0.5 and not low.follow
+    assert parse_show(_one_cue(f'number = "{"x" * 64}"', *BASE[1:])).cues[0].number == "x" * 64
+    numbered = parse_show(_one_cue("number = 3", *BASE[1:], show='name = "s"\nfallback = 3'))
+    assert numbered.fallback == "3" and numbered.cue("3") is not None
+    many = "".join(f'\n[[cue]]\nnumber = "{i}"\nprompt = "p"\nseed = 1\n' for i in range(1001))
+    with pytest.raises(BadShow, match="1001 cues; a show has at most 1000"):
+        parse_show(f'name = "s"\n{many}', "show.toml")
+
+
+def test_a_cue_table_must_be_a_table() -> None:
+    with pytest.raises(BadShow, match=r"a cue is a \[\[cue\]\] table"):
+        parse_show('name = "s"\ncue = [1]', "show.toml")
+
+
 def test_a_scene_key_follows_the_generation_parameters_and_the_model_only() -> None:
     show = parse_show(SHOW)
     reef = show.cues[1]
