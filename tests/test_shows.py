@@ -374,6 +374,24 @@ def test_pregen_killed_mid_run_resumes_with_only_what_is_missing(tmp_path: Path)
     assert "(0 rendered now)" in third.communicate(timeout=300)[0]
 
 
+@pytest.mark.bridge  # loads the tiny models: not in the mutation runs
+def test_pregen_renders_upscaled_cues_and_needs_the_upscaler_for_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    show = tmp_path / "sr.toml"
+    show.write_text(_one_cue(*BASE, "steps = 1", "width = 64", "height = 64", "upscale = true"))
+    out = tmp_path / "out"
+    assert main(["-q", "pregen", str(show), "--model", "tiny", "--output", str(out)]) == 2
+    assert "upscale = true: give --upscale-model ldm3d-sr" in capsys.readouterr().err
+    args = ["-q", "pregen", str(show), "--model", "tiny", "--upscale-model", "tiny-sr", "--output", str(out)]
+    assert main(args) == 0
+    assert "s: 1 scenes in the library (1 rendered now)" in capsys.readouterr().out
+    (scene,) = (out / "scenes").iterdir()
+    meta = json.loads((scene / "meta.json").read_text())
+    assert (meta["mode"], meta["width"], meta["height"], meta["cue"]) == ("upscale", 256, 256, "1")
+
+
 def _rows(out: Path) -> int:
     import sqlite3
 

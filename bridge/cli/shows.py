@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.cli.jobs import CliError, engine_settings
+from bridge.contract.requests import generate_then_upscale
 from bridge.settings import load_settings
 from bridge.show.cues import Cue, Show, load_show
 
@@ -73,13 +74,9 @@ def _unique_scenes(show: Show, identity: str) -> dict[str, Cue]:
 
 
 def _render(engine: Any, upscaler: Any, cue: Cue, on_step: Any) -> Any:
-    from ldm3d_engine.types import UpscaleRequest
-
-    result = engine.generate(cue.request(), on_step=on_step)
     if cue.upscale:
-        sr = UpscaleRequest(seed=result.seed, seamless=result.request.seamless, sampling=cue.params.get("sampling"))
-        result = upscaler.upscale(sr, result.rgb, result.depth, on_step=on_step)
-    return result
+        return generate_then_upscale(engine, upscaler, cue.request(), on_step)
+    return engine.generate(cue.request(), on_step=on_step)
 
 
 class _Progress:

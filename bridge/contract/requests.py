@@ -5,6 +5,7 @@ Pure apart from reading an input image's header and looking up an earlier job on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from bridge.output.images import check_depth16, image_size
 from bridge.output.writer import TextureWriter
 from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import EngineError
-from ldm3d_engine.types import UPSCALE_PROMPT, GenerateRequest, Img2ImgRequest, UpscaleRequest
+from ldm3d_engine.types import UPSCALE_PROMPT, CancelToken, GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
 from ldm3d_engine.validation import MAX_NOISE_LEVEL
 
 Inputs = dict[str, str]
@@ -106,3 +107,17 @@ def upscale_request(
         except EngineError as exc:
             raise BadArguments(str(exc)) from None
     return request, {"source_job": job_id, "rgb": str(source.rgb), "depth": str(source.depth)}
+
+
+def generate_then_upscale(
+    engine: EngineLike,
+    upscaler: EngineLike,
+    request: GenerateRequest,
+    on_step: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> RGBDResult:
+    """A show cue with ``upscale = true``: the generation, then LDM3D-SR (×4) of it with the same seed,
+    wrap and sampling."""
+    low = engine.generate(request, on_step=on_step, cancel=cancel)
+    sr = UpscaleRequest(seed=low.seed, seamless=low.request.seamless, sampling=request.sampling)
+    return upscaler.upscale(sr, low.rgb, low.depth, on_step=on_step, cancel=cancel)

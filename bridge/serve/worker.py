@@ -37,6 +37,7 @@ from queue import Queue
 from typing import Any
 
 from bridge.contract.engine_api import EngineLike
+from bridge.contract.requests import generate_then_upscale
 from bridge.errors import BadArguments, WriteFailed
 from bridge.osc.codec import Arg
 from bridge.output.images import read_depth16, read_rgb
@@ -310,12 +311,7 @@ class Worker:
             if upscaler is None:
                 raise BadArguments("this cue asks for upscale = true; start the bridge with --upscale-model ldm3d-sr")
 
-            def generate_then_upscale() -> RGBDResult:
-                low = engine.generate(request, on_step=on_step, cancel=job.cancel)
-                sr = UpscaleRequest(seed=low.seed, seamless=low.request.seamless, sampling=request.sampling)
-                return upscaler.upscale(sr, low.rgb, low.depth, on_step=on_step, cancel=job.cancel)
-
-            return upscaler, generate_then_upscale
+            return upscaler, lambda: generate_then_upscale(engine, upscaler, request, on_step, job.cancel)
         if isinstance(request, Img2ImgRequest):
             image = read_rgb(Path(job.inputs["image"]))
             depth_map = read_depth16(Path(job.inputs["depth_map"])) if "depth_map" in job.inputs else None
