@@ -315,11 +315,32 @@ def test_a_library_that_was_never_used_leaves_no_trace(tmp_path: Path) -> None:
 def test_scenes_survive_a_lost_database(tmp_path: Path) -> None:
     library = SceneLibrary(tmp_path)
     _scene_folder(library, "20261122-100000-000-0001", "a" * 64)
+    _scene_folder(library, "20261122-100000-000-0002", "b" * 64)
+    _scene_folder(library, "20261122-100000-000-0003", "a" * 64)  # the same scene rendered twice
     try:
-        assert library.check() == (0, 1)  # the folders are the truth; the rows are rebuilt
+        assert library.check() == (0, 2)  # the folders are the truth; the rows are rebuilt
         assert library.scene_id("a" * 64) == "20261122-100000-000-0001"
+        assert library.scene_id("b" * 64) == "20261122-100000-000-0002"
+        assert not (library.folder / "20261122-100000-000-0003").exists()  # the twin is removed
     finally:
         library.close()
+
+
+def test_the_library_answers_for_a_thousand_scenes_at_once(tmp_path: Path) -> None:
+    library = SceneLibrary(tmp_path)
+    try:
+        keys = [f"{i:064x}" for i in range(1200)]
+        for i in (0, 499, 500, 501, 1000, 1199):
+            library.add(keys[i], f"20261122-100000-000-{i:04d}", str(i))
+        assert library.rendered(keys) == {keys[i] for i in (0, 499, 500, 501, 1000, 1199)}
+        assert len(library) == 6
+    finally:
+        library.close()
+
+
+def test_a_missing_cue_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(BadShow, match=r"nowhere\.toml: cannot read the cue file"):
+        load_show(tmp_path / "nowhere.toml")
 
 
 # -- pre-generation from the command line ------------------------------------------
