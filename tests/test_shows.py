@@ -606,3 +606,22 @@ def test_a_cue_with_upscale_is_generated_then_upscaled_and_needs_an_upscaler(
     fallback = client.wait_for(["/ldm3d/ready"], 10)[-1]
     assert _state_where(client, lambda s: s[2] == "failed")[1] == "big2"
     assert json.loads(Path(str(fallback.args[3])).read_text())["prompt"] == "a quiet harbour"
+
+
+def test_a_pregeneration_job_cancelled_while_it_waits_still_reports_its_end(
+    start_bridge: Start, show_dir: Path
+) -> None:
+    """The show desk waits for each pre-generation job's end before it submits the next: one pushed
+    aside by a live job before the worker took it must still end, or pre-generation would stall."""
+    from bridge.serve.jobs import Job
+    from ldm3d_engine.types import GenerateRequest as Request
+
+    bridge = start_bridge(input_dirs=(str(show_dir),))
+    ended: list[str] = []
+    job = Job("20261123-000000-000-0001", Request("x", steps=1), None, quiet=True, on_done=ended.append)
+    job.cancel.cancel()
+    bridge._enqueue(job)
+    deadline = time.monotonic() + 10
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ended == ["/ldm3d/cancelled"]

@@ -139,9 +139,11 @@ class Worker:
             job = self._queue.take(timeout=0.25, on_take=self._mark_running)
             if job is None:
                 continue
-            if job.cancel.cancelled:
+            if job.cancel.cancelled:  # cancelled while it waited (its message, if any, went out then)
                 self.running = None
                 self.state = "idle"
+                if job.claim_outcome():
+                    job.finished("/ldm3d/cancelled")  # e.g. a pre-generation job a live job pushed aside
                 continue
             self._notifier.broadcast("/ldm3d/busy", 1)  # a lamp: on for each job, off after it
             try:
