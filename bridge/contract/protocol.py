@@ -290,7 +290,15 @@ def parse_options(args: tuple[Arg, ...], address: str, types: dict[str, str] = O
     return options
 
 
-_CUE_IN_ADDRESS = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: What a cue number may be (cue files and the /ldm3d/cue/<number> address alike).
+CUE_NUMBER = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def cue_number(value: str | int | float) -> str:
+    """A cue number as a string: 3 → "3", 2.5 → "2.5" (TouchOSC buttons send numbers)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
 
 
 def is_trigger(args: tuple[Arg, ...]) -> bool:
@@ -402,13 +410,13 @@ def parse(message: Message) -> Command:
             raise BadArguments(f"{address}: the cue number must be a string or a number, got {_describe(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise BadArguments(f"{address}: the cue number must be finite, got {value}")
-        number = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value).strip()
+        number = cue_number(value)
         if not number or len(number) > 64:
             raise BadArguments(f"{address}: a cue number has 1 to 64 characters, got {len(number)}")
         return CueShow(number)
     if name in SHOW_TRIGGERS:
         return ShowControl(SHOW_TRIGGERS[name]) if is_trigger(args) else Ignored()
-    if name.startswith("cue/") and _CUE_IN_ADDRESS.fullmatch(name[len("cue/") :]):
+    if name.startswith("cue/") and CUE_NUMBER.fullmatch(name[len("cue/") :]):
         # one TouchOSC button per cue: /ldm3d/cue/<number> fires on press, its release (0) is ignored
         return CueShow(name[len("cue/") :]) if is_trigger(args) else Ignored()
     if name == "show/state":  # with arguments it is a bridge's answer, not a request

@@ -67,8 +67,8 @@ class ShowDesk:
         #: Cue number → scene key, and the keys in the library (both kept for the loaded show).
         self._keys: dict[str, str] = {}
         self._rendered: set[str] | None = None
-        #: Scene key → the live job rendering it (a cue shown before its scene was made).
-        self._live: dict[str, Job] = {}
+        #: Scene keys a live job is rendering (cues shown before their scenes were made).
+        self._live: set[str] = set()
 
     # -- commands ------------------------------------------------------------
 
@@ -233,9 +233,8 @@ class ShowDesk:
             self.cue_state = "rendering"
             if key not in self._live:  # the same cue asked again while it renders: one job
                 self.yield_to_live()
-                self._live[key] = self._render(
-                    cue, key, sender, quiet=False, on_done=lambda address: self._scene_job_ended(key, address)
-                )
+                self._live.add(key)
+                self._render(cue, key, sender, quiet=False, on_done=lambda address: self._scene_job_ended(key, address))
         self._save()
         self._announce_state(sender)
 
@@ -254,7 +253,7 @@ class ShowDesk:
     def _scene_job_ended(self, key: str, address: str) -> None:
         """A cue's scene job ended: shown (its /ldm3d/ready went out), or the fallback instead."""
         with self._lock:
-            self._live.pop(key, None)
+            self._live.discard(key)
             show = self.show
             if show is None or self.current is None or self._key(show.cues[self.current]) != key:
                 return  # the show moved on meanwhile

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.contract.protocol import CUE_NUMBER, cue_number
 from bridge.errors import BadShow
 from ldm3d_engine.presets import SAMPLINGS, SCHEDULERS
 from ldm3d_engine.types import SEED_MAX, GenerateRequest
@@ -118,13 +119,6 @@ class Show:
         return None if i is None else self.cues[i]
 
 
-def cue_number(value: str | int | float) -> str:
-    """A cue number as a string: 3 → "3", 2.5 → "2.5" (TouchOSC buttons send numbers)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
-
-
 def load_show(path: Path) -> Show:
     try:
         text = path.read_text(encoding="utf-8")
@@ -195,7 +189,7 @@ def _cue(raw: Any, i: int, lines: _Lines) -> Cue:
             why = " (a scene must be reproducible)" if key == "seed" else ""
             raise lines.error(i, None, f"cue {i + 1} has no {key}{why}")
     number = cue_number(raw["number"])
-    if not number or len(number) > 64 or not _NUMBER.fullmatch(number):
+    if not CUE_NUMBER.fullmatch(number):
         raise lines.error(i, "number", f"cue number {number!r}: use up to 64 letters, digits, '.', '-' or '_'")
     if not raw["prompt"].strip():
         raise lines.error(i, "prompt", "the prompt is empty; say what the world should show")
@@ -234,7 +228,6 @@ def _check_values(raw: dict[str, Any], i: int, lines: _Lines) -> None:
         raise lines.error(i, "duration", f"duration {duration} is out of range; allowed 0.5..86400 seconds")
 
 
-_NUMBER = re.compile(r"[A-Za-z0-9._-]+")
 _CUE_HEADER = re.compile(r"^\s*\[\[\s*cue\s*\]\]")
 _HEADER = re.compile(r"^\s*\[")
 
