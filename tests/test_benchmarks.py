@@ -115,3 +115,14 @@ def test_show_recall_harness_runs_at_its_defaults_without_asking_the_engine() ->
     assert ping is not None and recall is not None, out
     assert 0 < float(ping[1]) <= float(ping[2]) and 0 < float(recall[1]) <= float(recall[2])
     assert "Engine calls during the recalls: 0" in out  # a rendered cue never touches the engine
+
+
+def test_web_page_bench_runs_at_its_defaults() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "web_page.py")], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"page weight: \d+ KiB transferred \(gzip\), \d+ KiB decoded", out.stdout), out.stdout
+    assert re.search(r"ready → drawn, first view \(textures fetched\): p50 \d+ ms", out.stdout), out.stdout
+    assert re.search(r"ready → drawn, again \(browser cache\): p50 \d+ ms, p99 \d+ ms \(12 recalls", out.stdout)
+    assert re.search(r"a world's depth \(raw uint16, gzip\): \d+ KiB transferred, 1024 KiB decoded", out.stdout)

@@ -110,6 +110,11 @@ class JobQueue:
                     return job
             return None
 
+    def snapshot(self) -> list[Job]:
+        """The waiting jobs, next first (a copy)."""
+        with self._cond:
+            return list(self._jobs)
+
     def drain(self) -> list[Job]:
         with self._cond:
             jobs = list(self._jobs)

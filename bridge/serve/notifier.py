@@ -18,6 +18,12 @@ cut to fit, any other longer reply becomes ``reply_too_large``.
 
 Sending never raises: an address that cannot be encoded, a target whose port is
 closed, an unreachable network, all end as a counted, rate-limited log line.
+
+Operator pages (:mod:`bridge.serve.pages`) are senders too, with addresses whose host
+starts with ``page:``. They are not sent UDP: a reply meant for one goes to
+:attr:`Notifier.page_reply`, and events reach every page through the observers (so a
+page is never told an event twice). Their connection carries the token, and TCP
+cannot be forged, so page replies have no budget and no size bound.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from bridge.serve.subscriptions import Address, Subscription, Subscriptions
 
 logger = logging.getLogger(__name__)
 
+#: The host part of an operator page's sender address (``("page:127.0.0.1", 3)``).
+PAGE_PREFIX = "page:"
 TOO_LARGE = "a full answer is larger than this request allows; subscribe this host first (or use the token)"
 
 
@@ -64,6 +72,8 @@ class Notifier:
         #: Called with (address, args) for every event (what subscribers hear), whoever else hears it:
         #: the one stream the WebSocket listeners get too. Observers must not block.
         self.observers: list[Callable[[str, tuple[Arg, ...]], None]] = []
+        #: Delivers a reply to an operator page: (page address, OSC address, args). Must not block.
+        self.page_reply: Callable[[Address, str, tuple[Arg, ...]], None] | None = None
 
     # -- subscriptions -----------------------------------------------------
 
@@ -167,28 +177,52 @@ class Notifier:
                 )
 
     def send_to(self, targets: Iterable[Address | None], address: str, *args: Arg) -> None:
-        admitted = self._admit(targets, essential=address in FINAL and bool(args) and args[0] != "")
+        """A message for ``targets`` only (a page among them gets it as a reply)."""
+        self._deliver(targets, address, args, observed=False)
+
+    def _deliver(self, targets: Iterable[Address | None], address: str, args: tuple[Arg, ...], observed: bool) -> None:
+        udp = self._pages(targets, address, args, observed)
+        admitted = self._admit(udp, essential=address in FINAL and bool(args) and args[0] != "")
         if admitted and (data := self._encode(address, args)) is not None:
             self._send(data, admitted, address)
+
+    def _pages(
+        self, targets: Iterable[Address | None], address: str, args: tuple[Arg, ...], observed: bool
+    ) -> list[Address | None]:
+        """The UDP targets among ``targets``; pages among them get the message now, unless the
+        observers will bring it to them (``observed``)."""
+        udp: list[Address | None] = []
+        told: list[Address] = []
+        for target in targets:
+            if target is None or not target[0].startswith(PAGE_PREFIX):
+                udp.append(target)
+            elif not observed and target not in told and self.page_reply is not None:
+                told.append(target)
+                try:
+                    self.page_reply(target, address, args)
+                except Exception:  # noqa: BLE001 - a page never breaks sending
+                    self.counters.add("page_reply_failed")
+                    self._log.exception("page_reply", time.monotonic(), "a page reply failed on %s", address)
+        return udp
 
     def reply(self, sender: Address | None, address: str, *args: Arg, bound: int | None = None) -> None:
         """Answer a message: to its sender (at most ``bound`` bytes, when given) and same-host subscribers."""
         same_host = [s for s in self.subscribers if sender is not None and s[0] == sender[0]]
-        self._answer(sender, same_host, address, args, bound)
+        self._answer(sender, same_host, address, args, bound, observed=False)
 
     def notify(self, sender: Address | None, address: str, *args: Arg, bound: int | None = None) -> None:
         """An event: to its sender (at most ``bound`` bytes, when given), every subscriber and the observers."""
-        self._answer(sender, self.subscribers, address, args, bound)
+        self._answer(sender, self.subscribers, address, args, bound, observed=True)
         self._observe(address, args)
 
     def broadcast(self, address: str, *args: Arg) -> None:
         """An event for every subscriber and the observers."""
-        self.send_to(self.subscribers, address, *args)
+        self._deliver(self.subscribers, address, args, observed=True)
         self._observe(address, args)
 
     def event(self, targets: Iterable[Address | None], address: str, *args: Arg) -> None:
         """An event for ``targets`` (the worker's list of a job's sender and subscribers) and the observers."""
-        self.send_to(targets, address, *args)
+        self._deliver(targets, address, args, observed=True)
         self._observe(address, args)
 
     def _observe(self, address: str, args: tuple[Arg, ...]) -> None:
@@ -200,10 +234,19 @@ class Notifier:
                 self._log.exception("observer_failed", time.monotonic(), "an event observer failed on %s", address)
 
     def _answer(
-        self, sender: Address | None, others: list[Address], address: str, args: tuple[Arg, ...], bound: int | None
+        self,
+        sender: Address | None,
+        others: list[Address],
+        address: str,
+        args: tuple[Arg, ...],
+        bound: int | None,
+        observed: bool,
     ) -> None:
         essential = address in FINAL and bool(args) and args[0] != ""
-        admitted = self._admit([sender, *others], essential)
+        targets = self._pages([sender, *others], address, args, observed)
+        if sender not in targets:
+            sender = None  # a page: answered above
+        admitted = self._admit(targets, essential)
         if not admitted or (data := self._encode(address, args)) is None:
             return  # over budget: nothing is even encoded (a flood costs as little as possible)
         if sender in admitted and bound is not None and len(data) > bound:

@@ -45,6 +45,7 @@ from bridge.serve.intake import Intake
 from bridge.serve.jobs import Address, JobQueue
 from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
 from bridge.serve.notifier import Notifier
+from bridge.serve.pages import PageDesk
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
 from bridge.serve.subscribing import SubscriptionDesk
@@ -54,6 +55,7 @@ from bridge.settings import BridgeSettings
 from bridge.show.library import SceneLibrary
 from bridge.web.http import WebServer
 from bridge.web.oscquery import namespace
+from bridge.web.page import PageHub, StaticFiles, page_files
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +111,8 @@ class Bridge(Commands):
         self._threads: list[threading.Thread] = []
         self._advertiser: Any = None
         self._shows: ShowDesk | None = None
+        #: Commands come from the intake thread and from operator pages (the HTTP thread): one at a time.
+        self._handle_lock = threading.Lock()
 
     # -- life cycle --------------------------------------------------------
 
@@ -227,13 +231,37 @@ class Bridge(Commands):
 
     def _start_web(self) -> None:
         host, port = self.address
+        desk = PageDesk(
+            self.settings,
+            writer=self.writer,
+            queue=self.queue,
+            stage=self.stage,
+            ranges=self.ranges,
+            display=self.display,
+            notifier=self.notifier,
+            counters=self.counters,
+            worker=self.worker,
+            shows=self.shows,
+            state_args=self.state_args,
+            handle=self._page_command,
+            boot_id=self.boot_id,
+            upscale=self._upscaler_factory is not None,
+        )
+        hub = PageHub(desk)
         web = WebServer(
-            self.settings, namespace(self.ranges), self.current_values, osc_port=port, name=f"ldm3d-bridge :{port}"
+            self.settings,
+            namespace(self.ranges),
+            self.current_values,
+            osc_port=port,
+            name=f"ldm3d-bridge :{port}",
+            page=hub,
+            static=StaticFiles(page_files()),
         )
         web.start(self.settings.host, port if self.settings.http_port is None else self.settings.http_port)
         self.notifier.observers.append(web.publish)
+        self.notifier.page_reply = hub.reply
         self._web = web
-        logger.info("serving OSCQuery on http://%s:%s/", host, web.port)
+        logger.info("serving the operator page and OSCQuery on http://%s:%s/", host, web.port)
 
     @property
     def http_port(self) -> int | None:
@@ -328,7 +356,13 @@ class Bridge(Commands):
         self._intake.handle_datagram(data, sender)
 
     def _dispatch(self, command: protocol.Command, sender: Address, bound: int | None, trusted: bool) -> None:
-        self.handle(command, sender, bound=bound, trusted=trusted)
+        with self._handle_lock:
+            self.handle(command, sender, bound=bound, trusted=trusted)
+
+    def _page_command(self, command: protocol.Command, page: Address) -> None:
+        """A command from an operator page: its connection carried the token (when one is set)."""
+        with self._handle_lock:
+            self.handle(command, page, trusted=True)
 
     # -- monitor -----------------------------------------------------------
 

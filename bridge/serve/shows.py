@@ -149,6 +149,23 @@ class ShowDesk:
                 int(self.running),
             )
 
+    def cues(self) -> list[dict[str, object]]:
+        """Every cue of the loaded show: number, name, whether its scene is rendered, whether it is on screen."""
+        with self._lock:
+            show = self.show
+            if show is None:
+                return []
+            rendered = self._rendered_keys()
+            return [
+                {
+                    "number": cue.number,
+                    "name": cue.name,
+                    "rendered": rendered is not None and self._key(cue) in rendered,
+                    "current": index == self.current,
+                }
+                for index, cue in enumerate(show.cues)
+            ]
+
     def scene_added(self, key: str) -> None:
         """A scene was written into the library (by the worker's writer thread)."""
         with self._lock:

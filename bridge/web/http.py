@@ -1,4 +1,4 @@
-"""The bridge's HTTP side: OSCQuery over HTTP and its LISTEN stream over a WebSocket.
+"""The bridge's HTTP side: the operator page, OSCQuery over HTTP and its LISTEN stream over a WebSocket.
 
 aiohttp runs on its own thread (``ldm3d-http``) and event loop, so nothing here can
 delay the OSC intake. It serves, on TCP (by default the same port number as OSC's
@@ -8,13 +8,17 @@ UDP port):
   (:mod:`bridge.web.oscquery`); ``GET /?HOST_INFO``;
 * a WebSocket upgraded at ``/``: ``{"COMMAND": "LISTEN", "DATA": "/ldm3d/steps"}``
   (and ``IGNORE``) in JSON text frames; every event on a listened address then
-  arrives as a binary OSC message, the same message subscribers get over UDP.
+  arrives as a binary OSC message, the same message subscribers get over UDP;
+* the operator page (:mod:`bridge.web.page`): ``GET /`` from a browser (``Accept:
+  text/html``; OSCQuery clients ask for JSON) and ``/ui/…`` (its files), ``/ws`` (its
+  JSON WebSocket) and ``/t/…`` (textures at content-addressed URLs).
 
 Access: the bridge's allowlist (403 outside it); with a token set, every request
 carries it (``?token=…``, header ``X-Ldm3d-Token`` or ``Authorization: Bearer …``;
-401 otherwise). A WebSocket upgrade from a browser page must come from the page's
-own origin (403 otherwise), so another site open in the operator's browser cannot
-drive the bridge.
+401 otherwise), except the page's own files, which hold no secret and must load so
+that the page can ask for the token. A WebSocket upgrade from a browser page must
+come from the page's own origin (403 otherwise), so another site open in the
+operator's browser cannot drive the bridge.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from bridge.errors import BridgeError
 from bridge.osc.codec import Arg, encode_message
 from bridge.settings import BridgeSettings, parse_networks
 from bridge.web.oscquery import Node, host_info, query
+from bridge.web.page import PageHub, StaticFiles
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +51,19 @@ MAX_BACKLOG = 256
 
 class WebServer:
     def __init__(
-        self, settings: BridgeSettings, nodes: Mapping[str, Node], values: Values, *, osc_port: int, name: str
+        self,
+        settings: BridgeSettings,
+        nodes: Mapping[str, Node],
+        values: Values,
+        *,
+        osc_port: int,
+        name: str,
+        page: PageHub | None = None,
+        static: StaticFiles | None = None,
     ) -> None:
         self._settings = settings
+        self._page = page
+        self._static = static
         self._nodes = nodes
         self._values = values
         self._osc_port = osc_port
@@ -90,6 +105,8 @@ class WebServer:
         """An event (thread-safe, never blocks): kept as the address's value and sent to its listeners."""
         with self._lock:
             self._latest[address] = args
+        if self._page is not None:
+            self._page.publish(address, args)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is listening any more
@@ -101,6 +118,10 @@ class WebServer:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         app = web.Application(middlewares=[self._guard])
+        if self._page is not None:
+            self._page.attach(app)
+        if self._static is not None:
+            app.router.add_get("/ui/{name:.+}", self._ui)
         app.router.add_get("/{path:.*}", self._get)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         try:
@@ -121,15 +142,23 @@ class WebServer:
         finally:
             for ws in list(self._listeners):
                 loop.run_until_complete(ws.close())
+            if self._page is not None:
+                loop.run_until_complete(self._page.close_pages())
             loop.run_until_complete(runner.cleanup())
             loop.close()
+            if self._page is not None:
+                self._page.close()
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         if not allowed(request.remote or "", self._networks):
             return web.Response(status=403, text="this address is not in the bridge's allowed networks\n")
+        origin = request.headers.get("Origin")
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and origin is not None and urlsplit(origin).netloc != request.host:  # the OSCQuery stream's too
+            return web.Response(status=403, text=f"WebSocket from {origin} refused: not this bridge's page\n")
         secret = self._settings.token
-        if secret is not None:
+        if secret is not None and not self._page_file(request):
             header = request.headers.get("Authorization", "")
             given = (
                 request.query.get("token")
@@ -141,9 +170,21 @@ class WebServer:
         response: web.StreamResponse = await handler(request)
         return response
 
+    def _page_file(self, request: web.Request) -> bool:
+        """The page's own files (no secret in them): the page itself at ``/`` and ``/ui/…``."""
+        if self._static is None:
+            return False
+        return request.path.startswith("/ui/") or (request.path == "/" and _wants_html(request))
+
+    async def _ui(self, request: web.Request) -> web.StreamResponse:
+        assert self._static is not None
+        return self._static.response(request, request.match_info["name"])
+
     async def _get(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request)
+        if self._static is not None and request.path == "/" and _wants_html(request):
+            return self._static.response(request, "index.html")
         attributes = [part for part in request.query_string.split("&") if part and "=" not in part]
         attribute = unquote(attributes[0]) if attributes else None
         if attribute == "HOST_INFO":
@@ -162,9 +203,6 @@ class WebServer:
         return host_info(self._name, osc_ip, self._osc_port, here, self.port)
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc != request.host:
-            return web.Response(status=403, text=f"WebSocket from {origin} refused: not this bridge's page\n")
         ws = web.WebSocketResponse(heartbeat=30.0)
         await ws.prepare(request)
         self._listeners[ws] = set()
@@ -213,3 +251,8 @@ class WebServer:
         finally:
             if ws in self._backlog:
                 self._backlog[ws] -= 1
+
+
+def _wants_html(request: web.Request) -> bool:
+    """A browser opening the page (OSCQuery clients ask for JSON, or for anything)."""
+    return "text/html" in request.headers.get("Accept", "")

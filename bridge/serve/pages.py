@@ -1,0 +1,158 @@
+"""What the operator page sees of the bridge, and how its messages are carried out.
+
+The page (:mod:`bridge.web.page`) speaks the OSC contract itself: each message it sends
+is parsed by :func:`bridge.contract.protocol.parse` and handed to the same handler the
+UDP intake uses, so an action behaves the same from a tablet page, TouchOSC or
+TouchDesigner. A page's sender address is ``("page:<its IP>", <page number>)``: job
+limits count per IP as for OSC clients, and the notifier hands replies for it to the
+page instead of sending UDP (:data:`bridge.serve.notifier.PAGE_PREFIX`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from bridge import __version__
+from bridge.contract import protocol
+from bridge.contract.ranges import Ranges
+from bridge.errors import BridgeError, NotSupported
+from bridge.osc.codec import Message
+from bridge.output.writer import TextureWriter
+from bridge.serve.jobs import Address, Job, JobQueue
+from bridge.serve.limits import Counters, LogLimiter
+from bridge.serve.notifier import Notifier
+from bridge.serve.shows import ShowDesk
+from bridge.serve.stage import Stage
+from bridge.serve.worker import Worker
+from bridge.settings import BridgeSettings
+from bridge.web.page import World
+from ldm3d_engine.types import Img2ImgRequest, UpscaleRequest
+
+logger = logging.getLogger(__name__)
+
+#: From ``/ldm3d/show/state``'s arguments to the page's names.
+SHOW_STATE = ("show", "cue", "cue_state", "next", "rendered", "total", "loop", "running")
+
+
+class PageDesk:
+    """The bridge as :class:`bridge.web.page.PageBackend` sees it."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        *,
+        writer: TextureWriter,
+        queue: JobQueue,
+        stage: Stage,
+        ranges: Ranges,
+        display: dict[str, float | int],
+        notifier: Notifier,
+        counters: Counters,
+        worker: Worker,
+        shows: ShowDesk,
+        state_args: Callable[[], tuple[str, int, str, str, str]],
+        handle: Callable[[protocol.Command, Address], None],
+        boot_id: str,
+        upscale: bool,
+    ) -> None:
+        self._settings = settings
+        self._writer = writer
+        self._queue = queue
+        self._stage = stage
+        self._ranges = ranges
+        self._display = display
+        self._notifier = notifier
+        self._counters = counters
+        self._worker = worker
+        self._shows = shows
+        self._state_args = state_args
+        self._handle = handle
+        self._boot_id = boot_id
+        self._upscale = upscale
+        self._log = LogLimiter(logger)
+
+    def hello(self) -> dict[str, Any]:
+        ranges = asdict(self._ranges)
+        ranges["defaults"] = dict(self._ranges.defaults)
+        return {
+            "bridge": __version__,
+            "boot": self._boot_id,
+            "model": self._settings.model,
+            "heartbeat_s": self._settings.heartbeat_s,
+            "ranges": ranges,
+            "stage": self._stage.get(),
+            "display": dict(self._display),
+            "upscale": self._upscale,
+            "queue_mode": self._settings.queue_mode,
+        }
+
+    def status(self) -> dict[str, Any]:
+        state, _, _, _, _ = self._state_args()
+        running = self._worker.running
+        waiting = [_job(job) for job in self._queue.snapshot()]
+        show = dict(zip(SHOW_STATE, self._shows.state_args(), strict=True))
+        return {
+            "state": state,
+            "running": _job(running) if running is not None and not running.timed_out else None,
+            "queue": [{**job, "position": n} for n, job in enumerate(waiting, 1)],
+            "show": {**show, "cues": self._shows.cues()} if show["show"] else None,
+        }
+
+    def world(self, job_id: str) -> World | None:
+        files = self._writer.find(job_id)
+        if files is None:
+            return None
+        try:
+            meta = json.loads(files.meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        info = {
+            "prompt": meta.get("prompt", ""),
+            "width": files.width,
+            "height": files.height,
+            "seed": files.seed,
+            "seamless": files.seamless,
+            "created": meta.get("created", ""),
+            "mode": meta.get("mode", ""),
+            "steps": meta.get("steps"),
+            "scene": files.folder.parent == self._writer.scenes,
+        }
+        return World(files.job_id, files.rgb, files.depth, info)
+
+    def history(self, limit: int) -> list[str]:
+        return self._writer.job_ids()[::-1][:limit]
+
+    def on_screen(self) -> str | None:
+        latest = self._writer.latest()
+        job_id = latest.get("job_id") if latest else None
+        return job_id if isinstance(job_id, str) else None
+
+    def command(self, page: Address, message: Message) -> None:
+        """One message from a page, carried out; every failure answered with ``/ldm3d/error``."""
+        self._counters.add("page_messages")
+        try:
+            command = protocol.parse(message)
+            if isinstance(command, protocol.Subscribe | protocol.Unsubscribe):
+                raise NotSupported(f"{message.address}: a page hears every event already; this is for OSC clients")
+            self._handle(command, page)
+        except BridgeError as exc:
+            self._counters.add(f"error_{exc.code}")
+            self._notifier.reply(page, "/ldm3d/error", "", exc.code, str(exc))
+        except Exception:  # noqa: BLE001 - a page's message never breaks the HTTP side; logged and answered
+            self._counters.add("internal_error")
+            self._log.exception("page", time.monotonic(), "internal error on %s from a page", message.address[:64])
+            message_text = "the bridge failed on this message; it is logged and the bridge carries on"
+            self._notifier.reply(page, "/ldm3d/error", "", "internal_error", message_text)
+
+
+def _job(job: Job) -> dict[str, Any]:
+    request = job.request
+    kind = "img2img" if isinstance(request, Img2ImgRequest) else "text"
+    if isinstance(request, UpscaleRequest):
+        kind = "upscale"
+    return {"id": job.id, "prompt": request.prompt, "kind": kind, "background": job.quiet}

@@ -1,0 +1,341 @@
+"""The operator page's side of the HTTP server: its files, its textures and its JSON WebSocket.
+
+Runs on the HTTP server's event loop (:mod:`bridge.web.http`); nothing here blocks it:
+files are hashed and textures derived on a small thread pool. The bridge hands in a
+:class:`PageBackend`; this module knows nothing of jobs or queues beyond the JSON it
+passes on. The WebSocket at ``/ws`` speaks JSON text frames (docs/web.md):
+
+page → bridge   ``{"id": 7, "address": "/ldm3d/generate", "args": ["a forest", "steps", 20]}``:
+                any OSC message of the contract, carried out as if it came over UDP
+bridge → page   ``{"type": "hello", …}`` once, then ``{"type": "event", "address", "args", "t"}``
+                for every event the OSC subscribers get (``/ldm3d/ready`` adds ``"world"``
+                with the texture URLs), ``{"type": "reply", "re": 7, "address", "args"}``
+                for the answers to this page's own messages, and ``{"type": "status", …}``
+                whenever the queue, the running job or the show changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from aiohttp import WSMsgType, web
+
+from bridge.osc.codec import Arg, Message
+from bridge.web.textures import TextureStore
+
+logger = logging.getLogger(__name__)
+
+#: Messages a page may fall behind by before it misses some (a tab in the background does not read).
+MAX_BACKLOG = 512
+#: How often the queue, the running job and the show are compared with what the pages were told.
+STATUS_EVERY_S = 0.25
+#: Jobs in the page's history when it connects.
+HISTORY = 24
+#: The longest JSON message a page may send (a prompt is at most a few kB).
+MAX_MESSAGE = 64 * 1024
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class World:
+    """A finished job (or a show's scene) as the page shows it."""
+
+    job_id: str
+    rgb: Path
+    depth: Path
+    #: What the page shows beside it: prompt, width, height, seed, seamless, created, mode, model, scene.
+    info: dict[str, Any]
+
+
+class PageBackend(Protocol):
+    """What the bridge offers the page (all called on the HTTP thread; none may block)."""
+
+    def hello(self) -> dict[str, Any]:
+        """The bridge's identity, ranges, stage and display: what a page needs to draw its controls."""
+
+    def status(self) -> dict[str, Any]:
+        """The queue (each job's id, prompt, position), the running job, the state, the show's cues."""
+
+    def world(self, job_id: str) -> World | None:
+        """A finished job or scene (reads its meta.json: call off the loop)."""
+
+    def history(self, limit: int) -> list[str]:
+        """The newest finished jobs' ids, newest first."""
+
+    def on_screen(self) -> str | None:
+        """The id of the world last announced with ``/ldm3d/ready`` (after a restart: latest.json's)."""
+
+    def command(self, page: Address, message: Message) -> None:
+        """Carry out one message from a page; its answers come back through :meth:`PageHub.reply`."""
+
+
+class PageHub:
+    def __init__(self, backend: PageBackend) -> None:
+        self._backend = backend
+        self._textures = TextureStore()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ldm3d-http-io")
+        self._pages: dict[int, tuple[web.WebSocketResponse, str]] = {}
+        self._backlog: dict[int, int] = {}
+        self._numbers = iter(range(1, 1 << 62))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        self._handling: tuple[int, Any] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._ready_lock: asyncio.Lock | None = None
+        self._last_status = ""
+        self._screen: str | None = None
+        self._screen_lock = threading.Lock()
+
+    # -- wiring (on the loop's thread) -------------------------------------------------
+
+    def attach(self, app: web.Application) -> None:
+        app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/t/{name}", self._texture)
+        app.on_startup.append(self._started)
+
+    async def _started(self, app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._ready_lock = asyncio.Lock()
+        self._keep(asyncio.ensure_future(self._watch_status()))
+
+    def close(self) -> None:
+        """After the loop stopped: end the file threads."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def close_pages(self) -> None:
+        for ws, _ in list(self._pages.values()):
+            await ws.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- from the bridge's threads ---------------------------------------------------------
+
+    def publish(self, address: str, args: tuple[Arg, ...]) -> None:
+        """An event every page gets (thread-safe, never blocks)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        sent_at = time.time()
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._event, address, args, sent_at)
+
+    def reply(self, page: Address, address: str, args: tuple[Arg, ...]) -> None:
+        """An answer for one page (thread-safe, never blocks)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        number = page[1]
+        re = self._handling[1] if self._handling and self._handling[0] == number else None
+        if threading.get_ident() != self._thread:
+            re = None
+        message = {"type": "reply", "re": re, "address": address, "args": list(args)}
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._send, number, json.dumps(message))
+
+    # -- the loop's thread -------------------------------------------------------------------
+
+    def _keep(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    def _event(self, address: str, args: tuple[Arg, ...], sent_at: float) -> None:
+        if address == "/ldm3d/ready" and args:
+            self._keep(asyncio.ensure_future(self._ready(str(args[0]), args, sent_at)))
+            return
+        self._broadcast({"type": "event", "address": address, "args": list(args), "t": sent_at})
+
+    async def _ready(self, job_id: str, args: tuple[Arg, ...], sent_at: float) -> None:
+        assert self._ready_lock is not None
+        async with self._ready_lock:  # in the order they were announced
+            with self._screen_lock:
+                self._screen = job_id
+            world = await self._world(job_id)
+            event = {"type": "event", "address": "/ldm3d/ready", "args": list(args), "t": sent_at}
+            self._broadcast({**event, "world": world})
+
+    async def _world(self, job_id: str) -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._world_now, job_id)
+
+    def _world_now(self, job_id: str) -> dict[str, Any] | None:
+        world = self._backend.world(job_id)
+        if world is None:
+            return None
+        try:
+            sources = (("rgb", world.rgb), ("thumb", world.rgb), ("depth", world.depth))
+            urls = {kind: self._textures.url(path, kind) for kind, path in sources}
+        except OSError as exc:
+            logger.warning("cannot offer job %s to the page: %s", job_id, exc)
+            return None
+        return {"job_id": world.job_id, **world.info, **urls}
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message)
+        for number in list(self._pages):
+            self._send(number, text)
+
+    def _send(self, number: int, text: str) -> None:
+        page = self._pages.get(number)
+        if page is None or page[0].closed or self._backlog.get(number, 0) >= MAX_BACKLOG:
+            return  # gone, or not reading: it misses messages rather than growing our memory
+        self._backlog[number] = self._backlog.get(number, 0) + 1
+        self._keep(asyncio.ensure_future(self._send_now(number, page[0], text)))
+
+    async def _send_now(self, number: int, ws: web.WebSocketResponse, text: str) -> None:
+        try:
+            await ws.send_str(text)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            if number in self._backlog:
+                self._backlog[number] -= 1
+
+    async def _watch_status(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            if not self._pages:
+                continue
+            try:
+                text = json.dumps({"type": "status", **self._backend.status()})
+            except Exception:  # the pages' status must go on
+                logger.exception("the page status failed")
+                continue
+            if text != self._last_status:
+                self._last_status = text
+                for number in list(self._pages):
+                    self._send(number, text)
+
+    async def _hello(self, number: int) -> str:
+        backend = self._backend
+        with self._screen_lock:
+            screen = self._screen
+        loop = asyncio.get_running_loop()
+        ids = await loop.run_in_executor(self._pool, backend.history, HISTORY)
+        screen = screen or await loop.run_in_executor(self._pool, backend.on_screen)
+        history = [w for w in [await self._world(job_id) for job_id in ids] if w is not None]
+        world = await self._world(screen) if screen else None
+        hello = {"type": "hello", "page": number, **backend.hello(), "world": world, "history": history}
+        return json.dumps({**hello, "status": backend.status()})
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_MESSAGE)
+        await ws.prepare(request)
+        number = next(self._numbers)
+        page: Address = (f"page:{request.remote or '?'}", number)
+        hello = await self._hello(number)
+        await ws.send_str(hello)
+        self._pages[number] = (ws, page[0])
+        logger.info("an operator page connected from %s (page %d)", request.remote, number)
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    self._command(number, page, message.data)
+        finally:
+            self._pages.pop(number, None)
+            self._backlog.pop(number, None)
+        return ws
+
+    def _command(self, number: int, page: Address, text: str) -> None:
+        data: Any = None
+        try:
+            data = json.loads(text)
+            address, args = data["address"], data.get("args", [])
+            if not isinstance(address, str) or not isinstance(args, list):
+                raise TypeError
+            message = Message(address, tuple(_arg(a) for a in args))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            re = data.get("id") if isinstance(data, dict) else None
+            usage = 'send {"id": n, "address": "/ldm3d/…", "args": [strings and numbers]}'
+            error = {"type": "reply", "re": re, "address": "/ldm3d/error", "args": ["", "bad_arguments", usage]}
+            self._send(number, json.dumps(error))
+            return
+        self._handling = (number, data.get("id"))
+        try:
+            self._backend.command(page, message)
+        finally:
+            self._handling = None
+
+    async def _texture(self, request: web.Request) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._pool, self._textures.get, request.match_info["name"])
+        if found is None:
+            return web.Response(status=404, text="no such texture (the job may have been removed)\n")
+        data, content_type = found
+        response = web.Response(body=data, content_type=content_type)
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        if content_type != "image/jpeg":
+            response.enable_compression()
+        return response
+
+
+def _arg(value: Any) -> Arg:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str | int | float):
+        return value
+    raise TypeError(f"not an OSC argument: {value!r}")
+
+
+
+#: The page's files, in the package.
+STATIC = Path(__file__).with_name("static")
+
+
+def page_files() -> dict[str, Path]:
+    """name under ``/ui/`` → file: the page, three.js and the shared displacement GLSL."""
+    files = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()}
+    files["ldm3d_displace.glsl"] = Path(str(resources.files("bridge.render.glsl").joinpath("ldm3d_displace.glsl")))
+    return files
+
+
+class StaticFiles:
+    """The page's own files, read once, each with its gzip form and an ETag; revalidated by the browser
+    at every load (``no-cache``), so an upgraded bridge serves its new page at once."""
+
+    TYPES: ClassVar[dict[str, str]] = {
+        ".html": "text/html",
+        ".js": "text/javascript",
+        ".css": "text/css",
+        ".glsl": "text/plain",
+        ".svg": "image/svg+xml",
+        ".json": "application/json",
+        ".txt": "text/plain",
+        "": "text/plain",  # LICENSE
+    }
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self._files: dict[str, tuple[bytes, bytes, str, str]] = {}
+        for name, path in files.items():
+            data = path.read_bytes()
+            etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
+            self._files[name] = (data, gzip.compress(data, 9, mtime=0), etag, self.TYPES[path.suffix])
+
+    def names(self) -> list[str]:
+        return sorted(self._files)
+
+    def response(self, request: web.Request, name: str) -> web.Response:
+        found = self._files.get(name)
+        if found is None:
+            return web.Response(status=404, text=f"no file {name!r} on this page\n")
+        data, packed, etag, content_type = found
+        headers = {"Cache-Control": "no-cache", "ETag": etag, "Vary": "Accept-Encoding"}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            data = packed
+        return web.Response(body=data, headers=headers, content_type=content_type, charset="utf-8")

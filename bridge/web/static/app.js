@@ -1,0 +1,286 @@
+// The operator page: control, monitor, history, show cues and the live viewer.
+// It speaks the bridge's OSC contract over a JSON WebSocket (/ws): every button sends an
+// OSC message ({"id", "address", "args"}) and every event the OSC subscribers get arrives
+// here too. docs/web.md describes the protocol.
+import { Viewer } from "./viewer.js";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "ldm3d-bridge-token";
+const page = {
+  token: localStorage.getItem(TOKEN_KEY) || "", ws: null, nextId: 1, boot: null, heartbeat: 2, lastBeat: 0,
+  retry: 0, hello: null, status: null, history: [], onScreen: null, live: true, viewer: null,
+  drawn: [], arrived: [],  // when worlds were first drawn and events arrived (bench/web_page.py reads them)
+};
+window.ldm3d = page;  // for the curious operator (and the tests)
+
+function withToken(url) {
+  if (!page.token) return url;
+  return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(page.token);
+}
+const fetchWithToken = (url) => fetch(url, page.token ? { headers: { "X-Ldm3d-Token": page.token } } : {});
+
+function send(address, ...args) {
+  if (!page.ws || page.ws.readyState !== WebSocket.OPEN) { note("offline", "the bridge is not connected; try again in a moment"); return; }
+  page.ws.send(JSON.stringify({ id: page.nextId++, address, args }));
+}
+
+// -- messages shown to the operator -------------------------------------------------------
+
+function note(code, message, kind = "error") {
+  const li = document.createElement("li");
+  li.className = kind;
+  const c = document.createElement("code");
+  c.textContent = code;
+  li.append(c, " ", message);
+  $("errors").prepend(li);
+  while ($("errors").children.length > 5) $("errors").lastChild.remove();
+  setTimeout(() => li.remove(), kind === "error" ? 30000 : 8000);
+}
+
+// -- connection ------------------------------------------------------------------------------
+
+async function connect() {
+  if (page.retry === 0 || page.retry > 2) {  // at the start, and when refused again and again: perhaps the token
+    try {
+      const r = await fetchWithToken("/?HOST_INFO");
+      if (r.status === 401) { askToken(); return; }
+    } catch { /* the bridge is down: keep trying */ }
+  }
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}${withToken("/ws")}`);
+  page.ws = ws;
+  ws.onmessage = (e) => receive(JSON.parse(e.data));
+  ws.onclose = () => {
+    page.ws = null;
+    lamp();
+    $("state").textContent = "offline: reconnecting…";
+    page.retry++;
+    setTimeout(connect, Math.min(2000, 250 * 2 ** Math.min(page.retry, 3)));
+  };
+}
+
+function askToken() {
+  const dialog = $("token-dialog");
+  dialog.onclose = () => {
+    page.token = $("token").value.trim();
+    localStorage.setItem(TOKEN_KEY, page.token);
+    page.retry = 0;
+    connect();
+  };
+  dialog.showModal();
+}
+
+function receive(m) {
+  if (m.type === "hello") return hello(m);
+  if (m.type === "status") return status(m);
+  if (m.type === "event") {
+    page.arrived.push({ address: m.address, t: m.t, at: Date.now() });
+    if (page.arrived.length > 100) page.arrived.shift();
+  }
+  if (m.type === "event" || m.type === "reply") return event(m.address, m.args, m);
+}
+
+function hello(m) {
+  if (page.boot && page.boot !== m.boot) note("restarted", "the bridge restarted; everything below is current", "info");
+  page.hello = m; page.boot = m.boot; page.heartbeat = m.heartbeat_s; page.lastBeat = Date.now(); page.retry = 0;
+  $("model").textContent = `${m.model} · v${m.bridge}`;
+  controls(m.ranges, m.stage);
+  $("strength").value = m.display.strength ?? 1;
+  if (page.viewer) page.viewer.strength = Number($("strength").value);
+  page.history = m.history;
+  page.onScreen = m.world?.job_id ?? null;
+  status(m.status);
+  if (m.world && page.live) showWorld(m.world);
+  renderHistory();
+  lamp();
+}
+
+function event(address, args, m) {
+  switch (address) {
+    case "/ldm3d/state":
+      page.lastBeat = Date.now();
+      $("state").textContent = args[0];
+      if (page.boot && args[4] && args[4] !== page.boot) page.ws?.close();  // a new bridge: start over
+      break;
+    case "/ldm3d/progress": {
+      const [id, step, total] = args;
+      if (page.status?.running?.id === id || !page.status?.running) progress(step, total, id);
+      break;
+    }
+    case "/ldm3d/ready":
+      progress(1, 1);
+      if (m.world) {
+        if (!m.world.scene && !page.history.some((w) => w.job_id === m.world.job_id)) page.history.unshift(m.world);
+        page.onScreen = m.world.job_id;
+        if (page.live) showWorld(m.world, m.t);
+        renderHistory();
+      }
+      break;
+    case "/ldm3d/error":
+      note(args[1], (args[0] ? `job ${args[0]}: ` : "") + args[2]);
+      break;
+    case "/ldm3d/cancelled":
+      note("cancelled", `job ${args[0]} was cancelled`, "info");
+      break;
+    case "/ldm3d/accepted":
+      note("accepted", `job ${args[0]} is number ${args[1]} in the queue`, "info");
+      break;
+    case "/ldm3d/display/strength":
+      $("strength").value = args[0];
+      if (page.viewer) page.viewer.strength = Number(args[0]);
+      break;
+  }
+}
+
+// -- what is shown --------------------------------------------------------------------------
+
+function lamp() {
+  const online = page.ws?.readyState === WebSocket.OPEN && Date.now() - page.lastBeat < 3 * page.heartbeat * 1000;
+  $("lamp").className = online ? "lamp online" : "lamp";
+  $("lamp").textContent = online ? "online" : "offline";
+}
+setInterval(lamp, 500);
+
+function progress(step, total, id) {
+  const fraction = total ? step / total : 0;
+  $("bar").style.width = `${Math.round(fraction * 100)}%`;
+  $("progress-text").textContent = total && step < total ? `${id ?? ""} step ${step} of ${total}` : "";
+}
+
+function status(s) {
+  page.status = s;
+  $("state").textContent = s.state;
+  if (!s.running) progress(0, 0);
+  const q = $("queue");
+  q.replaceChildren();
+  const rows = [...(s.running ? [{ ...s.running, running: true }] : []), ...s.queue];
+  for (const job of rows) {
+    const li = document.createElement("li");
+    li.className = job.running ? "running" : "";
+    li.dataset.job = job.id;
+    const text = document.createElement("span");
+    text.className = "prompt";
+    text.textContent = `${job.running ? "▶ " : ""}${job.background ? "(pre-generation) " : ""}${job.prompt}`;
+    text.title = `${job.id} · ${job.kind}`;
+    const b = document.createElement("button");
+    b.type = "button"; b.textContent = "Cancel"; b.onclick = () => send("/ldm3d/cancel", job.id);
+    li.append(text, b);
+    q.append(li);
+  }
+  if (!rows.length) q.innerHTML = '<li class="muted">empty</li>';
+  renderShow(s.show);
+}
+
+function renderShow(show) {
+  $("show").hidden = !show;
+  if (!show) return;
+  $("show-name").textContent = show.show;
+  $("show-state").textContent = `${show.cue_state || "stopped"} · ${show.rendered}/${show.total} rendered`;
+  const list = $("cues");
+  list.replaceChildren();
+  for (const cue of show.cues) {
+    const li = document.createElement("li");
+    li.className = cue.current ? "current" : "";
+    li.dataset.cue = cue.number;
+    const mark = document.createElement("span");
+    mark.className = "mark"; mark.textContent = cue.rendered ? "●" : "○";
+    mark.title = cue.rendered ? "rendered: shows at once" : "not rendered yet: showing it renders it first";
+    const name = document.createElement("span");
+    name.className = "name"; name.textContent = `${cue.number} ${cue.name}`;
+    const b = document.createElement("button");
+    b.type = "button"; b.textContent = "Show"; b.onclick = () => send("/ldm3d/cue", cue.number);
+    li.append(mark, name, b);
+    list.append(li);
+  }
+}
+
+function renderHistory() {
+  const box = $("history");
+  box.replaceChildren();
+  for (const w of page.history) {
+    const card = document.createElement("button");
+    card.type = "button";
+    card.className = "card" + (w.job_id === page.onScreen ? " on-screen" : "");
+    card.dataset.job = w.job_id;
+    card.title = `recall ${w.job_id} onto the dome`;
+    const img = document.createElement("img");
+    img.src = withToken(w.thumb); img.alt = w.prompt; img.loading = "lazy";
+    const label = document.createElement("span");
+    label.textContent = w.prompt || w.job_id;
+    const look = document.createElement("span");
+    look.className = "look"; look.textContent = "look"; look.title = "look around here only (not on the dome)";
+    look.onclick = (e) => { e.stopPropagation(); page.live = false; $("live").hidden = false; showWorld(w); };
+    card.onclick = () => send("/ldm3d/recall", w.job_id);
+    card.append(img, label, look);
+    box.append(card);
+  }
+}
+
+async function showWorld(world, sentAt) {
+  if (!page.viewer) return;
+  page.onScreen = page.live ? world.job_id : page.onScreen;
+  $("world-label").textContent = `${page.live ? "on screen" : "preview, not on the dome"}: ${world.prompt} · ${world.width}×${world.height} · seed ${world.seed}`;
+  try {
+    world.sentAt = sentAt;
+    await page.viewer.show(world, fetchWithToken);
+  } catch (err) {
+    note("texture", `cannot show ${world.job_id}: ${err.message}`);
+  }
+}
+
+// -- the form ---------------------------------------------------------------------------------
+
+function controls(r, stage) {
+  const d = r.defaults;
+  const set = (id, lo, hi, value) => { const e = $(id); e.min = lo; e.max = hi; e.value = value; };
+  set("steps", r.steps[0], r.steps[1], stage.steps ?? d.steps);
+  set("guidance", r.guidance[0], r.guidance[1], stage.guidance ?? d.guidance);
+  set("width", r.width[0], r.width[1], stage.width ?? d.width);
+  set("height", r.height[0], r.height[1], stage.height ?? d.height);
+  const sampling = $("sampling");
+  sampling.replaceChildren(...r.samplings.map((name) => new Option(name, name)));
+  sampling.value = stage.sampling ?? d.sampling;
+  for (const id of ["steps", "guidance"]) $(id).dispatchEvent(new Event("input"));
+}
+for (const id of ["steps", "guidance"]) {
+  $(id).addEventListener("input", () => { document.querySelector(`output[for=${id}]`).textContent = $(id).value; });
+}
+
+$("generate").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const options = ["steps", Number($("steps").value), "guidance", Number($("guidance").value),
+    "width", Number($("width").value), "height", Number($("height").value), "sampling", $("sampling").value];
+  if ($("negative").value) options.push("negative", $("negative").value);
+  if (Number($("seed").value) >= 0) options.push("seed", Number($("seed").value));
+  send("/ldm3d/generate", $("prompt").value, ...options);
+});
+$("cancel").onclick = () => send("/ldm3d/cancel");
+$("cue-go").onclick = () => send("/ldm3d/cue/go");
+$("cue-back").onclick = () => send("/ldm3d/cue/back");
+$("live").onclick = () => {
+  page.live = true; $("live").hidden = true;
+  const w = page.history.find((h) => h.job_id === page.onScreen) || page.hello?.world;
+  if (w) showWorld(w);
+};
+$("strength").addEventListener("input", () => { if (page.viewer) page.viewer.strength = Number($("strength").value); });
+$("gyro").onclick = async () => {
+  const on = $("gyro").classList.toggle("primary");
+  if (!(await page.viewer.gyro(on)) && on) { $("gyro").classList.remove("primary"); note("gyro", "this device gives no orientation", "info"); }
+};
+
+// -- start ------------------------------------------------------------------------------------
+
+async function start() {
+  try {
+    const source = await (await fetch("/ui/ldm3d_displace.glsl")).text();
+    page.viewer = new Viewer($("viewer"), source);
+    page.viewer.onDrawn = (world) => {
+      page.drawn.push({ job_id: world.job_id, sentAt: world.sentAt, at: Date.now() });
+      if (page.drawn.length > 100) page.drawn.shift();
+    };
+  } catch (err) {
+    note("viewer", `no 3D view on this device: ${err.message}`);
+  }
+  connect();
+}
+start();

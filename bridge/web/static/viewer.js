@@ -1,0 +1,219 @@
+// The live 360° viewer: the equirectangular RGB on a sphere displaced by the 16-bit depth.
+// The displacement is not written here: the vertex shader is built around the bridge's
+// ldm3d_displace.glsl (served at /ui/ldm3d_displace.glsl), the same file TouchDesigner's
+// GLSL MAT and the headless preview compile. Depth arrives as raw uint16 and is uploaded
+// as a 32-bit float texture (exact: 16 bits fit a float's 24-bit mantissa), read with
+// nearest filtering as the shared shader expects.
+import * as THREE from "three";
+
+const COLUMNS = 256, ROWS = 128, BASE_RADIUS = 10;
+
+const VERTEX_MAIN = `
+uniform sampler2D uDepthA;
+uniform sampler2D uDepthB;
+uniform float uMix;
+uniform float uStrength;
+uniform float uBaseRadius;
+out vec2 vUv;
+void main() {
+  vec3 a = ldm3dDisplace(uv, uDepthA, uBaseRadius, uStrength);
+  vec3 b = ldm3dDisplace(uv, uDepthB, uBaseRadius, uStrength);
+  vUv = uv;
+  gl_Position = projectionMatrix * viewMatrix * vec4(mix(a, b, uMix), 1.0);
+}`;
+
+const FRAGMENT = `
+uniform sampler2D uRgbA;
+uniform sampler2D uRgbB;
+uniform float uMix;
+in vec2 vUv;
+layout(location = 0) out vec4 fragColor;
+void main() {
+  fragColor = vec4(mix(texture(uRgbA, vUv).rgb, texture(uRgbB, vUv).rgb, uMix), 1.0);
+}`;
+
+/** The sphere grid of bridge/render/sphere.py: texture coordinates only (v = 0 is the image's bottom row). */
+export function sphereGrid(columns = COLUMNS, rows = ROWS) {
+  const uv = new Float32Array((columns + 1) * (rows + 1) * 2);
+  let i = 0;
+  for (let r = 0; r <= rows; r++) for (let c = 0; c <= columns; c++) { uv[i++] = c / columns; uv[i++] = r / rows; }
+  const index = [];
+  for (let r = 0; r < rows; r++) for (let c = 0; c < columns; c++) {
+    const a = r * (columns + 1) + c, b = a + 1, d = a + columns + 1, e = d + 1;
+    index.push(a, d, b, b, d, e);
+  }
+  return { uv, index };
+}
+
+/** Raw little-endian uint16 rows (top row first) → 0..1 floats, bottom row first (OpenGL's v). */
+export function depthFloats(buffer, width, height) {
+  const view = new DataView(buffer);
+  if (view.byteLength !== width * height * 2) throw new Error(`depth: ${view.byteLength} bytes for ${width}×${height}`);
+  const out = new Float32Array(width * height);
+  for (let row = 0; row < height; row++) {
+    const src = row * width * 2, dst = (height - 1 - row) * width;
+    for (let x = 0; x < width; x++) out[dst + x] = view.getUint16(src + 2 * x, true) / 65535;
+  }
+  return out;
+}
+
+function depthTexture(floats, width, height) {
+  const t = new THREE.DataTexture(floats, width, height, THREE.RedFormat, THREE.FloatType);
+  t.minFilter = t.magFilter = THREE.NearestFilter;
+  t.generateMipmaps = false;
+  t.needsUpdate = true;
+  return t;
+}
+
+function rgbTexture(bitmap) {
+  const t = new THREE.Texture(bitmap);
+  t.flipY = false;  // the bitmap is decoded bottom row first already
+  t.colorSpace = THREE.NoColorSpace;  // the bytes as they are, as TouchDesigner and the preview show them
+  t.minFilter = THREE.LinearFilter;
+  t.generateMipmaps = false;
+  t.needsUpdate = true;
+  return t;
+}
+
+export class Viewer {
+  constructor(canvas, displaceSource) {
+    this.canvas = canvas;
+    this.renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
+    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
+    this.scene = new THREE.Scene();
+    this.camera = new THREE.PerspectiveCamera(75, 1, 0.05, 100);
+    this.camera.rotation.order = "YXZ";
+    this.yaw = 0; this.pitch = 0; this.orientation = null;
+    const blankDepth = depthTexture(new Float32Array([0.5]), 1, 1);
+    const blankRgb = new THREE.DataTexture(new Uint8Array([24, 24, 28, 255]), 1, 1);
+    blankRgb.needsUpdate = true;
+    this.blank = { rgb: blankRgb, depth: blankDepth };
+    this.uniforms = {
+      uDepthA: { value: blankDepth }, uDepthB: { value: blankDepth }, uRgbA: { value: blankRgb }, uRgbB: { value: blankRgb },
+      uMix: { value: 0 }, uStrength: { value: 1 }, uBaseRadius: { value: BASE_RADIUS },
+    };
+    const { uv, index } = sphereGrid();
+    const geometry = new THREE.BufferGeometry();
+    geometry.setAttribute("position", new THREE.BufferAttribute(new Float32Array(uv.length / 2 * 3), 3));
+    geometry.setAttribute("uv", new THREE.BufferAttribute(uv, 2));
+    geometry.setIndex(index);
+    this.material = new THREE.ShaderMaterial({
+      glslVersion: THREE.GLSL3, uniforms: this.uniforms, side: THREE.DoubleSide,
+      vertexShader: displaceSource + "\n" + VERTEX_MAIN, fragmentShader: FRAGMENT,
+    });
+    const mesh = new THREE.Mesh(geometry, this.material);
+    mesh.frustumCulled = false;  // positions come from the shader
+    this.scene.add(mesh);
+    this.world = null; this.fade = null; this.fadeSeconds = 1.0; this.dirty = true;
+    this.onDrawn = null;  // called with a world the first time a frame shows it
+    this._drawnPending = null;
+    this._controls();
+    new ResizeObserver(() => this._resize()).observe(canvas);
+    this._resize();
+    const loop = (now) => { this._frame(now); requestAnimationFrame(loop); };
+    requestAnimationFrame(loop);
+  }
+
+  set strength(value) { this.uniforms.uStrength.value = value; this.dirty = true; }
+
+  /** Fetch a world's textures and crossfade to it. `fetcher(url)` adds the token. */
+  async show(world, fetcher) {
+    const [rgbBlob, depthBuffer] = await Promise.all([
+      fetcher(world.rgb).then((r) => { if (!r.ok) throw new Error(`rgb: HTTP ${r.status}`); return r.blob(); }),
+      fetcher(world.depth).then((r) => { if (!r.ok) throw new Error(`depth: HTTP ${r.status}`); return r.arrayBuffer(); }),
+    ]);
+    const bitmap = await createImageBitmap(rgbBlob, { imageOrientation: "flipY" });
+    const floats = depthFloats(depthBuffer, world.width, world.height);
+    const u = this.uniforms;
+    if (this.world) {  // the world on screen becomes the one faded from (a fade cut short ends where it is)
+      if (u.uRgbA.value !== this.blank.rgb) { u.uRgbA.value.dispose(); u.uDepthA.value.dispose(); }
+      u.uRgbA.value = u.uRgbB.value; u.uDepthA.value = u.uDepthB.value;
+    }
+    u.uRgbB.value = rgbTexture(bitmap);
+    u.uDepthB.value = depthTexture(floats, world.width, world.height);
+    u.uMix.value = this.world ? 0 : 1;
+    this.fade = this.world ? { start: performance.now() } : null;
+    this.world = world;
+    this._drawnPending = world;
+    this.dirty = true;
+  }
+
+  _frame(now) {
+    if (this.fade) {
+      const t = Math.min(1, (now - this.fade.start) / (1000 * this.fadeSeconds));
+      this.uniforms.uMix.value = t * t * (3 - 2 * t);
+      if (t >= 1) this.fade = null;
+      this.dirty = true;
+    }
+    if (!this.dirty) return;
+    this.dirty = false;
+    this.camera.rotation.set(this.pitch, this.yaw, 0);
+    if (this.orientation) this.camera.quaternion.copy(this.orientation);
+    this.renderer.render(this.scene, this.camera);
+    if (this._drawnPending && this.onDrawn) { const w = this._drawnPending; this._drawnPending = null; this.onDrawn(w); }
+  }
+
+  _resize() {
+    const { clientWidth: w, clientHeight: h } = this.canvas;
+    if (!w || !h) return;
+    this.renderer.setSize(w, h, false);
+    this.camera.aspect = w / h;
+    this.camera.updateProjectionMatrix();
+    this.dirty = true;
+  }
+
+  _controls() {
+    const pointers = new Map();
+    let pinch = null;
+    const c = this.canvas;
+    c.addEventListener("pointerdown", (e) => { c.setPointerCapture(e.pointerId); pointers.set(e.pointerId, [e.clientX, e.clientY]); });
+    c.addEventListener("pointermove", (e) => {
+      const last = pointers.get(e.pointerId);
+      if (!last) return;
+      pointers.set(e.pointerId, [e.clientX, e.clientY]);
+      if (pointers.size === 2) {
+        const [p, q] = [...pointers.values()];
+        const d = Math.hypot(p[0] - q[0], p[1] - q[1]);
+        if (pinch) this._zoom(pinch / d);
+        pinch = d;
+        return;
+      }
+      const k = (this.camera.fov * Math.PI / 180) / c.clientHeight;
+      this.yaw += (e.clientX - last[0]) * k;
+      this.pitch = Math.max(-1.5, Math.min(1.5, this.pitch + (e.clientY - last[1]) * k));
+      this.orientation = null;
+      this.dirty = true;
+    });
+    const up = (e) => { pointers.delete(e.pointerId); pinch = null; };
+    c.addEventListener("pointerup", up);
+    c.addEventListener("pointercancel", up);
+    c.addEventListener("wheel", (e) => { e.preventDefault(); this._zoom(Math.exp(e.deltaY * 0.001)); }, { passive: false });
+  }
+
+  _zoom(factor) {
+    this.camera.fov = Math.max(30, Math.min(100, this.camera.fov * factor));
+    this.camera.updateProjectionMatrix();
+    this.dirty = true;
+  }
+
+  /** Look around by turning the device (DeviceOrientation; iOS asks the user first). */
+  async gyro(on) {
+    if (!on) { window.removeEventListener("deviceorientation", this._onOrientation); this.orientation = null; return false; }
+    if (typeof DeviceOrientationEvent === "undefined") return false;
+    if (typeof DeviceOrientationEvent.requestPermission === "function") {
+      if (await DeviceOrientationEvent.requestPermission() !== "granted") return false;
+    }
+    const euler = new THREE.Euler(), q = new THREE.Quaternion(), z = new THREE.Vector3(0, 0, 1);
+    const toCamera = new THREE.Quaternion(-Math.sqrt(0.5), 0, 0, Math.sqrt(0.5));  // the device's back looks ahead
+    this._onOrientation = (e) => {
+      if (e.alpha === null) return;
+      const r = Math.PI / 180, screenAngle = (screen.orientation?.angle || 0) * r;
+      euler.set(e.beta * r, e.alpha * r, -e.gamma * r, "YXZ");
+      q.setFromEuler(euler).multiply(toCamera).multiply(new THREE.Quaternion().setFromAxisAngle(z, -screenAngle));
+      this.orientation = q.clone();
+      this.dirty = true;
+    };
+    window.addEventListener("deviceorientation", this._onOrientation);
+    return true;
+  }
+}

@@ -1,0 +1,277 @@
+"""The operator page's server side, spoken to as a page does: HTTP and the JSON WebSocket of a real bridge
+(tiny model, loopback). The page itself in a real browser: tests/test_web_page.py."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from bridge.output.images import read_depth16
+from bridge.serve.server import Bridge
+from bridge.web.page import page_files
+from bridge.web.textures import TextureStore, decode_depth, derive
+
+ROOT = Path(__file__).resolve().parents[1]
+Start = Callable[..., Bridge]
+
+
+def _url(bridge: Bridge, path: str = "/") -> str:
+    return f"http://127.0.0.1:{bridge.http_port}{path}"
+
+
+class Page:
+    """A page's WebSocket: send OSC messages as JSON, read what the bridge says."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+        self.next_id = 1
+
+    async def send(self, address: str, *args: Any) -> int:
+        self.next_id += 1
+        await self.ws.send_str(json.dumps({"id": self.next_id, "address": address, "args": list(args)}))
+        return self.next_id
+
+    async def until(self, test: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = await self.ws.receive(timeout=deadline - time.monotonic())
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            data = json.loads(message.data)
+            self.seen.append(data)
+            if test(data):
+                return data
+        raise AssertionError(f"not seen in {timeout} s; saw {[m.get('address', m['type']) for m in self.seen]}")
+
+
+def _on_page(bridge: Bridge, body: Callable[[Page, dict[str, Any]], Awaitable[Any]], **headers: str) -> Any:
+    async def run() -> Any:
+        async with aiohttp.ClientSession() as session, session.ws_connect(_url(bridge, "/ws"), headers=headers) as ws:
+            page = Page(ws)
+            hello = await page.until(lambda m: m["type"] == "hello")
+            return await body(page, hello)
+
+    return asyncio.run(run())
+
+
+def _is(address: str, re: int | None = None) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: m.get("address") == address and (re is None or m.get("re") == re)
+
+
+def test_a_page_generates_and_hears_the_job_through_to_its_textures(start_bridge: Start) -> None:
+    bridge = start_bridge(http=True, width=128, height=64)
+
+    async def body(page: Page, hello: dict[str, Any]) -> dict[str, Any]:
+        assert hello["boot"] == bridge.boot_id and hello["model"] == "tiny"
+        assert hello["ranges"]["steps"] == list(bridge.ranges.steps)
+        assert hello["world"] is None and hello["history"] == [] and hello["status"]["queue"] == []
+        sent = await page.send("/ldm3d/generate", "a harbour", "steps", 3, "seed", 7)
+        accepted = await page.until(_is("/ldm3d/accepted"))
+        assert accepted["type"] == "reply" and accepted["re"] == sent  # the answer to this page's message
+        job_id = accepted["args"][0]
+        await page.until(lambda m: m.get("address") == "/ldm3d/progress" and m["args"][0] == job_id)
+        ready = await page.until(_is("/ldm3d/ready"))
+        assert ready["type"] == "event" and ready["args"][0] == job_id and ready["t"] <= time.time()
+        return ready
+
+    ready = _on_page(bridge, body)
+    world = ready["world"]
+    assert (world["prompt"], world["width"], world["height"], world["seed"]) == ("a harbour", 128, 64, 7)
+    files = bridge.writer.find(world["job_id"])
+    assert files is not None
+
+    async def fetch(path: str) -> tuple[int, bytes, Any]:
+        async with aiohttp.ClientSession() as session, session.get(_url(bridge, path)) as r:
+            return r.status, await r.read(), r.headers
+
+    status, depth, headers = asyncio.run(fetch(world["depth"]))
+    assert status == 200 and "immutable" in headers["Cache-Control"]
+    # the 16-bit depth reaches the page exactly (browsers would cut a 16-bit PNG to 8 bits)
+    assert np.array_equal(decode_depth(depth, 128, 64), read_depth16(files.depth))
+    status, rgb, headers = asyncio.run(fetch(world["rgb"]))
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and rgb[:2] == b"\xff\xd8"
+    assert asyncio.run(fetch(world["thumb"]))[0] == 200
+    assert asyncio.run(fetch("/t/" + "0" * 32 + ".jpg"))[0] == 404
+
+
+def test_texture_urls_are_content_addressed(tmp_path: Path) -> None:
+    from PIL import Image
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(a)
+    Image.fromarray(np.full((8, 16, 3), 9, np.uint8)).save(b)
+    store = TextureStore()
+    assert store.url(a, "rgb") == store.url(a, "rgb") == TextureStore().url(a, "rgb")  # across restarts too
+    assert store.url(a, "rgb") != store.url(b, "rgb")  # other content, other URL
+    assert store.url(a, "rgb") != store.url(a, "thumb")
+    key = store.url(a, "thumb").removeprefix("/t/")
+    data, kind = store.get(key) or (b"", "")
+    assert kind == "image/jpeg" and Image.open(__import__("io").BytesIO(data)).size == (256, 128)
+    assert store.get(key.replace(".jpg", ".u16")) is None  # the kind's own extension only
+    depth = tmp_path / "depth.png"
+    values = (np.arange(8 * 16, dtype=np.uint16) * 511).reshape(8, 16)
+    Image.fromarray(values).save(depth)
+    assert np.array_equal(decode_depth(derive(depth, "depth"), 16, 8), values)
+
+
+def test_the_page_reports_errors_as_readable_messages_with_their_code(start_bridge: Start) -> None:
+    bridge = start_bridge(http=True)
+
+    async def body(page: Page, hello: dict[str, Any]) -> list[list[Any]]:
+        out = []
+        sent = await page.send("/ldm3d/generate", "x", "steps", 100000)
+        out.append((await page.until(_is("/ldm3d/error", sent)))["args"])
+        sent = await page.send("/ldm3d/nonsense")
+        out.append((await page.until(_is("/ldm3d/error", sent)))["args"])
+        sent = await page.send("/ldm3d/subscribe", 9001)
+        out.append((await page.until(_is("/ldm3d/error", sent)))["args"])
+        await page.ws.send_str("{not json")
+        out.append((await page.until(_is("/ldm3d/error")))["args"])
+        await page.send("/ldm3d/ping")
+        assert (await page.until(_is("/ldm3d/pong")))["args"] == [__import__("bridge").__version__]
+        return out
+
+    steps, unknown, subscribe, garbage = _on_page(bridge, body)
+    assert steps[1] == "bad_arguments" and "steps" in steps[2]
+    assert unknown[1] == "unknown_address"
+    assert subscribe[1] == "not_supported" and "page" in subscribe[2]
+    assert garbage[1] == "bad_arguments" and "address" in garbage[2]
+    assert bridge.notifier.subscribers == []  # nothing subscribed a UDP port for the page
+
+
+async def _drain(page: Page, seconds: float) -> None:
+    """Read whatever else comes within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = await page.ws.receive(timeout=left)
+        except TimeoutError:
+            return
+        if message.type == aiohttp.WSMsgType.TEXT:
+            page.seen.append(json.loads(message.data))
+
+
+def test_a_page_hears_each_event_once_and_the_queue_with_prompts(start_bridge: Start, client_for: Any) -> None:
+    bridge = start_bridge(http=True, queue_size=4, width=128, height=64)
+    osc = client_for(bridge)
+
+    async def body(page: Page, hello: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        await page.send("/ldm3d/generate", "long one", "steps", 150, "width", 256, "height", 128)
+        first = (await page.until(_is("/ldm3d/accepted")))["args"][0]
+        await page.until(lambda m: m["type"] == "status" and (m["running"] or {}).get("id") == first)
+        # a job an OSC client queued shows in the page's queue with its prompt
+        await asyncio.get_running_loop().run_in_executor(None, osc.send, "/ldm3d/generate", "from osc")
+        status = await page.until(lambda m: m["type"] == "status" and len(m["queue"]) == 1)
+        queued = status["queue"][0]["id"]
+        await page.send("/ldm3d/cancel", queued)
+        await page.until(lambda m: m.get("address") == "/ldm3d/cancelled" and m["args"][0] == queued)
+        await page.send("/ldm3d/cancel", first)
+        await page.until(lambda m: m.get("address") == "/ldm3d/cancelled" and m["args"][0] == first)
+        return status, first
+
+    status, first = _on_page(bridge, body)
+    assert status["running"]["id"] == first
+    assert status["running"]["prompt"] == "long one" and status["running"]["kind"] == "text"
+    assert status["queue"][0]["prompt"] == "from osc" and status["queue"][0]["position"] == 1
+
+
+def test_a_page_is_told_each_event_once(start_bridge: Start) -> None:
+    bridge = start_bridge(http=True, width=128, height=64)
+
+    async def body(page: Page, hello: dict[str, Any]) -> list[dict[str, Any]]:
+        await page.send("/ldm3d/generate", "once", "steps", 2)
+        await page.until(_is("/ldm3d/ready"))
+        await page.send("/ldm3d/display/fade", 3.5)  # a change: an event for everyone, and this page's message
+        await _drain(page, 1.0)
+        return page.seen
+
+    seen = _on_page(bridge, body)
+    count = lambda address: sum(1 for m in seen if m.get("address") == address)  # noqa: E731
+    assert count("/ldm3d/ready") == 1 and count("/ldm3d/accepted") == 1 and count("/ldm3d/display/fade") == 1
+
+
+def test_the_page_and_its_files_are_served_and_oscquery_still_answers(start_bridge: Start) -> None:
+    bridge = start_bridge(http=True)
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.get(_url(bridge), headers={"Accept": "text/html,*/*"}) as r:
+                headers = r.headers
+                out["page"] = (r.status, headers.get("Content-Type"), headers.get("Content-Encoding"), await r.read())
+            async with session.get(_url(bridge), headers={"Accept": "application/json"}) as r:
+                out["oscquery"] = (r.status, await r.json(content_type=None))
+            async with session.get(_url(bridge, "/ui/app.js"), headers={"Accept-Encoding": "gzip"}) as r:
+                out["js"] = (r.status, r.headers.get("Content-Encoding"), r.headers["ETag"], await r.read())
+            async with session.get(_url(bridge, "/ui/app.js"), headers={"If-None-Match": out["js"][2]}) as r:
+                out["revalidated"] = r.status
+            async with session.get(_url(bridge, "/ui/ldm3d_displace.glsl"), headers={"Accept-Encoding": ""}) as r:
+                out["glsl"] = await r.read()
+            async with session.get(_url(bridge, "/ui/nope.js")) as r:
+                out["missing"] = r.status
+        return out
+
+    out = asyncio.run(run())
+    status, content_type, encoding, body = out["page"]
+    html = gzip.decompress(body) if encoding == "gzip" else body
+    assert status == 200 and content_type == "text/html; charset=utf-8" and b'<canvas id="viewer">' in html
+    assert out["oscquery"][0] == 200 and out["oscquery"][1]["FULL_PATH"] == "/"
+    status, encoding, _, body = out["js"]
+    assert status == 200 and encoding == "gzip" and gzip.decompress(body) == page_files()["app.js"].read_bytes()
+    assert out["revalidated"] == 304
+    assert out["glsl"] == (ROOT / "bridge/render/glsl/ldm3d_displace.glsl").read_bytes()  # the one definition
+    assert out["missing"] == 404
+
+
+def test_with_a_token_the_page_loads_but_nothing_else_does_without_it(start_bridge: Start) -> None:
+    bridge = start_bridge(http=True, token="s3cret")
+
+    async def run() -> dict[str, int]:
+        out: dict[str, int] = {}
+        async with aiohttp.ClientSession() as session:
+            for name, path, headers in (
+                ("page", "/", {"Accept": "text/html"}),
+                ("ui", "/ui/app.js", {}),
+                ("oscquery", "/", {"Accept": "application/json"}),
+                ("texture", "/t/" + "0" * 32 + ".jpg", {}),
+                ("texture_token", "/t/" + "0" * 32 + ".jpg", {"X-Ldm3d-Token": "s3cret"}),
+            ):
+                async with session.get(_url(bridge, path), headers=headers) as r:
+                    out[name] = r.status
+            for name, path in (("ws", "/ws"), ("ws_token", "/ws?token=s3cret")):
+                try:
+                    async with session.ws_connect(_url(bridge, path)):
+                        out[name] = 101
+                except aiohttp.WSServerHandshakeError as exc:
+                    out[name] = exc.status
+            try:
+                origin = {"Origin": "http://evil.example"}
+                async with session.ws_connect(_url(bridge, "/ws?token=s3cret"), headers=origin):
+                    out["ws_other_site"] = 101
+            except aiohttp.WSServerHandshakeError as exc:
+                out["ws_other_site"] = exc.status
+        return out
+
+    assert asyncio.run(run()) == {
+        "page": 200, "ui": 200, "oscquery": 401, "texture": 401, "texture_token": 404,
+        "ws": 401, "ws_token": 101, "ws_other_site": 403,
+    }  # fmt: skip
+
+
+def test_the_vendored_three_js_is_the_registry_release_with_its_licence() -> None:
+    folder = ROOT / "bridge/web/static/vendor/three"
+    manifest = json.loads((folder / "SOURCE.json").read_text())
+    assert manifest["package"] == "three" and manifest["license"] == "MIT"
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, f"{name} was edited"
+    assert "MIT License" in (folder / "LICENSE").read_text()
+    assert "vendor/three/three.module.min.js" in page_files() and "vendor/three/LICENSE" in page_files()

@@ -1,0 +1,75 @@
+"""Screenshots of the operator page for the README and docs/web.md (run by hand; needs Chromium, as ./dev installs).
+
+    .venv/bin/python tools/page_screenshots.py
+
+A real bridge on loopback holds three worlds made from bench/make_doc_images.py's synthetic
+scene (the tiny model's pictures are noise); Chromium (tests/browser.py) shows the page on a
+tablet in landscape (1180×820) and a phone in portrait (390×844), written to
+docs/images/page-tablet.png and docs/images/page-phone.png.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bridge_latency import InstantEngine
+from bench.bridge_latency import scene as bench_scene
+from bench.make_doc_images import scene
+from bridge.output.job_ids import new_job_id
+from bridge.serve.server import Bridge
+from bridge.settings import BridgeSettings
+from ldm3d_engine.types import RGBDResult
+from tests.browser import launch
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
+PROMPTS = ("a desert of coloured pillars", "pillars at noon, long shadows", "four pillars under a pale sky")
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    rgb, depth = scene()
+    base = bench_scene(rgb.shape[1], rgb.shape[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = BridgeSettings(model="ldm3d-pano", host="127.0.0.1", port=0, output=tmp, zeroconf=False,
+                                  warmup=False, http=True).check()  # fmt: skip
+        bridge = Bridge(settings, lambda: InstantEngine(base))  # type: ignore[arg-type, return-value]
+        bridge.start()
+        bridge.worker.ready.wait(30)
+        for n, prompt in enumerate(PROMPTS):
+            turned = np.roll(rgb, n * 200, 1), np.roll(depth, n * 200, 1)
+            request = base.request.__class__(**{**base.request.__dict__, "prompt": prompt, "seed": 1000 + n})
+            world = RGBDResult(**{**base.__dict__, "rgb": turned[0], "depth": turned[1], "request": request})
+            bridge.writer.write(new_job_id(), world)
+        playwright = sync_playwright().start()
+        browser = launch(playwright)
+        try:
+            for name, size, mobile in (("page-tablet", (1180, 820), False), ("page-phone", (390, 844), True)):
+                context = browser.new_context(viewport={"width": size[0], "height": size[1]}, has_touch=True,
+                                              is_mobile=mobile)  # fmt: skip
+                page = context.new_page()
+                page.goto(f"http://127.0.0.1:{bridge.http_port}/")
+                page.wait_for_selector("#lamp.online", timeout=20000)
+                page.wait_for_function("window.ldm3d.drawn.length > 0", timeout=30000)
+                page.fill("#prompt", "a harbour at dusk, lanterns on the water")
+                # turned toward two pillars, looking a little down (as an operator would, dragging)
+                page.evaluate("v => { Object.assign(window.ldm3d.viewer, v); window.ldm3d.viewer.dirty = true; }",
+                              {"yaw": -1.75, "pitch": -0.12})  # fmt: skip
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(OUT / f"{name}.png"))
+                context.close()
+                print(f"wrote {OUT / name}.png")
+        finally:
+            browser.close()
+            playwright.stop()
+            bridge.stop()
+
+
+if __name__ == "__main__":
+    main()
