@@ -360,9 +360,9 @@ class Bridge(Commands):
             self.handle(command, sender, bound=bound, trusted=trusted)
 
     def _page_command(self, command: protocol.Command, page: Address) -> None:
-        """A command from an operator page: its connection carried the token (when one is set)."""
+        """A command from an operator page (its connection carried the token, when one is set)."""
         with self._handle_lock:
-            self.handle(command, page, trusted=True)
+            self.handle(command, page, trusted=self.settings.token is not None)
 
     # -- monitor -----------------------------------------------------------
 

@@ -14,7 +14,7 @@ kind       what                                             URL
            bytes; the page knows the size from the world)
 =========  ===============================================  ======================
 
-``key`` is a SHA-256 of the kind, :data:`VERSION` and the source file's bytes: the
+``key`` is a SHA-256 of the kind, :data:`VERSION` and the source file's SHA-256: the
 same file gives the same URL across restarts, a different file never does, so the
 responses are cacheable forever (``immutable``). The store remembers which file a
 key stands for (the last :data:`MAX_KEYS`), and keeps the last derived bytes up to
@@ -77,7 +77,7 @@ class TextureStore:
 
     def __init__(self, cache_bytes: int = CACHE_BYTES, max_keys: int = MAX_KEYS) -> None:
         self._sources: OrderedDict[str, Source] = OrderedDict()
-        self._hashes: dict[tuple[Path, str, int, int], str] = {}
+        self._digests: dict[tuple[Path, int, int], str] = {}
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cached = 0
         self._cache_bytes = cache_bytes
@@ -87,19 +87,20 @@ class TextureStore:
     def url(self, path: Path, kind: str) -> str:
         """The content-addressed URL of ``kind`` made from ``path`` (reads the file to hash it, once)."""
         stat = path.stat()
-        memo = (path, kind, stat.st_mtime_ns, stat.st_size)
+        memo = (path, stat.st_mtime_ns, stat.st_size)
         with self._lock:
-            key = self._hashes.get(memo)
-        if key is None:
-            digest = hashlib.sha256(f"{kind}:{VERSION}:".encode())
+            digest = self._digests.get(memo)
+        if digest is None:
+            hashed = hashlib.sha256()
             with open(path, "rb") as f:
                 while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-            key = digest.hexdigest()[:32]
+                    hashed.update(chunk)
+            digest = hashed.hexdigest()
+        key = hashlib.sha256(f"{kind}:{VERSION}:{digest}".encode()).hexdigest()[:32]
         with self._lock:
-            if len(self._hashes) >= self._max_keys:
-                self._hashes.clear()
-            self._hashes[memo] = key
+            if len(self._digests) >= self._max_keys:
+                self._digests.clear()
+            self._digests[memo] = digest
             self._sources[key] = Source(path, kind)
             self._sources.move_to_end(key)
             while len(self._sources) > self._max_keys:
