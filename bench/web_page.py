@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,21 @@ def _pct(values: list[float], q: float) -> float:
 
 def _world(base: RGBDResult, shift: int) -> RGBDResult:
     """Another world (other pixels, so other texture URLs): the panorama turned by ``shift`` columns."""
-    return RGBDResult(**{**base.__dict__, "rgb": np.roll(base.rgb, shift, 1), "depth": np.roll(base.depth, shift, 1)})
+    return replace(base, rgb=np.roll(base.rgb, shift, 1), depth=np.roll(base.depth, shift, 1))
+
+
+def bridge_with_worlds(out: str, worlds: list[RGBDResult], **settings: Any) -> tuple[Bridge, list[str]]:
+    """A started bridge on loopback, HTTP on, whose engine answers at once, holding ``worlds`` as
+    finished jobs (oldest first; their ids returned). Stop it when done."""
+    values: dict[str, Any] = {"model": "tiny", "host": "127.0.0.1", "port": 0, "output": out, "zeroconf": False,
+                              "warmup": False, "http": True, **settings}  # fmt: skip
+    bridge = Bridge(BridgeSettings(**values).check(), lambda: InstantEngine(worlds[0]))  # type: ignore[arg-type, return-value]
+    bridge.start()
+    bridge.worker.ready.wait(30)
+    ids = [new_job_id() for _ in worlds]
+    for job_id, world in zip(ids, worlds, strict=True):
+        bridge.writer.write(job_id, world)
+    return bridge, ids
 
 
 def _recall(osc: OscClient, page: Any, job_id: str) -> tuple[float, float]:
@@ -72,15 +87,8 @@ def main() -> None:
 
     base = scene(width, height)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = BridgeSettings(model="tiny", host="127.0.0.1", port=0, output=tmp, zeroconf=False, warmup=False,
-                                  http=True, heartbeat_s=2.0, format="png").check()  # fmt: skip
-        bridge = Bridge(settings, lambda: InstantEngine(base))  # type: ignore[arg-type, return-value]
-        bridge.start()
-        bridge.worker.ready.wait(30)
-        ids = []
-        for n in range(args.worlds):
-            ids.append(new_job_id())
-            bridge.writer.write(ids[-1], _world(base, 1 + n * width // max(1, args.worlds)))
+        worlds = [_world(base, 1 + n * width // max(1, args.worlds)) for n in range(args.worlds)]
+        bridge, ids = bridge_with_worlds(tmp, worlds, heartbeat_s=2.0, format="png")
         osc = OscClient(*bridge.address)
         playwright = sync_playwright().start()
         browser = launch(playwright)

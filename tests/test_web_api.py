@@ -275,3 +275,33 @@ def test_the_vendored_three_js_is_the_registry_release_with_its_licence() -> Non
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, f"{name} was edited"
     assert "MIT License" in (folder / "LICENSE").read_text()
     assert "vendor/three/three.module.min.js" in page_files() and "vendor/three/LICENSE" in page_files()
+
+
+def test_a_websocket_that_does_not_read_misses_messages_beyond_its_backlog() -> None:
+    from bridge.web.outbox import Outbox
+
+    class Stalled:
+        """A client whose socket buffer is full: every send waits for ever (a stand-in, not a socket)."""
+
+        closed = False
+
+        def __init__(self) -> None:
+            self.sent: list[str | bytes] = []
+
+        async def send_str(self, data: str) -> None:
+            self.sent.append(data)
+            await asyncio.Event().wait()
+
+        send_bytes = send_str
+
+    async def run() -> tuple[list[str | bytes], list[str | bytes]]:
+        outbox, stalled, other = Outbox(3), Stalled(), Stalled()
+        for n in range(10):
+            outbox.send(stalled, str(n))  # type: ignore[arg-type]
+        outbox.send(other, b"x")  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        outbox.cancel()
+        await asyncio.sleep(0)
+        return stalled.sent, other.sent
+
+    assert asyncio.run(run()) == (["0", "1", "2"], [b"x"])  # the stalled client costs 3, and holds up nobody

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bridge_latency import InstantEngine
 from bench.bridge_latency import scene as bench_scene
 from bench.make_doc_images import scene
-from bridge.output.job_ids import new_job_id
-from bridge.serve.server import Bridge
-from bridge.settings import BridgeSettings
-from ldm3d_engine.types import RGBDResult
+from bench.web_page import bridge_with_worlds
 from tests.browser import launch
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
@@ -37,16 +34,12 @@ def main() -> None:
     rgb, depth = scene()
     base = bench_scene(rgb.shape[1], rgb.shape[0])
     with tempfile.TemporaryDirectory() as tmp:
-        settings = BridgeSettings(model="ldm3d-pano", host="127.0.0.1", port=0, output=tmp, zeroconf=False,
-                                  warmup=False, http=True).check()  # fmt: skip
-        bridge = Bridge(settings, lambda: InstantEngine(base))  # type: ignore[arg-type, return-value]
-        bridge.start()
-        bridge.worker.ready.wait(30)
+        worlds = []
         for n, prompt in enumerate(PROMPTS):
             turned = np.roll(rgb, n * 200, 1), np.roll(depth, n * 200, 1)
-            request = base.request.__class__(**{**base.request.__dict__, "prompt": prompt, "seed": 1000 + n})
-            world = RGBDResult(**{**base.__dict__, "rgb": turned[0], "depth": turned[1], "request": request})
-            bridge.writer.write(new_job_id(), world)
+            request = replace(base.request, prompt=prompt, seed=1000 + n)
+            worlds.append(replace(base, rgb=turned[0], depth=turned[1], request=request))
+        bridge, _ = bridge_with_worlds(tmp, worlds, model="ldm3d-pano")
         playwright = sync_playwright().start()
         browser = launch(playwright)
         try:

@@ -5,7 +5,8 @@ operator's web page.
 :mod:`~bridge.web.http` serves it with aiohttp on its own thread and event loop,
 so it never delays the OSC intake; :mod:`~bridge.web.page` serves the page
 (``static/``), its JSON WebSocket and the textures :mod:`~bridge.web.textures`
-makes for browsers. It knows nothing of the server that owns it: it is handed the
+makes for browsers; both WebSocket streams send through :mod:`~bridge.web.outbox` (a
+client that does not read misses messages). It knows nothing of the server that owns it: it is handed the
 namespace, a function that returns the current values and the page's backend, and
 receives events through :meth:`~bridge.web.http.WebServer.publish`, the same
 stream the notifier sends to OSC subscribers. May import :mod:`bridge.contract`,

@@ -40,6 +40,7 @@ from bridge.errors import BridgeError
 from bridge.osc.codec import Arg, encode_message
 from bridge.settings import BridgeSettings, parse_networks
 from bridge.web.oscquery import Node, host_info, query
+from bridge.web.outbox import Outbox
 from bridge.web.page import PageHub, StaticFiles
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,7 @@ class WebServer:
         self._latest: dict[str, tuple[Arg, ...]] = {}
         self._lock = threading.Lock()
         self._listeners: dict[web.WebSocketResponse, set[str]] = {}
-        self._backlog: dict[web.WebSocketResponse, int] = {}
-        self._sending: set[asyncio.Future[None]] = set()
+        self._outbox = Outbox(MAX_BACKLOG)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -206,14 +206,13 @@ class WebServer:
         ws = web.WebSocketResponse(heartbeat=30.0)
         await ws.prepare(request)
         self._listeners[ws] = set()
-        self._backlog[ws] = 0
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
                     await self._command(ws, message.data)
         finally:
             self._listeners.pop(ws, None)
-            self._backlog.pop(ws, None)
+            self._outbox.forget(ws)
         return ws
 
     async def _command(self, ws: web.WebSocketResponse, text: str) -> None:
@@ -236,21 +235,7 @@ class WebServer:
             return
         data = encode_message(address, *args)
         for ws in targets:
-            if self._backlog.get(ws, 0) >= MAX_BACKLOG:
-                continue  # a listener that does not read misses events rather than growing our memory
-            self._backlog[ws] = self._backlog.get(ws, 0) + 1
-            task = asyncio.ensure_future(self._send(ws, data))
-            self._sending.add(task)  # held until done: the loop keeps only weak references to tasks
-            task.add_done_callback(self._sending.discard)
-
-    async def _send(self, ws: web.WebSocketResponse, data: bytes) -> None:
-        try:
-            await ws.send_bytes(data)
-        except (ConnectionError, RuntimeError):
-            pass
-        finally:
-            if ws in self._backlog:
-                self._backlog[ws] -= 1
+            self._outbox.send(ws, data)
 
 
 def _wants_html(request: web.Request) -> bool:

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Protocol
 from aiohttp import WSMsgType, web
 
 from bridge.osc.codec import Arg, Message
+from bridge.web.outbox import Outbox
 from bridge.web.textures import TextureStore
 
 logger = logging.getLogger(__name__)
@@ -87,13 +88,12 @@ class PageHub:
         self._backend = backend
         self._textures = TextureStore()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ldm3d-http-io")
-        self._pages: dict[int, tuple[web.WebSocketResponse, str]] = {}
-        self._backlog: dict[int, int] = {}
+        self._pages: dict[int, web.WebSocketResponse] = {}
+        self._outbox = Outbox(MAX_BACKLOG)
         self._numbers = iter(range(1, 1 << 62))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._handling: tuple[int, Any] | None = None
-        self._tasks: set[asyncio.Future[Any]] = set()
         self._ready_lock: asyncio.Lock | None = None
         self._last_status = ""
         self._screen: str | None = None
@@ -110,17 +110,16 @@ class PageHub:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._ready_lock = asyncio.Lock()
-        self._keep(asyncio.ensure_future(self._watch_status()))
+        self._outbox.keep(asyncio.ensure_future(self._watch_status()))
 
     def close(self) -> None:
         """After the loop stopped: end the file threads."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     async def close_pages(self) -> None:
-        for ws, _ in list(self._pages.values()):
+        for ws in list(self._pages.values()):
             await ws.close()
-        for task in list(self._tasks):
-            task.cancel()
+        self._outbox.cancel()
 
     # -- from the bridge's threads ---------------------------------------------------------
 
@@ -148,13 +147,9 @@ class PageHub:
 
     # -- the loop's thread -------------------------------------------------------------------
 
-    def _keep(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._tasks.discard)
-
     def _event(self, address: str, args: tuple[Arg, ...], sent_at: float) -> None:
         if address == "/ldm3d/ready" and args:
-            self._keep(asyncio.ensure_future(self._ready(str(args[0]), args, sent_at)))
+            self._outbox.keep(asyncio.ensure_future(self._ready(str(args[0]), args, sent_at)))
             return
         self._broadcast({"type": "event", "address": address, "args": list(args), "t": sent_at})
 
@@ -189,20 +184,9 @@ class PageHub:
             self._send(number, text)
 
     def _send(self, number: int, text: str) -> None:
-        page = self._pages.get(number)
-        if page is None or page[0].closed or self._backlog.get(number, 0) >= MAX_BACKLOG:
-            return  # gone, or not reading: it misses messages rather than growing our memory
-        self._backlog[number] = self._backlog.get(number, 0) + 1
-        self._keep(asyncio.ensure_future(self._send_now(number, page[0], text)))
-
-    async def _send_now(self, number: int, ws: web.WebSocketResponse, text: str) -> None:
-        try:
-            await ws.send_str(text)
-        except (ConnectionError, RuntimeError):
-            pass
-        finally:
-            if number in self._backlog:
-                self._backlog[number] -= 1
+        ws = self._pages.get(number)
+        if ws is not None:
+            self._outbox.send(ws, text)
 
     async def _watch_status(self) -> None:
         while True:
@@ -238,7 +222,7 @@ class PageHub:
         page: Address = (f"page:{request.remote or '?'}", number)
         hello = await self._hello(number)
         await ws.send_str(hello)
-        self._pages[number] = (ws, page[0])
+        self._pages[number] = ws
         logger.info("an operator page connected from %s (page %d)", request.remote, number)
         try:
             async for message in ws:
@@ -246,7 +230,7 @@ class PageHub:
                     self._command(number, page, message.data)
         finally:
             self._pages.pop(number, None)
-            self._backlog.pop(number, None)
+            self._outbox.forget(ws)
         return ws
 
     def _command(self, number: int, page: Address, text: str) -> None:
@@ -303,7 +287,7 @@ def page_files() -> dict[str, Path]:
 
 
 class StaticFiles:
-    """The page's own files, read once, each with its gzip form and an ETag; revalidated by the browser
+    """The page's own files, read once with an ETag (gzipped at their first request); revalidated by the browser
     at every load (``no-cache``), so an upgraded bridge serves its new page at once."""
 
     TYPES: ClassVar[dict[str, str]] = {
@@ -318,11 +302,13 @@ class StaticFiles:
     }
 
     def __init__(self, files: dict[str, Path]) -> None:
-        self._files: dict[str, tuple[bytes, bytes, str, str]] = {}
+        self._files: dict[str, tuple[bytes, str, str]] = {}
+        #: Compressed on first request (not at start-up: most bridges never serve the page).
+        self._packed: dict[str, bytes] = {}
         for name, path in files.items():
             data = path.read_bytes()
             etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
-            self._files[name] = (data, gzip.compress(data, 9, mtime=0), etag, self.TYPES[path.suffix])
+            self._files[name] = (data, etag, self.TYPES[path.suffix])
 
     def names(self) -> list[str]:
         return sorted(self._files)
@@ -331,11 +317,14 @@ class StaticFiles:
         found = self._files.get(name)
         if found is None:
             return web.Response(status=404, text=f"no file {name!r} on this page\n")
-        data, packed, etag, content_type = found
+        data, etag, content_type = found
         headers = {"Cache-Control": "no-cache", "ETag": etag, "Vary": "Accept-Encoding"}
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers=headers)
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             headers["Content-Encoding"] = "gzip"
+            packed = self._packed.get(name)
+            if packed is None:
+                packed = self._packed[name] = gzip.compress(data, 9, mtime=0)
             data = packed
         return web.Response(body=data, headers=headers, content_type=content_type, charset="utf-8")
