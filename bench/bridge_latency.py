@@ -174,7 +174,7 @@ def main() -> None:
     writer = StampingWriter(out / "a", keep=50)
     bridge = Bridge(settings, lambda: InstantEngine(small), writer=writer)
     bridge.start()
-    bridge.worker.ready.wait(10)
+    bridge.pool.ready.wait(10)
     with OscClient(*bridge.address) as client:
         client.subscribe_self()  # a confirmed host: replies are not bounded by request size
         ping = round_trips(client, "/ldm3d/ping", (), "/ldm3d/pong", args.rounds)

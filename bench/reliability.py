@@ -59,7 +59,7 @@ def start(engine_factory: Any, out: Path, **overrides: Any) -> Bridge:
     values.update(overrides)
     bridge = Bridge(BridgeSettings(**values), engine_factory)
     bridge.start()
-    bridge.worker.ready.wait(120)
+    bridge.pool.ready.wait(120)
     return bridge
 
 
@@ -289,7 +289,7 @@ def hostile_subscribers(engine: Any, tmp: Path) -> None:
         resolver=resolver,
     )
     bridge.start()
-    bridge.worker.ready.wait(120)
+    bridge.pool.ready.wait(120)
     rows = []
     try:
         with (

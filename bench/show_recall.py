@@ -86,7 +86,7 @@ def main() -> None:
         bridge.start()
         client = OscClient(*bridge.address)
         try:
-            assert bridge.worker.ready.wait(30)
+            assert bridge.pool.ready.wait(30)
             client.subscribe_self()
             client.send("/ldm3d/show/load", "show.toml")
             client.wait_for(["/ldm3d/ready"], 30)  # the fallback, from the library

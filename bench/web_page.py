@@ -53,7 +53,7 @@ def bridge_with_worlds(out: str, worlds: list[RGBDResult], **settings: Any) -> t
                               "warmup": False, "http": True, **settings}  # fmt: skip
     bridge = Bridge(BridgeSettings(**values).check(), lambda: InstantEngine(worlds[0]))  # type: ignore[arg-type, return-value]
     bridge.start()
-    bridge.worker.ready.wait(30)
+    bridge.pool.ready.wait(30)
     ids = [new_job_id() for _ in worlds]
     for job_id, world in zip(ids, worlds, strict=True):
         bridge.writer.write(job_id, world)
@@ -70,9 +70,7 @@ def _recall(osc: OscClient, page: Any, job_id: str) -> tuple[float, float]:
         timeout=30000,
     )
     drawn = page.evaluate("window.ldm3d.drawn.at(-1)")
-    arrived = page.evaluate(
-        "id => window.ldm3d.arrived.filter(a => a.address === '/ldm3d/ready').at(-1)", job_id
-    )
+    arrived = page.evaluate("id => window.ldm3d.arrived.filter(a => a.address === '/ldm3d/ready').at(-1)", job_id)
     return drawn["at"] - drawn["sentAt"] * 1000, arrived["at"] - arrived["t"] * 1000
 
 

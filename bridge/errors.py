@@ -19,6 +19,7 @@
     ├── BadShow                       bad_show (a cue file with a mistake; the message has its line)
     ├── NoShow                        no_show (a cue command before /ldm3d/show/load)
     ├── UnknownCue                    unknown_cue
+    ├── EngineDown                    engine_failed (a job while no worker is alive: all restarting)
     └── FolderInUse                   (start-up only) another bridge holds the output folder
 
 Engine failures reach clients as ``engine_failed``, ``out_of_memory``,
@@ -97,6 +98,12 @@ class NoShow(BridgeError):
 
 class UnknownCue(BridgeError):
     code = "unknown_cue"
+
+
+class EngineDown(BridgeError):
+    """No worker is alive now (every one is being restarted)."""
+
+    code = "engine_failed"
 
 
 class FolderInUse(BridgeError):

@@ -44,6 +44,8 @@ class SettingsError(ValueError):
 class BridgeSettings:
     model: str = "tiny-pano"
     preset: str | None = None
+    #: cpu, cuda, cuda:N, mps or hpu; for ``serve`` also a list, ``cuda:0,cuda:1``: one worker per device.
+    #: With ``ray``, the device inside each actor: ``cuda`` (one GPU each, chosen by Ray) or ``cpu``.
     device: str = "cpu"
     dtype: str | None = None
     offline: bool = False
@@ -97,7 +99,8 @@ class BridgeSettings:
     reply_factor: float = 8.0
     #: A job running longer is cancelled and reported as `timeout`.
     job_timeout_s: float = 600.0
-    #: If the engine ignores the cancel this long after a timeout, the bridge exits (status 1) for a restart.
+    #: If the engine ignores the cancel this long after a timeout: a Ray actor is restarted; an engine in this
+    #: process cannot be, so its worker is out (with none left, the bridge exits with status 1 for a restart).
     stuck_grace_s: float = 60.0
     #: After an out-of-memory error, free the device cache and run the job once more.
     oom_retry: bool = True
@@ -113,6 +116,19 @@ class BridgeSettings:
     upscale_model: str | None = None
     #: Folders /ldm3d/img2img may read input images from; empty: img2img is refused.
     input_dirs: tuple[str, ...] = ()
+    #: Run the workers as Ray actors: "local" (a Ray of the bridge's own), "auto" (the cluster this
+    #: machine belongs to), "head:6379" (a cluster's head) or "ray://head:10001" (Ray Client).
+    #: None: workers in this process.
+    ray: str | None = None
+    #: How many Ray actors (workers) to start.
+    ray_workers: int = 1
+    #: How long a worker may take to start and load its model (a Ray actor waits for a free GPU).
+    worker_start_timeout_s: float = 900.0
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The devices of ``device``, one worker each (``cuda:0,cuda:1`` → two)."""
+        return tuple(part.strip() for part in self.device.split(","))
 
     def check(self) -> BridgeSettings:
         def bad(name: str, why: str) -> SettingsError:
@@ -164,6 +180,23 @@ class BridgeSettings:
             raise bad("offload", "use none or model")
         if self.token is not None and not self.token:
             raise bad("token", "an empty token protects nothing; leave it out or set a secret")
+        devices = self.devices
+        if not all(devices) or len(set(devices)) != len(devices):
+            raise bad("device", "list each device once, separated by commas: cuda:0,cuda:1")
+        if self.ray is not None:
+            host, _, port = self.ray.removeprefix("ray://").rpartition(":")
+            if not (self.ray in ("local", "auto") or (host and port.isdigit())):
+                raise bad(
+                    "ray",
+                    "use local, auto, <head>:<port> (the head's GCS, 6379 by default) or ray://<head>:<port> "
+                    "(Ray Client, 10001 by default)",
+                )
+            if self.device not in ("cuda", "cpu"):
+                raise bad("device", "with ray, use cuda (Ray gives each actor one GPU) or cpu")
+        if not 1 <= self.ray_workers <= 1024:
+            raise bad("ray_workers", "use 1..1024")
+        if self.worker_start_timeout_s <= 0:
+            raise bad("worker_start_timeout_s", "use a positive number of seconds")
         return self
 
 

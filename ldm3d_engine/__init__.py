@@ -10,6 +10,7 @@ Importing this package does not import torch; :func:`load_engine` does.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from .errors import (
@@ -52,8 +53,19 @@ __all__ = [
 ]
 
 
-def load_engine(settings: EngineSettings) -> Engine:
-    """Load the model named by ``settings`` onto its device. See :mod:`ldm3d_engine.build`."""
-    from .build import load_engine as _load
+#: One load at a time in a process. diffusers' lazy imports are not thread-safe (two threads got
+#: "cannot import name 'AutoencoderKL' from 'diffusers'"), and loading patches torch process-wide
+#: for a while (modules created on the "meta" device): a load beside another one was left with
+#: that patch for good ("Cannot copy out of meta tensor") and every later load failed.
+_LOADING = threading.Lock()
 
-    return _load(settings)
+
+def load_engine(settings: EngineSettings) -> Engine:
+    """Load the model named by ``settings`` onto its device. See :mod:`ldm3d_engine.build`.
+
+    Safe from several threads (an engine per device): loads take turns; the engines then run
+    side by side."""
+    with _LOADING:
+        from .build import load_engine as _load
+
+        return _load(settings)

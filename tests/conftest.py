@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -60,6 +60,7 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
         model: str = "tiny",
         engine_factory: Callable[[], object] | None = None,
         resolver: Callable[[str], list[str]] = no_names,
+        slots: list[Any] | None = None,
         **overrides: object,
     ) -> Bridge:
         # One output folder per bridge running at a time (a folder has one owner); a bridge started after
@@ -85,10 +86,11 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
             engine_factory or (lambda: load_tiny(model)),  # type: ignore[arg-type, return-value]
             upscaler_factory=(lambda: load_tiny(upscaler)) if upscaler else None,  # type: ignore[arg-type, return-value]
             resolver=resolver,
+            slots=slots,
         )
         bridge.start()
         started.append(bridge)
-        assert bridge.worker.ready.wait(60), "the model did not load"
+        assert bridge.pool.ready.wait(60), "the model did not load"
         return bridge
 
     yield start

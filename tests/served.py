@@ -13,13 +13,18 @@ from pathlib import Path
 
 
 def serve_tiny(
-    out: Path, *extra: str, cache: Path | None = None, limit_file_size: int | None = None
+    out: Path,
+    *extra: str,
+    cache: Path | None = None,
+    limit_file_size: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], int]:
     """Start the bridge writing to ``out``; return the process and its port once it listens.
 
     ``cache``: an XDG cache folder holding ``ldm3d-bridge/`` (the built tiny models), so the process
-    does not build them again. ``limit_file_size``: a disk that is full beyond this many bytes per file."""
-    env = {**os.environ, "LDM3D_BRIDGE_WARMUP": "false"}
+    does not build them again. ``limit_file_size``: a disk that is full beyond this many bytes per file.
+    ``env``: more environment variables."""
+    env = {**os.environ, "LDM3D_BRIDGE_WARMUP": "false", **(env or {})}
     if cache is not None:
         env["XDG_CACHE_HOME"] = str(cache)
 

@@ -126,3 +126,22 @@ def test_web_page_bench_runs_at_its_defaults() -> None:
     assert re.search(r"ready → drawn, first view \(textures fetched\): p50 \d+ ms", out.stdout), out.stdout
     assert re.search(r"ready → drawn, again \(browser cache\): p50 \d+ ms, p99 \d+ ms \(12 recalls", out.stdout)
     assert re.search(r"a world's depth \(raw uint16, gzip\): \d+ KiB transferred, 1024 KiB decoded", out.stdout)
+
+
+def test_scale_out_bench_runs_at_its_defaults() -> None:
+    """1 and 2 workers, in this process and on a local Ray: two workers must get more done than one
+    (each worker's GPU stand-in sleeps; the bridge's own part is what could hold them back)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale_out.py")], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rates = {}
+    for name in ("this process ×1", "this process ×2", "Ray ×1", "Ray ×2"):
+        row = re.search(re.escape(name) + r" +([0-9.]+) +(\d+) +(\d+)% +([0-9.]+) +([0-9.]+) +(-?\d+) ms", out.stdout)
+        assert row is not None, out.stdout
+        rates[name] = float(row[1])
+        assert 0 < float(row[4]) <= float(row[5])
+    assert rates["this process ×2"] > 1.5 * rates["this process ×1"], out.stdout
+    assert rates["Ray ×2"] > 1.5 * rates["Ray ×1"], out.stdout
+    assert re.search(r"Ray per job: [+-]\d+ ms .* dispatch [0-9.]+ ms, .* result \d+ ms", out.stdout), out.stdout
+    assert re.search(r"the writer: \d+ ms per 2048×1024 job \(p50\) → at most \d+ jobs/s", out.stdout), out.stdout

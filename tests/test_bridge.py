@@ -137,7 +137,7 @@ def test_heartbeat_reaches_subscribers(start_bridge: Start, client_for: ClientFo
         m = client.receive(0.5)
         if m is not None and m.address == "/ldm3d/state":
             states.append(m)
-    assert len(states) >= 4 and states[-1].args == ("idle", 0, "", "tiny", bridge.boot_id)
+    assert len(states) >= 4 and states[-1].args == ("idle", 0, "", "tiny", bridge.boot_id, 1, 1)
 
 
 def _start_long_job(client: OscClient, steps: int = 150) -> str:
@@ -251,7 +251,7 @@ def test_status_and_recall(start_bridge: Start, client_for: ClientFor) -> None:
     bridge = start_bridge()
     client = client_for(bridge)
     client.send("/ldm3d/status")
-    assert client.wait_for(["/ldm3d/state"], 5)[-1].args == ("idle", 0, "", "tiny", bridge.boot_id)
+    assert client.wait_for(["/ldm3d/state"], 5)[-1].args == ("idle", 0, "", "tiny", bridge.boot_id, 1, 1)
     client.send("/ldm3d/generate", "a reef", "steps", 2)
     ready = client.wait_for(["/ldm3d/ready"], 60)[-1]
     client.send("/ldm3d/recall", ready.args[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,3 +123,34 @@ def test_serve_reads_allow_and_token_file(tmp_path: Path, capsys: pytest.Capture
     (tmp_path / "empty").write_text("\n")
     assert main(["-q", "serve", "--token-file", str(tmp_path / "empty")]) == 2
     assert "empty token" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device", "cpu,cpu"], "list each device once"),
+        (["--ray", "nowhere"], "use local, auto, <head>:<port>"),
+        (["--ray", "local", "--device", "cuda:1"], "with ray, use cuda (Ray gives each actor one GPU) or cpu"),
+        (["--ray-workers", "0", "--ray", "local"], "ray_workers=0"),
+    ],
+)
+def test_serve_refuses_wrong_worker_settings_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(["-q", "serve", *argv, "--port", "0", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ldm3d-bridge: error: ") and message in err and "\n" not in err
+
+
+def test_a_device_list_is_for_serve_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "generate", "x", "--model", "tiny", "--device", "cpu,mps", "--output", str(tmp_path)]) == 1
+    assert "a list of devices is for serve" in capsys.readouterr().err
+
+
+def test_ray_missing_is_named_with_the_extra_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as where the extra is not installed
+    assert main(["-q", "serve", "--ray", "local", "--port", "0", "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--ray needs Ray: pip install 'ldm3d-bridge[ray]'" in err and "\n" not in err

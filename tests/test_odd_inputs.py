@@ -176,33 +176,61 @@ def test_finish_on_shutdown_keeps_enforcing_the_job_timeout_and_ends_the_job(
 
 
 class Dies:
-    """An engine that takes its thread down (something no ``except Exception`` catches)."""
+    """An engine that takes its thread down (something no ``except Exception`` catches), ``times`` times."""
 
     model_id = "dies"
 
-    def __init__(self, real: Engine) -> None:
+    def __init__(self, real: Engine, deaths: list[int]) -> None:
         self.real = real
+        self.deaths = deaths  # shared by every engine the factory makes: how many deaths are left
 
     def resolve(self, request: GenerateRequest) -> object:
         return self.real.resolve(request)
 
     def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> object:
-        raise SystemExit("the engine pulled the thread down")
+        if self.deaths[0] > 0:
+            self.deaths[0] -= 1
+            raise SystemExit("the engine pulled the thread down")
+        return self.real.generate(request, on_step=on_step, cancel=cancel)  # type: ignore[arg-type]
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death is the point
-def test_a_thread_that_dies_makes_the_bridge_report_failed(
+def test_a_worker_thread_that_dies_is_replaced_and_its_job_fails(
     load_tiny: Callable[[str], Engine], start_bridge: Start, client_for: ClientFor
 ) -> None:
-    """Today the process stayed up with a dead worker and jobs queued forever; now it says failed
-    (and `serve` exits 1 for its supervisor, as for any failure: test_serve_exit_status_tells_a_supervisor)."""
-    bridge = start_bridge(engine_factory=lambda: Dies(load_tiny("tiny")))
+    """Once the process stayed up with a dead worker and jobs queued forever; then the bridge said failed;
+    now the job that took the thread down ends in engine_failed, a new thread loads the engine again, and
+    the next job is made."""
+    deaths = [1]
+    bridge = start_bridge(engine_factory=lambda: Dies(load_tiny("tiny"), deaths))
     client = client_for(bridge)
     client.send("/ldm3d/generate", "x", "steps", 1)
+    error = client.wait_for(["/ldm3d/error"], 5)[-1]
+    assert error.args[1] == "engine_failed" and "died" in error.args[2]
+    deadline = time.monotonic() + 10
+    while not bridge.pool.alive and time.monotonic() < deadline:  # meanwhile jobs are refused (engine_failed)
+        time.sleep(0.02)
+    client.send("/ldm3d/generate", "after", "steps", 1)
+    assert client.wait_for(["/ldm3d/ready", "/ldm3d/error"], 30)[-1].address == "/ldm3d/ready"
+    assert bridge.failed is None
+
+
+def test_a_worker_whose_thread_keeps_dying_makes_the_bridge_report_failed(
+    load_tiny: Callable[[str], Engine], start_bridge: Start, client_for: ClientFor
+) -> None:
+    """Three deaths in a row, no job made in between: the worker is given up, and with no other worker
+    the bridge says failed (`serve` exits 1 for its supervisor: test_serve_exit_status_tells_a_supervisor)."""
+    bridge = start_bridge(engine_factory=lambda: Dies(load_tiny("tiny"), [99]))
+    client = client_for(bridge)
+    for n in range(3):
+        deadline = time.monotonic() + 5
+        while not bridge.pool.alive and time.monotonic() < deadline:  # the new thread has its engine
+            time.sleep(0.02)
+        client.send("/ldm3d/generate", f"x{n}", "steps", 1)
+        assert client.wait_for(["/ldm3d/error"], 5)[-1].args[1] == "engine_failed"
     deadline = time.monotonic() + 5
     while bridge.failed is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert bridge.failed is not None and "worker" in bridge.failed
+    assert bridge.failed is not None and "died 3 times" in bridge.failed
     client.send("/ldm3d/status")
     assert client.wait_for(["/ldm3d/state"], 2)[-1].args[0] == "failed"
 

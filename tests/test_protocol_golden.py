@@ -23,7 +23,7 @@ ADDRESSES = [
     *sorted(OUTGOING),
     *(f"/ldm3d/{name}" for name in ("generate", "img2img", "upscale", "prompt", "negative", "seed", "steps")),
     *(f"/ldm3d/{name}" for name in ("guidance", "strength", "scheduler", "sampling", "size", "go", "cancel")),
-    *(f"/ldm3d/{name}" for name in ("recall", "subscribe", "unsubscribe", "status", "ping", "stats")),
+    *(f"/ldm3d/{name}" for name in ("recall", "subscribe", "unsubscribe", "status", "ping", "stats", "workers")),
     *(f"/ldm3d/{name}/norm" for name in ("steps", "guidance", "strength", "seed", "prompt")),
     *(f"/ldm3d/display/{name}" for name in ("fade", "hold", "blackout", "strength", "colour")),
     *(f"/ldm3d/show/{name}" for name in ("load", "state", "start", "stop", "pregen", "play")),

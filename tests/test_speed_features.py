@@ -126,7 +126,7 @@ def test_writing_overlaps_the_next_job_and_ready_keeps_job_order(
     bridge = Bridge(settings, lambda: load_tiny("tiny"), writer=SlowWriter(tmp_path))  # type: ignore[arg-type,return-value]
     bridge.start()
     try:
-        bridge.worker.ready.wait(30)
+        bridge.pool.ready.wait(30)
         with OscClient(*bridge.address) as client:
             ids = []
             for _ in range(2):
@@ -169,7 +169,7 @@ def test_a_compiled_engine_is_warmed_up_for_both_seamless_settings(
     bridge = Bridge(settings, Recording)  # type: ignore[arg-type]
     bridge.start()
     try:
-        assert bridge.worker.ready.wait(60) and bridge.worker.state == "idle"
+        assert bridge.pool.ready.wait(60) and bridge.pool.state == "idle"
     finally:
         bridge.stop()
     assert [r.seamless for r in asked] == warmups and all(r.prompt == "warm-up" for r in asked)

@@ -167,7 +167,7 @@ def test_a_page_hears_each_event_once_and_the_queue_with_prompts(start_bridge: S
     async def body(page: Page, hello: dict[str, Any]) -> tuple[dict[str, Any], str]:
         await page.send("/ldm3d/generate", "long one", "steps", 150, "width", 256, "height", 128)
         first = (await page.until(_is("/ldm3d/accepted")))["args"][0]
-        await page.until(lambda m: m["type"] == "status" and (m["running"] or {}).get("id") == first)
+        await page.until(lambda m: m["type"] == "status" and [j["id"] for j in m["running"]] == [first])
         # a job an OSC client queued shows in the page's queue with its prompt
         await asyncio.get_running_loop().run_in_executor(None, osc.send, "/ldm3d/generate", "from osc")
         status = await page.until(lambda m: m["type"] == "status" and len(m["queue"]) == 1)
@@ -179,8 +179,9 @@ def test_a_page_hears_each_event_once_and_the_queue_with_prompts(start_bridge: S
         return status, first
 
     status, first = _on_page(bridge, body)
-    assert status["running"]["id"] == first
-    assert status["running"]["prompt"] == "long one" and status["running"]["kind"] == "text"
+    assert [job["id"] for job in status["running"]] == [first]
+    assert status["running"][0]["prompt"] == "long one" and status["running"][0]["kind"] == "text"
+    assert status["workers"]["alive"] == status["workers"]["total"] == 1
     assert status["queue"][0]["prompt"] == "from osc" and status["queue"][0]["position"] == 1
 
 

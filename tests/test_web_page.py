@@ -69,15 +69,11 @@ def _canvas(page: Any) -> np.ndarray:
 
 
 def _drawn(page: Any, job_id: str, timeout: float = 30.0) -> None:
-    page.wait_for_function(
-        "id => window.ldm3d.drawn.some(d => d.job_id === id)", arg=job_id, timeout=timeout * 1000
-    )
+    page.wait_for_function("id => window.ldm3d.drawn.some(d => d.job_id === id)", arg=job_id, timeout=timeout * 1000)
 
 
 def _set(page: Any, selector: str, value: Any) -> None:
-    page.eval_on_selector(
-        selector, "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }", str(value)
-    )
+    page.eval_on_selector(selector, "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }", str(value))
 
 
 def _generate(page: Any, prompt: str, steps: int, width: int = 256, height: int = 128) -> None:
@@ -96,7 +92,7 @@ def _job(osc: Any, prompt: str) -> str:
 
 def _wait_idle(bridge: Bridge, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while (bridge.worker.state != "idle" or len(bridge.queue)) and time.monotonic() < deadline:
+    while (bridge.pool.state != "idle" or len(bridge.queue)) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -163,9 +159,7 @@ def test_recall_a_history_item_puts_it_on_screen_everywhere(
     # "look": only this page's viewer, nothing sent
     page.click(f'#history .card[data-job="{ids[1]}"] .look')
     page.wait_for_selector("#world-label:has-text('preview, not on the dome')")
-    page.wait_for_function(
-        "id => window.ldm3d.viewer.world && window.ldm3d.viewer.world.job_id === id", arg=ids[1]
-    )
+    page.wait_for_function("id => window.ldm3d.viewer.world && window.ldm3d.viewer.world.job_id === id", arg=ids[1])
     with pytest.raises(TimeoutError):
         osc.wait_for(["/ldm3d/ready"], 1.0)
 

@@ -34,9 +34,11 @@ def main(version: str) -> int:
         integrity = subprocess.run(
             ["npm", "view", f"three@{version}", "dist.integrity"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        name = subprocess.run(
-            ["npm", "pack", f"three@{version}"], cwd=tmp, capture_output=True, text=True, check=True
-        ).stdout.strip().splitlines()[-1]
+        name = (
+            subprocess.run(["npm", "pack", f"three@{version}"], cwd=tmp, capture_output=True, text=True, check=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         tarball = Path(tmp) / name
         algorithm, _, expected = integrity.partition("-")
         actual = base64.b64encode(hashlib.new(algorithm, tarball.read_bytes()).digest()).decode()

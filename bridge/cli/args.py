@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--offload", choices=["none", "model"], help="model: keep models on the CPU between uses")
     serve.add_argument("--vae-tiling", action="store_const", const=True, help="decode in tiles (big sizes)")
     serve.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the workers as Ray actors: local, auto (this machine's cluster) or ray://head:10001 ([ray] extra)",
+    )
+    serve.add_argument("--ray-workers", type=int, metavar="N", help="how many Ray actors (default 1; one GPU each)")
+    serve.add_argument(
         "--input-dir",
         action="append",
         dest="input_dirs",

@@ -17,13 +17,16 @@ class CliError(Exception):
         self.status = status
 
 
-def engine_settings(s: BridgeSettings) -> Any:
+def engine_settings(s: BridgeSettings, device: str | None = None) -> Any:
+    """The engine's settings from the bridge's, on ``device`` (default: the one ``device`` setting)."""
     from ldm3d_engine import EngineSettings
 
+    if device is None and len(s.devices) > 1:
+        raise CliError(f"--device {s.device}: a list of devices is for serve (one worker each); give one here")
     return EngineSettings(
         model=s.model,
         preset=s.preset,
-        device=s.device,
+        device=device or s.device,
         dtype=s.dtype,
         cache_dir=s.cache_dir,
         offline=s.offline,

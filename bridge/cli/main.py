@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -16,8 +17,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from bridge.cli.args import build_parser
 from bridge.cli.jobs import (
@@ -31,6 +33,7 @@ from bridge.cli.jobs import (
     write_preview,
 )
 from bridge.cli.shows import cmd_pregen, cmd_show
+from bridge.contract.engine_api import EngineSlot, LocalSlot
 from bridge.errors import BridgeError
 from bridge.osc.client import FINAL, OscClient
 from bridge.osc.codec import encode_bundle, encode_message
@@ -51,7 +54,6 @@ def _setup_logging(verbose: int) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.serve.server import Bridge
-    from ldm3d_engine import load_engine
 
     keys = (
         "model",
@@ -78,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags["allow"] = tuple(args.allow) if args.allow else None
     flags["input_dirs"] = tuple(args.input_dirs) if args.input_dirs else None
     flags["upscale_model"] = args.upscale_model
-    for name in ("sampling", "compile", "offload", "vae_tiling"):
+    for name in ("sampling", "compile", "offload", "vae_tiling", "ray", "ray_workers"):
         flags[name] = getattr(args, name)
     if args.token_file:
         try:
@@ -86,36 +88,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise SettingsError(f"--token-file {args.token_file}: {exc.strerror or exc}") from None
     settings = load_settings(flags, config=args.config)
-    main_settings = engine_settings(settings)
+    cluster = None
+    slots: list[EngineSlot]
+    if settings.ray is not None:
+        from bridge.serve.ray_workers import RayCluster, ray_slots
+
+        cluster = RayCluster(settings.ray)
+        cluster.connect()
+        build, build_upscaler = _builders(settings, settings.device)
+        gpus = 1.0 if settings.device == "cuda" else 0.0
+        slots = [
+            *ray_slots(cluster, settings.ray_workers, build, build_upscaler, gpus, settings.worker_start_timeout_s)
+        ]
+    else:
+        slots = [LocalSlot(*_builders(settings, device), where=device) for device in settings.devices]
+    try:
+        bridge = Bridge(settings, slots=slots)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        bridge.start()
+        ended = True
+        try:
+            while not stop.wait(0.2):
+                if bridge.failed is not None:
+                    break
+        finally:
+            ended = bridge.stop()
+    finally:
+        if cluster is not None:
+            cluster.close()
+    failed = bridge.failed
+    if not ended or (cluster is not None and cluster.address != "local"):
+        # An engine stuck in a driver call cannot be stopped, and a Python exit with that thread alive
+        # can abort in the native library (SIGABRT). And Ray's exit handler ends the process with
+        # status 1 when the cluster went away. Everything is closed by now: leave at once, with the
+        # status that tells a supervisor what happened.
+        logging.shutdown()
+        if not ended or failed is not None:
+            print(
+                f"ldm3d-bridge: error: the bridge cannot go on: {failed or 'the engine did not stop'}",
+                file=sys.stderr,
+                flush=True,
+            )
+        sys.stdout.flush()
+        os._exit(0 if ended and failed is None else 1)
+    if failed is not None:
+        raise CliError(f"the bridge cannot go on: {failed}")
+    return 0
+
+
+def _builders(settings: BridgeSettings, device: str) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
+    """What loads the model (and the upscaler, if any) on ``device``: picklable, for Ray actors too."""
+    from ldm3d_engine import load_engine
+
+    main = engine_settings(settings, device)
     upscaler = None
     if settings.upscale_model:
-        upscaler_settings = dataclasses.replace(main_settings, model=settings.upscale_model, preset=None)
-        upscaler = lambda: load_engine(upscaler_settings)  # noqa: E731
-    bridge = Bridge(settings, lambda: load_engine(main_settings), upscaler_factory=upscaler)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    bridge.start()
-    ended = True
-    try:
-        while not stop.wait(0.2):
-            if bridge.failed is not None:
-                break
-    finally:
-        ended = bridge.stop()
-    if not ended:
-        # An engine stuck in a driver call cannot be stopped, and a Python exit with that thread alive
-        # can abort in the native library (SIGABRT): leave at once, with the status a supervisor restarts.
-        logging.shutdown()
-        print(
-            f"ldm3d-bridge: error: the bridge cannot go on: {bridge.failed or 'the engine did not stop'}",
-            file=sys.stderr,
-            flush=True,
-        )
-        os._exit(1)
-    if bridge.failed is not None:
-        raise CliError(f"the bridge cannot go on: {bridge.failed}")
-    return 0
+        upscaler = functools.partial(load_engine, dataclasses.replace(main, model=settings.upscale_model, preset=None))
+    return functools.partial(load_engine, main), upscaler
 
 
 def _parse_arg(text: str) -> int | float | str:

@@ -1,5 +1,10 @@
-"""What the bridge needs from an engine. ``ldm3d_engine.engine.Engine`` is one;
-tests may hand in a small fake (for hardware we lack, or faults)."""
+"""What the bridge needs from an engine, and where engines live.
+
+``ldm3d_engine.engine.Engine`` is an :class:`EngineLike`; so is the handle of an engine in a Ray
+actor (:mod:`bridge.serve.ray_workers`); tests may hand in a small fake (for hardware we lack,
+or faults). Each worker of the bridge's pool has an :class:`EngineSlot`: a :class:`LocalSlot`
+(an engine on one device of this process) or a Ray slot (an engine in an actor, on any node).
+"""
 
 from __future__ import annotations
 
@@ -51,3 +56,73 @@ class EngineLike(Protocol):
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
     ) -> RGBDResult: ...
+
+
+class EngineLost(Exception):
+    """The engine behind a handle went away (a Ray actor that died, a node that left the cluster).
+
+    ``started`` tells whether the job had begun on it: a job that had not may run elsewhere."""
+
+    def __init__(self, message: str, *, started: bool) -> None:
+        super().__init__(message)
+        self.started = started
+
+
+class EngineFailure(Exception):
+    """An engine elsewhere failed on a job; the message names the error it raised there."""
+
+
+class EngineSlot(Protocol):
+    """Where one worker's engine lives: this process (a device) or a Ray actor.
+
+    :meth:`open` loads it (or, after :class:`EngineLost`, gets it back: a restarted actor, a new
+    one); the worker warms it up and runs jobs on what it returns: the engine and, when the bridge
+    has one, the upscaler beside it."""
+
+    @property
+    def where(self) -> str:
+        """For people: ``cuda:1``, ``ray worker 2 on gpu-node-3 (GPU 0)``."""
+        ...
+
+    def open(self) -> tuple[EngineLike, EngineLike | None]: ...
+
+    def alive(self) -> bool:
+        """Cheap check while idle; False sends the worker to :meth:`open` again."""
+        ...
+
+    def kill(self) -> bool:
+        """Stop a stuck engine so that :meth:`open` can bring it back; False when that is impossible."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalSlot:
+    """An engine in this process, loaded by ``engine_factory`` (on one device) in the worker's thread."""
+
+    def __init__(
+        self,
+        engine_factory: Callable[[], EngineLike],
+        upscaler_factory: Callable[[], EngineLike] | None = None,
+        where: str = "this process",
+    ) -> None:
+        self._engine_factory = engine_factory
+        self._upscaler_factory = upscaler_factory
+        self._where = where
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def open(self) -> tuple[EngineLike, EngineLike | None]:
+        engine = self._engine_factory()  # ldm3d_engine.load_engine lets one load run at a time
+        return engine, self._upscaler_factory() if self._upscaler_factory is not None else None
+
+    def alive(self) -> bool:
+        return True
+
+    def kill(self) -> bool:
+        return False  # a thread stuck in a driver call cannot be stopped from Python
+
+    def close(self) -> None:
+        pass

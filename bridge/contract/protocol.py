@@ -39,6 +39,7 @@ OUTGOING = frozenset(
         "progress/fraction",
         "cue/info",
         "show/progress",
+        "worker",
     )
 )
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # OSC's int32: every integer of the contract fits
@@ -201,6 +202,11 @@ class Stats:
     pass
 
 
+@dataclass(frozen=True)
+class Workers:
+    """``/ldm3d/workers``: one ``/ldm3d/worker`` reply per worker of the pool."""
+
+
 Command = (
     Generate
     | Img2Img
@@ -217,6 +223,7 @@ Command = (
     | Status
     | Ping
     | Stats
+    | Workers
     | ShowLoad
     | CueShow
     | ShowControl
@@ -389,6 +396,8 @@ def parse(message: Message) -> Command:
         return Ping()
     if name == "stats":
         return Stats() if not args else Ignored()  # with arguments it is a bridge's answer, not a request
+    if name == "workers":  # a query, and a TouchOSC button: its release (0) is ignored
+        return Workers() if is_trigger(args) else Ignored()
     if name == "img2img":
         if len(args) < 2:
             raise BadArguments("/ldm3d/img2img needs an image path and a prompt, then optional key/value pairs")
@@ -425,6 +434,6 @@ def parse(message: Message) -> Command:
         f"unknown address {address!r}; known: generate, img2img, upscale, prompt, negative, seed, steps, guidance, "
         "strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, display/fade, "
         "display/hold, display/blackout, display/strength, go, "
-        "cancel, recall, subscribe, unsubscribe, status, stats, ping, show/load, show/state, show/start, show/stop, "
-        "show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list (all under /ldm3d/)"
+        "cancel, recall, subscribe, unsubscribe, status, stats, workers, ping, show/load, show/state, show/start, "
+        "show/stop, show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list (all under /ldm3d/)"
     )

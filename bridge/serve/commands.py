@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from bridge import __version__
 from bridge.contract import protocol
-from bridge.contract.engine_api import EngineLike
 from bridge.contract.ranges import Ranges
 from bridge.contract.requests import img2img_request, text_request, upscale_request
 from bridge.errors import BadArguments, NotSupported, RateLimited, UnknownJob
@@ -26,10 +24,10 @@ from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.jobs import Address, Job, JobQueue
 from bridge.serve.limits import Counters, TokenBuckets
 from bridge.serve.notifier import Notifier
+from bridge.serve.pool import WorkerPool
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
 from bridge.serve.subscribing import SubscriptionDesk
-from bridge.serve.worker import Worker
 from bridge.settings import BridgeSettings
 from ldm3d_engine.types import GenerateRequest, UpscaleRequest
 
@@ -47,7 +45,8 @@ class Commands:
     display: dict[str, float | int]
     counters: Counters
     _job_limit: TokenBuckets
-    _upscaler_factory: Callable[[], EngineLike] | None
+    #: An upscaler is loaded beside the model (/ldm3d/upscale works).
+    upscale: bool
 
     @property
     def notifier(self) -> Notifier:
@@ -62,10 +61,10 @@ class Commands:
         raise NotImplementedError
 
     @property
-    def worker(self) -> Worker:
+    def pool(self) -> WorkerPool:
         raise NotImplementedError
 
-    def state_args(self) -> tuple[str, int, str, str, str]:
+    def state_args(self) -> tuple[str, int, str, str, str, int, int]:
         raise NotImplementedError
 
     def handle(
@@ -79,22 +78,22 @@ class Commands:
             submit = partial(submit, fmt=_job_format(command.options["format"]))
         match command:
             case protocol.Generate(prompt, options):
-                submit(text_request(self.settings, prompt, options, self.worker.engine))
+                submit(text_request(self.settings, prompt, options, self.pool.engine))
             case protocol.Img2Img(image, prompt, options):
                 if "strength" in (stage := self.stage.get()) and "strength" not in options:
                     options = {**options, "strength": stage["strength"]}  # the stage's, unless the job says
-                submit(*img2img_request(self.settings, image, prompt, options, self.worker.engine))
+                submit(*img2img_request(self.settings, image, prompt, options, self.pool.engine))
             case protocol.Upscale(job_id, options):
-                if self._upscaler_factory is None:
+                if not self.upscale:
                     raise NotSupported(
                         "/ldm3d/upscale is off: start the bridge with --upscale-model ldm3d-sr to load the upscaler"
                     )
-                submit(*upscale_request(self.settings, self.writer, job_id, options, self.worker.upscaler))
+                submit(*upscale_request(self.settings, self.writer, job_id, options, self.pool.upscaler))
             case protocol.Go():
                 prompt = self.stage.get()["prompt"]
                 if not prompt:
                     raise BadArguments("/ldm3d/go: no prompt is set; send /ldm3d/prompt first")
-                submit(text_request(self.settings, prompt, self.stage.go_options(), self.worker.engine))
+                submit(text_request(self.settings, prompt, self.stage.go_options(), self.pool.engine))
             case protocol.Ignored():
                 pass
             case protocol.SetStage(name, value):
@@ -121,6 +120,9 @@ class Commands:
                 self.desk.handle(False, port, host, sender, bound, trusted)
             case protocol.Status():
                 n.reply(sender, "/ldm3d/state", *self.state_args(), bound=bound)
+            case protocol.Workers():
+                for args in self.pool.worker_args():
+                    n.reply(sender, "/ldm3d/worker", *args, bound=bound)
             case protocol.Ping():
                 n.reply(sender, "/ldm3d/pong", __version__, bound=bound)
             case protocol.ShowLoad(path):
@@ -131,9 +133,7 @@ class Commands:
                 self._show_control(action, sender, bound)
             case protocol.Stats():
                 pairs = [item for kv in self.counters.snapshot().items() for item in kv]
-                n.reply(
-                    sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.worker.state, bound=bound
-                )
+                n.reply(sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.pool.state, bound=bound)
 
     def _scene_written(self, key: str, files: JobFiles) -> None:
         self.shows.library.add(key, files.job_id, "")
@@ -176,7 +176,9 @@ class Commands:
                 f"{sender[0]} sends jobs faster than {self.settings.client_jobs_per_s:g} per second "
                 f"(burst {self.settings.client_jobs_burst}); wait a moment"
             )
-        self.shows.yield_to_live()  # live jobs first: a pre-generation job steps aside
+        self.pool.refuse_if_down()  # no worker alive: an error now rather than a job nobody runs
+        if self.pool.idle_workers == 0:
+            self.shows.yield_to_live()  # live jobs first: a pre-generation job steps aside
         self._enqueue(Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt), bound)
 
     def _enqueue(self, job: Job, bound: int | None = None) -> None:
@@ -192,20 +194,19 @@ class Commands:
         logger.info("job %s queued at %d: %r", job.id, position, job.request.prompt[:80])
 
     def _cancel(self, job_id: str | None, sender: Address) -> None:
-        running = self.worker.running
-        if running is not None and running.timed_out:
-            running = None
+        jobs = self.pool.running
         if job_id is None:
-            if running is None:
+            if not jobs:
                 raise UnknownJob("no job is running; /ldm3d/cancel <job id> cancels a queued one")
-            job_id = running.id
+            job_id = jobs[-1].id  # the latest started (with several workers)
         job = self.queue.remove(job_id)
         if job is not None:
             job.cancel.cancel()
             self.notifier.event([sender, job.sender, *self.notifier.subscribers], "/ldm3d/cancelled", job.id)
             job.finished("/ldm3d/cancelled")
             return
-        if running is not None and running.id == job_id:
+        running = next((job for job in jobs if job.id == job_id), None)
+        if running is not None:
             running.cancel_requested_by = sender
             running.cancel.cancel()  # the worker reports /ldm3d/cancelled within one step
             return

@@ -38,6 +38,8 @@ class Job:
     upscale_after: bool = False
     #: Told the job's final address (``/ldm3d/ready``, ``/ldm3d/error``, ``/ldm3d/cancelled``).
     on_done: Callable[[str], None] | None = None
+    #: Put back once already: its worker was lost before the job began (a second loss fails it).
+    retried: bool = False
     _outcome_sent: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -58,7 +60,7 @@ class Job:
 
 
 class JobQueue:
-    """Bounded queue of jobs waiting for the worker. Thread-safe."""
+    """Bounded queue of jobs waiting for a worker (every worker of the pool takes from it). Thread-safe."""
 
     def __init__(self, capacity: int = 16, mode: str = "fifo") -> None:
         if mode not in QUEUE_MODES:
@@ -86,6 +88,16 @@ class JobQueue:
             self._jobs.append(job)
             self._cond.notify()
             return len(self._jobs), replaced
+
+    def put_back(self, job: Job) -> bool:
+        """Queue ``job`` again, first (its worker was lost before it began). False when a newer job
+        arrived meanwhile in latest-wins mode: the job is outdated, and stays out."""
+        with self._cond:
+            if self._closed or (self.mode == "latest-wins" and self._jobs):
+                return False
+            self._jobs.appendleft(job)
+            self._cond.notify()
+            return True
 
     def take(self, timeout: float | None = None, on_take: Callable[[Job], None] | None = None) -> Job | None:
         """The next job, or None after ``timeout`` seconds or once closed and empty.

@@ -26,9 +26,9 @@ from bridge.output.writer import TextureWriter
 from bridge.serve.jobs import Address, Job, JobQueue
 from bridge.serve.limits import Counters, LogLimiter
 from bridge.serve.notifier import Notifier
+from bridge.serve.pool import WorkerPool
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
-from bridge.serve.worker import Worker
 from bridge.settings import BridgeSettings
 from bridge.web.page import World
 from ldm3d_engine.types import Img2ImgRequest, UpscaleRequest
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: From ``/ldm3d/show/state``'s arguments to the page's names.
 SHOW_STATE = ("show", "cue", "cue_state", "next", "rendered", "total", "loop", "running")
+#: From ``/ldm3d/worker``'s arguments to the page's names.
+WORKER = ("index", "where", "state", "job")
 
 
 class PageDesk:
@@ -53,9 +55,9 @@ class PageDesk:
         display: dict[str, float | int],
         notifier: Notifier,
         counters: Counters,
-        worker: Worker,
+        pool: WorkerPool,
         shows: ShowDesk,
-        state_args: Callable[[], tuple[str, int, str, str, str]],
+        state_args: Callable[[], tuple[str, int, str, str, str, int, int]],
         handle: Callable[[protocol.Command, Address], None],
         boot_id: str,
         upscale: bool,
@@ -68,7 +70,7 @@ class PageDesk:
         self._display = display
         self._notifier = notifier
         self._counters = counters
-        self._worker = worker
+        self._pool = pool
         self._shows = shows
         self._state_args = state_args
         self._handle = handle
@@ -92,13 +94,17 @@ class PageDesk:
         }
 
     def status(self) -> dict[str, Any]:
-        state, _, _, _, _ = self._state_args()
-        running = self._worker.running
+        state, _, _, _, _, alive, total = self._state_args()
         waiting = [_job(job) for job in self._queue.snapshot()]
         show = dict(zip(SHOW_STATE, self._shows.state_args(), strict=True))
         return {
             "state": state,
-            "running": _job(running) if running is not None and not running.timed_out else None,
+            "running": [_job(job) for job in self._pool.running],
+            "workers": {
+                "alive": alive,
+                "total": total,
+                "each": [dict(zip(WORKER, args, strict=True)) for args in self._pool.worker_args()],
+            },
             "queue": [{**job, "position": n} for n, job in enumerate(waiting, 1)],
             "show": {**show, "cues": self._shows.cues()} if show["show"] else None,
         }

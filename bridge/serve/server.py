@@ -6,12 +6,15 @@ Threads, each with one job:
   them at 8192), checks, decodes and parses them one by one
   (:mod:`bridge.serve.intake`) and hands each command to :meth:`Bridge.handle`.
   Handling never blocks: it queues, cancels or answers. No thread per datagram.
-* **worker** owns the engine and so the GPU: it loads the model, warms it up,
-  then runs jobs one at a time (:mod:`bridge.serve.worker`).
+* **workers**, one per engine slot (a device of this machine, or a Ray actor),
+  each owning its engine: it loads the model, warms it up, then takes jobs from
+  the one queue (:mod:`bridge.serve.pool`, :mod:`bridge.serve.worker`); one
+  **writer** writes every finished job (:mod:`bridge.serve.writes`).
 * **monitor** sends the ``/ldm3d/state`` heartbeat to subscribers, times
   out jobs that run too long, ends subscriber-name lookups past their deadline,
-  lets subscription leases lapse, and watches the other threads: one that dies
-  makes the bridge ``failed`` so that ``serve`` exits 1 for its supervisor.
+  lets subscription leases lapse, starts a new worker thread for one that died,
+  and watches the other threads: one that dies makes the bridge ``failed`` so
+  that ``serve`` exits 1 for its supervisor.
 * **resolve** threads (short-lived, at most four) look up subscriber host names,
   so a resolver that does not answer never delays the threads above.
 
@@ -28,12 +31,12 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bridge.contract import protocol
-from bridge.contract.engine_api import EngineLike
+from bridge.contract.engine_api import EngineLike, EngineSlot, LocalSlot
 from bridge.contract.ranges import ranges_for
 from bridge.errors import BridgeError
 from bridge.osc.codec import Arg
@@ -46,11 +49,11 @@ from bridge.serve.jobs import Address, JobQueue
 from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
 from bridge.serve.notifier import Notifier
 from bridge.serve.pages import PageDesk
+from bridge.serve.pool import WorkerPool
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
 from bridge.serve.subscribing import SubscriptionDesk
 from bridge.serve.subscriptions import Subscriptions
-from bridge.serve.worker import Worker
 from bridge.settings import BridgeSettings
 from bridge.show.library import SceneLibrary
 from bridge.web.http import WebServer
@@ -67,11 +70,23 @@ class Bridge(Commands):
     def __init__(
         self,
         settings: BridgeSettings,
-        engine_factory: Callable[[], EngineLike],
+        engine_factory: Callable[[], EngineLike] | None = None,
         writer: TextureWriter | None = None,
         upscaler_factory: Callable[[], EngineLike] | None = None,
         resolver: Resolver = system_resolver,
+        slots: Sequence[EngineSlot] | None = None,
     ) -> None:
+        """One worker on ``engine_factory``'s engine (and ``upscaler_factory``'s upscaler), or one
+        per slot of ``slots`` (devices of this machine, Ray actors), whose upscalers are
+        ``settings.upscale_model``."""
+        if slots is None:
+            if engine_factory is None:
+                raise ValueError("a bridge needs an engine_factory or slots")
+            slots = [LocalSlot(engine_factory, upscaler_factory, where=settings.device)]
+            self.upscale = upscaler_factory is not None
+        else:
+            self.upscale = settings.upscale_model is not None
+        self._slots = list(slots)
         self.settings = settings
         self.writer = writer or TextureWriter(
             Path(settings.output),
@@ -93,12 +108,10 @@ class Bridge(Commands):
         self._log = LogLimiter(logger)
         self._sock: socket.socket | None = None
         self._notifier: Notifier | None = None
-        self._worker: Worker | None = None
+        self._pool: WorkerPool | None = None
         self._desk: SubscriptionDesk | None = None
         self._intake: Intake | None = None
         self._web: WebServer | None = None
-        self._engine_factory = engine_factory
-        self._upscaler_factory = upscaler_factory
         self._resolver = AsyncResolver(resolver, settings.resolve_timeout_s)
         self._stop_intake = threading.Event()
         self._stop_monitor = threading.Event()
@@ -138,9 +151,9 @@ class Bridge(Commands):
         return self._shows
 
     @property
-    def worker(self) -> Worker:
-        assert self._worker is not None, "start() first"
-        return self._worker
+    def pool(self) -> WorkerPool:
+        assert self._pool is not None, "start() first"
+        return self._pool
 
     @property
     def stopped(self) -> bool:
@@ -153,12 +166,23 @@ class Bridge(Commands):
             monitor = next((t for t in self._threads if t.name == "ldm3d-monitor"), None)
             if monitor is not None and monitor.ident is not None and not monitor.is_alive():
                 self._thread_failed = "the bridge's ldm3d-monitor thread died"  # it watches the others
-        return self._thread_failed or (self._worker.failed if self._worker is not None else None)
+        return self._thread_failed or (self._pool.failed if self._pool is not None else None)
 
-    def state_args(self) -> tuple[str, int, str, str, str]:
-        """``/ldm3d/state``: state, queue length, running job, model, boot id (new at every start)."""
-        state, queued, running, model = self.worker.state_args()
-        return ("failed" if self.failed else state), queued, running, model, self.boot_id
+    def state_args(self) -> tuple[str, int, str, str, str, int, int]:
+        """``/ldm3d/state``: state, queue length, running job (the earliest started), model, boot id
+        (new at every start), workers alive, workers in all."""
+        pool = self.pool
+        running = pool.running
+        state = "failed" if self.failed else pool.state
+        return (
+            state,
+            len(self.queue),
+            running[0].id if running else "",
+            self.settings.model,
+            self.boot_id,
+            pool.alive,
+            pool.total,
+        )
 
     def start(self) -> None:
         """Bind, then load and warm the model in the worker while intake already answers."""
@@ -194,25 +218,25 @@ class Bridge(Commands):
         dropped, adopted = library.check()
         if dropped or adopted:
             logger.info("scene library: %d scenes to render again, %d complete ones adopted", dropped, adopted)
-        self._worker = Worker(
-            self._engine_factory,
+        self._pool = WorkerPool(
+            self._slots,
             self.queue,
             self.writer,
             self._notifier,
             self.settings,
-            on_idle=self._advertise,
-            upscaler_factory=self._upscaler_factory,
+            self.counters,
+            on_first_ready=self._advertise,
             on_scene=self._scene_written,
         )
-        worker = self._worker
+        pool = self._pool
         self._shows = ShowDesk(
             s,
             library,
             self.writer,
             self._notifier,
             self._enqueue,
-            engine=lambda: worker.engine,
-            idle=lambda: worker.state == "idle" and len(self.queue) == 0,
+            engine=lambda: pool.engine,
+            idle=lambda: pool.idle_workers > 0 and len(self.queue) == 0,
         )
         self._intake = Intake(sock, s, self._notifier, self._desk, self.counters, self._dispatch, self._stop_intake)
         if s.http:
@@ -224,9 +248,9 @@ class Bridge(Commands):
                 raise
         for name, target in (("intake", self._intake.run), ("monitor", self._monitor)):
             self._threads.append(threading.Thread(target=target, name=f"ldm3d-{name}", daemon=True))
-        self._threads.append(threading.Thread(target=self._worker.run, name="ldm3d-worker", daemon=True))
         for thread in self._threads:
             thread.start()
+        self._pool.start()
         logger.info("listening for OSC on udp://%s:%s", *self.address)
 
     def _start_web(self) -> None:
@@ -240,12 +264,12 @@ class Bridge(Commands):
             display=self.display,
             notifier=self.notifier,
             counters=self.counters,
-            worker=self.worker,
+            pool=self.pool,
             shows=self.shows,
             state_args=self.state_args,
             handle=self._page_command,
             boot_id=self.boot_id,
-            upscale=self._upscaler_factory is not None,
+            upscale=self.upscale,
         )
         hub = PageHub(desk)
         web = WebServer(
@@ -277,7 +301,7 @@ class Bridge(Commands):
         values = self.stage.snapshot()
         values.update({f"/ldm3d/display/{k}": (v,) for k, v in self.display.items()})
         values["/ldm3d/state"] = self.state_args()
-        values["/ldm3d/busy"] = (int(self.worker.state == "busy"),)
+        values["/ldm3d/busy"] = (int(self.pool.state == "busy"),)
         values["/ldm3d/show/state"] = self.shows.state_args()
         return values
 
@@ -325,22 +349,18 @@ class Bridge(Commands):
             self._advertiser.close()
         self._resolver.close()
         ended = True
-        if self._worker is not None:
-            self._worker.shutdown(cancel_running)
+        if self._pool is not None:
+            self._pool.shutdown(cancel_running)
             s = self.settings
             deadline = time.monotonic() + s.stuck_grace_s + (0.0 if cancel_running else s.job_timeout_s)
-            worker = next(t for t in self._threads if t.name == "ldm3d-worker")
-            while worker.is_alive() and time.monotonic() < deadline and not self.failed:
-                worker.join(0.1)
-            ended = not worker.is_alive()
+            ended = self._pool.join(deadline, give_up=lambda: self.failed is not None)
             if not ended:
-                logger.error("the engine did not stop; leaving it behind")
+                logger.error("an engine did not stop; leaving it behind")
         self._stop_monitor.set()
         if self._web is not None:
             self._web.stop()
         for thread in self._threads:
-            if thread.name != "ldm3d-worker":
-                thread.join(5.0)
+            thread.join(5.0)
         if self._sock is not None:
             self._sock.close()
         if self._shows is not None and ended:
@@ -376,8 +396,8 @@ class Bridge(Commands):
                 self._log.exception("monitor", time.monotonic(), "the monitor failed; it carries on")
 
     def _tick(self, now: float, next_beat: float) -> float:
-        worker = self.worker
-        worker.check_timeout(now)
+        pool = self.pool
+        pool.check(now)
         self.shows.tick(now)
         self._resolver.poll(now)
         for sub in self.notifier.expire():
@@ -390,12 +410,12 @@ class Bridge(Commands):
             except OSError as exc:
                 self._log.warning("save_subscribers", now, "could not save the subscribers: %s", exc)
         if self._thread_failed is None and not self._stop_intake.is_set():
-            dead = [t.name for t in [*self._threads, *worker.threads] if not t.is_alive()]
+            dead = [t.name for t in [*self._threads, *pool.threads] if not t.is_alive()]
             if dead:
                 self._thread_failed = f"the bridge's {', '.join(dead)} thread died"
                 logger.error("%s; exiting so that a supervisor can restart the bridge", self._thread_failed)
         if now >= next_beat:  # the lamp is also sent at each change, by the worker
             next_beat = now + self.settings.heartbeat_s
             self.notifier.broadcast("/ldm3d/state", *self.state_args())
-            self.notifier.broadcast("/ldm3d/busy", int(worker.state == "busy"))
+            self.notifier.broadcast("/ldm3d/busy", int(pool.state == "busy"))
         return next_beat

@@ -8,9 +8,10 @@ job fails the show's ``fallback`` cue is shown. The state (show file, current cu
 kept in the library's database, so a restarted bridge announces the current world again and
 goes on with the loop.
 
-Pre-generation (``/ldm3d/show/pregen``) submits one missing scene at a time, only when the
-queue is empty and the worker idle, as a quiet job (no progress, no messages); a live job
-cancels it (:meth:`ShowDesk.yield_to_live`) and the scene is tried again later.
+Pre-generation (``/ldm3d/show/pregen``) submits a missing scene whenever the queue is empty
+and a worker idle (so with several workers, several scenes render at once), as a quiet job
+(no progress, no messages); a live job that finds no idle worker cancels one of them
+(:meth:`ShowDesk.yield_to_live`) and that scene is tried again later.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class ShowDesk:
         self.cue_state = ""
         self._shown_at = 0.0
         self._pregen = False
-        self._background: Job | None = None
+        #: Pre-generation jobs queued or running, by scene key.
+        self._background: dict[str, Job] = {}
         self._resumed = False
         #: Cue number → scene key, and the keys in the library (both kept for the loaded show).
         self._keys: dict[str, str] = {}
@@ -173,8 +175,9 @@ class ShowDesk:
                 self._rendered.add(key)
 
     def yield_to_live(self) -> None:
-        """A live job arrived: a pre-generation job steps aside (tried again later)."""
-        job = self._background
+        """A live job arrived and no worker is idle: a pre-generation job steps aside (tried again later)."""
+        with self._lock:
+            job = next((j for j in reversed(self._background.values()) if not j.cancel.cancelled), None)
         if job is not None:
             job.cancel.cancel()
 
@@ -195,7 +198,7 @@ class ShowDesk:
                 following = self._next(1)
                 if following is not None:
                     self._show(following, None)
-            if self._pregen and self._background is None and self._idle():
+            if self._pregen and self._idle():
                 self._pregen_next()
 
     # -- inside ------------------------------------------------------------------
@@ -208,7 +211,10 @@ class ShowDesk:
     def _engine_or_refuse(self) -> EngineLike:
         engine = self._engine()
         if engine is None:
-            raise BridgeError("the model is still loading; cues can be shown once it is ready (see /ldm3d/state)")
+            raise BridgeError(
+                "no worker has the model ready (loading, or restarting); cues can be shown once one has "
+                "(see /ldm3d/state)"
+            )
         return engine
 
     def _use(self, show: Show) -> None:
@@ -249,7 +255,11 @@ class ShowDesk:
         else:
             self.cue_state = "rendering"
             if key not in self._live:  # the same cue asked again while it renders: one job
-                self.yield_to_live()
+                background = self._background.get(key)
+                if background is not None:  # pre-generation was making this very scene: it is made live now
+                    background.cancel.cancel()
+                elif not self._idle():
+                    self.yield_to_live()
                 self._live.add(key)
                 self._render(cue, key, sender, quiet=False, on_done=lambda address: self._scene_job_ended(key, address))
         self._save()
@@ -295,27 +305,31 @@ class ShowDesk:
     def _pregen_next(self) -> None:
         show = self._loaded()
         rendered = self._rendered_keys() or set()
+        keys = {self._key(cue) for cue in show.cues}
         missing = [(cue, key) for cue in show.cues if (key := self._key(cue)) not in rendered]
         if not missing:
-            self._pregen = False
-            logger.info("pre-generation of %r done: %d scenes", show.name, len(rendered))
-            self._announce_state(None)
+            if not self._background:
+                self._pregen = False
+                logger.info("pre-generation of %r done: %d scenes", show.name, len(rendered))
+                self._announce_state(None)
             return
-        cue, key = missing[0]
+        # Not one a worker already renders (for pre-generation, or live because its cue was shown).
+        waiting = [(cue, key) for cue, key in missing if key not in self._background and key not in self._live]
+        if not waiting:
+            return
+        cue, key = waiting[0]
 
         def done(address: str) -> None:
             with self._lock:
-                self._background = None
+                self._background.pop(key, None)
                 if address == "/ldm3d/ready" or address == "/ldm3d/cancelled":
-                    total = len({self._key(c) for c in show.cues})
-                    self._notifier.broadcast(
-                        "/ldm3d/show/progress", total - len(missing) + (address == "/ldm3d/ready"), total
-                    )
+                    made = len(keys & (self._rendered_keys() or set()))
+                    self._notifier.broadcast("/ldm3d/show/progress", made, len(keys))
                 else:  # a scene that fails would fail again: stop rather than loop on it
                     self._pregen = False
                     logger.warning("pre-generation stopped: cue %s failed", cue.number)
 
-        self._background = self._render(cue, key, None, quiet=True, on_done=done)
+        self._background[key] = self._render(cue, key, None, quiet=True, on_done=done)
 
     def _resume(self) -> None:
         """After a restart: the saved show and cue, announced to the (restored) subscribers."""

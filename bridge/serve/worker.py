@@ -1,28 +1,35 @@
-"""The worker thread: the only thread that touches the engine (and so the GPU).
+"""One worker of the pool: a thread that opens its engine slot and runs jobs from the shared queue.
 
-It loads the model (state ``loading``), runs one short warm-up generation
-(``warming``) so the first prompt of a show is not the slow one, then runs
-queued jobs (``idle`` / ``busy``). Every job ends in exactly one of
-``/ldm3d/ready``, ``/ldm3d/cancelled`` or ``/ldm3d/error``:
+A worker's engine lives in its :class:`~bridge.contract.engine_api.EngineSlot`: on one device
+of this process, or in a Ray actor on any node. The worker loads it (state ``loading``), runs
+one short warm-up generation (``warming``) so the first prompt of a show is not the slow one,
+then takes jobs (``idle`` / ``busy``). Every job ends in exactly one of ``/ldm3d/ready``,
+``/ldm3d/cancelled`` or ``/ldm3d/error``:
 
 =================  ===============================================
 ``bad_arguments``  the model refused the request (size, steps, …)
 ``out_of_memory``  the device ran out of memory (after one retry
                    with a freed cache, when ``oom_retry`` is on)
 ``timeout``        the job ran past ``job_timeout_s``
-``engine_failed``  any other failure inside the engine
+``engine_failed``  any other failure inside the engine, or the
+                   worker's engine was lost during the job
 ``write_failed``   the output folder is unwritable or full
-``model_failed``   the model could not be loaded (the bridge stops)
+``model_failed``   the model could not be loaded
 =================  ===============================================
 
-Finished jobs go to a writer thread, which writes their files and then sends
-``/ldm3d/ready`` in job order, while the worker already denoises the next job.
+Finished jobs go to the writer thread (:mod:`bridge.serve.writes`), which writes their files
+and sends ``/ldm3d/ready`` while the worker already denoises the next job.
 
-A job past its timeout is cancelled and reported at once (by
-:meth:`Worker.check_timeout`, called by the bridge's monitor thread). An engine
-that does not stop within ``stuck_grace_s`` after that is stuck for good (a hung
-driver call cannot be interrupted from Python): :attr:`Worker.failed` is set
-and ``serve`` exits with status 1 so that its supervisor restarts it.
+**Lost engines.** When the engine goes away (an actor that died: :class:`EngineLost`) the
+worker is ``restarting`` until its slot brings it back (Ray restarts the actor, or a new one
+is made), trying again with a growing pause. A job it had begun ends in ``engine_failed``; a
+job it had not begun is put back first in the queue, once, for the next free worker. While
+idle, the worker checks its engine every ``heartbeat_s``.
+
+A job past its timeout is cancelled and reported at once (:meth:`Worker.check_timeout`, called
+by the bridge's monitor thread). An engine that does not stop within ``stuck_grace_s`` after
+that is stuck: a Ray actor is killed and restarted; an engine in this process cannot be
+interrupted from Python (a hung driver call), so the worker is out for good (:attr:`failed`).
 """
 
 from __future__ import annotations
@@ -31,113 +38,186 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from queue import Queue
-from typing import Any
 
-from bridge.contract.engine_api import EngineLike
+from bridge.contract.engine_api import EngineFailure, EngineLike, EngineLost, EngineSlot
 from bridge.contract.requests import generate_then_upscale
-from bridge.errors import BadArguments, WriteFailed
+from bridge.errors import BadArguments
 from bridge.osc.codec import Arg
 from bridge.output.images import read_depth16, read_rgb
-from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.jobs import Address, Job, JobQueue
-from bridge.serve.limits import LogLimiter
+from bridge.serve.limits import Counters, LogLimiter
 from bridge.serve.notifier import Notifier
+from bridge.serve.writes import Finished, Writes, failed
 from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
 from ldm3d_engine.types import GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class _Finished:
-    """A computed job waiting for the writer thread."""
-
-    job: Job
-    result: RGBDResult
-    extra: dict[str, Any]
-    notify: list[Address | None]
+#: What ends a job without a result: who is told, the address, its arguments.
+Outcome = tuple[list[Address | None], str, tuple[Arg, ...]]
+#: Pause before bringing a lost engine back again: doubled at each failure, up to this.
+MAX_PAUSE_S = 30.0
 
 
 class Worker:
     def __init__(
         self,
-        engine_factory: Callable[[], EngineLike],
+        index: int,
+        slot: EngineSlot,
         queue: JobQueue,
-        writer: TextureWriter,
+        writes: Writes,
         notifier: Notifier,
         settings: BridgeSettings,
-        on_idle: Callable[[], None] = lambda: None,
-        upscaler_factory: Callable[[], EngineLike] | None = None,
-        on_scene: Callable[[str, JobFiles], None] = lambda key, files: None,
+        counters: Counters,
+        on_ready: Callable[[Worker], None] = lambda worker: None,
+        on_job_end: Callable[[], None] = lambda: None,
     ) -> None:
-        self._factory = engine_factory
-        self._upscaler_factory = upscaler_factory
+        self.index = index
+        self.slot = slot
         self._queue = queue
-        self._writer = writer
+        self._writes = writes
         self._notifier = notifier
         self._settings = settings
-        self._on_idle = on_idle
-        #: A scene's folder is complete: record it in the show's library.
-        self._on_scene = on_scene
+        self._counters = counters
+        self._on_ready = on_ready
+        #: A job ended on this worker: the pool sends the busy lamp.
+        self._on_job_end = on_job_end
         self._stopping = threading.Event()
-        self._cancel_running = True
         self.engine: EngineLike | None = None
         self.upscaler: EngineLike | None = None
+        #: loading, warming, idle, busy, restarting or failed.
         self.state = "loading"
         self.running: Job | None = None
-        self._started = 0.0
-        #: Why the bridge cannot go on (model not loadable, engine stuck), once it cannot.
+        self.started_at = 0.0
+        self._killed = False
+        #: Why this worker is out for good (its model cannot load, its engine is stuck, its thread keeps dying).
         self.failed: str | None = None
+        #: Why its thread ended unexpectedly (the pool starts a new one).
+        self.died: str | None = None
+        #: Thread deaths since its last finished job.
+        self.deaths = 0
+        #: Set once it was ready, or failed, for the first time (``on_ready`` is told either way).
         self.ready = threading.Event()
-        #: Finished jobs for the writer thread; two at most, so a slow disk slows the worker down.
-        self._writes: Queue[_Finished | None] = Queue(maxsize=2)
-        self._writer_thread = threading.Thread(target=self._write_loop, name="ldm3d-writer", daemon=True)
+        self.thread = threading.Thread(target=self.run, name=self._thread_name(), daemon=True)
         self._log = LogLimiter(logger)
 
-    @property
-    def threads(self) -> list[threading.Thread]:
-        """The threads the worker starts besides its own (watched by the bridge's monitor)."""
-        return [self._writer_thread] if self._writer_thread.ident is not None else []
+    def _thread_name(self) -> str:
+        return f"ldm3d-worker-{self.index}"
 
-    def state_args(self) -> tuple[str, int, str, str]:
-        running = self.running
-        return (self.state, len(self._queue), running.id if running else "", self._settings.model)
+    @property
+    def name(self) -> str:
+        return f"worker {self.index} ({self.slot.where})"
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ("idle", "busy")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def restart(self) -> None:
+        """A new thread after this one died: the engine is loaded again."""
+        self.died = None
+        self.engine = self.upscaler = None
+        self.state = "restarting"
+        self.thread = threading.Thread(target=self.run, name=self._thread_name(), daemon=True)
+        self.thread.start()
 
     def shutdown(self, cancel_running: bool) -> None:
-        self._cancel_running = cancel_running
         self._stopping.set()
-        for job in self._queue.drain():
-            job.cancel.cancel()
-            if not job.quiet:
-                self._notifier.notify(job.sender, "/ldm3d/cancelled", job.id)
         running = self.running
         if cancel_running and running is not None:
             running.cancel.cancel()
-        self._queue.close()
 
     # -- the thread --------------------------------------------------------
 
     def run(self) -> None:
-        self._writer_thread.start()
         try:
             self._serve()
-        finally:
-            self._writes.put(None)  # finish every pending write before the worker ends
-            self._writer_thread.join()
+        except BaseException as exc:  # noqa: BLE001 - the thread ends; the pool starts a new one
+            self.died = f"{type(exc).__name__}: {exc}"
+            self.deaths += 1
+            job, self.running = self.running, None
+            self.state = "restarting"
+            logger.error("%s: its thread died (%s)", self.name, self.died)
+            if job is not None and job.claim_outcome():
+                address, args = failed(job, "engine_failed", f"{self.name} died: {self.died}")
+                self._notifier.event([] if job.quiet else [job.sender, *self._notifier.subscribers], address, *args)
+                job.finished(address)
+            self._on_job_end()
 
     def _serve(self) -> None:
-        if not self._load():
-            return
+        pause = 1.0
+        while not self._stopping.is_set():
+            if self.engine is None:
+                if not self._open():
+                    if self.failed is not None:
+                        return
+                    self._stopping.wait(pause)
+                    pause = min(MAX_PAUSE_S, pause * 2)
+                    continue
+                pause = 1.0
+            self._take_jobs()  # until stopping, or until the engine is lost
+
+    def _open(self) -> bool:
+        first = not self.ready.is_set()
+        self.state = "loading" if first else "restarting"
+        t0 = time.perf_counter()
+        try:
+            engine, upscaler = self.slot.open()
+            logger.info("%s: model %s loaded in %.1f s", self.name, engine.model_id, time.perf_counter() - t0)
+            if self._settings.warmup:
+                self.state = "warming" if first else "restarting"
+                self._warm_up(engine)
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, never raised
+            reason = str(exc) if isinstance(exc, EngineError | EngineFailure) else f"{type(exc).__name__}: {exc}"
+            if first and not isinstance(exc, EngineLost):
+                self.failed = reason
+                self.state = "failed"
+                logger.error("%s: the model could not be loaded: %s", self.name, reason)
+                self.ready.set()
+                self._on_ready(self)
+                return False
+            self._log.warning("reopen", time.monotonic(), "%s could not be brought back yet: %s", self.name, reason)
+            return False
+        self.engine, self.upscaler = engine, upscaler
         self.state = "idle"
+        if not first:
+            logger.info("%s is back", self.name)
         self.ready.set()
-        self._on_idle()
+        self._on_ready(self)
+        return True
+
+    def _warm_up(self, engine: EngineLike) -> None:
+        t1 = time.perf_counter()
+        s = self._settings
+        # A compiled UNet is compiled per seamless setting: pay for both now, not mid-show.
+        for seamless in (True, False) if s.compile else (None,):
+            engine.generate(
+                GenerateRequest(
+                    "warm-up",
+                    sampling=s.sampling,
+                    seed=0,
+                    steps=s.warmup_steps,
+                    width=s.width,
+                    height=s.height,
+                    seamless=seamless,
+                )
+            )
+        logger.info("%s: warm-up took %.1f s", self.name, time.perf_counter() - t1)
+
+    def _take_jobs(self) -> None:
+        check_at = time.monotonic() + self._settings.heartbeat_s
         while not self._stopping.is_set():
             job = self._queue.take(timeout=0.25, on_take=self._mark_running)
             if job is None:
+                if time.monotonic() >= check_at:
+                    check_at = time.monotonic() + self._settings.heartbeat_s
+                    if not self._engine_answers():
+                        self._lose("its engine stopped answering")
+                        return
                 continue
             if job.cancel.cancelled:  # cancelled while it waited (its message, if any, went out then)
                 self.running = None
@@ -145,68 +225,71 @@ class Worker:
                 if job.claim_outcome():
                     job.finished("/ldm3d/cancelled")  # e.g. a pre-generation job a live job pushed aside
                 continue
-            self._notifier.broadcast("/ldm3d/busy", 1)  # a lamp: on for each job, off after it
+            self._notifier.broadcast("/ldm3d/busy", 1)  # a lamp: on for each job, off when none runs
+            lost: EngineLost | None = None
+            outcome: Finished | Outcome | None
             try:
                 outcome = self._run_job(job)
+            except EngineLost as exc:
+                lost = exc
+                outcome = self._job_after_loss(job, exc)
             except Exception as exc:  # noqa: BLE001 - never let one job end the worker
                 self._log.exception("worker", time.monotonic(), "the worker failed on job %s", job.id)
                 outcome = (
                     [job.sender, *self._notifier.subscribers],
-                    *self._error(job, "engine_failed", f"{type(exc).__name__}: {exc}"),
+                    *failed(job, "engine_failed", f"{type(exc).__name__}: {exc}"),
                 )
             # Clear the state first: a client reacting to the outcome must see the job gone.
             self.running = None
-            self.state = "idle"
-            self._notifier.broadcast("/ldm3d/busy", 0)
-            if isinstance(outcome, _Finished):
+            self.state = "idle" if lost is None else "restarting"
+            self._on_job_end()
+            if isinstance(outcome, Finished):
+                self.deaths = 0
                 self._writes.put(outcome)  # the writer thread writes it while the next job denoises
-            elif job.claim_outcome():
+            elif outcome is not None and job.claim_outcome():
                 targets, address, args = outcome
                 self._notifier.event(targets, address, *args)
                 job.finished(address)
+            if lost is not None:
+                self._lose(str(lost))
+                return
 
-    def _write_loop(self) -> None:
-        """Writes finished jobs in order, then sends /ldm3d/ready (or write_failed)."""
-        while (item := self._writes.get()) is not None:
-            job = item.job
-            try:
-                if job.scene_key is not None:
-                    files = self._writer.write_scene(job.id, item.result, {**item.extra, "scene_key": job.scene_key})
-                    self._on_scene(job.scene_key, files)
-                else:
-                    files = self._writer.write(job.id, item.result, item.extra, fmt=job.format)
-            except WriteFailed as exc:
-                address, args = self._error(job, exc.code, str(exc))
-            except Exception as exc:  # noqa: BLE001 - the writer thread must go on
-                self._log.exception("write", time.monotonic(), "writing job %s failed", job.id)
-                address, args = self._error(job, "write_failed", f"{type(exc).__name__}: {exc}")
-            else:
-                t = item.result.timings
-                logger.info(
-                    "job %s ready in %.2f s (text %.2f, denoise %.2f, decode %.2f): %s",
-                    job.id,
-                    time.time() - job.created,
-                    t.text_encoding_s,
-                    t.denoising_s,
-                    t.decoding_s,
-                    files.folder,
-                )
-                address, args = "/ldm3d/ready", files.ready_args()
-            if job.claim_outcome():
-                self._notifier.event(item.notify, address, *args)
-                job.finished(address)
+    def _engine_answers(self) -> bool:
+        try:
+            return self.slot.alive()
+        except Exception:  # noqa: BLE001 - any failure to answer means the engine is gone
+            return False
+
+    def _lose(self, why: str) -> None:
+        self._counters.add("workers_lost")
+        logger.error("%s was lost (%s); bringing it back", self.name, why)
+        self.engine = self.upscaler = None
+        self.state = "restarting"
+
+    def _job_after_loss(self, job: Job, lost: EngineLost) -> Outcome | None:
+        """A job whose engine was lost: put back once if it had not begun (None), else its outcome."""
+        notify: list[Address | None] = [] if job.quiet else [job.sender, *self._notifier.subscribers]
+        if not lost.started and not job.retried and not job.cancel.cancelled:
+            job.retried = True
+            if self._queue.put_back(job):
+                self._counters.add("jobs_retried")
+                logger.warning("job %s had not begun on %s; it goes to the next free worker", job.id, self.name)
+                return None
+            return [*notify, job.cancel_requested_by], "/ldm3d/cancelled", (job.id,)  # latest-wins: outdated
+        return notify, *failed(job, "engine_failed", f"{self.name} was lost during the job: {lost}")
 
     def _mark_running(self, job: Job) -> None:
         self.running = job
         self.state = "busy"
-        self._started = time.monotonic()
+        self.started_at = time.monotonic()
+        self._killed = False
 
     def check_timeout(self, now: float) -> None:
-        """Time out the running job; declare the engine stuck if it ignores that."""
+        """Time out the running job; stop an engine that ignores that (or give up on it)."""
         job = self.running
         if job is None:
             return
-        elapsed = now - self._started
+        elapsed = now - self.started_at
         limit = self._settings.job_timeout_s
         if elapsed > limit and not job.timed_out:
             job.timed_out = True
@@ -217,49 +300,16 @@ class Worker:
                 if not job.quiet:
                     self._notifier.notify(job.sender, "/ldm3d/error", job.id, "timeout", message)
                 job.finished("/ldm3d/error")
-        elif job.timed_out and elapsed > limit + self._settings.stuck_grace_s and self.failed is None:
-            self.failed = f"the engine is stuck in job {job.id} and does not respond to cancel"
-            logger.error("%s; exiting so that a supervisor can restart the bridge", self.failed)
+        elif job.timed_out and elapsed > limit + self._settings.stuck_grace_s and not self._killed:
+            self._killed = True
+            if self.slot.kill():
+                logger.error("%s is stuck in job %s; it was stopped and is being restarted", self.name, job.id)
+            elif self.failed is None:
+                self.failed = f"the engine of {self.name} is stuck in job {job.id} and does not respond to cancel"
+                logger.error("%s", self.failed)
 
-    def _load(self) -> bool:
-        t0 = time.perf_counter()
-        try:
-            engine = self._factory()
-            logger.info("model %s loaded in %.1f s", engine.model_id, time.perf_counter() - t0)
-            if self._upscaler_factory is not None:
-                self.upscaler = self._upscaler_factory()
-                logger.info("upscaler %s loaded", self.upscaler.model_id)
-            if self._settings.warmup:
-                self.state = "warming"
-                t1 = time.perf_counter()
-                # A compiled UNet is compiled per seamless setting: pay for both now, not mid-show.
-                for seamless in (True, False) if self._settings.compile else (None,):
-                    engine.generate(
-                        GenerateRequest(
-                            "warm-up",
-                            sampling=self._settings.sampling,
-                            seed=0,
-                            steps=self._settings.warmup_steps,
-                            width=self._settings.width,
-                            height=self._settings.height,
-                            seamless=seamless,
-                        )
-                    )
-                logger.info("warm-up took %.1f s", time.perf_counter() - t1)
-        except Exception as exc:  # noqa: BLE001 - any load failure must reach the clients, then stop the bridge
-            self.failed = f"{type(exc).__name__}: {exc}" if not isinstance(exc, EngineError) else str(exc)
-            logger.error("the model could not be loaded: %s", self.failed)
-            self.state = "failed"
-            for job in self._queue.drain():
-                self._notifier.notify(job.sender, "/ldm3d/error", job.id, "model_failed", self.failed)
-            self.ready.set()
-            return False
-        self.engine = engine
-        return True
-
-    def _run_job(self, job: Job) -> _Finished | tuple[list[Address | None], str, tuple[Arg, ...]]:
+    def _run_job(self, job: Job) -> Finished | Outcome:
         """Run one job: its result to write, or the message (targets, address, arguments) that ends it."""
-        assert self.engine is not None
         n = self._notifier
         interval = 1.0 / self._settings.progress_hz
         last = 0.0
@@ -272,7 +322,7 @@ class Worker:
                 n.notify(job.sender, "/ldm3d/progress", job.id, step, total)
                 n.notify(job.sender, "/ldm3d/progress/fraction", round(step / total, 4))
 
-        logger.info("job %s started", job.id)
+        logger.info("job %s started on %s", job.id, self.name)
         notify: list[Address | None] = [] if job.quiet else [job.sender, *n.subscribers]
         try:
             engine, run = self._runner(job, on_step)
@@ -284,19 +334,25 @@ class Worker:
                 logger.warning("job %s ran out of memory; retrying once with a freed cache", job.id)
                 engine.free_memory()
                 result = run()
-            extra = {"source_job": job.inputs["source_job"]} if "source_job" in job.inputs else {}
+            extra: dict[str, str] = {"worker": self.slot.where}
+            if "source_job" in job.inputs:
+                extra["source_job"] = job.inputs["source_job"]
             extra.update({f"input_{k}": v for k, v in job.inputs.items() if k in ("image", "depth_map")})
         except Cancelled:
             logger.info("job %s cancelled", job.id)
             return [*notify, job.cancel_requested_by], "/ldm3d/cancelled", (job.id,)
         except (InvalidRequest, BadArguments) as exc:
-            return notify, *self._error(job, "bad_arguments", str(exc))
+            return notify, *failed(job, "bad_arguments", str(exc))
         except OutOfMemory as exc:
-            return notify, *self._error(job, "out_of_memory", str(exc))
+            return notify, *failed(job, "out_of_memory", str(exc))
+        except EngineLost:
+            raise
+        except EngineFailure as exc:
+            return notify, *failed(job, "engine_failed", str(exc))
         except Exception as exc:  # noqa: BLE001 - any engine failure ends this job only
             self._log.exception("engine", time.monotonic(), "job %s failed", job.id)
-            return notify, *self._error(job, "engine_failed", f"{type(exc).__name__}: {exc}")
-        return _Finished(job, result, extra, notify)
+            return notify, *failed(job, "engine_failed", f"{type(exc).__name__}: {exc}")
+        return Finished(job, result, extra, notify)
 
     def _runner(self, job: Job, on_step: Callable[[int, int], None]) -> tuple[EngineLike, Callable[[], RGBDResult]]:
         """The engine a job runs on, and the call that runs it (done twice after out-of-memory)."""
@@ -319,8 +375,3 @@ class Worker:
             depth_map = read_depth16(Path(job.inputs["depth_map"])) if "depth_map" in job.inputs else None
             return engine, lambda: engine.img2img(request, image, depth_map, on_step=on_step, cancel=job.cancel)
         return engine, lambda: engine.generate(request, on_step=on_step, cancel=job.cancel)
-
-    @staticmethod
-    def _error(job: Job, code: str, message: str) -> tuple[str, tuple[Arg, ...]]:
-        logger.warning("job %s: %s: %s", job.id, code, message)
-        return "/ldm3d/error", (job.id, code, message)

@@ -84,6 +84,7 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         Node("/ldm3d/status", "answer with /ldm3d/state"),
         Node("/ldm3d/ping", "answer with /ldm3d/pong"),
         Node("/ldm3d/stats", "answer with /ldm3d/stats (counters)"),
+        Node("/ldm3d/workers", "answer with one /ldm3d/worker (index, where, state, job) per worker"),
         # shows (docs/shows.md)
         Node("/ldm3d/show", "a show: a cue list with its scene library"),
         Node("/ldm3d/show/load", "load a cue file from an input folder", "s", WRITE, default=("",)),
@@ -161,10 +162,10 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         # what the bridge reports (read-only)
         Node(
             "/ldm3d/state",
-            "state, queue length, running job, model, boot id",
-            "sisss",
+            "state, queue length, running job (the earliest started), model, boot id, workers alive, workers in all",
+            "sisssii",
             READ,
-            default=("loading", 0, "", "", ""),
+            default=("loading", 0, "", "", "", 0, 1),
         ),
         # how TouchDesigner shows the world (read-write, relayed to every subscriber)
         Node("/ldm3d/display", "how TouchDesigner shows the world (relayed to every subscriber)"),

@@ -274,7 +274,6 @@ def _arg(value: Any) -> Arg:
     raise TypeError(f"not an OSC argument: {value!r}")
 
 
-
 #: The page's files, in the package.
 STATIC = Path(__file__).with_name("static")
 

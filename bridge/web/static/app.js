@@ -99,12 +99,13 @@ function event(address, args, m) {
   switch (address) {
     case "/ldm3d/state":
       page.lastBeat = Date.now();
-      $("state").textContent = args[0];
+      $("state").textContent = args[6] > 1 ? `${args[0]} · workers ${args[5]}/${args[6]}` : args[0];
       if (page.boot && args[4] && args[4] !== page.boot) page.ws?.close();  // a new bridge: start over
       break;
     case "/ldm3d/progress": {
       const [id, step, total] = args;
-      if (page.status?.running?.id === id || !page.status?.running) progress(step, total, id);
+      const first = page.status?.running?.[0];  // with several workers: the bar follows the earliest job
+      if (!first || first.id === id) progress(step, total, id);
       break;
     }
     case "/ldm3d/ready":
@@ -149,11 +150,12 @@ function progress(step, total, id) {
 
 function status(s) {
   page.status = s;
-  $("state").textContent = s.state;
-  if (!s.running) progress(0, 0);
+  const w = s.workers;
+  $("state").textContent = w && w.total > 1 ? `${s.state} · workers ${w.alive}/${w.total}` : s.state;
+  if (!s.running.length) progress(0, 0);
   const q = $("queue");
   q.replaceChildren();
-  const rows = [...(s.running ? [{ ...s.running, running: true }] : []), ...s.queue];
+  const rows = [...s.running.map((job) => ({ ...job, running: true })), ...s.queue];
   for (const job of rows) {
     const li = document.createElement("li");
     li.className = job.running ? "running" : "";

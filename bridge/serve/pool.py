@@ -1,0 +1,249 @@
+"""The worker pool: one worker per engine slot, all taking jobs from the bridge's one queue.
+
+The bridge keeps what it owns with one worker or many: the queue and its modes, access,
+replies, notifications and the writer (:mod:`bridge.serve.writes`, one thread for all
+workers). A free worker takes the next job. Every worker runs the bridge's one model today;
+when workers may hold different models, the choice of a worker that has the job's model warm
+belongs in :meth:`~bridge.serve.jobs.JobQueue.take` (a job may then be passed over by a worker
+that lacks its model), and nowhere else.
+
+The pool's state, as ``/ldm3d/state`` reports it:
+
+==============  ==========================================================
+``loading``     no worker is ready yet (``warming``: one is warming up)
+``idle``        a worker is alive and none runs a job
+``busy``        a worker runs a job
+``restarting``  every worker was ready once and none is alive now: jobs are
+                refused with ``engine_failed`` until one is back
+``failed``      no worker can come back (its model cannot load, its engine
+                is stuck, its thread died three times in a row)
+==============  ==========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from bridge.contract.engine_api import EngineLike, EngineSlot
+from bridge.errors import EngineDown
+from bridge.output.writer import JobFiles, TextureWriter
+from bridge.serve.jobs import Job, JobQueue
+from bridge.serve.limits import Counters
+from bridge.serve.notifier import Notifier
+from bridge.serve.worker import Worker
+from bridge.serve.writes import Writes
+from bridge.settings import BridgeSettings
+
+logger = logging.getLogger(__name__)
+
+#: A worker whose thread dies this many times without finishing a job in between is given up.
+MAX_DEATHS = 3
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        slots: Sequence[EngineSlot],
+        queue: JobQueue,
+        writer: TextureWriter,
+        notifier: Notifier,
+        settings: BridgeSettings,
+        counters: Counters,
+        on_first_ready: Callable[[], None] = lambda: None,
+        on_scene: Callable[[str, JobFiles], None] = lambda key, files: None,
+    ) -> None:
+        if not slots:
+            raise ValueError("a worker pool needs at least one engine slot")
+        self._queue = queue
+        self._notifier = notifier
+        self._on_first_ready = on_first_ready
+        self.writes = Writes(writer, notifier, on_scene)
+        self.workers = [
+            Worker(
+                i,
+                slot,
+                queue,
+                self.writes,
+                notifier,
+                settings,
+                counters,
+                on_ready=self._worker_ready,
+                on_job_end=self._job_ended,
+            )
+            for i, slot in enumerate(slots)
+        ]
+        self._lock = threading.Lock()
+        self._ever_ready = False
+        #: Set when a worker is ready for the first time, or when every worker failed.
+        self.ready = threading.Event()
+        self._down_reported = False
+
+    # -- what the bridge reads -------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        return len(self.workers)
+
+    @property
+    def alive(self) -> int:
+        return sum(w.alive for w in self.workers)
+
+    @property
+    def failed(self) -> str | None:
+        """Why the bridge cannot go on: no worker can come back (None while one can)."""
+        reasons = [w.failed for w in self.workers]
+        if any(r is None for r in reasons):
+            return None
+        if len(reasons) == 1:
+            return reasons[0]
+        return "; ".join(f"{w.name}: {w.failed}" for w in self.workers)
+
+    @property
+    def down(self) -> bool:
+        """Every worker was ready once and none is alive now (they are being restarted)."""
+        return self._ever_ready and self.alive == 0 and self.failed is None
+
+    @property
+    def state(self) -> str:
+        if self.failed is not None:
+            return "failed"
+        states = {w.state for w in self.workers}
+        for state in ("busy", "idle"):
+            if state in states:
+                return state
+        if not self._ever_ready:
+            return "warming" if "warming" in states else "loading"
+        return "restarting"
+
+    @property
+    def running(self) -> list[Job]:
+        """The jobs running now (not those past their timeout), the earliest started first."""
+        running: list[tuple[float, Job]] = []
+        for worker in self.workers:
+            job = worker.running  # read once: the worker's thread changes it
+            if job is not None and not job.timed_out:
+                running.append((worker.started_at, job))
+        return [job for _, job in sorted(running, key=lambda pair: pair[0])]
+
+    @property
+    def idle_workers(self) -> int:
+        return sum(w.state == "idle" for w in self.workers)
+
+    @property
+    def engine(self) -> EngineLike | None:
+        """An alive worker's engine (every worker runs the same model): None while none is."""
+        return next((w.engine for w in self.workers if w.engine is not None), None)
+
+    @property
+    def upscaler(self) -> EngineLike | None:
+        return next((w.upscaler for w in self.workers if w.upscaler is not None), None)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The pool's thread besides its workers' (watched by the bridge's monitor): the writer."""
+        return [self.writes.thread] if self.writes.thread.ident is not None else []
+
+    def worker_args(self) -> list[tuple[int, str, str, str]]:
+        """``/ldm3d/worker`` for each worker: index, where it runs, its state, its job (or "")."""
+        args = []
+        for worker in self.workers:
+            job = worker.running
+            args.append((worker.index, worker.slot.where, worker.state, job.id if job is not None else ""))
+        return args
+
+    def refuse_if_down(self) -> None:
+        """Raise :class:`EngineDown` while no worker is alive (rather than queue jobs nobody runs)."""
+        if self.down:
+            raise EngineDown(
+                f"no worker is alive ({self.total} restarting: {', '.join(w.name for w in self.workers)}); "
+                "try again when /ldm3d/state says idle"
+            )
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        self.writes.thread.start()
+        for worker in self.workers:
+            worker.start()
+
+    def check(self, now: float) -> None:
+        """Called by the bridge's monitor: timeouts, new threads for dead ones, jobs nobody can run."""
+        for worker in self.workers:
+            worker.check_timeout(now)
+            if worker.died is not None and not worker.thread.is_alive():
+                if worker.deaths >= MAX_DEATHS:
+                    worker.failed = f"its thread died {worker.deaths} times in a row (last: {worker.died})"
+                    worker.state = "failed"
+                    worker.died = None
+                    logger.error("%s is given up: %s", worker.name, worker.failed)
+                else:
+                    logger.warning("%s: starting a new thread", worker.name)
+                    worker.restart()
+        if self.failed is not None:
+            self._fail_waiting_jobs()
+            self.ready.set()
+        elif self.down:
+            self._fail_waiting_jobs()
+        else:
+            self._down_reported = False
+
+    def _fail_waiting_jobs(self) -> None:
+        """No worker can run jobs now: the waiting ones end in an error rather than wait forever."""
+        code = "model_failed" if not self._ever_ready else "engine_failed"
+        reason = self.failed or f"no worker is alive ({self.total} restarting)"
+        for job in self._queue.drain():
+            job.cancel.cancel()
+            if job.claim_outcome():
+                if not job.quiet:
+                    self._notifier.notify(job.sender, "/ldm3d/error", job.id, code, reason)
+                job.finished("/ldm3d/error")
+        if self.down and not self._down_reported:
+            self._down_reported = True
+            logger.error("no worker is alive; jobs are refused until one is back")
+
+    def _worker_ready(self, worker: Worker) -> None:
+        """A worker is ready (or failed for good at its first load)."""
+        if worker.failed is not None:
+            if self.failed is not None:  # the last one: nobody will run the waiting jobs
+                self._fail_waiting_jobs()
+                self.ready.set()
+            return
+        with self._lock:
+            first = not self._ever_ready
+            self._ever_ready = True
+        self.ready.set()
+        if first:
+            self._on_first_ready()
+
+    def _job_ended(self) -> None:
+        self._notifier.broadcast("/ldm3d/busy", int(any(w.state == "busy" for w in self.workers)))
+
+    def shutdown(self, cancel_running: bool) -> None:
+        """Cancel the waiting jobs and tell every worker to stop (cancelling what runs, if asked)."""
+        for job in self._queue.drain():
+            job.cancel.cancel()
+            if job.claim_outcome():
+                if not job.quiet:
+                    self._notifier.notify(job.sender, "/ldm3d/cancelled", job.id)
+                job.finished("/ldm3d/cancelled")
+        for worker in self.workers:
+            worker.shutdown(cancel_running)
+            if worker.state in ("loading", "warming", "restarting"):
+                worker.slot.close()  # a worker waiting for its engine (an actor not placed yet) stops waiting
+        self._queue.close()
+
+    def join(self, deadline: float, give_up: Callable[[], bool]) -> bool:
+        """Wait for the workers (until ``deadline`` or ``give_up()``), then for the writer. False
+        when a worker did not end (an engine stuck in a driver call): it is left behind."""
+        for worker in self.workers:
+            while worker.thread.is_alive() and time.monotonic() < deadline and not give_up():
+                worker.thread.join(0.1)
+        stuck = [w for w in self.workers if w.thread.is_alive()]
+        self.writes.close()  # every finished job is written and announced
+        for worker in self.workers:
+            if worker not in stuck:
+                worker.slot.close()
+        return not stuck

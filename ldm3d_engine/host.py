@@ -1,0 +1,118 @@
+"""An engine in a process of its own, driven by calls: the body of a Ray actor.
+
+:class:`EngineHost` holds one engine (and, when asked, an upscaler beside it) and runs one job
+at a time as a generator of plain tuples, so that a caller in another process sees the job's
+steps as they happen and can cancel it between two of them:
+
+==================================  =========================================
+``("started",)``                    the job has begun (before any work)
+``("step", step, total)``           a denoising step is done
+``("result", RGBDResult)``          the end: the arrays and what made them
+``("cancelled", step, total)``      the end: cancelled (:class:`Cancelled`)
+``("invalid", field, message)``     the end: :class:`InvalidRequest`
+``("oom", message)``                the end: :class:`OutOfMemory`
+``("failed", message)``             the end: any other error, by type and text
+==================================  =========================================
+
+Errors travel as tuples rather than pickled exceptions: an exception with its own constructor
+arguments (``Cancelled(step, total)``) does not survive pickling. Nothing here imports Ray or
+knows of OSC or files; ``bridge.serve.ray_workers`` wraps this class with ``ray.remote``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from queue import Queue
+from typing import Any
+
+from .errors import Cancelled, InvalidRequest, OutOfMemory
+from .types import CancelToken
+
+#: The engines a host may hold.
+ROLES = ("engine", "upscaler")
+#: The engine methods a job may call, and how many arrays each takes after the request.
+METHODS = {"generate": 0, "img2img": 2, "upscale": 2}
+
+
+class EngineHost:
+    def __init__(self, build: Callable[[], Any], build_upscaler: Callable[[], Any] | None = None) -> None:
+        """Load the engines now (in the actor's process, on its device): ``build()`` returns an
+        :class:`~ldm3d_engine.engine.Engine` (or a stand-in with the same methods)."""
+        self._engines: dict[str, Any] = {"engine": build()}
+        if build_upscaler is not None:
+            self._engines["upscaler"] = build_upscaler()
+        self._cancels: dict[str, CancelToken] = {}
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        """What the caller needs to check requests itself (each engine's model, identity and
+        preset) and to say where the engines run."""
+        engines = {
+            role: {"model_id": e.model_id, "identity": e.identity, "preset": getattr(e, "preset", None)}
+            for role, e in self._engines.items()
+        }
+        engine = self._engines["engine"]
+        return {
+            **engines,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": str(getattr(engine, "device", "")),
+            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        }
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def cancel(self, key: str) -> bool:
+        """Cancel job ``key`` (it ends within one step); False when no such job runs."""
+        with self._lock:
+            token = self._cancels.get(key)
+        if token is None:
+            return False
+        token.cancel()
+        return True
+
+    def free_memory(self, role: str) -> None:
+        self._engines[role].free_memory()
+
+    def run(self, key: str, role: str, method: str, request: Any, *arrays: Any) -> Iterator[tuple[Any, ...]]:
+        """Run one job on engine ``role`` (see the module's table for what is yielded)."""
+        if role not in self._engines or METHODS.get(method) != len(arrays):
+            yield ("failed", f"ValueError: no {method!r} with {len(arrays)} arrays on the {role!r} engine here")
+            return
+        engine = self._engines[role]
+        token = CancelToken()
+        with self._lock:
+            self._cancels[key] = token
+        events: Queue[tuple[Any, ...]] = Queue()
+
+        def work() -> None:
+            try:
+                call = getattr(engine, method)
+                result = call(request, *arrays, on_step=lambda s, t: events.put(("step", s, t)), cancel=token)
+                events.put(("result", result))
+            except Cancelled as exc:
+                events.put(("cancelled", exc.step, exc.total))
+            except InvalidRequest as exc:
+                events.put(("invalid", exc.field, str(exc)))
+            except OutOfMemory as exc:
+                events.put(("oom", str(exc)))
+            except Exception as exc:  # noqa: BLE001 - every failure travels back as a message
+                events.put(("failed", f"{type(exc).__name__}: {exc}"))
+
+        yield ("started",)
+        thread = threading.Thread(target=work, name=f"ldm3d-host-{key}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                event = events.get()
+                yield event
+                if event[0] != "step":
+                    return
+        finally:
+            token.cancel()  # a caller that went away stops the job too
+            with self._lock:
+                self._cancels.pop(key, None)

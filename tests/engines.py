@@ -1,0 +1,47 @@
+"""Engines for the pool's and Ray's tests, importable by a Ray actor's process (picklable builders).
+
+``SlowSteps`` is the real tiny engine whose steps also take ``step_s`` of sleep: the time a GPU
+would take, spent without holding the CPU, so that two workers on a 2-core machine really run
+side by side (a stand-in for hardware we lack; the pictures are the tiny model's own).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ldm3d_engine import EngineSettings, GenerateRequest, load_engine
+from ldm3d_engine.types import CancelToken, RGBDResult
+
+
+class SlowSteps:
+    def __init__(self, real: Any, step_s: float) -> None:
+        self.real = real
+        self.step_s = step_s
+
+    def __getattr__(self, name: str) -> Any:  # model_id, identity, preset, resolve, free_memory, …
+        return getattr(self.real, name)
+
+    def generate(
+        self,
+        request: GenerateRequest,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        def slow_step(step: int, total: int) -> None:
+            time.sleep(self.step_s)
+            if on_step is not None:
+                on_step(step, total)
+
+        result: RGBDResult = self.real.generate(request, on_step=slow_step, cancel=cancel)
+        return result
+
+
+def tiny(tiny_dir: str, model: str = "tiny") -> Any:
+    """A new CPU engine of a built-in tiny model (each call loads its own: workers never share one)."""
+    return load_engine(EngineSettings(model=model, device="cpu", tiny_dir=tiny_dir))
+
+
+def slow_tiny(tiny_dir: str, step_s: float) -> SlowSteps:
+    return SlowSteps(tiny(tiny_dir), step_s)

@@ -1,0 +1,271 @@
+"""Workers as Ray actors: Ray in local mode (``ray.init(num_cpus=2)``, no cluster), two CPU actors
+holding the tiny model, driven by a real bridge over real UDP. The head-loss test runs the real
+``serve --ray auto`` against a ``ray start --head`` of its own (on loopback)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.osc.client import OscClient
+from bridge.osc.codec import Message
+from bridge.serve.ray_workers import LOOPBACK_ONLY, RayCluster, RaySlot, ray_slots
+from bridge.serve.server import Bridge
+
+from . import engines
+from .served import POSIX, serve_tiny
+from .test_pool import FINAL, accepted, finals, wait_alive, workers
+
+if sys.platform == "win32":  # Ray's multi-node clusters are Linux; local mode works on macOS too
+    pytest.skip("Ray is not tested on Windows", allow_module_level=True)
+# Every Ray process of these tests on 127.0.0.1 (Ray reads this when imported; Linux's default is the
+# machine's outward address). A missing Ray fails here rather than skipping: it is a test dependency.
+os.environ[LOOPBACK_ONLY] = "0"
+import ray
+
+Start = Callable[..., Bridge]
+ClientFor = Callable[[Bridge], OscClient]
+LOOPBACK = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[RayCluster]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    assert all(node["NodeManagerAddress"] == LOOPBACK for node in ray.nodes())
+    try:
+        yield RayCluster("local")  # finds Ray initialised: uses it, leaves it open
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_bridge(local_ray: RayCluster, tiny_dir: Path, start_bridge: Start) -> Callable[..., Bridge]:
+    def start(step_s: float = 0.05, **overrides: Any) -> Bridge:
+        build = functools.partial(engines.slow_tiny, str(tiny_dir), step_s)
+        slots = ray_slots(local_ray, 2, build, None, gpus=0.0, start_timeout_s=120.0)
+        bridge = start_bridge(slots=slots, **overrides)
+        wait_alive(bridge, 2, 120.0)
+        return bridge
+
+    return start
+
+
+def meta_of(ready: Message) -> dict[str, Any]:
+    return dict(json.loads((Path(str(ready.args[1])).parent / "meta.json").read_text()))
+
+
+def test_jobs_spread_over_both_actors_with_progress_streamed(
+    ray_bridge: Callable[..., Bridge], client_for: ClientFor
+) -> None:
+    bridge = ray_bridge()
+    client = client_for(bridge)
+    for n in range(2):
+        client.send("/ldm3d/generate", f"world {n}", "steps", 20)
+    seen: list[Message] = []
+    ids = accepted(client, 2, seen)
+    ended = finals(client, set(ids), 120, seen)
+    assert all(m.address == "/ldm3d/ready" for m in ended.values())
+    places = {meta_of(m)["worker"] for m in ended.values()}
+    assert len(places) == 2 and all(p.startswith("ray worker ") and "(pid " in p for p in places)
+    client.send("/ldm3d/status")
+    assert client.wait_for(["/ldm3d/state"], 2)[-1].args[5:] == (2, 2)
+    # progress comes back step by step from inside the actor (at up to 10 messages per second)
+    client.send("/ldm3d/generate", "counted", "steps", 20)
+    job = accepted(client, 1)[0]
+    messages = client.wait_for(FINAL, 60, job_id=job)
+    progress = [m.args[1] for m in messages if m.address == "/ldm3d/progress" and m.args[0] == job]
+    assert len(progress) >= 5 and progress == sorted(progress) and progress[-1] == 20
+
+
+def test_cancel_reaches_the_actor_within_a_step(ray_bridge: Callable[..., Bridge], client_for: ClientFor) -> None:
+    bridge = ray_bridge(step_s=0.2)
+    client = client_for(bridge)
+    client.send("/ldm3d/generate", "long", "steps", 100)
+    job = accepted(client, 1)[0]
+    client.wait_for(["/ldm3d/progress"], 30)
+    sent = time.monotonic()
+    client.send("/ldm3d/cancel", job)
+    final = client.wait_for(FINAL, 10, job_id=job)[-1]
+    assert final.address == "/ldm3d/cancelled" and time.monotonic() - sent < 2.0
+    client.send("/ldm3d/generate", "next", "steps", 2)  # the actor goes on
+    assert client.wait_for(FINAL, 60)[-1].address == "/ldm3d/ready"
+
+
+def test_an_actor_killed_mid_job_fails_its_job_and_is_restarted(
+    ray_bridge: Callable[..., Bridge], client_for: ClientFor
+) -> None:
+    bridge = ray_bridge(step_s=0.2)
+    client = client_for(bridge)
+    client.send("/ldm3d/generate", "doomed", "steps", 100)
+    job = accepted(client, 1)[0]
+    client.wait_for(["/ldm3d/progress"], 30)
+    worker = next(w for w in bridge.pool.workers if w.running is not None)
+    ray.kill(worker.slot.actor, no_restart=False)  # Ray starts it again, as after a crash
+    error = client.wait_for(["/ldm3d/error"], 30, job_id=job)[-1]
+    assert error.args[1] == "engine_failed" and "lost during the job" in error.args[2]
+    client.send("/ldm3d/status")
+    state = client.wait_for(["/ldm3d/state"], 2)[-1].args
+    assert state[0] == "idle" and state[5:] == (1, 2)  # the other one works meanwhile
+    assert "restarting" in [w[2] for w in workers(client)]
+    wait_alive(bridge, 2, 120.0)  # the restarted actor loaded its model again
+    client.send("/ldm3d/generate", "after", "steps", 2)
+    assert client.wait_for(FINAL, 60)[-1].address == "/ldm3d/ready"
+
+
+def test_a_job_sent_to_a_dead_actor_before_it_began_runs_on_the_other(
+    ray_bridge: Callable[..., Bridge], client_for: ClientFor
+) -> None:
+    bridge = ray_bridge(step_s=0.2, heartbeat_s=30.0)  # no idle check finds the dead actor first
+    client = client_for(bridge)
+    client.send("/ldm3d/generate", "long", "steps", 40)
+    first = accepted(client, 1)[0]
+    client.wait_for(["/ldm3d/progress"], 30)
+    idle = next(w for w in bridge.pool.workers if w.running is None)
+    dead = idle.slot.where  # "ray worker N on <host> (pid P)"
+    ray.kill(idle.slot.actor, no_restart=True)  # gone for good: its node left
+    client.send("/ldm3d/generate", "second", "steps", 2)
+    seen: list[Message] = []
+    second = accepted(client, 1, seen)[0]
+    ended = finals(client, {first, second}, 120, seen)
+    assert ended[second].address == "/ldm3d/ready"
+    # put back, then made by another actor: the busy one, or the new actor that took the dead one's place
+    assert meta_of(ended[second])["worker"] != dead
+    client.send("/ldm3d/stats")
+    stats = client.wait_for(["/ldm3d/stats"], 2)[-1].args
+    assert dict(zip(stats[::2], stats[1::2], strict=True))["jobs_retried"] == 1
+    wait_alive(bridge, 2, 120.0)  # a new actor took the dead one's place
+
+
+def test_latest_wins_with_two_actors(ray_bridge: Callable[..., Bridge], client_for: ClientFor) -> None:
+    bridge = ray_bridge(step_s=0.1, queue_mode="latest-wins")
+    client = client_for(bridge)
+    for n in range(2):
+        client.send("/ldm3d/generate", f"busy {n}", "steps", 40)
+    seen: list[Message] = []
+    busy = accepted(client, 2, seen)
+    deadline = time.monotonic() + 30
+    while len(bridge.pool.running) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for n in range(3):
+        client.send("/ldm3d/generate", f"waiting {n}", "steps", 2)
+    waiting = accepted(client, 3, seen)
+    ended = finals(client, {*busy, *waiting}, 120, seen)
+    assert [ended[j].address for j in waiting] == ["/ldm3d/cancelled", "/ldm3d/cancelled", "/ldm3d/ready"]
+    assert [ended[j].address for j in busy] == ["/ldm3d/ready"] * 2
+
+
+# -- the real `serve --ray auto`, and a head that goes away ------------------------------------------
+
+
+def _ray_cli() -> str:
+    found = shutil.which("ray", path=str(Path(sys.executable).parent))
+    assert found, "the ray command comes with the ray package"
+    return found
+
+
+def _state(client: OscClient) -> tuple[Any, ...]:
+    client.send("/ldm3d/status")
+    return client.wait_for(["/ldm3d/state"], 5)[-1].args
+
+
+def _until_state(client: OscClient, wanted: Callable[[tuple[Any, ...]], bool], timeout: float) -> tuple[Any, ...]:
+    deadline = time.monotonic() + timeout
+    state = _state(client)
+    while not wanted(state) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = _state(client)
+    assert wanted(state), state
+    return state
+
+
+def _kill_head(ray_tmp: str) -> None:
+    """SIGKILL this test's Ray head (its GCS, raylet and workers: every process naming its temp folder).
+    Not `ray stop`: that stops every Ray on the machine, the other tests' one too (and its driver)."""
+    found = subprocess.run(["pgrep", "-f", ray_tmp], capture_output=True, text=True)
+    for pid in found.stdout.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.skipif(not POSIX, reason="a Ray head of its own: Linux and macOS")
+def test_serve_keeps_answering_when_the_ray_head_goes_away(tmp_path: Path, tiny_dir: Path) -> None:
+    """`serve --ray <head>` end to end: an actor on a cluster of one node (its own `ray start --head`,
+    on loopback) makes a world; then the head is stopped, and the bridge still answers every message,
+    says restarting with 0 of 1 workers alive, and refuses jobs with engine_failed."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "ldm3d-bridge").symlink_to(tiny_dir)  # the actor's process finds the built tiny models there
+    # A cluster on loopback for this test alone: no token (Ray's default asks for one, kept where
+    # `ray start` and the bridge each look for it; a real cluster keeps it: README, "More than one GPU").
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), LOOPBACK_ONLY: "0", "RAY_AUTH_MODE": "disabled"}
+    port = 20000 + os.getpid() % 20000
+    ray_cli = _ray_cli()
+    head = [ray_cli, "start", "--head", "--node-ip-address", LOOPBACK, f"--port={port}", "--num-cpus=1"]
+    # Ray's sockets live under its temp folder, and a Unix socket's path has at most 107 bytes
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    head += ["--include-dashboard=false", f"--temp-dir={ray_tmp}", "--disable-usage-stats"]
+    started = subprocess.run(head, env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    serve = None
+    try:
+        serve, osc_port = serve_tiny(tmp_path / "out", "--ray", f"{LOOPBACK}:{port}", "--no-http", cache=cache, env=env)
+        client = OscClient(LOOPBACK, osc_port)
+        try:
+            _until_state(client, lambda s: s[0] == "idle" and s[5:] == (1, 1), 120)
+            client.send("/ldm3d/generate", "on the cluster", "steps", 2)
+            ready = client.wait_for(FINAL, 60)[-1]
+            assert ready.address == "/ldm3d/ready" and meta_of(ready)["worker"].startswith("ray worker 0 on ")
+
+            _kill_head(ray_tmp)
+            state = _until_state(client, lambda s: s[0] == "restarting", 60)
+            assert state[5:] == (0, 1)
+            client.send("/ldm3d/generate", "nobody to run it", "steps", 2)
+            refused = client.wait_for(["/ldm3d/error", "/ldm3d/accepted"], 5)[-1]
+            assert refused.address == "/ldm3d/error" and refused.args[1] == "engine_failed"
+            client.send("/ldm3d/ping")
+            assert client.wait_for(["/ldm3d/pong"], 5)
+            assert serve.poll() is None
+        finally:
+            client.close()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0
+    finally:
+        _kill_head(ray_tmp)
+        if serve is not None and serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_an_actor_whose_model_cannot_load_names_the_reason_and_the_other_serves(
+    local_ray: RayCluster, tiny_dir: Path, start_bridge: Start, client_for: ClientFor
+) -> None:
+    """A node without the model's weights: its actor's constructor fails; the worker is out with the
+    model's own message (not Ray's traceback), and the bridge serves on the other worker."""
+    good = RaySlot(ray, 0, functools.partial(engines.tiny, str(tiny_dir)), None, 0.0, 120.0)
+    bad = RaySlot(ray, 1, functools.partial(engines.tiny, str(tiny_dir), "no-such-model"), None, 0.0, 120.0)
+    bridge = start_bridge(slots=[good, bad])
+    client = client_for(bridge)
+    deadline = time.monotonic() + 60
+    while bridge.pool.workers[1].failed is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reason = bridge.pool.workers[1].failed
+    assert reason is not None and reason.startswith("ray worker 1 could not load the model: unknown model 'no-such-")
+    assert "\n" not in reason and "ldm3d_engine." not in reason and "\x1b" not in reason  # not Ray's traceback
+    client.send("/ldm3d/status")
+    assert client.wait_for(["/ldm3d/state"], 2)[-1].args[5:] == (1, 2)
+    client.send("/ldm3d/generate", "still made", "steps", 2)
+    assert client.wait_for(FINAL, 60)[-1].address == "/ldm3d/ready"
