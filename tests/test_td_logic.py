@@ -70,6 +70,9 @@ def test_a_ready_during_a_fade_waits_then_loads_into_the_new_back_buffer() -> No
 def test_state_and_error_texts() -> None:
     s = WorldSwitcher()
     assert s.on_state("busy", 2, J1, "ldm3d-pano") == f"busy · ldm3d-pano · queue 2, running {J1}"
+    assert s.on_state("idle", 0, "", "ldm3d-pano", (1, 1)) == "idle · ldm3d-pano · queue 0"
+    assert s.on_state("busy", 0, J1, "ldm3d-pano", (3, 4)).endswith(f"running {J1} · workers 3/4")
+    assert s.on_state("restarting", 0, "", "ldm3d-pano", (0, 1)).endswith("queue 0 · workers 0/1")
     assert s.on_error("", "queue_full", "the queue is full") == "queue_full: the queue is full"
     assert s.on_error(J1, "timeout", "too long") == f"timeout: too long (job {J1})"
 

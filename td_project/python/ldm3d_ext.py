@@ -61,7 +61,10 @@ class Ldm3dExt:
         if address == "/ldm3d/ready" and len(args) >= 3:
             self._apply(s.on_ready(str(args[0]), str(args[1]), str(args[2])))
         elif address == "/ldm3d/state" and len(args) >= 4:
-            self.ownerComp.op("status").text = s.on_state(str(args[0]), int(args[1]), str(args[2]), str(args[3]))
+            workers = (int(args[5]), int(args[6])) if len(args) >= 7 else None
+            self.ownerComp.op("status").text = s.on_state(
+                str(args[0]), int(args[1]), str(args[2]), str(args[3]), workers
+            )
             now = absTime.seconds  # noqa: F821 - a TouchDesigner global
             if len(args) >= 5 and self.watch.on_state(str(args[4]), now):
                 self.keeper.now(now)  # the bridge restarted: subscribe again

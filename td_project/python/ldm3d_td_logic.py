@@ -138,8 +138,11 @@ class WorldSwitcher:
                 actions += self._load(waiting)
         return actions
 
-    def on_state(self, state: str, queue: int, running: str, model: str) -> str:
+    def on_state(self, state: str, queue: int, running: str, model: str, workers: tuple[int, int] | None = None) -> str:
+        """``workers``: alive, in all (a bridge with several GPUs); shown when there are several or one is down."""
         detail = f", running {running}" if running else ""
+        if workers is not None and (workers[1] > 1 or workers[0] < workers[1]):
+            detail += f" · workers {workers[0]}/{workers[1]}"
         self.status = f"{state} · {model} · queue {queue}{detail}"
         return self.status
 
