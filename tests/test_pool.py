@@ -283,3 +283,30 @@ def test_pregeneration_uses_every_idle_worker_and_a_live_job_takes_a_pregenerati
     while progress[0] != progress[1]:
         progress = client.wait_for(["/ldm3d/show/progress"], 60)[-1].args
     assert progress == (6, 6)
+
+
+def test_serve_with_a_device_list_runs_a_worker_per_device(tmp_path: Path) -> None:
+    """The real `serve --device cpu,mps`: one worker per device; this machine has no mps, so that worker
+    is out with the engine's own message and the cpu one serves (state idle, 1 of 2 alive)."""
+    from .served import serve_tiny
+
+    proc, port = serve_tiny(tmp_path / "out", "--device", "cpu,mps", "--no-http")
+    try:
+        with OscClient("127.0.0.1", port) as client:
+            deadline = time.monotonic() + 60
+            state: tuple[object, ...] = ()
+            while time.monotonic() < deadline:
+                client.send("/ldm3d/status")
+                state = client.wait_for(["/ldm3d/state"], 5)[-1].args
+                if state[5:] == (1, 2) and state[0] == "idle":
+                    break
+                time.sleep(0.1)
+            assert state[0] == "idle" and state[5:] == (1, 2)
+            assert [(w[1], w[2]) for w in workers(client)] == [("cpu", "idle"), ("mps", "failed")]
+            client.send("/ldm3d/generate", "on the cpu", "steps", 2, "width", 64, "height", 64)
+            ready = client.wait_for(FINAL, 60)[-1]
+            assert ready.address == "/ldm3d/ready"
+            assert json.loads((Path(str(ready.args[1])).parent / "meta.json").read_text())["worker"] == "cpu"
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
