@@ -269,3 +269,22 @@ def test_an_actor_whose_model_cannot_load_names_the_reason_and_the_other_serves(
     assert client.wait_for(["/ldm3d/state"], 2)[-1].args[5:] == (1, 2)
     client.send("/ldm3d/generate", "still made", "steps", 2)
     assert client.wait_for(FINAL, 60)[-1].address == "/ldm3d/ready"
+
+
+def test_a_gpu_actor_no_node_can_take_is_named_after_its_start_timeout(
+    local_ray: RayCluster, tiny_dir: Path, start_bridge: Start, client_for: ClientFor
+) -> None:
+    """`--device cuda` on a cluster without a free GPU: Ray would keep the actor pending forever; the
+    worker is out after worker_start_timeout_s with what it needs and what the cluster has."""
+    good = RaySlot(ray, 0, functools.partial(engines.tiny, str(tiny_dir)), None, 0.0, 120.0)
+    gpu = RaySlot(ray, 1, functools.partial(engines.tiny, str(tiny_dir)), None, 1.0, 3.0)
+    bridge = start_bridge(slots=[good, gpu])
+    deadline = time.monotonic() + 30
+    while bridge.pool.workers[1].failed is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reason = bridge.pool.workers[1].failed
+    assert reason is not None and reason.startswith("no Ray node took ray worker 1 within 3 s (it needs 1 GPU")
+    assert "'CPU': 2.0" in reason and gpu.actor is None  # the pending actor was given up
+    client = client_for(bridge)
+    client.send("/ldm3d/generate", "on the cpu actor", "steps", 2)
+    assert client.wait_for(FINAL, 60)[-1].address == "/ldm3d/ready"

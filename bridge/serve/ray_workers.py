@@ -151,7 +151,7 @@ class RaySlot:
             try:
                 info = ray.get(self.actor.describe.remote(), timeout=self._start_timeout_s)
             except GetTimeoutError:
-                self.close()
+                self._drop_actor()  # not placed (or still loading): it stops waiting for a node
                 raise EngineFailure(
                     f"no Ray node took {self.where} within {self._start_timeout_s:g} s (it needs "
                     f"{self._gpus:g} GPU; the cluster has {ray.cluster_resources()}): add a node, use fewer "
@@ -197,6 +197,9 @@ class RaySlot:
     def close(self) -> None:
         """Stop the actor for good (a worker waiting in :meth:`open` stops waiting)."""
         self._closed = True
+        self._drop_actor()
+
+    def _drop_actor(self) -> None:
         if self.actor is not None:
             from ray.exceptions import RayError
 
