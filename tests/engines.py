@@ -45,3 +45,27 @@ def tiny(tiny_dir: str, model: str = "tiny") -> Any:
 
 def slow_tiny(tiny_dir: str, step_s: float) -> SlowSteps:
     return SlowSteps(tiny(tiny_dir), step_s)
+
+
+class HangsOn(SlowSteps):
+    """A job whose prompt holds ``word`` hangs for ``hang_s`` without looking at its cancel token (a
+    driver call that never returns); the others run as usual."""
+
+    def __init__(self, real: Any, word: str, hang_s: float) -> None:
+        super().__init__(real, 0.0)
+        self.word = word
+        self.hang_s = hang_s
+
+    def generate(
+        self,
+        request: GenerateRequest,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        if self.word in request.prompt:
+            time.sleep(self.hang_s)
+        return super().generate(request, on_step=on_step, cancel=cancel)
+
+
+def hangs_on(tiny_dir: str, word: str, hang_s: float) -> HangsOn:
+    return HangsOn(tiny(tiny_dir), word, hang_s)

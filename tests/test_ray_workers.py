@@ -288,3 +288,22 @@ def test_a_gpu_actor_no_node_can_take_is_named_after_its_start_timeout(
     client = client_for(bridge)
     client.send("/ldm3d/generate", "on the cpu actor", "steps", 2)
     assert client.wait_for(FINAL, 60)[-1].address == "/ldm3d/ready"
+
+
+def test_a_stuck_actor_is_killed_and_restarted(
+    local_ray: RayCluster, tiny_dir: Path, start_bridge: Start, client_for: ClientFor
+) -> None:
+    """An engine that ignores the cancel after a timeout cannot be stopped in this process (its worker is
+    out: test_hardening); in an actor it is: killed past stuck_grace_s, restarted by Ray, working again."""
+    build = functools.partial(engines.hangs_on, str(tiny_dir), "hang", 120.0)
+    slot = RaySlot(ray, 0, build, None, 0.0, 120.0)
+    bridge = start_bridge(slots=[slot], job_timeout_s=1.0, stuck_grace_s=1.0)
+    client = client_for(bridge)
+    pid = slot.where
+    client.send("/ldm3d/generate", "hang here", "steps", 2)
+    assert client.wait_for(["/ldm3d/error"], 10)[-1].args[1] == "timeout"
+    wait_alive(bridge, 0, 15.0)  # killed: restarting
+    wait_alive(bridge, 1, 120.0)  # Ray started it again, with its model
+    assert slot.where != pid and bridge.failed is None  # another process
+    client.send("/ldm3d/generate", "fine", "steps", 2)
+    assert client.wait_for(FINAL, 60)[-1].address == "/ldm3d/ready"
