@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 from bridge.contract.engine_api import EngineLike, EngineSlot
 from bridge.errors import EngineDown
+from bridge.osc.codec import Arg
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.jobs import Job, JobQueue
 from bridge.serve.limits import Counters
@@ -193,16 +194,19 @@ class WorkerPool:
     def _fail_waiting_jobs(self) -> None:
         """No worker can run jobs now: the waiting ones end in an error rather than wait forever."""
         code = "model_failed" if not self._ever_ready else "engine_failed"
-        reason = self.failed or f"no worker is alive ({self.total} restarting)"
+        self._end_waiting("/ldm3d/error", code, self.failed or f"no worker is alive ({self.total} restarting)")
+        if self.down and not self._down_reported:
+            self._down_reported = True
+            logger.error("no worker is alive; jobs are refused until one is back")
+
+    def _end_waiting(self, address: str, *args: Arg) -> None:
+        """End every waiting job with ``address`` (its id, then ``args``), told to its sender."""
         for job in self._queue.drain():
             job.cancel.cancel()
             if job.claim_outcome():
                 if not job.quiet:
-                    self._notifier.notify(job.sender, "/ldm3d/error", job.id, code, reason)
-                job.finished("/ldm3d/error")
-        if self.down and not self._down_reported:
-            self._down_reported = True
-            logger.error("no worker is alive; jobs are refused until one is back")
+                    self._notifier.notify(job.sender, address, job.id, *args)
+                job.finished(address)
 
     def _worker_ready(self, worker: Worker) -> None:
         """A worker is ready (or failed for good at its first load)."""
@@ -223,12 +227,7 @@ class WorkerPool:
 
     def shutdown(self, cancel_running: bool) -> None:
         """Cancel the waiting jobs and tell every worker to stop (cancelling what runs, if asked)."""
-        for job in self._queue.drain():
-            job.cancel.cancel()
-            if job.claim_outcome():
-                if not job.quiet:
-                    self._notifier.notify(job.sender, "/ldm3d/cancelled", job.id)
-                job.finished("/ldm3d/cancelled")
+        self._end_waiting("/ldm3d/cancelled")
         for worker in self.workers:
             worker.shutdown(cancel_running)
             if worker.state in ("loading", "warming", "restarting"):
