@@ -201,7 +201,7 @@ def main() -> None:
             ray.shutdown()
         write_s = writer_cost(args, Path(tmp) / "writer")
     local, remote = figures["this process ×1"], figures["Ray ×1"]
-    print(f"\nRay per job: +{(remote['p50'] - local['p50']) * 1000:.0f} ms prompt → ready (Ray ×1 − this process ×1, "
+    print(f"\nRay per job: {(remote['p50'] - local['p50']) * 1000:+.0f} ms prompt → ready (Ray ×1 − this process ×1, "
           f"p50); alone: dispatch {costs['dispatch'] * 1000:.1f} ms, a zero-time job through the actor with its "
           f"{width}×{height} result {costs['job'] * 1000:.0f} ms")  # fmt: skip
     print(f"the writer: {write_s * 1000:.0f} ms per {width}×{height} job (p50) → at most {1 / write_s:.0f} jobs/s "

@@ -18,6 +18,7 @@ from PIL import Image
 from bridge.output.images import read_depth16
 from bridge.serve.server import Bridge
 from tests.browser import chromium_path, launch, missing_reason
+from tests.engines import SlowSteps
 
 ROOT = Path(__file__).resolve().parents[1]
 Start = Callable[..., Bridge]
@@ -256,14 +257,20 @@ def test_tablet_and_phone_layouts(
     assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing sticks out sideways
 
 
-def test_the_cue_list_shows_rendered_marks_and_go(start_bridge: Start, open_page: OpenPage, tmp_path: Path) -> None:
+def test_the_cue_list_shows_rendered_marks_and_go(
+    start_bridge: Start, open_page: OpenPage, load_tiny: Callable[[str], Any], tmp_path: Path
+) -> None:
+    # Loading the show shows cue 1, which renders it: its steps are slowed (0.5 s each) so that it is
+    # still rendering when the list first appears (on CI the tiny model could finish first).
     shows = tmp_path / "shows"
     shows.mkdir()
     (shows / "two.toml").write_text(
         'name = "Two"\n[[cue]]\nnumber = "1"\nname = "Sea"\nprompt = "a sea"\nseed = 1\nsteps = 2\n'
         '[[cue]]\nnumber = "2"\nname = "Sky"\nprompt = "a sky"\nseed = 2\nsteps = 2\n'
     )
-    bridge = start_bridge(http=True, input_dirs=(str(shows),))
+    bridge = start_bridge(
+        http=True, input_dirs=(str(shows),), engine_factory=lambda: SlowSteps(load_tiny("tiny"), 0.5)
+    )
     page = open_page(bridge)
     assert page.locator("#show").is_hidden()
     page.evaluate("window.ldm3d.ws.send(JSON.stringify({id: 1, address: '/ldm3d/show/load', args: ['two.toml']}))")
