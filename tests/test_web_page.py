@@ -268,9 +268,7 @@ def test_the_cue_list_shows_rendered_marks_and_go(
         'name = "Two"\n[[cue]]\nnumber = "1"\nname = "Sea"\nprompt = "a sea"\nseed = 1\nsteps = 2\n'
         '[[cue]]\nnumber = "2"\nname = "Sky"\nprompt = "a sky"\nseed = 2\nsteps = 2\n'
     )
-    bridge = start_bridge(
-        http=True, input_dirs=(str(shows),), engine_factory=lambda: SlowSteps(load_tiny("tiny"), 0.5)
-    )
+    bridge = start_bridge(http=True, input_dirs=(str(shows),), engine_factory=lambda: SlowSteps(load_tiny("tiny"), 0.5))
     page = open_page(bridge)
     assert page.locator("#show").is_hidden()
     page.evaluate("window.ldm3d.ws.send(JSON.stringify({id: 1, address: '/ldm3d/show/load', args: ['two.toml']}))")
