@@ -23,10 +23,19 @@ from .errors import (
     UnknownModel,
 )
 from .presets import PRESETS, SCHEDULERS, Preset, get_preset
-from .types import CancelToken, EngineSettings, GenerateRequest, ResolvedRequest, RGBDResult, Timings
+from .types import (
+    CancelToken,
+    DepthRequest,
+    EngineSettings,
+    GenerateRequest,
+    ResolvedRequest,
+    RGBDResult,
+    Timings,
+)
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .rgb_engine import RGBLatentEngine
 
 __version__ = "0.1.0"
 
@@ -35,6 +44,7 @@ __all__ = [
     "SCHEDULERS",
     "CancelToken",
     "Cancelled",
+    "DepthRequest",
     "DeviceNotAvailable",
     "Engine",
     "EngineError",
@@ -60,8 +70,9 @@ __all__ = [
 _LOADING = threading.Lock()
 
 
-def load_engine(settings: EngineSettings) -> Engine:
-    """Load the model named by ``settings`` onto its device. See :mod:`ldm3d_engine.build`.
+def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
+    """Load the model named by ``settings`` onto its device (an LDM3D :class:`Engine`, or an
+    ``RGBLatentEngine`` for a CompVis LDM, whose depth is estimated). See :mod:`ldm3d_engine.build`.
 
     Safe from several threads (an engine per device): loads take turns; the engines then run
     side by side."""

@@ -14,8 +14,10 @@ import torch
 from .devices import Placement, resolve_placement
 from .engine import Engine
 from .errors import DeviceNotAvailable, UnknownModel
-from .loading import ModelLocation, locate
+from .estimator import DepthEstimator, load_estimator
+from .loading import ModelLocation, locate, locate_depth_model
 from .prompts import MAX_TOKENS
+from .rgb_engine import RGBLatentEngine
 from .types import EngineSettings
 
 logger = logging.getLogger(__name__)
@@ -33,8 +35,9 @@ def vae_dtype(dtype: torch.dtype, vae_config: Mapping[str, Any]) -> torch.dtype:
     return dtype
 
 
-def load_engine(settings: EngineSettings) -> Engine:
-    """Check the device, find the model (building, or fetching when allowed), load it there."""
+def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
+    """Check the device, find the model (building, or fetching when allowed), load it there, with
+    the depth estimator beside it when one is asked for (or the model needs one)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -47,6 +50,13 @@ def load_engine(settings: EngineSettings) -> Engine:
         raise DeviceNotAvailable(f"offload 'model' moves models to a GPU and back; {placement.device} is not one")
     location = locate(settings)
     folder = location.folder
+    if location.preset.family == "ldm":
+        if offload or settings.compile:
+            raise DeviceNotAvailable("offload and compile are for LDM3D models; the CompVis LDMs run without them")
+        depth_model = settings.depth_model or location.preset.depth_model or "dpt-large"
+        rgb_estimator = load_depth_estimator(depth_model, settings, placement)
+        return load_rgb_engine(location, placement, rgb_estimator, threads=settings.threads)
+    estimator = load_depth_estimator(settings.depth_model, settings, placement) if settings.depth_model else None
     logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.device, placement.dtype_name)
     try:
         tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), model_max_length=MAX_TOKENS)
@@ -57,8 +67,68 @@ def load_engine(settings: EngineSettings) -> Engine:
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise UnknownModel(f"could not load {location.model_id!r} from {folder}: {exc}") from exc
-    return assemble_engine(
+    engine = assemble_engine(
         tokenizer, text_encoder, unet, vae, scheduler_config, placement=placement, location=location, settings=settings
+    )
+    engine.estimator = estimator
+    return engine
+
+
+def load_depth_estimator(name: str, settings: EngineSettings, placement: Placement) -> DepthEstimator:
+    """A DPT model (``dpt-large``, ``dpt-hybrid``, ``tiny-dpt`` or a folder) on the engine's device."""
+    folder, model_id = locate_depth_model(name, settings)
+    try:
+        return load_estimator(str(folder), placement, model_id)
+    except (OSError, ValueError) as exc:
+        raise UnknownModel(f"could not load the depth model {model_id!r} from {folder}: {exc}") from exc
+
+
+def load_rgb_engine(
+    location: ModelLocation, placement: Placement, estimator: DepthEstimator, threads: int | None = None
+) -> RGBLatentEngine:
+    """A CompVis LDM: the classes its ``model_index.json`` names (``vqvae`` is a VQModel or an
+    AutoencoderKL), then on the device."""
+    import diffusers
+
+    folder = location.folder
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.device, placement.dtype_name)
+
+    def diffusers_class(part: str, allowed: tuple[str, ...]) -> Any:
+        name = index.get(part, [None, None])[1]
+        if name not in allowed:
+            raise UnknownModel(f"{location.model_id!r}: its {part} is {name!r}; expected one of {', '.join(allowed)}")
+        return getattr(diffusers, name)
+
+    try:
+        unet_class = diffusers_class("unet", ("UNet2DModel", "UNet2DConditionModel"))
+        vqvae_class = diffusers_class("vqvae", ("VQModel", "AutoencoderKL"))
+        unet = unet_class.from_pretrained(str(folder / "unet"), torch_dtype=placement.dtype)
+        vqvae = vqvae_class.from_pretrained(str(folder / "vqvae"), torch_dtype=placement.dtype)
+        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+        tokenizer = bert = None
+        if location.pipeline == "LDMTextToImagePipeline":
+            from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertModel
+            from transformers import BertTokenizer
+
+            tokenizer = BertTokenizer.from_pretrained(str(folder / "tokenizer"), model_max_length=MAX_TOKENS)
+            bert = LDMBertModel.from_pretrained(str(folder / "bert"), dtype=placement.dtype)
+    except (OSError, ValueError) as exc:
+        raise UnknownModel(f"could not load {location.model_id!r} from {folder}: {exc}") from exc
+    if placement.device.type == "cpu":
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+    for module in (unet, vqvae, bert):
+        if module is not None:
+            module.to(placement.device).eval().requires_grad_(False)
+    return RGBLatentEngine(
+        unet=unet,
+        vqvae=vqvae,
+        scheduler_config=scheduler_config,
+        estimator=estimator,
+        placement=placement,
+        location=location,
+        tokenizer=tokenizer,
+        bert=bert,
     )
 
 

@@ -23,14 +23,14 @@ OnStep = Callable[[int, int], None]
 class Guidance:
     """What conditions the UNet at every step."""
 
-    embeddings: torch.Tensor  # [uncond, cond] when guided, else [cond]
+    embeddings: torch.Tensor | None  # [uncond, cond] when guided, else [cond]; None: an unconditional UNet
     scale: float  # > 1 means classifier-free guidance (as diffusers: <= 1 is the prompt alone)
     condition: torch.Tensor | None = None  # LDM3D-SR: the low-resolution latent, concatenated on channels
     class_labels: torch.Tensor | None = None  # LDM3D-SR: the noise level
 
     @property
     def batch(self) -> int:
-        return 2 if self.scale > 1.0 else 1
+        return 2 if self.scale > 1.0 and self.embeddings is not None else 1
 
 
 def denoise(
@@ -45,9 +45,10 @@ def denoise(
     on_step: OnStep | None = None,
     cancel: CancelToken | None = None,
     steps: int | None = None,
+    eta: float = 0.0,
 ) -> torch.Tensor:
     """Run ``timesteps`` of ``scheduler`` from ``latents``. ``generator`` draws the step noise of
-    ancestral samplers. Raises :class:`Cancelled` within one step of ``cancel.cancel()``.
+    ancestral samplers (and of DDIM with ``eta`` > 0). Raises :class:`Cancelled` within one step of ``cancel.cancel()``.
 
     Progress counts the job's ``steps`` (None: one per timestep), not UNet passes: PNDM without
     its Runge-Kutta warm-up runs ``steps + 1`` passes (its first timestep twice), so its first
@@ -55,7 +56,7 @@ def denoise(
     batch = guidance.batch
     condition = None if guidance.condition is None else torch.cat([guidance.condition] * batch)
     labels = None if guidance.class_labels is None else guidance.class_labels.repeat(batch)
-    step_kwargs = _step_kwargs(scheduler, generator)
+    step_kwargs = _step_kwargs(scheduler, generator, eta)
     passes = len(timesteps)
     total = passes if steps is None else steps
     order = int(getattr(scheduler, "order", 1))
@@ -66,7 +67,12 @@ def denoise(
         model_in = scheduler.scale_model_input(torch.cat([latents] * batch), t)
         if condition is not None:
             model_in = torch.cat([model_in, condition], dim=1)
-        noise = unet(model_in, t, encoder_hidden_states=guidance.embeddings, class_labels=labels, return_dict=False)[0]
+        if guidance.embeddings is None:  # an unconditional UNet2DModel (CompVis LDM)
+            noise = unet(model_in, t, class_labels=labels, return_dict=False)[0]
+        else:
+            noise = unet(
+                model_in, t, encoder_hidden_states=guidance.embeddings, class_labels=labels, return_dict=False
+            )[0]
         if batch == 2:
             noise_uncond, noise_cond = noise.chunk(2)
             noise = noise_uncond + guidance.scale * (noise_cond - noise_uncond)
@@ -82,11 +88,11 @@ def denoise(
     return latents
 
 
-def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
+def _step_kwargs(scheduler: Any, generator: torch.Generator, eta: float) -> dict[str, Any]:
     params = inspect.signature(scheduler.step).parameters
     kwargs: dict[str, Any] = {}
     if "eta" in params:
-        kwargs["eta"] = 0.0
+        kwargs["eta"] = eta
     if "generator" in params:
         kwargs["generator"] = generator
     return kwargs

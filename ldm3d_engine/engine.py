@@ -31,8 +31,10 @@ import torch
 
 from .denoise import Guidance, OnStep, denoise
 from .depth import decoded_to_host, layout_for_channels, vae_input
+from .depth_jobs import depth_result, need_estimator
 from .devices import Placement, is_out_of_memory
 from .errors import InvalidRequest, OutOfMemory
+from .estimator import DepthEstimator
 from .loading import ModelLocation
 from .presets import FOLDER_DEFAULTS
 from .prompts import PromptEncoder
@@ -40,6 +42,7 @@ from .schedulers import make_scheduler, native_scheduler
 from .seamless import wrap_width
 from .types import (
     CancelToken,
+    DepthRequest,
     GenerateRequest,
     Img2ImgRequest,
     ResolvedRequest,
@@ -67,8 +70,11 @@ class Engine:
         location: ModelLocation,
         offload: bool = False,
         vae_tiling: bool = False,
+        estimator: DepthEstimator | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        #: Depth for pictures without one (img2img, depth jobs); None: not loaded.
+        self.estimator = estimator
         self.text_encoder = text_encoder
         self.unet = unet
         self.vae = vae
@@ -173,15 +179,45 @@ class Engine:
         noise: torch.Tensor | None = None,
     ) -> RGBDResult:
         """RGBD image-to-image: encode the input with the model's own VAE packing, noise it to
-        ``strength`` and denoise the remaining steps. Without ``depth``, a flat depth of 0.5
-        (the sphere itself) stands in; the result says so in ``depth_source``. ``noise``
+        ``strength`` and denoise the remaining steps. Without ``depth``, the depth estimator's
+        estimate of ``rgb`` stands in (an equirect one for a seamless request), or a flat 0.5 (the
+        sphere itself) when none is loaded or ``flat_depth`` asks; ``depth_source`` says which. ``noise``
         replaces both seeded draws, the VAE sample's and the starting noise (for tests that roll it)."""
         req = resolve_text(self.preset, request, source=(rgb.shape[1], rgb.shape[0]))
-        depth_source = None
-        if depth is None:
-            depth = np.full(rgb.shape[:2], 32768, np.uint16)
-            depth_source = "flat 0.5 (no depth map was given)"
-        return self._locked(req, lambda: self._img2img(req, rgb, depth, depth_source, on_step, cancel, noise))
+        if depth is not None or self.estimator is None or request.flat_depth:
+            return self._locked(req, lambda: self._img2img(req, rgb, depth, on_step, cancel, noise))
+        estimator = self.estimator
+
+        def estimated() -> RGBDResult:
+            t0 = time.perf_counter()  # the estimate is of the input as given (resized with the rest after)
+            found = estimator.estimate(rgb, equirect=req.seamless, cancel=cancel)
+            depth_s = time.perf_counter() - t0
+            result = self._img2img(req, rgb, found.depth, on_step, cancel, noise, depth_source=found.description)
+            timings = dataclasses.replace(result.timings, depth_s=depth_s)
+            return dataclasses.replace(result, timings=timings)
+
+        return self._locked(req, estimated)
+
+    def estimate_depth(
+        self,
+        request: DepthRequest,
+        rgb: npt.NDArray[np.uint8],
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        """A depth job: ``rgb`` kept, its depth estimated (needs the estimator: ``depth_model``)."""
+        estimator = need_estimator(self.estimator, "a depth job")
+        with self._lock:
+            return depth_result(
+                estimator,
+                self.preset,
+                request,
+                rgb,
+                device=self.device,
+                dtype=self.dtype,
+                on_step=on_step,
+                cancel=cancel,
+            )
 
     def upscale(
         self,
@@ -313,13 +349,16 @@ class Engine:
         self,
         req: ResolvedRequest,
         rgb: npt.NDArray[np.uint8],
-        depth: npt.NDArray[np.uint16],
-        depth_source: str | None,
+        depth: npt.NDArray[np.uint16] | None,
         on_step: OnStep | None,
         cancel: CancelToken | None,
         noise: torch.Tensor | None,
+        depth_source: str | None = None,
     ) -> RGBDResult:
         t0 = time.perf_counter()
+        if depth is None:
+            depth = np.full(rgb.shape[:2], 32768, np.uint16)
+            depth_source = "flat 0.5 (no depth map was given)"
         assert req.strength is not None
         # As diffusers' img2img: int(steps × strength) steps are run (50 × 0.75 → 37), from the
         # (steps - that)-th timestep of the full schedule, on the VAE sample noised to that timestep.

@@ -7,30 +7,41 @@ path is used as it is and must be in diffusers layout.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelNotAvailable, UnknownModel
-from .presets import FOLDER_DEFAULTS, PRESETS, Preset, get_preset
+from .presets import DEPTH_MODELS, FOLDER_DEFAULTS, PRESETS, Preset, get_preset
 from .tiny import default_tiny_dir, ensure_tiny
 from .types import EngineSettings
 
 logger = logging.getLogger(__name__)
 
 REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+#: The CompVis latent diffusion layouts, by the pipeline class their ``model_index.json`` names.
+LDM_REQUIRED: dict[str, tuple[str, ...]] = {
+    "LDMPipeline": ("unet", "vqvae", "scheduler"),
+    "LDMTextToImagePipeline": ("bert", "tokenizer", "unet", "vqvae", "scheduler"),
+}
 #: What a snapshot needs; skips the safety checker, ONNX, CKPT and other extras.
 ALLOW_PATTERNS = [
     "model_index.json",
-    *(f"{part}/*.json" for part in REQUIRED),
+    *(f"{part}/*.json" for part in (*REQUIRED, "vqvae", "bert")),
     "tokenizer/*.txt",
     "*/diffusion_pytorch_model.safetensors",
     "*/diffusion_pytorch_model.bin",
     "text_encoder/model.safetensors",
     "text_encoder/pytorch_model.bin",
+    "bert/model.safetensors",
+    "bert/pytorch_model.bin",
     "low_res_scheduler/*.json",
 ]
+#: A DPT folder (transformers' layout).
+DEPTH_PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin"]
 
 
 @dataclass(frozen=True)
@@ -39,25 +50,47 @@ class ModelLocation:
     #: What the user would call it: the hub id, the folder, or ``builtin:tiny``.
     model_id: str
     preset: Preset
+    #: The pipeline class the folder's ``model_index.json`` names (``LDMPipeline``…; "" when it names none).
+    pipeline: str = ""
 
 
-def _check_layout(folder: Path, model_id: str) -> None:
-    missing = [part for part in REQUIRED if not (folder / part).is_dir()]
+def _pipeline_class(folder: Path) -> str:
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(index.get("_class_name", "")) if isinstance(index, dict) else ""
+
+
+def _check_layout(folder: Path, model_id: str, preset: Preset | None) -> str:
+    """Check the folder has what its kind needs; return the pipeline class it names."""
+    pipeline = _pipeline_class(folder)
+    family = "ldm" if pipeline in LDM_REQUIRED else "ldm3d"
+    required = LDM_REQUIRED.get(pipeline, REQUIRED)
+    missing = [part for part in required if not (folder / part).is_dir()]
     if missing:
+        kind = f"{pipeline} (CompVis LDM)" if family == "ldm" else "diffusers LDM3D"
         raise UnknownModel(
-            f"{model_id!r} is not a diffusers LDM3D folder: missing {', '.join(m + '/' for m in missing)} "
-            f"(expected {', '.join(p + '/' for p in REQUIRED)})"
+            f"{model_id!r} is not a complete {kind} folder: missing {', '.join(m + '/' for m in missing)} "
+            f"(expected {', '.join(p + '/' for p in required)})"
         )
+    if preset is not None and preset.family != family:
+        raise UnknownModel(
+            f"{model_id!r} is a {'CompVis LDM' if family == 'ldm' else 'LDM3D'} folder (model_index.json: "
+            f"{pipeline or 'no pipeline class'}), but preset {preset.name!r} is for "
+            f"{'CompVis LDM' if preset.family == 'ldm' else 'LDM3D'} models"
+        )
+    return pipeline
 
 
-def _hub_folder(repo_id: str, settings: EngineSettings) -> Path:
+def _hub_folder(repo_id: str, settings: EngineSettings, patterns: list[str] = ALLOW_PATTERNS) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     cache = settings.cache_dir or constants.HF_HUB_CACHE
     offline = settings.offline or constants.HF_HUB_OFFLINE
     try:
-        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=ALLOW_PATTERNS, local_files_only=True))
+        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns, local_files_only=True))
     except LocalEntryNotFoundError:
         if offline:
             raise ModelNotAvailable(
@@ -69,7 +102,7 @@ def _hub_folder(repo_id: str, settings: EngineSettings) -> Path:
             ) from None
     logger.info("downloading %s into %s", repo_id, cache)
     try:
-        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=ALLOW_PATTERNS))
+        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=patterns))
     except OSError as exc:  # network errors from the hub client derive from OSError
         raise ModelNotAvailable(
             repo_id,
@@ -88,13 +121,44 @@ def locate(settings: EngineSettings) -> ModelLocation:
             folder = ensure_tiny(preset.source.removeprefix("builtin:"), root)
         else:
             folder = _hub_folder(preset.source, settings)
-        _check_layout(folder, preset.source)
-        return ModelLocation(folder, preset.source, preset)
+        pipeline = _check_layout(folder, preset.source, preset)
+        return ModelLocation(folder, preset.source, preset, pipeline)
     path = Path(os.path.expanduser(name))
     if not path.is_dir():
         raise UnknownModel(
             f"unknown model {name!r}: not a preset ({', '.join(PRESETS)}) and not a folder on this machine"
         )
-    _check_layout(path, name)
-    preset = get_preset(settings.preset) if settings.preset else FOLDER_DEFAULTS
-    return ModelLocation(path.resolve(), str(path.resolve()), preset)
+    given = get_preset(settings.preset) if settings.preset else None
+    pipeline = _check_layout(path, name, given)
+    if given is not None:
+        preset = given
+    elif pipeline in LDM_REQUIRED:  # the folder says what it is: an RGB-only CompVis LDM
+        preset = dataclasses.replace(
+            FOLDER_DEFAULTS, family="ldm", conditional=pipeline != "LDMPipeline", depth_model="dpt-large", guidance=1.0
+        )
+    else:
+        preset = FOLDER_DEFAULTS
+    return ModelLocation(path.resolve(), str(path.resolve()), preset, pipeline)
+
+
+def locate_depth_model(name: str, settings: EngineSettings) -> tuple[Path, str]:
+    """The folder of depth estimator ``name`` (a :data:`DEPTH_MODELS` name or a local folder) and
+    what to call it; built (tiny) or fetched (when allowed) like the main model."""
+    if name in DEPTH_MODELS:
+        source = DEPTH_MODELS[name]
+        if source.startswith("builtin:"):
+            root = Path(settings.tiny_dir) if settings.tiny_dir else default_tiny_dir()
+            return ensure_tiny(source.removeprefix("builtin:"), root), source
+        return _hub_folder(source, settings, DEPTH_PATTERNS), source
+    path = Path(os.path.expanduser(name))
+    if not path.is_dir():
+        raise UnknownModel(
+            f"unknown depth model {name!r}: not one of {', '.join(DEPTH_MODELS)} and not a folder on this machine"
+        )
+    missing = [f for f in ("config.json", "preprocessor_config.json") if not (path / f).is_file()]
+    if missing:
+        raise UnknownModel(
+            f"{name!r} is not a DPT folder in transformers' layout: missing {', '.join(missing)} "
+            "(expected config.json, preprocessor_config.json and the weights)"
+        )
+    return path.resolve(), str(path.resolve())

@@ -51,6 +51,15 @@ class Preset:
     #: Sizes of seamless jobs must be multiples of this (8 · 2^UNet downsamplers) for the wrap to be
     #: exact; filled in from the UNet's config when the engine loads the model.
     wrap_multiple: int = 8
+    #: ``ldm3d`` (RGB + depth from the VAE) or ``ldm`` (a CompVis latent diffusion model: RGB only,
+    #: its depth estimated by :attr:`depth_model`).
+    family: str = "ldm3d"
+    #: False for an unconditional model: it ignores the prompt (and the result says so).
+    conditional: bool = True
+    #: The depth estimator an RGB-only model needs when none is given (see :data:`DEPTH_MODELS`).
+    depth_model: str | None = None
+    #: DDIM's eta (the model card's), for DDIM sampling.
+    eta: float = 0.0
 
     @property
     def builtin(self) -> bool:
@@ -148,7 +157,74 @@ PRESETS: dict[str, Preset] = {
             max_height=1024,
             description="offline, random weights, 1024×512 panoramas",
         ),
+        Preset(
+            "ldm-celebahq",
+            "CompVis/ldm-celebahq-256",
+            256,
+            256,
+            steps=200,
+            guidance=1.0,
+            family="ldm",
+            conditional=False,
+            depth_model="dpt-large",
+            min_size=256,
+            max_width=256,
+            max_height=256,
+            description="CompVis LDM, unconditional faces (VQ autoencoder, DDIM); depth by DPT",
+        ),
+        Preset(
+            "ldm-text2im",
+            "CompVis/ldm-text2im-large-256",
+            256,
+            256,
+            steps=50,
+            guidance=6.0,
+            eta=0.3,
+            family="ldm",
+            depth_model="dpt-large",
+            max_width=512,
+            max_height=512,
+            description="CompVis LDM, text to image (LDM-BERT, DDIM); depth by DPT",
+        ),
+        Preset(
+            "tiny-ldm",
+            "builtin:tiny-ldm",
+            128,
+            128,
+            steps=10,
+            guidance=1.0,
+            family="ldm",
+            conditional=False,
+            depth_model="tiny-dpt",
+            min_size=128,
+            max_width=128,
+            max_height=128,
+            description="offline, random weights, unconditional CompVis LDM layout (VQ autoencoder); depth by tiny-dpt",
+        ),
+        Preset(
+            "tiny-ldm-text",
+            "builtin:tiny-ldm-text",
+            128,
+            128,
+            steps=10,
+            guidance=6.0,
+            eta=0.3,
+            family="ldm",
+            depth_model="tiny-dpt",
+            max_width=256,
+            max_height=256,
+            description="offline, random weights, the text-to-image CompVis LDM layout (LDM-BERT); depth by tiny-dpt",
+        ),
     )
+}
+
+#: Depth estimators (``--depth-model``): DPT through transformers. ``dpt-large`` is the model LDM3D's
+#: depth came from; ``dpt-hybrid`` (MiDaS v3 hybrid) is lighter; ``tiny-dpt`` is built offline with
+#: random weights for tests and rehearsals. A local folder in transformers' layout works too.
+DEPTH_MODELS: dict[str, str] = {
+    "dpt-large": "Intel/dpt-large",
+    "dpt-hybrid": "Intel/dpt-hybrid-midas",
+    "tiny-dpt": "builtin:tiny-dpt",
 }
 
 #: Conventions for a local folder run without a preset.

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 #: Bump when a config below changes, so old builds are not reused.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 SEED = 20231122
 
 # The SD 1.x noise schedule the LDM3D models were trained with, in the two scheduler configs Intel's
@@ -171,20 +172,28 @@ def ensure_tiny(name: str, root: Path) -> Path:
 
     Built in a temporary folder and renamed into place, so a crash mid-build
     never leaves a half model that later loads."""
-    if name not in _VAE_CHANNELS:
+    from .tiny_rgb import BUILDERS as RGB_BUILDERS
+
+    build: Callable[[str, Path], None]
+    if name in _VAE_CHANNELS:
+        build = _build
+        done = "model_index.json"
+    elif name in RGB_BUILDERS:
+        build, done = RGB_BUILDERS[name]
+    else:
         raise KeyError(name)
     folder = root / f"{name}-v{BUILD_VERSION}"
-    if (folder / "model_index.json").exists():
+    if (folder / done).exists():
         return folder
     root.mkdir(parents=True, exist_ok=True)
     logger.info("building the offline model %s in %s", name, folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
-        _build(name, tmp)
+        build(name, tmp)
         try:
             tmp.rename(folder)
         except OSError:
-            if not (folder / "model_index.json").exists():  # not a concurrent build that won
+            if not (folder / done).exists():  # not a concurrent build that won
                 raise
     finally:
         if tmp.exists():

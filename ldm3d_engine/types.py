@@ -40,6 +40,16 @@ class Img2ImgRequest(GenerateRequest):
     ``width``/``height`` default to the input image's size; the input is resized to them."""
 
     strength: float = 0.6
+    #: Without a depth map: True keeps the flat 0.5 stand-in even when a depth estimator is loaded.
+    flat_depth: bool = False
+
+
+@dataclass(frozen=True)
+class DepthRequest:
+    """Depth for a picture (RGB kept as it is). ``equirect``: a 360° picture, estimated on
+    perspective views blended back (None: the model preset's ``seamless``, on for pano models)."""
+
+    equirect: bool | None = None
 
 
 #: The LDM3D-SR model card's prompt for plain upscaling.
@@ -92,10 +102,12 @@ class Timings:
     text_encoding_s: float
     denoising_s: float
     decoding_s: float
+    #: Depth estimation (DPT), for RGB-only models, img2img without a depth map and depth jobs.
+    depth_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.text_encoding_s + self.denoising_s + self.decoding_s
+        return self.text_encoding_s + self.denoising_s + self.decoding_s + self.depth_s
 
 
 @dataclass(frozen=True)
@@ -118,8 +130,11 @@ class RGBDResult:
     #: ``rgbd4`` (depth in channel 3) or ``rgbd6`` (16-bit depth in two byte channels).
     depth_layout: str
     timings: Timings
-    #: img2img without a depth map: what stood in for it.
+    #: Where the depth came from when the model did not make it: ``dpt (…)`` (estimated), or the
+    #: flat stand-in of an img2img job without a depth map.
     depth_source: str | None = None
+    #: An unconditional model made it: the prompt played no part.
+    prompt_ignored: bool = False
     #: Peak GPU memory of the job (cuda), in MiB.
     peak_memory_mb: float | None = None
 
@@ -163,6 +178,10 @@ class EngineSettings:
     vae_tiling: bool = False
     #: CPU threads for torch on the cpu device; None: all cores.
     threads: int | None = None
+    #: A depth estimator beside the model (``dpt-large``, ``dpt-hybrid``, ``tiny-dpt`` or a folder):
+    #: img2img without a depth map and depth jobs use it. None: none for LDM3D models; an RGB-only
+    #: model gets its preset's.
+    depth_model: str | None = None
 
 
 @dataclass

@@ -34,7 +34,7 @@ def _resolve(
     preset: Preset, request: GenerateRequest | UpscaleRequest, width: int, height: int, **mode: Any
 ) -> ResolvedRequest:
     """The checks every kind of request shares, then the resolved request (``mode``: its own fields)."""
-    if not request.prompt.strip():
+    if preset.conditional and not request.prompt.strip():  # an unconditional model takes none
         raise InvalidRequest("prompt", "the prompt is empty; say what the world should show")
     sampling = request.sampling or "quality"
     if sampling not in SAMPLINGS:

@@ -1,0 +1,187 @@
+"""Depth of a 360° (equirectangular) image from a depth model that sees perspective pictures.
+
+A depth model such as DPT was trained on ordinary photographs, and DPT itself only takes square
+inputs. Fed a whole equirect image, it sees the poles stretched across the top and bottom rows
+and the two ends of the picture as unrelated borders: a seam at 0°/360°. So the sphere is cut
+into overlapping perspective views (:data:`VIEWS`: a ring of 8 around the horizon and one at
+each pole, each 110° wide), each view's depth is estimated on its own, and the views are put
+back on the sphere:
+
+1. Each view's relative depth has its own scale and shift (a depth model's output is only
+   defined up to both). They are made to agree where views overlap: one least-squares fit of a
+   scale and a shift per view over every overlapping pair (the first view is the reference).
+2. Every equirect pixel is the weighted mean of the views that see it; a view's weight falls to
+   zero at its border, so no view's edge shows.
+
+Because the blend is computed per direction on the sphere, the first and last columns of the
+result are neighbours like any others: there is no seam. Pure tensor maths: no model here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: Each view's field of view. With views 45° apart around the horizon, 110° leaves every
+#: neighbour pair a wide overlap, and the polar views reach down to 35° of latitude, below where
+#: the horizon ring stops seeing (about 53° between two views), so every direction is covered.
+FOV_DEG = 110.0
+#: (yaw, pitch) of each view, in degrees.
+VIEWS: tuple[tuple[float, float], ...] = (*((45.0 * k, 0.0) for k in range(8)), (0.0, 90.0), (0.0, -90.0))
+#: Alignment uses every ``ALIGN_STRIDE``-th equirect pixel in both directions (it fits 2 numbers per view).
+ALIGN_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class View:
+    yaw: float
+    pitch: float
+    fov: float = FOV_DEG
+
+    def basis(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward, right and up unit vectors (x right, y up, z forward at yaw 0, pitch 0)."""
+        psi, theta = math.radians(self.yaw), math.radians(self.pitch)
+        f64 = torch.float64
+        forward = torch.tensor(
+            [math.cos(theta) * math.sin(psi), math.sin(theta), math.cos(theta) * math.cos(psi)], dtype=f64
+        )
+        right = torch.tensor([math.cos(psi), 0.0, -math.sin(psi)], dtype=f64)
+        up = torch.tensor(
+            [-math.sin(theta) * math.sin(psi), math.cos(theta), -math.sin(theta) * math.cos(psi)], dtype=f64
+        )
+        return forward, right, up
+
+
+def sphere_directions(width: int, height: int) -> torch.Tensor:
+    """Unit direction of every equirect pixel's centre, height×width×3 (column 0 at -180°)."""
+    lon = (torch.arange(width, dtype=torch.float64) + 0.5) / width * 2 * math.pi - math.pi
+    lat = math.pi / 2 - (torch.arange(height, dtype=torch.float64) + 0.5) / height * math.pi
+    lat, lon = torch.meshgrid(lat, lon, indexing="ij")
+    return torch.stack([torch.cos(lat) * torch.sin(lon), torch.sin(lat), torch.cos(lat) * torch.cos(lon)], -1)
+
+
+def _bilinear(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, wrap: bool) -> torch.Tensor:
+    """Sample ``image`` (C×H×W) at pixel coordinates (x, y) (pixel centres at integers);
+    columns wrap around when ``wrap`` (an equirect image), rows and unwrapped columns clamp."""
+    _, h, w = image.shape
+    x0f, y0f = torch.floor(x), torch.floor(y)
+    fx, fy = (x - x0f).to(image.dtype), (y - y0f).to(image.dtype)
+    x0, y0 = x0f.long(), y0f.long()
+    x1, y1 = x0 + 1, y0 + 1
+    if wrap:
+        x0, x1 = x0 % w, x1 % w
+    else:
+        x0, x1 = x0.clamp(0, w - 1), x1.clamp(0, w - 1)
+    y0, y1 = y0.clamp(0, h - 1), y1.clamp(0, h - 1)
+    top = image[:, y0, x0] * (1 - fx) + image[:, y0, x1] * fx
+    bottom = image[:, y1, x0] * (1 - fx) + image[:, y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def render_view(equirect: torch.Tensor, view: View, size: int) -> torch.Tensor:
+    """The perspective picture (C×size×size) a camera at the sphere's centre sees through ``view``."""
+    _, h, w = equirect.shape
+    forward, right, up = view.basis()
+    half = math.tan(math.radians(view.fov) / 2)
+    steps = ((torch.arange(size, dtype=torch.float64) + 0.5) / size * 2 - 1) * half
+    yy, xx = torch.meshgrid(-steps, steps, indexing="ij")
+    rays = forward + xx[..., None] * right + yy[..., None] * up
+    rays = rays / rays.norm(dim=-1, keepdim=True)
+    lon = torch.atan2(rays[..., 0], rays[..., 2])
+    lat = torch.asin(rays[..., 1].clamp(-1, 1))
+    px = (lon + math.pi) / (2 * math.pi) * w - 0.5
+    py = (math.pi / 2 - lat) / math.pi * h - 0.5
+    return _bilinear(equirect, px, py, wrap=True)
+
+
+def project_back(view_image: torch.Tensor, view: View, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``view_image`` (size×size) seen from each direction of ``directions`` (H×W×3): the sampled
+    values and each one's blending weight (0 where the view does not see that direction, falling
+    to 0 toward the view's border)."""
+    size = view_image.shape[-1]
+    forward, right, up = view.basis()
+    z = directions @ forward
+    half = math.tan(math.radians(view.fov) / 2)
+    safe_z = torch.where(z > 1e-6, z, torch.ones_like(z))
+    x = (directions @ right) / safe_z / half
+    y = (directions @ up) / safe_z / half
+    seen = (z > 1e-6) & (x.abs() < 1) & (y.abs() < 1)
+    weight = torch.where(seen, (1 - x.abs()) * (1 - y.abs()), torch.zeros_like(x))
+    px = (x.clamp(-1, 1) + 1) / 2 * size - 0.5
+    py = (1 - y.clamp(-1, 1)) / 2 * size - 0.5
+    values = _bilinear(view_image[None].double(), px, py, wrap=False)[0]
+    return values, weight
+
+
+def align(values: list[torch.Tensor], weights: list[torch.Tensor]) -> list[tuple[float, float]]:
+    """A scale and a shift per view so that the views agree where they overlap (least squares over
+    every overlapping pair, weighted by both views' weights; view 0 keeps scale 1, shift 0). A view
+    whose fit comes out non-positive or undefined keeps 1, 0."""
+    n = len(values)
+    rows: list[np.ndarray] = []
+    sampled = [
+        (v[::ALIGN_STRIDE, ::ALIGN_STRIDE].reshape(-1).numpy(), w[::ALIGN_STRIDE, ::ALIGN_STRIDE].reshape(-1).numpy())
+        for v, w in zip(values, weights, strict=True)
+    ]
+    for i in range(n):
+        for j in range(i + 1, n):
+            vi, wi = sampled[i]
+            vj, wj = sampled[j]
+            both = (wi > 0) & (wj > 0)
+            if not both.any():
+                continue
+            s = np.sqrt(wi[both] * wj[both])
+            block = np.zeros((int(both.sum()), 2 * n))
+            block[:, 2 * i], block[:, 2 * i + 1] = s * vi[both], s
+            block[:, 2 * j], block[:, 2 * j + 1] = -s * vj[both], -s
+            rows.append(block)
+    if not rows:
+        return [(1.0, 0.0)] * n
+    total = sum(len(r) for r in rows)
+    anchor = np.zeros((2, 2 * n))
+    anchor[0, 0] = anchor[1, 1] = math.sqrt(total)  # view 0: scale 1, shift 0, held firmly
+    a = np.concatenate([*rows, anchor])
+    b = np.zeros(len(a))
+    b[-2] = math.sqrt(total)
+    solution, *_ = np.linalg.lstsq(a, b, rcond=None)
+    fits = []
+    for k in range(n):
+        scale, shift = float(solution[2 * k]), float(solution[2 * k + 1])
+        fits.append((scale, shift) if math.isfinite(scale) and math.isfinite(shift) and scale > 0 else (1.0, 0.0))
+    return fits
+
+
+def equirect_depth(
+    rgb: torch.Tensor,
+    estimate: Callable[[torch.Tensor], torch.Tensor],
+    size: int,
+    views: tuple[tuple[float, float], ...] = VIEWS,
+    after_view: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Relative inverse depth (H×W, float64, unnormalised) of the equirect ``rgb`` (3×H×W, 0..1),
+    from ``estimate`` (a size×size picture, 3×size×size → the same-size depth) run on each view.
+    ``after_view(done, total)`` is told after each view (progress, and a place to cancel)."""
+    _, h, w = rgb.shape
+    directions = sphere_directions(w, h)
+    values, weights = [], []
+    for n, (yaw, pitch) in enumerate(views):
+        view = View(yaw, pitch)
+        picture = render_view(rgb.double(), view, size).to(rgb.dtype)
+        depth = estimate(picture).double()
+        depth = (depth - depth.mean()) / (depth.std() + 1e-12)  # comparable before the fit
+        value, weight = project_back(depth, view, directions)
+        values.append(value)
+        weights.append(weight)
+        if after_view is not None:
+            after_view(n + 1, len(views))
+    fits = align(values, weights)
+    total = torch.zeros(h, w, dtype=torch.float64)
+    weight_sum = torch.zeros(h, w, dtype=torch.float64)
+    for (scale, shift), value, weight in zip(fits, values, weights, strict=True):
+        total += weight * (scale * value + shift)
+        weight_sum += weight
+    return total / weight_sum.clamp_min(1e-12)

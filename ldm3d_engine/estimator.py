@@ -1,0 +1,130 @@
+"""Depth for any image: DPT (transformers' ``DPTForDepthEstimation``) on the engine's device.
+
+LDM3D learned its depth from DPT-Large, whose output is relative inverse depth (larger =
+nearer, up to an unknown scale and shift; not metres). :meth:`DepthEstimator.estimate` keeps
+that meaning and maps it to our convention: min–max over the picture, the nearest point 1.0
+(65535 in 16 bits), the farthest 0.0. An equirect picture goes through
+:mod:`ldm3d_engine.equirect` (perspective views, aligned and blended back: no seam at 0°/360°).
+
+Pre-processing is the model folder's own image processor (size, resampling, mean and std as its
+``preprocessor_config.json`` says); post-processing is ours and matches transformers'
+``post_process_depth_estimation`` (bicubic to the picture's size), tested against it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from .devices import Placement
+from .equirect import VIEWS, equirect_depth
+from .errors import Cancelled
+from .types import CancelToken
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EstimatedDepth:
+    #: 0..1, 1 = nearest (min–max of the model's relative inverse depth).
+    depth_float: npt.NDArray[np.float32]
+    depth: npt.NDArray[np.uint16]
+    #: How it was made, for ``meta.json``: ``dpt`` plus the model and the method.
+    description: str
+
+
+def to_depth16(raw: npt.NDArray[np.floating[Any]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint16]]:
+    """Relative inverse depth → (0..1 float, 16-bit), nearest = 1.0 / 65535; a flat picture → 0.5."""
+    raw = np.nan_to_num(raw.astype(np.float64))
+    low, high = float(raw.min()), float(raw.max())
+    unit = np.full(raw.shape, 0.5) if high - low < 1e-12 else (raw - low) / (high - low)
+    return unit.astype(np.float32), np.round(unit * 65535).astype(np.uint16)
+
+
+class DepthEstimator:
+    """One DPT model and its image processor on one device."""
+
+    def __init__(self, model: Any, processor: Any, placement: Placement, model_id: str) -> None:
+        self.model = model
+        self.processor = processor
+        self.placement = placement
+        self.model_id = model_id
+        size = getattr(processor, "size", None)
+        height = getattr(size, "height", None) or (size.get("height") if isinstance(size, dict) else None)
+        #: The side of the square pictures the model takes (384 for dpt-large).
+        self.input_size = int(height or model.config.image_size)
+
+    def predict(self, rgb: npt.NDArray[np.uint8]) -> torch.Tensor:
+        """The model's raw output for one picture (its own input size), on the CPU, float32."""
+        inputs = self.processor(images=rgb, return_tensors="pt")
+        pixels = inputs["pixel_values"].to(self.placement.device, next(self.model.parameters()).dtype)
+        with torch.inference_mode():
+            predicted: torch.Tensor = self.model(pixel_values=pixels).predicted_depth
+        return predicted.float().cpu()
+
+    def raw_depth(self, rgb: npt.NDArray[np.uint8]) -> torch.Tensor:
+        """Relative inverse depth at the picture's size (bicubic from the model's output, as
+        transformers' ``post_process_depth_estimation`` does)."""
+        predicted = self.predict(rgb)
+        resized = torch.nn.functional.interpolate(
+            predicted[:, None], size=rgb.shape[:2], mode="bicubic", align_corners=False
+        )
+        return resized[0, 0]
+
+    def estimate(
+        self,
+        rgb: npt.NDArray[np.uint8],
+        *,
+        equirect: bool,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> EstimatedDepth:
+        """Depth of an H×W×3 picture in our convention; ``equirect``: a 360° picture (perspective
+        views blended back). ``on_step`` counts views (1 for a plain picture); ``cancel`` is checked
+        between views."""
+        if not equirect:
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled(0, 1)
+            raw = self.raw_depth(rgb).numpy()
+            if on_step is not None:
+                on_step(1, 1)
+            unit, sixteen = to_depth16(raw)
+            return EstimatedDepth(unit, sixteen, f"dpt ({self.model_id}, whole picture)")
+
+        size = self.input_size
+
+        def one_view(picture: torch.Tensor) -> torch.Tensor:
+            view = (picture.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            return self.raw_depth(view)
+
+        def after_view(done: int, total: int) -> None:
+            if on_step is not None:
+                on_step(done, total)
+            if cancel is not None and cancel.cancelled and done < total:
+                raise Cancelled(done, total)
+
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
+        raw = equirect_depth(image, one_view, size, after_view=after_view).numpy()
+        unit, sixteen = to_depth16(raw)
+        return EstimatedDepth(unit, sixteen, f"dpt ({self.model_id}, {len(VIEWS)} perspective views blended)")
+
+
+def load_estimator(folder: str, placement: Placement, model_id: str) -> DepthEstimator:
+    """DPT from a folder in transformers' layout (``config.json``, weights, ``preprocessor_config.json``)."""
+    from transformers import DPTForDepthEstimation
+
+    try:  # transformers 5: the Pillow processor, which needs no torchvision (same maths)
+        from transformers import DPTImageProcessorPil as Processor
+    except ImportError:  # pragma: no cover - transformers 4
+        from transformers import DPTImageProcessor as Processor
+    processor = Processor.from_pretrained(folder)
+    model = DPTForDepthEstimation.from_pretrained(folder, dtype=placement.dtype)
+    model.to(placement.device).eval().requires_grad_(False)
+    logger.info("depth estimator %s on %s (%s)", model_id, placement.device, placement.dtype_name)
+    return DepthEstimator(model, processor, placement, model_id)

@@ -1,0 +1,262 @@
+"""RGB-only latent diffusion models as RGBD sources: the CompVis LDM family.
+
+``CompVis/ldm-celebahq-256`` (unconditional: a ``UNet2DModel`` on a VQ autoencoder's latents,
+DDIM) and ``CompVis/ldm-text2im-large-256`` (LDM-BERT text conditioning, a KL autoencoder, DDIM)
+make RGB pictures only. This engine runs them with our own loop (:mod:`ldm3d_engine.denoise`,
+the same one the LDM3D engine uses) and passes each picture through the depth estimator, so the
+bridge serves them over the same contract: request in, RGB + 16-bit depth out.
+
+The loop is diffusers' ``LDMPipeline`` / ``LDMTextToImagePipeline`` (parity tested on the tiny
+stand-ins), with two differences that are ours on purpose: DDIM's eta noise is drawn from the
+job's seeded generator (those pipelines draw it from torch's global generator, so a seed does not
+repeat a picture with eta > 0), and the starting noise is scaled by the scheduler's
+``init_noise_sigma`` so that schedulers other than DDIM start right (for DDIM it is 1).
+``LDMPipeline`` itself is deprecated upstream (``pipelines/deprecated``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from .denoise import Guidance, OnStep, denoise
+from .depth_jobs import depth_result
+from .devices import Placement, is_out_of_memory
+from .errors import InvalidRequest, OutOfMemory
+from .estimator import DepthEstimator
+from .loading import ModelLocation
+from .presets import FOLDER_DEFAULTS
+from .prompts import PromptEncoder
+from .schedulers import make_scheduler, native_scheduler
+from .seamless import wrap_width
+from .types import (
+    CancelToken,
+    DepthRequest,
+    GenerateRequest,
+    Img2ImgRequest,
+    ResolvedRequest,
+    RGBDResult,
+    Timings,
+    UpscaleRequest,
+)
+from .validation import resolve_text, resolve_upscale
+
+
+class RGBLatentEngine:
+    """One CompVis LDM and a depth estimator on one device. Runs are serialised by a lock."""
+
+    def __init__(
+        self,
+        *,
+        unet: Any,
+        vqvae: Any,
+        scheduler_config: dict[str, Any],
+        estimator: DepthEstimator,
+        placement: Placement,
+        location: ModelLocation,
+        tokenizer: Any = None,
+        bert: Any = None,
+    ) -> None:
+        self.unet = unet
+        self.vqvae = vqvae
+        self.bert = bert
+        self.scheduler_config = scheduler_config
+        self.estimator = estimator
+        self.placement = placement
+        self.location = location
+        self.conditional = bert is not None
+        self.vae_scale = 2 ** (len(vqvae.config.block_out_channels) - 1)
+        preset = location.preset
+        if preset.conditional != self.conditional:
+            raise InvalidRequest(
+                "model",
+                f"preset {preset.name!r} is for {'text-conditioned' if preset.conditional else 'unconditional'} "
+                f"models; {location.model_id!r} is {'text-conditioned' if self.conditional else 'unconditional'}",
+            )
+        if preset.name == FOLDER_DEFAULTS.name:  # a folder without a preset: its native size
+            side = int(unet.config.sample_size) * self.vae_scale
+            preset = dataclasses.replace(
+                preset, width=side, height=side, min_size=side, max_width=side, max_height=side
+            )
+        self.preset = dataclasses.replace(
+            preset,
+            native_scheduler=native_scheduler(scheduler_config, location.model_id),
+            wrap_multiple=self.vae_scale * 2 ** (len(unet.config.down_block_types) - 1),
+        )
+        self._lock = threading.Lock()
+        self._identity: str | None = None
+        self._prompts = (
+            PromptEncoder(tokenizer, bert, placement.device, placement.dtype, lambda _m: contextlib.nullcontext())
+            if bert is not None
+            else None
+        )
+
+    # -- description (as the LDM3D engine's) ---------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self.location.model_id
+
+    @property
+    def identity(self) -> str:
+        """The model, its configs, the depth estimator's, the preset and the engine version, hashed."""
+        if self._identity is None:
+            from . import __version__
+
+            described = {
+                "model": self.model_id,
+                "preset": dataclasses.asdict(self.preset),
+                "unet": dict(self.unet.config),
+                "vqvae": dict(self.vqvae.config),
+                "bert": self.bert.config.to_dict() if self.bert is not None else None,
+                "scheduler": self.scheduler_config,
+                "depth": [self.estimator.model_id, self.estimator.model.config.to_dict()],
+                "engine": __version__,
+            }
+            text = json.dumps(described, sort_keys=True, default=str)
+            self._identity = f"{self.model_id}@{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+        return self._identity
+
+    @property
+    def device(self) -> str:
+        return str(self.placement.device)
+
+    @property
+    def dtype(self) -> str:
+        return self.placement.dtype_name
+
+    def resolve(self, request: GenerateRequest) -> ResolvedRequest:
+        return resolve_text(self.preset, request)
+
+    def resolve_upscale(self, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
+        return resolve_upscale(self.preset, request, source)
+
+    def free_memory(self) -> None:
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- jobs ------------------------------------------------------------------
+
+    def generate(
+        self, request: GenerateRequest, on_step: OnStep | None = None, cancel: CancelToken | None = None
+    ) -> RGBDResult:
+        """Text (or nothing, for an unconditional model) → RGB, then its depth estimated."""
+        req = self.resolve(request)
+        if self.conditional and req.guidance < 1.0:  # LDMTextToImagePipeline would guide; we say no
+            raise InvalidRequest("guidance", f"guidance {req.guidance} is below 1; use 1 (no guidance) or more")
+        with self._lock, torch.inference_mode(), wrap_width([self.unet, self.vqvae], req.seamless):
+            try:
+                return self._generate(req, on_step, cancel)
+            except RuntimeError as exc:
+                if is_out_of_memory(exc):
+                    self.free_memory()
+                    raise OutOfMemory(f"out of memory on {self.device} at {req.width}×{req.height}: {exc}") from exc
+                raise
+
+    def img2img(
+        self,
+        request: Img2ImgRequest,
+        rgb: npt.NDArray[np.uint8],
+        depth: npt.NDArray[np.uint16] | None = None,
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        raise InvalidRequest(
+            "model", f"{self.model_id} makes RGB only and has no RGBD image-to-image; use an LDM3D model for img2img"
+        )
+
+    def upscale(
+        self,
+        request: UpscaleRequest,
+        rgb: npt.NDArray[np.uint8],
+        depth: npt.NDArray[np.uint16],
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        raise InvalidRequest("model", f"{self.model_id} is not an upscaler; use --upscale-model ldm3d-sr")
+
+    def estimate_depth(
+        self,
+        request: DepthRequest,
+        rgb: npt.NDArray[np.uint8],
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        """A depth job: ``rgb`` kept, its depth estimated."""
+        with self._lock:
+            return depth_result(
+                self.estimator,
+                self.preset,
+                request,
+                rgb,
+                device=self.device,
+                dtype=self.dtype,
+                on_step=on_step,
+                cancel=cancel,
+            )
+
+    # -- internals ---------------------------------------------------------------
+
+    def initial_latents(self, req: ResolvedRequest) -> torch.Tensor:
+        """The seeded starting noise (unscaled), drawn as the reference pipelines draw it."""
+        device = self.placement.runtime.noise_device(self.placement.device)
+        generator = torch.Generator(device=device).manual_seed(req.seed)
+        shape = (1, int(self.unet.config.in_channels), req.height // self.vae_scale, req.width // self.vae_scale)
+        dtype = self.placement.dtype if self.conditional else torch.float32  # LDMPipeline draws fp32
+        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return noise.to(self.placement.device, self.placement.dtype)
+
+    def _generate(self, req: ResolvedRequest, on_step: OnStep | None, cancel: CancelToken | None) -> RGBDResult:
+        t0 = time.perf_counter()
+        embeddings, truncated, negative_truncated = None, False, False
+        if self._prompts is not None:
+            cond, truncated = self._prompts.encode(req.prompt)
+            embeddings = cond
+            if req.guidance > 1.0:  # the negative prompt ("" as LDMTextToImagePipeline's) for guidance
+                uncond, negative_truncated = self._prompts.encode(req.negative_prompt)
+                embeddings = torch.cat([uncond, cond])
+        t1 = time.perf_counter()
+        scheduler = make_scheduler(req.scheduler, self.scheduler_config)
+        scheduler.set_timesteps(req.steps, device=self.placement.device)
+        latents = self.initial_latents(req) * scheduler.init_noise_sigma
+        generator = torch.Generator(device=self.placement.runtime.noise_device(self.placement.device))
+        generator.manual_seed(req.seed + 1)
+        guidance = Guidance(embeddings, req.guidance)  # guided (a batch of 2) above 1, as the pipeline
+        latents = denoise(
+            self.unet, scheduler, scheduler.timesteps, latents, guidance, generator,
+            after_step=self.placement.runtime.after_step, on_step=on_step, cancel=cancel,
+            steps=req.steps, eta=self.preset.eta,
+        )  # fmt: skip
+        t2 = time.perf_counter()
+        decoded = self.vqvae.decode(latents.to(self.vqvae.dtype) / self.vqvae.config.scaling_factor).sample
+        image = (decoded[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        rgb = np.round(image * 255).astype(np.uint8)
+        t3 = time.perf_counter()
+        estimated = self.estimator.estimate(rgb, equirect=req.seamless, cancel=cancel)
+        t4 = time.perf_counter()
+        return RGBDResult(
+            rgb=rgb,
+            depth=estimated.depth,
+            depth_float=estimated.depth_float,
+            request=req,
+            prompt_used=req.prompt if self.conditional else "",
+            prompt_truncated=truncated,
+            negative_truncated=negative_truncated,
+            model_id=self.model_id,
+            preset=self.preset.name,
+            device=self.device,
+            dtype=self.dtype,
+            depth_layout="estimated",
+            timings=Timings(t1 - t0, t2 - t1, t3 - t2, t4 - t3),
+            depth_source=estimated.description,
+            prompt_ignored=not self.conditional,
+        )
