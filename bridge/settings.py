@@ -114,7 +114,10 @@ class BridgeSettings:
     vae_tiling: bool = False
     #: The upscaler for /ldm3d/upscale (ldm3d-sr), loaded beside the main model on the same device.
     upscale_model: str | None = None
-    #: Folders /ldm3d/img2img may read input images from; empty: img2img is refused.
+    #: A depth estimator beside the model (dpt-large, dpt-hybrid, tiny-dpt or a folder): /ldm3d/depth, and
+    #: img2img without a depth map. None: none for LDM3D models (an RGB-only model brings its preset's).
+    depth_model: str | None = None
+    #: Folders /ldm3d/img2img and /ldm3d/depth may read input images from; empty: both are refused.
     input_dirs: tuple[str, ...] = ()
     #: Run the workers as Ray actors: "local" (a Ray of the bridge's own), "auto" (the cluster this
     #: machine belongs to), "head:6379" (a cluster's head) or "ray://head:10001" (Ray Client).

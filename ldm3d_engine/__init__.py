@@ -34,6 +34,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from .depth_jobs import DepthOnly
     from .engine import Engine
     from .rgb_engine import RGBLatentEngine
 
@@ -59,6 +60,7 @@ __all__ = [
     "Timings",
     "UnknownModel",
     "get_preset",
+    "load_depth_only",
     "load_engine",
 ]
 
@@ -78,5 +80,13 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
     side by side."""
     with _LOADING:
         from .build import load_engine as _load
+
+        return _load(settings)
+
+
+def load_depth_only(settings: EngineSettings) -> DepthOnly:
+    """Only the depth estimator named by ``settings.depth_model``, for depth jobs (no diffusion model)."""
+    with _LOADING:
+        from .build import load_depth_only as _load
 
         return _load(settings)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .depth_jobs import DepthOnly
 from .devices import Placement, resolve_placement
 from .engine import Engine
 from .errors import DeviceNotAvailable, UnknownModel
@@ -81,6 +82,14 @@ def load_depth_estimator(name: str, settings: EngineSettings, placement: Placeme
         return load_estimator(str(folder), placement, model_id)
     except (OSError, ValueError) as exc:
         raise UnknownModel(f"could not load the depth model {model_id!r} from {folder}: {exc}") from exc
+
+
+def load_depth_only(settings: EngineSettings) -> DepthOnly:
+    """Only the depth estimator ``settings.depth_model`` on the settings' device (no diffusion model)."""
+    if not settings.depth_model:
+        raise UnknownModel("no depth model named: give one (dpt-large, dpt-hybrid, tiny-dpt or a folder)")
+    placement = resolve_placement(settings.device, settings.dtype)
+    return DepthOnly(load_depth_estimator(settings.depth_model, settings, placement))
 
 
 def load_rgb_engine(

@@ -50,7 +50,7 @@ from .types import (
     Timings,
     UpscaleRequest,
 )
-from .validation import resolve_text, resolve_upscale
+from .validation import resolve_depth, resolve_text, resolve_upscale
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,15 @@ class Engine:
         """Fill the preset's defaults into ``request`` and check every field."""
         return resolve_text(self.preset, request)
 
+    def resolve_depth(self, request: DepthRequest, size: tuple[int, int]) -> ResolvedRequest:
+        """Check a depth job of a ``size`` (width, height) picture, as :meth:`estimate_depth` will."""
+        return resolve_depth(self.preset, request, size)
+
+    @property
+    def depth_model(self) -> str | None:
+        """The depth estimator's model, or None when none is loaded."""
+        return self.estimator.model_id if self.estimator is not None else None
+
     def resolve_upscale(self, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
         """Check an upscale of a ``source`` (width, height) image, as :meth:`upscale` will."""
         return resolve_upscale(self.preset, request, source)
@@ -192,9 +201,8 @@ class Engine:
             t0 = time.perf_counter()  # the estimate is of the input as given (resized with the rest after)
             found = estimator.estimate(rgb, equirect=req.seamless, cancel=cancel)
             depth_s = time.perf_counter() - t0
-            result = self._img2img(req, rgb, found.depth, on_step, cancel, noise, depth_source=found.description)
-            timings = dataclasses.replace(result.timings, depth_s=depth_s)
-            return dataclasses.replace(result, timings=timings)
+            result = found.stamp(self._img2img(req, rgb, found.depth, on_step, cancel, noise))
+            return dataclasses.replace(result, timings=dataclasses.replace(result.timings, depth_s=depth_s))
 
         return self._locked(req, estimated)
 
@@ -353,9 +361,9 @@ class Engine:
         on_step: OnStep | None,
         cancel: CancelToken | None,
         noise: torch.Tensor | None,
-        depth_source: str | None = None,
     ) -> RGBDResult:
         t0 = time.perf_counter()
+        depth_source = None
         if depth is None:
             depth = np.full(rgb.shape[:2], 32768, np.uint16)
             depth_source = "flat 0.5 (no depth map was given)"

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .presets import EQUIRECT_VIEWS as VIEWS
+
 #: Each view's field of view. With views 45° apart around the horizon, 110° leaves every
 #: neighbour pair a wide overlap, and the polar views reach down to 35° of latitude, below where
 #: the horizon ring stops seeing (about 53° between two views), so every direction is covered.
 FOV_DEG = 110.0
-#: (yaw, pitch) of each view, in degrees.
-VIEWS: tuple[tuple[float, float], ...] = (*((45.0 * k, 0.0) for k in range(8)), (0.0, 90.0), (0.0, -90.0))
 #: Alignment uses every ``ALIGN_STRIDE``-th equirect pixel in both directions (it fits 2 numbers per view).
 ALIGN_STRIDE = 4
 

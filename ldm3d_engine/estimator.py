@@ -13,6 +13,7 @@ Pre-processing is the model folder's own image processor (size, resampling, mean
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ import numpy.typing as npt
 import torch
 
 from .devices import Placement
-from .equirect import VIEWS, equirect_depth
+from .equirect import equirect_depth
 from .errors import Cancelled
-from .types import CancelToken
+from .presets import EQUIRECT_VIEWS as VIEWS
+from .types import CancelToken, RGBDResult
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,14 @@ class EstimatedDepth:
     #: 0..1, 1 = nearest (min–max of the model's relative inverse depth).
     depth_float: npt.NDArray[np.float32]
     depth: npt.NDArray[np.uint16]
-    #: How it was made, for ``meta.json``: ``dpt`` plus the model and the method.
-    description: str
+    #: The estimator's model (``Intel/dpt-large``…).
+    model_id: str
+    #: ``whole picture`` or ``10 perspective views blended`` (a 360° picture).
+    method: str
+
+    def stamp(self, result: RGBDResult) -> RGBDResult:
+        """``result`` marked as having this estimate for its depth (``depth_source`` ``dpt``)."""
+        return dataclasses.replace(result, depth_source="dpt", depth_model=self.model_id, depth_method=self.method)
 
 
 def to_depth16(raw: npt.NDArray[np.floating[Any]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint16]]:
@@ -95,7 +103,7 @@ class DepthEstimator:
             if on_step is not None:
                 on_step(1, 1)
             unit, sixteen = to_depth16(raw)
-            return EstimatedDepth(unit, sixteen, f"dpt ({self.model_id}, whole picture)")
+            return EstimatedDepth(unit, sixteen, self.model_id, "whole picture")
 
         size = self.input_size
 
@@ -109,10 +117,10 @@ class DepthEstimator:
             if cancel is not None and cancel.cancelled and done < total:
                 raise Cancelled(done, total)
 
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
+        image = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).float() / 255
         raw = equirect_depth(image, one_view, size, after_view=after_view).numpy()
         unit, sixteen = to_depth16(raw)
-        return EstimatedDepth(unit, sixteen, f"dpt ({self.model_id}, {len(VIEWS)} perspective views blended)")
+        return EstimatedDepth(unit, sixteen, self.model_id, f"{len(VIEWS)} perspective views blended")
 
 
 def load_estimator(folder: str, placement: Placement, model_id: str) -> DepthEstimator:

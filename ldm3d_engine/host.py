@@ -34,7 +34,7 @@ from .types import CancelToken
 #: The engines a host may hold.
 ROLES = ("engine", "upscaler")
 #: The engine methods a job may call, and how many arrays each takes after the request.
-METHODS = {"generate": 0, "img2img": 2, "upscale": 2}
+METHODS = {"generate": 0, "img2img": 2, "upscale": 2, "estimate_depth": 1}
 
 
 class EngineHost:
@@ -51,7 +51,12 @@ class EngineHost:
         """What the caller needs to check requests itself (each engine's model, identity and
         preset) and to say where the engines run."""
         engines = {
-            role: {"model_id": e.model_id, "identity": e.identity, "preset": getattr(e, "preset", None)}
+            role: {
+                "model_id": e.model_id,
+                "identity": e.identity,
+                "preset": getattr(e, "preset", None),
+                "depth_model": getattr(e, "depth_model", None),
+            }
             for role, e in self._engines.items()
         }
         engine = self._engines["engine"]

@@ -83,7 +83,9 @@ def _check_layout(folder: Path, model_id: str, preset: Preset | None) -> str:
     return pipeline
 
 
-def _hub_folder(repo_id: str, settings: EngineSettings, patterns: list[str] = ALLOW_PATTERNS) -> Path:
+def _hub_folder(
+    repo_id: str, settings: EngineSettings, patterns: list[str] = ALLOW_PATTERNS, flag: str = "--model"
+) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -98,7 +100,8 @@ def _hub_folder(repo_id: str, settings: EngineSettings, patterns: list[str] = AL
                 str(cache),
                 f"model {repo_id!r} is not in the local cache {cache} and downloads are off; fetch it once "
                 f"on a connected machine with `hf download {repo_id}` (same HF_HOME), or download the "
-                "folder and pass its path as --model (or with --preset for its conventions)",
+                f"folder and pass its path as {flag}"
+                + (" (or with --preset for its conventions)" if flag == "--model" else ""),
             ) from None
     logger.info("downloading %s into %s", repo_id, cache)
     try:
@@ -107,7 +110,7 @@ def _hub_folder(repo_id: str, settings: EngineSettings, patterns: list[str] = AL
         raise ModelNotAvailable(
             repo_id,
             str(cache),
-            f"could not download {repo_id!r} into {cache}: {exc}; check the network, or pass a local folder as --model",
+            f"could not download {repo_id!r} into {cache}: {exc}; check the network, or pass a local folder as {flag}",
         ) from exc
 
 
@@ -149,7 +152,7 @@ def locate_depth_model(name: str, settings: EngineSettings) -> tuple[Path, str]:
         if source.startswith("builtin:"):
             root = Path(settings.tiny_dir) if settings.tiny_dir else default_tiny_dir()
             return ensure_tiny(source.removeprefix("builtin:"), root), source
-        return _hub_folder(source, settings, DEPTH_PATTERNS), source
+        return _hub_folder(source, settings, DEPTH_PATTERNS, "--depth-model"), source
     path = Path(os.path.expanduser(name))
     if not path.is_dir():
         raise UnknownModel(

@@ -227,6 +227,10 @@ DEPTH_MODELS: dict[str, str] = {
     "tiny-dpt": "builtin:tiny-dpt",
 }
 
+#: The perspective views a 360° picture's depth is estimated on, (yaw, pitch) in degrees: 8 around
+#: the horizon and one at each pole (see :mod:`ldm3d_engine.equirect`).
+EQUIRECT_VIEWS: tuple[tuple[float, float], ...] = (*((45.0 * k, 0.0) for k in range(8)), (0.0, 90.0), (0.0, -90.0))
+
 #: Conventions for a local folder run without a preset.
 FOLDER_DEFAULTS = Preset("folder", "", 512, 512, steps=50, guidance=7.5, min_size=64, max_width=2048, max_height=2048)
 

@@ -48,7 +48,7 @@ from .types import (
     Timings,
     UpscaleRequest,
 )
-from .validation import resolve_text, resolve_upscale
+from .validation import resolve_depth, resolve_text, resolve_upscale
 
 
 class RGBLatentEngine:
@@ -136,6 +136,15 @@ class RGBLatentEngine:
 
     def resolve(self, request: GenerateRequest) -> ResolvedRequest:
         return resolve_text(self.preset, request)
+
+    def resolve_depth(self, request: DepthRequest, size: tuple[int, int]) -> ResolvedRequest:
+        """Check a depth job of a ``size`` (width, height) picture, as :meth:`estimate_depth` will."""
+        return resolve_depth(self.preset, request, size)
+
+    @property
+    def depth_model(self) -> str | None:
+        """The depth estimator's model, or None when none is loaded."""
+        return self.estimator.model_id
 
     def resolve_upscale(self, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
         return resolve_upscale(self.preset, request, source)
@@ -243,20 +252,21 @@ class RGBLatentEngine:
         t3 = time.perf_counter()
         estimated = self.estimator.estimate(rgb, equirect=req.seamless, cancel=cancel)
         t4 = time.perf_counter()
-        return RGBDResult(
-            rgb=rgb,
-            depth=estimated.depth,
-            depth_float=estimated.depth_float,
-            request=req,
-            prompt_used=req.prompt if self.conditional else "",
-            prompt_truncated=truncated,
-            negative_truncated=negative_truncated,
-            model_id=self.model_id,
-            preset=self.preset.name,
-            device=self.device,
-            dtype=self.dtype,
-            depth_layout="estimated",
-            timings=Timings(t1 - t0, t2 - t1, t3 - t2, t4 - t3),
-            depth_source=estimated.description,
-            prompt_ignored=not self.conditional,
+        return estimated.stamp(
+            RGBDResult(
+                rgb=rgb,
+                depth=estimated.depth,
+                depth_float=estimated.depth_float,
+                request=req,
+                prompt_used=req.prompt if self.conditional else "",
+                prompt_truncated=truncated,
+                negative_truncated=negative_truncated,
+                model_id=self.model_id,
+                preset=self.preset.name,
+                device=self.device,
+                dtype=self.dtype,
+                depth_layout="estimated",
+                timings=Timings(t1 - t0, t2 - t1, t3 - t2, t4 - t3),
+                prompt_ignored=not self.conditional,
+            )
         )

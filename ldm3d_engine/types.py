@@ -130,9 +130,12 @@ class RGBDResult:
     #: ``rgbd4`` (depth in channel 3) or ``rgbd6`` (16-bit depth in two byte channels).
     depth_layout: str
     timings: Timings
-    #: Where the depth came from when the model did not make it: ``dpt (…)`` (estimated), or the
-    #: flat stand-in of an img2img job without a depth map.
+    #: Where the depth came from when the model did not make it: ``dpt`` (estimated: see the next
+    #: two), or the flat stand-in of an img2img job without a depth map.
     depth_source: str | None = None
+    #: The depth estimator's model (``Intel/dpt-large``…) and how it saw the picture.
+    depth_model: str | None = None
+    depth_method: str | None = None
     #: An unconditional model made it: the prompt played no part.
     prompt_ignored: bool = False
     #: Peak GPU memory of the job (cuda), in MiB.

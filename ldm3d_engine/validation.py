@@ -9,8 +9,8 @@ import secrets
 from typing import Any
 
 from .errors import InvalidRequest
-from .presets import LIVE_SCHEDULER, SAMPLINGS, SCHEDULERS, Preset
-from .types import SEED_MAX, GenerateRequest, Img2ImgRequest, ResolvedRequest, UpscaleRequest
+from .presets import EQUIRECT_VIEWS, LIVE_SCHEDULER, SAMPLINGS, SCHEDULERS, Preset
+from .types import SEED_MAX, DepthRequest, GenerateRequest, Img2ImgRequest, ResolvedRequest, UpscaleRequest
 
 STEPS_RANGE = (1, 150)
 GUIDANCE_RANGE = (0.0, 30.0)
@@ -41,8 +41,9 @@ def _resolve(
         raise InvalidRequest("sampling", f"unknown sampling {sampling!r}; use {' or '.join(SAMPLINGS)}")
     live = sampling == "live"
     steps = (preset.live_steps if live else preset.steps) if request.steps is None else request.steps
-    if not STEPS_RANGE[0] <= steps <= STEPS_RANGE[1]:
-        raise InvalidRequest("steps", f"steps {steps} is out of range; allowed {STEPS_RANGE[0]}..{STEPS_RANGE[1]}")
+    most = max(STEPS_RANGE[1], preset.steps)  # a model card's own count may be more (ldm-celebahq: 200)
+    if not STEPS_RANGE[0] <= steps <= most:
+        raise InvalidRequest("steps", f"steps {steps} is out of range; allowed {STEPS_RANGE[0]}..{most}")
     guidance = preset.guidance if request.guidance is None else float(request.guidance)
     if not (GUIDANCE_RANGE[0] <= guidance <= GUIDANCE_RANGE[1]):  # also refuses NaN
         raise InvalidRequest(
@@ -143,3 +144,29 @@ def resolve_upscale(preset: Preset, request: UpscaleRequest, source: tuple[int, 
         what = f"the ×{scale} output of a {source[0]}×{source[1]} source (ask for scale 2 or a width and height): "
     _size(preset, width, height, what=what)
     return _resolve(preset, request, width, height, mode="upscale", noise_level=request.noise_level)
+
+
+#: The sides a depth job takes: the smallest, and the largest (an 8K equirect photo is 8192×4096).
+DEPTH_SIDES = (16, 8192)
+
+
+def resolve_depth(preset: Preset, request: DepthRequest, size: tuple[int, int]) -> ResolvedRequest:
+    """Check a depth job of a ``size`` (width, height) picture; ``equirect`` defaults to the preset's
+    ``seamless``. Its steps are the pictures the depth model sees (one, or the 360° views)."""
+    width, height = size
+    low, high = DEPTH_SIDES
+    for name, value in (("width", width), ("height", height)):
+        if not low <= value <= high:
+            raise InvalidRequest(name, f"the image's {name} {value} is outside {low}..{high}")
+    equirect = preset.seamless if request.equirect is None else request.equirect
+    if equirect and width != 2 * height:
+        raise InvalidRequest(
+            "equirect",
+            f"a 360° (equirectangular) image is twice as wide as high; this one is {width}×{height} "
+            "(an ordinary picture: leave equirect off)",
+        )
+    steps = len(EQUIRECT_VIEWS) if equirect else 1
+    return ResolvedRequest(
+        prompt="", negative_prompt="", seed=0, steps=steps, guidance=0.0, width=width, height=height,
+        scheduler="", seamless=equirect, mode="depth",
+    )  # fmt: skip

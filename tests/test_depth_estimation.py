@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from ldm3d_engine import DepthRequest, EngineSettings, GenerateRequest, InvalidRequest, ModelNotAvailable, load_engine
-from ldm3d_engine.equirect import VIEWS, View, equirect_depth, project_back, render_view, sphere_directions
+from ldm3d_engine.equirect import View, equirect_depth, project_back, render_view, sphere_directions
+from ldm3d_engine.errors import Cancelled
 from ldm3d_engine.estimator import to_depth16
 from ldm3d_engine.loading import locate_depth_model
-from ldm3d_engine.errors import Cancelled
+from ldm3d_engine.presets import EQUIRECT_VIEWS as VIEWS
 from ldm3d_engine.types import CancelToken, Img2ImgRequest
 
 
@@ -122,7 +123,8 @@ def test_a_360_picture_has_no_seam_where_a_whole_picture_estimate_has_one(pano: 
     whole = pano.estimate_depth(DepthRequest(equirect=False), pano_rgb)
     assert seam_ratio(blended.depth_float) < 1.5
     assert seam_ratio(whole.depth_float) > 3
-    assert blended.depth_source.startswith("dpt (builtin:tiny-dpt, 10 perspective views")
+    assert (blended.depth_source, blended.depth_model) == ("dpt", "builtin:tiny-dpt")
+    assert (blended.depth_method, whole.depth_method) == ("10 perspective views blended", "whole picture")
     assert (blended.rgb == pano_rgb).all()  # the picture is kept as it is
     assert blended.depth.dtype == np.uint16 and blended.depth.shape == (256, 512)
     assert blended.depth.max() == 65535 and blended.depth.min() == 0
@@ -151,7 +153,7 @@ def test_a_depth_job_refuses_a_360_picture_of_the_wrong_shape(pano: Any) -> None
 def test_img2img_without_a_depth_map_estimates_it(pano: Any, pano_rgb: np.ndarray) -> None:
     request = Img2ImgRequest("a sea", seed=2, steps=2, strength=0.5)
     estimated = pano.img2img(request, pano_rgb)
-    assert estimated.depth_source == "dpt (builtin:tiny-dpt, 10 perspective views blended)"
+    assert (estimated.depth_source, estimated.depth_method) == ("dpt", "10 perspective views blended")
     assert estimated.timings.depth_s > 0
     flat = pano.img2img(Img2ImgRequest("a sea", seed=2, steps=2, strength=0.5, flat_depth=True), pano_rgb)
     assert flat.depth_source == "flat 0.5 (no depth map was given)"
@@ -168,10 +170,14 @@ def test_without_an_estimator_img2img_stays_flat_and_depth_jobs_are_refused(tiny
 
 def test_a_depth_model_missing_offline_says_how_to_get_it(tmp_path: Path) -> None:
     settings = EngineSettings(offline=True, cache_dir=str(tmp_path))
-    with pytest.raises(ModelNotAvailable, match=r"'Intel/dpt-large' is not in the local cache .*hf download Intel/dpt-large"):
+    with pytest.raises(
+        ModelNotAvailable, match=r"'Intel/dpt-large' is not in the local cache .*hf download Intel/dpt-large"
+    ):
         locate_depth_model("dpt-large", settings)
     (tmp_path / "mine").mkdir()
-    with pytest.raises(Exception, match="not a DPT folder in transformers' layout: missing config.json"):
+    with pytest.raises(Exception, match=r"not a DPT folder in transformers' layout: missing config.json"):
         locate_depth_model(str(tmp_path / "mine"), settings)
-    with pytest.raises(Exception, match="unknown depth model 'dpt-enormous': not one of dpt-large, dpt-hybrid, tiny-dpt"):
+    with pytest.raises(
+        Exception, match="unknown depth model 'dpt-enormous': not one of dpt-large, dpt-hybrid, tiny-dpt"
+    ):
         locate_depth_model("dpt-enormous", settings)

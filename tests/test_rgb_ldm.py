@@ -88,7 +88,11 @@ def test_unconditional_model_ignores_the_prompt_and_says_so(uncond: Any) -> None
 
 def test_depth_comes_from_the_estimator(uncond: Any) -> None:
     result = uncond.generate(GenerateRequest("", seed=4, steps=3))
-    assert result.depth_source == "dpt (builtin:tiny-dpt, whole picture)"
+    assert (result.depth_source, result.depth_model, result.depth_method) == (
+        "dpt",
+        "builtin:tiny-dpt",
+        "whole picture",
+    )
     assert result.depth.dtype == np.uint16 and result.depth.shape == (128, 128)
     assert result.depth.max() == 65535 and result.depth.min() == 0
     direct = uncond.estimator.estimate(result.rgb, equirect=False)
@@ -101,7 +105,7 @@ def test_what_an_rgb_model_refuses(uncond: Any, text: Any) -> None:
         text.img2img(Img2ImgRequest("x"), np.zeros((128, 128, 3), np.uint8))
     with pytest.raises(InvalidRequest, match="width 256 is not allowed for tiny-ldm"):
         uncond.generate(GenerateRequest("", width=256))
-    with pytest.raises(InvalidRequest, match="guidance 0.5 is below 1"):
+    with pytest.raises(InvalidRequest, match=r"guidance 0.5 is below 1"):
         text.generate(GenerateRequest("x", guidance=0.5))
 
 
@@ -113,7 +117,7 @@ def test_a_folder_says_what_it_is(tiny_dir: Path, tmp_path: Path, uncond: Any) -
     engine = load_engine(EngineSettings(model=str(folder), tiny_dir=str(tiny_dir), depth_model="tiny-dpt"))
     assert engine.preset.family == "ldm" and (engine.preset.width, engine.preset.height) == (128, 128)
     assert engine.generate(GenerateRequest("", seed=1, steps=2)).prompt_ignored
-    with pytest.raises(UnknownModel, match="is a CompVis LDM folder .* but preset 'ldm3d-pano' is for LDM3D models"):
+    with pytest.raises(UnknownModel, match=r"is a CompVis LDM folder .* but preset 'ldm3d-pano' is for LDM3D models"):
         load_engine(EngineSettings(model=str(folder), preset="ldm3d-pano", tiny_dir=str(tiny_dir)))
     shutil.rmtree(folder / "vqvae")
     with pytest.raises(UnknownModel, match=r"not a complete LDMPipeline \(CompVis LDM\) folder: missing vqvae/"):

@@ -6,7 +6,7 @@ import argparse
 
 from bridge import __version__
 from bridge.settings import FORMAT_NAMES
-from ldm3d_engine.presets import PRESETS, SCHEDULERS
+from ldm3d_engine.presets import DEPTH_MODELS, PRESETS, SCHEDULERS
 
 DESCRIPTION = "OSC server that turns text prompts into live 360° RGB + depth worlds with Intel's LDM3D models"
 
@@ -21,6 +21,11 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_const", const=True, help="never download a model")
     p.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
     p.add_argument("--format", choices=list(FORMAT_NAMES), help="texture files: tiff (default), png-fast or png")
+    p.add_argument(
+        "--depth-model",
+        help=f"load a depth estimator beside the model ({', '.join(DEPTH_MODELS)} or a folder): depth jobs, "
+        "img2img without a depth map",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--negative", default="")
     img.add_argument("--seamless", choices=["on", "off"])
     img.add_argument("--sampling", choices=["quality", "live"])
+
+    dep = sub.add_parser("depth", help="a world from any picture or 360° photo: its depth estimated (DPT)")
+    dep.add_argument("image", help="the picture (RGB); copied into the job folder as it is")
+    dep.add_argument(
+        "--equirect",
+        choices=["on", "off"],
+        default="off",
+        help="on: a 360° (2:1 equirectangular) picture, estimated on perspective views blended back (no seam)",
+    )
+    dep.add_argument(
+        "--depth-model", default="dpt-large", help=f"{', '.join(DEPTH_MODELS)} or a folder (default dpt-large)"
+    )
+    dep.add_argument("--device", help="cpu, cuda, cuda:N or mps (default cpu; never chosen for you)")
+    dep.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    dep.add_argument("--offline", action="store_const", const=True, help="never download a model")
+    dep.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
+    dep.add_argument("--format", choices=list(FORMAT_NAMES), help="texture files: tiff (default), png-fast or png")
 
     up = sub.add_parser("upscale", help="LDM3D-SR of a finished job's RGB and 16-bit depth (×4 unless told)")
     up.add_argument("job_dir")

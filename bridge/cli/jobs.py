@@ -33,6 +33,7 @@ def engine_settings(s: BridgeSettings, device: str | None = None) -> Any:
         compile=s.compile,
         offload=s.offload,
         vae_tiling=s.vae_tiling,
+        depth_model=s.depth_model,
     )
 
 
@@ -44,18 +45,22 @@ def _progress_bar(step: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def _one_job(args: argparse.Namespace, run: Any, extra: dict[str, Any] | None = None) -> int:
-    """Load the engine named by the flags, run ``run(engine)`` with a progress bar, write the job folder."""
+def _one_job(
+    args: argparse.Namespace, run: Any, extra: dict[str, Any] | None = None, *, depth_only: bool = False
+) -> int:
+    """Load the engine named by the flags (``depth_only``: just the depth estimator), run ``run(engine)``
+    with a progress bar, write the job folder."""
     from bridge.output.job_ids import new_job_id
     from bridge.output.writer import TextureWriter
-    from ldm3d_engine import load_engine
+    from ldm3d_engine import load_depth_only, load_engine
 
-    keys = ("model", "preset", "device", "dtype", "offline", "output", "format")
-    settings = load_settings({k: getattr(args, k) for k in keys})
+    keys = ("model", "preset", "device", "dtype", "offline", "output", "format", "depth_model")
+    settings = load_settings({k: getattr(args, k, None) for k in keys})
     writer = TextureWriter(Path(settings.output), fmt=settings.format)
     writer.prepare()  # early: a folder that is unwritable or held by a running bridge fails before the model loads
     try:
-        engine = load_engine(engine_settings(settings))
+        load = load_depth_only if depth_only else load_engine
+        engine = load(engine_settings(settings))
         files = writer.write(new_job_id(), run(engine), extra)
     finally:
         writer.close()
@@ -101,6 +106,21 @@ def cmd_img2img(args: argparse.Namespace) -> int:
     if args.depth:
         extra["input_depth_map"] = str(Path(args.depth).resolve())
     return _one_job(args, lambda engine: engine.img2img(request, image, depth, on_step=_progress_bar), extra)
+
+
+def cmd_depth(args: argparse.Namespace) -> int:
+    from bridge.output.images import read_rgb
+    from ldm3d_engine.types import DepthRequest
+
+    request = DepthRequest(equirect=args.equirect == "on")
+    image = read_rgb(Path(args.image))
+    extra = {"input_image": str(Path(args.image).resolve())}
+
+    def run(engine: Any) -> Any:
+        engine.resolve_depth(request, (image.shape[1], image.shape[0]))  # refuse before any work
+        return engine.estimate_depth(request, image, on_step=_progress_bar)
+
+    return _one_job(args, run, extra, depth_only=True)
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:

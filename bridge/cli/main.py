@@ -24,6 +24,7 @@ from typing import Any
 from bridge.cli.args import build_parser
 from bridge.cli.jobs import (
     CliError,
+    cmd_depth,
     cmd_export_mesh,
     cmd_generate,
     cmd_img2img,
@@ -75,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "on_shutdown",
         "format",
         "announce_root",
+        "depth_model",
     )
     flags = {k: getattr(args, k) for k in keys}
     flags["allow"] = tuple(args.allow) if args.allow else None
@@ -145,7 +147,9 @@ def _builders(settings: BridgeSettings, device: str) -> tuple[Callable[[], Any],
     main = engine_settings(settings, device)
     upscaler = None
     if settings.upscale_model:
-        upscaler = functools.partial(load_engine, dataclasses.replace(main, model=settings.upscale_model, preset=None))
+        upscaler = functools.partial(
+            load_engine, dataclasses.replace(main, model=settings.upscale_model, preset=None, depth_model=None)
+        )
     return functools.partial(load_engine, main), upscaler
 
 
@@ -294,6 +298,7 @@ COMMANDS = {
     "preview": cmd_preview,
     "export-mesh": cmd_export_mesh,
     "img2img": cmd_img2img,
+    "depth": cmd_depth,
     "upscale": cmd_upscale,
     "show": cmd_show,
     "pregen": cmd_pregen,

@@ -34,7 +34,7 @@ def cmd_pregen(args: argparse.Namespace) -> int:
     from ldm3d_engine import load_engine
 
     show = load_show(Path(args.file))
-    keys = ("model", "preset", "device", "dtype", "offline", "output", "format", "upscale_model")
+    keys = ("model", "preset", "device", "dtype", "offline", "output", "format", "upscale_model", "depth_model")
     settings = load_settings({k: getattr(args, k) for k in keys})
     if any(cue.upscale for cue in show.cues) and not settings.upscale_model:
         raise CliError("the show has cues with upscale = true: give --upscale-model ldm3d-sr", 2)
@@ -48,7 +48,9 @@ def cmd_pregen(args: argparse.Namespace) -> int:
         engine = load_engine(engine_settings(settings))
         upscaler = None
         if settings.upscale_model:
-            upscaler = load_engine(dataclasses.replace(engine_settings(settings), model=settings.upscale_model))
+            upscaler = load_engine(
+                dataclasses.replace(engine_settings(settings), model=settings.upscale_model, depth_model=None)
+            )
         scenes = _unique_scenes(show, engine.identity)
         missing = [(key, cue) for key, cue in scenes.items() if library.scene_id(key) is None]
         bar = _Progress(len(scenes), len(scenes) - len(missing))

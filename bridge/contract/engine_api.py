@@ -14,7 +14,15 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ldm3d_engine.types import CancelToken, GenerateRequest, Img2ImgRequest, ResolvedRequest, RGBDResult, UpscaleRequest
+from ldm3d_engine.types import (
+    CancelToken,
+    DepthRequest,
+    GenerateRequest,
+    Img2ImgRequest,
+    ResolvedRequest,
+    RGBDResult,
+    UpscaleRequest,
+)
 
 
 class EngineLike(Protocol):
@@ -29,6 +37,13 @@ class EngineLike(Protocol):
     def resolve(self, request: GenerateRequest) -> ResolvedRequest: ...
 
     def resolve_upscale(self, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest: ...
+
+    @property
+    def depth_model(self) -> str | None:
+        """The depth estimator beside the model (``Intel/dpt-large``…), or None."""
+        ...
+
+    def resolve_depth(self, request: DepthRequest, size: tuple[int, int]) -> ResolvedRequest: ...
 
     def free_memory(self) -> None: ...
 
@@ -53,6 +68,14 @@ class EngineLike(Protocol):
         request: UpscaleRequest,
         rgb: npt.NDArray[np.uint8],
         depth: npt.NDArray[np.uint16],
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult: ...
+
+    def estimate_depth(
+        self,
+        request: DepthRequest,
+        rgb: npt.NDArray[np.uint8],
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
     ) -> RGBDResult: ...

@@ -73,7 +73,9 @@ STAGE_TYPES: dict[str, str] = {
     "sampling": "str",
 }
 #: /ldm3d/img2img: the generate options, plus how far to move and an optional depth map.
-IMG2IMG_OPTION_TYPES: dict[str, str] = {**OPTION_TYPES, "strength": "float", "depth": "str"}
+IMG2IMG_OPTION_TYPES: dict[str, str] = {**OPTION_TYPES, "strength": "float", "depth": "str", "flat_depth": "bool"}
+#: /ldm3d/depth options: a 360° picture or not (default: the model's seamless), the texture format.
+DEPTH_OPTION_TYPES: dict[str, str] = {"equirect": "bool", "format": "str"}
 #: /ldm3d/upscale options.
 UPSCALE_OPTION_TYPES: dict[str, str] = {
     "prompt": "str",
@@ -102,6 +104,14 @@ class Generate:
 class Img2Img:
     image: str
     prompt: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Depth:
+    """``/ldm3d/depth <image>``: a world from a picture, its depth estimated."""
+
+    image: str
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -210,6 +220,7 @@ class Workers:
 Command = (
     Generate
     | Img2Img
+    | Depth
     | Upscale
     | SetStage
     | SetStageNorm
@@ -404,6 +415,11 @@ def parse(message: Message) -> Command:
         image = as_str(args[0], "/ldm3d/img2img: the image path")
         prompt = as_str(args[1], "/ldm3d/img2img: the prompt")
         return Img2Img(image, prompt, parse_options(args[2:], address, IMG2IMG_OPTION_TYPES))
+    if name == "depth":
+        if not args:
+            raise BadArguments("/ldm3d/depth needs an image path (in an input folder), then optional key/value pairs")
+        image = as_str(args[0], "/ldm3d/depth: the image path")
+        return Depth(image, parse_options(args[1:], address, DEPTH_OPTION_TYPES))
     if name == "upscale":
         if not args:
             raise BadArguments("/ldm3d/upscale needs the id of a finished job, then optional key/value pairs")
@@ -431,8 +447,8 @@ def parse(message: Message) -> Command:
     if name == "show/state":  # with arguments it is a bridge's answer, not a request
         return ShowControl("state") if not args else Ignored()
     raise UnknownAddress(
-        f"unknown address {address!r}; known: generate, img2img, upscale, prompt, negative, seed, steps, guidance, "
-        "strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, display/fade, "
+        f"unknown address {address!r}; known: generate, img2img, depth, upscale, prompt, negative, seed, steps, "
+        "guidance, strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, display/fade, "
         "display/hold, display/blackout, display/strength, go, "
         "cancel, recall, subscribe, unsubscribe, status, stats, workers, ping, show/load, show/state, show/start, "
         "show/stop, show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list (all under /ldm3d/)"

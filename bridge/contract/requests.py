@@ -16,7 +16,15 @@ from bridge.output.images import check_depth16, image_size
 from bridge.output.writer import TextureWriter
 from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import EngineError
-from ldm3d_engine.types import UPSCALE_PROMPT, CancelToken, GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
+from ldm3d_engine.types import (
+    UPSCALE_PROMPT,
+    CancelToken,
+    DepthRequest,
+    GenerateRequest,
+    Img2ImgRequest,
+    RGBDResult,
+    UpscaleRequest,
+)
 from ldm3d_engine.validation import MAX_NOISE_LEVEL
 
 Inputs = dict[str, str]
@@ -67,9 +75,32 @@ def img2img_request(
     if not 0.0 <= strength <= 1.0:
         raise BadArguments(f"strength {strength} is out of range; allowed 0..1 (0 keeps the input)")
     width, height = image_size(Path(inputs["image"]))
-    text_options = {k: v for k, v in options.items() if k not in ("strength", "depth")}
+    text_options = {k: v for k, v in options.items() if k not in ("strength", "depth", "flat_depth")}
     base = text_request(settings, prompt, {"width": width, "height": height, **text_options}, engine)
-    return Img2ImgRequest(**{**base.__dict__, "strength": strength}), inputs
+    flat = bool(options.get("flat_depth", False))
+    return Img2ImgRequest(**{**base.__dict__, "strength": strength, "flat_depth": flat}), inputs
+
+
+def depth_request(
+    settings: BridgeSettings, image: str, options: dict[str, Any], engine: EngineLike | None
+) -> tuple[DepthRequest, Inputs]:
+    """A depth job (a picture kept, its depth estimated) and its input, inside ``settings.input_dirs``."""
+    folders = [Path(d) for d in settings.input_dirs]
+    if not folders:
+        raise NotSupported("/ldm3d/depth is off: start the bridge with input_dirs (the folders it may read)")
+    if engine is not None and engine.depth_model is None:
+        raise NotSupported(
+            f"/ldm3d/depth needs a depth estimator and {engine.model_id} has none: start the bridge with "
+            "--depth-model dpt-large (or dpt-hybrid; tiny-dpt offline)"
+        )
+    path = resolve_input_path(image, folders)
+    request = DepthRequest(equirect=options.get("equirect"))
+    if engine is not None:
+        try:
+            engine.resolve_depth(request, image_size(path))
+        except EngineError as exc:
+            raise BadArguments(str(exc)) from None
+    return request, {"image": str(path)}
 
 
 def upscale_request(

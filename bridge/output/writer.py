@@ -275,6 +275,8 @@ class TextureWriter:
             **({"strength": req.strength} if req.strength is not None else {}),
             **({"noise_level": req.noise_level} if req.noise_level is not None else {}),
             **({"depth_source": r.depth_source} if r.depth_source else {}),
+            **({"depth_model": r.depth_model, "depth_method": r.depth_method} if r.depth_model else {}),
+            **({"prompt_ignored": True} if r.prompt_ignored else {}),
             **({"peak_gpu_memory_mb": r.peak_memory_mb} if r.peak_memory_mb is not None else {}),
             "device": r.device,
             "dtype": r.dtype,
@@ -282,6 +284,7 @@ class TextureWriter:
                 "text_encoding_s": round(r.timings.text_encoding_s, 4),
                 "denoising_s": round(r.timings.denoising_s, 4),
                 "decoding_s": round(r.timings.decoding_s, 4),
+                **({"depth_s": round(r.timings.depth_s, 4)} if r.timings.depth_s else {}),
                 "writing_s": round(write_s, 4),
             },
             "depth": {

@@ -15,7 +15,7 @@ from typing import Any
 from bridge import __version__
 from bridge.contract import protocol
 from bridge.contract.ranges import Ranges
-from bridge.contract.requests import img2img_request, text_request, upscale_request
+from bridge.contract.requests import depth_request, img2img_request, text_request, upscale_request
 from bridge.errors import BadArguments, NotSupported, RateLimited, UnknownJob
 from bridge.osc.codec import Arg
 from bridge.output.formats import check_format
@@ -29,7 +29,7 @@ from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
 from bridge.serve.subscribing import SubscriptionDesk
 from bridge.settings import BridgeSettings
-from ldm3d_engine.types import GenerateRequest, UpscaleRequest
+from ldm3d_engine.types import DepthRequest, GenerateRequest, UpscaleRequest
 
 logger = logging.getLogger("bridge.serve.server")
 
@@ -74,7 +74,8 @@ class Commands:
         unbounded; see :class:`Notifier`); ``trusted``: the message carried the bridge's token."""
         n = self.notifier
         submit = partial(self._submit, sender=sender, bound=bound)
-        if isinstance(command, protocol.Generate | protocol.Img2Img | protocol.Upscale) and "format" in command.options:
+        jobs = protocol.Generate | protocol.Img2Img | protocol.Depth | protocol.Upscale
+        if isinstance(command, jobs) and "format" in command.options:
             submit = partial(submit, fmt=_job_format(command.options["format"]))
         match command:
             case protocol.Generate(prompt, options):
@@ -83,6 +84,8 @@ class Commands:
                 if "strength" in (stage := self.stage.get()) and "strength" not in options:
                     options = {**options, "strength": stage["strength"]}  # the stage's, unless the job says
                 submit(*img2img_request(self.settings, image, prompt, options, self.pool.engine))
+            case protocol.Depth(image, options):
+                submit(*depth_request(self.settings, image, options, self.pool.engine))
             case protocol.Upscale(job_id, options):
                 if not self.upscale:
                     raise NotSupported(
@@ -164,7 +167,7 @@ class Commands:
 
     def _submit(
         self,
-        request: GenerateRequest | UpscaleRequest,
+        request: GenerateRequest | UpscaleRequest | DepthRequest,
         inputs: dict[str, str] | None = None,
         *,
         sender: Address,
@@ -191,7 +194,7 @@ class Commands:
             old.finished("/ldm3d/cancelled")
         if not job.quiet:
             self.notifier.reply(job.sender, "/ldm3d/accepted", job.id, position, bound=bound)
-        logger.info("job %s queued at %d: %r", job.id, position, job.request.prompt[:80])
+        logger.info("job %s queued at %d: %r", job.id, position, getattr(job.request, "prompt", "(a depth job)")[:80])
 
     def _cancel(self, job_id: str | None, sender: Address) -> None:
         jobs = self.pool.running

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bridge.errors import QueueFull
 from bridge.settings import QUEUE_MODES
-from ldm3d_engine.types import CancelToken, GenerateRequest, UpscaleRequest
+from ldm3d_engine.types import CancelToken, DepthRequest, GenerateRequest, UpscaleRequest
 
 Address = tuple[str, int]
 
@@ -18,11 +18,12 @@ Address = tuple[str, int]
 @dataclass
 class Job:
     id: str
-    #: GenerateRequest (text), Img2ImgRequest or UpscaleRequest.
-    request: GenerateRequest | UpscaleRequest
+    #: GenerateRequest (text), Img2ImgRequest, DepthRequest or UpscaleRequest.
+    request: GenerateRequest | UpscaleRequest | DepthRequest
     #: Who sent it: job notifications go there as well as to subscribers.
     sender: Address | None
-    #: Files the job reads: img2img "image" and "depth"; upscale "rgb", "depth" and "source_job" (an id).
+    #: Files the job reads: img2img "image" and "depth_map"; depth "image"; upscale "rgb", "depth" and
+    #: "source_job" (an id).
     inputs: dict[str, str] = field(default_factory=dict)
     #: The texture format of its files (None: the bridge's ``format`` setting).
     format: str | None = None

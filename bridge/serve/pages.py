@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from bridge import __version__
@@ -31,7 +32,7 @@ from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
 from bridge.settings import BridgeSettings
 from bridge.web.page import World
-from ldm3d_engine.types import Img2ImgRequest, UpscaleRequest
+from ldm3d_engine.types import DepthRequest, Img2ImgRequest, UpscaleRequest
 
 logger = logging.getLogger(__name__)
 
@@ -161,4 +162,6 @@ def _job(job: Job) -> dict[str, Any]:
     kind = "img2img" if isinstance(request, Img2ImgRequest) else "text"
     if isinstance(request, UpscaleRequest):
         kind = "upscale"
+    if isinstance(request, DepthRequest):
+        return {"id": job.id, "prompt": Path(job.inputs["image"]).name, "kind": "depth", "background": job.quiet}
     return {"id": job.id, "prompt": request.prompt, "kind": kind, "background": job.quiet}

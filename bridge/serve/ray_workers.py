@@ -31,8 +31,16 @@ import numpy.typing as npt
 from bridge.contract.engine_api import EngineFailure, EngineLike, EngineLost
 from bridge.errors import BridgeError
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
-from ldm3d_engine.types import CancelToken, GenerateRequest, Img2ImgRequest, ResolvedRequest, RGBDResult, UpscaleRequest
-from ldm3d_engine.validation import resolve_text, resolve_upscale
+from ldm3d_engine.types import (
+    CancelToken,
+    DepthRequest,
+    GenerateRequest,
+    Img2ImgRequest,
+    ResolvedRequest,
+    RGBDResult,
+    UpscaleRequest,
+)
+from ldm3d_engine.validation import resolve_depth, resolve_text, resolve_upscale
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +242,7 @@ class RayEngine:
         self._model_id: str = info["model_id"]
         self._identity: str = info["identity"]
         self._preset = info["preset"]
+        self._depth_model: str | None = info.get("depth_model")
 
     @property
     def model_id(self) -> str:
@@ -248,6 +257,13 @@ class RayEngine:
 
     def resolve_upscale(self, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
         return resolve_upscale(self._preset, request, source)
+
+    @property
+    def depth_model(self) -> str | None:
+        return self._depth_model
+
+    def resolve_depth(self, request: DepthRequest, size: tuple[int, int]) -> ResolvedRequest:
+        return resolve_depth(self._preset, request, size)
 
     def free_memory(self) -> None:
         self._ray.get(self._actor.free_memory.remote(self._role), timeout=CALL_TIMEOUT_S)
@@ -280,10 +296,19 @@ class RayEngine:
     ) -> RGBDResult:
         return self._run("upscale", request, (rgb, depth), on_step, cancel)
 
+    def estimate_depth(
+        self,
+        request: DepthRequest,
+        rgb: npt.NDArray[np.uint8],
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        return self._run("estimate_depth", request, (rgb,), on_step, cancel)
+
     def _run(
         self,
         method: str,
-        request: GenerateRequest | UpscaleRequest,
+        request: GenerateRequest | UpscaleRequest | DepthRequest,
         arrays: tuple[Any, ...],
         on_step: Callable[[int, int], None] | None,
         cancel: CancelToken | None,

@@ -51,7 +51,7 @@ from bridge.serve.notifier import Notifier
 from bridge.serve.writes import Finished, Writes, failed
 from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
-from ldm3d_engine.types import GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
+from ldm3d_engine.types import DepthRequest, GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
 
 logger = logging.getLogger(__name__)
 
@@ -369,7 +369,11 @@ class Worker:
             if upscaler is None:
                 raise BadArguments("this cue asks for upscale = true; start the bridge with --upscale-model ldm3d-sr")
 
+            assert isinstance(request, GenerateRequest), "only a show's cues upscale after"
             return upscaler, lambda: generate_then_upscale(engine, upscaler, request, on_step, job.cancel)
+        if isinstance(request, DepthRequest):
+            picture = read_rgb(Path(job.inputs["image"]))
+            return engine, lambda: engine.estimate_depth(request, picture, on_step=on_step, cancel=job.cancel)
         if isinstance(request, Img2ImgRequest):
             image = read_rgb(Path(job.inputs["image"]))
             depth_map = read_depth16(Path(job.inputs["depth_map"])) if "depth_map" in job.inputs else None

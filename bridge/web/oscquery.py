@@ -75,6 +75,9 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         # commands (write-only)
         Node("/ldm3d/generate", "a job from a prompt (key/value options may follow)", "s", WRITE, default=("",)),
         Node("/ldm3d/img2img", "a job from an image in an input folder and a prompt", "ss", WRITE, default=("", "")),
+        Node(
+            "/ldm3d/depth", "a world from a picture in an input folder, its depth estimated", "s", WRITE, default=("",)
+        ),
         Node("/ldm3d/upscale", "LDM3D-SR of a finished job (its id)", "s", WRITE, default=("",)),
         Node("/ldm3d/go", "a job from the stage values (a button: 0 is ignored)"),
         Node("/ldm3d/cancel", "cancel the running job (a button), or the job with this id", "s", WRITE, default=("",)),
