@@ -105,6 +105,10 @@ def _wrap_size(preset: Preset, width: int, height: int) -> None:
 def resolve_text(preset: Preset, request: GenerateRequest, source: tuple[int, int] | None = None) -> ResolvedRequest:
     """Text→RGBD, or image-to-image when ``request`` is an Img2ImgRequest (``source`` = input width, height)."""
     _task(preset, "text")
+    if isinstance(request, Img2ImgRequest) and preset.family != "ldm3d":
+        raise InvalidRequest(
+            "model", f"{preset.name} makes RGB only and has no RGBD image-to-image; use an LDM3D model for img2img"
+        )
     default_w, default_h = source if source is not None else (preset.width, preset.height)
     width = default_w if request.width is None else request.width
     height = default_h if request.height is None else request.height

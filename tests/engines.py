@@ -43,6 +43,11 @@ def tiny(tiny_dir: str, model: str = "tiny") -> Any:
     return load_engine(EngineSettings(model=model, device="cpu", tiny_dir=tiny_dir))
 
 
+def tiny_with_dpt(tiny_dir: str) -> Any:
+    """The tiny model with the tiny depth estimator beside it (``--depth-model tiny-dpt``)."""
+    return load_engine(EngineSettings(model="tiny", device="cpu", tiny_dir=tiny_dir, depth_model="tiny-dpt"))
+
+
 def slow_tiny(tiny_dir: str, step_s: float) -> SlowSteps:
     return SlowSteps(tiny(tiny_dir), step_s)
 

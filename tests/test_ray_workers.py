@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bridge.osc.client import OscClient
@@ -307,3 +308,29 @@ def test_a_stuck_actor_is_killed_and_restarted(
     assert slot.where != pid and bridge.failed is None  # another process
     client.send("/ldm3d/generate", "fine", "steps", 2)
     assert client.wait_for(FINAL, 60)[-1].address == "/ldm3d/ready"
+
+
+def test_a_depth_job_runs_in_an_actor_with_its_estimator(
+    local_ray: RayCluster, tiny_dir: Path, start_bridge: Start, client_for: ClientFor, tmp_path: Path
+) -> None:
+    """/ldm3d/depth through a Ray actor holding the model and tiny-dpt: the bridge checks the request
+    with the actor's preset and depth model, the picture travels to the actor, the depth comes back."""
+    from PIL import Image
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(folder / "p.png")
+    slots = ray_slots(local_ray, 1, functools.partial(engines.tiny_with_dpt, str(tiny_dir)), None, gpus=0.0,
+                      start_timeout_s=120.0)  # fmt: skip
+    bridge = start_bridge(slots=slots, input_dirs=(str(folder),))
+    wait_alive(bridge, 1, 120.0)
+    client = client_for(bridge)
+    client.send("/ldm3d/depth", "p.png", "equirect", 1)  # refused on the bridge: not 2:1
+    error = client.wait_for(["/ldm3d/error"], 10)[-1]
+    assert error.args[1] == "bad_arguments" and "twice as wide" in str(error.args[2])
+    client.send("/ldm3d/depth", "p.png")
+    ready = client.wait_for(FINAL, 60)[-1]
+    assert ready.address == "/ldm3d/ready", ready.args
+    meta = meta_of(ready)
+    assert meta["worker"].startswith("ray worker ") and meta["depth_method"] == "whole picture"
+    assert meta["depth_model"] == "builtin:tiny-dpt" and (meta["width"], meta["height"]) == (70, 40)

@@ -76,9 +76,15 @@ def img2img_request(
         raise BadArguments(f"strength {strength} is out of range; allowed 0..1 (0 keeps the input)")
     width, height = image_size(Path(inputs["image"]))
     text_options = {k: v for k, v in options.items() if k not in ("strength", "depth", "flat_depth")}
-    base = text_request(settings, prompt, {"width": width, "height": height, **text_options}, engine)
+    base = text_request(settings, prompt, {"width": width, "height": height, **text_options}, None)
     flat = bool(options.get("flat_depth", False))
-    return Img2ImgRequest(**{**base.__dict__, "strength": strength, "flat_depth": flat}), inputs
+    request = Img2ImgRequest(**{**base.__dict__, "strength": strength, "flat_depth": flat})
+    if engine is not None:  # loaded: refuse bad requests now rather than after the queue
+        try:
+            engine.resolve(request)
+        except EngineError as exc:
+            raise BadArguments(str(exc)) from None
+    return request, inputs
 
 
 def depth_request(
