@@ -145,3 +145,16 @@ def test_scale_out_bench_runs_at_its_defaults() -> None:
     assert rates["Ray ×2"] > 1.5 * rates["Ray ×1"], out.stdout
     assert re.search(r"Ray per job: [+-]\d+ ms .* dispatch [0-9.]+ ms, .* result \d+ ms", out.stdout), out.stdout
     assert re.search(r"the writer: \d+ ms per 2048×1024 job \(p50\) → at most \d+ jobs/s", out.stdout), out.stdout
+
+
+def test_depth_estimation_bench_runs_at_its_defaults() -> None:
+    """DPT-Large and DPT-Hybrid architectures (random weights) on the CPU: a picture, a 360° picture."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "depth_estimation.py")], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("large", "hybrid"):
+        row = re.search(name + r" +([0-9.]+) +([0-9.]+) +([0-9.]+)× +([0-9.]+) s", out.stdout)
+        assert row is not None, out.stdout
+        assert float(row[3]) > 5  # ten views cost several times one picture: each view is a pass of the model
+    assert re.search(r"the 360° path's own work at 1024×512 .*: [0-9.]+ s", out.stdout), out.stdout
