@@ -22,15 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import argparse
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from ldm3d_engine.devices import resolve_placement  # noqa: E402
-from ldm3d_engine.equirect import equirect_depth  # noqa: E402
-from ldm3d_engine.estimator import DepthEstimator  # noqa: E402
+from ldm3d_engine.devices import resolve_placement
+from ldm3d_engine.equirect import equirect_depth
+from ldm3d_engine.estimator import DepthEstimator
 
 ARCHITECTURES = {
     "large": {
@@ -61,7 +61,11 @@ def estimator(name: str) -> DepthEstimator:
     torch.manual_seed(0)
     model = DPTForDepthEstimation(DPTConfig(**ARCHITECTURES[name])).eval().requires_grad_(False)
     processor = DPTImageProcessorPil(
-        size={"height": 384, "width": 384}, keep_aspect_ratio=False, resample=3, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        size={"height": 384, "width": 384},
+        keep_aspect_ratio=False,
+        resample=3,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
     )
     return DepthEstimator(model, processor, resolve_placement("cpu", None), f"dpt-{name} (random weights)")
 

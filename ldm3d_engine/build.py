@@ -54,6 +54,8 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
     if location.preset.family == "ldm":
         if offload or settings.compile:
             raise DeviceNotAvailable("offload and compile are for LDM3D models; the CompVis LDMs run without them")
+        if placement.device.type == "hpu":  # no HPU graphs or Gaudi autocast path was written for them
+            raise DeviceNotAvailable("the CompVis LDMs run on cpu, cuda or mps here; Gaudi serves the LDM3D models")
         depth_model = settings.depth_model or location.preset.depth_model or "dpt-large"
         rgb_estimator = load_depth_estimator(depth_model, settings, placement)
         return load_rgb_engine(location, placement, rgb_estimator, threads=settings.threads)
@@ -113,7 +115,8 @@ def load_rgb_engine(
         unet_class = diffusers_class("unet", ("UNet2DModel", "UNet2DConditionModel"))
         vqvae_class = diffusers_class("vqvae", ("VQModel", "AutoencoderKL"))
         unet = unet_class.from_pretrained(str(folder / "unet"), torch_dtype=placement.dtype)
-        vqvae = vqvae_class.from_pretrained(str(folder / "vqvae"), torch_dtype=placement.dtype)
+        vqvae_config = vqvae_class.load_config(str(folder / "vqvae"))  # fp16 autoencoders upcast, as LDM3D's VAE
+        vqvae = vqvae_class.from_pretrained(str(folder / "vqvae"), torch_dtype=vae_dtype(placement.dtype, vqvae_config))
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
         tokenizer = bert = None
         if location.pipeline == "LDMTextToImagePipeline":

@@ -179,3 +179,30 @@ def test_the_command_line_depth(pictures: Path, tmp_path: Path, tiny_dir: Path) 
         .startswith("ldm3d-bridge: error: model 'Intel/dpt-large' is not in the local cache")
     )
     assert "--depth-model" in missing.stderr
+
+
+def test_serve_with_a_depth_model(tmp_path: Path, tiny_dir: Path, pictures: Path) -> None:
+    """The real ``serve --model tiny-pano --depth-model tiny-dpt``: a 360° photo made a world."""
+    from ldm3d_engine import EngineSettings, load_engine
+
+    from .served import serve_tiny
+
+    built = load_engine(EngineSettings(model="tiny-pano", tiny_dir=str(tiny_dir), depth_model="tiny-dpt"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "ldm3d-bridge").symlink_to(built.location.folder.parent, target_is_directory=True)
+    extra = ("--model", "tiny-pano", "--depth-model", "tiny-dpt", "--input-dir", str(pictures), "--no-http")
+    proc, port = serve_tiny(tmp_path / "out", *extra, cache=cache)
+    try:
+        with OscClient("127.0.0.1", port) as client:
+            client.subscribe_self(timeout=60)  # confirmed: /ldm3d/ready comes back in full
+            for _ in range(120):  # until the model (and its estimator) is loaded
+                client.send("/ldm3d/status")
+                if client.wait_for(["/ldm3d/state"], 5)[-1].args[0] == "idle":
+                    break
+            client.send("/ldm3d/depth", "dome.png")
+            meta = _meta(client.wait_for(READY_OR_ERROR, 120)[-1])
+            assert meta["depth_method"] == "10 perspective views blended" and meta["seamless"] is True
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
