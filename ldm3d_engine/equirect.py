@@ -20,7 +20,7 @@ result are neighbours like any others: there is no seam. Pure tensor maths: no m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +32,10 @@ from .presets import EQUIRECT_VIEWS as VIEWS
 #: neighbour pair a wide overlap, and the polar views reach down to 35° of latitude, below where
 #: the horizon ring stops seeing (about 53° between two views), so every direction is covered.
 FOV_DEG = 110.0
-#: Alignment uses every ``ALIGN_STRIDE``-th equirect pixel in both directions (it fits 2 numbers per view).
-ALIGN_STRIDE = 4
+#: The equirect grid (width, height) the views' scales and shifts are fitted on (2 numbers per view).
+ALIGN_GRID = (512, 256)
+#: The widest the views are rendered from and blended at; larger pictures get the result resized.
+BLEND_WIDTH = 2048
 
 
 @dataclass(frozen=True)
@@ -117,16 +119,13 @@ def project_back(view_image: torch.Tensor, view: View, directions: torch.Tensor)
     return values, weight
 
 
-def align(values: list[torch.Tensor], weights: list[torch.Tensor]) -> list[tuple[float, float]]:
+def align(values: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> list[tuple[float, float]]:
     """A scale and a shift per view so that the views agree where they overlap (least squares over
     every overlapping pair, weighted by both views' weights; view 0 keeps scale 1, shift 0). A view
     whose fit comes out non-positive or undefined keeps 1, 0."""
     n = len(values)
     rows: list[np.ndarray] = []
-    sampled = [
-        (v[::ALIGN_STRIDE, ::ALIGN_STRIDE].reshape(-1).numpy(), w[::ALIGN_STRIDE, ::ALIGN_STRIDE].reshape(-1).numpy())
-        for v, w in zip(values, weights, strict=True)
-    ]
+    sampled = [(v.reshape(-1).numpy(), w.reshape(-1).numpy()) for v, w in zip(values, weights, strict=True)]
     for i in range(n):
         for j in range(i + 1, n):
             vi, wi = sampled[i]
@@ -155,33 +154,58 @@ def align(values: list[torch.Tensor], weights: list[torch.Tensor]) -> list[tuple
     return fits
 
 
+def _resize_wrapped(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize a C×H×W equirect image, its columns wrapping around (no border at 0°/360°);
+    antialiased when shrinking. The wrapped margin is a whole number of pixels on both sides of
+    the resize whenever the sizes allow it (so nothing shifts); else the shift is under a pixel."""
+    _, _, w = image.shape
+    unit = w // math.gcd(w, width)  # the smallest margin that scales to a whole number of pixels
+    pad = unit * max(1, math.ceil(2 / unit)) if unit <= max(2, w // 8) else 2
+    out_pad = round(pad * width / w)
+    padded = torch.cat([image[:, :, -pad:], image, image[:, :, :pad]], dim=2)
+    resized = torch.nn.functional.interpolate(
+        padded[None], size=(height, width + 2 * out_pad), mode="bilinear", align_corners=False, antialias=True
+    )[0]
+    return resized[:, :, out_pad : out_pad + width]
+
+
 def equirect_depth(
     rgb: torch.Tensor,
     estimate: Callable[[torch.Tensor], torch.Tensor],
     size: int,
     views: tuple[tuple[float, float], ...] = VIEWS,
     after_view: Callable[[int, int], None] | None = None,
+    blend_width: int = BLEND_WIDTH,
 ) -> torch.Tensor:
     """Relative inverse depth (H×W, float64, unnormalised) of the equirect ``rgb`` (3×H×W, 0..1),
     from ``estimate`` (a size×size picture, 3×size×size → the same-size depth) run on each view.
-    ``after_view(done, total)`` is told after each view (progress, and a place to cancel)."""
+    ``after_view(done, total)`` is told after each view (progress, and a place to cancel).
+
+    Memory stays bounded whatever the picture's size (an 8K photo is 8192×4096): the views are
+    rendered from the picture shrunk to at most ``blend_width`` wide (a view's pixels are coarser
+    than that anyway), their scales and shifts are fitted on a 512×256 grid, the blend is made at
+    most ``blend_width`` wide, one view at a time, and resized to the picture's size."""
     _, h, w = rgb.shape
-    directions = sphere_directions(w, h)
-    values, weights = [], []
+    work_w = min(w, blend_width)
+    work_h = max(1, round(h * work_w / w))
+    source = (rgb if work_w == w else _resize_wrapped(rgb.float(), work_h, work_w)).double()
+    depths = []
     for n, (yaw, pitch) in enumerate(views):
         view = View(yaw, pitch)
-        picture = render_view(rgb.double(), view, size).to(rgb.dtype)
-        depth = estimate(picture).double()
-        depth = (depth - depth.mean()) / (depth.std() + 1e-12)  # comparable before the fit
-        value, weight = project_back(depth, view, directions)
-        values.append(value)
-        weights.append(weight)
+        depth = estimate(render_view(source, view, size).to(rgb.dtype)).double()
+        depths.append((depth - depth.mean()) / (depth.std() + 1e-12))  # comparable before the fit
         if after_view is not None:
             after_view(n + 1, len(views))
-    fits = align(values, weights)
-    total = torch.zeros(h, w, dtype=torch.float64)
-    weight_sum = torch.zeros(h, w, dtype=torch.float64)
-    for (scale, shift), value, weight in zip(fits, values, weights, strict=True):
+    coarse = sphere_directions(*ALIGN_GRID)
+    fits = align(*zip(*(project_back(d, View(*v), coarse) for d, v in zip(depths, views, strict=True)), strict=True))
+    directions = sphere_directions(work_w, work_h)
+    total = torch.zeros(work_h, work_w, dtype=torch.float64)
+    weight_sum = torch.zeros(work_h, work_w, dtype=torch.float64)
+    for (scale, shift), depth, v in zip(fits, depths, views, strict=True):
+        value, weight = project_back(depth, View(*v), directions)
         total += weight * (scale * value + shift)
         weight_sum += weight
-    return total / weight_sum.clamp_min(1e-12)
+    blended = total / weight_sum.clamp_min(1e-12)
+    if (work_h, work_w) == (h, w):
+        return blended
+    return _resize_wrapped(blended[None], h, w)[0]

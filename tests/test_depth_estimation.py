@@ -181,3 +181,18 @@ def test_a_depth_model_missing_offline_says_how_to_get_it(tmp_path: Path) -> Non
         Exception, match="unknown depth model 'dpt-enormous': not one of dpt-large, dpt-hybrid, tiny-dpt"
     ):
         locate_depth_model("dpt-enormous", settings)
+
+
+def test_a_picture_wider_than_the_blend_is_blended_smaller_and_resized_back() -> None:
+    """Above ``blend_width`` (2048 by default: an 8K photo) the views are rendered from a shrunk copy
+    and blended at that width, then resized with the columns wrapping: the same depth, no seam."""
+    directions = sphere_directions(512, 256)
+    truth = _field(directions)
+    rgb = truth[None].repeat(3, 1, 1).float()
+    blended = equirect_depth(rgb, lambda picture: picture[0] * 2.0 + 1.0, 64, blend_width=128)
+    assert blended.shape == (256, 512)
+    a = np.stack([blended.reshape(-1).numpy(), np.ones(blended.numel())], 1)
+    fit, *_ = np.linalg.lstsq(a, truth.reshape(-1).numpy(), rcond=None)
+    assert np.abs(a @ fit - truth.reshape(-1).numpy()).max() < 0.03 * float(truth.max() - truth.min())
+    seam = (blended[:, 0] - blended[:, -1]).abs().mean()
+    assert seam <= 2 * (blended[:, 1:] - blended[:, :-1]).abs().mean()
