@@ -34,7 +34,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .depth_jobs import DepthOnly
+    from .base import DepthOnly
     from .engine import Engine
     from .rgb_engine import RGBLatentEngine
 

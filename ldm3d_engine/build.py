@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .depth_jobs import DepthOnly
+from .base import DepthOnly
 from .devices import Placement, resolve_placement
 from .engine import Engine
 from .errors import DeviceNotAvailable, UnknownModel

@@ -4,8 +4,6 @@ Shared by both engines (LDM3D and the RGB-only CompVis LDMs)."""
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 import time
 
 import numpy as np
@@ -14,8 +12,8 @@ import numpy.typing as npt
 from .denoise import OnStep
 from .errors import InvalidRequest
 from .estimator import DepthEstimator
-from .presets import FOLDER_DEFAULTS, Preset
-from .types import CancelToken, DepthRequest, ResolvedRequest, RGBDResult, Timings
+from .presets import Preset
+from .types import CancelToken, DepthRequest, RGBDResult, Timings
 from .validation import resolve_depth
 
 
@@ -59,30 +57,3 @@ def depth_result(
             timings=Timings(0.0, 0.0, 0.0, time.perf_counter() - t0),
         )
     )
-
-
-class DepthOnly:
-    """A depth estimator on its own, without a diffusion model (``ldm3d-bridge depth``): depth jobs only."""
-
-    def __init__(self, estimator: DepthEstimator) -> None:
-        self.estimator = estimator
-        self.preset = dataclasses.replace(FOLDER_DEFAULTS, name="depth-only", seamless=False)
-        self.model_id = estimator.model_id
-        self._lock = threading.Lock()
-
-    def resolve_depth(self, request: DepthRequest, size: tuple[int, int]) -> ResolvedRequest:
-        return resolve_depth(self.preset, request, size)
-
-    def estimate_depth(
-        self,
-        request: DepthRequest,
-        rgb: npt.NDArray[np.uint8],
-        on_step: OnStep | None = None,
-        cancel: CancelToken | None = None,
-    ) -> RGBDResult:
-        placement = self.estimator.placement
-        with self._lock:
-            return depth_result(
-                self.estimator, self.preset, request, rgb,
-                device=str(placement.device), dtype=placement.dtype_name, on_step=on_step, cancel=cancel,
-            )  # fmt: skip

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -29,9 +26,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from .base import EngineBase
 from .denoise import Guidance, OnStep, denoise
 from .depth import decoded_to_host, layout_for_channels, vae_input
-from .depth_jobs import depth_result, need_estimator
 from .devices import Placement, is_out_of_memory
 from .errors import InvalidRequest, OutOfMemory
 from .estimator import DepthEstimator
@@ -42,7 +39,6 @@ from .schedulers import make_scheduler, native_scheduler
 from .seamless import wrap_width
 from .types import (
     CancelToken,
-    DepthRequest,
     GenerateRequest,
     Img2ImgRequest,
     ResolvedRequest,
@@ -50,12 +46,12 @@ from .types import (
     Timings,
     UpscaleRequest,
 )
-from .validation import resolve_depth, resolve_text, resolve_upscale
+from .validation import resolve_text, resolve_upscale
 
 logger = logging.getLogger(__name__)
 
 
-class Engine:
+class Engine(EngineBase):
     """One loaded model on one device. Runs are serialised by a lock."""
 
     def __init__(
@@ -105,58 +101,23 @@ class Engine:
     # -- description -------------------------------------------------------
 
     @property
-    def model_id(self) -> str:
-        return self.location.model_id
-
-    @property
     def identity(self) -> str:
         """What makes this engine's pictures what they are: the model (id, folder, every module's and
         the scheduler's config), the preset's defaults and the engine's version, hashed. A show's
         scene library keys its scenes with it, so another model or version renders them again."""
         if self._identity is None:
-            from . import __version__
-
             text_config = self.text_encoder.config
-            described = {
-                "model": self.model_id,
-                "folder": self.location.folder.name,
-                "preset": dataclasses.asdict(self.preset),
-                "unet": dict(self.unet.config),
-                "vae": dict(self.vae.config),
-                "text_encoder": text_config.to_dict() if hasattr(text_config, "to_dict") else dict(text_config),
-                "scheduler": self.scheduler_config,
-                "engine": __version__,
-            }
-            text = json.dumps(described, sort_keys=True, default=str)
-            self._identity = f"{self.model_id}@{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+            self._identity = self.hashed_identity(
+                {
+                    "model": self.model_id,
+                    "folder": self.location.folder.name,
+                    "unet": dict(self.unet.config),
+                    "vae": dict(self.vae.config),
+                    "text_encoder": text_config.to_dict() if hasattr(text_config, "to_dict") else dict(text_config),
+                    "scheduler": self.scheduler_config,
+                }
+            )
         return self._identity
-
-    @property
-    def device(self) -> str:
-        return str(self.placement.device)
-
-    @property
-    def dtype(self) -> str:
-        return self.placement.dtype_name
-
-    # -- validation --------------------------------------------------------
-
-    def resolve(self, request: GenerateRequest) -> ResolvedRequest:
-        """Fill the preset's defaults into ``request`` and check every field."""
-        return resolve_text(self.preset, request)
-
-    def resolve_depth(self, request: DepthRequest, size: tuple[int, int]) -> ResolvedRequest:
-        """Check a depth job of a ``size`` (width, height) picture, as :meth:`estimate_depth` will."""
-        return resolve_depth(self.preset, request, size)
-
-    @property
-    def depth_model(self) -> str | None:
-        """The depth estimator's model, or None when none is loaded."""
-        return self.estimator.model_id if self.estimator is not None else None
-
-    def resolve_upscale(self, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
-        """Check an upscale of a ``source`` (width, height) image, as :meth:`upscale` will."""
-        return resolve_upscale(self.preset, request, source)
 
     def prompt_for_model(self, prompt: str) -> str:
         """The preset's prompt convention: pano prompts start with "360 view of" unless they say it."""
@@ -206,27 +167,6 @@ class Engine:
 
         return self._locked(req, estimated)
 
-    def estimate_depth(
-        self,
-        request: DepthRequest,
-        rgb: npt.NDArray[np.uint8],
-        on_step: OnStep | None = None,
-        cancel: CancelToken | None = None,
-    ) -> RGBDResult:
-        """A depth job: ``rgb`` kept, its depth estimated (needs the estimator: ``depth_model``)."""
-        estimator = need_estimator(self.estimator, "a depth job")
-        with self._lock:
-            return depth_result(
-                estimator,
-                self.preset,
-                request,
-                rgb,
-                device=self.device,
-                dtype=self.dtype,
-                on_step=on_step,
-                cancel=cancel,
-            )
-
     def upscale(
         self,
         request: UpscaleRequest,
@@ -246,12 +186,6 @@ class Engine:
             )
         req = resolve_upscale(self.preset, request, source=(rgb.shape[1], rgb.shape[0]))
         return self._locked(req, lambda: self._upscale(req, rgb, depth, on_step, cancel, noise))
-
-    def free_memory(self) -> None:
-        """Return cached device memory to the driver (after an out-of-memory error)."""
-        gc.collect()
-        if self.placement.device.type == "cuda":
-            torch.cuda.empty_cache()
 
     def initial_latents(self, req: ResolvedRequest, generator: torch.Generator | None = None) -> torch.Tensor:
         """The seeded starting noise of ``req`` (unscaled), on the engine's device; drawn from

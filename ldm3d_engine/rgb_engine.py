@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import threading
 import time
 from typing import Any
@@ -28,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from .base import EngineBase
 from .denoise import Guidance, OnStep, denoise
-from .depth_jobs import depth_result
 from .devices import Placement, is_out_of_memory
 from .errors import InvalidRequest, OutOfMemory
 from .estimator import DepthEstimator
@@ -40,7 +38,6 @@ from .schedulers import make_scheduler, native_scheduler
 from .seamless import wrap_width
 from .types import (
     CancelToken,
-    DepthRequest,
     GenerateRequest,
     Img2ImgRequest,
     ResolvedRequest,
@@ -48,11 +45,12 @@ from .types import (
     Timings,
     UpscaleRequest,
 )
-from .validation import resolve_depth, resolve_text, resolve_upscale
 
 
-class RGBLatentEngine:
+class RGBLatentEngine(EngineBase):
     """One CompVis LDM and a depth estimator on one device. Runs are serialised by a lock."""
+
+    estimator: DepthEstimator  # always: its pictures' depth comes from it
 
     def __init__(
         self,
@@ -100,58 +98,21 @@ class RGBLatentEngine:
             else None
         )
 
-    # -- description (as the LDM3D engine's) ---------------------------------
-
-    @property
-    def model_id(self) -> str:
-        return self.location.model_id
-
     @property
     def identity(self) -> str:
-        """The model, its configs, the depth estimator's, the preset and the engine version, hashed."""
+        """The model, its configs and the depth estimator's, the preset and the engine version, hashed."""
         if self._identity is None:
-            from . import __version__
-
-            described = {
-                "model": self.model_id,
-                "preset": dataclasses.asdict(self.preset),
-                "unet": dict(self.unet.config),
-                "vqvae": dict(self.vqvae.config),
-                "bert": self.bert.config.to_dict() if self.bert is not None else None,
-                "scheduler": self.scheduler_config,
-                "depth": [self.estimator.model_id, self.estimator.model.config.to_dict()],
-                "engine": __version__,
-            }
-            text = json.dumps(described, sort_keys=True, default=str)
-            self._identity = f"{self.model_id}@{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+            self._identity = self.hashed_identity(
+                {
+                    "model": self.model_id,
+                    "unet": dict(self.unet.config),
+                    "vqvae": dict(self.vqvae.config),
+                    "bert": self.bert.config.to_dict() if self.bert is not None else None,
+                    "scheduler": self.scheduler_config,
+                    "depth": [self.estimator.model_id, self.estimator.model.config.to_dict()],
+                }
+            )
         return self._identity
-
-    @property
-    def device(self) -> str:
-        return str(self.placement.device)
-
-    @property
-    def dtype(self) -> str:
-        return self.placement.dtype_name
-
-    def resolve(self, request: GenerateRequest) -> ResolvedRequest:
-        return resolve_text(self.preset, request)
-
-    def resolve_depth(self, request: DepthRequest, size: tuple[int, int]) -> ResolvedRequest:
-        """Check a depth job of a ``size`` (width, height) picture, as :meth:`estimate_depth` will."""
-        return resolve_depth(self.preset, request, size)
-
-    @property
-    def depth_model(self) -> str | None:
-        """The depth estimator's model, or None when none is loaded."""
-        return self.estimator.model_id
-
-    def resolve_upscale(self, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
-        return resolve_upscale(self.preset, request, source)
-
-    def free_memory(self) -> None:
-        if self.placement.device.type == "cuda":
-            torch.cuda.empty_cache()
 
     # -- jobs ------------------------------------------------------------------
 
@@ -192,26 +153,6 @@ class RGBLatentEngine:
         cancel: CancelToken | None = None,
     ) -> RGBDResult:
         raise InvalidRequest("model", f"{self.model_id} is not an upscaler; use --upscale-model ldm3d-sr")
-
-    def estimate_depth(
-        self,
-        request: DepthRequest,
-        rgb: npt.NDArray[np.uint8],
-        on_step: OnStep | None = None,
-        cancel: CancelToken | None = None,
-    ) -> RGBDResult:
-        """A depth job: ``rgb`` kept, its depth estimated."""
-        with self._lock:
-            return depth_result(
-                self.estimator,
-                self.preset,
-                request,
-                rgb,
-                device=self.device,
-                dtype=self.dtype,
-                on_step=on_step,
-                cancel=cancel,
-            )
 
     # -- internals ---------------------------------------------------------------
 

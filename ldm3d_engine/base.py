@@ -1,0 +1,119 @@
+"""What every engine shares: what it is (model, device, dtype, identity), its request checks, and
+depth jobs with the depth estimator beside it. The LDM3D engine, the CompVis LDM engine and the
+depth-only engine of ``ldm3d-bridge depth`` are built on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from .denoise import OnStep
+from .depth_jobs import depth_result, need_estimator
+from .devices import Placement
+from .estimator import DepthEstimator
+from .loading import ModelLocation
+from .presets import FOLDER_DEFAULTS, Preset
+from .types import CancelToken, DepthRequest, GenerateRequest, ResolvedRequest, RGBDResult, UpscaleRequest
+from .validation import resolve_depth, resolve_text, resolve_upscale
+
+
+class EngineBase:
+    """Subclasses set ``preset``, ``placement``, ``location`` (or override :attr:`model_id`),
+    ``estimator`` (None: no depth jobs) and ``_lock`` (one job at a time)."""
+
+    preset: Preset
+    placement: Placement
+    location: ModelLocation
+    estimator: DepthEstimator | None
+    _lock: threading.Lock
+
+    @property
+    def model_id(self) -> str:
+        return self.location.model_id
+
+    @property
+    def device(self) -> str:
+        return str(self.placement.device)
+
+    @property
+    def dtype(self) -> str:
+        return self.placement.dtype_name
+
+    @property
+    def depth_model(self) -> str | None:
+        """The depth estimator's model, or None when none is loaded."""
+        return self.estimator.model_id if self.estimator is not None else None
+
+    def hashed_identity(self, described: dict[str, Any]) -> str:
+        """``model_id@hash`` of what makes the engine's pictures what they are (``described``, plus
+        the preset and the engine's version): a show's scene library keys its scenes with it."""
+        from . import __version__
+
+        everything = {**described, "preset": dataclasses.asdict(self.preset), "engine": __version__}
+        text = json.dumps(everything, sort_keys=True, default=str)
+        return f"{self.model_id}@{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+    # -- checks ------------------------------------------------------------
+
+    def resolve(self, request: GenerateRequest) -> ResolvedRequest:
+        """Fill the preset's defaults into ``request`` and check every field."""
+        return resolve_text(self.preset, request)
+
+    def resolve_upscale(self, request: UpscaleRequest, source: tuple[int, int]) -> ResolvedRequest:
+        """Check an upscale of a ``source`` (width, height) image, as ``upscale`` will."""
+        return resolve_upscale(self.preset, request, source)
+
+    def resolve_depth(self, request: DepthRequest, size: tuple[int, int]) -> ResolvedRequest:
+        """Check a depth job of a ``size`` (width, height) picture, as :meth:`estimate_depth` will."""
+        return resolve_depth(self.preset, request, size)
+
+    # -- jobs ----------------------------------------------------------------
+
+    def estimate_depth(
+        self,
+        request: DepthRequest,
+        rgb: npt.NDArray[np.uint8],
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RGBDResult:
+        """A depth job: ``rgb`` kept as it is, its depth estimated (needs the estimator)."""
+        estimator = need_estimator(self.estimator, "a depth job")
+        with self._lock:
+            return depth_result(
+                estimator,
+                self.preset,
+                request,
+                rgb,
+                device=self.device,
+                dtype=self.dtype,
+                on_step=on_step,
+                cancel=cancel,
+            )
+
+    def free_memory(self) -> None:
+        """Return cached device memory to the driver (after an out-of-memory error)."""
+        gc.collect()
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class DepthOnly(EngineBase):
+    """A depth estimator on its own, without a diffusion model (``ldm3d-bridge depth``): depth jobs only."""
+
+    def __init__(self, estimator: DepthEstimator) -> None:
+        self.estimator = estimator
+        self.placement = estimator.placement
+        self.preset = dataclasses.replace(FOLDER_DEFAULTS, name="depth-only", seamless=False)
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.estimator.model_id if self.estimator is not None else ""
