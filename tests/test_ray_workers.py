@@ -157,15 +157,22 @@ def test_latest_wins_with_two_actors(ray_bridge: Callable[..., Bridge], client_f
         client.send("/ldm3d/generate", f"busy {n}", "steps", 40)
     seen: list[Message] = []
     busy = accepted(client, 2, seen)
+    # Both busy inside their actors (each has reported a step), not merely taken by a worker.
     deadline = time.monotonic() + 30
-    while len(bridge.pool.running) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while time.monotonic() < deadline:
+        stepped = {m.args[0] for m in seen if m.address == "/ldm3d/progress"}
+        if set(busy) <= stepped:
+            break
+        message = client.receive(0.5)
+        if message is not None:
+            seen.append(message)
     for n in range(3):
         client.send("/ldm3d/generate", f"waiting {n}", "steps", 2)
     waiting = accepted(client, 3, seen)
     ended = finals(client, {*busy, *waiting}, 120, seen)
-    assert [ended[j].address for j in waiting] == ["/ldm3d/cancelled", "/ldm3d/cancelled", "/ldm3d/ready"]
-    assert [ended[j].address for j in busy] == ["/ldm3d/ready"] * 2
+    outcome = {j: (ended[j].address, ended[j].args[1:]) for j in [*busy, *waiting]}
+    assert [ended[j].address for j in busy] == ["/ldm3d/ready"] * 2, outcome
+    assert [ended[j].address for j in waiting] == ["/ldm3d/cancelled", "/ldm3d/cancelled", "/ldm3d/ready"], outcome
 
 
 # -- the real `serve --ray auto`, and a head that goes away ------------------------------------------
