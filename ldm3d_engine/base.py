@@ -4,11 +4,13 @@ depth-only engine of ``ldm3d-bridge depth`` are built on it."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,8 @@ import torch
 
 from .denoise import OnStep
 from .depth_jobs import depth_result, need_estimator
-from .devices import Placement
+from .devices import Placement, is_out_of_memory
+from .errors import OutOfMemory
 from .estimator import DepthEstimator
 from .loading import ModelLocation
 from .presets import FOLDER_DEFAULTS, Preset
@@ -97,6 +100,18 @@ class EngineBase:
                 on_step=on_step,
                 cancel=cancel,
             )
+
+    @contextlib.contextmanager
+    def out_of_memory_named(self, req: ResolvedRequest) -> Iterator[None]:
+        """Inside: a device out-of-memory error frees the cache and becomes :class:`OutOfMemory`,
+        naming the device and the size."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if is_out_of_memory(exc):
+                self.free_memory()
+                raise OutOfMemory(f"out of memory on {self.device} at {req.width}×{req.height}: {exc}") from exc
+            raise
 
     def free_memory(self) -> None:
         """Return cached device memory to the driver (after an out-of-memory error)."""

@@ -29,8 +29,8 @@ import torch
 from .base import EngineBase
 from .denoise import Guidance, OnStep, denoise
 from .depth import decoded_to_host, layout_for_channels, vae_input
-from .devices import Placement, is_out_of_memory
-from .errors import InvalidRequest, OutOfMemory
+from .devices import Placement
+from .errors import InvalidRequest
 from .estimator import DepthEstimator
 from .loading import ModelLocation
 from .presets import FOLDER_DEFAULTS
@@ -223,18 +223,12 @@ class Engine(EngineBase):
             self.vae.use_tiling = self._vae_tiling and not req.seamless
             if cuda:
                 torch.cuda.reset_peak_memory_stats(self.placement.device)
-            try:
-                with wrap_width([self.unet, self.vae], req.seamless):
-                    result = run()
-                if cuda:
-                    peak = torch.cuda.max_memory_allocated(self.placement.device) / 2**20
-                    result = dataclasses.replace(result, peak_memory_mb=round(peak, 1))
-                return result
-            except RuntimeError as exc:
-                if is_out_of_memory(exc):
-                    self.free_memory()
-                    raise OutOfMemory(f"out of memory on {self.device} at {req.width}×{req.height}: {exc}") from exc
-                raise
+            with self.out_of_memory_named(req), wrap_width([self.unet, self.vae], req.seamless):
+                result = run()
+            if cuda:
+                peak = torch.cuda.max_memory_allocated(self.placement.device) / 2**20
+                result = dataclasses.replace(result, peak_memory_mb=round(peak, 1))
+            return result
 
     def _generator(self, seed: int) -> torch.Generator:
         """A generator seeded with ``seed``, where the backend draws its noise (the CPU for MPS and Gaudi)."""

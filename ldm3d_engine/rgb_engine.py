@@ -28,8 +28,8 @@ import torch
 
 from .base import EngineBase
 from .denoise import Guidance, OnStep, denoise
-from .devices import Placement, is_out_of_memory
-from .errors import InvalidRequest, OutOfMemory
+from .devices import Placement
+from .errors import InvalidRequest
 from .estimator import DepthEstimator
 from .loading import ModelLocation
 from .presets import FOLDER_DEFAULTS
@@ -45,6 +45,7 @@ from .types import (
     Timings,
     UpscaleRequest,
 )
+from .validation import resolve_text
 
 
 class RGBLatentEngine(EngineBase):
@@ -123,14 +124,13 @@ class RGBLatentEngine(EngineBase):
         req = self.resolve(request)
         if self.conditional and req.guidance < 1.0:  # LDMTextToImagePipeline would guide; we say no
             raise InvalidRequest("guidance", f"guidance {req.guidance} is below 1; use 1 (no guidance) or more")
-        with self._lock, torch.inference_mode(), wrap_width([self.unet, self.vqvae], req.seamless):
-            try:
-                return self._generate(req, on_step, cancel)
-            except RuntimeError as exc:
-                if is_out_of_memory(exc):
-                    self.free_memory()
-                    raise OutOfMemory(f"out of memory on {self.device} at {req.width}×{req.height}: {exc}") from exc
-                raise
+        with (
+            self._lock,
+            torch.inference_mode(),
+            self.out_of_memory_named(req),
+            wrap_width([self.unet, self.vqvae], req.seamless),
+        ):
+            return self._generate(req, on_step, cancel)
 
     def img2img(
         self,
@@ -140,9 +140,8 @@ class RGBLatentEngine(EngineBase):
         on_step: OnStep | None = None,
         cancel: CancelToken | None = None,
     ) -> RGBDResult:
-        raise InvalidRequest(
-            "model", f"{self.model_id} makes RGB only and has no RGBD image-to-image; use an LDM3D model for img2img"
-        )
+        resolve_text(self.preset, request, source=(rgb.shape[1], rgb.shape[0]))  # refuses: this model makes RGB only
+        raise AssertionError(f"validation let img2img through for the RGB-only {self.preset.name}")
 
     def upscale(
         self,
