@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,6 +42,17 @@ _SCHEDULE = {
 PNDM_CONFIG = {"_class_name": "PNDMScheduler", **_SCHEDULE, "skip_prk_steps": True}
 DDIM_CONFIG = {"_class_name": "DDIMScheduler", **_SCHEDULE, "clip_sample": False}
 _SCHEDULER_CONFIGS = {"tiny": PNDM_CONFIG, "tiny-6c": PNDM_CONFIG, "tiny-sr": PNDM_CONFIG, "tiny-pano": DDIM_CONFIG}
+
+#: The text-conditioned UNet of every tiny model (sizes and channels are each model's own).
+TINY_TEXT_UNET: dict[str, Any] = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+}
 
 _VAE_CHANNELS = {"tiny": 4, "tiny-6c": 6, "tiny-pano": 4, "tiny-sr": 4}
 
@@ -115,13 +127,7 @@ def _build(name: str, folder: Path) -> None:
         in_channels=8 if upscaler else 4,
         out_channels=4,
         num_class_embeds=1000 if upscaler else None,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
+        **TINY_TEXT_UNET,
     )
     channels = _VAE_CHANNELS[name]
     vae = AutoencoderKL(

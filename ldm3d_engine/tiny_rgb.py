@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .tiny import TINY_TEXT_UNET
+
 SEED = 20261123
 #: DDIM with the linear-ish schedule of the CompVis LDMs (the tiny models' own; ids say which).
 DDIM_LDM = {
@@ -117,18 +119,7 @@ def build_ldm_text(name: str, folder: Path) -> None:
             pad_token_id=0,
         )
     )
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, **TINY_TEXT_UNET)
     vqvae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **_autoencoder_blocks())
     _widen_decoder(vqvae.decoder)
     bert.save_pretrained(folder / "bert")
