@@ -28,9 +28,9 @@ import time
 import numpy as np
 import torch
 
-from ldm3d_engine.devices import resolve_placement
-from ldm3d_engine.equirect import equirect_depth
-from ldm3d_engine.estimator import DepthEstimator
+from ldm3d_engine.backends.devices import resolve_placement
+from ldm3d_engine.depth.equirect import equirect_depth
+from ldm3d_engine.depth.estimator import DepthEstimator
 
 ARCHITECTURES = {
     "large": {

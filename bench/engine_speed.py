@@ -48,11 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import TextureWriter
 from ldm3d_engine import EngineSettings, GenerateRequest
-from ldm3d_engine.build import assemble_engine
-from ldm3d_engine.devices import resolve_placement
-from ldm3d_engine.loading import ModelLocation
+from ldm3d_engine.backends.devices import resolve_placement
+from ldm3d_engine.models.build import assemble_engine
+from ldm3d_engine.models.loading import ModelLocation
+from ldm3d_engine.offline.tiny import DDIM_CONFIG, write_tokenizer
 from ldm3d_engine.presets import get_preset
-from ldm3d_engine.tiny import DDIM_CONFIG, write_tokenizer
 
 
 def build(arch: str, tokenizer_dir: Path) -> tuple[Any, Any, Any, Any]:

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image
 
+from bridge.notify.addresses import ResolveFailed
 from bridge.osc.client import OscClient
 from bridge.osc.codec import MalformedPacket, Message, decode_packet, encode_bundle, encode_message
-from bridge.serve.addresses import ResolveFailed
 from bridge.serve.server import Bridge
 from bridge.settings import BridgeSettings
 from ldm3d_engine import Cancelled, EngineSettings, GenerateRequest, OutOfMemory, load_engine

@@ -173,7 +173,7 @@ def main() -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # this bench's Ray stays on loopback
     import ray
 
-    from bridge.serve.ray_workers import RayCluster, ray_slots
+    from bridge.workers.ray_workers import RayCluster, ray_slots
 
     build = functools.partial(GpuStandIn, args.job_s, width, height)
     print(f"GPU stand-in: {args.job_s:g} s per job in {STEPS} steps, {width}×{height} results; "

@@ -24,7 +24,7 @@
 
 Engine failures reach clients as ``engine_failed``, ``out_of_memory``,
 ``timeout``, ``model_failed`` (the model could not be loaded) or
-``bad_arguments`` (a request the model refuses); see :mod:`bridge.serve.worker`.
+``bad_arguments`` (a request the model refuses); see :mod:`bridge.workers.worker`.
 Packets that are not OSC get ``malformed_packet``, and a failure inside the
 bridge's own handling ``internal_error`` (logged, at most once per kind per 10 s;
 the intake carries on). A reply that would be too large for a sender whose

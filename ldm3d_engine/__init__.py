@@ -32,13 +32,14 @@ from .types import (
     RGBDResult,
     Timings,
 )
+from .version import VERSION
 
 if TYPE_CHECKING:
-    from .base import DepthOnly
-    from .engine import Engine
-    from .rgb_engine import RGBLatentEngine
+    from .models.base import DepthOnly
+    from .models.compvis import RGBLatentEngine
+    from .models.ldm3d import Engine
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "PRESETS",
@@ -74,12 +75,12 @@ _LOADING = threading.Lock()
 
 def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
     """Load the model named by ``settings`` onto its device (an LDM3D :class:`Engine`, or an
-    ``RGBLatentEngine`` for a CompVis LDM, whose depth is estimated). See :mod:`ldm3d_engine.build`.
+    ``RGBLatentEngine`` for a CompVis LDM, whose depth is estimated). See :mod:`ldm3d_engine.models.build`.
 
     Safe from several threads (an engine per device): loads take turns; the engines then run
     side by side."""
     with _LOADING:
-        from .build import load_engine as _load
+        from .models.build import load_engine as _load
 
         return _load(settings)
 
@@ -87,6 +88,6 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
 def load_depth_only(settings: EngineSettings) -> DepthOnly:
     """Only the depth estimator named by ``settings.depth_model``, for depth jobs (no diffusion model)."""
     with _LOADING:
-        from .build import load_depth_only as _load
+        from .models.build import load_depth_only as _load
 
         return _load(settings)

@@ -26,8 +26,8 @@ def environment_report() -> list[tuple[str, str]]:
     import torch
     from huggingface_hub import constants
 
-    from .devices import available_devices
-    from .tiny import default_tiny_dir
+    from .backends.devices import available_devices
+    from .offline.tiny import default_tiny_dir
 
     rows = [("devices", ", ".join(available_devices())), ("torch cuda", torch.version.cuda or "none (CPU build)")]
     rows += [(f"  cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]

@@ -16,7 +16,7 @@ steps as they happen and can cancel it between two of them:
 
 Errors travel as tuples rather than pickled exceptions: an exception with its own constructor
 arguments (``Cancelled(step, total)``) does not survive pickling. Nothing here imports Ray or
-knows of OSC or files; ``bridge.serve.ray_workers`` wraps this class with ``ray.remote``.
+knows of OSC or files; ``bridge.workers.ray_workers`` wraps this class with ``ray.remote``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ METHODS = {"generate": 0, "img2img": 2, "upscale": 2, "estimate_depth": 1}
 class EngineHost:
     def __init__(self, build: Callable[[], Any], build_upscaler: Callable[[], Any] | None = None) -> None:
         """Load the engines now (in the actor's process, on its device): ``build()`` returns an
-        :class:`~ldm3d_engine.engine.Engine` (or a stand-in with the same methods)."""
+        :class:`~ldm3d_engine.models.ldm3d.Engine` (or a stand-in with the same methods)."""
         self._engines: dict[str, Any] = {"engine": build()}
         if build_upscaler is not None:
             self._engines["upscaler"] = build_upscaler()

@@ -228,7 +228,7 @@ DEPTH_MODELS: dict[str, str] = {
 }
 
 #: The perspective views a 360° picture's depth is estimated on, (yaw, pitch) in degrees: 8 around
-#: the horizon and one at each pole (see :mod:`ldm3d_engine.equirect`).
+#: the horizon and one at each pole (see :mod:`ldm3d_engine.depth.equirect`).
 EQUIRECT_VIEWS: tuple[tuple[float, float], ...] = (*((45.0 * k, 0.0) for k in range(8)), (0.0, 90.0), (0.0, -90.0))
 
 #: Conventions for a local folder run without a preset.

@@ -4,6 +4,7 @@ this module does not import torch, so the bridge can use it without a model."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +12,9 @@ import numpy.typing as npt
 
 #: Seeds fit in a signed 32-bit int, so they travel as OSC int32 to every client.
 SEED_MAX = 2**31 - 1
+
+#: Progress of a job: called with (steps done, steps in all) after every step.
+OnStep = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

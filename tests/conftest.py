@@ -15,7 +15,7 @@ import pytest
 if TYPE_CHECKING:
     from bridge.osc.client import OscClient
     from bridge.serve.server import Bridge
-    from ldm3d_engine.engine import Engine
+    from ldm3d_engine.models.ldm3d import Engine
 
 # Nothing in the tests may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -41,7 +41,7 @@ def load_tiny(tiny_dir: Path) -> Callable[[str], Engine]:
 
 def no_names(host: str) -> list[str]:
     """The tests' resolver stand-in: it knows no host names, so no test can reach DNS."""
-    from bridge.serve.addresses import ResolveFailed
+    from bridge.notify.addresses import ResolveFailed
 
     raise ResolveFailed(f"no such host {host!r} (the tests' resolver stand-in knows no names)")
 

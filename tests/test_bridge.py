@@ -16,7 +16,7 @@ from bridge.osc.codec import Message
 from bridge.output.lock import LOCK_NAME
 from bridge.serve.server import Bridge
 from ldm3d_engine import GenerateRequest
-from ldm3d_engine.engine import Engine
+from ldm3d_engine.models.ldm3d import Engine
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ldm3d_engine import EngineSettings, GenerateRequest, load_engine
-from ldm3d_engine.engine import Engine
+from ldm3d_engine.models.ldm3d import Engine
 from ldm3d_engine.types import RGBDResult
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU; CI has none")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldm3d_engine.depth import (
+from ldm3d_engine.depth.packing import (
     decoded_to_host,
     depth_to_vae_channels,
     layout_for_channels,

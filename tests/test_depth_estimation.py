@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from ldm3d_engine import DepthRequest, EngineSettings, GenerateRequest, InvalidRequest, ModelNotAvailable, load_engine
-from ldm3d_engine.equirect import View, equirect_depth, project_back, render_view, sphere_directions
+from ldm3d_engine.depth.equirect import View, equirect_depth, project_back, render_view, sphere_directions
+from ldm3d_engine.depth.estimator import to_depth16
 from ldm3d_engine.errors import Cancelled
-from ldm3d_engine.estimator import to_depth16
-from ldm3d_engine.loading import locate_depth_model
+from ldm3d_engine.models.loading import locate_depth_model
 from ldm3d_engine.presets import EQUIRECT_VIEWS as VIEWS
 from ldm3d_engine.types import CancelToken, Img2ImgRequest
 

@@ -22,7 +22,7 @@ from ldm3d_engine import (
     UnknownModel,
     load_engine,
 )
-from ldm3d_engine.engine import Engine
+from ldm3d_engine.models.ldm3d import Engine
 from ldm3d_engine.types import UpscaleRequest
 
 Loader = Callable[[str], Engine]

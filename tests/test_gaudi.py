@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from ldm3d_engine import DeviceNotAvailable, EngineSettings, GenerateRequest, InvalidRequest, load_engine
-from ldm3d_engine.devices import Placement, resolve_placement
-from ldm3d_engine.engine import Engine
-from ldm3d_engine.gaudi import HpuRuntime
+from ldm3d_engine.backends.devices import Placement, resolve_placement
+from ldm3d_engine.backends.gaudi import HpuRuntime
+from ldm3d_engine.models.ldm3d import Engine
 
 
 class FakeHabana:
@@ -55,9 +55,9 @@ class FakeHabana:
 
 
 def test_habana_is_not_imported_for_other_devices(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "ldm3d_engine.gaudi", raising=False)
+    monkeypatch.delitem(sys.modules, "ldm3d_engine.backends.gaudi", raising=False)
     load_engine(EngineSettings(model="tiny", tiny_dir=str(tiny_dir)))
-    assert "ldm3d_engine.gaudi" not in sys.modules and "habana_frameworks" not in sys.modules
+    assert "ldm3d_engine.backends.gaudi" not in sys.modules and "habana_frameworks" not in sys.modules
 
 
 def test_missing_gaudi_software_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ from bridge.osc.codec import MalformedPacket, decode_packet, encode_message
 from bridge.output.lock import LOCK_NAME
 from bridge.serve.server import Bridge
 from ldm3d_engine import Cancelled, GenerateRequest, OutOfMemory
-from ldm3d_engine.engine import Engine
+from ldm3d_engine.models.ldm3d import Engine
 
 from .corpus import PING, bundle, corpus
 from .served import POSIX, serve_tiny

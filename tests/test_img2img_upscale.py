@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ldm3d_engine import GenerateRequest, InvalidRequest
-from ldm3d_engine.engine import Engine
+from ldm3d_engine.models.ldm3d import Engine
 from ldm3d_engine.types import Img2ImgRequest, RGBDResult, UpscaleRequest
 
 Loader = Callable[[str], Engine]

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
+from bridge.notify.discovery import SERVICE_TYPE
 from bridge.osc.client import OscClient
 from bridge.output.lock import LOCK_NAME
-from bridge.serve.discovery import SERVICE_TYPE
 from bridge.serve.server import Bridge
 
 from .served import POSIX, serve_tiny

@@ -1,4 +1,4 @@
-"""The job queue (bridge/serve/jobs.py) on its own: FIFO and latest-wins, bounds, cancel, close."""
+"""The job queue (bridge/workers/jobs.py) on its own: FIFO and latest-wins, bounds, cancel, close."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bridge.errors import QueueFull
-from bridge.serve.jobs import Job, JobQueue
+from bridge.workers.jobs import Job, JobQueue
 from ldm3d_engine.types import GenerateRequest
 
 

@@ -1,4 +1,4 @@
-"""The intake's rate limits and counters as pure functions of a clock you pass in (bridge/serve/limits.py)."""
+"""The intake's rate limits and counters as pure functions of a clock you pass in (bridge/notify/limits.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
+from bridge.notify.limits import Counters, LogLimiter, TokenBuckets
 
 
 def test_a_bucket_allows_its_burst_then_its_rate() -> None:

@@ -25,7 +25,7 @@ from bridge.osc.codec import encode_message
 from bridge.output.lock import FolderLock
 from bridge.serve.server import Bridge
 from ldm3d_engine import Cancelled, GenerateRequest
-from ldm3d_engine.engine import Engine
+from ldm3d_engine.models.ldm3d import Engine
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]

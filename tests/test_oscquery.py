@@ -17,9 +17,9 @@ import requests
 from pythonoscquery.osc_query_client import OSCQueryClient
 from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
+from bridge.notify.discovery import OSCQUERY_TYPE
 from bridge.osc.client import OscClient
 from bridge.osc.codec import Message, decode_packet
-from bridge.serve.discovery import OSCQUERY_TYPE
 from bridge.serve.server import Bridge
 from ldm3d_engine.presets import PRESETS
 

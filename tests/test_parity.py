@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 
 from ldm3d_engine import GenerateRequest
-from ldm3d_engine.depth import vae_input
-from ldm3d_engine.engine import Engine
+from ldm3d_engine.depth.packing import vae_input
+from ldm3d_engine.models.ldm3d import Engine
 from ldm3d_engine.types import Img2ImgRequest, UpscaleRequest
 
 diffusers = pytest.importorskip("diffusers")

@@ -12,7 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from bridge.contract.protocol import INT_MAX, INT_MIN, OUTGOING, parse
+from bridge.contract.arguments import INT_MAX, INT_MIN
+from bridge.contract.protocol import OUTGOING, parse
 from bridge.errors import ProtocolError
 from bridge.osc.codec import Arg, Message
 

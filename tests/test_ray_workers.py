@@ -23,8 +23,8 @@ import pytest
 
 from bridge.osc.client import OscClient
 from bridge.osc.codec import Message
-from bridge.serve.ray_workers import LOOPBACK_ONLY, RayCluster, RaySlot, ray_slots
 from bridge.serve.server import Bridge
+from bridge.workers.ray_workers import LOOPBACK_ONLY, RayCluster, RaySlot, ray_slots
 
 from . import engines
 from .served import POSIX, serve_tiny
@@ -166,12 +166,16 @@ def test_latest_wins_with_two_actors(ray_bridge: Callable[..., Bridge], client_f
         message = client.receive(0.5)
         if message is not None:
             seen.append(message)
+    stepped = {m.args[0] for m in seen if m.address == "/ldm3d/progress"}
+    # When this fails, say how: a job that never stepped was put back (a lost actor) or never taken.
+    how = f"workers {[w.state for w in bridge.pool.workers]}, stats {bridge.counters.snapshot()}"
+    assert set(busy) <= stepped, f"busy jobs {sorted(set(busy) - stepped)} never reported a step; {how}"
     for n in range(3):
         client.send("/ldm3d/generate", f"waiting {n}", "steps", 2)
     waiting = accepted(client, 3, seen)
     ended = finals(client, {*busy, *waiting}, 120, seen)
-    outcome = {j: (ended[j].address, ended[j].args[1:]) for j in [*busy, *waiting]}
-    assert [ended[j].address for j in busy] == ["/ldm3d/ready"] * 2, outcome
+    outcome = {j: (ended[j].address, ended[j].args[1:2]) for j in [*busy, *waiting]}
+    assert [ended[j].address for j in busy] == ["/ldm3d/ready"] * 2, f"{outcome}; {how}"
     assert [ended[j].address for j in waiting] == ["/ldm3d/cancelled", "/ldm3d/cancelled", "/ldm3d/ready"], outcome
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ldm3d_engine import GenerateRequest, InvalidRequest
-from ldm3d_engine.engine import Engine
+from ldm3d_engine.models.ldm3d import Engine
 
 K = 4  # latent columns; a multiple of 2 per UNet downsampling (the tiny UNet downsamples once)
 
@@ -73,7 +73,7 @@ def _three_downsampler_unet() -> torch.nn.Module:
 
 def _roll_error(unet: torch.nn.Module, latent_width: int) -> float:
     """How far the wrapped UNet is from rolling its output when its input is rolled by 8 latent columns."""
-    from ldm3d_engine.seamless import wrap_width
+    from ldm3d_engine.sampling.seamless import wrap_width
 
     x = torch.randn(1, 4, 8, latent_width, generator=torch.Generator().manual_seed(latent_width))
     text = torch.randn(1, 77, 8, generator=torch.Generator().manual_seed(1))

@@ -613,7 +613,7 @@ def test_a_pregeneration_job_cancelled_while_it_waits_still_reports_its_end(
 ) -> None:
     """The show desk waits for each pre-generation job's end before it submits the next: one pushed
     aside by a live job before the worker took it must still end, or pre-generation would stall."""
-    from bridge.serve.jobs import Job
+    from bridge.workers.jobs import Job
     from ldm3d_engine.types import GenerateRequest as Request
 
     bridge = start_bridge(input_dirs=(str(show_dir),))

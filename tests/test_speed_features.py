@@ -18,10 +18,10 @@ from bridge.osc.client import OscClient
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.server import Bridge
 from ldm3d_engine import DeviceNotAvailable, EngineSettings, GenerateRequest, InvalidRequest, load_engine
-from ldm3d_engine.build import assemble_engine
-from ldm3d_engine.devices import Placement
-from ldm3d_engine.engine import Engine
-from ldm3d_engine.loading import ModelLocation
+from ldm3d_engine.backends.devices import Placement
+from ldm3d_engine.models.build import assemble_engine
+from ldm3d_engine.models.ldm3d import Engine
+from ldm3d_engine.models.loading import ModelLocation
 from ldm3d_engine.presets import get_preset
 
 Start = Callable[..., Bridge]

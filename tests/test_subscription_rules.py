@@ -1,4 +1,4 @@
-"""The subscription rules (bridge/serve/subscriptions.py, docs/osc.md "Subscriptions") as pure functions of a
+"""The subscription rules (bridge/notify/subscriptions.py, docs/osc.md "Subscriptions") as pure functions of a
 clock: who is active, pending, renewed, expired, allowed to unsubscribe, and what outlives a restart."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import NotOwner, TooManySubscribers
-from bridge.serve.subscriptions import Subscriptions
+from bridge.notify.subscriptions import Subscriptions
 
 DESK, TABLET, OTHER = "10.0.0.5", "10.0.0.9", "10.0.0.77"
 

@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 import pytest
 
+from bridge.notify.addresses import ResolveFailed, canonical_ip
+from bridge.notify.subscriptions import Subscriptions
 from bridge.osc.client import OscClient
 from bridge.osc.codec import Message, encode_bundle, encode_message
-from bridge.serve.addresses import ResolveFailed, canonical_ip
 from bridge.serve.server import Bridge
-from bridge.serve.subscriptions import Subscriptions
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]

@@ -93,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cluster = None
     slots: list[EngineSlot]
     if settings.ray is not None:
-        from bridge.serve.ray_workers import RayCluster, ray_slots
+        from bridge.workers.ray_workers import RayCluster, ray_slots
 
         cluster = RayCluster(settings.ray)
         cluster.connect()

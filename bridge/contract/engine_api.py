@@ -1,7 +1,7 @@
 """What the bridge needs from an engine, and where engines live.
 
-``ldm3d_engine.engine.Engine`` is an :class:`EngineLike`; so is the handle of an engine in a Ray
-actor (:mod:`bridge.serve.ray_workers`); tests may hand in a small fake (for hardware we lack,
+``ldm3d_engine.models.ldm3d.Engine`` is an :class:`EngineLike`; so is the handle of an engine in a Ray
+actor (:mod:`bridge.workers.ray_workers`); tests may hand in a small fake (for hardware we lack,
 or faults). Each worker of the bridge's pool has an :class:`EngineSlot`: a :class:`LocalSlot`
 (an engine on one device of this process) or a Ray slot (an engine in an actor, on any node).
 """

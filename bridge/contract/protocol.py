@@ -1,17 +1,29 @@
 """The OSC contract: messages → commands. Pure: no sockets, no queue, no engine.
 
-The contract's rules live here: ints may arrive as floats (rounded), triggers
-fire on no argument or a non-zero first argument and ignore 0, options come as
-key/value pairs after the positional arguments.
+The contract's rules live here: every address and the command it makes, options as
+key/value pairs after the positional arguments; how one argument is read (ints may arrive
+as floats, rounded; triggers fire on no argument or a non-zero first argument and ignore 0)
+is :mod:`bridge.contract.arguments`. Longer than our other modules on purpose: it is the one
+table of the contract, read top to bottom beside docs/osc.md (the commands, then ``parse``).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.contract.arguments import (
+    CONVERT,
+    CUE_NUMBER,
+    as_bool,
+    as_float,
+    as_int,
+    as_str,
+    cue_number,
+    describe,
+    is_trigger,
+)
 from bridge.contract.ranges import NORMALISED
 from bridge.errors import BadArguments, UnknownAddress
 from bridge.osc.codec import Arg, Message
@@ -42,7 +54,6 @@ OUTGOING = frozenset(
         "worker",
     )
 )
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # OSC's int32: every integer of the contract fits
 
 #: key → type for /ldm3d/generate options and for the stage.
 OPTION_TYPES: dict[str, str] = {
@@ -251,49 +262,6 @@ SHOW_TRIGGERS = {
 }
 
 
-def _describe(value: Arg) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, bytes) else f"a blob of {len(value)} bytes"
-
-
-def as_int(value: Arg, what: str) -> int:
-    """An int, or a float rounded to one (tablet faders send floats)."""
-    if isinstance(value, bool) or value is None:
-        raise BadArguments(f"{what} must be a number, got {_describe(value)}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise BadArguments(f"{what} must be a finite number, got {value}")
-        value = round(value)
-    if not isinstance(value, int):
-        raise BadArguments(f"{what} must be a number, got {_describe(value)}")
-    if not INT_MIN <= value <= INT_MAX:
-        raise BadArguments(f"{what} {value:.6g} is out of range; integers here fit in 32 bits")
-    return value
-
-
-def as_float(value: Arg, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadArguments(f"{what} must be a number, got {_describe(value)}")
-    if not math.isfinite(value):
-        raise BadArguments(f"{what} must be a finite number, got {value}")
-    return float(value)
-
-
-def as_str(value: Arg, what: str) -> str:
-    if not isinstance(value, str):
-        raise BadArguments(f"{what} must be a string, got {_describe(value)}")
-    return value
-
-
-def as_bool(value: Arg, what: str) -> bool:
-    """true/false, or a number: 0 is off, anything else on."""
-    if isinstance(value, bool):
-        return value
-    return as_int(value, what) != 0
-
-
-_CONVERT = {"int": as_int, "float": as_float, "str": as_str, "bool": as_bool}
-
-
 def parse_options(args: tuple[Arg, ...], address: str, types: dict[str, str] = OPTION_TYPES) -> dict[str, Any]:
     """Key/value pairs → options, each converted to its type in ``types``."""
     if len(args) % 2:
@@ -304,31 +272,8 @@ def parse_options(args: tuple[Arg, ...], address: str, types: dict[str, str] = O
     for key, value in zip(args[::2], args[1::2], strict=True):
         if not isinstance(key, str) or key not in types:
             raise BadArguments(f"{address}: unknown option {key!r}; options are {', '.join(types)}")
-        options[key] = _CONVERT[types[key]](value, f"option {key!r}")
+        options[key] = CONVERT[types[key]](value, f"option {key!r}")
     return options
-
-
-#: What a cue number may be (cue files and the /ldm3d/cue/<number> address alike).
-CUE_NUMBER = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-def cue_number(value: str | int | float) -> str:
-    """A cue number as a string: 3 → "3", 2.5 → "2.5" (TouchOSC buttons send numbers)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
-
-
-def is_trigger(args: tuple[Arg, ...]) -> bool:
-    """No argument or a non-zero first argument fires; 0 (a button's release) does not."""
-    if not args:
-        return True
-    first = args[0]
-    if isinstance(first, bool) or first is None:
-        return bool(first)
-    if isinstance(first, int | float):
-        return first != 0
-    return True
 
 
 def _job_id(value: Arg, address: str) -> str:
@@ -367,7 +312,7 @@ def parse(message: Message) -> Command:
             raise BadArguments("/ldm3d/generate needs a prompt, then optional key/value pairs")
         return Generate(as_str(args[0], "/ldm3d/generate: the prompt"), parse_options(args[1:], address))
     if name in STAGE_TYPES:
-        value: Any = _CONVERT[STAGE_TYPES[name]](_single(args, address), f"{address}: the value")
+        value: Any = CONVERT[STAGE_TYPES[name]](_single(args, address), f"{address}: the value")
         if name == "strength" and not 0.0 <= value <= 1.0:
             raise BadArguments(f"/ldm3d/strength {value} is out of range; allowed 0..1 (or /ldm3d/strength/norm)")
         return SetStage(name, value)
@@ -432,7 +377,7 @@ def parse(message: Message) -> Command:
     if name == "cue":
         value = _single(args, address)
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise BadArguments(f"{address}: the cue number must be a string or a number, got {_describe(value)}")
+            raise BadArguments(f"{address}: the cue number must be a string or a number, got {describe(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise BadArguments(f"{address}: the cue number must be finite, got {value}")
         number = cue_number(value)

@@ -8,6 +8,10 @@ Old job folders beyond ``keep`` are deleted, never the one ``latest.json``
 names. The images are encoded in parallel, in the job's format
 (:mod:`bridge.output.formats`: uncompressed TIFF by default, measured the
 fastest to write and to read; ``bench/bridge_latency.py``).
+
+Longer than our ~350-line rule on purpose: the folder handoff is one sequence (temporary folder,
+fsync, rename, ``latest.json``, retention) whose order is the guarantee that no reader ever
+sees half a texture.
 """
 
 from __future__ import annotations

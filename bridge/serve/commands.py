@@ -17,18 +17,18 @@ from bridge.contract import protocol
 from bridge.contract.ranges import Ranges
 from bridge.contract.requests import depth_request, img2img_request, text_request, upscale_request
 from bridge.errors import BadArguments, NotSupported, RateLimited, UnknownJob
+from bridge.notify.limits import Counters, TokenBuckets
+from bridge.notify.notifier import Notifier
+from bridge.notify.subscribing import SubscriptionDesk
 from bridge.osc.codec import Arg
 from bridge.output.formats import check_format
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import JobFiles, TextureWriter
-from bridge.serve.jobs import Address, Job, JobQueue
-from bridge.serve.limits import Counters, TokenBuckets
-from bridge.serve.notifier import Notifier
-from bridge.serve.pool import WorkerPool
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
-from bridge.serve.subscribing import SubscriptionDesk
 from bridge.settings import BridgeSettings
+from bridge.workers.jobs import Address, Job, JobQueue
+from bridge.workers.pool import WorkerPool
 from ldm3d_engine.types import DepthRequest, GenerateRequest, UpscaleRequest
 
 logger = logging.getLogger("bridge.serve.server")

@@ -6,7 +6,7 @@ dropped silently and counted), must not be the bridge's own socket, must decode 
 message must carry the token when one is set (``unauthorized``), confirms its host's
 pending subscriptions, is parsed into a command (:mod:`bridge.contract.protocol`) and
 handed to the dispatcher. A reply to a host that is not confirmed is bounded by
-``reply_factor`` times the datagram's size (see :mod:`bridge.serve.notifier`). Nothing
+``reply_factor`` times the datagram's size (see :mod:`bridge.notify.notifier`). Nothing
 here raises: every failure is a counted, throttled log line and an answer.
 """
 
@@ -21,12 +21,12 @@ from collections.abc import Callable
 from bridge.contract import protocol
 from bridge.contract.access import allowed, take_token
 from bridge.errors import BridgeError, Unauthorized
+from bridge.notify.addresses import canonical_ip
+from bridge.notify.limits import Counters, LogLimiter
+from bridge.notify.notifier import Notifier
+from bridge.notify.subscribing import SubscriptionDesk
+from bridge.notify.subscriptions import Address
 from bridge.osc.codec import MAX_DATAGRAM, MalformedPacket, Message, decode_packet
-from bridge.serve.addresses import canonical_ip
-from bridge.serve.limits import Counters, LogLimiter
-from bridge.serve.notifier import Notifier
-from bridge.serve.subscribing import SubscriptionDesk
-from bridge.serve.subscriptions import Address
 from bridge.settings import BridgeSettings, parse_networks
 
 logger = logging.getLogger(__name__)

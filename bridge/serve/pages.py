@@ -5,7 +5,7 @@ is parsed by :func:`bridge.contract.protocol.parse` and handed to the same handl
 UDP intake uses, so an action behaves the same from a tablet page, TouchOSC or
 TouchDesigner. A page's sender address is ``("page:<its IP>", <page number>)``: job
 limits count per IP as for OSC clients, and the notifier hands replies for it to the
-page instead of sending UDP (:data:`bridge.serve.notifier.PAGE_PREFIX`).
+page instead of sending UDP (:data:`bridge.notify.notifier.PAGE_PREFIX`).
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from bridge import __version__
 from bridge.contract import protocol
 from bridge.contract.ranges import Ranges
 from bridge.errors import BridgeError, NotSupported
+from bridge.notify.limits import Counters, LogLimiter
+from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Message
 from bridge.output.writer import TextureWriter
-from bridge.serve.jobs import Address, Job, JobQueue
-from bridge.serve.limits import Counters, LogLimiter
-from bridge.serve.notifier import Notifier
-from bridge.serve.pool import WorkerPool
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
 from bridge.settings import BridgeSettings
 from bridge.web.page import World
+from bridge.workers.jobs import Address, Job, JobQueue
+from bridge.workers.pool import WorkerPool
 from ldm3d_engine.types import DepthRequest, Img2ImgRequest, UpscaleRequest
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ Threads, each with one job:
   Handling never blocks: it queues, cancels or answers. No thread per datagram.
 * **workers**, one per engine slot (a device of this machine, or a Ray actor),
   each owning its engine: it loads the model, warms it up, then takes jobs from
-  the one queue (:mod:`bridge.serve.pool`, :mod:`bridge.serve.worker`); one
-  **writer** writes every finished job (:mod:`bridge.serve.writes`).
+  the one queue (:mod:`bridge.workers.pool`, :mod:`bridge.workers.worker`); one
+  **writer** writes every finished job (:mod:`bridge.workers.writes`).
 * **monitor** sends the ``/ldm3d/state`` heartbeat to subscribers, times
   out jobs that run too long, ends subscriber-name lookups past their deadline,
   lets subscription leases lapse, starts a new worker thread for one that died,
@@ -18,10 +18,14 @@ Threads, each with one job:
 * **resolve** threads (short-lived, at most four) look up subscriber host names,
   so a resolver that does not answer never delays the threads above.
 
-Subscriptions are carried out by :mod:`bridge.serve.subscribing`. Job
+Subscriptions are carried out by :mod:`bridge.notify.subscribing`. Job
 submissions are limited per client host, outgoing messages per destination
-host (:mod:`bridge.serve.notifier`). Every drop is counted (``/ldm3d/stats``)
+host (:mod:`bridge.notify.notifier`). Every drop is counted (``/ldm3d/stats``)
 and each kind is logged at most once per 10 s.
+
+Longer than our ~350-line rule on purpose: it is the bridge's life cycle, and ``start``, ``stop``
+and the monitor's tick must each see every piece they start or stop, in order; what each command
+does is :mod:`bridge.serve.commands`, the datagram path :mod:`bridge.serve.intake`.
 """
 
 from __future__ import annotations
@@ -39,26 +43,26 @@ from bridge.contract import protocol
 from bridge.contract.engine_api import EngineLike, EngineSlot, LocalSlot
 from bridge.contract.ranges import ranges_for
 from bridge.errors import BridgeError
+from bridge.notify.addresses import AsyncResolver, Resolver, system_resolver
+from bridge.notify.limits import Counters, LogLimiter, TokenBuckets
+from bridge.notify.notifier import Notifier
+from bridge.notify.subscribing import SubscriptionDesk
+from bridge.notify.subscriptions import Subscriptions
 from bridge.osc.codec import Arg
 from bridge.output.subscribers import SubscriberFile
 from bridge.output.writer import TextureWriter
-from bridge.serve.addresses import AsyncResolver, Resolver, system_resolver
 from bridge.serve.commands import Commands
 from bridge.serve.intake import Intake
-from bridge.serve.jobs import Address, JobQueue
-from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
-from bridge.serve.notifier import Notifier
 from bridge.serve.pages import PageDesk
-from bridge.serve.pool import WorkerPool
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
-from bridge.serve.subscribing import SubscriptionDesk
-from bridge.serve.subscriptions import Subscriptions
 from bridge.settings import BridgeSettings
 from bridge.show.library import SceneLibrary
 from bridge.web.http import WebServer
 from bridge.web.oscquery import namespace
 from bridge.web.page import PageHub, StaticFiles, page_files
+from bridge.workers.jobs import Address, JobQueue
+from bridge.workers.pool import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +327,7 @@ class Bridge(Commands):
     def _advertise(self) -> None:
         if not self.settings.zeroconf or self._stop_intake.is_set():  # stopped while the model loaded
             return
-        from bridge.serve.discovery import Advertiser
+        from bridge.notify.discovery import Advertiser
 
         try:
             self._advertiser = Advertiser(

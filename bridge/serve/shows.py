@@ -12,6 +12,9 @@ Pre-generation (``/ldm3d/show/pregen``) submits a missing scene whenever the que
 and a worker idle (so with several workers, several scenes render at once), as a quiet job
 (no progress, no messages); a live job that finds no idle worker cancels one of them
 (:meth:`ShowDesk.yield_to_live`) and that scene is tried again later.
+
+Slightly over our ~350-line rule: the show desk's clock, auto-follow and recall are one state
+that one lock guards.
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ from pathlib import Path
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
 from bridge.errors import BridgeError, NoShow, NotSupported, UnknownCue
+from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import JobFiles, TextureWriter
-from bridge.serve.jobs import Address, Job
-from bridge.serve.notifier import Notifier
 from bridge.settings import BridgeSettings
 from bridge.show.cues import Cue, Show, load_show
 from bridge.show.library import SceneLibrary
+from bridge.workers.jobs import Address, Job
 
 logger = logging.getLogger(__name__)
 

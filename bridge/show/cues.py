@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.contract.protocol import CUE_NUMBER, cue_number
+from bridge.contract.arguments import CUE_NUMBER, cue_number
 from bridge.errors import BadShow
 from ldm3d_engine.presets import SAMPLINGS, SCHEDULERS
 from ldm3d_engine.types import SEED_MAX, GenerateRequest

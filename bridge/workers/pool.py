@@ -1,10 +1,10 @@
 """The worker pool: one worker per engine slot, all taking jobs from the bridge's one queue.
 
 The bridge keeps what it owns with one worker or many: the queue and its modes, access,
-replies, notifications and the writer (:mod:`bridge.serve.writes`, one thread for all
+replies, notifications and the writer (:mod:`bridge.workers.writes`, one thread for all
 workers). A free worker takes the next job. Every worker runs the bridge's one model today;
 when workers may hold different models, the choice of a worker that has the job's model warm
-belongs in :meth:`~bridge.serve.jobs.JobQueue.take` (a job may then be passed over by a worker
+belongs in :meth:`~bridge.workers.jobs.JobQueue.take` (a job may then be passed over by a worker
 that lacks its model), and nowhere else.
 
 The pool's state, as ``/ldm3d/state`` reports it:
@@ -29,14 +29,14 @@ from collections.abc import Callable, Sequence
 
 from bridge.contract.engine_api import EngineLike, EngineSlot
 from bridge.errors import EngineDown
+from bridge.notify.limits import Counters
+from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
 from bridge.output.writer import JobFiles, TextureWriter
-from bridge.serve.jobs import Job, JobQueue
-from bridge.serve.limits import Counters
-from bridge.serve.notifier import Notifier
-from bridge.serve.worker import Worker
-from bridge.serve.writes import Writes
 from bridge.settings import BridgeSettings
+from bridge.workers.jobs import Job, JobQueue
+from bridge.workers.worker import Worker
+from bridge.workers.writes import Writes
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .tiny import TINY_TEXT_UNET
+from .configs import TINY_TEXT_UNET
 
 SEED = 20261123
 #: DDIM with the linear-ish schedule of the CompVis LDMs (the tiny models' own; ids say which).

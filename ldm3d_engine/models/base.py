@@ -17,15 +17,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .denoise import OnStep
-from .depth_jobs import depth_result, need_estimator
-from .devices import Placement, is_out_of_memory
-from .errors import OutOfMemory
-from .estimator import DepthEstimator
+from ..backends.devices import Placement, is_out_of_memory
+from ..depth.estimator import DepthEstimator
+from ..depth.jobs import depth_result, need_estimator
+from ..errors import OutOfMemory
+from ..presets import FOLDER_DEFAULTS, Preset
+from ..types import CancelToken, DepthRequest, GenerateRequest, OnStep, ResolvedRequest, RGBDResult, UpscaleRequest
+from ..validation import resolve_depth, resolve_text, resolve_upscale
+from ..version import VERSION
 from .loading import ModelLocation
-from .presets import FOLDER_DEFAULTS, Preset
-from .types import CancelToken, DepthRequest, GenerateRequest, ResolvedRequest, RGBDResult, UpscaleRequest
-from .validation import resolve_depth, resolve_text, resolve_upscale
 
 
 class EngineBase:
@@ -58,9 +58,7 @@ class EngineBase:
     def hashed_identity(self, described: dict[str, Any]) -> str:
         """``model_id@hash`` of what makes the engine's pictures what they are (``described``, plus
         the preset and the engine's version): a show's scene library keys its scenes with it."""
-        from . import __version__
-
-        everything = {**described, "preset": dataclasses.asdict(self.preset), "engine": __version__}
+        everything = {**described, "preset": dataclasses.asdict(self.preset), "engine": VERSION}
         text = json.dumps(everything, sort_keys=True, default=str)
         return f"{self.model_id}@{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 

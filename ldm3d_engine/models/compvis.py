@@ -2,7 +2,7 @@
 
 ``CompVis/ldm-celebahq-256`` (unconditional: a ``UNet2DModel`` on a VQ autoencoder's latents,
 DDIM) and ``CompVis/ldm-text2im-large-256`` (LDM-BERT text conditioning, a KL autoencoder, DDIM)
-make RGB pictures only. This engine runs them with our own loop (:mod:`ldm3d_engine.denoise`,
+make RGB pictures only. This engine runs them with our own loop (:mod:`ldm3d_engine.sampling.denoise`,
 the same one the LDM3D engine uses) and passes each picture through the depth estimator, so the
 bridge serves them over the same contract: request in, RGB + 16-bit depth out.
 
@@ -26,26 +26,27 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .base import EngineBase
-from .denoise import Guidance, OnStep, denoise
-from .devices import Placement
-from .errors import InvalidRequest
-from .estimator import DepthEstimator
-from .loading import ModelLocation
-from .presets import FOLDER_DEFAULTS
-from .prompts import PromptEncoder
-from .schedulers import make_scheduler, native_scheduler
-from .seamless import wrap_width
-from .types import (
+from ..backends.devices import Placement
+from ..depth.estimator import DepthEstimator
+from ..errors import InvalidRequest
+from ..presets import FOLDER_DEFAULTS
+from ..sampling.denoise import Guidance, denoise
+from ..sampling.prompts import PromptEncoder
+from ..sampling.schedulers import make_scheduler, native_scheduler
+from ..sampling.seamless import wrap_width
+from ..types import (
     CancelToken,
     GenerateRequest,
     Img2ImgRequest,
+    OnStep,
     ResolvedRequest,
     RGBDResult,
     Timings,
     UpscaleRequest,
 )
-from .validation import resolve_text
+from ..validation import resolve_text
+from .base import EngineBase
+from .loading import ModelLocation
 
 
 class RGBLatentEngine(EngineBase):

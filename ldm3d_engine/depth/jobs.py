@@ -1,5 +1,5 @@
 """Depth jobs: any picture (a photo, a 360° photo, a camera frame) → the same RGBD result as a
-generated world, its RGB kept as it is and its depth estimated (:mod:`ldm3d_engine.estimator`).
+generated world, its RGB kept as it is and its depth estimated (:mod:`ldm3d_engine.depth.estimator`).
 Shared by both engines (LDM3D and the RGB-only CompVis LDMs)."""
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ import time
 import numpy as np
 import numpy.typing as npt
 
-from .denoise import OnStep
-from .errors import InvalidRequest
+from ..errors import InvalidRequest
+from ..presets import Preset
+from ..types import CancelToken, DepthRequest, OnStep, RGBDResult, Timings
+from ..validation import resolve_depth
 from .estimator import DepthEstimator
-from .presets import Preset
-from .types import CancelToken, DepthRequest, RGBDResult, Timings
-from .validation import resolve_depth
 
 
 def need_estimator(estimator: DepthEstimator | None, what: str) -> DepthEstimator:

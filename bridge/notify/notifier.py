@@ -35,11 +35,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from bridge.notify.addresses import canonical_ip, interface_addresses
+from bridge.notify.limits import Counters, LogLimiter, TokenBuckets
+from bridge.notify.subscriptions import Address, Subscription, Subscriptions
 from bridge.osc.client import FINAL
 from bridge.osc.codec import Arg, encode_message
-from bridge.serve.addresses import canonical_ip, interface_addresses
-from bridge.serve.limits import Counters, LogLimiter, TokenBuckets
-from bridge.serve.subscriptions import Address, Subscription, Subscriptions
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from queue import Queue
 from typing import Any
 
 from bridge.errors import WriteFailed
+from bridge.notify.limits import LogLimiter
+from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
 from bridge.output.writer import JobFiles, TextureWriter
-from bridge.serve.jobs import Address, Job
-from bridge.serve.limits import LogLimiter
-from bridge.serve.notifier import Notifier
+from bridge.workers.jobs import Address, Job
 from ldm3d_engine.types import RGBDResult
 
 logger = logging.getLogger(__name__)

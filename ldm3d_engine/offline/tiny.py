@@ -17,9 +17,10 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
+
+from .configs import TINY_TEXT_UNET
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +43,6 @@ _SCHEDULE = {
 PNDM_CONFIG = {"_class_name": "PNDMScheduler", **_SCHEDULE, "skip_prk_steps": True}
 DDIM_CONFIG = {"_class_name": "DDIMScheduler", **_SCHEDULE, "clip_sample": False}
 _SCHEDULER_CONFIGS = {"tiny": PNDM_CONFIG, "tiny-6c": PNDM_CONFIG, "tiny-sr": PNDM_CONFIG, "tiny-pano": DDIM_CONFIG}
-
-#: The text-conditioned UNet of every tiny model (sizes and channels are each model's own).
-TINY_TEXT_UNET: dict[str, Any] = {
-    "block_out_channels": (32, 64),
-    "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
-    "cross_attention_dim": 32,
-    "attention_head_dim": 8,
-    "norm_num_groups": 8,
-}
 
 _VAE_CHANNELS = {"tiny": 4, "tiny-6c": 6, "tiny-pano": 4, "tiny-sr": 4}
 

@@ -13,10 +13,8 @@ from typing import Any
 
 import torch
 
-from .errors import Cancelled
-from .types import CancelToken
-
-OnStep = Callable[[int, int], None]
+from ..errors import Cancelled
+from ..types import CancelToken, OnStep
 
 
 @dataclass(frozen=True)

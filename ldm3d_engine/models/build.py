@@ -11,15 +11,15 @@ from typing import Any
 
 import torch
 
+from ..backends.devices import Placement, resolve_placement
+from ..depth.estimator import DepthEstimator, load_estimator
+from ..errors import DeviceNotAvailable, UnknownModel
+from ..sampling.prompts import MAX_TOKENS
+from ..types import EngineSettings
 from .base import DepthOnly
-from .devices import Placement, resolve_placement
-from .engine import Engine
-from .errors import DeviceNotAvailable, UnknownModel
-from .estimator import DepthEstimator, load_estimator
+from .compvis import RGBLatentEngine
+from .ldm3d import Engine
 from .loading import ModelLocation, locate, locate_depth_model
-from .prompts import MAX_TOKENS
-from .rgb_engine import RGBLatentEngine
-from .types import EngineSettings
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .errors import DeviceNotAvailable, InvalidRequest
+from ..errors import DeviceNotAvailable, InvalidRequest
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)

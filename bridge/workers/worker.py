@@ -17,7 +17,7 @@ then takes jobs (``idle`` / ``busy``). Every job ends in exactly one of ``/ldm3d
 ``model_failed``   the model could not be loaded
 =================  ===============================================
 
-Finished jobs go to the writer thread (:mod:`bridge.serve.writes`), which writes their files
+Finished jobs go to the writer thread (:mod:`bridge.workers.writes`), which writes their files
 and sends ``/ldm3d/ready`` while the worker already denoises the next job.
 
 **Lost engines.** When the engine goes away (an actor that died: :class:`EngineLost`) the
@@ -30,6 +30,9 @@ A job past its timeout is cancelled and reported at once (:meth:`Worker.check_ti
 by the bridge's monitor thread). An engine that does not stop within ``stuck_grace_s`` after
 that is stuck: a Ray actor is killed and restarted; an engine in this process cannot be
 interrupted from Python (a hung driver call), so the worker is out for good (:attr:`failed`).
+
+Longer than our ~350-line rule on purpose: it is one thread's state machine (load, warm up,
+take, run, retry, lost engine, end every job once), which reads best in one place.
 """
 
 from __future__ import annotations
@@ -43,13 +46,13 @@ from pathlib import Path
 from bridge.contract.engine_api import EngineFailure, EngineLike, EngineLost, EngineSlot
 from bridge.contract.requests import generate_then_upscale
 from bridge.errors import BadArguments
+from bridge.notify.limits import Counters, LogLimiter
+from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
 from bridge.output.images import read_depth16, read_rgb
-from bridge.serve.jobs import Address, Job, JobQueue
-from bridge.serve.limits import Counters, LogLimiter
-from bridge.serve.notifier import Notifier
-from bridge.serve.writes import Finished, Writes, failed
 from bridge.settings import BridgeSettings
+from bridge.workers.jobs import Address, Job, JobQueue
+from bridge.workers.writes import Finished, Writes, failed
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
 from ldm3d_engine.types import DepthRequest, GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
 

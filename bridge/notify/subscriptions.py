@@ -2,7 +2,7 @@
 
 Pure: the clock is passed in. Rules (docs/osc.md, "Subscriptions"):
 
-* a target is one canonical address (``bridge.serve.addresses``) and port;
+* a target is one canonical address (``bridge.notify.addresses``) and port;
 * a subscription for the sender's own host is active at once; one for another
   host (a *third party*) stays **pending**, and receives nothing, until a message
   from that host arrives (any, e.g. its own ``/ldm3d/subscribe``) or the request

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import InvalidRequest, UnknownModel
-from .presets import NATIVE_SCHEDULERS
+from ..errors import InvalidRequest, UnknownModel
+from ..presets import NATIVE_SCHEDULERS
 
 #: diffusers' scheduler class → our name for it.
 CLASS_NAMES = {

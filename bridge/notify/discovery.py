@@ -16,7 +16,7 @@ import socket
 from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
 
 from bridge import __version__
-from bridge.serve.addresses import interface_addresses
+from bridge.notify.addresses import interface_addresses
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """The ``/ldm3d/subscribe`` and ``/ldm3d/unsubscribe`` commands, carried out.
 
-The host a client names is made canonical here (``bridge.serve.addresses``); a host
+The host a client names is made canonical here (``bridge.notify.addresses``); a host
 *name* goes to the :class:`AsyncResolver` and the command finishes on its lookup
 thread (or on the monitor, when the lookup runs out of time), so the intake never
 waits. The rules themselves (owners, leases, confirmation, slots) are
-:class:`bridge.serve.subscriptions.Subscriptions`'; this module applies them and
+:class:`bridge.notify.subscriptions.Subscriptions`'; this module applies them and
 answers. Every outcome is a reply: subscribed, pending, unsubscribed or an error.
 """
 
@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 
 from bridge.errors import BadArguments, BridgeError
+from bridge.notify.addresses import AsyncResolver, canonical_ip
+from bridge.notify.limits import Counters
+from bridge.notify.notifier import Notifier
+from bridge.notify.subscriptions import Address
 from bridge.osc.codec import Arg
-from bridge.serve.addresses import AsyncResolver, canonical_ip
-from bridge.serve.limits import Counters
-from bridge.serve.notifier import Notifier
-from bridge.serve.subscriptions import Address
 
 #: What a subscriber hears when it starts hearing the bridge: (address, args) messages.
 Greeting = Callable[[], list[tuple[str, tuple[Arg, ...]]]]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import DeviceNotAvailable
+from ..errors import DeviceNotAvailable
 from .runtime import Runtime
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -76,7 +76,7 @@ def _dtype(kind: str, dtype: str | None) -> torch.dtype:
 
 
 def _hpu_placement(dtype: str | None) -> Placement:
-    """Intel Gaudi: imported only now (see ldm3d_engine.gaudi). Weights stay float32; ``bfloat16``
+    """Intel Gaudi: imported only now (see ldm3d_engine.backends.gaudi). Weights stay float32; ``bfloat16``
     (the default) is the compute dtype of the loop's autocast, as optimum-habana runs LDM3D."""
     chosen = _dtype("hpu", dtype)
     from .gaudi import hpu_runtime

@@ -12,6 +12,9 @@ that cannot be reached makes every call fail, each worker keeps trying to come b
 bridge goes on answering OSC meanwhile (state ``restarting``).
 
 Ray is imported only here, and only when ``--ray`` is set (the ``[ray]`` extra).
+
+Longer than our ~350-line rule on purpose: everything that knows of Ray (the slot, the actor's
+handle, placement and restarts) is here, so Ray is imported in this one module only.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Per-backend hooks around the sampling loop. The default does nothing; Gaudi's lives in
-:mod:`ldm3d_engine.gaudi` and is imported only when ``hpu`` is asked for."""
+:mod:`ldm3d_engine.backends.gaudi` and is imported only when ``hpu`` is asked for."""
 
 from __future__ import annotations
 

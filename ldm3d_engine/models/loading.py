@@ -14,10 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelNotAvailable, UnknownModel
-from .presets import DEPTH_MODELS, FOLDER_DEFAULTS, PRESETS, Preset, get_preset
-from .tiny import default_tiny_dir, ensure_tiny
-from .types import EngineSettings
+from ..errors import ModelNotAvailable, UnknownModel
+from ..presets import DEPTH_MODELS, FOLDER_DEFAULTS, PRESETS, Preset, get_preset
+from ..types import EngineSettings
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +113,21 @@ def _hub_folder(
         ) from exc
 
 
+def _built_in(source: str, settings: EngineSettings) -> Path:
+    """The folder of an offline model (``builtin:NAME``), built on first use. The builders are
+    imported here, not at module level: a show with a real model never loads them."""
+    from ..offline.tiny import default_tiny_dir, ensure_tiny
+
+    root = Path(settings.tiny_dir) if settings.tiny_dir else default_tiny_dir()
+    return ensure_tiny(source.removeprefix("builtin:"), root)
+
+
 def locate(settings: EngineSettings) -> ModelLocation:
     """Where the model named by ``settings`` lies on disk (building or fetching it if allowed)."""
     name = settings.model
     if name in PRESETS:
         preset = get_preset(name)
-        if preset.builtin:
-            root = Path(settings.tiny_dir) if settings.tiny_dir else default_tiny_dir()
-            folder = ensure_tiny(preset.source.removeprefix("builtin:"), root)
-        else:
-            folder = _hub_folder(preset.source, settings)
+        folder = _built_in(preset.source, settings) if preset.builtin else _hub_folder(preset.source, settings)
         pipeline = _check_layout(folder, preset.source, preset)
         return ModelLocation(folder, preset.source, preset, pipeline)
     path = Path(os.path.expanduser(name))
@@ -150,8 +154,7 @@ def locate_depth_model(name: str, settings: EngineSettings) -> tuple[Path, str]:
     if name in DEPTH_MODELS:
         source = DEPTH_MODELS[name]
         if source.startswith("builtin:"):
-            root = Path(settings.tiny_dir) if settings.tiny_dir else default_tiny_dir()
-            return ensure_tiny(source.removeprefix("builtin:"), root), source
+            return _built_in(source, settings), source
         return _hub_folder(source, settings, DEPTH_PATTERNS, "--depth-model"), source
     path = Path(os.path.expanduser(name))
     if not path.is_dir():

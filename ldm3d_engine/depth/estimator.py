@@ -4,7 +4,7 @@ LDM3D learned its depth from DPT-Large, whose output is relative inverse depth (
 nearer, up to an unknown scale and shift; not metres). :meth:`DepthEstimator.estimate` keeps
 that meaning and maps it to our convention: min–max over the picture, the nearest point 1.0
 (65535 in 16 bits), the farthest 0.0. An equirect picture goes through
-:mod:`ldm3d_engine.equirect` (perspective views, aligned and blended back: no seam at 0°/360°).
+:mod:`ldm3d_engine.depth.equirect` (perspective views, aligned and blended back: no seam at 0°/360°).
 
 Pre-processing is the model folder's own image processor (size, resampling, mean and std as its
 ``preprocessor_config.json`` says); post-processing is ours and matches transformers'
@@ -23,11 +23,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .devices import Placement
+from ..backends.devices import Placement
+from ..errors import Cancelled
+from ..presets import EQUIRECT_VIEWS as VIEWS
+from ..types import CancelToken, RGBDResult
 from .equirect import equirect_depth
-from .errors import Cancelled
-from .presets import EQUIRECT_VIEWS as VIEWS
-from .types import CancelToken, RGBDResult
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .presets import EQUIRECT_VIEWS as VIEWS
+from ..presets import EQUIRECT_VIEWS as VIEWS
 
 #: Each view's field of view. With views 45° apart around the horizon, 110° leaves every
 #: neighbour pair a wide overlap, and the polar views reach down to 35° of latitude, below where
