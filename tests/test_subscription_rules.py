@@ -175,3 +175,31 @@ def test_when_a_host_was_last_heard_outlives_a_change_of_the_table() -> None:
     subs.subscribe((TABLET, 1), TABLET, trusted=False, now=2.0)  # the table changes
     subs.active(now=3.0)
     assert subs.export()[0]["heard"] == 500.0
+
+
+def test_messages_from_its_host_renew_a_lease_at_most_once_a_second() -> None:
+    subs = Subscriptions(lease_s=100.0)
+    subs.subscribe((TABLET, 9001), TABLET, trusted=False, now=0.0)
+    subs.subscribe((TABLET, 9002), TABLET, trusted=False, now=0.0)
+    subs.note_heard(TABLET, wall=5.0, now=50.0)
+    assert [s.expires for s in (subs._subs[(TABLET, 9001)], subs._subs[(TABLET, 9002)])] == [150.0, 150.0]
+    subs.note_heard(TABLET, wall=5.5, now=50.5)  # within a second: no scan
+    assert subs._subs[(TABLET, 9001)].expires == 150.0
+    subs.note_heard(OTHER, wall=6.0, now=60.0)  # another host renews nothing
+    assert subs.active(now=149.9) == [(TABLET, 9001), (TABLET, 9002)] and subs.active(now=150.0) == []
+
+
+def test_a_lease_of_its_own_none_at_all_and_only_its_host_chooses_it() -> None:
+    subs = Subscriptions(lease_s=100.0)
+    forever, _ = subs.subscribe((TABLET, 9001), TABLET, trusted=False, now=0.0, lease=0)
+    assert subs.active(now=1e9) == [(TABLET, 9001)] and subs.expire(now=1e9) == []
+    short, _ = subs.subscribe((DESK, 9001), DESK, trusted=False, now=0.0, lease=20.0)
+    assert short.expires == 20.0
+    subs.subscribe((TABLET, 9001), DESK, trusted=False, now=5.0, lease=10.0)  # a stranger cannot shorten it
+    assert subs.active(now=1e9) == [(TABLET, 9001)]
+    exported = {(e["host"], e["port"]): e for e in subs.export()}
+    assert exported[(TABLET, 9001)]["lease"] == 0.0 and exported[(DESK, 9001)]["lease"] == 20.0
+    again = Subscriptions(lease_s=100.0)
+    again.restore((TABLET, 9001), TABLET, heard=0.0, now=0.0, lease=0.0)  # a restart keeps "no expiry"
+    again.restore((DESK, 9001), DESK, heard=0.0, now=0.0, lease=-3.0)  # a damaged value: the default
+    assert again.active(now=1e9) == [(TABLET, 9001)] and again._subs[(DESK, 9001)].expires == 100.0

@@ -5,6 +5,8 @@ hosts. Host names go through resolver stand-ins, never the network."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -267,6 +269,41 @@ def test_leases_lapse_unless_renewed(start_bridge: Start, client_for: ClientFor)
     assert [m for m in _drain(client, 0.3) if m.address == "/ldm3d/state"] == []  # lapsed: no heartbeat
     client.subscribe_self()  # renewing = subscribing again
     assert [m for m in _drain(client, 0.2) if m.address == "/ldm3d/state"]
+
+
+def test_any_message_from_a_subscribed_host_renews_its_lease(start_bridge: Start, client_for: ClientFor) -> None:
+    """A TouchOSC tablet cannot send /ldm3d/subscribe on a timer: its pings and buttons keep it hearing."""
+    bridge = start_bridge(subscription_lease_s=1.0, heartbeat_s=0.05)
+    tablet, idle = client_for(bridge), _client(bridge, "127.0.0.2")
+    tablet.subscribe_self()
+    idle.subscribe_self()
+    for _ in range(10):  # 2.5 s: more than twice the lease
+        tablet.send("/ldm3d/ping")
+        _drain(tablet, 0.25)
+    _drain(idle, 0.05)
+    assert [m for m in _drain(tablet, 0.3) if m.address == "/ldm3d/state"]  # still hearing the heartbeat
+    assert [m for m in _drain(idle, 0.3) if m.address == "/ldm3d/state"] == []  # silent: lapsed
+    idle.close()
+
+
+def test_a_subscriber_may_ask_for_no_expiry(start_bridge: Start, client_for: ClientFor) -> None:
+    """``/ldm3d/subscribe <port> lease 0``, sent by liblo's oscsend as a TouchOSC template would."""
+    oscsend = shutil.which("oscsend")
+    if oscsend is None:
+        pytest.skip("needs liblo-tools (./dev installs it)")
+    bridge = start_bridge(subscription_lease_s=0.4, heartbeat_s=0.05)
+    tablet = client_for(bridge)
+    host, port = bridge.address
+    subprocess.run([oscsend, host, str(port), "/ldm3d/subscribe", "isi", str(tablet.port), "lease", "0"], check=True)
+    assert tablet.wait_for(["/ldm3d/subscribed"], 5)[-1].args == (host, tablet.port, 0)  # 0: no expiry
+    time.sleep(1.0)  # 2.5 leases, and not a word from the tablet
+    _drain(tablet, 0.05)
+    assert [m for m in _drain(tablet, 0.3) if m.address == "/ldm3d/state"]
+    tablet.send("/ldm3d/subscribe", tablet.port, "lease", 5)
+    assert tablet.wait_for(["/ldm3d/error"], 2)[-1].args[1:3] == (
+        "bad_arguments",
+        "/ldm3d/subscribe: lease 5 s is out of range; 0 (no expiry) or 10..604800 seconds",
+    )
 
 
 # -- 8. no growth per failing name ---------------------------------------------------

@@ -55,6 +55,9 @@ OUTGOING = frozenset(
     )
 )
 
+#: The longest subscription lease a client may ask for (a week); ``lease 0`` asks for none.
+MAX_LEASE_S = 7 * 24 * 3600.0
+
 #: key → type for /ldm3d/generate options and for the stage.
 OPTION_TYPES: dict[str, str] = {
     "seed": "int",
@@ -178,6 +181,8 @@ class Recall:
 class Subscribe:
     port: int
     host: str | None
+    #: Seconds asked for (0: no expiry); None: the bridge's lease.
+    lease: float | None = None
 
 
 @dataclass(frozen=True)
@@ -343,7 +348,15 @@ def parse(message: Message) -> Command:
     if name == "recall":
         return Recall(_job_id(_single(args, address), address))
     if name == "subscribe":
-        return Subscribe(*_port_host(args, address))
+        lease = None
+        if len(args) >= 3 and args[-2] == "lease":  # a host is a string, a lease a number: no ambiguity
+            lease = as_float(args[-1], f"{address}: the lease")
+            if not (lease == 0 or 10 <= lease <= MAX_LEASE_S):
+                raise BadArguments(
+                    f"{address}: lease {lease:g} s is out of range; 0 (no expiry) or 10..{MAX_LEASE_S:.0f} seconds"
+                )
+            args = args[:-2]
+        return Subscribe(*_port_host(args, address), lease)
     if name == "unsubscribe":
         return Unsubscribe(*_port_host(args, address))
     if name == "status":

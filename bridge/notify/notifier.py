@@ -82,9 +82,11 @@ class Notifier:
         with self._lock:
             return self._subs.active(time.monotonic())
 
-    def subscribe(self, target: Address, owner: str, trusted: bool) -> tuple[Subscription, bool]:
+    def subscribe(
+        self, target: Address, owner: str, trusted: bool, lease: float | None = None
+    ) -> tuple[Subscription, bool]:
         with self._lock:
-            return self._subs.subscribe(target, owner, trusted, time.monotonic(), time.time())
+            return self._subs.subscribe(target, owner, trusted, time.monotonic(), time.time(), lease)
 
     def unsubscribe(self, target: Address, requester: str, trusted: bool) -> bool:
         with self._lock:
@@ -95,10 +97,10 @@ class Notifier:
             self._subs.note_heard(host, time.time(), time.monotonic())
             return self._subs.heard_from(host, time.monotonic())
 
-    def restore(self, target: Address, owner: str, heard: float) -> None:
+    def restore(self, target: Address, owner: str, heard: float, lease: float | None = None) -> None:
         """A subscription kept from before a restart."""
         with self._lock:
-            self._subs.restore(target, owner, heard, time.monotonic())
+            self._subs.restore(target, owner, heard, time.monotonic(), lease)
 
     def to_save(self, force: bool = False) -> list[dict[str, object]] | None:
         """The confirmed subscriptions when they changed since the last call (or ``force``), else None."""

@@ -10,6 +10,7 @@ answers. Every outcome is a reply: subscribed, pending, unsubscribed or an error
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -17,8 +18,14 @@ from bridge.errors import BadArguments, BridgeError
 from bridge.notify.addresses import AsyncResolver, canonical_ip
 from bridge.notify.limits import Counters
 from bridge.notify.notifier import Notifier
-from bridge.notify.subscriptions import Address
+from bridge.notify.subscriptions import Address, Subscription
 from bridge.osc.codec import Arg
+
+
+def lease_args(sub: Subscription) -> int:
+    """The lease in ``/ldm3d/subscribed``: whole seconds, 0 for none."""
+    return 0 if math.isinf(sub.lease) else round(sub.lease)
+
 
 #: What a subscriber hears when it starts hearing the bridge: (address, args) messages.
 Greeting = Callable[[], list[tuple[str, tuple[Arg, ...]]]]
@@ -45,16 +52,24 @@ class SubscriptionDesk:
         self._listen_host = listen_host
 
     def handle(
-        self, subscribe: bool, port: int, host: str | None, sender: Address, bound: int | None, trusted: bool
+        self,
+        subscribe: bool,
+        port: int,
+        host: str | None,
+        sender: Address,
+        bound: int | None,
+        trusted: bool,
+        lease: float | None = None,
     ) -> None:
-        """Subscribe or unsubscribe ``host:port`` (default host: the sender's)."""
+        """Subscribe or unsubscribe ``host:port`` (default host: the sender's); ``lease``: the seconds
+        a subscription asks for (0: no expiry; None: the bridge's)."""
 
         def finish(ip: str | None, why: str) -> None:  # here, on a lookup thread or on the monitor
             try:
                 if ip is None:
                     raise BadArguments(f"{'/ldm3d/subscribe' if subscribe else '/ldm3d/unsubscribe'}: {why}")
                 if subscribe:
-                    self._subscribe((ip, port), sender, bound, trusted)
+                    self._subscribe((ip, port), sender, bound, trusted, lease)
                 else:
                     self._notifier.unsubscribe((ip, port), sender[0], trusted)
                     self._notifier.reply(sender, "/ldm3d/unsubscribed", ip, port, bound=bound)
@@ -69,7 +84,9 @@ class SubscriptionDesk:
         else:
             self._resolver.submit(host, time.monotonic(), finish)
 
-    def _subscribe(self, target: Address, sender: Address, bound: int | None, trusted: bool) -> None:
+    def _subscribe(
+        self, target: Address, sender: Address, bound: int | None, trusted: bool, lease: float | None
+    ) -> None:
         n = self._notifier
         if n.is_self(target):
             raise BadArguments(
@@ -80,9 +97,9 @@ class SubscriptionDesk:
                 f"this bridge listens on IPv4 ({self._listen_host}) and cannot send to {target[0]}; "
                 "start it with --host :: to reach IPv6 subscribers"
             )
-        sub, activated = n.subscribe(target, sender[0], trusted)
+        sub, activated = n.subscribe(target, sender[0], trusted, lease)
         if sub.confirmed:
-            n.reply(sender, "/ldm3d/subscribed", *target, round(n.lease_s), bound=bound)
+            n.reply(sender, "/ldm3d/subscribed", *target, lease_args(sub), bound=bound)
             if activated:
                 self._greet(target)
         else:
@@ -92,7 +109,7 @@ class SubscriptionDesk:
         """A message came from ``host``: its pending subscriptions start hearing the bridge now."""
         n = self._notifier
         for sub in n.heard_from(host):
-            n.send_to([sub.target], "/ldm3d/subscribed", *sub.target, round(n.lease_s))
+            n.send_to([sub.target], "/ldm3d/subscribed", *sub.target, lease_args(sub))
             self._greet(sub.target)
 
     def _greet(self, target: Address) -> None:

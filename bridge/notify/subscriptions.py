@@ -8,7 +8,10 @@ Pure: the clock is passed in. Rules (docs/osc.md, "Subscriptions"):
   from that host arrives (any, e.g. its own ``/ldm3d/subscribe``) or the request
   carried the bridge's token; a pending one lapses after ``pending_s``;
 * **leases**: a subscription expires ``lease_s`` after it was made or last
-  renewed (subscribing again renews it);
+  renewed; subscribing again renews it, and so does **any message from its host**
+  (a TouchOSC tablet cannot send ``/ldm3d/subscribe`` on a timer, but its buttons and
+  pings keep it alive). A subscriber may ask for its own lease (``lease`` seconds),
+  or for none (``lease 0``: until it is unsubscribed, or a day unheard of after a restart);
 * only the **owner** (the host that asked) or the target's own host, or anyone
   with the token, may unsubscribe it;
 * **slots**: at most ``per_host`` subscriptions per target host and ``total`` in all.
@@ -16,11 +19,24 @@ Pure: the clock is passed in. Rules (docs/osc.md, "Subscriptions"):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from bridge.contract.protocol import MAX_LEASE_S
 from bridge.errors import NotOwner, TooManySubscribers
 
 Address = tuple[str, int]
+#: A host's leases are renewed by its messages at most this often (seconds; a quarter of a shorter
+#: lease): a flood from a subscribed host costs no scan per datagram.
+RENEW_EVERY_S = 1.0
+
+
+def lease_for(asked: float | None, default: float) -> float:
+    """The lease a subscription gets: the bridge's default, the asked seconds, or none (0 → infinite).
+    A value outside 0..MAX_LEASE_S (a damaged file) gets the default."""
+    if asked is None or not 0 <= asked <= MAX_LEASE_S:
+        return default
+    return math.inf if asked == 0 else asked
 
 
 @dataclass
@@ -31,6 +47,8 @@ class Subscription:
     expires: float
     #: When the bridge last heard of it (wall clock): a subscribe, or any message from its host.
     heard: float = 0.0
+    #: Seconds each renewal lasts (``math.inf``: no expiry).
+    lease: float = 3600.0
 
 
 class Subscriptions:
@@ -50,11 +68,14 @@ class Subscriptions:
         self._active: list[Address] | None = None
         self._hosts: frozenset[str] = frozenset()
         self._valid_until = 0.0
+        #: When each subscribed host's leases were last renewed by one of its messages (monotonic).
+        self._renewed: dict[str, float] = {}
 
     def subscribe(
-        self, target: Address, owner: str, trusted: bool, now: float, wall: float = 0.0
+        self, target: Address, owner: str, trusted: bool, now: float, wall: float = 0.0, lease: float | None = None
     ) -> tuple[Subscription, bool]:
-        """Add or renew; (the subscription, whether it just became active). ``trusted``: the token was given."""
+        """Add or renew; (the subscription, whether it just became active). ``trusted``: the token was given.
+        ``lease``: the seconds asked for (0: no expiry; None: the bridge's ``lease_s``)."""
         self.expire(now)  # lapsed ones free their slots
         confirmed = trusted or target[0] == owner
         sub = self._subs.get(target)
@@ -62,8 +83,10 @@ class Subscriptions:
             was_active = sub.confirmed
             sub.confirmed = sub.confirmed or confirmed
             self._pending -= sub.confirmed and not was_active
+            if confirmed:  # the target's own host (or the token) chooses its lease, never a stranger
+                sub.lease = lease_for(lease, self.lease_s)
             if sub.confirmed:
-                sub.expires = now + self.lease_s
+                sub.expires = now + sub.lease
                 sub.heard = max(sub.heard, wall)
                 if confirmed:
                     sub.owner = owner
@@ -77,7 +100,8 @@ class Subscriptions:
             )
         if len(self._subs) >= self.total:
             raise TooManySubscribers(f"{len(self._subs)} subscriptions already (the limit); unsubscribe one first")
-        sub = Subscription(target, owner, confirmed, now + (self.lease_s if confirmed else self.pending_s), wall)
+        chosen = lease_for(lease, self.lease_s)
+        sub = Subscription(target, owner, confirmed, now + (chosen if confirmed else self.pending_s), wall, chosen)
         self._subs[target] = sub
         self._pending += not confirmed
         self._changed()
@@ -90,7 +114,7 @@ class Subscriptions:
         woken = [s for s in self._subs.values() if not s.confirmed and s.target[0] == host and now < s.expires]
         for sub in woken:
             sub.confirmed = True
-            sub.expires = now + self.lease_s
+            sub.expires = now + sub.lease
         self._pending -= len(woken)
         self._changed()
         return woken
@@ -124,24 +148,34 @@ class Subscriptions:
         self.dirty = True
 
     def note_heard(self, host: str, wall: float, now: float) -> None:
-        """A message from ``host`` (cheap: called per message); kept only for a subscribed host."""
+        """A message from ``host`` (cheap: called per message): for a subscribed host, kept (for the
+        file that outlives a restart) and its leases renewed (at most once per ``RENEW_EVERY_S``)."""
         self._cache(now)
-        if host in self._hosts:
-            self._heard_host[host] = wall
+        if host not in self._hosts:
+            return
+        self._heard_host[host] = wall
+        if now - self._renewed.get(host, -math.inf) < min(RENEW_EVERY_S, self.lease_s / 4):
+            return
+        self._renewed[host] = now
+        for sub in self._subs.values():
+            if sub.confirmed and sub.target[0] == host:
+                sub.expires = max(sub.expires, now + sub.lease)
 
     def export(self) -> list[dict[str, object]]:
         """The confirmed subscriptions, for the file that outlives a restart."""
         return [
             {"host": s.target[0], "port": s.target[1], "owner": s.owner,
-             "heard": max(s.heard, self._heard_host.get(s.target[0], 0.0))}
+             "heard": max(s.heard, self._heard_host.get(s.target[0], 0.0)),
+             **({} if s.lease == self.lease_s else {"lease": 0.0 if math.isinf(s.lease) else s.lease})}
             for s in self._subs.values()
             if s.confirmed
         ]  # fmt: skip
 
-    def restore(self, target: Address, owner: str, heard: float, now: float) -> None:
-        """A subscription from the file: confirmed, with a fresh lease."""
+    def restore(self, target: Address, owner: str, heard: float, now: float, lease: float | None = None) -> None:
+        """A subscription from the file: confirmed, with a fresh lease (its own, when it asked for one)."""
         if target not in self._subs and len(self._subs) < self.total:
-            self._subs[target] = Subscription(target, owner, True, now + self.lease_s, heard)
+            chosen = lease_for(lease, self.lease_s)
+            self._subs[target] = Subscription(target, owner, True, now + chosen, heard, chosen)
             self._changed()
 
     def _cache(self, now: float) -> list[Address]:
@@ -150,6 +184,7 @@ class Subscriptions:
             self._active = [s.target for s in live]
             self._hosts = frozenset(t[0] for t in self._active)
             self._heard_host = {h: t for h, t in self._heard_host.items() if h in self._hosts}
+            self._renewed = {h: t for h, t in self._renewed.items() if h in self._hosts}
             self._valid_until = min((s.expires for s in live), default=float("inf"))
         return self._active
 

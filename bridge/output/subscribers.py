@@ -1,8 +1,9 @@
 """Subscribers kept across restarts: ``<output>/.ldm3d-subscribers.json``, written atomically.
 
 So TouchDesigner hears ``/ldm3d/ready`` again after the bridge restarts, without
-subscribing again. Each entry: address, port, owner, and when the bridge last heard
-from it (wall clock); one not heard from for ``max_age_s`` (a day) is not restored.
+subscribing again. Each entry: address, port, owner, when the bridge last heard
+from it (wall clock), and ``lease`` when it asked for its own (0: none); one not heard
+from for ``max_age_s`` (a day) is not restored.
 A missing or unreadable file is an empty list (logged), never a failed start.
 """
 
@@ -30,9 +31,10 @@ class SubscriberFile:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             entries: list[dict[str, Any]] = [
-                {"host": str(e["host"]), "port": int(e["port"]), "owner": str(e["owner"]), "heard": float(e["heard"])}
+                {"host": str(e["host"]), "port": int(e["port"]), "owner": str(e["owner"]), "heard": float(e["heard"]),
+                 "lease": None if e.get("lease") is None else float(e["lease"])}
                 for e in data["subscribers"]
-            ]
+            ]  # fmt: skip
         except FileNotFoundError:
             return []
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -117,8 +117,8 @@ class Commands:
                 if files is None:
                     raise UnknownJob(f"no finished job {job_id} in {self.writer.root}")
                 n.notify(sender, "/ldm3d/ready", *files.ready_args(), bound=bound)
-            case protocol.Subscribe(port, host):
-                self.desk.handle(True, port, host, sender, bound, trusted)
+            case protocol.Subscribe(port, host, lease):
+                self.desk.handle(True, port, host, sender, bound, trusted, lease)
             case protocol.Unsubscribe(port, host):
                 self.desk.handle(False, port, host, sender, bound, trusted)
             case protocol.Status():

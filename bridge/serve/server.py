@@ -206,7 +206,7 @@ class Bridge(Commands):
             sock, subscriptions, send_limit=TokenBuckets(s.reply_per_s, s.reply_burst), counters=self.counters
         )
         for entry in self._subscriber_file.load(time.time()):  # kept from before a restart
-            self._notifier.restore((entry["host"], entry["port"]), entry["owner"], entry["heard"])
+            self._notifier.restore((entry["host"], entry["port"]), entry["owner"], entry["heard"], entry["lease"])
         if subscriptions.active(time.monotonic()):
             logger.info("restored %d subscribers: %s", len(subscriptions), subscriptions.active(time.monotonic()))
         self._desk = SubscriptionDesk(

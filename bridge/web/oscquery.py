@@ -82,7 +82,7 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         Node("/ldm3d/go", "a job from the stage values (a button: 0 is ignored)"),
         Node("/ldm3d/cancel", "cancel the running job (a button), or the job with this id", "s", WRITE, default=("",)),
         Node("/ldm3d/recall", "show an earlier job again (its id)", "s", WRITE, default=("",)),
-        Node("/ldm3d/subscribe", "send notifications to this port (and host)", "is", WRITE, default=(0, "")),
+        Node("/ldm3d/subscribe", "send notifications to this port (and host); then \"lease\" 0 for no expiry", "is", WRITE, default=(0, "")),
         Node("/ldm3d/unsubscribe", "stop notifications to this port (and host)", "is", WRITE, default=(0, "")),
         Node("/ldm3d/status", "answer with /ldm3d/state"),
         Node("/ldm3d/ping", "answer with /ldm3d/pong"),
