@@ -166,6 +166,39 @@ def test_cancel_running_and_queued_jobs(start_bridge: Start, client_for: ClientF
     assert client.wait_for(READY_OR_ERROR, 60)[-1].address == "/ldm3d/ready"
 
 
+def test_stop_while_the_model_loads_cancels_what_was_just_sent(
+    start_bridge: Start, client_for: ClientFor, load_tiny: Callable[[str], Engine]
+) -> None:
+    """STOP means "stop what I just started", also before any job runs: the newest waiting job of the
+    button's host, else of anyone; with nothing at all, a clear error."""
+    loading = threading.Event()
+
+    def slow_load() -> Engine:
+        loading.wait(30)
+        return load_tiny("tiny")
+
+    bridge = start_bridge(engine_factory=slow_load, wait_ready=False)
+    tablet, desk = client_for(bridge), OscClient(*bridge.address, listen_host="127.0.0.2")
+    tablet.send("/ldm3d/cancel", 1)
+    assert tablet.wait_for(["/ldm3d/error"], 5)[-1].args[1:] == (
+        "unknown_job",
+        "nothing is running or waiting; /ldm3d/cancel <job id> names a job",
+    )
+    desk.send("/ldm3d/generate", "the desk's", "steps", 2)
+    theirs = desk.wait_for(["/ldm3d/accepted"], 5)[-1].args[0]
+    for name in ("mine", "mine again"):
+        tablet.send("/ldm3d/generate", name, "steps", 2)
+    mine = [tablet.wait_for(["/ldm3d/accepted"], 5)[-1].args[0] for _ in range(2)]
+    desk.send("/ldm3d/generate", "the desk's newest", "steps", 2)
+    newest = desk.wait_for(["/ldm3d/accepted"], 5)[-1].args[0]
+    tablet.send("/ldm3d/cancel", 1)  # a STOP button, while the model still loads
+    assert tablet.wait_for(["/ldm3d/cancelled"], 5)[-1].args == (mine[1],)  # its own newest, named
+    loading.set()
+    with desk:
+        ended = [desk.wait_for(READY_OR_ERROR, 60)[-1] for _ in range(2)]
+    assert [(m.address, m.args[0]) for m in ended] == [("/ldm3d/ready", theirs), ("/ldm3d/ready", newest)]
+
+
 def test_queue_full_is_refused(start_bridge: Start, client_for: ClientFor) -> None:
     client = client_for(start_bridge(queue_size=2))
     _start_long_job(client)

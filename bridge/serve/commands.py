@@ -199,9 +199,7 @@ class Commands:
     def _cancel(self, job_id: str | None, sender: Address) -> None:
         jobs = self.pool.running
         if job_id is None:
-            if not jobs:
-                raise UnknownJob("no job is running; /ldm3d/cancel <job id> cancels a queued one")
-            job_id = jobs[-1].id  # the latest started (with several workers)
+            job_id = jobs[-1].id if jobs else self._newest_waiting(sender)  # the latest started (several workers)
         job = self.queue.remove(job_id)
         if job is not None:
             job.cancel.cancel()
@@ -214,6 +212,15 @@ class Commands:
             running.cancel.cancel()  # the worker reports /ldm3d/cancelled within one step
             return
         raise UnknownJob(f"job {job_id} is neither queued nor running")
+
+    def _newest_waiting(self, sender: Address) -> str:
+        """STOP with nothing running (the model still loading, say) means "stop what I just started":
+        the newest waiting job of the sender's host, else the newest of anyone (never pre-generation)."""
+        waiting = [job for job in self.queue.snapshot() if not job.quiet]
+        mine = [job for job in waiting if job.sender is not None and job.sender[0] == sender[0]]
+        if not (mine or waiting):
+            raise UnknownJob("nothing is running or waiting; /ldm3d/cancel <job id> names a job")
+        return (mine or waiting)[-1].id
 
 
 def _job_format(name: str) -> str:
