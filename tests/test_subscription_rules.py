@@ -191,7 +191,7 @@ def test_messages_from_its_host_renew_a_lease_at_most_once_a_second() -> None:
 
 def test_a_lease_of_its_own_none_at_all_and_only_its_host_chooses_it() -> None:
     subs = Subscriptions(lease_s=100.0)
-    forever, _ = subs.subscribe((TABLET, 9001), TABLET, trusted=False, now=0.0, lease=0)
+    subs.subscribe((TABLET, 9001), TABLET, trusted=False, now=0.0, lease=0)
     assert subs.active(now=1e9) == [(TABLET, 9001)] and subs.expire(now=1e9) == []
     short, _ = subs.subscribe((DESK, 9001), DESK, trusted=False, now=0.0, lease=20.0)
     assert short.expires == 20.0
