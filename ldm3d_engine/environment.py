@@ -21,16 +21,23 @@ def quiet_model_libraries() -> None:
     tlog.set_verbosity_error()
 
 
-def environment_report() -> list[tuple[str, str]]:
-    """(name, value) rows: devices, torch's CUDA build and GPUs, the Hugging Face cache, the tiny models."""
-    import torch
+def environment_report(devices: bool = False) -> list[tuple[str, str]]:
+    """(name, value) rows: the Hugging Face cache, the tiny models' folder, and with ``devices`` the
+    devices, torch's CUDA build and GPUs (that part imports torch; the rest never does)."""
     from huggingface_hub import constants
 
-    from .backends.devices import available_devices
-    from .offline.tiny import default_tiny_dir
+    from .offline.configs import default_tiny_dir
 
-    rows = [("devices", ", ".join(available_devices())), ("torch cuda", torch.version.cuda or "none (CPU build)")]
-    rows += [(f"  cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]
+    rows = []
+    if devices:
+        import torch
+
+        from .backends.devices import available_devices
+
+        rows += [("devices", ", ".join(available_devices())), ("torch cuda", torch.version.cuda or "none (CPU build)")]
+        rows += [(f"  cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]
+    else:
+        rows += [("devices", "not looked at: `ldm3d-bridge env --devices` lists them (it loads torch)")]
     rows += [
         ("hf cache", f"{constants.HF_HUB_CACHE} (offline: {constants.HF_HUB_OFFLINE})"),
         ("tiny models", str(default_tiny_dir())),

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bridge.cli import main as cli_main
 from bridge.cli.main import main
+from bridge.osc.codec import decode_packet, encode_message
 from bridge.output.lock import LOCK_NAME
 from bridge.serve.server import Bridge
 from bridge.settings import BridgeSettings, SettingsError, load_settings
@@ -93,6 +99,85 @@ def test_send_prints_the_answer(start_bridge: Start, capsys: pytest.CaptureFixtu
 def test_send_with_no_bridge_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-q", "send", "/ldm3d/ping", "--port", "9", "--timeout", "0.3"]) == 1
     assert "is the bridge running?" in capsys.readouterr().err
+
+
+def test_send_wait_with_no_bridge_fails_within_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to wait 10 minutes in silence: no answer within seconds is an error, --wait or not."""
+    t0 = time.monotonic()
+    assert main(["-q", "send", "/ldm3d/generate", "a reef", "--port", "9", "--wait"]) == 1
+    assert time.monotonic() - t0 < 10
+    assert capsys.readouterr().err.strip() == (
+        "ldm3d-bridge: error: no answer from 127.0.0.1:9 within 3 s (is the bridge running?)"
+    )
+
+
+def test_send_wait_ends_when_the_bridge_goes_silent(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bridge that accepted the job and then vanished (no heartbeat, no news) ends the wait."""
+    monkeypatch.setattr(cli_main, "SILENCE_S", 1.0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:  # answers once, then says nothing
+        fake.bind(("127.0.0.1", 0))
+        fake.settimeout(10)
+
+        def answer_once() -> None:
+            data, sender = fake.recvfrom(65536)
+            port = next(m.args[0] for m in decode_packet(data) if m.address == "/ldm3d/subscribe")
+            fake.sendto(encode_message("/ldm3d/accepted", "20261202-100000-000-0001", 1), (sender[0], int(port)))
+
+        thread = threading.Thread(target=answer_once)
+        thread.start()
+        status = main(["-q", "send", "/ldm3d/generate", "x", "--port", str(fake.getsockname()[1]), "--wait"])
+        thread.join(10)
+    assert status == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("/ldm3d/accepted 20261202-100000-000-0001 1")
+    assert "went silent for 1 s before the job ended" in err
+
+
+def test_send_prints_every_answer_of_a_list(
+    start_bridge: Start, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shows = tmp_path / "shows"
+    shows.mkdir()
+    cues = "".join(f'[[cue]]\nnumber = "{n}"\nprompt = "world {n}"\nseed = {n}\n' for n in range(1, 6))
+    (shows / "five.toml").write_text(f'name = "Five"\n{cues}')
+    bridge = start_bridge(input_dirs=(str(shows),))
+    port = str(bridge.address[1])
+    assert main(["-q", "send", "/ldm3d/show/load", "five.toml", "--port", port]) == 0
+    capsys.readouterr()
+    assert main(["-q", "send", "/ldm3d/cue/list", "--port", port]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [["/ldm3d/cue/info", str(n)] for n in range(1, 6)]
+
+
+def test_send_types_say_what_an_argument_is(start_bridge: Start, capsys: pytest.CaptureFixture[str]) -> None:
+    bridge = start_bridge()
+    port = str(bridge.address[1])
+    typed = ["/ldm3d/generate", "1984", "steps", "2", "--types", "ssi"]
+    assert main(["-q", "send", *typed, "--port", port, "--wait"]) == 0
+    ready = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert json.loads(Path(ready[4]).read_text())["prompt"] == "1984"  # the meta.json
+    assert main(["-q", "send", "/ldm3d/generate", "1984", "--types", "sx", "--port", port]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "ldm3d-bridge: error: --types 'sx' must give one of i, f, s for each of the 1 arguments (e.g. --types s)"
+    )
+
+
+def test_the_light_commands_never_import_torch(tmp_path: Path) -> None:
+    """send, show check and env answer at once: no torch, diffusers or transformers in the process."""
+    code = (
+        "import sys\n"
+        "from bridge.cli.main import main\n"
+        "main(['-q', 'show', 'check', 'examples/museum-loop.toml'])\n"
+        "main(['-q', 'env'])\n"
+        "main(['-q', 'send', '/ldm3d/ping', '--port', '9', '--timeout', '0.2'])\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'accelerate') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+    assert "tiny models" in done.stdout and "env --devices" in done.stdout
 
 
 def test_settings_precedence_file_env_flags(tmp_path: Path) -> None:

@@ -134,10 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="send one OSC message to a bridge and print the answer")
     send.add_argument("address", help="e.g. /ldm3d/generate")
     send.add_argument("args", nargs="*", help="arguments: ints, floats and strings are told apart by their look")
+    send.add_argument(
+        "--types",
+        help="OSC type tags, one per argument (i, f, s), as oscsend takes them: --types ssi sends 1984 as a text",
+    )
     send.add_argument("--host", default="127.0.0.1")
     send.add_argument("--port", type=int, default=9000)
-    send.add_argument("--wait", action="store_true", help="wait for /ldm3d/ready or /ldm3d/error")
-    send.add_argument("--timeout", type=float, help="seconds to wait (default 2, with --wait 600)")
+    send.add_argument(
+        "--wait", action="store_true", help="wait for the job's end (/ldm3d/ready, /ldm3d/error or /ldm3d/cancelled)"
+    )
+    send.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for the answer (default 3); with --wait, for the job's end (default: for as long as "
+        "the bridge is heard from; 60 s of silence end the wait)",
+    )
 
     show = sub.add_parser("show", help="cue files: `show check FILE` validates one without a model")
     show.add_argument("action", choices=["check"])
@@ -187,5 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--rows", type=int, default=256)
     export.add_argument("--strength", type=float, default=1.0)
 
-    sub.add_parser("env", help="versions, devices and cache folders")
+    env = sub.add_parser("env", help="versions and cache folders (and devices, with --devices)")
+    env.add_argument("--devices", action="store_true", help="also list the devices torch sees (loads torch)")
     return parser

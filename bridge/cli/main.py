@@ -45,12 +45,18 @@ from ldm3d_engine.errors import EngineError
 logger = logging.getLogger("bridge")
 
 
-def _setup_logging(verbose: int) -> None:
+#: The commands that load a model; the others (send, show check, env, preview, export-mesh) never
+#: import torch or a model library, so they answer at once.
+MODEL_COMMANDS = frozenset({"serve", "generate", "img2img", "depth", "upscale", "demo", "pregen"})
+
+
+def _setup_logging(verbose: int, models: bool) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from ldm3d_engine.environment import quiet_model_libraries
+    if models:
+        from ldm3d_engine.environment import quiet_model_libraries
 
-    quiet_model_libraries()
+        quiet_model_libraries()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -162,6 +168,33 @@ def _parse_arg(text: str) -> int | float | str:
     return text
 
 
+_TYPES: dict[str, Callable[[str], int | float | str]] = {"i": int, "f": float, "s": str}
+
+
+def _typed_args(texts: list[str], types: str | None) -> list[int | float | str]:
+    """The arguments as OSC values: by their look, or by ``types`` (one OSC tag per argument, as
+    liblo's oscsend takes them: ``ssi`` sends "1984" as a string)."""
+    if types is None:
+        return [_parse_arg(a) for a in texts]
+    if len(types) != len(texts) or set(types) - set(_TYPES):
+        raise CliError(
+            f"--types {types!r} must give one of i, f, s for each of the {len(texts)} arguments (e.g. --types "
+            f"{'s' * len(texts) or 's'})"
+        )
+    try:
+        return [_TYPES[tag](text) for tag, text in zip(types, texts, strict=True)]
+    except ValueError as exc:
+        raise CliError(f"--types {types!r}: {exc}") from None
+
+
+#: The bridge answers every message at once: no answer within this (seconds) means it is not there.
+ANSWER_S = 3.0
+#: With --wait, a bridge not heard from (not even its heartbeat, every heartbeat_s) this long has gone.
+SILENCE_S = 60.0
+#: The answers to one request (a cue list: one /ldm3d/cue/info per cue) arrive back to back.
+LIST_GAP_S = 0.3
+
+
 #: Answers of the bridge to `send`'s own subscription, not to the message it was asked to send.
 _BOOKKEEPING = frozenset({"/ldm3d/subscribed", "/ldm3d/unsubscribed", "/ldm3d/pending"})
 
@@ -179,8 +212,7 @@ def _news_for_subscribers(address: str, sent: str) -> bool:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    timeout = args.timeout if args.timeout is not None else (600.0 if args.wait else 2.0)
-    values = [_parse_arg(a) for a in args.args]
+    values = _typed_args(args.args, args.types)
     token = values[-2:] if len(values) >= 2 and values[-2] == "token" else []
     with OscClient(args.host, args.port) as client:
         # One bundle: subscribe our own port, then the message. The subscription confirms this host,
@@ -191,35 +223,60 @@ def cmd_send(args: argparse.Namespace) -> int:
             )
         )
         try:
-            return _print_answers(client, args, timeout)
+            return _print_answers(client, args)
         finally:
             client.send("/ldm3d/unsubscribe", client.port, *token)
 
 
-def _print_answers(client: OscClient, args: argparse.Namespace, timeout: float) -> int:
+def _print_answers(client: OscClient, args: argparse.Namespace) -> int:
+    """Print the answer (every one of a list), or with ``--wait`` the job's news until its end.
+
+    Every wait is bounded by what it waits for: the first answer within ``ANSWER_S`` (or
+    ``--timeout``); then, with ``--wait``, as long as the bridge is heard from (a silence of
+    ``SILENCE_S`` ends it), and never past ``--timeout`` when one is given."""
     status = 0
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    first_by = start + (args.timeout if args.timeout is not None and not args.wait else ANSWER_S)
+    end_by = start + args.timeout if args.timeout is not None and args.wait else float("inf")
+    heard: float | None = None  # when the bridge was last heard from
+    answered: str | None = None  # the address of the first answer
     job_id: str | None = None
-    while (left := deadline - time.monotonic()) > 0:
-        message = client.receive(left)
-        if message is None:
+    while True:
+        now = time.monotonic()
+        if heard is None:
+            deadline = first_by
+        elif not args.wait:
+            deadline = heard + LIST_GAP_S
+        else:
+            deadline = min(heard + SILENCE_S, end_by)
+        if now >= deadline:
             break
+        message = client.receive(deadline - now)
+        if message is None:
+            continue
+        heard = time.monotonic()
         if _news_for_subscribers(message.address, args.address):
             continue
         about = message.args[0] if message.args and message.address in FINAL | {"/ldm3d/progress"} else None
         if job_id is not None and about not in (None, "", job_id):
             continue  # another job's news: we hear it as a subscriber
+        if not args.wait and answered is not None and message.address != answered:
+            continue  # not more of the same answer (a list): news we hear as a subscriber
+        answered = answered or message.address
         print(message.address, *message.args, flush=True)
         if message.address == "/ldm3d/error":
             status = 1
         if message.address == "/ldm3d/accepted" and message.args:
             job_id = str(message.args[0])
-        if not args.wait:
+        if args.wait and message.address in FINAL and (job_id is None or message.args[:1] == (job_id,)):
             return status
-        if message.address in FINAL and (job_id is None or message.args[:1] == (job_id,)):
-            return status
-    if args.wait or status == 0:
-        raise CliError(f"no answer from {args.host}:{args.port} within {timeout:g} s (is the bridge running?)")
+    where = f"{args.host}:{args.port}"
+    if heard is None:
+        raise CliError(f"no answer from {where} within {first_by - start:g} s (is the bridge running?)")
+    if args.wait:
+        if time.monotonic() >= end_by:
+            raise CliError(f"the job did not end within --timeout {args.timeout:g} s")
+        raise CliError(f"{where} went silent for {SILENCE_S:g} s before the job ended (stopped, or the network?)")
     return status
 
 
@@ -284,7 +341,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         except metadata.PackageNotFoundError:
             version = "not installed"
         print(f"{dist:13} {version}")
-    for name, value in environment_report():
+    for name, value in environment_report(devices=args.devices):
         print(f"{name:13} {value}")
     return 0
 
@@ -308,7 +365,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.command in MODEL_COMMANDS)
     try:
         return COMMANDS[args.command](args)
     except SettingsError as exc:

@@ -116,7 +116,8 @@ def _hub_folder(
 def _built_in(source: str, settings: EngineSettings) -> Path:
     """The folder of an offline model (``builtin:NAME``), built on first use. The builders are
     imported here, not at module level: a show with a real model never loads them."""
-    from ..offline.tiny import default_tiny_dir, ensure_tiny
+    from ..offline.configs import default_tiny_dir
+    from ..offline.tiny import ensure_tiny
 
     root = Path(settings.tiny_dir) if settings.tiny_dir else default_tiny_dir()
     return ensure_tiny(source.removeprefix("builtin:"), root)

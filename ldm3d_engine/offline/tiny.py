@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -156,11 +155,6 @@ def _build(name: str, folder: Path) -> None:
         "requires_safety_checker": False,
     }
     (folder / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
-
-
-def default_tiny_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ldm3d-bridge"
 
 
 def ensure_tiny(name: str, root: Path) -> Path:
