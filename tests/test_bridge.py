@@ -280,6 +280,21 @@ def test_datagrams_over_8_kib_are_read_whole(start_bridge: Start, client_for: Cl
     assert meta["prompt"] == prompt and meta["prompt_truncated"] is True
 
 
+def test_a_prompt_cut_to_77_tokens_is_reported_to_its_sender(start_bridge: Start, client_for: ClientFor) -> None:
+    client = client_for(start_bridge())
+    prompt = "a long walk through a forest of glass trees under a violet sky " * 4
+    client.send("/ldm3d/generate", prompt, "steps", 2)
+    seen = client.wait_for(READY_OR_ERROR, 60)
+    warning = next(m for m in seen if m.address == "/ldm3d/warning")
+    assert seen.index(warning) < len(seen) - 1  # before its /ldm3d/ready
+    meta = json.loads(Path(str(seen[-1].args[3])).read_text())
+    assert warning.args[:2] == (seen[-1].args[0], "prompt_truncated")
+    assert f"the model saw: {meta['prompt_used']!r}" in str(warning.args[2])
+    assert prompt.startswith(meta["prompt_used"]) and len(meta["prompt_used"]) < len(prompt)
+    client.send("/ldm3d/generate", "a short one", "steps", 2)
+    assert "/ldm3d/warning" not in [m.address for m in client.wait_for(READY_OR_ERROR, 60)]
+
+
 def test_status_and_recall(start_bridge: Start, client_for: ClientFor) -> None:
     bridge = start_bridge()
     client = client_for(bridge)

@@ -161,6 +161,15 @@ def test_long_prompt_is_truncated_and_says_so(load_tiny: Loader) -> None:
     r = engine.generate(GenerateRequest(long, negative_prompt="short", **SMALL))
     assert r.prompt_truncated is True and r.negative_truncated is False
     assert engine.generate(GenerateRequest("short", **SMALL)).prompt_truncated is False
+    # prompt_used is what the model saw: the longest beginning, cut between words, that fits 77 tokens
+    seen, words = r.prompt_used, long.split(" ")
+    kept = len(seen.split(" "))
+    assert seen == " ".join(words[:kept]) and 0 < kept < len(words)
+
+    def tokens(text: str) -> int:
+        return len(engine.tokenizer(text, truncation=False).input_ids)
+
+    assert tokens(seen) <= 77 < tokens(" ".join(words[: kept + 1]))
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ OUTGOING = frozenset(
         "progress",
         "ready",
         "error",
+        "warning",
         "cancelled",
         "state",
         "stage",

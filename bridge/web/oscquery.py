@@ -211,6 +211,13 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
             default=("", "", "", "", 0, 0, 0),
         ),
         Node("/ldm3d/error", "the newest error: job id, code, message", "sss", READ, default=("", "", "")),
+        Node(
+            "/ldm3d/warning",
+            "the newest warning: job id, code, message (the job goes on)",
+            "sss",
+            READ,
+            default=("", "", ""),
+        ),
     ]
     return {node.path: node for node in nodes}
 

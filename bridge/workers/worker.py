@@ -64,6 +64,14 @@ Outcome = tuple[list[Address | None], str, tuple[Arg, ...]]
 MAX_PAUSE_S = 30.0
 
 
+def truncation_note(result: RGBDResult) -> str:
+    """What a sender is told when the model saw only the beginning of its prompt."""
+    return (
+        f"the prompt is longer than the model's 77 tokens and was cut; the model saw: {result.prompt_used!r} "
+        "(meta.json: prompt_used)"
+    )
+
+
 class Worker:
     def __init__(
         self,
@@ -337,6 +345,8 @@ class Worker:
                 logger.warning("job %s ran out of memory; retrying once with a freed cache", job.id)
                 engine.free_memory()
                 result = run()
+            if result.prompt_truncated and not job.quiet:
+                n.notify(job.sender, "/ldm3d/warning", job.id, "prompt_truncated", truncation_note(result))
             extra: dict[str, str] = {"worker": self.slot.where}
             if "source_job" in job.inputs:
                 extra["source_job"] = job.inputs["source_job"]

@@ -167,12 +167,12 @@ class RGBLatentEngine(EngineBase):
 
     def _generate(self, req: ResolvedRequest, on_step: OnStep | None, cancel: CancelToken | None) -> RGBDResult:
         t0 = time.perf_counter()
-        embeddings, truncated, negative_truncated = None, False, False
+        embeddings, seen, negative_seen = None, None, None
         if self._prompts is not None:
-            cond, truncated = self._prompts.encode(req.prompt)
+            cond, seen = self._prompts.encode(req.prompt)
             embeddings = cond
             if req.guidance > 1.0:  # the negative prompt ("" as LDMTextToImagePipeline's) for guidance
-                uncond, negative_truncated = self._prompts.encode(req.negative_prompt)
+                uncond, negative_seen = self._prompts.encode(req.negative_prompt)
                 embeddings = torch.cat([uncond, cond])
         t1 = time.perf_counter()
         scheduler = make_scheduler(req.scheduler, self.scheduler_config)
@@ -199,9 +199,9 @@ class RGBLatentEngine(EngineBase):
                 depth=estimated.depth,
                 depth_float=estimated.depth_float,
                 request=req,
-                prompt_used=req.prompt if self.conditional else "",
-                prompt_truncated=truncated,
-                negative_truncated=negative_truncated,
+                prompt_used=(req.prompt if seen is None else seen) if self.conditional else "",
+                prompt_truncated=seen is not None,
+                negative_truncated=negative_seen is not None,
                 model_id=self.model_id,
                 preset=self.preset.name,
                 device=self.device,

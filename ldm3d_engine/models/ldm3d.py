@@ -374,11 +374,13 @@ class Engine(EngineBase):
         ``class_labels`` (the noise level) go to the UNet, as LDM3D-SR expects."""
         t0 = time.perf_counter()
         prompt_used = self.prompt_for_model(req.prompt)
-        cond, prompt_truncated = self._prompts.encode(prompt_used)
+        cond, seen = self._prompts.encode(prompt_used)
+        prompt_truncated, prompt_used = seen is not None, prompt_used if seen is None else seen
         negative_truncated = False
         embeddings = cond
         if req.guidance > 1.0:
-            uncond, negative_truncated = self._prompts.encode(req.negative_prompt)
+            uncond, negative_seen = self._prompts.encode(req.negative_prompt)
+            negative_truncated = negative_seen is not None
             embeddings = torch.cat([uncond, cond])
         guidance = Guidance(embeddings, req.guidance, condition, class_labels)
         self._sync()

@@ -123,6 +123,9 @@ function event(address, args, m) {
     case "/ldm3d/cancelled":
       note("cancelled", `job ${args[0]} was cancelled`, "info");
       break;
+    case "/ldm3d/warning":
+      note(args[1], `job ${args[0]}: ${args[2]}`, "info");
+      break;
     case "/ldm3d/accepted":
       note("accepted", `job ${args[0]} is number ${args[1]} in the queue`, "info");
       break;
