@@ -239,3 +239,16 @@ def test_ray_missing_is_named_with_the_extra_to_install(
     assert main(["-q", "serve", "--ray", "local", "--port", "0", "--output", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert "--ray needs Ray: pip install 'ldm3d-bridge[ray]'" in err and "\n" not in err
+
+
+def test_dev_run_passes_a_command_to_the_installed_bridge() -> None:
+    """`./dev run …` is how the README's ldm3d-bridge commands work without activating the venv."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["bash", str(root / "dev"), "run", "send", "/ldm3d/ping", "--port", "9", "--timeout", "0.2"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "ldm3d-bridge: error: no answer from 127.0.0.1:9 within 0.2 s (is the bridge running?)"
+    )

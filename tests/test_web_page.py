@@ -165,6 +165,24 @@ def test_recall_a_history_item_puts_it_on_screen_everywhere(
         osc.wait_for(["/ldm3d/ready"], 1.0)
 
 
+def test_the_bar_is_empty_while_nothing_runs_after_a_job_and_after_a_recall(
+    start_bridge: Start, open_page: OpenPage, client_for: Any
+) -> None:
+    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
+    osc = client_for(bridge)
+    osc.subscribe_self()
+    first = _job(osc, "first world")
+    page = open_page(bridge)
+    _generate(page, "a second world", steps=4)
+    page.wait_for_selector("#errors li:has-text('runs next')")  # not "number 1 in the queue"
+    page.wait_for_function("window.ldm3d.drawn.length > 0", timeout=60000)
+    page.wait_for_function("document.querySelector('#bar').style.width === '0%'", timeout=5000)  # it ended
+    osc.send("/ldm3d/recall", first)  # on the dome again: no job ran
+    _drawn(page, first)
+    page.wait_for_timeout(300)
+    assert page.eval_on_selector("#bar", "e => e.style.width") == "0%"
+
+
 def test_the_page_reconnects_by_itself_after_a_restart(start_bridge: Start, open_page: OpenPage) -> None:
     bridge = start_bridge(http=True, heartbeat_s=0.5)
     port = bridge.address[1]

@@ -109,7 +109,11 @@ function event(address, args, m) {
       break;
     }
     case "/ldm3d/ready":
-      progress(1, 1);
+      // Only a job that ran fills the bar, and only for a moment: a recall or a cue ran nothing.
+      if (page.status?.running?.some((job) => job.id === args[0])) {
+        progress(1, 1);
+        setTimeout(() => { if (!page.status?.running?.length) progress(0, 0); }, 1200);
+      }
       if (m.world) {
         if (!m.world.scene && !page.history.some((w) => w.job_id === m.world.job_id)) page.history.unshift(m.world);
         page.onScreen = m.world.job_id;
@@ -127,7 +131,7 @@ function event(address, args, m) {
       note(args[1], `job ${args[0]}: ${args[2]}`, "info");
       break;
     case "/ldm3d/accepted":
-      note("accepted", `job ${args[0]} is number ${args[1]} in the queue`, "info");
+      note("accepted", args[1] > 1 ? `job ${args[0]} waits: ${args[1] - 1} ahead of it` : `job ${args[0]} runs next`, "info");
       break;
     case "/ldm3d/display/strength":
       $("strength").value = args[0];
