@@ -153,18 +153,19 @@ def test_a_job_sent_to_a_dead_actor_before_it_began_runs_on_the_other(
 def test_latest_wins_with_two_actors(ray_bridge: Callable[..., Bridge], client_for: ClientFor) -> None:
     bridge = ray_bridge(step_s=0.1, queue_mode="latest-wins")
     client = client_for(bridge)
+    seen: list[Message] = []
+    busy: list[str] = []
+    # One at a time, each busy inside its actor (it has reported a step) before the next is sent: two
+    # sent back to back are a latest-wins queue, where the second replaces the first if no worker took
+    # it yet (the cause of this test's rare failures).
     for n in range(2):
         client.send("/ldm3d/generate", f"busy {n}", "steps", 40)
-    seen: list[Message] = []
-    busy = accepted(client, 2, seen)
-    # Both busy inside their actors (each has reported a step), not merely taken by a worker.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        stepped = {m.args[0] for m in seen if m.address == "/ldm3d/progress"}
-        if set(busy) <= stepped:
-            break
-        message = client.receive(0.5)
-        if message is not None:
+        busy += accepted(client, 1, seen)
+        deadline = time.monotonic() + 30
+        while busy[-1] not in {m.args[0] for m in seen if m.address == "/ldm3d/progress"}:
+            message = client.receive(max(0.0, deadline - time.monotonic()))
+            if message is None:
+                break
             seen.append(message)
     stepped = {m.args[0] for m in seen if m.address == "/ldm3d/progress"}
     # When this fails, say how: a job that never stepped was put back (a lost actor) or never taken.

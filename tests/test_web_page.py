@@ -175,7 +175,8 @@ def test_the_bar_is_empty_while_nothing_runs_after_a_job_and_after_a_recall(
     page = open_page(bridge)
     _generate(page, "a second world", steps=4)
     page.wait_for_selector("#errors li:has-text('runs next')")  # not "number 1 in the queue"
-    page.wait_for_function("window.ldm3d.drawn.length > 0", timeout=60000)
+    second = osc.wait_for(["/ldm3d/ready"], 60)[-1].args[0]  # the page's job (the first world is on screen)
+    _drawn(page, str(second))
     page.wait_for_function("document.querySelector('#bar').style.width === '0%'", timeout=5000)  # it ended
     osc.send("/ldm3d/recall", first)  # on the dome again: no job ran
     _drawn(page, first)
