@@ -135,6 +135,23 @@ def test_send_wait_ends_when_the_bridge_goes_silent(
     assert "went silent for 1 s before the job ended" in err
 
 
+def test_send_says_so_when_the_bridge_is_there_but_does_not_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fake:  # confirms the subscription, nothing else
+        fake.bind(("127.0.0.1", 0))
+        fake.settimeout(10)
+
+        def subscribed_only() -> None:
+            data, sender = fake.recvfrom(65536)
+            port = next(m.args[0] for m in decode_packet(data) if m.address == "/ldm3d/subscribe")
+            fake.sendto(encode_message("/ldm3d/subscribed", "127.0.0.1", int(port), 3600), (sender[0], int(port)))
+
+        thread = threading.Thread(target=subscribed_only)
+        thread.start()
+        status = main(["-q", "send", "/ldm3d/ping", "--port", str(fake.getsockname()[1]), "--timeout", "0.5"])
+        thread.join(10)
+    assert status == 1 and capsys.readouterr().err.strip().endswith("did not answer /ldm3d/ping within 0.5 s")
+
+
 def test_send_prints_every_answer_of_a_list(
     start_bridge: Start, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -240,13 +240,14 @@ def _print_answers(client: OscClient, args: argparse.Namespace) -> int:
     end_by = start + args.timeout if args.timeout is not None and args.wait else float("inf")
     heard: float | None = None  # when the bridge was last heard from
     answered: str | None = None  # the address of the first answer
+    last_answer = start
     job_id: str | None = None
     while True:
         now = time.monotonic()
-        if heard is None:
+        if not args.wait:  # the first answer, then more of it while it keeps coming
+            deadline = first_by if answered is None else last_answer + LIST_GAP_S
+        elif heard is None:
             deadline = first_by
-        elif not args.wait:
-            deadline = heard + LIST_GAP_S
         else:
             deadline = min(heard + SILENCE_S, end_by)
         if now >= deadline:
@@ -262,7 +263,7 @@ def _print_answers(client: OscClient, args: argparse.Namespace) -> int:
             continue  # another job's news: we hear it as a subscriber
         if not args.wait and answered is not None and message.address != answered:
             continue  # not more of the same answer (a list): news we hear as a subscriber
-        answered = answered or message.address
+        answered, last_answer = answered or message.address, heard
         print(message.address, *message.args, flush=True)
         if message.address == "/ldm3d/error":
             status = 1
@@ -273,6 +274,8 @@ def _print_answers(client: OscClient, args: argparse.Namespace) -> int:
     where = f"{args.host}:{args.port}"
     if heard is None:
         raise CliError(f"no answer from {where} within {first_by - start:g} s (is the bridge running?)")
+    if answered is None and not args.wait:
+        raise CliError(f"{where} is there but did not answer {args.address} within {first_by - start:g} s")
     if args.wait:
         if time.monotonic() >= end_by:
             raise CliError(f"the job did not end within --timeout {args.timeout:g} s")
