@@ -110,10 +110,7 @@ function event(address, args, m) {
     }
     case "/ldm3d/ready":
       // Only a job that ran fills the bar, and only for a moment: a recall or a cue ran nothing.
-      if (page.status?.running?.some((job) => job.id === args[0])) {
-        progress(1, 1);
-        setTimeout(() => { if (!page.status?.running?.length) progress(0, 0); }, 1200);
-      }
+      if (page.status?.running?.some((job) => job.id === args[0])) progress(1, 1);
       if (m.world) {
         if (!m.world.scene && !page.history.some((w) => w.job_id === m.world.job_id)) page.history.unshift(m.world);
         page.onScreen = m.world.job_id;
@@ -152,6 +149,9 @@ setInterval(lamp, 500);
 function progress(step, total, id) {
   const fraction = total ? step / total : 0;
   $("bar").style.width = `${Math.round(fraction * 100)}%`;
+  page.progressAt = Date.now();
+  // A full bar is a job's last step: it empties a moment later unless another job moves it meanwhile.
+  if (total && step >= total) setTimeout(() => { if (Date.now() - page.progressAt >= 1000) progress(0, 0); }, 1200);
   $("progress-text").textContent = total && step < total ? `${id ?? ""} step ${step} of ${total}` : "";
 }
 
