@@ -10,7 +10,6 @@ answers. Every outcome is a reply: subscribed, pending, unsubscribed or an error
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -18,14 +17,8 @@ from bridge.errors import BadArguments, BridgeError
 from bridge.notify.addresses import AsyncResolver, canonical_ip
 from bridge.notify.limits import Counters
 from bridge.notify.notifier import Notifier
-from bridge.notify.subscriptions import Address, Subscription
+from bridge.notify.subscriptions import Address
 from bridge.osc.codec import Arg
-
-
-def lease_args(sub: Subscription) -> int:
-    """The lease in ``/ldm3d/subscribed``: whole seconds, 0 for none."""
-    return 0 if math.isinf(sub.lease) else round(sub.lease)
-
 
 #: What a subscriber hears when it starts hearing the bridge: (address, args) messages.
 Greeting = Callable[[], list[tuple[str, tuple[Arg, ...]]]]
@@ -99,7 +92,7 @@ class SubscriptionDesk:
             )
         sub, activated = n.subscribe(target, sender[0], trusted, lease)
         if sub.confirmed:
-            n.reply(sender, "/ldm3d/subscribed", *target, lease_args(sub), bound=bound)
+            n.reply(sender, "/ldm3d/subscribed", *target, round(sub.written_lease), bound=bound)
             if activated:
                 self._greet(target)
         else:
@@ -109,7 +102,7 @@ class SubscriptionDesk:
         """A message came from ``host``: its pending subscriptions start hearing the bridge now."""
         n = self._notifier
         for sub in n.heard_from(host):
-            n.send_to([sub.target], "/ldm3d/subscribed", *sub.target, lease_args(sub))
+            n.send_to([sub.target], "/ldm3d/subscribed", *sub.target, round(sub.written_lease))
             self._greet(sub.target)
 
     def _greet(self, target: Address) -> None:

@@ -50,6 +50,11 @@ class Subscription:
     #: Seconds each renewal lasts (``math.inf``: no expiry).
     lease: float = 3600.0
 
+    @property
+    def written_lease(self) -> float:
+        """The lease as the contract writes it (``/ldm3d/subscribed``, the subscribers file): 0 for none."""
+        return 0.0 if math.isinf(self.lease) else self.lease
+
 
 class Subscriptions:
     def __init__(self, total: int = 32, per_host: int = 4, lease_s: float = 3600.0, pending_s: float = 60.0) -> None:
@@ -166,7 +171,7 @@ class Subscriptions:
         return [
             {"host": s.target[0], "port": s.target[1], "owner": s.owner,
              "heard": max(s.heard, self._heard_host.get(s.target[0], 0.0)),
-             **({} if s.lease == self.lease_s else {"lease": 0.0 if math.isinf(s.lease) else s.lease})}
+             **({} if s.lease == self.lease_s else {"lease": s.written_lease})}
             for s in self._subs.values()
             if s.confirmed
         ]  # fmt: skip
