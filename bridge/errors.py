@@ -20,7 +20,8 @@
     ├── NoShow                        no_show (a cue command before /ldm3d/show/load)
     ├── UnknownCue                    unknown_cue
     ├── EngineDown                    engine_failed (a job while no worker is alive: all restarting)
-    └── FolderInUse                   (start-up only) another bridge holds the output folder
+    ├── FolderInUse                   (start-up only) another bridge holds the output folder
+    └── OutputParentMissing           (start-up only) the output folder's parent does not exist (a typo?)
 
 Engine failures reach clients as ``engine_failed``, ``out_of_memory``,
 ``timeout``, ``model_failed`` (the model could not be loaded) or
@@ -110,3 +111,10 @@ class FolderInUse(BridgeError):
     """Another bridge holds the output folder's lock; the message names it (pid, host)."""
 
     code = "folder_in_use"
+
+
+class OutputParentMissing(BridgeError):
+    """The output folder does not exist and neither does its parent: most likely a typo in the
+    path, so nothing is created (the folder itself is, when only it is missing)."""
+
+    code = "folder_missing"

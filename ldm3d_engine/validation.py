@@ -97,8 +97,8 @@ def _wrap_size(preset: Preset, width: int, height: int) -> None:
             nearest = " or ".join(str(v) for v in (below, above) if preset.min_size <= v <= limit)
             raise InvalidRequest(
                 field,
-                f"{field} {value} cannot wrap seamlessly on {preset.name}: seamless sizes are multiples of {m} "
-                f"(8 × 2^UNet downsamplings, so no convolution sees a half column at the seam); nearest: {nearest}",
+                f"{field} {value} cannot wrap seamlessly on {preset.name}: a 360° panorama's width and height "
+                f"must be multiples of {m} for its left and right edges to meet exactly; nearest: {nearest}",
             )
 
 

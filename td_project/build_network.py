@@ -5,6 +5,9 @@ Run once from the Textport, with this repository's path:
     repo = 'C:/path/to/ldm3d-bridge'
     exec(open(repo + '/td_project/build_network.py').read()); build(op('/project1'), repo)
 
+and, to move it to a show machine without this checkout, ``freeze(op('/project1/ldm3d'))`` before
+saving the component as a .tox (td_project/README.md, "Freeze it into a .tox").
+
 It creates (or rebuilds) a Base COMP `ldm3d` holding everything: OSC In/Out DATs, two buffers of
 Movie File In TOPs (rgb, depth), Cross TOPs, a Geometry COMP `world` holding the Grid SOP, the
 GLSL MAT whose shaders are Text DATs synced to the files in td_project/glsl and bridge/render/glsl,
@@ -53,6 +56,7 @@ NODES = [
     ("cam_left", "cameraCOMP", 1000, -150, "", "stereo"),
     ("cam_right", "cameraCOMP", 1000, -300, "", "stereo"),
     ("cam_dome", "cameraCOMP", 1000, -450, "", "dome"),
+    ("cam_cube", "cameraCOMP", 1000, -600, "", "cube"),
     ("render_mono", "renderTOP", 1200, 0, "", "flat"),
     ("render_left", "renderTOP", 1200, -150, "", "stereo"),
     ("render_right", "renderTOP", 1200, -300, "", "stereo"),
@@ -121,6 +125,9 @@ PARAMS = [
     ("world_mat", "vec2valuex", 1.0),
     ("world", "material", "world_mat"),
     ("cam_mono", "fov", 90.0),
+    # Eyeoffset steps the flat camera back from the centre (a fraction of Baseradius): from the centre
+    # the displacement runs along the line of sight and the depth is invisible; off it, it shows.
+    ("cam_mono", "tz", "=parent().par.Eyeoffset.eval() * parent().par.Baseradius.eval()"),
     ("cam_left", "fov", 90.0),
     ("cam_left", "tx", "=-parent().par.Eyeseparation / 2"),
     ("cam_right", "fov", 90.0),
@@ -140,7 +147,7 @@ PARAMS = [
     ("render_dome", "outputresolution", "custom"),
     ("render_dome", "resolutionw", 2048),
     ("render_dome", "resolutionh", 2048),
-    ("render_cube", "camera", "cam_mono"),
+    ("render_cube", "camera", "cam_cube"),  # a cube map is taken from the centre, whatever Eyeoffset says
     ("render_cube", "geometry", "world"),
     ("render_cube", "rendermode", "cubemap"),
     ("render_cube", "outputresolution", "custom"),
@@ -160,11 +167,36 @@ CUSTOM = [
     ("World", "Strength", "Float", 1.0),
     ("World", "Baseradius", "Float", 10.0),
     ("World", "Eyeseparation", "Float", 0.064),
+    ("World", "Eyeoffset", "Float", 0.0),
     ("World", "Domepitch", "Float", 90.0),
 ]
 
 FILE_PARAMS = {"file"}
 SYNCED_TEXT = ("oscin_callbacks", "frame", "ldm3d_td_logic", "ldm3d_displace", "ldm3d_vertex", "ldm3d_pixel")
+
+
+def freeze(comp):
+    """Cut the built component loose from this checkout, to save it as a .tox for the show machine.
+
+    Every Text DAT synced to a file here (shaders, callbacks, the logic, the extension) keeps the text
+    it holds and forgets the file: Sync to File off, File empty (Derivative's Text DAT page: with Sync
+    to File off the DAT keeps its own text, which a saved .toe/.tox holds). Then save it: right-click
+    the component > Save Component .tox, or ``comp.save('ldm3d.tox')``. Build again from the checkout
+    to take later edits of the files.
+    """
+    frozen = []
+    for name in (*SYNCED_TEXT, "ldm3d_ext"):
+        dat = comp.op(name)
+        if dat is None or getattr(dat.par, "syncfile", None) is None:
+            continue
+        text = dat.text  # read while it is still synced
+        dat.par.syncfile = False
+        dat.par.file = ""
+        dat.text = text
+        frozen.append(name)
+    comp.initializeExtensions()
+    print(f"ldm3d freeze: {', '.join(frozen)} now hold their own text; save {comp.path} as a .tox")
+    return frozen
 
 
 def _logic(repo):

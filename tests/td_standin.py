@@ -32,6 +32,9 @@ Rules modelled (docs.derivative.ca):
   frame-start callbacks and before incoming OSC, and a file takes ``load_frames`` cooks to read;
   ``isFullyPreRead`` is never True for a file that cannot be read.              (MovieFileInTOP_Class)
 - R12 ``app.version`` and ``app.build`` are strings.                               (App_Class)
+- R13 Text DAT: with Sync to File (``syncfile``) on, its text is its file's (loaded from disk); with it
+  off, the DAT keeps its own text, which is what a saved .toe/.tox holds. Turning it off keeps the text
+  it has.                                                                         (Text_DAT)
 """
 
 from __future__ import annotations
@@ -232,7 +235,7 @@ class Op:
         self.render = self.display = True
         self.nodeX = self.nodeY = 0
         self.inputs: dict[int, Op] = {}
-        self.text = ""
+        self._text = ""
         self.ext = types.SimpleNamespace()
         self._module: types.ModuleType | None = None
         # Movie File In TOP state (R11)
@@ -240,6 +243,18 @@ class Op:
         self.image: Image.Image | None = None
         self._loading: tuple[str, int] | None = None
         self._socket: socket.socket | None = None
+
+    @property
+    def text(self) -> str:
+        """R13: a synced DAT reads its file; otherwise (and once unsynced) its own text."""
+        synced = getattr(self.par, "syncfile", None) if self.family == "DAT" else None
+        if synced is not None and synced.eval() and str(self.par.file.eval()):
+            self._text = Path(str(self.par.file.eval())).read_text(encoding="utf-8")
+        return self._text
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._text = value
 
     @property
     def path(self) -> str:
@@ -343,7 +358,7 @@ class StandIn:
 
     def run_module(self, dat: Op) -> types.ModuleType:
         """R8: the DAT's file as a module; ``import x`` finds the DAT ``x`` beside it first."""
-        source = Path(str(dat.par.file.eval())).read_text(encoding="utf-8")
+        source = dat.text
         # Registered under a name of its own (its dataclasses look their module up in sys.modules).
         module = types.ModuleType(f"_td_standin_{id(self)}{dat.path.replace('/', '.')}")
         sys.modules[module.__name__] = module
@@ -358,7 +373,7 @@ class StandIn:
         namespace = module.__dict__
         namespace.update(self.globals(dat))
         namespace["__builtins__"] = {**vars(builtins), "__import__": td_import}
-        exec(compile(source, str(dat.par.file.eval()), "exec"), namespace)
+        exec(compile(source, str(dat.par.file.eval()) or dat.path, "exec"), namespace)
         return module
 
     def run_builder(self, *args: Any, **kwargs: Any) -> Op:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import socket
 import subprocess
 import sys
@@ -269,3 +271,39 @@ def test_dev_run_passes_a_command_to_the_installed_bridge() -> None:
     assert done.stderr.strip().splitlines()[-1] == (
         "ldm3d-bridge: error: no answer from 127.0.0.1:9 within 0.2 s (is the bridge running?)"
     )
+
+
+def test_a_busy_http_port_is_one_line_and_nothing_else(tmp_path: Path) -> None:
+    """Another program on the TCP port: the error names it, and no asyncio noise follows it."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge.cli", "-q", "serve", "--model", "tiny", "--host", "127.0.0.1",
+             "--port", str(port), "--no-zeroconf", "--output", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        )  # fmt: skip
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"ldm3d-bridge: error: cannot serve HTTP on 127.0.0.1:{port}")
+    assert "--http-port" in lines[0]
+
+
+def test_an_output_folder_under_a_missing_folder_is_a_typo_not_a_new_tree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    typo = tmp_path / "shwo" / "ldm3d-out"
+    assert main(["-q", "generate", "x", "--model", "tiny", "--steps", "1", "--output", str(typo)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"ldm3d-bridge: error: output folder {typo}: {typo.parent} does not exist (a typo?); "
+        "create it first or choose another --output"
+    )
+    assert not typo.parent.exists()  # nothing created
+    fresh = tmp_path / "ldm3d-out"  # only the folder itself missing: made, and said
+    caplog.set_level(logging.INFO, logger="bridge.output.writer")
+    assert main(["generate", "x", "--model", "tiny", "--steps", "1", "--width", "64", "--height", "64",
+                 "--output", str(fresh)]) == 0  # fmt: skip
+    assert fresh.is_dir() and f"created the output folder {fresh}" in caplog.text

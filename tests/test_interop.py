@@ -158,3 +158,37 @@ def test_sigterm_mid_job_exits_cleanly(tmp_path: Path, policy: str, outcome: str
     assert leftovers == [LOCK_NAME]
     jobs = [p for p in out.iterdir() if p.is_dir()]
     assert len(jobs) == (1 if policy == "finish" else 0)
+
+
+def test_the_touchosc_layout_in_osc_md_works_as_written(
+    start_bridge: Start, client_for: Callable[[Bridge], OscClient]
+) -> None:
+    """docs/osc.md's TouchOSC table, each control's message as TouchOSC sends it (button values as
+    floats, constants as typed) sent by liblo's oscsend; the tablet's receive port hears what its
+    lamp, labels, faders and bar show."""
+    oscsend = _require("oscsend")
+    bridge = start_bridge(model="tiny", width=64, height=64)
+    tablet = client_for(bridge)
+    host, port = bridge.address
+
+    def press(address: str, types: str = "", *args: str) -> None:
+        subprocess.run([oscsend, host, str(port), address, types, *args], check=True, timeout=10)
+
+    press("/ldm3d/subscribe", "isi", str(tablet.port), "lease", "0")  # SUBSCRIBE
+    assert tablet.wait_for(["/ldm3d/subscribed"], 5)[-1].args[2] == 0
+    press("/ldm3d/steps/norm", "f", "0.0")  # the steps fader at its bottom
+    assert tablet.wait_for(["/ldm3d/steps"], 5)[-1].args == (1,)  # the label under it: the real value
+    press("/ldm3d/prompt", "s", "a coral reef at noon")  # a prompt button
+    assert tablet.wait_for(["/ldm3d/prompt"], 5)[-1].args == ("a coral reef at noon",)
+    press("/ldm3d/seed", "i", "-1")  # new seed (-1 is already the stage's: the news label says so)
+    assert tablet.wait_for(["/ldm3d/stage"], 5)[-1].args == ("seed", -1)
+    press("/ldm3d/go", "f", "1.0")  # GO pressed
+    press("/ldm3d/go", "f", "0.0")  # and released: ignored
+    seen = tablet.wait_for(["/ldm3d/ready"], 60)
+    addresses = [m.address for m in seen]
+    assert "/ldm3d/progress/fraction" in addresses and ("/ldm3d/busy", (1,)) in [(m.address, m.args) for m in seen]
+    press("/ldm3d/cancel", "f", "0.0")  # STOP released: nothing to say
+    press("/ldm3d/ping")
+    after = tablet.wait_for(["/ldm3d/pong"], 5)
+    assert [m for m in after if m.address in ("/ldm3d/error", "/ldm3d/accepted")] == []  # one job, no errors
+    assert sum(1 for m in seen if m.address == "/ldm3d/accepted") == 1

@@ -405,8 +405,9 @@ def test_pregen_renders_upscaled_cues_and_needs_the_upscaler_for_them(
     out = tmp_path / "out"
     assert main(["-q", "pregen", str(show), "--model", "tiny", "--output", str(out)]) == 2
     assert "upscale = true: give --upscale-model ldm3d-sr" in capsys.readouterr().err
-    args = ["-q", "pregen", str(show), "--model", "tiny", "--upscale-model", "tiny-sr", "--output", str(out)]
-    assert main(args) == 0
+    config = tmp_path / "bridge.toml"  # the serving bridge's settings: the same model, upscaler and folder
+    config.write_text(f'[bridge]\nmodel = "tiny"\nupscale_model = "tiny-sr"\noutput = "{out}"\n')
+    assert main(["-q", "pregen", str(show), "--config", str(config)]) == 0
     assert "s: 1 scenes in the library (1 rendered now)" in capsys.readouterr().out
     (scene,) = (out / "scenes").iterdir()
     meta = json.loads((scene / "meta.json").read_text())

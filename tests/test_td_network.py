@@ -6,6 +6,7 @@ Geometry COMP, its default torus left in, the GLSL MAT's sequences not grown): t
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +61,12 @@ def test_the_network_shows_the_grid_with_the_world_material(td: StandIn) -> None
     assert comp.op("cam_dome").par.rx.eval() == 90.0  # zenith at the centre, like preview --fisheye 180
     assert comp.op("render_cube").par.rendermode.eval() == "cubemap"
     assert comp.op("cam_left").par.tx.eval() == pytest.approx(-0.032)
+    # The flat view sits at the centre unless Eyeoffset steps it back (a fraction of the radius);
+    # the cube map stays at the centre.
+    assert comp.op("cam_mono").par.tz.eval() == 0.0
+    comp.par.Eyeoffset.val = 0.4
+    assert comp.op("cam_mono").par.tz.eval() == pytest.approx(4.0)
+    assert comp.op(comp.op("render_cube").par.camera.eval()).par.tz.eval() == 0.0
     assert comp.op("oscin").par.port.eval() == comp.par.Listenport.eval()
     for dat in ("oscin_callbacks", "ldm3d_displace", "ldm3d_vertex", "ldm3d_pixel", "ldm3d_ext"):
         assert Path(comp.op(dat).par.file.eval()).is_file() and comp.op(dat).par.syncfile.eval()
@@ -70,7 +77,7 @@ def test_outputs_are_chosen_in_the_table(td: StandIn) -> None:
     comp = td.run_builder(edits=[_silent_bridge()], outputs=("flat", "dome"))
     names = {child.name for child in comp.children}
     assert {"render_mono", "render_dome", "cam_dome"} <= names
-    assert not names & {"render_left", "render_right", "cam_left", "render_cube"}
+    assert not names & {"render_left", "render_right", "cam_left", "render_cube", "cam_cube"}
 
 
 def test_the_first_builders_mistakes_show_in_the_standin(td: StandIn) -> None:
@@ -164,3 +171,32 @@ def test_worlds_from_a_real_bridge_cross_fade_in_and_black_out(
     tablet.send("/ldm3d/display/blackout", 0)
     _run_until(td, lambda: brightness.eval() == 1.0)
     _run_until(td, lambda: "idle" in comp.op("status").text)  # the heartbeat's /ldm3d/state, shown
+
+
+def test_a_frozen_component_runs_without_the_checkout(tmp_path: Path) -> None:
+    """freeze(): every synced Text DAT keeps its text and forgets this machine's file (R13), so a .tox
+    saved from it runs on a show machine that has no checkout."""
+    checkout = tmp_path / "checkout"
+    for part in ("td_project", "bridge/render/glsl"):
+        shutil.copytree(ROOT / part, checkout / part)
+    standin = StandIn(checkout)
+    try:
+        comp = standin.run_builder(edits=[_silent_bridge()])
+        synced = [d for d in comp.children if d.family == "DAT" and getattr(d.par, "syncfile", None) is not None]
+        texts = {dat.name: dat.text for dat in synced}
+        assert {"ldm3d_ext", "ldm3d_td_logic", "ldm3d_vertex", "ldm3d_displace"} <= set(texts)
+        namespace = standin.globals()
+        exec(compile((checkout / "td_project/build_network.py").read_text(), "build_network.py", "exec"), namespace)
+        namespace["freeze"](comp)
+        shutil.rmtree(checkout)  # the show machine: no checkout
+        for name, text in texts.items():
+            dat = comp.op(name)
+            assert (dat.par.syncfile.eval(), dat.par.file.eval(), dat.text) == (False, "", text), name
+        for node in standin.all_ops():
+            node._module = None  # a fresh start: every module from the text the component holds
+        comp.initializeExtensions()
+        assert comp.ext.Ldm3dExt.Generate is not None
+        assert comp.op("ldm3d_td_logic").module.WorldSwitcher is not None
+        assert any("save /project1/ldm3d as a .tox" in line for line in standin.printed)
+    finally:
+        standin.close()

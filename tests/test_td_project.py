@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +28,8 @@ def test_every_wire_and_parameter_names_a_node_and_files_exist() -> None:
         assert target in names, target
         if par in t.FILE_PARAMS:  # type: ignore[attr-defined]
             assert (ROOT / value).is_file(), value
-        if isinstance(value, str) and value.startswith("=parent().par."):
-            assert value.split(".par.")[1].split()[0] in custom, value
+        if isinstance(value, str) and value.startswith("="):
+            assert set(re.findall(r"parent\(\)\.par\.(\w+)", value)) <= custom, value
         if par in ("vdat", "pdat", "material", "camera", "geometry", "op", "callbacks") or par.endswith("top"):
             assert value in names, (target, par, value)
 

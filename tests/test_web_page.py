@@ -141,28 +141,31 @@ def test_cancel_a_queued_job_and_the_running_one_from_the_page(start_bridge: Sta
     assert page.locator("#errors li:has-text('was cancelled')").count() == 2
 
 
-def test_recall_a_history_item_puts_it_on_screen_everywhere(
+def test_a_history_card_is_looked_at_here_and_put_live_only_by_a_second_tap(
     start_bridge: Start, open_page: OpenPage, client_for: Any
 ) -> None:
     bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
     osc = client_for(bridge)
     osc.subscribe_self()
     ids = [_job(osc, "first world"), _job(osc, "second world")]
-    page = open_page(bridge)
+    page = open_page(bridge, has_touch=True)
     _drawn(page, ids[1])  # the world on screen when the page opened
     assert page.locator("#history .card").count() == 2
     assert page.locator("#history .card.on-screen").get_attribute("data-job") == ids[1]
-    page.click(f'#history .card[data-job="{ids[0]}"] img')
-    _drawn(page, ids[0])
+    # A tap on the picture: only this page's viewer, nothing sent to the dome
+    page.tap(f'#history .card[data-job="{ids[0]}"] img')
+    page.wait_for_selector("#world-label:has-text('preview, not on the dome')")
+    page.wait_for_function("id => window.ldm3d.viewer.world && window.ldm3d.viewer.world.job_id === id", arg=ids[0])
+    live = page.locator(f'#history .card[data-job="{ids[0]}"] .live')
+    live.tap()  # the first tap only arms it
+    assert live.inner_text() == "Tap again: on the dome"
+    with pytest.raises(TimeoutError):
+        osc.wait_for(["/ldm3d/ready"], 1.0)
+    live.tap()
     ready = osc.wait_for(["/ldm3d/ready"], 10)[-1]
     assert ready.args[0] == ids[0]  # TouchDesigner is told too: it is on the dome
     page.wait_for_selector(f'#history .card.on-screen[data-job="{ids[0]}"]')
-    # "look": only this page's viewer, nothing sent
-    page.click(f'#history .card[data-job="{ids[1]}"] .look')
-    page.wait_for_selector("#world-label:has-text('preview, not on the dome')")
-    page.wait_for_function("id => window.ldm3d.viewer.world && window.ldm3d.viewer.world.job_id === id", arg=ids[1])
-    with pytest.raises(TimeoutError):
-        osc.wait_for(["/ldm3d/ready"], 1.0)
+    page.wait_for_selector("#world-label:has-text('on screen')")
 
 
 def test_the_bar_is_empty_while_nothing_runs_after_a_job_and_after_a_recall(
@@ -260,19 +263,35 @@ def test_the_viewer_compiles_the_shared_displacement_and_gets_depth_exactly(
     assert len(np.unique(read_depth16(files.depth))) > 256  # more levels than 8 bits could carry
 
 
-@pytest.mark.parametrize(("width", "height", "side_by_side"), [(1180, 820, True), (390, 844, False)])
-def test_tablet_and_phone_layouts(
-    start_bridge: Start, open_page: OpenPage, width: int, height: int, side_by_side: bool
+TARGETS = "button, input, select, textarea"
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "side_by_side"), [(1180, 820, True), (820, 1180, False), (390, 844, False)]
+)
+def test_tablet_and_phone_layouts_have_finger_sized_targets(
+    start_bridge: Start, open_page: OpenPage, client_for: Any, width: int, height: int, side_by_side: bool
 ) -> None:
-    bridge = start_bridge(http=True)
+    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
+    osc = client_for(bridge)
+    osc.subscribe_self()
+    job_id = _job(osc, "a world for the history")
     page = open_page(bridge, width=width, height=height, has_touch=True, is_mobile=not side_by_side)
+    _drawn(page, job_id)
     view, panel = (page.locator(s).bounding_box() for s in ("#view", "#panel"))
     if side_by_side:
         assert view["x"] + view["width"] <= panel["x"] + 1 and view["height"] > 0.8 * (height - 60)
     else:
         assert view["y"] + view["height"] <= panel["y"] + 1 and view["width"] >= width - 2
-    go = page.locator("#go").bounding_box()
-    assert go["height"] >= 40  # a finger's size
+    small = page.evaluate(
+        """selector => [...document.querySelectorAll(selector)]
+             .filter(e => e.offsetParent !== null && !e.closest('dialog'))
+             .map(e => [e.id || e.className || e.tagName, e.getBoundingClientRect()])
+             .filter(([, r]) => r.height < 43.5 || r.width < 43.5)
+             .map(([name, r]) => `${name} ${Math.round(r.width)}×${Math.round(r.height)}`)""",
+        TARGETS,
+    )
+    assert small == [], f"targets under 44 px: {small}"  # a finger's size, in the dark
     assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing sticks out sideways
 
 
@@ -299,3 +318,120 @@ def test_the_cue_list_shows_rendered_marks_and_go(
     page.wait_for_function("document.querySelector('#cues li[data-cue=\"1\"] .mark').textContent === '●'")
     page.click("#cue-go")
     page.wait_for_selector('#cues li.current[data-cue="2"]')
+    # Show GO does not look like Generate, and a note (GO past the last cue) does not move it.
+    style = "e => getComputedStyle(e).backgroundColor"
+    assert page.eval_on_selector("#cue-go", style) != page.eval_on_selector("#go", style)
+    before = page.locator("#cue-go").bounding_box()
+    page.wait_for_timeout(1100)  # a second GO within 1 s would be taken for a double tap
+    page.click("#cue-go")
+    page.wait_for_selector("#errors li:has-text('unknown_cue')")
+    assert page.locator("#cue-go").bounding_box() == before
+    page.click("#errors li")  # a tap dismisses a note
+    page.wait_for_selector("#errors li", state="detached")
+
+
+def _view(page: Any, strength: float) -> np.ndarray:
+    _set(page, "#strength", strength)
+    page.wait_for_timeout(150)
+    return _canvas(page)
+
+
+def test_orbit_shows_the_depth_that_the_centre_hides_and_reset_comes_back(
+    start_bridge: Start, open_page: OpenPage, client_for: Any
+) -> None:
+    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
+    osc = client_for(bridge)
+    osc.subscribe_self()
+    job_id = _job(osc, "a world with depth")
+    page = open_page(bridge)
+    _drawn(page, job_id)
+    page.wait_for_timeout(1200)  # past the crossfade
+    assert page.locator("#view-controls .local").is_visible()  # labelled: this device only
+    # From the centre the displacement runs along the line of sight: the depth slider shows nothing.
+    centre = np.abs(_view(page, 1.0) - _view(page, 0.0)).mean()
+    page.click("#orbit")
+    assert page.get_attribute("#orbit", "aria-pressed") == "true"
+    orbit = np.abs(_view(page, 1.0) - _view(page, 0.0)).mean()
+    assert orbit > 3 and orbit > 5 * centre, (centre, orbit)
+    # The keys step the eye in and out once the view has the focus; Reset is the centre again.
+    page.click("#viewer")
+    before = page.evaluate("window.ldm3d.viewer.orbit")
+    page.keyboard.press("-")
+    assert page.evaluate("window.ldm3d.viewer.orbit") < before
+    page.click("#reset-view")
+    assert page.get_attribute("#orbit", "aria-pressed") == "false"
+    page.wait_for_timeout(150)
+    assert page.evaluate("window.ldm3d.viewer.camera.position.length()") == 0
+    # The inset is the world's depth map (near = white), top row first as in the file, each of its
+    # pixels the depth texel under it.
+    inset = np.asarray(
+        page.evaluate(
+            """() => { const c = document.querySelector('#depth-inset');
+                       return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }"""
+        ),
+        np.float64,
+    ).reshape(64, 128, 4)[..., 0]
+    files = bridge.writer.find(job_id)
+    assert files is not None
+    depth = read_depth16(files.depth).astype(np.float64)
+    rows, columns = (np.arange(64) * 128) // 64, (np.arange(128) * 256) // 128
+    expected = np.round(255 * depth[np.ix_(rows, columns)] / 65535)
+    assert np.abs(inset - expected).max() <= 1
+
+
+def test_empty_hints_on_a_fresh_bridge_go_when_a_world_arrives(start_bridge: Start, open_page: OpenPage) -> None:
+    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
+    page = open_page(bridge)
+    assert page.locator("#empty-hint").is_visible() and page.locator("#history-hint").is_visible()
+    assert page.locator("#depth-box").is_hidden()
+    _generate(page, "the first world", steps=2)
+    page.wait_for_function("window.ldm3d.drawn.length > 0", timeout=60000)
+    assert page.locator("#empty-hint").is_hidden() and page.locator("#history-hint").is_hidden()
+    assert page.locator("#depth-box").is_visible()
+
+
+def test_a_double_tapped_generate_sends_one_job(
+    start_bridge: Start, open_page: OpenPage, load_tiny: Callable[[str], Any]
+) -> None:
+    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128,
+                          engine_factory=lambda: SlowSteps(load_tiny("tiny-pano"), 0.2))  # fmt: skip
+    page = open_page(bridge, has_touch=True)
+    _generate(page, "one world", steps=30)
+    page.tap("#go")  # within the second: the same request, sent once
+    page.wait_for_selector("#errors li:has-text('runs next')")
+    page.wait_for_timeout(1200)
+    assert page.locator("#errors li:has-text('accepted')").count() == 1
+    page.tap("#go")  # a second later it is a new request
+    page.wait_for_function("document.querySelectorAll('#errors li.info code').length >= 2")
+    assert page.locator("#errors li:has-text('accepted')").count() == 2
+    page.click("#queue li:not(.running) button")
+    page.click("#cancel")
+    _wait_idle(bridge)
+
+
+def test_cancel_says_cancelling_at_once_and_a_job_shows_its_estimate_and_its_decode(
+    start_bridge: Start, open_page: OpenPage, load_tiny: Callable[[str], Any]
+) -> None:
+    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128,
+                          engine_factory=lambda: SlowSteps(load_tiny("tiny-pano"), 0.2))  # fmt: skip
+    page = open_page(bridge)
+    page.evaluate(
+        """window.texts = [];
+           const text = document.querySelector('#progress-text');
+           new MutationObserver(() => window.texts.push(text.textContent))
+             .observe(text, {childList: true, characterData: true, subtree: true});"""
+    )
+    _generate(page, "a measured world", steps=6)
+    page.wait_for_function("window.ldm3d.drawn.length > 0", timeout=60000)
+    texts = page.evaluate("window.texts")
+    assert any("left" in t and "step" in t for t in texts), texts  # its own pace, once two steps are in
+    assert any("decoding and writing" in t for t in texts), texts
+    _generate(page, "a world to stop", steps=150)
+    page.wait_for_selector("#queue li.running")
+    page.wait_for_function("document.querySelector('#progress-text').textContent.includes('about')", timeout=10000)
+    page.click("#cancel")
+    assert "cancelling" in page.inner_text("#progress-text")  # at once, before the bridge answers
+    assert page.is_disabled("#cancel")
+    page.wait_for_selector("#errors li:has-text('was cancelled')", timeout=15000)
+    page.wait_for_function("!document.querySelector('#cancel').disabled")
+    assert page.inner_text("#cancel") == "Cancel"

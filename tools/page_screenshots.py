@@ -4,8 +4,9 @@
 
 A real bridge on loopback holds three worlds made from bench/make_doc_images.py's synthetic
 scene (the tiny model's pictures are noise); Chromium (tests/browser.py) shows the page on a
-tablet in landscape (1180×820) and a phone in portrait (390×844), written to
-docs/images/page-tablet.png and docs/images/page-phone.png.
+tablet in landscape (1180×820), a phone in portrait (390×844) and a desktop (1440×900), written
+to docs/images/page-tablet.png, page-phone.png and page-desktop.png; then the viewer alone at two
+eye positions, the centre and Orbit (docs/images/view-centre.png, view-orbit.png).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +45,12 @@ def main() -> None:
         playwright = sync_playwright().start()
         browser = launch(playwright)
         try:
-            for name, size, mobile in (("page-tablet", (1180, 820), False), ("page-phone", (390, 844), True)):
+            sizes = (
+                ("page-tablet", (1180, 820), False),
+                ("page-phone", (390, 844), True),
+                ("page-desktop", (1440, 900), False),
+            )
+            for name, size, mobile in sizes:
                 context = browser.new_context(viewport={"width": size[0], "height": size[1]}, has_touch=True,
                                               is_mobile=mobile)  # fmt: skip
                 page = context.new_page()
@@ -56,12 +63,26 @@ def main() -> None:
                               {"yaw": -1.75, "pitch": -0.12})  # fmt: skip
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(OUT / f"{name}.png"))
+                if name == "page-desktop":
+                    _eye_positions(page)
                 context.close()
                 print(f"wrote {OUT / name}.png")
         finally:
             browser.close()
             playwright.stop()
             bridge.stop()
+
+
+def _eye_positions(page: Any) -> None:
+    """The viewer from its centre, then with Orbit on (the eye stepped back half the radius)."""
+    page.evaluate("v => { Object.assign(window.ldm3d.viewer, v); window.ldm3d.viewer.dirty = true; }",
+                  {"yaw": -2.2, "pitch": -0.1})  # fmt: skip
+    page.wait_for_timeout(500)
+    page.locator("#view").screenshot(path=str(OUT / "view-centre.png"))
+    page.click("#orbit")
+    page.wait_for_timeout(500)
+    page.locator("#view").screenshot(path=str(OUT / "view-orbit.png"))
+    print(f"wrote {OUT / 'view-centre.png'} and view-orbit.png")
 
 
 if __name__ == "__main__":

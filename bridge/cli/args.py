@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="input_dirs",
         metavar="DIR",
-        help="a folder /ldm3d/img2img may read images from (repeat)",
+        help="a folder clients may name files in (repeat): images for /ldm3d/img2img and /ldm3d/depth, "
+        "cue files for /ldm3d/show/load",
     )
 
     gen = sub.add_parser("generate", help="one job through the engine and writer, no server")
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     pregen.add_argument("file", help="a cue file (.toml)")
     _model_flags(pregen)
     pregen.add_argument("--upscale-model", help="the upscaler for cues with upscale = true (ldm3d-sr)")
+    pregen.add_argument(
+        "--config", help="the serving bridge's TOML settings file: the same model, device and folder (flags win)"
+    )
 
     demo = sub.add_parser("demo", help="offline demo: serve tiny-pano, send a prompt over OSC, print the result")
     demo.add_argument("--output", default="ldm3d-out", help="output folder (default ./ldm3d-out)")

@@ -32,7 +32,8 @@ def as_int(value: Arg, what: str) -> int:
     if not isinstance(value, int):
         raise BadArguments(f"{what} must be a number, got {describe(value)}")
     if not INT_MIN <= value <= INT_MAX:
-        raise BadArguments(f"{what} {value:.6g} is out of range; integers here fit in 32 bits")
+        shown = str(value) if abs(value) < 10**15 else f"{value:.3g}"  # a seed reads as typed, not as 1e+11
+        raise BadArguments(f"{what} {shown} is out of range; whole numbers here go from {INT_MIN} to {INT_MAX}")
     return value
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.errors import WriteFailed
+from bridge.errors import OutputParentMissing, WriteFailed
 from bridge.output.formats import DEFAULT_FORMAT, Format, check_format, encode_jpeg, texture
 from bridge.output.job_ids import JOB_ID_PATTERN, JOB_ID_RE
 from bridge.output.lock import FolderLock
@@ -154,7 +154,14 @@ class TextureWriter:
     def prepare(self) -> None:
         """Create the root, take its lock (FolderInUse if another bridge has it), and remove this
         bridge's own leftovers of a crashed run: staging folders and temporary files, nothing else."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir():
+            if not self.root.parent.is_dir():
+                raise OutputParentMissing(
+                    f"output folder {self.root}: {self.root.parent} does not exist (a typo?); create it first "
+                    "or choose another --output"
+                )
+            self.root.mkdir(exist_ok=True)
+            logger.info("created the output folder %s", self.root)
         self._lock.acquire()
         for entry in self.root.iterdir():
             if _OWN_STAGING.match(entry.name) and entry.is_dir():

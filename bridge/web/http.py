@@ -130,6 +130,8 @@ class WebServer:
             loop.run_until_complete(site.start())
         except Exception as exc:  # noqa: BLE001 - reported to start()
             self._error = exc
+            if self._page is not None:  # its start-up task runs already: end it before the loop closes
+                loop.run_until_complete(self._page.close_pages())
             loop.run_until_complete(runner.cleanup())
             loop.close()
             self._started.set()

@@ -37,9 +37,12 @@ class Outbox:
         """``ws`` is gone: drop its count."""
         self._backlog.pop(ws, None)
 
-    def cancel(self) -> None:
-        for task in list(self._tasks):
+    async def cancel(self) -> None:
+        """Cancel every task it holds and wait for them to end (none is left pending on a closing loop)."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, ws: web.WebSocketResponse, data: str | bytes) -> None:
         try:

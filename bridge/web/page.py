@@ -119,7 +119,7 @@ class PageHub:
     async def close_pages(self) -> None:
         for ws in list(self._pages.values()):
             await ws.close()
-        self._outbox.cancel()
+        await self._outbox.cancel()
 
     # -- from the bridge's threads ---------------------------------------------------------
 

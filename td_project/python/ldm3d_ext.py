@@ -6,7 +6,8 @@ runs here; the bridge does that in its own process.
 
 Custom parameters on the Base COMP: Bridgehost, Bridgeport, Listenport, Crossfade (read at
 each switch, and the Blackout fade time), Hold, Blackout (fades the GLSL MAT's uBrightness to 0),
-Strength, Baseradius, Eyeseparation, Domepitch, Token (optional shared secret). A performer's
+Strength, Baseradius, Eyeseparation, Eyeoffset (steps the flat camera back from the centre, a fraction
+of Baseradius: the depth shows as parallax), Domepitch, Token (optional shared secret). A performer's
 tablet sets Crossfade, Hold, Blackout and Strength through the bridge (/ldm3d/display/...).
 """
 

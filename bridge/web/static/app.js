@@ -10,7 +10,13 @@ const page = {
   token: localStorage.getItem(TOKEN_KEY) || "", ws: null, nextId: 1, boot: null, heartbeat: 2, lastBeat: 0,
   retry: 0, hello: null, status: null, history: [], onScreen: null, live: true, viewer: null,
   drawn: [], arrived: [],  // when worlds were first drawn and events arrived (bench/web_page.py reads them)
+  lastSent: { key: "", at: 0 },  // the double-tap guard
+  timing: {},  // job id → {first: ms at its first progress, firstStep, lastStepAt, total}
+  secondsPerStep: [], decodeSeconds: [],  // of recent jobs seen here: the estimates
+  cancelling: null,  // the job whose cancel was asked for, until it ends
 };
+const SAME_REQUEST_MS = 1000;  // the same request twice within this is a double tap: sent once
+const RECENT = 5;  // jobs the estimates average over
 window.ldm3d = page;  // for the curious operator (and the tests)
 
 function withToken(url) {
@@ -20,8 +26,12 @@ function withToken(url) {
 const fetchWithToken = (url) => fetch(url, page.token ? { headers: { "X-Ldm3d-Token": page.token } } : {});
 
 function send(address, ...args) {
-  if (!page.ws || page.ws.readyState !== WebSocket.OPEN) { note("offline", "the bridge is not connected; try again in a moment"); return; }
+  if (!page.ws || page.ws.readyState !== WebSocket.OPEN) { note("offline", "the bridge is not connected; try again in a moment"); return false; }
+  const key = JSON.stringify([address, args]), now = Date.now();
+  if (key === page.lastSent.key && now - page.lastSent.at < SAME_REQUEST_MS) return false;  // a double tap
+  page.lastSent = { key, at: now };
   page.ws.send(JSON.stringify({ id: page.nextId++, address, args }));
+  return true;
 }
 
 // -- messages shown to the operator -------------------------------------------------------
@@ -32,6 +42,8 @@ function note(code, message, kind = "error") {
   const c = document.createElement("code");
   c.textContent = code;
   li.append(c, " ", message);
+  li.title = "tap to dismiss";
+  li.onclick = () => li.remove();
   $("errors").prepend(li);
   while ($("errors").children.length > 5) $("errors").lastChild.remove();
   setTimeout(() => li.remove(), kind === "error" ? 30000 : 8000);
@@ -104,11 +116,13 @@ function event(address, args, m) {
       break;
     case "/ldm3d/progress": {
       const [id, step, total] = args;
+      timeStep(id, step, total);
       const first = page.status?.running?.[0];  // with several workers: the bar follows the earliest job
       if (!first || first.id === id) progress(step, total, id);
       break;
     }
     case "/ldm3d/ready":
+      timeDone(args[0]);
       // Only a job that ran fills the bar, and only for a moment: a recall or a cue ran nothing.
       if (page.status?.running?.some((job) => job.id === args[0])) progress(1, 1);
       if (m.world) {
@@ -119,9 +133,13 @@ function event(address, args, m) {
       }
       break;
     case "/ldm3d/error":
+      if (args[0] && page.cancelling === args[0]) cancelled();
+      delete page.timing[args[0]];
       note(args[1], (args[0] ? `job ${args[0]}: ` : "") + args[2]);
       break;
     case "/ldm3d/cancelled":
+      delete page.timing[args[0]];
+      if (page.cancelling === args[0]) cancelled();
       note("cancelled", `job ${args[0]} was cancelled`, "info");
       break;
     case "/ldm3d/warning":
@@ -146,19 +164,66 @@ function lamp() {
 }
 setInterval(lamp, 500);
 
+// -- progress, its phases and the estimates ---------------------------------------------------
+
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const remember = (list, value) => { list.push(value); if (list.length > RECENT) list.shift(); };
+const seconds = (s) => (s < 10 ? s.toFixed(1) : Math.round(s).toString()) + " s";
+
+function timeStep(id, step, total) {
+  const now = Date.now(), t = page.timing[id];
+  if (!t) { page.timing[id] = { first: now, firstStep: step, lastStepAt: now, total }; return; }
+  t.lastStepAt = now;
+  if (step >= total && step > t.firstStep) remember(page.secondsPerStep, (now - t.first) / 1000 / (step - t.firstStep));
+}
+
+function timeDone(id) {
+  const t = page.timing[id];
+  if (t) { remember(page.decodeSeconds, (Date.now() - t.lastStepAt) / 1000); delete page.timing[id]; }
+}
+
+/** Seconds left for job `id` at `step` of `total`: its own pace so far, else recent jobs'; null without either. */
+function estimate(id, step, total) {
+  const t = page.timing[id];
+  const own = t && step > t.firstStep ? (t.lastStepAt - t.first) / 1000 / (step - t.firstStep) : null;
+  const pace = own ?? (page.secondsPerStep.length ? mean(page.secondsPerStep) : null);
+  if (pace === null) return null;
+  return (total - step) * pace + (page.decodeSeconds.length ? mean(page.decodeSeconds) : 0);
+}
+
+const isRunning = (id) => Boolean(page.status?.running?.some((job) => job.id === id));
+
 function progress(step, total, id) {
   const fraction = total ? step / total : 0;
   $("bar").style.width = `${Math.round(fraction * 100)}%`;
   page.progressAt = Date.now();
-  // A full bar is a job's last step: it empties a moment later unless another job moves it meanwhile.
-  if (total && step >= total) setTimeout(() => { if (Date.now() - page.progressAt >= 1000) progress(0, 0); }, 1200);
-  $("progress-text").textContent = total && step < total ? `${id ?? ""} step ${step} of ${total}` : "";
+  let text = "";
+  if (id && page.cancelling === id) text = `${id}: cancelling…`;
+  else if (total && step < total) {
+    const left = estimate(id, step, total);
+    text = `${id ?? ""} step ${step} of ${total}` + (left === null ? "" : ` · about ${seconds(left)} left`);
+  } else if (total && id) {
+    const decode = page.decodeSeconds.length ? ` · about ${seconds(mean(page.decodeSeconds))}` : "";
+    text = `${id}: decoding and writing…${decode}`;
+  }
+  $("progress-text").textContent = text;
+  // A full bar is a job's last step: the job then decodes and writes its world; the bar empties once
+  // it no longer runs (checked a moment later: its status can arrive before its last step's event).
+  if (total && step >= total) {
+    const check = () => {
+      if (Date.now() - page.progressAt < 1000) return;  // another job moved the bar meanwhile
+      if (id && isRunning(id)) { setTimeout(check, 500); return; }
+      progress(0, 0);
+    };
+    setTimeout(check, 1200);
+  }
 }
 
 function status(s) {
   page.status = s;
   const w = s.workers;
   $("state").textContent = w && w.total > 1 ? `${s.state} · workers ${w.alive}/${w.total}` : s.state;
+  if (page.cancelling && !isRunning(page.cancelling) && !s.queue.some((job) => job.id === page.cancelling)) cancelled();
   if (!s.running.length) progress(0, 0);
   const q = $("queue");
   q.replaceChildren();
@@ -172,7 +237,8 @@ function status(s) {
     text.textContent = `${job.running ? "▶ " : ""}${job.background ? "(pre-generation) " : ""}${job.prompt}`;
     text.title = `${job.id} · ${job.kind}`;
     const b = document.createElement("button");
-    b.type = "button"; b.textContent = "Cancel"; b.onclick = () => send("/ldm3d/cancel", job.id);
+    b.type = "button"; b.textContent = "Cancel"; b.onclick = () => cancel(job.id);
+    if (page.cancelling === job.id) { b.textContent = "Cancelling…"; b.disabled = true; }
     li.append(text, b);
     q.append(li);
   }
@@ -203,24 +269,39 @@ function renderShow(show) {
   }
 }
 
+const ARM_MS = 3000;  // "Put live" asks for a second tap within this
+
 function renderHistory() {
   const box = $("history");
   box.replaceChildren();
+  $("history-hint").hidden = page.history.length > 0;
   for (const w of page.history) {
-    const card = document.createElement("button");
-    card.type = "button";
+    const card = document.createElement("div");
     card.className = "card" + (w.job_id === page.onScreen ? " on-screen" : "");
     card.dataset.job = w.job_id;
-    card.title = `recall ${w.job_id} onto the dome`;
+    const open = document.createElement("button");
+    open.type = "button"; open.className = "open"; open.title = "look at it here only (not on the dome)";
     const img = document.createElement("img");
     img.src = withToken(w.thumb); img.alt = w.prompt; img.loading = "lazy";
     const label = document.createElement("span");
     label.textContent = w.prompt || w.job_id;
-    const look = document.createElement("span");
-    look.className = "look"; look.textContent = "look"; look.title = "look around here only (not on the dome)";
-    look.onclick = (e) => { e.stopPropagation(); page.live = false; $("live").hidden = false; showWorld(w); };
-    card.onclick = () => send("/ldm3d/recall", w.job_id);
-    card.append(img, label, look);
+    open.append(img, label);
+    open.onclick = () => { page.live = false; $("live").hidden = false; showWorld(w); };
+    const live = document.createElement("button");
+    live.type = "button"; live.className = "live";
+    live.textContent = w.job_id === page.onScreen ? "On the dome" : "Put live";
+    live.title = `put ${w.job_id} on the dome, for everyone (tap twice)`;
+    live.onclick = () => {
+      if (!live.classList.contains("armed")) {
+        live.classList.add("armed"); live.textContent = "Tap again: on the dome";
+        setTimeout(() => { if (live.isConnected) { live.classList.remove("armed"); live.textContent = "Put live"; } }, ARM_MS);
+        return;
+      }
+      live.classList.remove("armed"); live.textContent = "Putting live…";
+      page.live = true; $("live").hidden = true;  // this page follows the dome again
+      send("/ldm3d/recall", w.job_id);
+    };
+    card.append(open, live);
     box.append(card);
   }
 }
@@ -228,6 +309,7 @@ function renderHistory() {
 async function showWorld(world, sentAt) {
   if (!page.viewer) return;
   page.onScreen = page.live ? world.job_id : page.onScreen;
+  $("empty-hint").hidden = true;
   $("world-label").textContent = `${page.live ? "on screen" : "preview, not on the dome"}: ${world.prompt} · ${world.width}×${world.height} · seed ${world.seed}`;
   try {
     world.sentAt = sentAt;
@@ -263,7 +345,22 @@ $("generate").addEventListener("submit", (e) => {
   if (Number($("seed").value) >= 0) options.push("seed", Number($("seed").value));
   send("/ldm3d/generate", $("prompt").value, ...options);
 });
-$("cancel").onclick = () => send("/ldm3d/cancel");
+function cancel(id) {
+  if (!send("/ldm3d/cancel", ...(id ? [id] : []))) return;
+  const target = id ?? page.status?.running?.[0]?.id ?? null;
+  if (!target) return;  // nothing runs: the bridge cancels the newest waiting job and says which
+  page.cancelling = target;
+  $("cancel").disabled = true; $("cancel").textContent = "Cancelling…";
+  if (isRunning(target)) progress(Number.parseFloat($("bar").style.width) || 0, 100, target);
+  status(page.status);
+}
+
+function cancelled() {
+  page.cancelling = null;
+  $("cancel").disabled = false; $("cancel").textContent = "Cancel";
+}
+
+$("cancel").onclick = () => cancel();
 $("cue-go").onclick = () => send("/ldm3d/cue/go");
 $("cue-back").onclick = () => send("/ldm3d/cue/back");
 $("live").onclick = () => {
@@ -272,6 +369,18 @@ $("live").onclick = () => {
   if (w) showWorld(w);
 };
 $("strength").addEventListener("input", () => { if (page.viewer) page.viewer.strength = Number($("strength").value); });
+$("orbit").onclick = () => {
+  const on = $("orbit").getAttribute("aria-pressed") !== "true";
+  $("orbit").setAttribute("aria-pressed", String(on));
+  page.viewer?.setOrbit(on);
+};
+$("reset-view").onclick = () => {
+  page.viewer?.reset();
+  $("orbit").setAttribute("aria-pressed", "false");
+};
+$("view").tabIndex = 0;  // the keys work once the view has the focus (a click on it gives it)
+$("view").addEventListener("keydown", (e) => { if (page.viewer?.key(e.key)) e.preventDefault(); });
+$("viewer").addEventListener("pointerdown", () => $("view").focus({ preventScroll: true }));
 $("gyro").onclick = async () => {
   const on = $("gyro").classList.toggle("primary");
   if (!(await page.viewer.gyro(on)) && on) { $("gyro").classList.remove("primary"); note("gyro", "this device gives no orientation", "info"); }
@@ -283,8 +392,10 @@ async function start() {
   try {
     const source = await (await fetch("/ui/ldm3d_displace.glsl")).text();
     page.viewer = new Viewer($("viewer"), source);
+    page.viewer.inset = $("depth-inset");
     page.viewer.onDrawn = (world) => {
       page.drawn.push({ job_id: world.job_id, sentAt: world.sentAt, at: Date.now() });
+      $("depth-box").hidden = false;
       if (page.drawn.length > 100) page.drawn.shift();
     };
   } catch (err) {

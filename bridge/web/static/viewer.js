@@ -7,6 +7,11 @@
 import * as THREE from "three";
 
 const COLUMNS = 256, ROWS = 128, BASE_RADIUS = 10;
+// Orbit: the eye steps back from the centre along the view, so it swings around the centre as it
+// turns and sees the displaced walls from off-centre, where depth shows as parallax. Distances are
+// in units of the base radius; the eye stays inside the world.
+export const ORBIT = { start: 0.5, min: 0.1, max: 0.9, step: 0.05 };
+const TURN = 0.05;  // radians a key press turns
 
 const VERTEX_MAIN = `
 uniform sampler2D uDepthA;
@@ -57,6 +62,19 @@ export function depthFloats(buffer, width, height) {
   return out;
 }
 
+/** The depth map as grey (near = white), top row first, on a 2D canvas: the page's depth inset. */
+export function drawDepth(canvas, floats, width, height) {
+  const w = canvas.width, h = canvas.height, image = canvas.getContext("2d").createImageData(w, h);
+  for (let y = 0; y < h; y++) {
+    const row = height - 1 - Math.floor(y * height / h);  // floats are bottom row first
+    for (let x = 0; x < w; x++) {
+      const v = Math.round(255 * floats[row * width + Math.floor(x * width / w)]), i = 4 * (y * w + x);
+      image.data[i] = image.data[i + 1] = image.data[i + 2] = v; image.data[i + 3] = 255;
+    }
+  }
+  canvas.getContext("2d").putImageData(image, 0, 0);
+}
+
 function depthTexture(floats, width, height) {
   const t = new THREE.DataTexture(floats, width, height, THREE.RedFormat, THREE.FloatType);
   t.minFilter = t.magFilter = THREE.NearestFilter;
@@ -84,6 +102,9 @@ export class Viewer {
     this.camera = new THREE.PerspectiveCamera(75, 1, 0.05, 100);
     this.camera.rotation.order = "YXZ";
     this.yaw = 0; this.pitch = 0; this.orientation = null;
+    this.orbit = 0; this.orbitDistance = ORBIT.start;  // 0: at the centre, as TouchDesigner's flat view
+    this.inset = null;  // a 2D canvas that gets the depth map of each world shown
+    this._forward = new THREE.Vector3();
     const blankDepth = depthTexture(new Float32Array([0.5]), 1, 1);
     const blankRgb = new THREE.DataTexture(new Uint8Array([24, 24, 28, 255]), 1, 1);
     blankRgb.needsUpdate = true;
@@ -116,6 +137,36 @@ export class Viewer {
 
   set strength(value) { this.uniforms.uStrength.value = value; this.dirty = true; }
 
+  /** Orbit on (the eye steps back from the centre by orbitDistance × the radius) or off (the centre). */
+  setOrbit(on) { this.orbit = on ? this.orbitDistance : 0; this.dirty = true; return on; }
+
+  /** Back to the centre, looking ahead, at the start zoom. */
+  reset() {
+    this.yaw = 0; this.pitch = 0; this.orientation = null; this.orbit = 0; this.orbitDistance = ORBIT.start;
+    this.camera.fov = 75; this.camera.updateProjectionMatrix(); this.dirty = true;
+  }
+
+  /** A key press (arrow keys and WASD turn; + and - step the orbit's eye in and out). True if handled. */
+  key(name) {
+    const turns = { ArrowLeft: [-1, 0], a: [-1, 0], ArrowRight: [1, 0], d: [1, 0], ArrowUp: [0, -1], w: [0, -1], ArrowDown: [0, 1], s: [0, 1] };
+    if (turns[name]) {
+      const [dy, dp] = turns[name];
+      this.yaw += dy * TURN; this.pitch = Math.max(-1.5, Math.min(1.5, this.pitch + dp * TURN));
+      this.orientation = null; this.dirty = true;
+      return true;
+    }
+    if (this.orbit && (name === "+" || name === "=" || name === "-")) {
+      this._orbitBy(name === "-" ? -ORBIT.step : ORBIT.step);
+      return true;
+    }
+    return false;
+  }
+
+  _orbitBy(delta) {
+    this.orbitDistance = Math.max(ORBIT.min, Math.min(ORBIT.max, this.orbitDistance + delta));
+    this.orbit = this.orbitDistance; this.dirty = true;
+  }
+
   /** Fetch a world's textures and crossfade to it. `fetcher(url)` adds the token. */
   async show(world, fetcher) {
     const [rgbBlob, depthBuffer] = await Promise.all([
@@ -134,6 +185,7 @@ export class Viewer {
     u.uMix.value = this.world ? 0 : 1;
     this.fade = this.world ? { start: performance.now() } : null;
     this.world = world;
+    if (this.inset) drawDepth(this.inset, floats, world.width, world.height);
     this._drawnPending = world;
     this.dirty = true;
   }
@@ -149,6 +201,8 @@ export class Viewer {
     this.dirty = false;
     this.camera.rotation.set(this.pitch, this.yaw, 0);
     if (this.orientation) this.camera.quaternion.copy(this.orientation);
+    this._forward.set(0, 0, -1).applyQuaternion(this.camera.quaternion);
+    this.camera.position.copy(this._forward).multiplyScalar(-this.orbit * BASE_RADIUS);
     this.renderer.render(this.scene, this.camera);
     if (this._drawnPending && this.onDrawn) { const w = this._drawnPending; this._drawnPending = null; this.onDrawn(w); }
   }
@@ -174,7 +228,8 @@ export class Viewer {
       if (pointers.size === 2) {
         const [p, q] = [...pointers.values()];
         const d = Math.hypot(p[0] - q[0], p[1] - q[1]);
-        if (pinch) this._zoom(pinch / d);
+        if (pinch && this.orbit) this._orbitBy((pinch - d) * 0.002);
+        else if (pinch) this._zoom(pinch / d);
         pinch = d;
         return;
       }
@@ -187,7 +242,10 @@ export class Viewer {
     const up = (e) => { pointers.delete(e.pointerId); pinch = null; };
     c.addEventListener("pointerup", up);
     c.addEventListener("pointercancel", up);
-    c.addEventListener("wheel", (e) => { e.preventDefault(); this._zoom(Math.exp(e.deltaY * 0.001)); }, { passive: false });
+    c.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      if (this.orbit) this._orbitBy(e.deltaY * 0.0005); else this._zoom(Math.exp(e.deltaY * 0.001));
+    }, { passive: false });
   }
 
   _zoom(factor) {
