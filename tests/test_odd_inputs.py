@@ -57,7 +57,7 @@ def inputs(tmp_path: Path) -> Path:
         ("/ldm3d/seed", (1e30,), "bad_arguments", "out of range"),
         ("/ldm3d/size", (1e20, 1e20), "bad_arguments", "out of range"),
         ("/ldm3d/steps", (2**40,), "bad_arguments", "1099511627776 is out of range; whole numbers here go from"),
-        ("/ldm3d/generate", ("p", "seed", 1e11), "bad_arguments", "seed' 100000000000 is out of range"),
+        ("/ldm3d/generate", ("p", "seed", 10**11), "bad_arguments", "seed' 100000000000 is out of range"),
         ("/ldm3d/img2img", ("a" * 300 + ".png", "p"), "bad_arguments", "too long"),
         ("/ldm3d/img2img", ("d/" * 2500 + "x.png", "p"), "bad_arguments", "too long"),
         ("/ldm3d/img2img", ("bomb.png", "p"), "bad_arguments", "images up to"),
