@@ -626,3 +626,73 @@ def test_a_pregeneration_job_cancelled_while_it_waits_still_reports_its_end(
     while not ended and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ended == ["/ldm3d/cancelled"]
+
+
+LOOP_WITH_A_BAD_CUE = """\
+name = "Never stops"
+loop = true
+fallback = "0"
+
+[[cue]]
+number = "0"
+prompt = "a quiet harbour"
+seed = 1
+steps = 1
+width = 64
+height = 64
+duration = 0.5
+continue = "follow"
+
+[[cue]]
+number = "1"
+prompt = "a reef"
+seed = 2
+steps = 1
+width = 64
+height = 64
+duration = 0.5
+continue = "follow"
+
+[[cue]]
+number = "2"
+prompt = "a world the model refuses"
+seed = 3
+steps = 1
+width = 4096
+height = 64
+duration = 0.5
+continue = "follow"
+"""
+
+
+def test_an_unattended_loop_goes_on_past_a_failing_cue_and_then_skips_it(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
+) -> None:
+    """A cue that fails (here: a size the model refuses) shows the fallback, then the loop moves on
+    after the cue's duration; after show_skip_after failures in a row GO and auto-follow pass it by."""
+    (show_dir / "bad.toml").write_text(LOOP_WITH_A_BAD_CUE)
+    bridge = start_bridge(input_dirs=(str(show_dir),), show_skip_after=2)
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "bad.toml")
+    steps: list[tuple[object, object]] = []
+    skipped = False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = _state(client)
+        if state[2] in ("shown", "failed") and (not steps or steps[-1] != state[1:3]):
+            steps.append(state[1:3])
+        skipped = skipped or state[8] == 1
+        if skipped and steps.count(("1", "shown")) >= 4:
+            break
+    failed = [i for i, step in enumerate(steps) if step == ("2", "failed")]
+    assert len(failed) == 2, steps  # it failed twice, and the loop went on each time…
+    assert all(steps[i + 1] == ("0", "shown") for i in failed), steps  # …to the next cue (wrapping)
+    after = steps[failed[-1] + 1 :]
+    assert ("2", "failed") not in after and ("2", "rendering") not in after, steps  # then skipped
+    assert after.count(("1", "shown")) >= 2, steps  # and the loop still runs
+    client.send("/ldm3d/cue", "1")
+    assert _state_where(client, lambda s: s[1] == "1")[3] == "0"  # what comes after "1" is "0" now
+    assert [cue["skipped"] for cue in bridge.shows.cues()] == [False, False, True]  # the page marks it
+    client.send("/ldm3d/show/load", "bad.toml")  # loading it again forgives
+    assert _state_where(client, lambda s: s[1] == "0")[8] == 0

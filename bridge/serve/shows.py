@@ -74,6 +74,8 @@ class ShowDesk:
         self._rendered: set[str] | None = None
         #: Scene keys a live job is rendering (cues shown before their scenes were made).
         self._live: set[str] = set()
+        #: Cue number → its failures in a row (since the show was loaded; a success clears it).
+        self._failures: dict[str, int] = {}
 
     # -- commands ------------------------------------------------------------
 
@@ -134,11 +136,12 @@ class ShowDesk:
             self._announce_state(sender)
 
     def state_args(self) -> tuple[Arg, ...]:
-        """``/ldm3d/show/state``: show, current cue, its state, next cue, scenes rendered, total, looping, running."""
+        """``/ldm3d/show/state``: show, current cue, its state, next cue, scenes rendered, total, looping, running,
+        cues skipped (failed ``show_skip_after`` times in a row)."""
         with self._lock:
             show = self.show
             if show is None:
-                return ("", "", "", "", 0, 0, 0, 0)
+                return ("", "", "", "", 0, 0, 0, 0, 0)
             keys = {self._key(c) for c in show.cues} if self._engine() is not None else set()
             rendered = self._rendered_keys() or set()
             current = show.cues[self.current].number if self.current is not None else ""
@@ -152,6 +155,7 @@ class ShowDesk:
                 len(keys) if keys else len(show.cues),
                 int(show.loop),
                 int(self.running),
+                len(self.skipped()),
             )
 
     def cues(self) -> list[dict[str, object]]:
@@ -161,12 +165,14 @@ class ShowDesk:
             if show is None:
                 return []
             rendered = self._rendered_keys()
+            skipped = set(self.skipped())
             return [
                 {
                     "number": cue.number,
                     "name": cue.name,
                     "rendered": rendered is not None and self._key(cue) in rendered,
                     "current": index == self.current,
+                    "skipped": cue.number in skipped,
                 }
                 for index, cue in enumerate(show.cues)
             ]
@@ -197,7 +203,8 @@ class ShowDesk:
                 return
             cue = show.cues[self.current]
             due = cue.duration is not None and now - self._shown_at >= cue.duration
-            if self.running and cue.follow and self.cue_state == "shown" and due:
+            # A failed cue (the fallback on screen) moves on like a shown one: a loop never stops by itself.
+            if self.running and cue.follow and self.cue_state in ("shown", "failed") and due:
                 following = self._next(1)
                 if following is not None:
                     self._show(following, None)
@@ -221,7 +228,12 @@ class ShowDesk:
         return engine
 
     def _use(self, show: Show) -> None:
-        self.show, self._keys, self._rendered = show, {}, None
+        self.show, self._keys, self._rendered, self._failures = show, {}, None, {}
+
+    def skipped(self) -> list[str]:
+        """The cues GO and auto-follow pass over: failed ``show_skip_after`` times in a row."""
+        limit = self._settings.show_skip_after
+        return [number for number, count in self._failures.items() if count >= limit]
 
     def _key(self, cue: Cue) -> str:
         key = self._keys.get(cue.number)
@@ -240,10 +252,17 @@ class ShowDesk:
         show = self.show
         if show is None or self.current is None:
             return None
-        index = self.current + step
-        if 0 <= index < len(show.cues):
-            return index
-        return index % len(show.cues) if show.loop else None
+        skipped = set(self.skipped())
+        index = self.current
+        for _ in range(len(show.cues)):  # past the cues that keep failing, at most once round
+            index += step
+            if not 0 <= index < len(show.cues):
+                if not show.loop:
+                    return None
+                index %= len(show.cues)
+            if show.cues[index].number not in skipped:
+                return index
+        return None
 
     def _show(self, index: int, sender: Address | None) -> None:
         show = self._loaded()
@@ -287,11 +306,20 @@ class ShowDesk:
             show = self.show
             if show is None or self.current is None or self._key(show.cues[self.current]) != key:
                 return  # the show moved on meanwhile
+            number = show.cues[self.current].number
+            self._shown_at = time.monotonic()  # its duration runs from now, shown or failed
             if address == "/ldm3d/ready":
                 self.cue_state = "shown"
-                self._shown_at = time.monotonic()  # its duration runs from now
+                self._failures.pop(number, None)
             else:
                 self.cue_state = "failed"
+                self._failures[number] = self._failures.get(number, 0) + 1
+                if self._failures[number] == self._settings.show_skip_after:
+                    logger.warning(
+                        "cue %s failed %d times in a row: GO and auto-follow skip it until the show is loaded again",
+                        number,
+                        self._failures[number],
+                    )
                 self._show_fallback()
             self._announce_state(None)
 
