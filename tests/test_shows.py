@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -696,3 +698,20 @@ def test_an_unattended_loop_goes_on_past_a_failing_cue_and_then_skips_it(
     assert [cue["skipped"] for cue in bridge.shows.cues()] == [False, False, True]  # the page marks it
     client.send("/ldm3d/show/load", "bad.toml")  # loading it again forgives
     assert _state_where(client, lambda s: s[1] == "0")[8] == 0
+
+
+def test_a_show_command_while_the_model_loads_says_not_ready(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path, load_tiny: Callable[[str], Any]
+) -> None:
+    loading = threading.Event()
+
+    def slow_load() -> Any:
+        loading.wait(30)
+        return load_tiny("tiny")
+
+    bridge = start_bridge(input_dirs=(str(show_dir),), engine_factory=slow_load, wait_ready=False)
+    client = client_for(bridge)
+    client.send("/ldm3d/show/load", "loop.toml")
+    error = client.wait_for(["/ldm3d/error"], 5)[-1]
+    loading.set()
+    assert error.args[1] == "not_ready" and "no worker has the model ready" in str(error.args[2])

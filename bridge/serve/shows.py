@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
-from bridge.errors import BridgeError, NoShow, NotSupported, UnknownCue
+from bridge.errors import BridgeError, NoShow, NotReady, NotSupported, UnknownCue
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
 from bridge.output.job_ids import new_job_id
@@ -221,7 +221,7 @@ class ShowDesk:
     def _engine_or_refuse(self) -> EngineLike:
         engine = self._engine()
         if engine is None:
-            raise BridgeError(
+            raise NotReady(
                 "no worker has the model ready (loading, or restarting); cues can be shown once one has "
                 "(see /ldm3d/state)"
             )
