@@ -130,6 +130,9 @@ class BridgeSettings:
     #: A show's cue that fails this many times in a row is skipped by GO and auto-follow until the show
     #: is loaded again (it can still be shown by its number).
     show_skip_after: int = 3
+    #: A cue file to load once the model is ready (``serve --show``): the show starts with the bridge. After a
+    #: restart the saved place (cue, running) wins, as for a show loaded over OSC.
+    show: str | None = None
 
     @property
     def devices(self) -> tuple[str, ...]:

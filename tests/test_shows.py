@@ -715,3 +715,33 @@ def test_a_show_command_while_the_model_loads_says_not_ready(
     error = client.wait_for(["/ldm3d/error"], 5)[-1]
     loading.set()
     assert error.args[1] == "not_ready" and "no worker has the model ready" in str(error.args[2])
+
+
+def test_serve_show_starts_the_show_with_the_bridge_and_a_restart_keeps_its_place(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
+) -> None:
+    """``serve --show FILE`` (the ``show`` setting): no input_dirs and no /ldm3d/show/load needed; once
+    the model is ready the fallback cue is on. After a restart the saved place wins over the file's start."""
+    show = show_dir / "loop.toml"
+    first = start_bridge(show=str(show))
+    client = client_for(first)
+    client.subscribe_self()
+    client.send("/ldm3d/show/state")
+    assert _state_where(client, lambda s: s[2] == "shown")[:2] == ("Test loop", "0")
+    client.send("/ldm3d/cue", "2.5")
+    _state_where(client, lambda s: s[1:3] == ("2.5", "shown"))
+    assert first.stop()
+    second = start_bridge(show=str(show))
+    client.target = second.address
+    client.send("/ldm3d/show/state")
+    assert _state_where(client, lambda s: s[2] == "shown")[:2] == ("Test loop", "2.5")
+
+
+def test_serve_show_with_a_mistake_stops_serve_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "s"\n[[cue]]\nnumber = 1\nprompt = "x"\nseed = 1\nsteps = 500\n')
+    assert main(["-q", "serve", "--show", str(bad), "--port", "0", "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"ldm3d-bridge: error: {bad}:6: steps 500 is out of range") and "\n" not in err

@@ -363,22 +363,31 @@ class ShowDesk:
         self._background[key] = self._render(cue, key, None, quiet=True, on_done=done)
 
     def _resume(self) -> None:
-        """After a restart: the saved show and cue, announced to the (restored) subscribers."""
+        """After a restart: the saved show and cue, announced to the (restored) subscribers. Without a
+        saved show, the ``show`` setting's cue file (``serve --show``) starts at its fallback (or first) cue."""
         state = self.library.load_state()
         source = state.get("show")
+        configured = Path(self._settings.show).resolve() if self._settings.show else None
+        if not source and configured is not None:
+            state, source = {"show": str(configured), "cue": None, "running": True}, str(configured)
         if not source:
             return
         try:
-            folders = [Path(d) for d in self._settings.input_dirs]
-            if not folders:
-                raise NotSupported("the bridge has no input_dirs now")
-            show = load_show(resolve_input_path(source, folders))  # still inside the input folders
+            if configured is not None and Path(str(source)) == configured:  # the operator's own file
+                show = load_show(configured)
+            else:
+                folders = [Path(d) for d in self._settings.input_dirs]
+                if not folders:
+                    raise NotSupported("the bridge has no input_dirs now")
+                show = load_show(resolve_input_path(source, folders))  # still inside the input folders
         except BridgeError as exc:
             logger.error("the saved show could not be loaded again: %s", exc)
             return
         self._use(show)
         self.running = bool(state.get("running", True))
         index = show.index(str(state.get("cue", ""))) if state.get("cue") is not None else None
+        if index is None and show.fallback is not None:
+            index = show.index(show.fallback)
         logger.info("resuming show %r at cue %s", show.name, state.get("cue"))
         self._show(index if index is not None else 0, None)
 
