@@ -127,6 +127,12 @@ class BridgeSettings:
     ray_workers: int = 1
     #: How long a worker may take to start and load its model (a Ray actor waits for a free GPU).
     worker_start_timeout_s: float = 900.0
+    #: A show's cue that fails this many times in a row is skipped by GO and auto-follow until the show
+    #: is loaded again (it can still be shown by its number).
+    show_skip_after: int = 3
+    #: A cue file to load once the model is ready (``serve --show``): the show starts with the bridge. After a
+    #: restart the saved place (cue, running) wins, as for a show loaded over OSC.
+    show: str | None = None
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -170,7 +176,7 @@ class BridgeSettings:
                 raise bad(name, "use a positive number")
         if self.reply_factor < 1:
             raise bad("reply_factor", "use at least 1 (a reply as large as its request)")
-        for name in ("client_jobs_burst", "reply_burst", "max_subscribers", "subscribers_per_host"):
+        for name in ("client_jobs_burst", "reply_burst", "max_subscribers", "subscribers_per_host", "show_skip_after"):
             if getattr(self, name) < 1:
                 raise bad(name, "use at least 1")
         try:

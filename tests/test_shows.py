@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -626,3 +628,120 @@ def test_a_pregeneration_job_cancelled_while_it_waits_still_reports_its_end(
     while not ended and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ended == ["/ldm3d/cancelled"]
+
+
+LOOP_WITH_A_BAD_CUE = """\
+name = "Never stops"
+loop = true
+fallback = "0"
+
+[[cue]]
+number = "0"
+prompt = "a quiet harbour"
+seed = 1
+steps = 1
+width = 64
+height = 64
+duration = 0.5
+continue = "follow"
+
+[[cue]]
+number = "1"
+prompt = "a reef"
+seed = 2
+steps = 1
+width = 64
+height = 64
+duration = 0.5
+continue = "follow"
+
+[[cue]]
+number = "2"
+prompt = "a world the model refuses"
+seed = 3
+steps = 1
+width = 4096
+height = 64
+duration = 0.5
+continue = "follow"
+"""
+
+
+def test_an_unattended_loop_goes_on_past_a_failing_cue_and_then_skips_it(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
+) -> None:
+    """A cue that fails (here: a size the model refuses) shows the fallback, then the loop moves on
+    after the cue's duration; after show_skip_after failures in a row GO and auto-follow pass it by."""
+    (show_dir / "bad.toml").write_text(LOOP_WITH_A_BAD_CUE)
+    bridge = start_bridge(input_dirs=(str(show_dir),), show_skip_after=2)
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "bad.toml")
+    steps: list[tuple[object, object]] = []
+    skipped = False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = _state(client)
+        if state[2] in ("shown", "failed") and (not steps or steps[-1] != state[1:3]):
+            steps.append(state[1:3])
+        skipped = skipped or state[8] == 1
+        if skipped and steps.count(("1", "shown")) >= 4:
+            break
+    failed = [i for i, step in enumerate(steps) if step == ("2", "failed")]
+    assert len(failed) == 2, steps  # it failed twice, and the loop went on each time…
+    assert all(steps[i + 1] == ("0", "shown") for i in failed), steps  # …to the next cue (wrapping)
+    after = steps[failed[-1] + 1 :]
+    assert ("2", "failed") not in after and ("2", "rendering") not in after, steps  # then skipped
+    assert after.count(("1", "shown")) >= 2, steps  # and the loop still runs
+    client.send("/ldm3d/cue", "1")
+    assert _state_where(client, lambda s: s[1] == "1")[3] == "0"  # what comes after "1" is "0" now
+    assert [cue["skipped"] for cue in bridge.shows.cues()] == [False, False, True]  # the page marks it
+    client.send("/ldm3d/show/load", "bad.toml")  # loading it again forgives
+    assert _state_where(client, lambda s: s[1] == "0")[8] == 0
+
+
+def test_a_show_command_while_the_model_loads_says_not_ready(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path, load_tiny: Callable[[str], Any]
+) -> None:
+    loading = threading.Event()
+
+    def slow_load() -> Any:
+        loading.wait(30)
+        return load_tiny("tiny")
+
+    bridge = start_bridge(input_dirs=(str(show_dir),), engine_factory=slow_load, wait_ready=False)
+    client = client_for(bridge)
+    client.send("/ldm3d/show/load", "loop.toml")
+    error = client.wait_for(["/ldm3d/error"], 5)[-1]
+    loading.set()
+    assert error.args[1] == "not_ready" and "no worker has the model ready" in str(error.args[2])
+
+
+def test_serve_show_starts_the_show_with_the_bridge_and_a_restart_keeps_its_place(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
+) -> None:
+    """``serve --show FILE`` (the ``show`` setting): no input_dirs and no /ldm3d/show/load needed; once
+    the model is ready the fallback cue is on. After a restart the saved place wins over the file's start."""
+    show = show_dir / "loop.toml"
+    first = start_bridge(show=str(show))
+    client = client_for(first)
+    client.subscribe_self()
+    client.send("/ldm3d/show/state")
+    assert _state_where(client, lambda s: s[2] == "shown")[:2] == ("Test loop", "0")
+    client.send("/ldm3d/cue", "2.5")
+    _state_where(client, lambda s: s[1:3] == ("2.5", "shown"))
+    assert first.stop()
+    second = start_bridge(show=str(show))
+    client.target = second.address
+    client.send("/ldm3d/show/state")
+    assert _state_where(client, lambda s: s[2] == "shown")[:2] == ("Test loop", "2.5")
+
+
+def test_serve_show_with_a_mistake_stops_serve_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "s"\n[[cue]]\nnumber = 1\nprompt = "x"\nseed = 1\nsteps = 500\n')
+    assert main(["-q", "serve", "--show", str(bad), "--port", "0", "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"ldm3d-bridge: error: {bad}:6: steps 500 is out of range") and "\n" not in err

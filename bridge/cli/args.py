@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow", action="append", metavar="CIDR", help="only hear these source networks (repeat)")
     serve.add_argument("--token-file", help="file holding the shared secret every message must carry")
     serve.add_argument("--upscale-model", help="load this upscaler (ldm3d-sr) for /ldm3d/upscale")
+    serve.add_argument(
+        "--show", metavar="FILE", help="a cue file to start with the bridge (loaded once the model is ready)"
+    )
     serve.add_argument("--sampling", choices=["quality", "live"], help="default sampling of jobs (default quality)")
     serve.add_argument("--compile", action="store_const", const=True, help="torch.compile the UNet during warm-up")
     serve.add_argument("--offload", choices=["none", "model"], help="model: keep models on the CPU between uses")

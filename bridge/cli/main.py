@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags["allow"] = tuple(args.allow) if args.allow else None
     flags["input_dirs"] = tuple(args.input_dirs) if args.input_dirs else None
     flags["upscale_model"] = args.upscale_model
-    for name in ("sampling", "compile", "offload", "vae_tiling", "ray", "ray_workers"):
+    for name in ("sampling", "compile", "offload", "vae_tiling", "ray", "ray_workers", "show"):
         flags[name] = getattr(args, name)
     if args.token_file:
         try:
@@ -96,6 +96,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise SettingsError(f"--token-file {args.token_file}: {exc.strerror or exc}") from None
     settings = load_settings(flags, config=args.config)
+    if settings.show:
+        from bridge.show.cues import load_show
+
+        load_show(Path(settings.show))  # a mistake in the cue file stops serve now, with its line
     cluster = None
     slots: list[EngineSlot]
     if settings.ray is not None:

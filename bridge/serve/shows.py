@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
-from bridge.errors import BridgeError, NoShow, NotSupported, UnknownCue
+from bridge.errors import BridgeError, NoShow, NotReady, NotSupported, UnknownCue
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
 from bridge.output.job_ids import new_job_id
@@ -74,6 +74,8 @@ class ShowDesk:
         self._rendered: set[str] | None = None
         #: Scene keys a live job is rendering (cues shown before their scenes were made).
         self._live: set[str] = set()
+        #: Cue number → its failures in a row (since the show was loaded; a success clears it).
+        self._failures: dict[str, int] = {}
 
     # -- commands ------------------------------------------------------------
 
@@ -134,11 +136,12 @@ class ShowDesk:
             self._announce_state(sender)
 
     def state_args(self) -> tuple[Arg, ...]:
-        """``/ldm3d/show/state``: show, current cue, its state, next cue, scenes rendered, total, looping, running."""
+        """``/ldm3d/show/state``: show, current cue, its state, next cue, scenes rendered, total, looping, running,
+        cues skipped (failed ``show_skip_after`` times in a row)."""
         with self._lock:
             show = self.show
             if show is None:
-                return ("", "", "", "", 0, 0, 0, 0)
+                return ("", "", "", "", 0, 0, 0, 0, 0)
             keys = {self._key(c) for c in show.cues} if self._engine() is not None else set()
             rendered = self._rendered_keys() or set()
             current = show.cues[self.current].number if self.current is not None else ""
@@ -152,6 +155,7 @@ class ShowDesk:
                 len(keys) if keys else len(show.cues),
                 int(show.loop),
                 int(self.running),
+                len(self.skipped()),
             )
 
     def cues(self) -> list[dict[str, object]]:
@@ -161,12 +165,14 @@ class ShowDesk:
             if show is None:
                 return []
             rendered = self._rendered_keys()
+            skipped = set(self.skipped())
             return [
                 {
                     "number": cue.number,
                     "name": cue.name,
                     "rendered": rendered is not None and self._key(cue) in rendered,
                     "current": index == self.current,
+                    "skipped": cue.number in skipped,
                 }
                 for index, cue in enumerate(show.cues)
             ]
@@ -197,7 +203,8 @@ class ShowDesk:
                 return
             cue = show.cues[self.current]
             due = cue.duration is not None and now - self._shown_at >= cue.duration
-            if self.running and cue.follow and self.cue_state == "shown" and due:
+            # A failed cue (the fallback on screen) moves on like a shown one: a loop never stops by itself.
+            if self.running and cue.follow and self.cue_state in ("shown", "failed") and due:
                 following = self._next(1)
                 if following is not None:
                     self._show(following, None)
@@ -214,14 +221,19 @@ class ShowDesk:
     def _engine_or_refuse(self) -> EngineLike:
         engine = self._engine()
         if engine is None:
-            raise BridgeError(
+            raise NotReady(
                 "no worker has the model ready (loading, or restarting); cues can be shown once one has "
                 "(see /ldm3d/state)"
             )
         return engine
 
     def _use(self, show: Show) -> None:
-        self.show, self._keys, self._rendered = show, {}, None
+        self.show, self._keys, self._rendered, self._failures = show, {}, None, {}
+
+    def skipped(self) -> list[str]:
+        """The cues GO and auto-follow pass over: failed ``show_skip_after`` times in a row."""
+        limit = self._settings.show_skip_after
+        return [number for number, count in self._failures.items() if count >= limit]
 
     def _key(self, cue: Cue) -> str:
         key = self._keys.get(cue.number)
@@ -240,10 +252,17 @@ class ShowDesk:
         show = self.show
         if show is None or self.current is None:
             return None
-        index = self.current + step
-        if 0 <= index < len(show.cues):
-            return index
-        return index % len(show.cues) if show.loop else None
+        skipped = set(self.skipped())
+        index = self.current
+        for _ in range(len(show.cues)):  # past the cues that keep failing, at most once round
+            index += step
+            if not 0 <= index < len(show.cues):
+                if not show.loop:
+                    return None
+                index %= len(show.cues)
+            if show.cues[index].number not in skipped:
+                return index
+        return None
 
     def _show(self, index: int, sender: Address | None) -> None:
         show = self._loaded()
@@ -287,11 +306,20 @@ class ShowDesk:
             show = self.show
             if show is None or self.current is None or self._key(show.cues[self.current]) != key:
                 return  # the show moved on meanwhile
+            number = show.cues[self.current].number
+            self._shown_at = time.monotonic()  # its duration runs from now, shown or failed
             if address == "/ldm3d/ready":
                 self.cue_state = "shown"
-                self._shown_at = time.monotonic()  # its duration runs from now
+                self._failures.pop(number, None)
             else:
                 self.cue_state = "failed"
+                self._failures[number] = self._failures.get(number, 0) + 1
+                if self._failures[number] == self._settings.show_skip_after:
+                    logger.warning(
+                        "cue %s failed %d times in a row: GO and auto-follow skip it until the show is loaded again",
+                        number,
+                        self._failures[number],
+                    )
                 self._show_fallback()
             self._announce_state(None)
 
@@ -335,22 +363,31 @@ class ShowDesk:
         self._background[key] = self._render(cue, key, None, quiet=True, on_done=done)
 
     def _resume(self) -> None:
-        """After a restart: the saved show and cue, announced to the (restored) subscribers."""
+        """After a restart: the saved show and cue, announced to the (restored) subscribers. Without a
+        saved show, the ``show`` setting's cue file (``serve --show``) starts at its fallback (or first) cue."""
         state = self.library.load_state()
         source = state.get("show")
+        configured = Path(self._settings.show).resolve() if self._settings.show else None
+        if not source and configured is not None:
+            state, source = {"show": str(configured), "cue": None, "running": True}, str(configured)
         if not source:
             return
         try:
-            folders = [Path(d) for d in self._settings.input_dirs]
-            if not folders:
-                raise NotSupported("the bridge has no input_dirs now")
-            show = load_show(resolve_input_path(source, folders))  # still inside the input folders
+            if configured is not None and Path(str(source)) == configured:  # the operator's own file
+                show = load_show(configured)
+            else:
+                folders = [Path(d) for d in self._settings.input_dirs]
+                if not folders:
+                    raise NotSupported("the bridge has no input_dirs now")
+                show = load_show(resolve_input_path(source, folders))  # still inside the input folders
         except BridgeError as exc:
             logger.error("the saved show could not be loaded again: %s", exc)
             return
         self._use(show)
         self.running = bool(state.get("running", True))
         index = show.index(str(state.get("cue", ""))) if state.get("cue") is not None else None
+        if index is None and show.fallback is not None:
+            index = show.index(show.fallback)
         logger.info("resuming show %r at cue %s", show.name, state.get("cue"))
         self._show(index if index is not None else 0, None)
 

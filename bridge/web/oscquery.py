@@ -102,10 +102,11 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         Node("/ldm3d/show/pregen", "render the missing scenes in idle time (a button)"),
         Node(
             "/ldm3d/show/state",
-            "show, cue, its state, next cue, scenes rendered, total, looping, running (send it empty to ask)",
-            "ssssiiii",
+            "show, cue, its state, next cue, scenes rendered, total, looping, running, cues skipped (send it empty "
+            "to ask)",
+            "ssssiiiii",
             READ,
-            default=("", "", "", "", 0, 0, 0, 0),
+            default=("", "", "", "", 0, 0, 0, 0, 0),
         ),
         Node("/ldm3d/cue", "show the cue with this number", "s", WRITE, default=("",)),
         Node("/ldm3d/cue/go", "the next cue (a button: 0 is ignored)"),

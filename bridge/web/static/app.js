@@ -250,16 +250,18 @@ function renderShow(show) {
   $("show").hidden = !show;
   if (!show) return;
   $("show-name").textContent = show.show;
-  $("show-state").textContent = `${show.cue_state || "stopped"} · ${show.rendered}/${show.total} rendered`;
+  const skipped = show.skipped ? ` · ${show.skipped} skipped` : "";
+  $("show-state").textContent = `${show.cue_state || "stopped"} · ${show.rendered}/${show.total} rendered${skipped}`;
   const list = $("cues");
   list.replaceChildren();
   for (const cue of show.cues) {
     const li = document.createElement("li");
-    li.className = cue.current ? "current" : "";
+    li.className = (cue.current ? "current" : "") + (cue.skipped ? " skipped" : "");
     li.dataset.cue = cue.number;
     const mark = document.createElement("span");
-    mark.className = "mark"; mark.textContent = cue.rendered ? "●" : "○";
-    mark.title = cue.rendered ? "rendered: shows at once" : "not rendered yet: showing it renders it first";
+    mark.className = "mark"; mark.textContent = cue.skipped ? "✕" : cue.rendered ? "●" : "○";
+    mark.title = cue.skipped ? "failed again and again: GO and auto-follow skip it until the show is loaded again"
+      : cue.rendered ? "rendered: shows at once" : "not rendered yet: showing it renders it first";
     const name = document.createElement("span");
     name.className = "name"; name.textContent = `${cue.number} ${cue.name}`;
     const b = document.createElement("button");
