@@ -321,6 +321,8 @@ def test_the_cue_list_shows_rendered_marks_and_go(
     # Show GO does not look like Generate, and a note (GO past the last cue) does not move it.
     style = "e => getComputedStyle(e).backgroundColor"
     assert page.eval_on_selector("#cue-go", style) != page.eval_on_selector("#go", style)
+    _wait_idle(bridge)  # cue 2's render done, and the page's queue empty again: nothing else moves GO
+    page.wait_for_selector("#queue li.muted")
     before = page.locator("#cue-go").bounding_box()
     page.wait_for_timeout(1100)  # a second GO within 1 s would be taken for a double tap
     page.click("#cue-go")

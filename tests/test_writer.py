@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.errors import FolderInUse, WriteFailed
+from bridge.errors import FolderInUse, OutputParentMissing, WriteFailed
 from bridge.output.job_ids import new_job_id
 from bridge.output.lock import LOCK_NAME
 from bridge.output.writer import TextureWriter
@@ -335,7 +335,11 @@ def test_json_files_are_indented_for_people_and_a_job_can_have_its_own_format(tm
 
 
 def test_writer_defaults_nested_roots_and_what_counts_as_a_job(tmp_path: Path) -> None:
-    writer = TextureWriter(tmp_path / "a" / "b" / "out")  # parents are made
+    with pytest.raises(OutputParentMissing, match="does not exist \\(a typo\\?\\)"):
+        TextureWriter(tmp_path / "a" / "b" / "out").prepare()  # a missing parent: refused, nothing made
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    writer = TextureWriter(tmp_path / "a" / "b" / "out")  # only the folder itself is made
     assert (writer.format.name, writer.jpeg, writer.exr, writer.keep) == ("tiff", False, False, 200)
     writer.prepare()
     root = tmp_path / "a" / "b" / "out"
