@@ -11,7 +11,7 @@ const page = {
   retry: 0, hello: null, status: null, history: [], onScreen: null, live: true, viewer: null,
   drawn: [], arrived: [],  // when worlds were first drawn and events arrived (bench/web_page.py reads them)
   lastSent: { key: "", at: 0 },  // the double-tap guard
-  timing: {},  // job id → {first: ms at its first progress, firstStep, lastStepAt, total}
+  timing: {},  // job id → {first: ms at its first progress, firstStep, lastStepAt}
   secondsPerStep: [], decodeSeconds: [],  // of recent jobs seen here: the estimates
   cancelling: null,  // the job whose cancel was asked for, until it ends
 };
@@ -169,12 +169,18 @@ setInterval(lamp, 500);
 const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const remember = (list, value) => { list.push(value); if (list.length > RECENT) list.shift(); };
 const seconds = (s) => (s < 10 ? s.toFixed(1) : Math.round(s).toString()) + " s";
+const cancellingText = (id) => `${id}: cancelling…`;
+/** Seconds per step of a job's timing record `t` up to `step`; null before its second step. */
+const ownPace = (t, step) => (step > t.firstStep ? (t.lastStepAt - t.first) / 1000 / (step - t.firstStep) : null);
+/** The mean decode-and-write time of recent jobs; null before the first. */
+const recentDecode = () => (page.decodeSeconds.length ? mean(page.decodeSeconds) : null);
 
 function timeStep(id, step, total) {
   const now = Date.now(), t = page.timing[id];
-  if (!t) { page.timing[id] = { first: now, firstStep: step, lastStepAt: now, total }; return; }
+  if (!t) { page.timing[id] = { first: now, firstStep: step, lastStepAt: now }; return; }
   t.lastStepAt = now;
-  if (step >= total && step > t.firstStep) remember(page.secondsPerStep, (now - t.first) / 1000 / (step - t.firstStep));
+  const pace = step >= total ? ownPace(t, step) : null;
+  if (pace !== null) remember(page.secondsPerStep, pace);
 }
 
 function timeDone(id) {
@@ -185,10 +191,9 @@ function timeDone(id) {
 /** Seconds left for job `id` at `step` of `total`: its own pace so far, else recent jobs'; null without either. */
 function estimate(id, step, total) {
   const t = page.timing[id];
-  const own = t && step > t.firstStep ? (t.lastStepAt - t.first) / 1000 / (step - t.firstStep) : null;
-  const pace = own ?? (page.secondsPerStep.length ? mean(page.secondsPerStep) : null);
+  const pace = (t ? ownPace(t, step) : null) ?? (page.secondsPerStep.length ? mean(page.secondsPerStep) : null);
   if (pace === null) return null;
-  return (total - step) * pace + (page.decodeSeconds.length ? mean(page.decodeSeconds) : 0);
+  return (total - step) * pace + (recentDecode() ?? 0);
 }
 
 const isRunning = (id) => Boolean(page.status?.running?.some((job) => job.id === id));
@@ -198,12 +203,12 @@ function progress(step, total, id) {
   $("bar").style.width = `${Math.round(fraction * 100)}%`;
   page.progressAt = Date.now();
   let text = "";
-  if (id && page.cancelling === id) text = `${id}: cancelling…`;
+  if (id && page.cancelling === id) text = cancellingText(id);
   else if (total && step < total) {
     const left = estimate(id, step, total);
     text = `${id ?? ""} step ${step} of ${total}` + (left === null ? "" : ` · about ${seconds(left)} left`);
   } else if (total && id) {
-    const decode = page.decodeSeconds.length ? ` · about ${seconds(mean(page.decodeSeconds))}` : "";
+    const decode = recentDecode() === null ? "" : ` · about ${seconds(recentDecode())}`;
     text = `${id}: decoding and writing…${decode}`;
   }
   $("progress-text").textContent = text;
@@ -353,7 +358,7 @@ function cancel(id) {
   if (!target) return;  // nothing runs: the bridge cancels the newest waiting job and says which
   page.cancelling = target;
   $("cancel").disabled = true; $("cancel").textContent = "Cancelling…";
-  if (isRunning(target)) progress(Number.parseFloat($("bar").style.width) || 0, 100, target);
+  if (isRunning(target)) $("progress-text").textContent = cancellingText(target);  // the bar stays as it is
   status(page.status);
 }
 

@@ -12,6 +12,7 @@ const COLUMNS = 256, ROWS = 128, BASE_RADIUS = 10;
 // in units of the base radius; the eye stays inside the world.
 export const ORBIT = { start: 0.5, min: 0.1, max: 0.9, step: 0.05 };
 const TURN = 0.05;  // radians a key press turns
+const FOV = 75;  // the camera's vertical field of view at the start, degrees
 
 const VERTEX_MAIN = `
 uniform sampler2D uDepthA;
@@ -99,10 +100,9 @@ export class Viewer {
     this.renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
     this.scene = new THREE.Scene();
-    this.camera = new THREE.PerspectiveCamera(75, 1, 0.05, 100);
+    this.camera = new THREE.PerspectiveCamera(FOV, 1, 0.05, 100);
     this.camera.rotation.order = "YXZ";
-    this.yaw = 0; this.pitch = 0; this.orientation = null;
-    this.orbit = 0; this.orbitDistance = ORBIT.start;  // 0: at the centre, as TouchDesigner's flat view
+    this.reset();  // at the centre (orbit 0), as TouchDesigner's flat view, looking ahead
     this.inset = null;  // a 2D canvas that gets the depth map of each world shown
     this._forward = new THREE.Vector3();
     const blankDepth = depthTexture(new Float32Array([0.5]), 1, 1);
@@ -143,7 +143,7 @@ export class Viewer {
   /** Back to the centre, looking ahead, at the start zoom. */
   reset() {
     this.yaw = 0; this.pitch = 0; this.orientation = null; this.orbit = 0; this.orbitDistance = ORBIT.start;
-    this.camera.fov = 75; this.camera.updateProjectionMatrix(); this.dirty = true;
+    this.camera.fov = FOV; this.camera.updateProjectionMatrix(); this.dirty = true;
   }
 
   /** A key press (arrow keys and WASD turn; + and - step the orbit's eye in and out). True if handled. */
