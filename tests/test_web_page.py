@@ -428,9 +428,12 @@ def test_cancel_says_cancelling_at_once_and_a_job_shows_its_estimate_and_its_dec
     texts = page.evaluate("window.texts")
     assert any("left" in t and "step" in t for t in texts), texts  # its own pace, once two steps are in
     assert any("decoding and writing" in t for t in texts), texts
+    page.evaluate("window.texts.length = 0")
     _generate(page, "a world to stop", steps=150)
     page.wait_for_selector("#queue li.running")
     page.wait_for_function("document.querySelector('#progress-text').textContent.includes('about')", timeout=10000)
+    first = next(t for t in page.evaluate("window.texts") if " step " in t)
+    assert "left" in first, first  # before a pace of its own: the last job's pace gives the estimate
     page.click("#cancel")
     assert "cancelling" in page.inner_text("#progress-text")  # at once, before the bridge answers
     assert page.is_disabled("#cancel")
