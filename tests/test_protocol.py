@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from bridge.contract import protocol
+from bridge.contract.arguments import as_int
 from bridge.errors import BadArguments, UnknownAddress
 from bridge.osc.codec import MalformedPacket, Message, decode_packet, encode_message
 
@@ -115,3 +116,13 @@ def test_deeply_nested_bundles_are_refused() -> None:
     with pytest.raises(MalformedPacket) as info:
         decode_packet(packet)
     assert info.value.kind == "deep_bundle"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(10**11, "100000000000"), (10**15 - 1, "999999999999999"), (10**15, "1e+15"), (-(10**15), "-1e+15")],
+)
+def test_an_out_of_range_integer_reads_as_typed_until_it_is_too_long_to_read(value: int, shown: str) -> None:
+    with pytest.raises(BadArguments) as caught:
+        as_int(value, "seed")
+    assert str(caught.value) == f"seed {shown} is out of range; whole numbers here go from -2147483648 to 2147483647"

@@ -334,15 +334,22 @@ def test_json_files_are_indented_for_people_and_a_job_can_have_its_own_format(tm
     writer.close()
 
 
-def test_writer_defaults_nested_roots_and_what_counts_as_a_job(tmp_path: Path) -> None:
-    with pytest.raises(OutputParentMissing, match="does not exist \\(a typo\\?\\)"):
-        TextureWriter(tmp_path / "a" / "b" / "out").prepare()  # a missing parent: refused, nothing made
+def test_writer_defaults_nested_roots_and_what_counts_as_a_job(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "a" / "b" / "out"
+    with pytest.raises(OutputParentMissing) as caught:
+        TextureWriter(root).prepare()  # a missing parent: refused, nothing made
+    assert str(caught.value) == (
+        f"output folder {root}: {root.parent} does not exist (a typo?); create it first or choose another --output"
+    )
     assert not (tmp_path / "a").exists()
     (tmp_path / "a" / "b").mkdir(parents=True)
-    writer = TextureWriter(tmp_path / "a" / "b" / "out")  # only the folder itself is made
+    writer = TextureWriter(root)  # only the folder itself is made, and the log says so
     assert (writer.format.name, writer.jpeg, writer.exr, writer.keep) == ("tiff", False, False, 200)
+    caplog.set_level("INFO", logger="bridge.output.writer")
     writer.prepare()
-    root = tmp_path / "a" / "b" / "out"
+    assert caplog.messages == [f"created the output folder {root}"]
     (root / "photos").mkdir()  # not a job id
     (root / new_job_id()).write_text("a file named like a job")  # not a folder
     job = writer.write(new_job_id(), fake_result())
