@@ -44,12 +44,15 @@ class SettingsError(ValueError):
 class BridgeSettings:
     model: str = "tiny-pano"
     preset: str | None = None
-    #: cpu, cuda, cuda:N, mps or hpu; for ``serve`` also a list, ``cuda:0,cuda:1``: one worker per device.
+    #: cpu, cuda, cuda:N, mps, hpu or openvino:NAME (openvino:CPU, openvino:GPU, openvino:NPU; the
+    #: [openvino] extra); for ``serve`` also a list, ``cuda:0,cuda:1``: one worker per device.
     #: With ``ray``, the device inside each actor: ``cuda`` (one GPU each, chosen by Ray) or ``cpu``.
     device: str = "cpu"
     dtype: str | None = None
     offline: bool = False
     cache_dir: str | None = None
+    #: Where an OpenVINO device keeps its converted models; None: ~/.cache/ldm3d-bridge/openvino.
+    openvino_cache: str | None = None
     host: str = "0.0.0.0"
     port: int = 9000
     #: Serve OSCQuery (and the web page) over HTTP; on TCP ``http_port``, by default the OSC port's number.

@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from .errors import (
+    BackendFailed,
     Cancelled,
     DeviceNotAvailable,
     EngineError,
@@ -44,6 +45,7 @@ __version__ = VERSION
 __all__ = [
     "PRESETS",
     "SCHEDULERS",
+    "BackendFailed",
     "CancelToken",
     "Cancelled",
     "DepthRequest",

@@ -32,10 +32,15 @@ def environment_report(devices: bool = False) -> list[tuple[str, str]]:
     if devices:
         import torch
 
-        from .backends.devices import available_devices
+        from .backends.devices import available_devices, cpu_bf16
 
-        rows += [("devices", ", ".join(available_devices())), ("torch cuda", torch.version.cuda or "none (CPU build)")]
+        rows += [
+            ("devices", ", ".join(available_devices(openvino=True))),
+            ("torch cuda", torch.version.cuda or "none (CPU build)"),
+        ]
         rows += [(f"  cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]
+        rows += [("cpu bfloat16", cpu_bf16() or "not native (no amx_bf16/avx512_bf16): --dtype bfloat16 is refused")]
+        rows += _openvino_rows()
     else:
         rows += [("devices", "not looked at: `ldm3d-bridge env --devices` lists them (it loads torch)")]
     rows += [
@@ -43,3 +48,21 @@ def environment_report(devices: bool = False) -> list[tuple[str, str]]:
         ("tiny models", str(default_tiny_dir())),
     ]
     return rows
+
+
+def _openvino_rows() -> list[tuple[str, str]]:
+    """Each OpenVINO device's full name and the dtypes it runs natively (none without the extra)."""
+    try:
+        import openvino
+    except ImportError:
+        return [("openvino", "not installed: the [openvino] extra adds openvino:CPU, openvino:GPU, openvino:NPU")]
+    from .backends.openvino import device_dtypes
+
+    core = openvino.Core()
+    return [
+        (
+            f"  openvino:{name}",
+            f"{core.get_property(name, 'FULL_DEVICE_NAME')} ({', '.join(device_dtypes(core, name))})",
+        )
+        for name in core.available_devices
+    ]

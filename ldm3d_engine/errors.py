@@ -10,6 +10,8 @@ Every error the engine raises on purpose derives from :class:`EngineError`::
     ├── ModelNotAvailable     the model is not in the local cache and the
     │                         engine may not download (offline)
     ├── DeviceNotAvailable    the requested device (or dtype on it) is absent
+    ├── BackendFailed         a backend could not prepare a model part (OpenVINO
+    │                         conversion or compilation), named in the message
     ├── OutOfMemory           the device ran out of memory during a job
     └── Cancelled             the job was cancelled between two steps
 
@@ -47,6 +49,10 @@ class ModelNotAvailable(EngineError):
 
 class DeviceNotAvailable(EngineError):
     """The requested device or dtype is not present on this machine."""
+
+
+class BackendFailed(EngineError):
+    """A backend could not prepare a model part (the part is named in the message)."""
 
 
 class OutOfMemory(EngineError):

@@ -166,10 +166,14 @@ class EngineSettings:
     model: str = "tiny"
     #: Run a local folder with this preset's conventions (size, guidance, prompt prefix, wrap).
     preset: str | None = None
-    #: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Never chosen for you.
+    #: ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``hpu`` or ``openvino:NAME`` (``openvino:CPU``,
+    #: ``openvino:GPU``, ``openvino:NPU``: OpenVINO's device names). Never chosen for you.
     device: str = "cpu"
-    #: ``float32``, ``float16`` or ``bfloat16``; ``None``: fp16 on cuda/mps, fp32 on cpu.
+    #: ``float32``, ``float16`` or ``bfloat16``; ``None``: fp16 on cuda/mps, fp32 on cpu, bf16 on hpu,
+    #: on OpenVINO the fastest the device runs natively (bf16 on CPUs that have it).
     dtype: str | None = None
+    #: Where an OpenVINO device keeps converted models; None: ``~/.cache/ldm3d-bridge/openvino``.
+    openvino_cache: str | None = None
     #: Hugging Face cache folder; ``None``: the hub's default (``HF_HOME``/``HF_HUB_CACHE``).
     cache_dir: str | None = None
     #: Where the built-in tiny models are saved once; ``None``: ``~/.cache/ldm3d-bridge``.

@@ -14,9 +14,20 @@ DESCRIPTION = "OSC server that turns text prompts into live 360° RGB + depth wo
 def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=f"preset ({', '.join(PRESETS)}) or a local diffusers folder")
     p.add_argument("--preset", help="run a local folder with this preset's conventions")
-    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default cpu; never chosen for you)")
     p.add_argument(
-        "--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on cuda, float32 on cpu"
+        "--device",
+        help="cpu, cuda, cuda:N, mps, hpu or openvino:CPU|GPU|NPU (default cpu; never chosen for you; "
+        "`ldm3d-bridge env --devices` lists this machine's)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        help="default: float16 on cuda, float32 on cpu, on OpenVINO the fastest the device runs natively; "
+        "bfloat16 on a cpu with amx_bf16/avx512_bf16",
+    )
+    p.add_argument(
+        "--openvino-cache",
+        help="where openvino:* devices keep converted models (default ~/.cache/ldm3d-bridge/openvino)",
     )
     p.add_argument("--offline", action="store_const", const=True, help="never download a model")
     p.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
@@ -114,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument(
         "--depth-model", default="dpt-large", help=f"{', '.join(DEPTH_MODELS)} or a folder (default dpt-large)"
     )
-    dep.add_argument("--device", help="cpu, cuda, cuda:N or mps (default cpu; never chosen for you)")
+    dep.add_argument("--device", help="cpu, cuda, cuda:N, mps or openvino:NAME (default cpu; never chosen for you)")
     dep.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    dep.add_argument("--openvino-cache", help="where openvino:* devices keep converted models")
     dep.add_argument("--offline", action="store_const", const=True, help="never download a model")
     dep.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
     dep.add_argument("--format", choices=list(FORMAT_NAMES), help="texture files: tiff (default), png-fast or png")

@@ -67,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "preset",
         "device",
         "dtype",
+        "openvino_cache",
         "offline",
         "output",
         "host",
@@ -342,7 +343,8 @@ def cmd_env(args: argparse.Namespace) -> int:
     from ldm3d_engine.environment import environment_report
 
     print(f"python        {platform.python_version()} ({sys.executable})")
-    for dist in ("ldm3d-bridge", "torch", "diffusers", "transformers", "python-osc", "zeroconf", "aiohttp", "OpenEXR"):
+    dists = ("ldm3d-bridge", "torch", "diffusers", "transformers", "openvino", "python-osc", "zeroconf", "aiohttp")
+    for dist in (*dists, "OpenEXR"):
         try:
             version = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -34,7 +34,18 @@ def cmd_pregen(args: argparse.Namespace) -> int:
     from ldm3d_engine import load_engine
 
     show = load_show(Path(args.file))
-    keys = ("model", "preset", "device", "dtype", "offline", "output", "format", "upscale_model", "depth_model")
+    keys = (
+        "model",
+        "preset",
+        "device",
+        "dtype",
+        "openvino_cache",
+        "offline",
+        "output",
+        "format",
+        "upscale_model",
+        "depth_model",
+    )
     settings = load_settings({k: getattr(args, k) for k in keys}, config=args.config)
     if any(cue.upscale for cue in show.cues) and not settings.upscale_model:
         raise CliError("the show has cues with upscale = true: give --upscale-model ldm3d-sr", 2)

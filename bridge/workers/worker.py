@@ -204,8 +204,10 @@ class Worker:
     def _warm_up(self, engine: EngineLike) -> None:
         t1 = time.perf_counter()
         s = self._settings
-        # A compiled UNet is compiled per seamless setting: pay for both now, not mid-show.
-        for seamless in (True, False) if s.compile else (None,):
+        # A compiled UNet (torch.compile, or OpenVINO's conversion) is made per seamless setting: pay
+        # for both now, not mid-show.
+        compiled = s.compile or any(device.startswith("openvino:") for device in s.devices)
+        for seamless in (True, False) if compiled else (None,):
             engine.generate(
                 GenerateRequest(
                     "warm-up",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -15,7 +18,7 @@ _ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bf
 _ALLOWED = {
     "cuda": ("float16", "bfloat16", "float32"),
     "mps": ("float16", "float32"),
-    "cpu": ("float32",),
+    "cpu": ("float32", "bfloat16"),  # bfloat16 only where the CPU has it natively (cpu_bf16)
     "hpu": ("bfloat16", "float32"),
 }
 
@@ -28,35 +31,68 @@ class Placement:
     runtime: Runtime = field(default_factory=Runtime)
 
     @property
+    def label(self) -> str:
+        """The device as the user named it: ``cuda:0``, ``cpu``, ``openvino:CPU``."""
+        return self.runtime.label or str(self.device)
+
+    @property
     def dtype_name(self) -> str:
-        """The weights' dtype, and the compute dtype where the loop runs under autocast (Gaudi)."""
+        """The weights' dtype, and the compute dtype where the loop runs under autocast (Gaudi), or
+        the backend's own words (OpenVINO: its precision)."""
         weights = str(self.dtype).removeprefix("torch.")
+        described = self.runtime.describe(weights)
+        if described is not None:
+            return described
         autocast = self.runtime.autocast_dtype
         if autocast is None:
             return weights
         return f"{str(autocast).removeprefix('torch.')} autocast ({weights} weights)"
 
 
-def available_devices() -> list[str]:
-    """Device names usable on this machine, e.g. ``["cpu", "cuda:0"]``."""
+def available_devices(openvino: bool = False) -> list[str]:
+    """Device names usable on this machine, e.g. ``["cpu", "cuda:0"]``; with ``openvino``, also
+    ``openvino:CPU``… where the [openvino] extra is installed."""
     names = ["cpu"]
     if torch.cuda.is_available():
         names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         names.append("mps")
+    if openvino:
+        from .openvino import openvino_devices
+
+        names += openvino_devices()
     return names
 
 
-def resolve_placement(device: str, dtype: str | None) -> Placement:
-    """Check that ``device`` exists and ``dtype`` is allowed on it."""
-    available = available_devices()
+@functools.cache
+def cpu_bf16() -> str | None:
+    """The CPU's native bfloat16 instructions (``amx_bf16``, ``avx512_bf16``) as its flags list them,
+    or None: without them torch emulates bfloat16, slower than float32. Linux only (/proc/cpuinfo)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    found = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
+    return ", ".join(found) or None
+
+
+def resolve_placement(device: str, dtype: str | None, openvino_cache: str | None = None) -> Placement:
+    """Check that ``device`` exists and ``dtype`` is allowed on it (``openvino_cache``: where an
+    OpenVINO device keeps its converted models; None: ``~/.cache/ldm3d-bridge/openvino``)."""
     kind, _, index = device.partition(":")
     if kind == "hpu":
         return _hpu_placement(dtype)
+    if kind == "openvino":
+        return _openvino_placement(device, index, dtype, openvino_cache)
+    available = available_devices()
     if kind not in _ALLOWED or (index and not index.isdigit()):
         raise DeviceNotAvailable(
-            f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or hpu (available here: {', '.join(available)})"
+            f"unknown device {device!r}; use cpu, cuda, cuda:N, mps, hpu or openvino:NAME "
+            f"(available here: {', '.join(available)})"
         )
     name = f"cuda:{index or 0}" if kind == "cuda" else kind
     if name not in available:
@@ -64,7 +100,34 @@ def resolve_placement(device: str, dtype: str | None) -> Placement:
         raise DeviceNotAvailable(
             f"device {device!r} is not available on this machine; available: {', '.join(available)}{hint}"
         )
-    return Placement(torch.device(name), _dtype(kind, dtype))
+    chosen = _dtype(kind, dtype)
+    if kind == "cpu" and chosen == torch.bfloat16 and cpu_bf16() is None:
+        raise DeviceNotAvailable(
+            "dtype 'bfloat16' on the cpu needs native bfloat16 instructions (amx_bf16 or avx512_bf16), "
+            "which this CPU's flags do not list: torch would emulate it, slower than float32. "
+            "Use float32, or --device openvino:CPU"
+        )
+    return Placement(torch.device(name), chosen)
+
+
+def _openvino_placement(device: str, name: str, dtype: str | None, cache: str | None) -> Placement:
+    """OpenVINO (imported only now; see ldm3d_engine.backends.openvino): torch's side of the loop runs
+    on the CPU in float32, the network calls on the OpenVINO device at ``dtype`` (default: the
+    fastest it runs natively)."""
+    from .openvino import OpenVINORuntime, default_cache_dir, device_dtypes, load_openvino
+
+    ov = load_openvino(device)
+    listed = ov.Core().available_devices
+    if name not in listed:
+        raise DeviceNotAvailable(
+            f"OpenVINO has no device {name!r} here; it lists {', '.join(f'openvino:{n}' for n in listed) or 'none'}"
+        )
+    allowed = device_dtypes(ov.Core(), name)
+    dtype_name = _ALIASES.get(dtype, dtype) if dtype else allowed[0]
+    if dtype_name not in allowed:
+        raise DeviceNotAvailable(f"dtype {dtype!r} is not native on openvino:{name}; it runs {', '.join(allowed)}")
+    runtime = OpenVINORuntime(ov, name, dtype_name, Path(cache) if cache else default_cache_dir())
+    return Placement(torch.device("cpu"), torch.float32, runtime)
 
 
 def _dtype(kind: str, dtype: str | None) -> torch.dtype:

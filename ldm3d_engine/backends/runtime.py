@@ -14,11 +14,22 @@ class Runtime:
     run the loop under a context (autocast), and hear when the UNet's convolutions change."""
 
     name = "default"
+    #: The device's name where torch's does not say it (``openvino:CPU``); None: torch's.
+    label: str | None = None
     #: The compute dtype of the loop's autocast, where the backend runs one (Gaudi: bfloat16).
     autocast_dtype: torch.dtype | None = None
 
     def prepare_unet(self, unet: Any) -> Any:
         return unet
+
+    def prepare(self, module: Any, part: str) -> Any:
+        """``module`` as the loop will call it (OpenVINO: a stand-in running its compiled model);
+        ``part``: unet, text_encoder, vae, vqvae, bert or dpt."""
+        return module
+
+    def describe(self, weights: str) -> str | None:
+        """What results say of the dtype, where the backend says more than the weights' dtype."""
+        return None
 
     def after_step(self) -> None:
         pass

@@ -134,5 +134,6 @@ def load_estimator(folder: str, placement: Placement, model_id: str) -> DepthEst
     processor = Processor.from_pretrained(folder)
     model = DPTForDepthEstimation.from_pretrained(folder, dtype=placement.dtype)
     model.to(placement.device).eval().requires_grad_(False)
-    logger.info("depth estimator %s on %s (%s)", model_id, placement.device, placement.dtype_name)
+    model = placement.runtime.prepare(model, "dpt")
+    logger.info("depth estimator %s on %s (%s)", model_id, placement.label, placement.dtype_name)
     return DepthEstimator(model, processor, placement, model_id)

@@ -44,7 +44,7 @@ class EngineBase:
 
     @property
     def device(self) -> str:
-        return str(self.placement.device)
+        return self.placement.label
 
     @property
     def dtype(self) -> str:

@@ -27,11 +27,14 @@ logger = logging.getLogger(__name__)
 FUSED_QKV_DEVICES = ("cuda", "cpu")
 
 
-def vae_dtype(dtype: torch.dtype, vae_config: Mapping[str, Any]) -> torch.dtype:
+def vae_dtype(dtype: torch.dtype, vae_config: Mapping[str, Any], device_type: str = "cuda") -> torch.dtype:
     """The VAE's dtype: fp16 VAEs overflow into NaNs, so one whose config asks for it
     (``force_upcast``; diffusers' default, True, where a config predates the key) stays in fp32
-    when the rest of the model runs in fp16. bf16 has fp32's range and needs none."""
+    when the rest of the model runs in fp16. bf16 has fp32's range and needs none on a GPU; on the
+    CPU the VAE stays fp32 (its decode is a small part of a job there, and depth keeps its 16 bits)."""
     if dtype == torch.float16 and vae_config.get("force_upcast", True):
+        return torch.float32
+    if dtype == torch.bfloat16 and device_type == "cpu":
         return torch.float32
     return dtype
 
@@ -42,8 +45,12 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    placement = resolve_placement(settings.device, settings.dtype)
+    placement = resolve_placement(settings.device, settings.dtype, settings.openvino_cache)
     cuda = placement.device.type == "cuda"
+    if placement.runtime.name == "openvino" and (settings.compile or settings.vae_tiling):
+        raise DeviceNotAvailable(
+            "compile and vae_tiling are torch's; on OpenVINO the parts are compiled by OpenVINO, whole"
+        )
     if settings.offload not in ("none", "model"):
         raise DeviceNotAvailable(f"offload {settings.offload!r} is unknown; use none or model")
     offload = settings.offload == "model"
@@ -60,13 +67,15 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
         rgb_estimator = load_depth_estimator(depth_model, settings, placement)
         return load_rgb_engine(location, placement, rgb_estimator, threads=settings.threads)
     estimator = load_depth_estimator(settings.depth_model, settings, placement) if settings.depth_model else None
-    logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.device, placement.dtype_name)
+    logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.label, placement.dtype_name)
     try:
         tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), model_max_length=MAX_TOKENS)
         text_encoder = CLIPTextModel.from_pretrained(str(folder / "text_encoder"), dtype=placement.dtype)
         unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"), torch_dtype=placement.dtype)
         vae_config = AutoencoderKL.load_config(str(folder / "vae"))
-        vae = AutoencoderKL.from_pretrained(str(folder / "vae"), torch_dtype=vae_dtype(placement.dtype, vae_config))
+        vae = AutoencoderKL.from_pretrained(
+            str(folder / "vae"), torch_dtype=vae_dtype(placement.dtype, vae_config, placement.device.type)
+        )
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise UnknownModel(f"could not load {location.model_id!r} from {folder}: {exc}") from exc
@@ -90,7 +99,7 @@ def load_depth_only(settings: EngineSettings) -> DepthOnly:
     """Only the depth estimator ``settings.depth_model`` on the settings' device (no diffusion model)."""
     if not settings.depth_model:
         raise UnknownModel("no depth model named: give one (dpt-large, dpt-hybrid, tiny-dpt or a folder)")
-    placement = resolve_placement(settings.device, settings.dtype)
+    placement = resolve_placement(settings.device, settings.dtype, settings.openvino_cache)
     return DepthOnly(load_depth_estimator(settings.depth_model, settings, placement))
 
 
@@ -103,7 +112,7 @@ def load_rgb_engine(
 
     folder = location.folder
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.device, placement.dtype_name)
+    logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.label, placement.dtype_name)
 
     def diffusers_class(part: str, allowed: tuple[str, ...]) -> Any:
         name = index.get(part, [None, None])[1]
@@ -116,7 +125,9 @@ def load_rgb_engine(
         vqvae_class = diffusers_class("vqvae", ("VQModel", "AutoencoderKL"))
         unet = unet_class.from_pretrained(str(folder / "unet"), torch_dtype=placement.dtype)
         vqvae_config = vqvae_class.load_config(str(folder / "vqvae"))  # fp16 autoencoders upcast, as LDM3D's VAE
-        vqvae = vqvae_class.from_pretrained(str(folder / "vqvae"), torch_dtype=vae_dtype(placement.dtype, vqvae_config))
+        vqvae = vqvae_class.from_pretrained(
+            str(folder / "vqvae"), torch_dtype=vae_dtype(placement.dtype, vqvae_config, placement.device.type)
+        )
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
         tokenizer = bert = None
         if location.pipeline == "LDMTextToImagePipeline":
@@ -132,6 +143,9 @@ def load_rgb_engine(
     for module in (unet, vqvae, bert):
         if module is not None:
             module.to(placement.device).eval().requires_grad_(False)
+    runtime = placement.runtime
+    unet, vqvae = runtime.prepare(unet, "unet"), runtime.prepare(vqvae, "vqvae")
+    bert = runtime.prepare(bert, "bert") if bert is not None else None
     return RGBLatentEngine(
         unet=unet,
         vqvae=vqvae,
@@ -164,7 +178,7 @@ def assemble_engine(
     for module, dtype in (
         (text_encoder, placement.dtype),
         (unet, placement.dtype),
-        (vae, vae_dtype(placement.dtype, vae.config)),
+        (vae, vae_dtype(placement.dtype, vae.config, placement.device.type)),
     ):
         if module.dtype != dtype:  # modules built from configs (the benchmark) arrive in fp32
             module.to(dtype=dtype)
@@ -181,6 +195,10 @@ def assemble_engine(
     unet = placement.runtime.prepare_unet(unet)
     if settings.compile:
         unet = torch.compile(unet, fullgraph=False)
+    runtime = placement.runtime  # OpenVINO: stand-ins that run each part's compiled model
+    text_encoder, unet, vae = (
+        runtime.prepare(m, part) for m, part in ((text_encoder, "text_encoder"), (unet, "unet"), (vae, "vae"))
+    )
     return Engine(
         tokenizer=tokenizer,
         text_encoder=text_encoder,

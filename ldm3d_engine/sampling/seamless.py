@@ -88,3 +88,9 @@ def wrap_width(modules: Iterable[nn.Module], enabled: bool) -> Iterator[None]:
         for conv in patched:
             del conv._conv_forward
             delattr(conv, _MARK)
+
+
+def is_wrapped(module: nn.Module) -> bool:
+    """True inside :func:`wrap_width` for ``module`` (its first padded convolution is patched)."""
+    first = next(_padded_convs([module]), None)
+    return first is not None and hasattr(first, _MARK)

@@ -1,0 +1,133 @@
+"""Stand-ins for the model parts on OpenVINO: each is called as the loop calls the torch module
+(the same arguments, an answer of the same shape), and reads anything else (``config``,
+``dtype``, ``parameters()``, ``modules()`` for the seamless patch) from the torch module it holds.
+
+A stand-in keeps one compiled model per input signature: the shapes and dtypes of its tensors,
+which optional inputs are given, and whether the seamless wrap is patched into the module's
+convolutions right now. The first call with a new signature converts (or reads the cache) and
+compiles; later ones only run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..sampling.seamless import is_wrapped
+from .openvino import OpenVINORuntime, fingerprint, run
+
+#: Parts whose output is the picture or its depth: run in f32 whatever the precision.
+EXACT_PARTS = ("vae", "vqvae", "dpt")
+
+
+class StandIn:
+    """One torch module's OpenVINO stand-in; subclasses give the calls the loop makes."""
+
+    def __init__(self, runtime: OpenVINORuntime, module: nn.Module, part: str) -> None:
+        self.__dict__["_module"] = module  # __getattr__ reads through to it: set without recursion
+        self._runtime = runtime
+        self._part = part
+        self._fingerprint = fingerprint(module, part)
+        self._compiled: dict[str, tuple[Any, Any]] = {}
+        self.use_tiling = False  # the engine sets it; load refuses VAE tiling on OpenVINO
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_module"], name)
+
+    def _call(self, name: str, fn: Callable[..., Any], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``fn(module, *inputs)`` on OpenVINO; ``name`` tells calls of one module apart (encode, decode)."""
+        wrapped = is_wrapped(self._module)
+        shapes = "_".join(f"{'x'.join(map(str, t.shape)) or 'scalar'}{str(t.dtype)[6:]}" for t in inputs)
+        key = f"{self._part}-{name}-{self._fingerprint}-{'wrap' if wrapped else 'flat'}-{shapes}"
+        if key not in self._compiled:
+            compiled = self._runtime.compile(
+                self._module, f"{self._part} ({name})" if name != "forward" else self._part, fn, inputs, key,
+                exact=self._part in EXACT_PARTS,
+            )  # fmt: skip
+            self._compiled[key] = (compiled, compiled.create_infer_request())
+        compiled, request = self._compiled[key]
+        return run(compiled, request, inputs)
+
+
+class UNetStandIn(StandIn):
+    """``unet(sample, t, encoder_hidden_states=…, class_labels=…, return_dict=False)[0]``."""
+
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | int | float,
+        encoder_hidden_states: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+        return_dict: bool = False,
+    ) -> tuple[torch.Tensor]:
+        t = timestep if isinstance(timestep, torch.Tensor) else torch.tensor(timestep)
+        inputs = [sample, t]
+        if encoder_hidden_states is not None:
+            inputs.append(encoder_hidden_states)
+        if class_labels is not None:
+            inputs.append(class_labels)
+        texts, labels = encoder_hidden_states is not None, class_labels is not None
+
+        def forward(unet: nn.Module, sample: torch.Tensor, t: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+            kwargs: dict[str, torch.Tensor] = {}
+            if texts:
+                kwargs["encoder_hidden_states"] = rest[0]
+            if labels:
+                kwargs["class_labels"] = rest[-1]
+            out: torch.Tensor = unet(sample, t, return_dict=False, **kwargs)[0]
+            return out
+
+        name = "forward" + ("" if texts else "-unconditional") + ("-labels" if labels else "")
+        return (self._call(name, forward, inputs)[0],)
+
+
+class TextStandIn(StandIn):
+    """``text_encoder(ids, attention_mask=…)[0]`` (CLIP, and the CompVis LDMBert)."""
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor]:
+        if attention_mask is None:
+            return (self._call("forward", lambda m, ids: m(ids)[0], [input_ids])[0],)
+        masked = self._call("masked", lambda m, ids, mask: m(ids, attention_mask=mask)[0], [input_ids, attention_mask])
+        return (masked[0],)
+
+
+class AutoencoderStandIn(StandIn):
+    """``vae.decode(z, return_dict=False)[0]`` or ``.decode(z).sample``; ``vae.encode(x).latent_dist``."""
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True) -> Any:
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        decoded = self._call("decode", lambda m, z: m.decode(z).sample, [z])[0]
+        return DecoderOutput(sample=decoded) if return_dict else (decoded,)
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> Any:
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        moments = self._call("encode", lambda m, x: m.encode(x).latent_dist.parameters, [x])[0]
+        return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(moments))
+
+
+class DepthStandIn(StandIn):
+    """``dpt(pixel_values=…).predicted_depth``."""
+
+    def __call__(self, pixel_values: torch.Tensor) -> SimpleNamespace:
+        predicted = self._call("forward", lambda m, x: m(pixel_values=x).predicted_depth, [pixel_values])[0]
+        return SimpleNamespace(predicted_depth=predicted)
+
+
+_STAND_INS: dict[str, type[StandIn]] = {
+    "unet": UNetStandIn,
+    "text_encoder": TextStandIn,
+    "bert": TextStandIn,
+    "vae": AutoencoderStandIn,
+    "vqvae": AutoencoderStandIn,
+    "dpt": DepthStandIn,
+}
+
+
+def stand_in(runtime: OpenVINORuntime, module: nn.Module, part: str) -> StandIn:
+    return _STAND_INS[part](runtime, module, part)
