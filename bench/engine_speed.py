@@ -11,6 +11,13 @@ CLIP ViT-L/14 text encoder (12 layers, 768 wide) and the 4-channel VAE (128/256/
 
 `--profile` then splits one `live` job into its stages and lists its costliest operators.
 
+`--backend openvino` (the [openvino] extra; a CPU-sized run: `--size 256x128 --quality-steps 10`)
+times, in the same run, against (a): our engine in torch fp32 (c), in torch bf16 where the CPU has
+native bfloat16, and on OpenVINO's CPU device in f32 and bf16 (`quality` sampling, seamless), with
+the first start (conversion, empty cache) and a cached start, and the PSNR of each variant's RGB
+and depth against (c) from the same starting noise. `--dtype bfloat16` runs (c)–(e) in torch bf16.
+`--ov-weights int8` adds (i): OpenVINO bf16 with the UNet's weights compressed to int8 by NNCF.
+
 Times on the same device and inputs:
   (a) diffusers' StableDiffusionLDM3DPipeline as the LDM3D blog uses it: fp32, quality steps, output_type="np"
   (b) the same in fp16 (CUDA only)
@@ -99,6 +106,18 @@ def build(arch: str, tokenizer_dir: Path) -> tuple[Any, Any, Any, Any]:
         sample_size=512,
     )
     return tokenizer, text_encoder.eval(), unet.eval(), vae.eval()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo) and its bfloat16 instructions."""
+    from ldm3d_engine.backends.devices import cpu_bf16
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or "CPU"
+    return f"{name}, bf16: {cpu_bf16() or 'not native'}"
 
 
 def sync(device: torch.device) -> None:
@@ -270,6 +289,69 @@ def profile_live_job(engine: Any, device: torch.device, size: tuple[int, int], w
     print(prof.key_averages().table(sort_by=sort_by, row_limit=12, max_name_column_width=40))
 
 
+def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+def fidelity_target(reference: Any, size: tuple[int, int]) -> tuple[GenerateRequest, torch.Tensor, Any]:
+    """A quality job of ``reference`` (torch fp32) and its starting noise: what each variant is compared with."""
+    width, height = size
+    request = GenerateRequest("a forest, fidelity", seed=9, width=width, height=height, sampling="quality")
+    req = reference.resolve(request)
+    noise = reference.initial_latents(req)
+    return request, noise, reference.generate_from_latents(req, noise)
+
+
+def openvino_rows(
+    make: Any,
+    target: tuple[GenerateRequest, torch.Tensor, Any],
+    size: tuple[int, int],
+    writer: TextureWriter,
+    repeats: int,
+    tmp: Path,
+    int8: bool = False,
+) -> list[Row]:
+    """Our engine in torch bf16 (where native) and on openvino:CPU in f32 and bf16, each timed as (c),
+    after a first start that converts into an empty cache and a second start that reads it. One engine
+    at a time: a full-size one holds about 10 GB on OpenVINO (torch's modules and the compiled parts)."""
+    from ldm3d_engine.backends.devices import cpu_bf16
+
+    width, height = size
+    fidelity_request, noise, want = target
+    variants: list[tuple[str, str, str | None, str]] = [
+        ("(g) ours, OpenVINO CPU f32", "openvino:CPU", "float32", "model"),
+        ("(h) ours, OpenVINO CPU bf16", "openvino:CPU", "bfloat16", "model"),
+    ]
+    if int8:
+        variants.append(("(i) ours, OpenVINO CPU bf16, int8 UNet", "openvino:CPU", "bfloat16", "int8"))
+    if cpu_bf16() is not None:
+        variants.insert(0, ("(c16) ours, torch bf16", "cpu", "bfloat16", "model"))
+    else:
+        print("   (torch bf16 skipped: this CPU has no native bfloat16)")
+    rows = []
+    print(f"   {'':42} {'1st start s':>11} {'cached s':>9} {'RGB PSNR':>9} {'depth PSNR':>10}  (vs (c))")
+    for name, device, dtype, weights in variants:
+        cache = tmp / f"openvino-{dtype}-{weights}"
+        starts = []
+        engine = None
+        for _ in range(2 if device.startswith("openvino") else 1):  # the first converts, the second reads
+            engine = None
+            gc.collect()
+            t0 = time.perf_counter()
+            engine = make(device=device, dtype=dtype, ov_cache=str(cache), ov_weights=weights)
+            engine.generate(GenerateRequest("warm-up", seed=0, steps=2, width=width, height=height, sampling="quality"))
+            starts.append(time.perf_counter() - t0)
+        got = engine.generate_from_latents(engine.resolve(fidelity_request), noise)
+        rgb_db, depth_db = psnr(got.rgb, want.rgb, 255), psnr(got.depth_float, want.depth_float, 1.0)
+        cached = f"{starts[1]:9.1f}" if len(starts) > 1 else f"{'-':>9}"
+        print(f"   {name:42} {starts[0]:11.1f} {cached} {rgb_db:9.1f} {depth_db:10.1f}")
+        rows.append(run_ours(engine, torch.device("cpu"), size, "quality", writer, name, repeats))
+        del engine
+        gc.collect()
+    return rows
+
+
 def main() -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -285,11 +367,20 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile our UNet (paid in the warm-up)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the median is printed")
     parser.add_argument("--profile", action="store_true", help="then profile one live job at the first size")
+    parser.add_argument("--dtype", help="our engine's dtype for (c)–(e) (default: the device's)")
+    parser.add_argument(
+        "--backend", choices=["torch", "openvino"], default="torch", help="openvino: also torch bf16 and OpenVINO"
+    )
+    parser.add_argument("--ov-weights", choices=["model", "int8"], default="model", help="int8: also row (i)")
     args = parser.parse_args()
+    if args.backend == "openvino" and args.device != "cpu":
+        parser.error("--backend openvino compares with torch on the cpu: use --device cpu")
+    if args.backend == "openvino" and (args.profile or len(args.size or []) != 1):
+        parser.error("--backend openvino: give one --size (256x128 on a CPU), and no --profile")
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in s.split("x")) for s in (args.size or ["1024x512", "2048x1024"])]
     tmp = Path(tempfile.mkdtemp(prefix="ldm3d-speed-"))
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(
         f"engine_speed: {args.arch} LDM3D-pano architecture, random weights, on {device} ({gpu}), "
         f"{datetime.date.today()}, torch {torch.__version__}"
@@ -300,15 +391,15 @@ def main() -> None:
     preset = type(preset)(
         **{**preset.__dict__, "steps": args.quality_steps, "live_steps": args.live_steps, "min_size": 64}
     )
-    placement = resolve_placement(args.device, None)
 
-    def engine(**settings: Any) -> Any:
+    def engine(device: str = args.device, dtype: str | None = args.dtype, **settings: Any) -> Any:
+        placement = resolve_placement(device, dtype, settings.get("ov_cache"), settings.get("ov_weights", "model"))
         return assemble_engine(
             *copy.deepcopy(modules),
             dict(DDIM_CONFIG),  # Intel/ldm3d-pano ships DDIM
             placement=placement,
             location=ModelLocation(tmp, "bench:ldm3d-pano-architecture", preset),
-            settings=EngineSettings(device=args.device, compile=args.compile, **settings),
+            settings=EngineSettings(device=device, dtype=dtype, compile=args.compile, **settings),
         )
 
     ours = engine()
@@ -316,6 +407,8 @@ def main() -> None:
     variants: list[tuple[str, dict[str, Any], bool]] = [
         ("(e) ours, live, VAE tiling (flat)", {"vae_tiling": True}, False)
     ]
+    if args.backend == "openvino":
+        variants = []  # the OpenVINO rows instead
     if device.type == "cuda":
         variants.append(("(f) ours, live, model offload", {"offload": "model"}, True))
     writer = TextureWriter(tmp / "ours")
@@ -355,13 +448,19 @@ def main() -> None:
         for name, options, seamless in variants:  # one engine at a time: a full-size copy is 4 GB in fp32
             rows.append(run_ours(engine(**options), device, size, "live", writer, name, args.repeats, seamless))
             gc.collect()
+        if args.backend == "openvino":
+            target = fidelity_target(ours, size)
+            ours = None  # room for one OpenVINO engine beside the modules (--backend openvino: one size)
+            gc.collect()
+            rows += openvino_rows(engine, target, size, writer, args.repeats, tmp, args.ov_weights == "int8")
         baselines = [("(a)", rows[0])] + ([("(b)", rows[1])] if device.type == "cuda" else [])
         print(f"   {'':42} {'steps':>5} {'ms/step':>9} {'→arrays s':>10} {'→files s':>9} {'peak GPU':>12}  speed-up")
         for r in rows:
-            ours_row = r.name.startswith(("(c)", "(d)", "(e)", "(f)"))
+            ours_row = r.name.startswith(("(c", "(d)", "(e)", "(f)", "(g)", "(h)", "(i)"))
             ratio = ", ".join(f"{b.files_s / r.files_s:.2f}× vs {k}" for k, b in baselines) if ours_row else ""
             figures = f"{r.steps:5} {r.step_ms:9.1f} {r.arrays_s:10.2f} {r.files_s:9.2f} {r.peak:>12}"
-            print(f"   {r.name:42} {figures}  {ratio}")
+            step_ratio = f"; {rows[0].step_ms / r.step_ms:.2f}× per step" if ours_row else ""
+            print(f"   {r.name:42} {figures}  {ratio}{step_ratio}")
     if args.profile:
         profile_live_job(ours, device, sizes[0], writer)
     if device.type != "cuda":

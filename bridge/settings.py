@@ -52,7 +52,9 @@ class BridgeSettings:
     offline: bool = False
     cache_dir: str | None = None
     #: Where an OpenVINO device keeps its converted models; None: ~/.cache/ldm3d-bridge/openvino.
-    openvino_cache: str | None = None
+    ov_cache: str | None = None
+    #: openvino:* only: ``model`` (the weights as loaded) or ``int8`` (the UNet's weights compressed by NNCF).
+    ov_weights: str = "model"
     host: str = "0.0.0.0"
     port: int = 9000
     #: Serve OSCQuery (and the web page) over HTTP; on TCP ``http_port``, by default the OSC port's number.
@@ -190,6 +192,10 @@ class BridgeSettings:
             raise bad("sampling", "use quality or live")
         if self.offload not in ("none", "model"):
             raise bad("offload", "use none or model")
+        if self.ov_weights not in ("model", "int8"):
+            raise bad("ov_weights", "use model or int8")
+        if self.ov_weights != "model" and not all(device.startswith("openvino:") for device in self.devices):
+            raise bad("ov_weights", "int8 compresses OpenVINO's UNet: it needs device openvino:NAME")
         if self.token is not None and not self.token:
             raise bad("token", "an empty token protects nothing; leave it out or set a secret")
         devices = self.devices

@@ -173,7 +173,10 @@ class EngineSettings:
     #: on OpenVINO the fastest the device runs natively (bf16 on CPUs that have it).
     dtype: str | None = None
     #: Where an OpenVINO device keeps converted models; None: ``~/.cache/ldm3d-bridge/openvino``.
-    openvino_cache: str | None = None
+    ov_cache: str | None = None
+    #: OpenVINO only: ``model`` (the weights as loaded) or ``int8`` (the UNet's weights compressed to
+    #: int8 by NNCF; the activations stay at ``dtype``).
+    ov_weights: str = "model"
     #: Hugging Face cache folder; ``None``: the hub's default (``HF_HOME``/``HF_HUB_CACHE``).
     cache_dir: str | None = None
     #: Where the built-in tiny models are saved once; ``None``: ``~/.cache/ldm3d-bridge``.

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,6 +49,18 @@ def test_engine_speed_harness_runs_all_variants_on_a_small_architecture() -> Non
     assert "one live job at 128×64, where the time goes" in out and "denoising" in out
     assert "aten::" in out  # the profiler's operator table
     assert "× vs (a)" in out and "ms/step" in out
+
+
+def test_engine_speed_compares_openvino_and_bf16_with_the_pipeline() -> None:
+    pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+    command = [str(ROOT / "bench" / "engine_speed.py"), "--arch", "small", "--device", "cpu", "--size", "128x64"]
+    command += ["--quality-steps", "2", "--live-steps", "2", "--repeats", "1", "--backend", "openvino"]
+    command += ["--ov-weights", "int8"]
+    out = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=900, check=True).stdout
+    for row in ("(g) ours, OpenVINO CPU f32", "(h) ours, OpenVINO CPU bf16", "(i) ours, OpenVINO CPU bf16, int8 UNet"):
+        assert re.search(re.escape(row) + r" +[\d.]+ +[\d.]+ +[\d.]+ +[\d.inf]+", out), out  # starts, PSNRs
+        assert re.search(re.escape(row) + r" +2 .*× vs \(a\); [\d.]+× per step", out), out
+    assert "1st start s" in out and "RGB PSNR" in out and "depth PSNR" in out
 
 
 def test_bridge_latency_harness_runs_at_its_defaults() -> None:

@@ -11,6 +11,7 @@ weights amplify rounding: the mean depth difference is bounded as for bf16 on CU
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -41,7 +42,7 @@ K = 4  # latent columns to roll (a multiple of 2 per UNet downsampling: the tiny
 
 @pytest.fixture(scope="module")
 def ov_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("openvino-cache")
+    return tmp_path_factory.mktemp("ov-cache")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def on_openvino(tiny_dir: Path, ov_cache: Path) -> Callable[..., Any]:
         if key not in engines:
             settings = EngineSettings(
                 model=model, device="openvino:CPU", dtype=dtype, tiny_dir=str(tiny_dir),
-                openvino_cache=str(ov_cache), depth_model=depth_model,
+                ov_cache=str(ov_cache), depth_model=depth_model,
             )  # fmt: skip
             engines[key] = load_engine(settings)
         return engines[key]
@@ -150,7 +151,7 @@ def test_bf16_on_openvino_stays_close_and_says_so(
 
 def test_the_second_start_reads_converted_models_from_the_cache(tiny_dir: Path, tmp_path: Path, caplog: Any) -> None:
     settings = EngineSettings(model="tiny", device="openvino:CPU", dtype="float32", tiny_dir=str(tiny_dir),
-                              openvino_cache=str(tmp_path))  # fmt: skip
+                              ov_cache=str(tmp_path))  # fmt: skip
     request = GenerateRequest("a cave", seed=1, width=128, height=64, steps=2)
     with caplog.at_level(logging.INFO, logger="ldm3d_engine.backends.openvino"):
         first = load_engine(settings).generate(request)
@@ -171,7 +172,7 @@ def test_what_a_killed_conversion_leaves_is_never_read_and_is_cleared(tiny_dir: 
     left.mkdir()
     (left / "model.xml").write_text("<net half written", encoding="utf-8")
     settings = EngineSettings(model="tiny", device="openvino:CPU", dtype="float32", tiny_dir=str(tiny_dir),
-                              openvino_cache=str(tmp_path))  # fmt: skip
+                              ov_cache=str(tmp_path))  # fmt: skip
     result = load_engine(settings).generate(GenerateRequest("a cave", seed=1, width=128, height=64, steps=2))
     assert result.rgb.shape == (64, 128, 3)
     assert not left.exists()
@@ -186,6 +187,32 @@ def test_other_weights_with_the_same_config_are_converted_again(tiny_dir: Path) 
     with torch.no_grad():
         engine.unet.conv_out.weight[0, 0, 0, 0] += 0.5
     assert fingerprint(engine.unet, "unet") != before
+
+
+def test_int8_unet_weights_on_openvino(
+    tiny_dir: Path, tmp_path: Path, load_tiny: Callable[[str], Any], on_openvino: Callable[..., Any]
+) -> None:
+    settings = EngineSettings(model="tiny-pano", device="openvino:CPU", dtype="float32", ov_weights="int8",
+                              tiny_dir=str(tiny_dir), ov_cache=str(tmp_path))  # fmt: skip
+    got = load_engine(settings).generate(REQUEST)
+    want = load_tiny("tiny-pano").generate(REQUEST)
+    assert got.dtype == "float32 (OpenVINO CPU; UNet weights int8; VAE and depth float32)"
+    plain = on_openvino("tiny-pano").generate(REQUEST)  # the same device and precision, weights as loaded
+    assert np.abs(got.rgb.astype(int) - plain.rgb.astype(int)).max() > 1  # compressed: not the same weights
+    assert np.abs(got.depth_float - want.depth_float).mean() < 0.03
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir() if p.name.endswith("-int8")] == ["unet"]
+
+
+def test_int8_weights_are_for_openvino_only() -> None:
+    with pytest.raises(DeviceNotAvailable, match=r"ov_weights 'int8' compresses OpenVINO's UNet; 'cpu' is not"):
+        devices.resolve_placement("cpu", None, None, "int8")
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "serve", "--ov-weights", "int8", "--port", "0", "--no-zeroconf"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "ov_weights" in out.stderr and "it needs device openvino:NAME" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_bf16_on_the_cpu_with_torch(tiny_dir: Path, load_tiny: Callable[[str], Any]) -> None:
@@ -226,7 +253,7 @@ def test_a_dtype_the_device_does_not_run_natively_is_refused(tmp_path: Path) -> 
 def test_torch_only_options_are_refused_on_openvino(tiny_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(DeviceNotAvailable, match="compile and vae_tiling are torch's"):
         load_engine(EngineSettings(model="tiny", device="openvino:CPU", tiny_dir=str(tiny_dir), compile=True,
-                                   openvino_cache=str(tmp_path)))  # fmt: skip
+                                   ov_cache=str(tmp_path)))  # fmt: skip
 
 
 def test_a_conversion_that_fails_names_the_part(
@@ -237,7 +264,7 @@ def test_a_conversion_that_fails_names_the_part(
 
     monkeypatch.setattr(ov, "convert_model", refuse)
     engine = load_engine(EngineSettings(model="tiny", device="openvino:CPU", tiny_dir=str(tiny_dir),
-                                        openvino_cache=str(tmp_path)))  # fmt: skip
+                                        ov_cache=str(tmp_path)))  # fmt: skip
     with pytest.raises(BackendFailed, match=r"OpenVINO could not convert the text_encoder: RuntimeError: aten::frob"):
         engine.generate(GenerateRequest("a cave", width=128, height=64, steps=1))
     assert [p.name for p in tmp_path.iterdir() if p.name != "compiled"] == []  # nothing half-written
@@ -260,6 +287,43 @@ def test_intel_gpu_and_npu(name: str, tiny_dir: Path, tmp_path: Path, load_tiny:
     if name not in ov.Core().available_devices:
         pytest.skip(f"OpenVINO lists no {name} here (CI's machines have none); run on an Intel GPU/NPU machine")
     engine = load_engine(EngineSettings(model="tiny-pano", device=f"openvino:{name}", dtype="float32",
-                                        tiny_dir=str(tiny_dir), openvino_cache=str(tmp_path)))  # fmt: skip
+                                        tiny_dir=str(tiny_dir), ov_cache=str(tmp_path)))  # fmt: skip
     got = engine.generate(REQUEST)
     assert np.abs(got.depth_float - load_tiny("tiny-pano").generate(REQUEST).depth_float).mean() < 0.03
+
+
+def test_serve_on_openvino_converts_both_seamless_settings_while_warming_up(tiny_dir: Path, tmp_path: Path) -> None:
+    """The real ``serve --device openvino:CPU`` over UDP: the warm-up converts the UNet for both seamless
+    settings (a conversion mid-show would hold a job for seconds, minutes with a real UNet), so the
+    jobs that follow convert nothing; the job's meta.json names the device and its precision."""
+    from bridge.osc.client import OscClient
+
+    from .served import serve_tiny
+
+    built = load_engine(EngineSettings(model="tiny-pano", tiny_dir=str(tiny_dir)))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "ldm3d-bridge").symlink_to(built.location.folder.parent, target_is_directory=True)
+    converted = tmp_path / "openvino"
+    extra = ("--model", "tiny-pano", "--device", "openvino:CPU", "--ov-cache", str(converted), "--no-http")
+    proc, port = serve_tiny(tmp_path / "out", *extra, cache=cache, env={"LDM3D_BRIDGE_WARMUP": "true"})
+    try:
+        with OscClient("127.0.0.1", port) as client:
+            client.subscribe_self(timeout=60)
+            for _ in range(120):  # until loaded and warmed up
+                client.send("/ldm3d/status")
+                if client.wait_for(["/ldm3d/state"], 5)[-1].args[0] == "idle":
+                    break
+            unets = sorted(p.name.split("-")[3] for p in converted.iterdir() if p.name.startswith("unet-"))
+            assert unets == ["flat", "wrap"]
+            before = set(converted.iterdir())
+            for seamless in (1, 0):
+                client.send("/ldm3d/generate", "a glacier", "seamless", seamless, "steps", 2)
+                ready = client.wait_for(["/ldm3d/ready", "/ldm3d/error"], 120)[-1]
+                assert ready.address == "/ldm3d/ready", ready.args
+                meta = json.loads(Path(str(ready.args[3])).read_text())
+                assert meta["device"] == "openvino:CPU" and meta["dtype"].startswith("bfloat16 (OpenVINO CPU")
+            assert set(converted.iterdir()) == before
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

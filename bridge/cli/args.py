@@ -26,8 +26,13 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
         "bfloat16 on a cpu with amx_bf16/avx512_bf16",
     )
     p.add_argument(
-        "--openvino-cache",
+        "--ov-cache",
         help="where openvino:* devices keep converted models (default ~/.cache/ldm3d-bridge/openvino)",
+    )
+    p.add_argument(
+        "--ov-weights",
+        choices=["model", "int8"],
+        help="openvino:* only: int8 compresses the UNet's weights with NNCF (default model: as loaded)",
     )
     p.add_argument("--offline", action="store_const", const=True, help="never download a model")
     p.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
@@ -127,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dep.add_argument("--device", help="cpu, cuda, cuda:N, mps or openvino:NAME (default cpu; never chosen for you)")
     dep.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
-    dep.add_argument("--openvino-cache", help="where openvino:* devices keep converted models")
+    dep.add_argument("--ov-cache", help="where openvino:* devices keep converted models")
     dep.add_argument("--offline", action="store_const", const=True, help="never download a model")
     dep.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
     dep.add_argument("--format", choices=list(FORMAT_NAMES), help="texture files: tiff (default), png-fast or png")

@@ -29,7 +29,8 @@ def engine_settings(s: BridgeSettings, device: str | None = None) -> Any:
         device=device or s.device,
         dtype=s.dtype,
         cache_dir=s.cache_dir,
-        openvino_cache=s.openvino_cache,
+        ov_cache=s.ov_cache,
+        ov_weights=s.ov_weights,
         offline=s.offline,
         compile=s.compile,
         offload=s.offload,
@@ -55,7 +56,7 @@ def _one_job(
     from bridge.output.writer import TextureWriter
     from ldm3d_engine import load_depth_only, load_engine
 
-    keys = ("model", "preset", "device", "dtype", "openvino_cache", "offline", "output", "format", "depth_model")
+    keys = ("model", "preset", "device", "dtype", "ov_cache", "ov_weights", "offline", "output", "format", "depth_model")
     settings = load_settings({k: getattr(args, k, None) for k in keys})
     writer = TextureWriter(Path(settings.output), fmt=settings.format)
     writer.prepare()  # early: a folder that is unwritable or held by a running bridge fails before the model loads

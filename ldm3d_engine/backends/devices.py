@@ -80,14 +80,21 @@ def cpu_bf16() -> str | None:
     return ", ".join(found) or None
 
 
-def resolve_placement(device: str, dtype: str | None, openvino_cache: str | None = None) -> Placement:
-    """Check that ``device`` exists and ``dtype`` is allowed on it (``openvino_cache``: where an
-    OpenVINO device keeps its converted models; None: ``~/.cache/ldm3d-bridge/openvino``)."""
+def resolve_placement(
+    device: str, dtype: str | None, ov_cache: str | None = None, ov_weights: str = "model"
+) -> Placement:
+    """Check that ``device`` exists and ``dtype`` is allowed on it (``ov_cache``: where an
+    OpenVINO device keeps its converted models, None: ``~/.cache/ldm3d-bridge/openvino``;
+    ``ov_weights``: ``model`` or ``int8``, OpenVINO only)."""
     kind, _, index = device.partition(":")
+    if ov_weights not in ("model", "int8"):
+        raise DeviceNotAvailable(f"ov_weights {ov_weights!r} is unknown; use model or int8")
+    if ov_weights != "model" and kind != "openvino":
+        raise DeviceNotAvailable(f"ov_weights {ov_weights!r} compresses OpenVINO's UNet; {device!r} is not openvino:*")
     if kind == "hpu":
         return _hpu_placement(dtype)
     if kind == "openvino":
-        return _openvino_placement(device, index, dtype, openvino_cache)
+        return _openvino_placement(device, index, dtype, ov_cache, ov_weights)
     available = available_devices()
     if kind not in _ALLOWED or (index and not index.isdigit()):
         raise DeviceNotAvailable(
@@ -110,11 +117,11 @@ def resolve_placement(device: str, dtype: str | None, openvino_cache: str | None
     return Placement(torch.device(name), chosen)
 
 
-def _openvino_placement(device: str, name: str, dtype: str | None, cache: str | None) -> Placement:
+def _openvino_placement(device: str, name: str, dtype: str | None, cache: str | None, weights: str) -> Placement:
     """OpenVINO (imported only now; see ldm3d_engine.backends.openvino): torch's side of the loop runs
     on the CPU in float32, the network calls on the OpenVINO device at ``dtype`` (default: the
     fastest it runs natively)."""
-    from .openvino import OpenVINORuntime, default_cache_dir, device_dtypes, load_openvino
+    from .openvino import OpenVINORuntime, default_cache_dir, device_dtypes, load_nncf, load_openvino
 
     ov = load_openvino(device)
     listed = ov.Core().available_devices
@@ -126,7 +133,9 @@ def _openvino_placement(device: str, name: str, dtype: str | None, cache: str | 
     dtype_name = _ALIASES.get(dtype, dtype) if dtype else allowed[0]
     if dtype_name not in allowed:
         raise DeviceNotAvailable(f"dtype {dtype!r} is not native on openvino:{name}; it runs {', '.join(allowed)}")
-    runtime = OpenVINORuntime(ov, name, dtype_name, Path(cache) if cache else default_cache_dir())
+    if weights == "int8":
+        load_nncf()
+    runtime = OpenVINORuntime(ov, name, dtype_name, Path(cache) if cache else default_cache_dir(), weights)
     return Placement(torch.device("cpu"), torch.float32, runtime)
 
 

@@ -63,6 +63,16 @@ def load_openvino(device: str) -> Any:
         raise DeviceNotAvailable(MISSING.format(device=device, detail=f"import failed: {exc}")) from None
 
 
+def load_nncf() -> Any:
+    """NNCF (int8 weight compression), or DeviceNotAvailable naming the extra."""
+    try:
+        return importlib.import_module("nncf")
+    except ImportError as exc:
+        raise DeviceNotAvailable(
+            f"ov_weights 'int8' needs NNCF: install this project with the [openvino] extra, which brings it ({exc})"
+        ) from None
+
+
 def device_dtypes(core: Any, name: str) -> tuple[str, ...]:
     """The dtypes an OpenVINO device runs natively, fastest first (``bfloat16`` where it lists BF16)."""
     capabilities = set(core.get_property(name, "OPTIMIZATION_CAPABILITIES"))
@@ -157,8 +167,10 @@ class OpenVINORuntime(Runtime):
 
     name = "openvino"
 
-    def __init__(self, ov: Any, device: str, dtype: str, cache_dir: Path) -> None:
+    def __init__(self, ov: Any, device: str, dtype: str, cache_dir: Path, weights: str = "model") -> None:
         self.ov = ov
+        #: ``int8``: the UNet's weights compressed by NNCF (asymmetric int8 per output channel).
+        self.weights = weights
         self.core = ov.Core()
         self.device = device
         self.label = f"openvino:{device}"
@@ -168,13 +180,15 @@ class OpenVINORuntime(Runtime):
 
     def describe(self, weights: str) -> str:
         """What ``dtype`` says in results: the precision of the UNet and text encoder, the VAE's."""
-        return f"{self.dtype} (OpenVINO {self.device}; VAE and depth float32)"
+        unet = "; UNet weights int8" if self.weights == "int8" else ""
+        return f"{self.dtype} (OpenVINO {self.device}{unet}; VAE and depth float32)"
 
-    def prepare(self, module: Any, part: str) -> Any:
-        """``module`` replaced by its OpenVINO stand-in (``part``: unet, text_encoder, vae, vqvae, bert, dpt)."""
+    def prepare(self, module: Any, part: str, variant: Callable[[Any], str] | None = None) -> Any:
+        """``module`` replaced by its OpenVINO stand-in (``part``: unet, text_encoder, vae, vqvae, bert,
+        dpt; ``variant``: names the state of ``module`` a call needs, one converted model each)."""
         from .openvino_parts import stand_in
 
-        return stand_in(self, module, part)
+        return stand_in(self, module, part, variant)
 
     def compile(self, module: torch.nn.Module, part: str, fn: Callable[..., Any], inputs: Sequence[torch.Tensor],
                 key: str, exact: bool) -> Any:  # fmt: skip
@@ -186,8 +200,10 @@ class OpenVINORuntime(Runtime):
             t0 = time.perf_counter()
             examples = [tensor.clone() for tensor in inputs]  # outside inference mode: traceable
             try:
-                with warnings.catch_warnings():  # tracing diffusers' modules warns of every shape check
-                    warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+                # OpenVINO traces with TorchScript: torch calls that deprecated, and the tracer warns of
+                # every shape check in diffusers' modules (the shapes are fixed per converted model)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
                     model = ov.convert_model(_Traced(module, fn), example_input=tuple(examples))
             except Exception as exc:  # any conversion error is reported, naming the part
                 raise BackendFailed(f"OpenVINO could not convert the {part}: {type(exc).__name__}: {exc}") from exc
@@ -195,7 +211,10 @@ class OpenVINORuntime(Runtime):
             return model
 
         with torch.inference_mode(False), torch.no_grad():
-            model, cached = self.cache.get_or_convert(ov, key, convert)
+            if self.weights == "int8" and part == "unet":
+                model, cached = self.cache.get_or_convert(ov, f"{key}-int8", lambda: self._int8(key, convert))
+            else:
+                model, cached = self.cache.get_or_convert(ov, key, convert)
         model.reshape(_static(model, inputs))
         precision = "f32" if exact else PRECISIONS[self.dtype]
         t0 = time.perf_counter()
@@ -209,6 +228,15 @@ class OpenVINORuntime(Runtime):
             time.perf_counter() - t0,
         )  # fmt: skip
         return compiled
+
+    def _int8(self, key: str, convert: Callable[[], Any]) -> Any:
+        """The converted model of ``key`` with its weights compressed to int8 (NNCF, data-free)."""
+        nncf = load_nncf()
+        model, _ = self.cache.get_or_convert(self.ov, key, convert)
+        t0 = time.perf_counter()
+        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        logger.info("compressed the unet's weights to int8 in %.1f s", time.perf_counter() - t0)
+        return compressed
 
 
 def _static(model: Any, inputs: Sequence[torch.Tensor]) -> dict[Any, list[int]]:

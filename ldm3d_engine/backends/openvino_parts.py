@@ -17,8 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..sampling.seamless import is_wrapped
 from .openvino import OpenVINORuntime, fingerprint, run
+
+#: Which variant of a module a call needs: the seamless patch's state (given by the engine, which
+#: owns the patch: ``sampling.seamless.variant``); the default, for parts never patched (DPT).
+Variant = Callable[[nn.Module], str]
 
 #: Parts whose output is the picture or its depth: run in f32 whatever the precision.
 EXACT_PARTS = ("vae", "vqvae", "dpt")
@@ -27,10 +30,11 @@ EXACT_PARTS = ("vae", "vqvae", "dpt")
 class StandIn:
     """One torch module's OpenVINO stand-in; subclasses give the calls the loop makes."""
 
-    def __init__(self, runtime: OpenVINORuntime, module: nn.Module, part: str) -> None:
+    def __init__(self, runtime: OpenVINORuntime, module: nn.Module, part: str, variant: Variant | None) -> None:
         self.__dict__["_module"] = module  # __getattr__ reads through to it: set without recursion
         self._runtime = runtime
         self._part = part
+        self._variant = variant or (lambda _module: "plain")
         self._fingerprint = fingerprint(module, part)
         self._compiled: dict[str, tuple[Any, Any]] = {}
         self.use_tiling = False  # the engine sets it; load refuses VAE tiling on OpenVINO
@@ -40,9 +44,9 @@ class StandIn:
 
     def _call(self, name: str, fn: Callable[..., Any], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         """``fn(module, *inputs)`` on OpenVINO; ``name`` tells calls of one module apart (encode, decode)."""
-        wrapped = is_wrapped(self._module)
+        variant = self._variant(self._module)
         shapes = "_".join(f"{'x'.join(map(str, t.shape)) or 'scalar'}{str(t.dtype)[6:]}" for t in inputs)
-        key = f"{self._part}-{name}-{self._fingerprint}-{'wrap' if wrapped else 'flat'}-{shapes}"
+        key = f"{self._part}-{name}-{self._fingerprint}-{variant}-{shapes}"
         if key not in self._compiled:
             compiled = self._runtime.compile(
                 self._module, f"{self._part} ({name})" if name != "forward" else self._part, fn, inputs, key,
@@ -129,5 +133,5 @@ _STAND_INS: dict[str, type[StandIn]] = {
 }
 
 
-def stand_in(runtime: OpenVINORuntime, module: nn.Module, part: str) -> StandIn:
-    return _STAND_INS[part](runtime, module, part)
+def stand_in(runtime: OpenVINORuntime, module: nn.Module, part: str, variant: Variant | None) -> StandIn:
+    return _STAND_INS[part](runtime, module, part, variant)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,9 +23,10 @@ class Runtime:
     def prepare_unet(self, unet: Any) -> Any:
         return unet
 
-    def prepare(self, module: Any, part: str) -> Any:
+    def prepare(self, module: Any, part: str, variant: Callable[[Any], str] | None = None) -> Any:
         """``module`` as the loop will call it (OpenVINO: a stand-in running its compiled model);
-        ``part``: unet, text_encoder, vae, vqvae, bert or dpt."""
+        ``part``: unet, text_encoder, vae, vqvae, bert or dpt; ``variant``: what state of the module
+        (e.g. the seamless patch: ``wrap``/``flat``) a call needs, where a compiled model fixes it."""
         return module
 
     def describe(self, weights: str) -> str | None:

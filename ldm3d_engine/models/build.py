@@ -15,6 +15,7 @@ from ..backends.devices import Placement, resolve_placement
 from ..depth.estimator import DepthEstimator, load_estimator
 from ..errors import DeviceNotAvailable, UnknownModel
 from ..sampling.prompts import MAX_TOKENS
+from ..sampling.seamless import variant as seamless_variant
 from ..types import EngineSettings
 from .base import DepthOnly
 from .compvis import RGBLatentEngine
@@ -45,7 +46,7 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    placement = resolve_placement(settings.device, settings.dtype, settings.openvino_cache)
+    placement = resolve_placement(settings.device, settings.dtype, settings.ov_cache, settings.ov_weights)
     cuda = placement.device.type == "cuda"
     if placement.runtime.name == "openvino" and (settings.compile or settings.vae_tiling):
         raise DeviceNotAvailable(
@@ -99,7 +100,7 @@ def load_depth_only(settings: EngineSettings) -> DepthOnly:
     """Only the depth estimator ``settings.depth_model`` on the settings' device (no diffusion model)."""
     if not settings.depth_model:
         raise UnknownModel("no depth model named: give one (dpt-large, dpt-hybrid, tiny-dpt or a folder)")
-    placement = resolve_placement(settings.device, settings.dtype, settings.openvino_cache)
+    placement = resolve_placement(settings.device, settings.dtype, settings.ov_cache, settings.ov_weights)
     return DepthOnly(load_depth_estimator(settings.depth_model, settings, placement))
 
 
@@ -144,7 +145,7 @@ def load_rgb_engine(
         if module is not None:
             module.to(placement.device).eval().requires_grad_(False)
     runtime = placement.runtime
-    unet, vqvae = runtime.prepare(unet, "unet"), runtime.prepare(vqvae, "vqvae")
+    unet, vqvae = runtime.prepare(unet, "unet", seamless_variant), runtime.prepare(vqvae, "vqvae", seamless_variant)
     bert = runtime.prepare(bert, "bert") if bert is not None else None
     return RGBLatentEngine(
         unet=unet,
@@ -196,9 +197,8 @@ def assemble_engine(
     if settings.compile:
         unet = torch.compile(unet, fullgraph=False)
     runtime = placement.runtime  # OpenVINO: stand-ins that run each part's compiled model
-    text_encoder, unet, vae = (
-        runtime.prepare(m, part) for m, part in ((text_encoder, "text_encoder"), (unet, "unet"), (vae, "vae"))
-    )
+    text_encoder = runtime.prepare(text_encoder, "text_encoder")
+    unet, vae = runtime.prepare(unet, "unet", seamless_variant), runtime.prepare(vae, "vae", seamless_variant)
     return Engine(
         tokenizer=tokenizer,
         text_encoder=text_encoder,

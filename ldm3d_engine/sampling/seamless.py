@@ -90,7 +90,8 @@ def wrap_width(modules: Iterable[nn.Module], enabled: bool) -> Iterator[None]:
             delattr(conv, _MARK)
 
 
-def is_wrapped(module: nn.Module) -> bool:
-    """True inside :func:`wrap_width` for ``module`` (its first padded convolution is patched)."""
+def variant(module: nn.Module) -> str:
+    """``wrap`` inside :func:`wrap_width` for ``module`` (its first padded convolution is patched), else
+    ``flat``: a backend that compiles the module (OpenVINO) keeps one compiled model for each."""
     first = next(_padded_convs([module]), None)
-    return first is not None and hasattr(first, _MARK)
+    return "wrap" if first is not None and hasattr(first, _MARK) else "flat"
