@@ -15,6 +15,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ def test_what_a_killed_conversion_leaves_is_never_read_and_is_cleared(tiny_dir: 
 
 
 def test_other_weights_with_the_same_config_are_converted_again(tiny_dir: Path) -> None:
-    from ldm3d_engine.backends.openvino import fingerprint
+    from ldm3d_engine.backends.openvino_parts import fingerprint
 
     engine = load_engine(EngineSettings(model="tiny", device="cpu", tiny_dir=str(tiny_dir)))
     before = fingerprint(engine.unet, "unet")
@@ -297,9 +298,11 @@ def test_serve_on_openvino_converts_both_seamless_settings_while_warming_up(tiny
     settings (a conversion mid-show would hold a job for seconds, minutes with a real UNet), so the
     jobs that follow convert nothing; the job's meta.json names the device and its precision."""
     from bridge.osc.client import OscClient
+    from ldm3d_engine.backends.openvino import device_dtypes
 
     from .served import serve_tiny
 
+    fastest = device_dtypes(ov.Core(), "CPU")[0]  # no --dtype: the fastest the device runs natively
     built = load_engine(EngineSettings(model="tiny-pano", tiny_dir=str(tiny_dir)))
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -310,10 +313,14 @@ def test_serve_on_openvino_converts_both_seamless_settings_while_warming_up(tiny
     try:
         with OscClient("127.0.0.1", port) as client:
             client.subscribe_self(timeout=60)
-            for _ in range(120):  # until loaded and warmed up
+            deadline = time.monotonic() + 300  # the model loads, then the warm-up converts (about 25 s here)
+            while True:
                 client.send("/ldm3d/status")
-                if client.wait_for(["/ldm3d/state"], 5)[-1].args[0] == "idle":
+                state = client.wait_for(["/ldm3d/state"], 5)[-1].args[0]
+                if state == "idle" or time.monotonic() > deadline:
                     break
+                time.sleep(0.5)
+            assert state == "idle"
             unets = sorted(p.name.split("-")[3] for p in converted.iterdir() if p.name.startswith("unet-"))
             assert unets == ["flat", "wrap"]
             before = set(converted.iterdir())
@@ -322,8 +329,36 @@ def test_serve_on_openvino_converts_both_seamless_settings_while_warming_up(tiny
                 ready = client.wait_for(["/ldm3d/ready", "/ldm3d/error"], 120)[-1]
                 assert ready.address == "/ldm3d/ready", ready.args
                 meta = json.loads(Path(str(ready.args[3])).read_text())
-                assert meta["device"] == "openvino:CPU" and meta["dtype"].startswith("bfloat16 (OpenVINO CPU")
+                assert meta["device"] == "openvino:CPU" and meta["dtype"].startswith(f"{fastest} (OpenVINO CPU")
             assert set(converted.iterdir()) == before
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_a_bridge_whose_conversion_fails_serves_nothing_and_says_which_part(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warm-up converts; a part OpenVINO cannot take fails the worker's start, so a job gets
+    ``model_failed`` naming the part, instead of a bridge running on half a backend."""
+    from bridge.osc.client import OscClient
+    from bridge.serve.server import Bridge
+    from bridge.settings import BridgeSettings
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("aten::frobnicate is not supported")
+
+    monkeypatch.setattr(ov, "convert_model", refuse)
+    settings = EngineSettings(model="tiny", device="openvino:CPU", tiny_dir=str(tiny_dir), ov_cache=str(tmp_path / "c"))
+    values: dict[str, Any] = {"model": "tiny", "device": "openvino:CPU", "host": "127.0.0.1", "port": 0,
+                              "output": str(tmp_path / "out"), "zeroconf": False, "http": False}  # fmt: skip
+    bridge = Bridge(BridgeSettings(**values), lambda: load_engine(settings))
+    bridge.start()
+    try:
+        with OscClient(*bridge.address) as client:
+            client.send("/ldm3d/generate", "a world that cannot be drawn")
+            error = client.wait_for(["/ldm3d/error"], 120)[-1]
+            assert error.args[1] == "model_failed", error.args
+            assert "OpenVINO could not convert the text_encoder: RuntimeError: aten::frobnicate" in str(error.args[2])
+    finally:
+        bridge.stop()

@@ -68,8 +68,9 @@ def test_vae_tiling_decodes_wide_outputs_and_stays_off_for_seamless(tiny_dir: Pa
 
 def half_precision_engine(folder: Path, dtype: torch.dtype) -> Engine:
     """The modules of a tiny model in fp32 (as the benchmark builds them), assembled for a
-    half-precision placement. The CPU stands in for a GPU here: resolve_placement allows
-    fp16/bf16 on CUDA only, but the casting and upcasting under test do not depend on the device."""
+    half-precision placement. The CPU stands in for a GPU here: resolve_placement allows fp16
+    on CUDA only, but the casting and upcasting under test do not depend on the device (except the
+    VAE of bf16, which stays fp32 on the CPU: checked for both below)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -85,10 +86,15 @@ def half_precision_engine(folder: Path, dtype: torch.dtype) -> Engine:
     )
 
 
-@pytest.mark.parametrize(("dtype", "vae_dtype"), [(torch.float16, torch.float32), (torch.bfloat16, torch.bfloat16)])
+# bf16 has fp32's range, so a GPU keeps the VAE in bf16; the CPU keeps it in fp32 (depth's 16 bits)
+@pytest.mark.parametrize(("dtype", "vae_dtype"), [(torch.float16, torch.float32), (torch.bfloat16, torch.float32)])
 def test_half_precision_casts_the_models_and_keeps_an_fp16_vae_in_fp32(
     load_tiny: Callable[[str], Engine], dtype: torch.dtype, vae_dtype: torch.dtype
 ) -> None:
+    from ldm3d_engine.models.build import vae_dtype as vae_dtype_on
+
+    assert vae_dtype_on(torch.bfloat16, {"force_upcast": True}, "cuda") == torch.bfloat16
+    assert vae_dtype_on(torch.float16, {"force_upcast": True}, "cuda") == torch.float32
     reference = load_tiny("tiny-pano")
     engine = half_precision_engine(reference.location.folder, dtype)
     assert engine.vae.config.force_upcast  # diffusers' default, as in configs that predate the key

@@ -56,7 +56,18 @@ def _one_job(
     from bridge.output.writer import TextureWriter
     from ldm3d_engine import load_depth_only, load_engine
 
-    keys = ("model", "preset", "device", "dtype", "ov_cache", "ov_weights", "offline", "output", "format", "depth_model")
+    keys = (
+        "model",
+        "preset",
+        "device",
+        "dtype",
+        "ov_cache",
+        "ov_weights",
+        "offline",
+        "output",
+        "format",
+        "depth_model",
+    )
     settings = load_settings({k: getattr(args, k, None) for k in keys})
     writer = TextureWriter(Path(settings.output), fmt=settings.format)
     writer.prepare()  # early: a folder that is unwritable or held by a running bridge fails before the model loads

@@ -22,9 +22,9 @@ stays fp32 on CUDA, so depth keeps its 16 bits.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import importlib
-import json
+import io
 import logging
 import os
 import shutil
@@ -35,10 +35,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import BackendFailed, DeviceNotAvailable
+from .openvino_parts import stand_in
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -92,28 +92,6 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/ldm3d-bridge/openvino`` (default ``~/.cache``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "ldm3d-bridge" / "openvino"
-
-
-def fingerprint(module: torch.nn.Module, part: str) -> str:
-    """What makes ``module``'s converted model what it is: its class, config, every parameter's and
-    buffer's name, shape and 64 values sampled along it, and the versions that trace it. Another
-    fine-tune with the same config gets another fingerprint (its sampled weights differ)."""
-    digest = hashlib.sha256()
-    config: Any = getattr(module, "config", None)
-    config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
-    digest.update(json.dumps([part, type(module).__name__, config_dict], sort_keys=True, default=str).encode())
-    ov = importlib.import_module("openvino")
-    import diffusers
-    import transformers
-
-    digest.update(f"{ov.__version__} {torch.__version__} {diffusers.__version__} {transformers.__version__}".encode())
-    with torch.no_grad():
-        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            flat = tensor.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy()
-            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-            digest.update(sample.tobytes())
-    return digest.hexdigest()[:24]
 
 
 class ConvertedCache:
@@ -186,8 +164,6 @@ class OpenVINORuntime(Runtime):
     def prepare(self, module: Any, part: str, variant: Callable[[Any], str] | None = None) -> Any:
         """``module`` replaced by its OpenVINO stand-in (``part``: unet, text_encoder, vae, vqvae, bert,
         dpt; ``variant``: names the state of ``module`` a call needs, one converted model each)."""
-        from .openvino_parts import stand_in
-
         return stand_in(self, module, part, variant)
 
     def compile(self, module: torch.nn.Module, part: str, fn: Callable[..., Any], inputs: Sequence[torch.Tensor],
@@ -232,9 +208,11 @@ class OpenVINORuntime(Runtime):
     def _int8(self, key: str, convert: Callable[[], Any]) -> Any:
         """The converted model of ``key`` with its weights compressed to int8 (NNCF, data-free)."""
         nncf = load_nncf()
+        nncf.set_log_level(logging.WARNING)  # its statistics table and progress bar are not for a show's log
         model, _ = self.cache.get_or_convert(self.ov, key, convert)
         t0 = time.perf_counter()
-        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        with contextlib.redirect_stdout(io.StringIO()):  # and its progress bar (rich, on stdout)
+            compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
         logger.info("compressed the unet's weights to int8 in %.1f s", time.perf_counter() - t0)
         return compressed
 
@@ -254,9 +232,3 @@ class _Traced(torch.nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         return self.fn(self.module, *inputs)
-
-
-def run(compiled: Any, request: Any, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """One inference; the outputs copied out of OpenVINO's buffers (the next inference reuses them)."""
-    results = request.infer([tensor.detach().cpu().numpy() for tensor in inputs])
-    return [torch.from_numpy(np.array(results[port], copy=True)) for port in compiled.outputs]

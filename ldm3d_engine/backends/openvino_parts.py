@@ -10,18 +10,57 @@ compiles; later ones only run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import importlib
+import json
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
-from .openvino import OpenVINORuntime, fingerprint, run
+
+class Compiler(Protocol):
+    """What a stand-in needs of its backend (:class:`~.openvino.OpenVINORuntime`)."""
+
+    def compile(self, module: nn.Module, part: str, fn: Callable[..., Any], inputs: Sequence[torch.Tensor],
+                key: str, exact: bool) -> Any: ...  # fmt: skip
+
 
 #: Which variant of a module a call needs: the seamless patch's state (given by the engine, which
 #: owns the patch: ``sampling.seamless.variant``); the default, for parts never patched (DPT).
 Variant = Callable[[nn.Module], str]
+
+
+def fingerprint(module: torch.nn.Module, part: str) -> str:
+    """What makes ``module``'s converted model what it is: its class, config, every parameter's and
+    buffer's name, shape and 64 values sampled along it, and the versions that trace it. Another
+    fine-tune with the same config gets another fingerprint (its sampled weights differ)."""
+    digest = hashlib.sha256()
+    config: Any = getattr(module, "config", None)
+    config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+    digest.update(json.dumps([part, type(module).__name__, config_dict], sort_keys=True, default=str).encode())
+    ov = importlib.import_module("openvino")
+    import diffusers
+    import transformers
+
+    digest.update(f"{ov.__version__} {torch.__version__} {diffusers.__version__} {transformers.__version__}".encode())
+    with torch.no_grad():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            flat = tensor.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy()
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(sample.tobytes())
+    return digest.hexdigest()[:24]
+
+
+def run(compiled: Any, request: Any, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """One inference; the outputs copied out of OpenVINO's buffers (the next inference reuses them)."""
+    results = request.infer([tensor.detach().cpu().numpy() for tensor in inputs])
+    return [torch.from_numpy(np.array(results[port], copy=True)) for port in compiled.outputs]
+
 
 #: Parts whose output is the picture or its depth: run in f32 whatever the precision.
 EXACT_PARTS = ("vae", "vqvae", "dpt")
@@ -30,7 +69,7 @@ EXACT_PARTS = ("vae", "vqvae", "dpt")
 class StandIn:
     """One torch module's OpenVINO stand-in; subclasses give the calls the loop makes."""
 
-    def __init__(self, runtime: OpenVINORuntime, module: nn.Module, part: str, variant: Variant | None) -> None:
+    def __init__(self, runtime: Compiler, module: nn.Module, part: str, variant: Variant | None) -> None:
         self.__dict__["_module"] = module  # __getattr__ reads through to it: set without recursion
         self._runtime = runtime
         self._part = part
@@ -133,5 +172,5 @@ _STAND_INS: dict[str, type[StandIn]] = {
 }
 
 
-def stand_in(runtime: OpenVINORuntime, module: nn.Module, part: str, variant: Variant | None) -> StandIn:
+def stand_in(runtime: Compiler, module: nn.Module, part: str, variant: Variant | None) -> StandIn:
     return _STAND_INS[part](runtime, module, part, variant)
