@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -260,12 +261,47 @@ def test_with_a_token_the_page_loads_but_nothing_else_does_without_it(start_brid
                     out["ws_other_site"] = 101
             except aiohttp.WSServerHandshakeError as exc:
                 out["ws_other_site"] = exc.status
+            try:  # the OSCQuery event stream at `/`, asking as the page's own file would (issue 30: it was 101)
+                async with session.ws_connect(_url(bridge, "/"), headers={"Accept": "text/html"}):
+                    out["listen_as_page"] = 101
+            except aiohttp.WSServerHandshakeError as exc:
+                out["listen_as_page"] = exc.status
         return out
 
     assert asyncio.run(run()) == {
         "page": 200, "ui": 200, "oscquery": 401, "texture": 401, "texture_token": 404,
-        "ws": 401, "ws_token": 101, "ws_other_site": 403,
+        "ws": 401, "ws_token": 101, "ws_other_site": 403, "listen_as_page": 401,
     }  # fmt: skip
+
+
+def test_deep_json_lone_surrogates_and_the_server_header(start_bridge: Start, caplog: Any) -> None:
+    """JSON nested 5,000 deep (RecursionError in the parser) is a bad_arguments reply on the page's socket
+    and an ERROR on the OSCQuery stream, with no traceback; a prompt holding a lone surrogate is refused
+    as not text; the Server header names neither Python nor aiohttp."""
+    bridge = start_bridge(http=True)
+
+    async def body(page: Page, hello: dict[str, Any]) -> list[Any]:
+        await page.ws.send_str("[" * 5000)
+        deep = (await page.until(_is("/ldm3d/error")))["args"]
+        await page.ws.send_str('{"id": 7, "address": "/ldm3d/generate", "args": ["a \\ud800 sky"]}')
+        lone = (await page.until(_is("/ldm3d/error", 7)))["args"]
+        await page.send("/ldm3d/ping")
+        await page.until(_is("/ldm3d/pong"))  # the socket is still open and answering
+        async with aiohttp.ClientSession() as session:
+            async with session.get(_url(bridge, "/"), headers={"Accept": "application/json"}) as r:
+                server = r.headers.get("Server")
+            async with session.ws_connect(_url(bridge, "/")) as ws:
+                await ws.send_str("[" * 5000)
+                listen = json.loads((await ws.receive(timeout=10)).data)
+        return [deep, lone, server, listen]
+
+    with caplog.at_level(logging.ERROR):
+        deep, lone, server, listen = _on_page(bridge, body)
+    assert deep[1] == "bad_arguments" and "address" in deep[2]
+    assert lone[1] == "bad_arguments" and "not text" in lone[2] and "surrogate" in lone[2]
+    assert server == "ldm3d-bridge"
+    assert "ERROR" in listen and "LISTEN" in listen["ERROR"]
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
 
 
 def test_the_vendored_three_js_is_the_registry_release_with_its_licence() -> None:

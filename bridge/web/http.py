@@ -118,6 +118,7 @@ class WebServer:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         app = web.Application(middlewares=[self._guard])
+        app.on_response_prepare.append(_plain_server_header)
         if self._page is not None:
             self._page.attach(app)
         if self._static is not None:
@@ -174,8 +175,8 @@ class WebServer:
 
     def _page_file(self, request: web.Request) -> bool:
         """The page's own files (no secret in them): the page itself at ``/`` and ``/ui/…``."""
-        if self._static is None:
-            return False
+        if self._static is None or request.headers.get("Upgrade", "").lower() == "websocket":
+            return False  # an upgrade at `/` is the OSCQuery event stream, whatever its Accept header says
         return request.path.startswith("/ui/") or (request.path == "/" and _wants_html(request))
 
     async def _ui(self, request: web.Request) -> web.StreamResponse:
@@ -221,7 +222,7 @@ class WebServer:
         try:
             command = json.loads(text)
             verb, path = command["COMMAND"], command["DATA"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
             await ws.send_str(json.dumps({"ERROR": 'send {"COMMAND": "LISTEN" or "IGNORE", "DATA": "/ldm3d/…"}'}))
             return
         if verb == "LISTEN" and isinstance(path, str) and path in self._nodes:
@@ -238,6 +239,11 @@ class WebServer:
         data = encode_message(address, *args)
         for ws in targets:
             self._outbox.send(ws, data)
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``Server: ldm3d-bridge``: not the versions of Python and aiohttp, which only help an attacker."""
+    response.headers["Server"] = "ldm3d-bridge"
 
 
 def _wants_html(request: web.Request) -> bool:

@@ -241,9 +241,11 @@ class PageHub:
             if not isinstance(address, str) or not isinstance(args, list):
                 raise TypeError
             message = Message(address, tuple(_arg(a) for a in args))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # Recursion: nested JSON
             re = data.get("id") if isinstance(data, dict) else None
             usage = 'send {"id": n, "address": "/ldm3d/…", "args": [strings and numbers]}'
+            if isinstance(exc, UnicodeEncodeError):
+                usage = f"an argument is not text: {exc.reason} at character {exc.start} (a lone UTF-16 surrogate)"
             error = {"type": "reply", "re": re, "address": "/ldm3d/error", "args": ["", "bad_arguments", usage]}
             self._send(number, json.dumps(error))
             return
@@ -269,7 +271,10 @@ class PageHub:
 def _arg(value: Any) -> Arg:
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, str | int | float):
+    if isinstance(value, str):
+        value.encode("utf-8")  # JSON may carry a lone surrogate ("\\ud800"), which is not text: UnicodeEncodeError
+        return value
+    if isinstance(value, int | float):
         return value
     raise TypeError(f"not an OSC argument: {value!r}")
 
