@@ -337,8 +337,7 @@ def test_a_websocket_that_does_not_read_misses_messages_beyond_its_backlog() -> 
             outbox.send(stalled, str(n))  # type: ignore[arg-type]
         outbox.send(other, b"x")  # type: ignore[arg-type]
         await asyncio.sleep(0.05)
-        outbox.cancel()
-        await asyncio.sleep(0)
+        await outbox.cancel()  # the stalled sends end (cancelled), none left pending
         return stalled.sent, other.sent
 
     assert asyncio.run(run()) == (["0", "1", "2"], [b"x"])  # the stalled client costs 3, and holds up nobody
