@@ -18,6 +18,8 @@ the bridge, not the model (bench/engine_speed.py is for that).
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import socket
 import statistics
 import sys
@@ -152,6 +154,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="ldm3d-bench-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)  # its jobs (and OpenVINO's caches) are GBs
     small = scene(64, 32)
 
     print(f"1. OSC round trips on loopback, {args.rounds} each (ms)")

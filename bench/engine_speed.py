@@ -33,12 +33,14 @@ seconds, peak GPU memory (CUDA), and our ratios against (a) and (b).
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import dataclasses
 import datetime
 import gc
 import itertools
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -349,6 +351,7 @@ def openvino_rows(
         rows.append(run_ours(engine, torch.device("cpu"), size, "quality", writer, name, repeats))
         del engine
         gc.collect()
+        shutil.rmtree(cache, ignore_errors=True)  # a full-size variant's converted models are several GB
     return rows
 
 
@@ -380,6 +383,7 @@ def main() -> None:
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in s.split("x")) for s in (args.size or ["1024x512", "2048x1024"])]
     tmp = Path(tempfile.mkdtemp(prefix="ldm3d-speed-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its jobs (and OpenVINO's caches) are GBs
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(
         f"engine_speed: {args.arch} LDM3D-pano architecture, random weights, on {device} ({gpu}), "

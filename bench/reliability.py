@@ -18,9 +18,11 @@ Prints, each from this run:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -376,6 +378,7 @@ def main() -> None:
     parser.add_argument("--flood-seconds", type=float, default=5.0)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ldm3d-reliability-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its jobs (and OpenVINO's caches) are GBs
     engine = load_engine(EngineSettings(model="tiny"))
     malformed(engine, tmp, args.random)
     flood(tmp, args.flood_rate, args.flood_seconds)

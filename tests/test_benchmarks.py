@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,9 @@ def test_engine_speed_compares_openvino_and_bf16_with_the_pipeline() -> None:
     command = [str(ROOT / "bench" / "engine_speed.py"), "--arch", "small", "--device", "cpu", "--size", "128x64"]
     command += ["--quality-steps", "2", "--live-steps", "2", "--repeats", "1", "--backend", "openvino"]
     command += ["--ov-weights", "int8"]
+    left = set(Path(tempfile.gettempdir()).glob("ldm3d-speed-*"))
     out = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=900, check=True).stdout
+    assert set(Path(tempfile.gettempdir()).glob("ldm3d-speed-*")) == left  # its jobs and converted models: removed
     for row in ("(g) ours, OpenVINO CPU f32", "(h) ours, OpenVINO CPU bf16", "(i) ours, OpenVINO CPU bf16, int8 UNet"):
         assert re.search(re.escape(row) + r" +[\d.]+ +[\d.]+ +[\d.]+ +[\d.inf]+", out), out  # starts, PSNRs
         assert re.search(re.escape(row) + r" +2 .*× vs \(a\); [\d.]+× per step", out), out
