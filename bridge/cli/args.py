@@ -11,6 +11,13 @@ from ldm3d_engine.presets import DEPTH_MODELS, PRESETS, SCHEDULERS
 DESCRIPTION = "OSC server that turns text prompts into live 360° RGB + depth worlds with Intel's LDM3D models"
 
 
+#: The settings every model-loading command takes from its flags (``_model_flags``).
+MODEL_KEYS = (
+    *("model", "preset", "device", "dtype", "ov_cache", "ov_weights"),
+    *("offline", "output", "format", "depth_model"),
+)
+
+
 def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=f"preset ({', '.join(PRESETS)}) or a local diffusers folder")
     p.add_argument("--preset", help="run a local folder with this preset's conventions")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bridge.cli.args import MODEL_KEYS
 from bridge.settings import BridgeSettings, load_settings
 
 
@@ -56,19 +57,7 @@ def _one_job(
     from bridge.output.writer import TextureWriter
     from ldm3d_engine import load_depth_only, load_engine
 
-    keys = (
-        "model",
-        "preset",
-        "device",
-        "dtype",
-        "ov_cache",
-        "ov_weights",
-        "offline",
-        "output",
-        "format",
-        "depth_model",
-    )
-    settings = load_settings({k: getattr(args, k, None) for k in keys})
+    settings = load_settings({k: getattr(args, k, None) for k in MODEL_KEYS})
     writer = TextureWriter(Path(settings.output), fmt=settings.format)
     writer.prepare()  # early: a folder that is unwritable or held by a running bridge fails before the model loads
     try:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.cli.args import build_parser
+from bridge.cli.args import MODEL_KEYS, build_parser
 from bridge.cli.jobs import (
     CliError,
     cmd_depth,
@@ -63,14 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.serve.server import Bridge
 
     keys = (
-        "model",
-        "preset",
-        "device",
-        "dtype",
-        "ov_cache",
-        "ov_weights",
-        "offline",
-        "output",
+        *MODEL_KEYS,
         "host",
         "port",
         "zeroconf",
@@ -82,9 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "jpeg",
         "exr",
         "on_shutdown",
-        "format",
         "announce_root",
-        "depth_model",
     )
     flags = {k: getattr(args, k) for k in keys}
     flags["allow"] = tuple(args.allow) if args.allow else None

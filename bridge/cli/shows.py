@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bridge.cli.args import MODEL_KEYS
 from bridge.cli.jobs import CliError, engine_settings
 from bridge.contract.requests import generate_then_upscale
 from bridge.settings import load_settings
@@ -34,19 +35,7 @@ def cmd_pregen(args: argparse.Namespace) -> int:
     from ldm3d_engine import load_engine
 
     show = load_show(Path(args.file))
-    keys = (
-        "model",
-        "preset",
-        "device",
-        "dtype",
-        "ov_cache",
-        "ov_weights",
-        "offline",
-        "output",
-        "format",
-        "upscale_model",
-        "depth_model",
-    )
+    keys = (*MODEL_KEYS, "upscale_model")
     settings = load_settings({k: getattr(args, k) for k in keys}, config=args.config)
     if any(cue.upscale for cue in show.cues) and not settings.upscale_model:
         raise CliError("the show has cues with upscale = true: give --upscale-model ldm3d-sr", 2)
