@@ -85,6 +85,18 @@ def _generate(page: Any, prompt: str, steps: int, width: int = 256, height: int 
     page.click("#go")
 
 
+def _pano(start_bridge: Start) -> Bridge:
+    """A bridge serving tiny-pano at 256×128, with its page."""
+    return start_bridge(model="tiny-pano", http=True, width=256, height=128)
+
+
+def _subscribed(client_for: Any, bridge: Bridge) -> Any:
+    """An OSC client of ``bridge`` that hears every event (TouchDesigner's view of the dome)."""
+    osc = client_for(bridge)
+    osc.subscribe_self()
+    return osc
+
+
 def _job(osc: Any, prompt: str) -> str:
     """A finished job from an OSC client (the client subscribed), its id."""
     osc.send("/ldm3d/generate", prompt, "steps", 2)
@@ -100,7 +112,7 @@ def _wait_idle(bridge: Bridge, timeout: float = 60.0) -> None:
 def test_go_moves_the_progress_bar_and_a_new_world_appears_in_the_viewer(
     start_bridge: Start, open_page: OpenPage
 ) -> None:
-    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
+    bridge = _pano(start_bridge)
     page = open_page(bridge)
     page.wait_for_timeout(300)
     before = _canvas(page)
@@ -123,7 +135,7 @@ def test_go_moves_the_progress_bar_and_a_new_world_appears_in_the_viewer(
 
 
 def test_cancel_a_queued_job_and_the_running_one_from_the_page(start_bridge: Start, open_page: OpenPage) -> None:
-    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
+    bridge = _pano(start_bridge)
     page = open_page(bridge)
     _generate(page, "the long one", steps=150)
     page.wait_for_selector("#queue li.running")
@@ -144,9 +156,8 @@ def test_cancel_a_queued_job_and_the_running_one_from_the_page(start_bridge: Sta
 def test_a_history_card_is_looked_at_here_and_put_live_only_by_a_second_tap(
     start_bridge: Start, open_page: OpenPage, client_for: Any
 ) -> None:
-    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
-    osc = client_for(bridge)
-    osc.subscribe_self()
+    bridge = _pano(start_bridge)
+    osc = _subscribed(client_for, bridge)
     ids = [_job(osc, "first world"), _job(osc, "second world")]
     page = open_page(bridge, has_touch=True)
     _drawn(page, ids[1])  # the world on screen when the page opened
@@ -171,9 +182,8 @@ def test_a_history_card_is_looked_at_here_and_put_live_only_by_a_second_tap(
 def test_the_bar_is_empty_while_nothing_runs_after_a_job_and_after_a_recall(
     start_bridge: Start, open_page: OpenPage, client_for: Any
 ) -> None:
-    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
-    osc = client_for(bridge)
-    osc.subscribe_self()
+    bridge = _pano(start_bridge)
+    osc = _subscribed(client_for, bridge)
     first = _job(osc, "first world")
     page = open_page(bridge)
     _generate(page, "a second world", steps=4)
@@ -225,9 +235,8 @@ def test_with_a_token_the_page_asks_once_and_remembers(start_bridge: Start, open
 def test_the_viewer_compiles_the_shared_displacement_and_gets_depth_exactly(
     start_bridge: Start, open_page: OpenPage, client_for: Any, browser: Any
 ) -> None:
-    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
-    osc = client_for(bridge)
-    osc.subscribe_self()
+    bridge = _pano(start_bridge)
+    osc = _subscribed(client_for, bridge)
     job_id = _job(osc, "depth")
     record = """
       window.shaderSources = [];
@@ -272,9 +281,8 @@ TARGETS = "button, input, select, textarea"
 def test_tablet_and_phone_layouts_have_finger_sized_targets(
     start_bridge: Start, open_page: OpenPage, client_for: Any, width: int, height: int, side_by_side: bool
 ) -> None:
-    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
-    osc = client_for(bridge)
-    osc.subscribe_self()
+    bridge = _pano(start_bridge)
+    osc = _subscribed(client_for, bridge)
     job_id = _job(osc, "a world for the history")
     page = open_page(bridge, width=width, height=height, has_touch=True, is_mobile=not side_by_side)
     _drawn(page, job_id)
@@ -341,9 +349,8 @@ def _view(page: Any, strength: float) -> np.ndarray:
 def test_orbit_shows_the_depth_that_the_centre_hides_and_reset_comes_back(
     start_bridge: Start, open_page: OpenPage, client_for: Any
 ) -> None:
-    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
-    osc = client_for(bridge)
-    osc.subscribe_self()
+    bridge = _pano(start_bridge)
+    osc = _subscribed(client_for, bridge)
     job_id = _job(osc, "a world with depth")
     page = open_page(bridge)
     _drawn(page, job_id)
@@ -382,7 +389,7 @@ def test_orbit_shows_the_depth_that_the_centre_hides_and_reset_comes_back(
 
 
 def test_empty_hints_on_a_fresh_bridge_go_when_a_world_arrives(start_bridge: Start, open_page: OpenPage) -> None:
-    bridge = start_bridge(model="tiny-pano", http=True, width=256, height=128)
+    bridge = _pano(start_bridge)
     page = open_page(bridge)
     assert page.locator("#empty-hint").is_visible() and page.locator("#history-hint").is_visible()
     assert page.locator("#depth-box").is_hidden()
