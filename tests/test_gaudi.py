@@ -93,7 +93,7 @@ def _hpu_engine(fake: FakeHabana, tiny_dir: Path) -> Engine:
     return Engine(
         tokenizer=real.tokenizer,
         text_encoder=real.text_encoder,
-        unet=runtime.prepare_unet(real.unet),
+        unet=runtime.prepare(real.unet, "unet"),
         vae=real.vae,
         scheduler_config=real.scheduler_config,
         placement=Placement(torch.device("cpu"), torch.float32, runtime),

@@ -124,18 +124,19 @@ def _openvino_placement(device: str, name: str, dtype: str | None, cache: str | 
     from .openvino import OpenVINORuntime, default_cache_dir, device_dtypes, load_nncf, load_openvino
 
     ov = load_openvino(device)
-    listed = ov.Core().available_devices
+    core = ov.Core()
+    listed = core.available_devices
     if name not in listed:
         raise DeviceNotAvailable(
             f"OpenVINO has no device {name!r} here; it lists {', '.join(f'openvino:{n}' for n in listed) or 'none'}"
         )
-    allowed = device_dtypes(ov.Core(), name)
+    allowed = device_dtypes(core, name)
     dtype_name = _ALIASES.get(dtype, dtype) if dtype else allowed[0]
     if dtype_name not in allowed:
         raise DeviceNotAvailable(f"dtype {dtype!r} is not native on openvino:{name}; it runs {', '.join(allowed)}")
     if weights == "int8":
         load_nncf()
-    runtime = OpenVINORuntime(ov, name, dtype_name, Path(cache) if cache else default_cache_dir(), weights)
+    runtime = OpenVINORuntime(ov, core, name, dtype_name, Path(cache) if cache else default_cache_dir(), weights)
     return Placement(torch.device("cpu"), torch.float32, runtime)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -58,8 +59,11 @@ class HpuRuntime(Runtime):
         self._can_clear = False
         self._captured = False
 
-    def prepare_unet(self, unet: Any) -> Any:
-        wrapped = self._hpu.wrap_in_hpu_graph(unet, disable_tensor_cache=True)
+    def prepare(self, module: Any, part: str, variant: Callable[[Any], str] | None = None) -> Any:
+        """The UNet wrapped in an HPU graph; the other parts as they are."""
+        if part != "unet":
+            return module
+        wrapped = self._hpu.wrap_in_hpu_graph(module, disable_tensor_cache=True)
         self._can_clear = callable(getattr(wrapped, "clear_cache", None))
         if not self._can_clear:
             logger.warning(

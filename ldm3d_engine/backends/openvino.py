@@ -97,20 +97,22 @@ def default_cache_dir() -> Path:
 class ConvertedCache:
     """Converted models on disk: ``root/<key>/model.xml`` (+ ``.bin``), each written aside and renamed."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, ov: Any, core: Any) -> None:
         self.root = root
+        self._ov = ov
+        self._core = core
         self._sweep()
 
-    def get_or_convert(self, ov: Any, key: str, convert: Callable[[], Any]) -> tuple[Any, bool]:
+    def get_or_convert(self, key: str, convert: Callable[[], Any]) -> tuple[Any, bool]:
         """(the model for ``key``, True when it came from disk). ``convert`` makes it when absent."""
         final = self.root / key
         if (final / _XML).is_file():
-            return ov.Core().read_model(str(final / _XML)), True
+            return self._core.read_model(str(final / _XML)), True
         model = convert()
         aside = self.root / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         shutil.rmtree(aside, ignore_errors=True)
         aside.mkdir(parents=True)
-        ov.save_model(model, str(aside / _XML), compress_to_fp16=False)
+        self._ov.save_model(model, str(aside / _XML), compress_to_fp16=False)
         try:
             aside.rename(final)
         except OSError:  # another process put it there first: same key, same model
@@ -145,15 +147,15 @@ class OpenVINORuntime(Runtime):
 
     name = "openvino"
 
-    def __init__(self, ov: Any, device: str, dtype: str, cache_dir: Path, weights: str = "model") -> None:
+    def __init__(self, ov: Any, core: Any, device: str, dtype: str, cache_dir: Path, weights: str = "model") -> None:
         self.ov = ov
         #: ``int8``: the UNet's weights compressed by NNCF (asymmetric int8 per output channel).
         self.weights = weights
-        self.core = ov.Core()
+        self.core = core
         self.device = device
         self.label = f"openvino:{device}"
         self.dtype = dtype
-        self.cache = ConvertedCache(cache_dir)
+        self.cache = ConvertedCache(cache_dir, ov, core)
         self.core.set_property({"CACHE_DIR": str(cache_dir / "compiled")})
 
     def describe(self, weights: str) -> str:
@@ -188,9 +190,9 @@ class OpenVINORuntime(Runtime):
 
         with torch.inference_mode(False), torch.no_grad():
             if self.weights == "int8" and part == "unet":
-                model, cached = self.cache.get_or_convert(ov, f"{key}-int8", lambda: self._int8(key, convert))
+                model, cached = self.cache.get_or_convert(f"{key}-int8", lambda: self._int8(key, convert))
             else:
-                model, cached = self.cache.get_or_convert(ov, key, convert)
+                model, cached = self.cache.get_or_convert(key, convert)
         model.reshape(_static(model, inputs))
         precision = "f32" if exact else PRECISIONS[self.dtype]
         t0 = time.perf_counter()
@@ -209,7 +211,7 @@ class OpenVINORuntime(Runtime):
         """The converted model of ``key`` with its weights compressed to int8 (NNCF, data-free)."""
         nncf = load_nncf()
         nncf.set_log_level(logging.WARNING)  # its statistics table and progress bar are not for a show's log
-        model, _ = self.cache.get_or_convert(self.ov, key, convert)
+        model, _ = self.cache.get_or_convert(key, convert)
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # and its progress bar (rich, on stdout)
             compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)

@@ -11,7 +11,7 @@ import torch
 
 
 class Runtime:
-    """What a backend may add to the loop: prepare the UNet once, act after every step,
+    """What a backend may add to the loop: prepare each model part once, act after every step,
     run the loop under a context (autocast), and hear when the UNet's convolutions change."""
 
     name = "default"
@@ -20,13 +20,11 @@ class Runtime:
     #: The compute dtype of the loop's autocast, where the backend runs one (Gaudi: bfloat16).
     autocast_dtype: torch.dtype | None = None
 
-    def prepare_unet(self, unet: Any) -> Any:
-        return unet
-
     def prepare(self, module: Any, part: str, variant: Callable[[Any], str] | None = None) -> Any:
-        """``module`` as the loop will call it (OpenVINO: a stand-in running its compiled model);
-        ``part``: unet, text_encoder, vae, vqvae, bert or dpt; ``variant``: what state of the module
-        (e.g. the seamless patch: ``wrap``/``flat``) a call needs, where a compiled model fixes it."""
+        """``module`` as the loop will call it (Gaudi: the UNet in an HPU graph; OpenVINO: a stand-in
+        running its compiled model); ``part``: unet, text_encoder, vae, vqvae, bert or dpt;
+        ``variant``: what state of the module (e.g. the seamless patch: ``wrap``/``flat``) a call
+        needs, where a compiled model fixes it."""
         return module
 
     def describe(self, weights: str) -> str | None:

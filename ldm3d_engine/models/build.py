@@ -193,12 +193,11 @@ def assemble_engine(
         torch.backends.cudnn.benchmark = True
     if placement.device.type in FUSED_QKV_DEVICES:
         unet.fuse_qkv_projections()  # one matmul for Q, K and V in every attention
-    unet = placement.runtime.prepare_unet(unet)
-    if settings.compile:
-        unet = torch.compile(unet, fullgraph=False)
-    runtime = placement.runtime  # OpenVINO: stand-ins that run each part's compiled model
+    runtime = placement.runtime  # Gaudi: the UNet in an HPU graph; OpenVINO: stand-ins running compiled parts
     text_encoder = runtime.prepare(text_encoder, "text_encoder")
     unet, vae = runtime.prepare(unet, "unet", seamless_variant), runtime.prepare(vae, "vae", seamless_variant)
+    if settings.compile:  # (refused on OpenVINO at load)
+        unet = torch.compile(unet, fullgraph=False)
     return Engine(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
