@@ -208,8 +208,8 @@ function progress(step, total, id) {
     const left = estimate(id, step, total);
     text = `${id ?? ""} step ${step} of ${total}` + (left === null ? "" : ` · about ${seconds(left)} left`);
   } else if (total && id) {
-    const decode = recentDecode() === null ? "" : ` · about ${seconds(recentDecode())}`;
-    text = `${id}: decoding and writing…${decode}`;
+    const decode = recentDecode();
+    text = `${id}: decoding and writing…` + (decode === null ? "" : ` · about ${seconds(decode)}`);
   }
   $("progress-text").textContent = text;
   // A full bar is a job's last step: the job then decodes and writes its world; the bar empties once
