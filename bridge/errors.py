@@ -21,6 +21,9 @@
     ├── NotReady                      not_ready (a show command that needs the model while it loads)
     ├── UnknownCue                    unknown_cue
     ├── EngineDown                    engine_failed (a job while no worker is alive: all restarting)
+    ├── RefusedPrompt                 refused_prompt (the installation's prompt rules refuse it)
+    ├── BadRules                      bad_rules (a prompt rules file that cannot be read; at a
+    │                                 reload the previous rules stay)
     ├── FolderInUse                   (start-up only) another bridge holds the output folder
     └── OutputParentMissing           (start-up only) the output folder's parent does not exist (a typo?)
 
@@ -112,6 +115,19 @@ class EngineDown(BridgeError):
     """No worker is alive now (every one is being restarted)."""
 
     code = "engine_failed"
+
+
+class RefusedPrompt(BridgeError):
+    """The prompt rules refuse a prompt. The message is for the public: it never repeats the
+    word or pattern that matched (the operator's log names the rule)."""
+
+    code = "refused_prompt"
+
+
+class BadRules(BridgeError):
+    """A prompt rules file that cannot be read or has a mistake; the message names the file and the line."""
+
+    code = "bad_rules"
 
 
 class FolderInUse(BridgeError):

@@ -55,6 +55,14 @@ class BridgeSettings:
     ov_cache: str | None = None
     #: openvino:* only: ``model`` (the weights as loaded) or ``int8`` (the UNet's weights compressed by NNCF).
     ov_weights: str = "model"
+    #: Run the image safety checker on every picture (the model's own, or safety_model's); False: nothing
+    #: is checked (a warning at start-up).
+    safety: bool = True
+    #: A safety checker for a model without one: a folder or a hub id (CompVis/stable-diffusion-safety-checker).
+    safety_model: str | None = None
+    #: A prompt rules file (words, phrases, regular expressions; .toml or plain lines), or ``default`` for the
+    #: short list shipped with the bridge; None: no prompt is refused for its words.
+    prompt_rules: str | None = None
     host: str = "0.0.0.0"
     port: int = 9000
     #: Serve OSCQuery (and the web page) over HTTP; on TCP ``http_port``, by default the OSC port's number.

@@ -22,6 +22,7 @@ from .errors import (
     ModelNotAvailable,
     OutOfMemory,
     UnknownModel,
+    UnsafeContent,
 )
 from .presets import PRESETS, SCHEDULERS, Preset, get_preset
 from .types import (
@@ -62,6 +63,7 @@ __all__ = [
     "ResolvedRequest",
     "Timings",
     "UnknownModel",
+    "UnsafeContent",
     "get_preset",
     "load_depth_only",
     "load_engine",

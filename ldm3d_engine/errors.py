@@ -13,6 +13,8 @@ Every error the engine raises on purpose derives from :class:`EngineError`::
     ├── BackendFailed         a backend could not prepare a model part (OpenVINO
     │                         conversion or compilation), named in the message
     ├── OutOfMemory           the device ran out of memory during a job
+    ├── UnsafeContent         the image safety checker flagged the picture
+                              (it is not returned)
     └── Cancelled             the job was cancelled between two steps
 
 Messages name the offending value and say what is allowed, so they can be
@@ -57,6 +59,10 @@ class BackendFailed(EngineError):
 
 class OutOfMemory(EngineError):
     """The device ran out of memory while running a job."""
+
+
+class UnsafeContent(EngineError):
+    """The image safety checker flagged the picture; the picture is dropped, never returned."""
 
 
 class Cancelled(EngineError):

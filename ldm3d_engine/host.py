@@ -11,6 +11,7 @@ steps as they happen and can cancel it between two of them:
 ``("cancelled", step, total)``      the end: cancelled (:class:`Cancelled`)
 ``("invalid", field, message)``     the end: :class:`InvalidRequest`
 ``("oom", message)``                the end: :class:`OutOfMemory`
+``("unsafe", message)``             the end: :class:`UnsafeContent` (the picture dropped)
 ``("failed", message)``             the end: any other error, by type and text
 ==================================  =========================================
 
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterator
 from queue import Queue
 from typing import Any
 
-from .errors import Cancelled, InvalidRequest, OutOfMemory
+from .errors import Cancelled, InvalidRequest, OutOfMemory, UnsafeContent
 from .types import CancelToken
 
 #: The engines a host may hold.
@@ -105,6 +106,8 @@ class EngineHost:
                 events.put(("invalid", exc.field, str(exc)))
             except OutOfMemory as exc:
                 events.put(("oom", str(exc)))
+            except UnsafeContent as exc:
+                events.put(("unsafe", str(exc)))
             except Exception as exc:  # noqa: BLE001 - every failure travels back as a message
                 events.put(("failed", f"{type(exc).__name__}: {exc}"))
 

@@ -108,10 +108,12 @@ class Timings:
     decoding_s: float
     #: Depth estimation (DPT), for RGB-only models, img2img without a depth map and depth jobs.
     depth_s: float = 0.0
+    #: The image safety checker, on every view of the picture.
+    safety_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.text_encoding_s + self.denoising_s + self.decoding_s + self.depth_s
+        return self.text_encoding_s + self.denoising_s + self.decoding_s + self.depth_s + self.safety_s
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,9 @@ class RGBDResult:
     prompt_ignored: bool = False
     #: Peak GPU memory of the job (cuda), in MiB.
     peak_memory_mb: float | None = None
+    #: The image safety check: ``passed`` (a flagged picture never becomes a result: it raises
+    #: UnsafeContent), ``off`` (turned off in the settings) or ``no checker`` (the model has none).
+    safety: str = "no checker"
 
     @property
     def seed(self) -> int:
@@ -196,6 +201,12 @@ class EngineSettings:
     #: img2img without a depth map and depth jobs use it. None: none for LDM3D models; an RGB-only
     #: model gets its preset's.
     depth_model: str | None = None
+    #: Run the image safety checker on every picture (the model's own, or ``safety_model``'s); a
+    #: flagged picture raises UnsafeContent. False: nothing is checked.
+    safety: bool = True
+    #: A safety checker for a model without one (a folder or a hub id: a pipeline folder with
+    #: ``safety_checker/`` + ``feature_extractor/``, or a checker on its own); None: the model's.
+    safety_model: str | None = None
 
 
 @dataclass

@@ -52,7 +52,8 @@ def test_generate_accepted_progress_ready_with_complete_files(start_bridge: Star
     meta = json.loads(Path(str(meta_path)).read_text())
     assert meta["prompt"] == "a glacier" and meta["seed"] == 5 and meta["steps"] == 4
     assert meta["depth"]["file"].startswith("16-bit") and "nearer" in meta["depth"]["meaning"]
-    assert set(meta["timings"]) == {"text_encoding_s", "denoising_s", "decoding_s", "writing_s"}
+    assert set(meta["timings"]) == {"text_encoding_s", "denoising_s", "decoding_s", "safety_s", "writing_s"}
+    assert meta["safety_check"] == "passed"  # the tiny model ships a checker, as Intel's folders do
     latest = json.loads((bridge.writer.root / "latest.json").read_text())
     assert latest["job_id"] == job_id and latest["depth"] == depth_path
 

@@ -14,7 +14,7 @@ DESCRIPTION = "OSC server that turns text prompts into live 360° RGB + depth wo
 #: The settings every model-loading command takes from its flags (``_model_flags``).
 MODEL_KEYS = (
     *("model", "preset", "device", "dtype", "ov_cache", "ov_weights"),
-    *("offline", "output", "format", "depth_model"),
+    *("offline", "output", "format", "depth_model", "safety", "safety_model"),
 )
 
 
@@ -42,6 +42,16 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
         help="openvino:* only: int8 compresses the UNet's weights with NNCF (default model: as loaded)",
     )
     p.add_argument("--offline", action="store_const", const=True, help="never download a model")
+    p.add_argument(
+        "--safety",
+        choices=["on", "off"],
+        help="the image safety checker on every picture (default on: the model's own; off: nothing is checked)",
+    )
+    p.add_argument(
+        "--safety-model",
+        metavar="PATH_OR_HUB_ID",
+        help="a safety checker for a model without one (e.g. CompVis/stable-diffusion-safety-checker or a folder)",
+    )
     p.add_argument("--output", help="the shared output folder (default ./ldm3d-out)")
     p.add_argument("--format", choices=list(FORMAT_NAMES), help="texture files: tiff (default), png-fast or png")
     p.add_argument(
@@ -78,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow", action="append", metavar="CIDR", help="only hear these source networks (repeat)")
     serve.add_argument("--token-file", help="file holding the shared secret every message must carry")
     serve.add_argument("--upscale-model", help="load this upscaler (ldm3d-sr) for /ldm3d/upscale")
+    serve.add_argument(
+        "--prompt-rules",
+        metavar="FILE",
+        help="refuse prompts by words, phrases and regular expressions (a .toml or plain-lines file; "
+        "'default': the short list shipped; reloaded on SIGHUP and /ldm3d/rules/reload)",
+    )
     serve.add_argument(
         "--show", metavar="FILE", help="a cue file to start with the bridge (loaded once the model is ready)"
     )

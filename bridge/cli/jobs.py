@@ -37,6 +37,8 @@ def engine_settings(s: BridgeSettings, device: str | None = None) -> Any:
         offload=s.offload,
         vae_tiling=s.vae_tiling,
         depth_model=s.depth_model,
+        safety=s.safety,
+        safety_model=s.safety_model,
     )
 
 

@@ -8,6 +8,7 @@ Errors print one line (``ldm3d-bridge: error: …``) and exit non-zero:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -81,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags["allow"] = tuple(args.allow) if args.allow else None
     flags["input_dirs"] = tuple(args.input_dirs) if args.input_dirs else None
     flags["upscale_model"] = args.upscale_model
-    for name in ("sampling", "compile", "offload", "vae_tiling", "ray", "ray_workers", "show"):
+    for name in ("sampling", "compile", "offload", "vae_tiling", "ray", "ray_workers", "show", "prompt_rules"):
         flags[name] = getattr(args, name)
     if args.token_file:
         try:
@@ -112,12 +113,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        reload = threading.Event()
+        if hasattr(signal, "SIGHUP"):  # reread the prompt rules (the handler only flags it: the loop reloads)
+            signal.signal(signal.SIGHUP, lambda *_: reload.set())
         bridge.start()
         ended = True
         try:
             while not stop.wait(0.2):
                 if bridge.failed is not None:
                     break
+                if reload.is_set():
+                    reload.clear()
+                    _reload_rules(bridge)
         finally:
             ended = bridge.stop()
     finally:
@@ -141,6 +148,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if failed is not None:
         raise CliError(f"the bridge cannot go on: {failed}")
     return 0
+
+
+def _reload_rules(bridge: Any) -> None:
+    """SIGHUP: the prompt rules read again; a file that cannot be read keeps the previous rules (logged)."""
+    with contextlib.suppress(BridgeError):  # logged by the gate, with what stays in force
+        bridge.gate.reload()
 
 
 def _builders(settings: BridgeSettings, device: str) -> tuple[Callable[[], Any], Callable[[], Any] | None]:

@@ -53,6 +53,7 @@ OUTGOING = frozenset(
         "cue/info",
         "show/progress",
         "worker",
+        "rules",
     )
 )
 
@@ -230,6 +231,11 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class RulesReload:
+    """``/ldm3d/rules/reload``: read the prompt rules file again (a button: 0 is ignored)."""
+
+
+@dataclass(frozen=True)
 class Workers:
     """``/ldm3d/workers``: one ``/ldm3d/worker`` reply per worker of the pool."""
 
@@ -252,6 +258,7 @@ Command = (
     | Ping
     | Stats
     | Workers
+    | RulesReload
     | ShowLoad
     | CueShow
     | ShowControl
@@ -368,6 +375,8 @@ def parse(message: Message) -> Command:
         return Stats() if not args else Ignored()  # with arguments it is a bridge's answer, not a request
     if name == "workers":  # a query, and a TouchOSC button: its release (0) is ignored
         return Workers() if is_trigger(args) else Ignored()
+    if name == "rules/reload":
+        return RulesReload() if is_trigger(args) else Ignored()
     if name == "img2img":
         if len(args) < 2:
             raise BadArguments("/ldm3d/img2img needs an image path and a prompt, then optional key/value pairs")
@@ -409,6 +418,6 @@ def parse(message: Message) -> Command:
         f"unknown address {address!r}; known: generate, img2img, depth, upscale, prompt, negative, seed, steps, "
         "guidance, strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, display/fade, "
         "display/hold, display/blackout, display/strength, go, "
-        "cancel, recall, subscribe, unsubscribe, status, stats, workers, ping, show/load, show/state, show/start, "
-        "show/stop, show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list (all under /ldm3d/)"
+        "cancel, recall, subscribe, unsubscribe, status, stats, workers, ping, rules/reload, show/load, show/state, "
+        "show/start, show/stop, show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list (all under /ldm3d/)"
     )

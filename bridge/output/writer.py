@@ -291,11 +291,13 @@ class TextureWriter:
             **({"peak_gpu_memory_mb": r.peak_memory_mb} if r.peak_memory_mb is not None else {}),
             "device": r.device,
             "dtype": r.dtype,
+            "safety_check": r.safety,
             "timings": {
                 "text_encoding_s": round(r.timings.text_encoding_s, 4),
                 "denoising_s": round(r.timings.denoising_s, 4),
                 "decoding_s": round(r.timings.decoding_s, 4),
                 **({"depth_s": round(r.timings.depth_s, 4)} if r.timings.depth_s else {}),
+                **({"safety_s": round(r.timings.safety_s, 4)} if r.timings.safety_s else {}),
                 "writing_s": round(write_s, 4),
             },
             "depth": {

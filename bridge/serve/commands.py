@@ -24,6 +24,7 @@ from bridge.osc.codec import Arg
 from bridge.output.formats import check_format
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import JobFiles, TextureWriter
+from bridge.public.gate import PromptGate
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
 from bridge.settings import BridgeSettings
@@ -44,6 +45,8 @@ class Commands:
     ranges: Ranges
     display: dict[str, float | int]
     counters: Counters
+    #: The prompt rules every prompt passes before the stage or the queue.
+    gate: PromptGate
     _job_limit: TokenBuckets
     #: An upscaler is loaded beside the model (/ldm3d/upscale works).
     upscale: bool
@@ -100,6 +103,8 @@ class Commands:
             case protocol.Ignored():
                 pass
             case protocol.SetStage(name, value):
+                if name == "prompt":  # refused before any client's screen shows it
+                    self.gate.check(value)
                 self._staged(name, value, self.stage.set(name, value), sender, bound)
             case protocol.SetStageNorm(name, fraction):
                 self._staged(name, *self.stage.set_norm(name, fraction), sender, bound)
@@ -134,6 +139,8 @@ class Commands:
                 self.shows.cue(number, sender)
             case protocol.ShowControl(action):
                 self._show_control(action, sender, bound)
+            case protocol.RulesReload():
+                n.reply(sender, "/ldm3d/rules", self.gate.reload(), bound=bound)
             case protocol.Stats():
                 pairs = [item for kv in self.counters.snapshot().items() for item in kv]
                 n.reply(sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.pool.state, bound=bound)
@@ -179,6 +186,7 @@ class Commands:
                 f"{sender[0]} sends jobs faster than {self.settings.client_jobs_per_s:g} per second "
                 f"(burst {self.settings.client_jobs_burst}); wait a moment"
             )
+        self.gate.check(getattr(request, "prompt", ""))  # the negative prompt is what the world avoids: not checked
         self.pool.refuse_if_down()  # no worker alive: an error now rather than a job nobody runs
         if self.pool.idle_workers == 0:
             self.shows.yield_to_live()  # live jobs first: a pre-generation job steps aside

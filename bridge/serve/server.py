@@ -51,6 +51,7 @@ from bridge.notify.subscriptions import Subscriptions
 from bridge.osc.codec import Arg
 from bridge.output.subscribers import SubscriberFile
 from bridge.output.writer import TextureWriter
+from bridge.public.gate import PromptGate
 from bridge.serve.commands import Commands
 from bridge.serve.intake import Intake
 from bridge.serve.pages import PageDesk
@@ -108,6 +109,7 @@ class Bridge(Commands):
         #: How TouchDesigner shows the world (relayed, not used by the bridge itself).
         self.display: dict[str, float | int] = {"fade": 2.0, "hold": 0, "blackout": 0, "strength": 1.0}
         self.counters = Counters()
+        self.gate = PromptGate(settings.prompt_rules)  # BadRules now: a mistake in the file stops the start
         self._job_limit = TokenBuckets(settings.client_jobs_per_s, settings.client_jobs_burst)
         self._log = LogLimiter(logger)
         self._sock: socket.socket | None = None
@@ -241,6 +243,7 @@ class Bridge(Commands):
             self._enqueue,
             engine=lambda: pool.engine,
             idle=lambda: pool.idle_workers > 0 and len(self.queue) == 0,
+            check_prompt=self.gate.check,
         )
         self._intake = Intake(sock, s, self._notifier, self._desk, self.counters, self._dispatch, self._stop_intake)
         if s.http:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
-from bridge.errors import BridgeError, NoShow, NotReady, NotSupported, UnknownCue
+from bridge.errors import BridgeError, NoShow, NotReady, NotSupported, RefusedPrompt, UnknownCue
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
 from bridge.output.job_ids import new_job_id
@@ -50,6 +50,7 @@ class ShowDesk:
         enqueue: Callable[[Job], None],
         engine: Callable[[], EngineLike | None],
         idle: Callable[[], bool],
+        check_prompt: Callable[[str], None] = lambda prompt: None,
     ) -> None:
         self._settings = settings
         self.library = library
@@ -58,6 +59,7 @@ class ShowDesk:
         self._enqueue = enqueue
         self._engine = engine
         self._idle = idle
+        self._check_prompt = check_prompt
         self._lock = threading.RLock()
         self.show: Show | None = None
         self.current: int | None = None
@@ -84,7 +86,7 @@ class ShowDesk:
         if not folders:
             raise NotSupported("/ldm3d/show/load is off: start the bridge with input_dirs (the folders it may read)")
         self._engine_or_refuse()
-        show = load_show(resolve_input_path(raw_path, folders))
+        show = self._checked(load_show(resolve_input_path(raw_path, folders)))
         with self._lock:
             self._resumed = True  # a show loaded now replaces the one saved before a restart
             self._use(show)
@@ -380,6 +382,7 @@ class ShowDesk:
                 if not folders:
                     raise NotSupported("the bridge has no input_dirs now")
                 show = load_show(resolve_input_path(source, folders))  # still inside the input folders
+            self._checked(show)
         except BridgeError as exc:
             logger.error("the saved show could not be loaded again: %s", exc)
             return
@@ -390,6 +393,15 @@ class ShowDesk:
             index = show.index(show.fallback)
         logger.info("resuming show %r at cue %s", show.name, state.get("cue"))
         self._show(index if index is not None else 0, None)
+
+    def _checked(self, show: Show) -> Show:
+        """``show``, once every cue's prompt passed the prompt rules (RefusedPrompt names the cue)."""
+        for cue in show.cues:
+            try:
+                self._check_prompt(str(cue.params["prompt"]))
+            except RefusedPrompt as exc:
+                raise RefusedPrompt(f"show {show.name!r}, cue {cue.number}: {exc}") from None
+        return show
 
     def _save(self) -> None:
         show = self.show

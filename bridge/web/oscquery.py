@@ -94,6 +94,8 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         Node("/ldm3d/ping", "answer with /ldm3d/pong"),
         Node("/ldm3d/stats", "answer with /ldm3d/stats (counters)"),
         Node("/ldm3d/workers", "answer with one /ldm3d/worker (index, where, state, job) per worker"),
+        Node("/ldm3d/rules", 'the prompt rules (docs/osc.md, "Public installations")'),
+        Node("/ldm3d/rules/reload", "read the prompt rules file again; answers /ldm3d/rules <count> (a button)"),
         # shows (docs/shows.md)
         Node("/ldm3d/show", "a show: a cue list with its scene library"),
         Node("/ldm3d/show/load", "load a cue file from an input folder", "s", WRITE, default=("",)),

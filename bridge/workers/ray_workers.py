@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from bridge.contract.engine_api import EngineFailure, EngineLike, EngineLost
 from bridge.errors import BridgeError
-from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
+from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory, UnsafeContent
 from ldm3d_engine.types import (
     CancelToken,
     DepthRequest,
@@ -350,6 +350,8 @@ class RayEngine:
                     raise InvalidRequest(event[1], event[2])
                 elif kind == "oom":
                     raise OutOfMemory(event[1])
+                elif kind == "unsafe":
+                    raise UnsafeContent(event[1])
                 else:
                     raise EngineFailure(event[1])
         except RayActorError as exc:

@@ -15,6 +15,9 @@ then takes jobs (``idle`` / ``busy``). Every job ends in exactly one of ``/ldm3d
                    worker's engine was lost during the job
 ``write_failed``   the output folder is unwritable or full
 ``model_failed``   the model could not be loaded
+``unsafe_content`` the image safety checker flagged the picture:
+                   it was dropped (nothing written; counted as
+                   ``unsafe_content`` in ``/ldm3d/stats``)
 =================  ===============================================
 
 Finished jobs go to the writer thread (:mod:`bridge.workers.writes`), which writes their files
@@ -53,7 +56,7 @@ from bridge.output.images import read_depth16, read_rgb
 from bridge.settings import BridgeSettings
 from bridge.workers.jobs import Address, Job, JobQueue
 from bridge.workers.writes import Finished, Writes, failed
-from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory
+from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory, UnsafeContent
 from ldm3d_engine.types import DepthRequest, GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
 
 logger = logging.getLogger(__name__)
@@ -208,17 +211,14 @@ class Worker:
         # for both now, not mid-show.
         compiled = s.compile or any(device.startswith("openvino:") for device in s.devices)
         for seamless in (True, False) if compiled else (None,):
-            engine.generate(
-                GenerateRequest(
-                    "warm-up",
-                    sampling=s.sampling,
-                    seed=0,
-                    steps=s.warmup_steps,
-                    width=s.width,
-                    height=s.height,
-                    seamless=seamless,
-                )
-            )
+            request = GenerateRequest(
+                "warm-up", sampling=s.sampling, seed=0, steps=s.warmup_steps, seamless=seamless, width=s.width,
+                height=s.height,
+            )  # fmt: skip
+            try:
+                engine.generate(request)
+            except UnsafeContent:  # the picture is thrown away anyway; the checker has run once
+                logger.info("%s: the safety checker flagged the warm-up picture (thrown away)", self.name)
         logger.info("%s: warm-up took %.1f s", self.name, time.perf_counter() - t1)
 
     def _take_jobs(self) -> None:
@@ -360,6 +360,9 @@ class Worker:
             return notify, *failed(job, "bad_arguments", str(exc))
         except OutOfMemory as exc:
             return notify, *failed(job, "out_of_memory", str(exc))
+        except UnsafeContent as exc:  # logged by its message only: the picture is gone
+            self._counters.add("unsafe_content")
+            return notify, *failed(job, "unsafe_content", str(exc))
         except EngineLost:
             raise
         except EngineFailure as exc:

@@ -20,8 +20,9 @@ import torch
 from ..backends.devices import Placement, is_out_of_memory
 from ..depth.estimator import DepthEstimator
 from ..depth.jobs import depth_result, need_estimator
-from ..errors import OutOfMemory
+from ..errors import OutOfMemory, UnsafeContent
 from ..presets import FOLDER_DEFAULTS, Preset
+from ..safety.checker import SafetyChecker
 from ..types import CancelToken, DepthRequest, GenerateRequest, OnStep, ResolvedRequest, RGBDResult, UpscaleRequest
 from ..validation import resolve_depth, resolve_text, resolve_upscale
 from ..version import VERSION
@@ -30,13 +31,17 @@ from .loading import ModelLocation
 
 class EngineBase:
     """Subclasses set ``preset``, ``placement``, ``location`` (or override :attr:`model_id`),
-    ``estimator`` (None: no depth jobs) and ``_lock`` (one job at a time)."""
+    ``estimator`` (None: no depth jobs) and ``_lock`` (one job at a time). The loader sets
+    ``safety`` (the image safety checker every picture passes) and, without one, ``safety_status``."""
 
     preset: Preset
     placement: Placement
     location: ModelLocation
     estimator: DepthEstimator | None
     _lock: threading.Lock
+    safety: SafetyChecker | None = None
+    #: What a result says when no checker runs: ``off`` (turned off) or ``no checker`` (none found).
+    safety_status: str = "no checker"
 
     @property
     def model_id(self) -> str:
@@ -61,6 +66,21 @@ class EngineBase:
         everything = {**described, "preset": dataclasses.asdict(self.preset), "engine": VERSION}
         text = json.dumps(everything, sort_keys=True, default=str)
         return f"{self.model_id}@{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+    def checked(self, result: RGBDResult) -> RGBDResult:
+        """``result`` once the safety checker passed its picture (stamped ``passed``, its time in
+        ``timings.safety_s``), or stamped with why nothing ran. Raises :class:`UnsafeContent`,
+        dropping the picture, when the checker flags any view of it."""
+        if self.safety is None:
+            return dataclasses.replace(result, safety=self.safety_status)
+        verdict = self.safety.check(result.rgb, wrap=result.request.seamless)
+        if verdict.flagged:
+            raise UnsafeContent(
+                f"the safety checker ({self.safety.model_id}) flagged the picture ({verdict.flagged_views} of "
+                f"{verdict.views} views); it was dropped: try another prompt or seed"
+            )
+        timings = dataclasses.replace(result.timings, safety_s=verdict.seconds)
+        return dataclasses.replace(result, safety="passed", timings=timings)
 
     # -- checks ------------------------------------------------------------
 
@@ -88,7 +108,7 @@ class EngineBase:
         """A depth job: ``rgb`` kept as it is, its depth estimated (needs the estimator)."""
         estimator = need_estimator(self.estimator, "a depth job")
         with self._lock:
-            return depth_result(
+            result = depth_result(
                 estimator,
                 self.preset,
                 request,
@@ -98,6 +118,7 @@ class EngineBase:
                 on_step=on_step,
                 cancel=cancel,
             )
+            return self.checked(result)
 
     @contextlib.contextmanager
     def out_of_memory_named(self, req: ResolvedRequest) -> Iterator[None]:

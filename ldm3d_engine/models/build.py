@@ -7,22 +7,28 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
 from ..backends.devices import Placement, resolve_placement
 from ..depth.estimator import DepthEstimator, load_estimator
 from ..errors import DeviceNotAvailable, UnknownModel
+from ..presets import FOLDER_DEFAULTS
 from ..sampling.prompts import MAX_TOKENS
 from ..sampling.seamless import variant as seamless_variant
 from ..types import EngineSettings
-from .base import DepthOnly
+from .base import DepthOnly, EngineBase
 from .compvis import RGBLatentEngine
 from .ldm3d import Engine
-from .loading import ModelLocation, locate, locate_depth_model
+from .loading import ModelLocation, locate, locate_depth_model, locate_safety_checker
 
 logger = logging.getLogger(__name__)
+
+#: What was said about an unchecked model, once per process (several workers load the same model).
+_WARNED: set[tuple[str, str]] = set()
+E = TypeVar("E", bound=EngineBase)
 
 #: Where the UNet's attention gets one fused Q/K/V projection (not yet tried under HPU graphs).
 FUSED_QKV_DEVICES = ("cuda", "cpu")
@@ -66,7 +72,8 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
             raise DeviceNotAvailable("the CompVis LDMs run on cpu, cuda or mps here; Gaudi serves the LDM3D models")
         depth_model = settings.depth_model or location.preset.depth_model or "dpt-large"
         rgb_estimator = load_depth_estimator(depth_model, settings, placement)
-        return load_rgb_engine(location, placement, rgb_estimator, threads=settings.threads)
+        rgb_engine = load_rgb_engine(location, placement, rgb_estimator, threads=settings.threads)
+        return attach_safety(rgb_engine, location, settings, placement)
     estimator = load_depth_estimator(settings.depth_model, settings, placement) if settings.depth_model else None
     logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.label, placement.dtype_name)
     try:
@@ -84,7 +91,49 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
         tokenizer, text_encoder, unet, vae, scheduler_config, placement=placement, location=location, settings=settings
     )
     engine.estimator = estimator
+    return attach_safety(engine, location, settings, placement, on_cpu=offload)
+
+
+def attach_safety(
+    engine: E, location: ModelLocation | None, settings: EngineSettings, placement: Placement, on_cpu: bool = False
+) -> E:
+    """Give ``engine`` the image safety checker the settings ask for (the model's own, or
+    ``safety_model``; on the CPU with ``on_cpu``), or say once why its pictures go unchecked."""
+    from ..safety.checker import load_checker
+
+    name = location.model_id if location is not None else engine.model_id
+    if not settings.safety:
+        engine.safety_status = "off"
+        _warn_once(
+            name,
+            "off",
+            "the image safety checker is off (safety = off): nothing stops a harmful picture of %s reaching the "
+            "screen. The LDM3D model cards' licence (CreativeML OpenRAIL-M) forbids using the models to make "
+            "harmful content; keep the check on wherever the public can see the output or type the prompts",
+        )
+        return engine
+    if location is None:  # a depth estimator on its own: only a checker given by name
+        given = ModelLocation(Path(), name, FOLDER_DEFAULTS)
+        found = locate_safety_checker(given, settings) if settings.safety_model else None
+    else:
+        found = locate_safety_checker(location, settings)
+    if found is None:
+        engine.safety_status = "no checker"
+        _warn_once(
+            name,
+            "none",
+            "%s has no image safety checker: its pictures are not checked; give one with --safety-model "
+            "(e.g. CompVis/stable-diffusion-safety-checker or a folder) where the public can see the output",
+        )
+        return engine
+    engine.safety = load_checker(found[0], found[1], placement, on_cpu=on_cpu)
     return engine
+
+
+def _warn_once(model: str, kind: str, message: str) -> None:
+    if (model, kind) not in _WARNED:
+        _WARNED.add((model, kind))
+        logger.warning(message, model)
 
 
 def load_depth_estimator(name: str, settings: EngineSettings, placement: Placement) -> DepthEstimator:
@@ -101,7 +150,8 @@ def load_depth_only(settings: EngineSettings) -> DepthOnly:
     if not settings.depth_model:
         raise UnknownModel("no depth model named: give one (dpt-large, dpt-hybrid, tiny-dpt or a folder)")
     placement = resolve_placement(settings.device, settings.dtype, settings.ov_cache, settings.ov_weights)
-    return DepthOnly(load_depth_estimator(settings.depth_model, settings, placement))
+    depth_only = DepthOnly(load_depth_estimator(settings.depth_model, settings, placement))
+    return attach_safety(depth_only, None, settings, placement)
 
 
 def load_rgb_engine(

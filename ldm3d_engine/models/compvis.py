@@ -131,7 +131,7 @@ class RGBLatentEngine(EngineBase):
             self.out_of_memory_named(req),
             wrap_width([self.unet, self.vqvae], req.seamless),
         ):
-            return self._generate(req, on_step, cancel)
+            return self.checked(self._generate(req, on_step, cancel))
 
     def img2img(
         self,

@@ -230,6 +230,7 @@ class Engine(EngineBase):
                 torch.cuda.reset_peak_memory_stats(self.placement.device)
             with self.out_of_memory_named(req), wrap_width([self.unet, self.vae], req.seamless):
                 result = run()
+            result = self.checked(result)  # before anything leaves the engine
             if cuda:
                 peak = torch.cuda.max_memory_allocated(self.placement.device) / 2**20
                 result = dataclasses.replace(result, peak_memory_mb=round(peak, 1))

@@ -26,7 +26,15 @@ LDM_REQUIRED: dict[str, tuple[str, ...]] = {
     "LDMPipeline": ("unet", "vqvae", "scheduler"),
     "LDMTextToImagePipeline": ("bert", "tokenizer", "unet", "vqvae", "scheduler"),
 }
-#: What a snapshot needs; skips the safety checker, ONNX, CKPT and other extras.
+#: A safety checker's files: in a pipeline folder's subfolders, or on its own (a checker's repository).
+SAFETY_PATTERNS = [
+    *(f"{prefix}{name}" for prefix in ("safety_checker/", "") for name in ("config.json", "model.safetensors")),
+    *(f"{prefix}pytorch_model.bin" for prefix in ("safety_checker/", "")),
+    "feature_extractor/preprocessor_config.json",
+    "preprocessor_config.json",
+]
+#: What a snapshot needs (the safety checker's safetensors, or its .bin where there are none); skips
+#: ONNX, CKPT and other extras.
 ALLOW_PATTERNS = [
     "model_index.json",
     *(f"{part}/*.json" for part in (*REQUIRED, "vqvae", "bert")),
@@ -38,6 +46,9 @@ ALLOW_PATTERNS = [
     "bert/model.safetensors",
     "bert/pytorch_model.bin",
     "low_res_scheduler/*.json",
+    "safety_checker/config.json",
+    "safety_checker/model.safetensors",
+    "feature_extractor/preprocessor_config.json",
 ]
 #: A DPT folder (transformers' layout).
 DEPTH_PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin"]
@@ -53,12 +64,22 @@ class ModelLocation:
     pipeline: str = ""
 
 
-def _pipeline_class(folder: Path) -> str:
+def _model_index(folder: Path) -> dict[str, object]:
     try:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ""
-    return str(index.get("_class_name", "")) if isinstance(index, dict) else ""
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
+def _pipeline_class(folder: Path) -> str:
+    return str(_model_index(folder).get("_class_name", ""))
+
+
+def lists_safety_checker(folder: Path) -> bool:
+    """Whether the folder's ``model_index.json`` names a safety checker (``[library, class]``, not nulls)."""
+    entry = _model_index(folder).get("safety_checker")
+    return isinstance(entry, list) and any(part is not None for part in entry)
 
 
 def _check_layout(folder: Path, model_id: str, preset: Preset | None) -> str:
@@ -169,3 +190,62 @@ def locate_depth_model(name: str, settings: EngineSettings) -> tuple[Path, str]:
             "(expected config.json, preprocessor_config.json and the weights)"
         )
     return path.resolve(), str(path.resolve())
+
+
+def locate_safety_checker(location: ModelLocation, settings: EngineSettings) -> tuple[Path, str] | None:
+    """The folder of the safety checker the settings ask for and what to call it: ``safety_model``
+    (a folder or a hub id), else the model's own where its ``model_index.json`` names one; None
+    when the check is off or the model has none. A model that names a checker whose files are
+    missing is an error (never silently unchecked); a hub model's are fetched when allowed."""
+    from ..safety.checker import checker_folders
+
+    if not settings.safety:
+        return None
+    if settings.safety_model:
+        name = settings.safety_model
+        path = Path(os.path.expanduser(name))
+        if path.is_dir():
+            return path.resolve(), str(path.resolve())
+        if name.count("/") != 1 or name.startswith((".", "/", "~")):
+            raise UnknownModel(f"safety model {name!r} is neither a folder on this machine nor a hub id (owner/name)")
+        return _safety_from_hub(name, settings, "--safety-model"), name
+    folder = location.folder
+    if not lists_safety_checker(folder):
+        return None
+    if checker_folders(folder) is None and not location.preset.builtin and location.model_id == location.preset.source:
+        folder = _safety_from_hub(location.model_id, settings, "--safety-model")
+    if checker_folders(folder) is None:
+        raise UnknownModel(
+            f"{location.model_id!r} names a safety checker in its model_index.json, but {folder} lacks "
+            "safety_checker/ or feature_extractor/ (config and weights); copy them into the folder, give one with "
+            "--safety-model, or turn the check off with --safety off"
+        )
+    return folder, location.model_id
+
+
+def _safety_from_hub(repo_id: str, settings: EngineSettings, flag: str) -> Path:
+    """A hub repository's safety checker files (a snapshot fetched before the checker was part of
+    what the bridge fetches lacks them: fetched now when allowed)."""
+    from huggingface_hub import constants, snapshot_download
+
+    from ..safety.checker import checker_folders
+
+    folder = _hub_folder(repo_id, settings, SAFETY_PATTERNS, flag)
+    if checker_folders(folder) is not None:
+        return folder
+    cache = settings.cache_dir or constants.HF_HUB_CACHE
+    command = f'hf download {repo_id} --include "safety_checker/*" "feature_extractor/*" "*.json"'
+    if settings.offline or constants.HF_HUB_OFFLINE:
+        raise ModelNotAvailable(
+            repo_id,
+            str(cache),
+            f"the safety checker of {repo_id!r} is not in the local cache {cache} and downloads are off; "
+            f"fetch it once with `{command}` (same HF_HOME), or turn the check off with --safety off",
+        )
+    logger.info("downloading the safety checker of %s into %s", repo_id, cache)
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=SAFETY_PATTERNS))
+    except OSError as exc:
+        raise ModelNotAvailable(
+            repo_id, str(cache), f"could not download the safety checker of {repo_id!r}: {exc}; try `{command}`"
+        ) from exc

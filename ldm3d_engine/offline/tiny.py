@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from .configs import TINY_TEXT_UNET
+from .tiny_safety import write_safety_checker
 
 logger = logging.getLogger(__name__)
 
 #: Bump when a config below changes, so old builds are not reused.
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 SEED = 20231122
 
 # The SD 1.x noise schedule the LDM3D models were trained with, in the two scheduler configs Intel's
@@ -140,6 +141,7 @@ def _build(name: str, folder: Path) -> None:
     (folder / "scheduler").mkdir()
     scheduler = _SCHEDULER_CONFIGS[name]
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler), encoding="utf-8")
+    write_safety_checker(folder, SEED)  # as Intel's folders, which ship one (it flags nothing here)
     # A complete model index, so diffusers' own from_pretrained loads the folder as it loads Intel's
     # (the parity tests compare with the pipeline built that way, scheduler included).
     index = {
@@ -150,9 +152,9 @@ def _build(name: str, folder: Path) -> None:
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", scheduler["_class_name"]],
-        "safety_checker": [None, None],
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
+        "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "requires_safety_checker": True,
     }
     (folder / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
 

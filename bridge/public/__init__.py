@@ -1,0 +1,1 @@
+"""What faces the public: prompt rules, visitors, moderation."""
