@@ -45,7 +45,7 @@ class PromptGate:
                 rules = load_rules(self.source)
             except BadRules as exc:
                 logger.error("prompt rules not reloaded, the previous %d stay: %s", self.count, exc)
-                raise BadRules(f"{exc}; the previous {self.count} rules stay in force") from None
+                raise BadRules(f"not reloaded, the previous {self.count} rules stay in force: {exc}") from None
             self._rules = rules
         logger.info("prompt rules reloaded: %d from %s", len(rules), rules.source)
         return len(rules)
