@@ -18,6 +18,10 @@ the first start (conversion, empty cache) and a cached start, and the PSNR of ea
 and depth against (c) from the same starting noise. `--dtype bfloat16` runs (c)–(e) in torch bf16.
 `--ov-weights int8` adds (i): OpenVINO bf16 with the UNet's weights compressed to int8 by NNCF.
 
+Then the image safety checker's cost per job (diffusers' StableDiffusionSafetyChecker at the
+real checker's size, on every view of the panorama), as a share of (d). Rows (a)–(f) run
+without it, as the pipeline in (a) does.
+
 Times on the same device and inputs:
   (a) diffusers' StableDiffusionLDM3DPipeline as the LDM3D blog uses it: fp32, quality steps, output_type="np"
   (b) the same in fp16 (CUDA only)
@@ -266,6 +270,42 @@ def run_ours(
     return median_row(rows)
 
 
+def safety_checker_cost(arch: str, device: torch.device, size: tuple[int, int], repeats: int) -> tuple[float, int]:
+    """Median seconds of the image safety checker on one picture of ``size`` (a seamless panorama:
+    every view, the seam's too) and its view count: diffusers' StableDiffusionSafetyChecker at the
+    real checker's size (CLIP ViT-L/14 vision tower, 24 layers, 1024 wide, 224 px; ``small``: /8 wide)."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessorPil
+
+    from ldm3d_engine.safety.checker import SafetyChecker
+
+    k = 1 if arch == "full" else 8
+    vision = {
+        "hidden_size": 1024 // k,
+        "intermediate_size": 4096 // k,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16 // (2 if k > 1 else 1),
+        "image_size": 224,
+        "patch_size": 14,
+    }
+    torch.manual_seed(0)
+    model = StableDiffusionSafetyChecker(CLIPConfig(vision_config=vision, projection_dim=768 // k))
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    model.to(device, dtype).eval().requires_grad_(False)
+    checker = SafetyChecker(model, CLIPImageProcessorPil(), device, "bench:safety-checker-architecture")
+    width, height = size
+    picture = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    checker.check(picture, wrap=True)  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        verdict = checker.check(picture, wrap=True)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), verdict.views
+
+
 def profile_live_job(engine: Any, device: torch.device, size: tuple[int, int], writer: TextureWriter) -> None:
     """Where one `live` job's time goes: the engine's stages from an unprofiled run, then the
     operators that took the most time (device time on CUDA) from a profiled one."""
@@ -465,6 +505,13 @@ def main() -> None:
             figures = f"{r.steps:5} {r.step_ms:9.1f} {r.arrays_s:10.2f} {r.files_s:9.2f} {r.peak:>12}"
             step_ratio = f"; {rows[0].step_ms / r.step_ms:.2f}× per step" if ours_row else ""
             print(f"   {r.name:42} {figures}  {ratio}{step_ratio}")
+        if args.backend == "torch":
+            check_s, views = safety_checker_cost(args.arch, device, size, args.repeats)
+            live = next(r for r in rows if r.name.startswith("(d)"))
+            print(
+                f"   image safety checker: {check_s * 1000:.1f} ms per job ({views} views of 224×224, "
+                f"{'fp16' if device.type == 'cuda' else 'fp32'}) = {100 * check_s / live.arrays_s:.1f}% of (d)'s job"
+            )
     if args.profile:
         profile_live_job(ours, device, sizes[0], writer)
     if device.type != "cuda":

@@ -50,6 +50,7 @@ def test_engine_speed_harness_runs_all_variants_on_a_small_architecture() -> Non
     assert "one live job at 128×64, where the time goes" in out and "denoising" in out
     assert "aten::" in out  # the profiler's operator table
     assert "× vs (a)" in out and "ms/step" in out
+    assert re.search(r"image safety checker: [\d.]+ ms per job \(4 views of 224×224, fp32\) = [\d.]+% of \(d\)", out)
 
 
 def test_engine_speed_compares_openvino_and_bf16_with_the_pipeline() -> None:
