@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Higher imports lower; equal ranks in different rooms do not import each other.
 RANKS = {
     "cli": 7, "serve": 6, "workers": 5, "notify": 4, "web": 4, "show": 4,
-    "contract": 3, "output": 2, "render": 2, "osc": 1, "base": 0,
+    "contract": 3, "public": 3, "output": 2, "render": 2, "osc": 1, "base": 0,
 }  # fmt: skip
 #: The engine's rooms. "entry" is the package itself and ``environment``; "face" every other
 #: top-level module: what the bridge may import, below every room so that all may use it.
-ENGINE_RANKS = {"entry": 6, "models": 5, "sampling": 4, "depth": 4, "backends": 3, "offline": 2, "face": 0}
+ENGINE_RANKS = {"entry": 6, "models": 5, "sampling": 4, "depth": 4, "safety": 4, "backends": 3, "offline": 2, "face": 0}
 ENGINE_ENTRY = ("ldm3d_engine", "ldm3d_engine.environment")
 #: Imported only inside a function, whoever imports them.
 LAZY_ONLY = ("offline",)
