@@ -70,10 +70,12 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
             raise DeviceNotAvailable("offload and compile are for LDM3D models; the CompVis LDMs run without them")
         if placement.device.type == "hpu":  # no HPU graphs or Gaudi autocast path was written for them
             raise DeviceNotAvailable("the CompVis LDMs run on cpu, cuda or mps here; Gaudi serves the LDM3D models")
+        safety = find_safety_checker(location, settings, location.model_id)
         depth_model = settings.depth_model or location.preset.depth_model or "dpt-large"
         rgb_estimator = load_depth_estimator(depth_model, settings, placement)
         rgb_engine = load_rgb_engine(location, placement, rgb_estimator, threads=settings.threads)
-        return attach_safety(rgb_engine, location, settings, placement)
+        return attach_safety(rgb_engine, safety, settings, placement)
+    safety = find_safety_checker(location, settings, location.model_id)
     estimator = load_depth_estimator(settings.depth_model, settings, placement) if settings.depth_model else None
     logger.info("loading %s from %s onto %s (%s)", location.model_id, folder, placement.label, placement.dtype_name)
     try:
@@ -91,19 +93,14 @@ def load_engine(settings: EngineSettings) -> Engine | RGBLatentEngine:
         tokenizer, text_encoder, unet, vae, scheduler_config, placement=placement, location=location, settings=settings
     )
     engine.estimator = estimator
-    return attach_safety(engine, location, settings, placement, on_cpu=offload)
+    return attach_safety(engine, safety, settings, placement, on_cpu=offload)
 
 
-def attach_safety(
-    engine: E, location: ModelLocation | None, settings: EngineSettings, placement: Placement, on_cpu: bool = False
-) -> E:
-    """Give ``engine`` the image safety checker the settings ask for (the model's own, or
-    ``safety_model``; on the CPU with ``on_cpu``), or say once why its pictures go unchecked."""
-    from ..safety.checker import load_checker
-
-    name = location.model_id if location is not None else engine.model_id
+def find_safety_checker(location: ModelLocation | None, settings: EngineSettings, name: str) -> tuple[Path, str] | None:
+    """The safety checker the settings ask for (the model's own, or ``safety_model``), found before
+    any weights load, so a missing one fails the start at once; None (said once) when there is none
+    or the check is off. ``location`` None: a depth estimator on its own (only a checker by name)."""
     if not settings.safety:
-        engine.safety_status = "off"
         _warn_once(
             name,
             "off",
@@ -111,20 +108,31 @@ def attach_safety(
             "screen. The LDM3D model cards' licence (CreativeML OpenRAIL-M) forbids using the models to make "
             "harmful content; keep the check on wherever the public can see the output or type the prompts",
         )
-        return engine
-    if location is None:  # a depth estimator on its own: only a checker given by name
+        return None
+    if location is None:
         given = ModelLocation(Path(), name, FOLDER_DEFAULTS)
         found = locate_safety_checker(given, settings) if settings.safety_model else None
     else:
         found = locate_safety_checker(location, settings)
     if found is None:
-        engine.safety_status = "no checker"
         _warn_once(
             name,
             "none",
             "%s has no image safety checker: its pictures are not checked; give one with --safety-model "
             "(e.g. CompVis/stable-diffusion-safety-checker or a folder) where the public can see the output",
         )
+    return found
+
+
+def attach_safety(
+    engine: E, found: tuple[Path, str] | None, settings: EngineSettings, placement: Placement, on_cpu: bool = False
+) -> E:
+    """Give ``engine`` the checker :func:`find_safety_checker` found (on the CPU with ``on_cpu``), or
+    say in its results why there is none."""
+    from ..safety.checker import load_checker
+
+    if found is None:
+        engine.safety_status = "no checker" if settings.safety else "off"
         return engine
     engine.safety = load_checker(found[0], found[1], placement, on_cpu=on_cpu)
     return engine
@@ -150,8 +158,9 @@ def load_depth_only(settings: EngineSettings) -> DepthOnly:
     if not settings.depth_model:
         raise UnknownModel("no depth model named: give one (dpt-large, dpt-hybrid, tiny-dpt or a folder)")
     placement = resolve_placement(settings.device, settings.dtype, settings.ov_cache, settings.ov_weights)
+    safety = find_safety_checker(None, settings, settings.depth_model)
     depth_only = DepthOnly(load_depth_estimator(settings.depth_model, settings, placement))
-    return attach_safety(depth_only, None, settings, placement)
+    return attach_safety(depth_only, safety, settings, placement)
 
 
 def load_rgb_engine(
