@@ -160,3 +160,29 @@ def test_a_flagged_job_ends_in_unsafe_content_and_the_screen_keeps_its_world(
     client.send("/ldm3d/stats")
     stats = client.wait_for(("/ldm3d/stats",), timeout=10)[-1].args
     assert stats[stats.index("unsafe_content") + 1] == 1
+
+
+def test_pregen_skips_a_flagged_cue_renders_the_others_and_says_which(
+    load_tiny: Callable[[str], EngineBase], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    picture = load_tiny("tiny").generate(GenerateRequest("a reef", seed=4, steps=2, width=64, height=64)).rgb  # type: ignore[attr-defined]
+    folder = flagging_checker(load_tiny("tiny"), picture, tmp_path / "checker", view=0, wrap=False)
+    cue = 'number = {n}\nprompt = "a reef"\nseed = {seed}\nsteps = 2\nwidth = 64\nheight = 64\n'
+    show = tmp_path / "show.toml"
+    show.write_text('name = "Night"\n' + "".join("[[cue]]\n" + cue.format(n=n, seed=s) for n, s in ((1, 4), (2, 5))))
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        capsys.readouterr()
+        argv = ["-q", "pregen", str(show), "--model", "tiny", "--output", str(out), "--safety-model", str(folder)]
+        assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "Night: 1 scenes in the library (1 rendered now)" in captured.out
+    assert "cue 1: the safety checker flagged its picture; skipped" in captured.err
+    assert (
+        captured.err.strip()
+        .splitlines()[-1]
+        .startswith("ldm3d-bridge: error: the safety checker flagged the pictures of cue 1")
+    )
+    scenes = [p for p in (out / "scenes").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(scenes) == 1 and json.loads((scenes[0] / "meta.json").read_text())["cue"] == "2"

@@ -32,7 +32,7 @@ def cmd_pregen(args: argparse.Namespace) -> int:
     from bridge.output.job_ids import new_job_id
     from bridge.output.writer import TextureWriter
     from bridge.show.library import SceneLibrary
-    from ldm3d_engine import load_engine
+    from ldm3d_engine import UnsafeContent, load_engine
 
     show = load_show(Path(args.file))
     keys = (*MODEL_KEYS, "upscale_model")
@@ -55,8 +55,15 @@ def cmd_pregen(args: argparse.Namespace) -> int:
         scenes = _unique_scenes(show, engine.identity)
         missing = [(key, cue) for key, cue in scenes.items() if library.scene_id(key) is None]
         bar = _Progress(len(scenes), len(scenes) - len(missing))
+        flagged: list[str] = []
         for key, cue in missing:
-            result = _render(engine, upscaler, cue, lambda step, total, cue=cue: bar.step(cue, step, total))
+            try:
+                result = _render(engine, upscaler, cue, lambda step, total, cue=cue: bar.step(cue, step, total))
+            except UnsafeContent:  # an overnight run goes on with the other cues
+                flagged.append(cue.number)
+                sys.stderr.write(f"\ncue {cue.number}: the safety checker flagged its picture; skipped\n")
+                bar.dropped()
+                continue
             meta = {"scene_key": key, "show": show.name, "cue": cue.number, "cue_name": cue.name}
             files = writer.write_scene(new_job_id(), result, meta)
             library.add(key, files.job_id, cue.number)  # only now is the scene in the library
@@ -64,7 +71,13 @@ def cmd_pregen(args: argparse.Namespace) -> int:
     finally:
         library.close()
         writer.close()
-    print(f"{show.name}: {len(scenes)} scenes in the library ({len(missing)} rendered now)")
+    rendered = len(missing) - len(flagged)
+    print(f"{show.name}: {len(scenes) - len(flagged)} scenes in the library ({rendered} rendered now)")
+    if flagged:
+        raise CliError(
+            f"the safety checker flagged the pictures of cue {', '.join(flagged)}: nothing was written for them "
+            "(change their prompt or seed)"
+        )
     return 0
 
 
@@ -97,6 +110,10 @@ class _Progress:
             eta = f" · ETA {int(left // 60)}:{int(left % 60):02d}"
         sys.stderr.write(f"\rscenes {self.done}/{self.total} · cue {cue.number} step {step}/{steps}{eta}   ")
         sys.stderr.flush()
+
+    def dropped(self) -> None:
+        """A scene that will not be made (flagged): the total shrinks."""
+        self.total -= 1
 
     def scene_done(self) -> None:
         self.done += 1
