@@ -60,6 +60,19 @@ class BridgeSettings:
     safety: bool = True
     #: A safety checker for a model without one: a folder or a hub id (CompVis/stable-diffusion-safety-checker).
     safety_model: str | None = None
+    #: Serve the public visitor page at /visit (a prompt box and the visitor's own prompt's status).
+    visitors: bool = False
+    #: Visitors' prompts wait for the operator's approval (the operator page, /ldm3d/moderation/*).
+    moderate: bool = False
+    #: The longest prompt a visitor may send, in characters.
+    visitor_max_chars: int = 200
+    #: One prompt per this many seconds from each visitor's device (its network address).
+    visitor_interval_s: float = 30.0
+    #: Prompts waiting for moderation; past it the oldest is dropped (its visitor is told).
+    moderation_max: int = 100
+    #: The visitor page's address as visitors reach it (the QR code's); None: http://<the address the
+    #: operator page was opened at>/visit.
+    visitor_url: str | None = None
     #: A prompt rules file (words, phrases, regular expressions; .toml or plain lines), or ``default`` for the
     #: short list shipped with the bridge; None: no prompt is refused for its words.
     prompt_rules: str | None = None
@@ -221,6 +234,16 @@ class BridgeSettings:
                 raise bad("device", "with ray, use cuda (Ray gives each actor one GPU) or cpu")
         if not 1 <= self.ray_workers <= 1024:
             raise bad("ray_workers", "use 1..1024")
+        if not 1 <= self.visitor_max_chars <= 2000:
+            raise bad("visitor_max_chars", "use 1..2000 characters")
+        if self.visitor_interval_s <= 0:
+            raise bad("visitor_interval_s", "use a positive number of seconds")
+        if not 1 <= self.moderation_max <= 10000:
+            raise bad("moderation_max", "use 1..10000")
+        if (self.visitors or self.moderate) and not self.http:
+            raise bad("visitors", "the visitor page is served over HTTP: leave http on (no --no-http)")
+        if self.moderate and not self.visitors:
+            raise bad("moderate", "moderation is for the visitor page's prompts: turn visitors on too")
         if self.worker_start_timeout_s <= 0:
             raise bad("worker_start_timeout_s", "use a positive number of seconds")
         return self

@@ -29,6 +29,8 @@ ADDRESSES = [
     *(f"/ldm3d/display/{name}" for name in ("fade", "hold", "blackout", "strength", "colour")),
     *(f"/ldm3d/show/{name}" for name in ("load", "state", "start", "stop", "pregen", "play")),
     *(f"/ldm3d/cue{name}" for name in ("", "/go", "/back", "/list", "/7")),
+    "/ldm3d/rules/reload",
+    *(f"/ldm3d/moderation/{name}" for name in ("list", "approve", "reject", "approve_device", "delete")),
     "/ldm3d/explode",
     "/other/thing",
     "/ldm3d",

@@ -89,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token-file", help="file holding the shared secret every message must carry")
     serve.add_argument("--upscale-model", help="load this upscaler (ldm3d-sr) for /ldm3d/upscale")
     serve.add_argument(
+        "--visitors", action="store_const", const=True, help="serve the public visitor page at /visit (a prompt box)"
+    )
+    serve.add_argument(
+        "--moderate", action="store_const", const=True, help="visitors' prompts wait for the operator's approval"
+    )
+    serve.add_argument(
+        "--visitor-url", help="the visitor page's address for its QR code (default: http://<host>/visit)"
+    )
+    serve.add_argument(
         "--prompt-rules",
         metavar="FILE",
         help="refuse prompts by words, phrases and regular expressions (a .toml or plain-lines file; "

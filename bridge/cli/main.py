@@ -84,6 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags["upscale_model"] = args.upscale_model
     for name in ("sampling", "compile", "offload", "vae_tiling", "ray", "ray_workers", "show", "prompt_rules"):
         flags[name] = getattr(args, name)
+    for name in ("visitors", "moderate", "visitor_url"):
+        flags[name] = getattr(args, name)
     if args.token_file:
         try:
             flags["token"] = Path(args.token_file).read_text(encoding="utf-8").strip()

@@ -54,6 +54,9 @@ OUTGOING = frozenset(
         "show/progress",
         "worker",
         "rules",
+        "moderation/item",
+        "moderation/waiting",
+        "moderation/dropped",
     )
 )
 
@@ -236,6 +239,19 @@ class RulesReload:
 
 
 @dataclass(frozen=True)
+class Moderate:
+    """``/ldm3d/moderation/approve``, ``…/reject``, ``…/approve_device`` with a ticket (``action``),
+    or ``/ldm3d/moderation/list`` (``ticket`` "")."""
+
+    action: str
+    ticket: str = ""
+
+
+#: Moderation decisions: address (under /ldm3d/moderation/) → action.
+MODERATION_ACTIONS = ("approve", "reject", "approve_device")
+
+
+@dataclass(frozen=True)
 class Workers:
     """``/ldm3d/workers``: one ``/ldm3d/worker`` reply per worker of the pool."""
 
@@ -259,6 +275,7 @@ Command = (
     | Stats
     | Workers
     | RulesReload
+    | Moderate
     | ShowLoad
     | CueShow
     | ShowControl
@@ -377,6 +394,13 @@ def parse(message: Message) -> Command:
         return Workers() if is_trigger(args) else Ignored()
     if name == "rules/reload":
         return RulesReload() if is_trigger(args) else Ignored()
+    if name == "moderation/list":
+        return Moderate("list") if is_trigger(args) else Ignored()  # a button: its release (0) is ignored
+    if name.startswith("moderation/") and name[len("moderation/") :] in MODERATION_ACTIONS:
+        ticket = as_str(_single(args, address), f"{address}: the ticket")
+        if not 1 <= len(ticket) <= 64:
+            raise BadArguments(f"{address}: a ticket has 1 to 64 characters (from /ldm3d/moderation/item)")
+        return Moderate(name[len("moderation/") :], ticket)
     if name == "img2img":
         if len(args) < 2:
             raise BadArguments("/ldm3d/img2img needs an image path and a prompt, then optional key/value pairs")
@@ -418,6 +442,7 @@ def parse(message: Message) -> Command:
         f"unknown address {address!r}; known: generate, img2img, depth, upscale, prompt, negative, seed, steps, "
         "guidance, strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, display/fade, "
         "display/hold, display/blackout, display/strength, go, "
-        "cancel, recall, subscribe, unsubscribe, status, stats, workers, ping, rules/reload, show/load, show/state, "
+        "cancel, recall, subscribe, unsubscribe, status, stats, workers, ping, rules/reload, moderation/list, "
+        "moderation/approve, moderation/reject, moderation/approve_device, show/load, show/state, "
         "show/start, show/stop, show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list (all under /ldm3d/)"
     )

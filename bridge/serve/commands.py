@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -27,6 +28,7 @@ from bridge.output.writer import JobFiles, TextureWriter
 from bridge.public.gate import PromptGate
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
+from bridge.serve.visitors import VisitorDesk
 from bridge.settings import BridgeSettings
 from bridge.workers.jobs import Address, Job, JobQueue
 from bridge.workers.pool import WorkerPool
@@ -47,6 +49,8 @@ class Commands:
     counters: Counters
     #: The prompt rules every prompt passes before the stage or the queue.
     gate: PromptGate
+    #: Visitors' prompts and their moderation (None: no visitor page).
+    visitor_desk: VisitorDesk | None
     _job_limit: TokenBuckets
     #: An upscaler is loaded beside the model (/ldm3d/upscale works).
     upscale: bool
@@ -141,9 +145,28 @@ class Commands:
                 self._show_control(action, sender, bound)
             case protocol.RulesReload():
                 n.reply(sender, "/ldm3d/rules", self.gate.reload(), bound=bound)
+            case protocol.Moderate(action, ticket):
+                desk = self.visitor_desk
+                if desk is None or not self.settings.moderate:
+                    raise NotSupported(f"{action}: no moderation here: start the bridge with --visitors --moderate")
+                if action == "list":
+                    desk.listing(sender, bound)
+                else:
+                    desk.decide(action, ticket)
             case protocol.Stats():
                 pairs = [item for kv in self.counters.snapshot().items() for item in kv]
                 n.reply(sender, "/ldm3d/stats", *pairs, "queue", len(self.queue), "state", self.pool.state, bound=bound)
+
+    def visitor_job(self, prompt: str, on_done: Callable[[str], None]) -> str:
+        """Queue the job of a visitor's prompt, made from the stage's settings as ``/ldm3d/go`` (its
+        notifications go to the subscribers only); its id."""
+        self.pool.refuse_if_down()
+        if self.pool.idle_workers == 0:
+            self.shows.yield_to_live()
+        request = text_request(self.settings, prompt, self.stage.go_options(), self.pool.engine)
+        job = Job(new_job_id(), request, None, on_done=on_done)
+        self._enqueue(job)
+        return job.id
 
     def _scene_written(self, key: str, files: JobFiles) -> None:
         self.shows.library.add(key, files.job_id, "")

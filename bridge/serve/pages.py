@@ -28,6 +28,7 @@ from bridge.osc.codec import Message
 from bridge.output.writer import TextureWriter
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
+from bridge.serve.visitors import VisitorDesk
 from bridge.settings import BridgeSettings
 from bridge.web.page import World
 from bridge.workers.jobs import Address, Job, JobQueue
@@ -62,6 +63,7 @@ class PageDesk:
         handle: Callable[[protocol.Command, Address], None],
         boot_id: str,
         upscale: bool,
+        visitors: VisitorDesk | None = None,
     ) -> None:
         self._settings = settings
         self._writer = writer
@@ -77,6 +79,7 @@ class PageDesk:
         self._handle = handle
         self._boot_id = boot_id
         self._upscale = upscale
+        self._visitors = visitors
         self._log = LogLimiter(logger)
 
     def hello(self) -> dict[str, Any]:
@@ -92,6 +95,7 @@ class PageDesk:
             "display": dict(self._display),
             "upscale": self._upscale,
             "queue_mode": self._settings.queue_mode,
+            "visitors": {"moderate": self._settings.moderate} if self._visitors is not None else None,
         }
 
     def status(self) -> dict[str, Any]:
@@ -108,6 +112,11 @@ class PageDesk:
             },
             "queue": [{**job, "position": n} for n, job in enumerate(waiting, 1)],
             "show": {**show, "cues": self._shows.cues()} if show["show"] else None,
+            "moderation": [
+                {"ticket": t, "prompt": p, "device": d, "waited_s": w} for t, p, d, w in self._visitors.waiting()
+            ]
+            if self._visitors is not None
+            else None,
         }
 
     def world(self, job_id: str) -> World | None:

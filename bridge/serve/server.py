@@ -57,6 +57,7 @@ from bridge.serve.intake import Intake
 from bridge.serve.pages import PageDesk
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
+from bridge.serve.visitors import VisitorDesk, VisitorPage
 from bridge.settings import BridgeSettings
 from bridge.show.library import SceneLibrary
 from bridge.web.http import WebServer
@@ -130,6 +131,7 @@ class Bridge(Commands):
         self._threads: list[threading.Thread] = []
         self._advertiser: Any = None
         self._shows: ShowDesk | None = None
+        self.visitor_desk: VisitorDesk | None = None
         #: Commands come from the intake thread and from operator pages (the HTTP thread): one at a time.
         self._handle_lock = threading.Lock()
 
@@ -245,6 +247,10 @@ class Bridge(Commands):
             idle=lambda: pool.idle_workers > 0 and len(self.queue) == 0,
             check_prompt=self.gate.check,
         )
+        if s.visitors:
+            desk = VisitorDesk(s, self.gate, self.queue, pool, self._notifier, self.counters, self.visitor_job)
+            self._notifier.observers.append(desk.shown)
+            self.visitor_desk = desk
         self._intake = Intake(sock, s, self._notifier, self._desk, self.counters, self._dispatch, self._stop_intake)
         if s.http:
             try:
@@ -277,8 +283,11 @@ class Bridge(Commands):
             handle=self._page_command,
             boot_id=self.boot_id,
             upscale=self.upscale,
+            visitors=self.visitor_desk,
         )
         hub = PageHub(desk)
+        visitors = self.visitor_desk
+        visitor_page = VisitorPage(visitors, self._handle_lock, self.settings.visitor_url) if visitors else None
         web = WebServer(
             self.settings,
             namespace(self.ranges),
@@ -287,12 +296,20 @@ class Bridge(Commands):
             name=f"ldm3d-bridge :{port}",
             page=hub,
             static=StaticFiles(page_files()),
+            visitors=visitor_page,
         )
         web.start(self.settings.host, port if self.settings.http_port is None else self.settings.http_port)
         self.notifier.observers.append(web.publish)
         self.notifier.page_reply = hub.reply
         self._web = web
         logger.info("serving the operator page and OSCQuery on http://%s:%s/", host, web.port)
+        if visitor_page is not None:
+            logger.info(
+                "serving the visitor page on http://%s:%s/visit%s",
+                host,
+                web.port,
+                " (moderated)" if self.settings.moderate else "",
+            )
 
     @property
     def http_port(self) -> int | None:

@@ -11,7 +11,9 @@ UDP port):
   arrives as a binary OSC message, the same message subscribers get over UDP;
 * the operator page (:mod:`bridge.web.page`): ``GET /`` from a browser (``Accept:
   text/html``; OSCQuery clients ask for JSON) and ``/ui/…`` (its files), ``/ws`` (its
-  JSON WebSocket) and ``/t/…`` (textures at content-addressed URLs).
+  JSON WebSocket) and ``/t/…`` (textures at content-addressed URLs);
+* with visitors on, the visitor page (:mod:`bridge.web.visit`): ``/visit``, ``/visit/prompt``,
+  ``/visit/status/…`` (no token: the public has none) and the operator's ``/qr/visit.svg``.
 
 Access: the bridge's allowlist (403 outside it); with a token set, every request
 carries it (``?token=…``, header ``X-Ldm3d-Token`` or ``Authorization: Bearer …``;
@@ -39,6 +41,7 @@ from bridge.contract.access import allowed
 from bridge.errors import BridgeError
 from bridge.osc.codec import Arg, encode_message
 from bridge.settings import BridgeSettings, parse_networks
+from bridge.web import visit
 from bridge.web.oscquery import Node, host_info, query
 from bridge.web.outbox import Outbox
 from bridge.web.page import PageHub, StaticFiles
@@ -61,9 +64,11 @@ class WebServer:
         name: str,
         page: PageHub | None = None,
         static: StaticFiles | None = None,
+        visitors: visit.VisitorBackend | None = None,
     ) -> None:
         self._settings = settings
         self._page = page
+        self._visitors = visitors
         self._static = static
         self._nodes = nodes
         self._values = values
@@ -123,6 +128,8 @@ class WebServer:
             self._page.attach(app)
         if self._static is not None:
             app.router.add_get("/ui/{name:.+}", self._ui)
+            if self._visitors is not None:
+                visit.attach(app, self._visitors, self._static)
         app.router.add_get("/{path:.*}", self._get)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         try:
@@ -174,9 +181,12 @@ class WebServer:
         return response
 
     def _page_file(self, request: web.Request) -> bool:
-        """The page's own files (no secret in them): the page itself at ``/`` and ``/ui/…``."""
+        """The page's own files (no secret in them): the page itself at ``/`` and ``/ui/…``; and the
+        visitor page's routes, which the public uses without the token."""
         if self._static is None or request.headers.get("Upgrade", "").lower() == "websocket":
             return False  # an upgrade at `/` is the OSCQuery event stream, whatever its Accept header says
+        if self._visitors is not None and visit.is_visitor_path(request.path):
+            return True
         return request.path.startswith("/ui/") or (request.path == "/" and _wants_html(request))
 
     async def _ui(self, request: web.Request) -> web.StreamResponse:

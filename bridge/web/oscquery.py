@@ -96,6 +96,18 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         Node("/ldm3d/workers", "answer with one /ldm3d/worker (index, where, state, job) per worker"),
         Node("/ldm3d/rules", 'the prompt rules (docs/osc.md, "Public installations")'),
         Node("/ldm3d/rules/reload", "read the prompt rules file again; answers /ldm3d/rules <count> (a button)"),
+        Node("/ldm3d/moderation", "visitors' prompts waiting for approval (serve --visitors --moderate)"),
+        Node("/ldm3d/moderation/list", "answer with one /ldm3d/moderation/item per waiting prompt, then the count"),
+        Node("/ldm3d/moderation/approve", "approve a waiting prompt (its ticket)", "s", WRITE, default=("",)),
+        Node("/ldm3d/moderation/reject", "reject a waiting prompt (its ticket)", "s", WRITE, default=("",)),
+        Node(
+            "/ldm3d/moderation/approve_device",
+            "approve every waiting prompt of that ticket's device",
+            "s",
+            WRITE,
+            default=("",),
+        ),
+        Node("/ldm3d/moderation/waiting", "how many prompts wait for approval", "i", READ, default=(0,)),
         # shows (docs/shows.md)
         Node("/ldm3d/show", "a show: a cue list with its scene library"),
         Node("/ldm3d/show/load", "load a cue file from an input folder", "s", WRITE, default=("",)),

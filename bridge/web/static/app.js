@@ -3,6 +3,7 @@
 // OSC message ({"id", "address", "args"}) and every event the OSC subscribers get arrives
 // here too. docs/web.md describes the protocol.
 import { Viewer } from "./viewer.js";
+import { renderModeration, setupVisitors } from "./moderation.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "ldm3d-bridge-token";
@@ -101,6 +102,7 @@ function hello(m) {
   if (page.viewer) page.viewer.strength = Number($("strength").value);
   page.history = m.history;
   page.onScreen = m.world?.job_id ?? null;
+  setupVisitors(m.visitors, withToken, fetchWithToken);
   status(m.status);
   if (m.world && page.live) showWorld(m.world);
   renderHistory();
@@ -249,6 +251,7 @@ function status(s) {
   }
   if (!rows.length) q.innerHTML = '<li class="muted">empty</li>';
   renderShow(s.show);
+  renderModeration(s.moderation, send);
 }
 
 function renderShow(show) {
