@@ -6,7 +6,9 @@ A real bridge on loopback holds three worlds made from bench/make_doc_images.py'
 scene (the tiny model's pictures are noise); Chromium (tests/browser.py) shows the page on a
 tablet in landscape (1180×820), a phone in portrait (390×844) and a desktop (1440×900), written
 to docs/images/page-tablet.png, page-phone.png and page-desktop.png; then the viewer alone at two
-eye positions, the centre and Orbit (docs/images/view-centre.png, view-orbit.png).
+eye positions, the centre and Orbit (docs/images/view-centre.png, view-orbit.png); then, from a
+bridge serving the visitor page with moderation, the visitor page on a phone with a prompt sent
+(docs/images/visit-phone.png) and the operator page's visitors panel (page-visitors.png).
 """
 
 from __future__ import annotations
@@ -67,10 +69,38 @@ def main() -> None:
                     _eye_positions(page)
                 context.close()
                 print(f"wrote {OUT / name}.png")
+            _visitors(browser, tmp)
         finally:
             browser.close()
             playwright.stop()
             bridge.stop()
+
+
+def _visitors(browser: Any, tmp: str) -> None:
+    """The visitor page with a prompt waiting for approval, and the operator's panel showing it."""
+    from bridge.serve.server import Bridge
+    from bridge.settings import BridgeSettings
+    from ldm3d_engine import EngineSettings, load_engine
+
+    settings = BridgeSettings(model="tiny", host="127.0.0.1", port=0, output=str(Path(tmp) / "visitors"),
+                              zeroconf=False, warmup=False, visitors=True, moderate=True).check()  # fmt: skip
+    bridge = Bridge(settings, lambda: load_engine(EngineSettings(model="tiny", tiny_dir=str(Path(tmp) / "tiny"))))
+    bridge.start()
+    try:
+        url = f"http://127.0.0.1:{bridge.http_port}"
+        phone = browser.new_context(viewport={"width": 390, "height": 700}, device_scale_factor=2).new_page()
+        phone.goto(url + "/visit")
+        phone.fill("#prompt", "a lighthouse on a cliff at night")
+        phone.click("#send")
+        phone.wait_for_selector("#status:has-text('Waiting')")
+        phone.screenshot(path=str(OUT / "visit-phone.png"))
+        operator = browser.new_context(viewport={"width": 1180, "height": 820}).new_page()
+        operator.goto(url + "/")
+        operator.wait_for_selector("#waiting li[data-ticket]", timeout=20000)
+        operator.locator("#visitors").screenshot(path=str(OUT / "page-visitors.png"))
+        print(f"wrote {OUT / 'visit-phone.png'} and page-visitors.png")
+    finally:
+        bridge.stop()
 
 
 def _eye_positions(page: Any) -> None:
