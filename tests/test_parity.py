@@ -35,7 +35,12 @@ Loader = Callable[[str], Engine]
 
 
 def _pipeline(engine: Engine, cls: type | None = None) -> object:
-    pipe = (cls or diffusers.StableDiffusionLDM3DPipeline).from_pretrained(str(engine.location.folder))
+    # Without the folder's safety checker: diffusers 0.42's LDM3D pipeline fails in run_safety_checker
+    # (its image processor's numpy_to_depth raises TypeError on the post-processed picture), and our
+    # engine's check is tested on its own (tests/test_safety.py, docs/fidelity.md).
+    pipe = (cls or diffusers.StableDiffusionLDM3DPipeline).from_pretrained(
+        str(engine.location.folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -55,6 +55,10 @@ def test_the_book_drops_the_oldest_waiting_prompt_and_approves_by_device() -> No
     shown = describe(book.get(tickets[3][0].ticket), None, False, False)
     assert set(shown) == {"state", "text"} and "prompt 3" not in str(shown["text"])  # never the prompt itself
     assert describe(None, None, False, False)["state"] == "unknown"
+    replaced = book.get(tickets[3][0].ticket)
+    assert replaced is not None
+    replaced.state, replaced.reason = "failed", "cancelled"  # latest-wins put a newer job in its place
+    assert describe(replaced, None, False, False)["text"].startswith("A newer prompt took its place")
 
 
 def test_a_visitors_prompt_reaches_the_dome_and_the_visitor_sees_only_its_own(

@@ -273,6 +273,7 @@ def test_meta_json_and_latest_json_say_everything_about_a_job(tmp_path: Path) ->
         "peak_gpu_memory_mb": 812.5,
         "device": "cpu",
         "dtype": "float32",
+        "safety_check": "no checker",  # a result made without the engine (RGBDResult's default)
         "timings": {"text_encoding_s": 0.1235, "denoising_s": 1.2346, "decoding_s": 0.5556},
         "files": {
             "rgb": f"{folder}/rgb.tif",

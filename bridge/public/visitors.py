@@ -105,6 +105,8 @@ def describe(ticket: Ticket | None, ahead: int | None, running: bool, on_screen:
         "dropped": "Too many prompts are waiting right now. Please try again in a little while.",
         "failed": "Your world could not be shown. Please try another prompt.",
     }.get(state, "")
+    if state == "failed" and ticket.reason == "cancelled":
+        text = "A newer prompt took its place before yours was made. Please try again."
     if state == "queued":
         if running:
             state, text = "making", "Your world is being made now."
