@@ -186,3 +186,29 @@ def test_pregen_skips_a_flagged_cue_renders_the_others_and_says_which(
     )
     scenes = [p for p in (out / "scenes").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(scenes) == 1 and json.loads((scenes[0] / "meta.json").read_text())["cue"] == "2"
+
+
+def test_a_flagged_cue_shows_the_fallback_and_never_enters_the_scene_library(
+    start_bridge: Start, client_for: ClientFor, load_tiny: Callable[[str], EngineBase], tiny_dir: Path, tmp_path: Path
+) -> None:
+    picture = load_tiny("tiny").generate(GenerateRequest("a reef", seed=7, steps=2, width=64, height=64)).rgb  # type: ignore[attr-defined]
+    folder = flagging_checker(load_tiny("tiny"), picture, tmp_path / "checker", view=0, wrap=False)
+    shows = tmp_path / "shows"
+    shows.mkdir()
+    cue = '[[cue]]\nnumber = {n}\nprompt = "a reef"\nseed = {seed}\nsteps = 2\nwidth = 64\nheight = 64\n'
+    text = 'name = "Reef"\nfallback = "0"\n' + cue.format(n=0, seed=8) + cue.format(n=1, seed=7)
+    (shows / "reef.toml").write_text(text)
+    settings = EngineSettings(model="tiny", tiny_dir=str(tiny_dir), safety_model=str(folder))
+    bridge = start_bridge(engine_factory=lambda: load_engine(settings), input_dirs=(str(shows),))
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "reef.toml")
+    fallback = client.wait_for(["/ldm3d/ready"], 60)[-1].args[0]  # cue 0, rendered into the library
+    client.send("/ldm3d/cue", "1")
+    seen = client.wait_for(["/ldm3d/ready"], 60)  # the flagged cue fails; the fallback is shown again
+    assert [m.args[1] for m in seen if m.address == "/ldm3d/error"] == ["unsafe_content"]
+    assert seen[-1].args[0] == fallback
+    state = client.wait_for(["/ldm3d/show/state"], 10)[-1].args
+    assert state[1:3] == ("1", "failed")
+    scenes = [p for p in (bridge.writer.root / "scenes").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert [p.name for p in scenes] == [fallback]  # only the fallback's scene was stored
