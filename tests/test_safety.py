@@ -212,3 +212,16 @@ def test_a_flagged_cue_shows_the_fallback_and_never_enters_the_scene_library(
     assert state[1:3] == ("1", "failed")
     scenes = [p for p in (bridge.writer.root / "scenes").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert [p.name for p in scenes] == [fallback]  # only the fallback's scene was stored
+
+
+def test_an_engine_in_an_actor_reports_a_flagged_picture_as_its_own_event() -> None:
+    """The body of a Ray actor (ldm3d_engine/host.py): a flagged picture travels back as
+    ("unsafe", message), which the bridge's RayEngine raises as UnsafeContent again."""
+    from ldm3d_engine.host import EngineHost
+
+    class Flags:  # a stand-in engine whose checker flags every picture
+        def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> None:
+            raise UnsafeContent("the safety checker flagged the picture")
+
+    events = list(EngineHost(Flags).run("k", "engine", "generate", GenerateRequest("a reef")))
+    assert events == [("started",), ("unsafe", "the safety checker flagged the picture")]
