@@ -113,6 +113,10 @@ class BridgeSettings:
     resolve_timeout_s: float = 2.0
     #: Source networks allowed to send (CIDR); empty: everyone who can reach the port.
     allow: tuple[str, ...] = ()
+    #: Names (``dome.lan``) or origins (``http://control.lan:8080``) the bridge may be reached by over HTTP
+    #: besides its IP addresses, localhost and this machine's name; an origin listed may also open its
+    #: WebSocket (a page served from elsewhere). Any other name is refused (DNS rebinding).
+    allow_origin: tuple[str, ...] = ()
     #: Shared secret every message must end with ("token", secret). Never logged or advertised.
     token: str | None = None
     #: Job submissions per second per client host, and the burst allowed above it.

@@ -341,3 +341,37 @@ def test_a_websocket_that_does_not_read_misses_messages_beyond_its_backlog() -> 
         return stalled.sent, other.sent
 
     assert asyncio.run(run()) == (["0", "1", "2"], [b"x"])  # the stalled client costs 3, and holds up nobody
+
+
+def test_a_name_the_bridge_does_not_know_is_refused_dns_rebinding(start_bridge: Start) -> None:
+    """A page on evil.example that rebinds its name to the bridge's address sends Host and Origin
+    evil.example (issue 30: the Origin was compared with that Host, so it passed). Names come from
+    the settings and this machine's name only: nothing is resolved."""
+    import http.client
+    import socket
+
+    bridge = start_bridge(http=True, allow_origin=("dome.lan", "http://control.lan:8080"))
+    port = bridge.http_port
+    machine = socket.gethostname().lower()
+
+    def status(host: str, path: str = "/ldm3d", **headers: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.putrequest("GET", path, skip_host=True)
+            connection.putheader("Host", host)
+            for key, value in headers.items():
+                connection.putheader(key, value)
+            connection.endheaders()
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+               "Sec-WebSocket-Version": "13"}  # fmt: skip
+    assert status(f"evil.example:{port}") == 403
+    assert status(f"evil.example:{port}", "/ws", Origin=f"http://evil.example:{port}", **upgrade) == 403
+    for known in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"dome.lan:{port}", "control.lan",
+                  f"{machine}:{port}", f"{machine.split('.')[0]}.local.:{port}"):  # fmt: skip
+        assert status(known) == 200, known
+    assert status(f"127.0.0.1:{port}", "/ws", Origin="http://control.lan:8080", **upgrade) == 101  # listed
+    assert status(f"127.0.0.1:{port}", "/ws", Origin="http://other.lan:8080", **upgrade) == 403

@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--exr", action="store_const", const=True, help="also write float depth.exr")
     serve.add_argument("--on-shutdown", choices=["cancel", "finish"], help="what happens to the running job")
     serve.add_argument("--allow", action="append", metavar="CIDR", help="only hear these source networks (repeat)")
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="NAME_OR_ORIGIN",
+        help="a name (dome.lan) the bridge may be reached by over HTTP, or an origin (http://control.lan:8080) "
+        "whose page may drive it (repeat); IP addresses, localhost and this machine's name always work",
+    )
     serve.add_argument("--token-file", help="file holding the shared secret every message must carry")
     serve.add_argument("--upscale-model", help="load this upscaler (ldm3d-sr) for /ldm3d/upscale")
     serve.add_argument(

@@ -80,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     flags = {k: getattr(args, k) for k in keys}
     flags["allow"] = tuple(args.allow) if args.allow else None
+    flags["allow_origin"] = tuple(args.allow_origin) if args.allow_origin else None
     flags["input_dirs"] = tuple(args.input_dirs) if args.input_dirs else None
     flags["upscale_model"] = args.upscale_model
     for name in ("sampling", "compile", "offload", "vae_tiling", "ray", "ray_workers", "show", "prompt_rules"):

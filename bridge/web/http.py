@@ -15,12 +15,15 @@ UDP port):
 * with visitors on, the visitor page (:mod:`bridge.web.visit`): ``/visit``, ``/visit/prompt``,
   ``/visit/status/…`` (no token: the public has none) and the operator's ``/qr/visit.svg``.
 
-Access: the bridge's allowlist (403 outside it); with a token set, every request
+Access: the bridge's allowlist (403 outside it); the name a request reaches the bridge by (its
+``Host``) must be an IP address, ``localhost``, this machine's name (``NAME`` or ``NAME.local``) or
+a name in ``allow_origin`` (403 otherwise: a page that rebinds its own DNS name to the bridge's
+address, DNS rebinding, is refused whatever its Origin says); with a token set, every request
 carries it (``?token=…``, header ``X-Ldm3d-Token`` or ``Authorization: Bearer …``;
 401 otherwise), except the page's own files, which hold no secret and must load so
 that the page can ask for the token. A WebSocket upgrade from a browser page must
-come from the page's own origin (403 otherwise), so another site open in the
-operator's browser cannot drive the bridge.
+come from the page's own origin or one in ``allow_origin`` (403 otherwise), so another site open
+in the operator's browser cannot drive the bridge.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -75,6 +80,7 @@ class WebServer:
         self._osc_port = osc_port
         self._name = name
         self._networks = parse_networks(settings.allow)
+        self._names = KnownNames(settings.allow_origin, settings.visitor_url)
         self._latest: dict[str, tuple[Arg, ...]] = {}
         self._lock = threading.Lock()
         self._listeners: dict[web.WebSocketResponse, set[str]] = {}
@@ -163,9 +169,17 @@ class WebServer:
     async def _guard(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         if not allowed(request.remote or "", self._networks):
             return web.Response(status=403, text="this address is not in the bridge's allowed networks\n")
+        host = request.headers.get("Host")  # (not request.host: without one, aiohttp would ask DNS for ours)
+        name = _host_name(host) if host is not None else ""
+        if host is not None and not self._names.known(name):
+            return web.Response(
+                status=403,
+                text=f"this bridge is not {name!r} (DNS rebinding?); to reach it by that name, start it with "
+                f"--allow-origin {name}\n",
+            )
         origin = request.headers.get("Origin")
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if upgrade and origin is not None and urlsplit(origin).netloc != request.host:  # the OSCQuery stream's too
+        if upgrade and origin is not None and not self._names.origin_allowed(origin, host or ""):  # OSCQuery's too
             return web.Response(status=403, text=f"WebSocket from {origin} refused: not this bridge's page\n")
         secret = self._settings.token
         if secret is not None and not self._page_file(request):
@@ -254,6 +268,45 @@ class WebServer:
 async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
     """``Server: ldm3d-bridge``: not the versions of Python and aiohttp, which only help an attacker."""
     response.headers["Server"] = "ldm3d-bridge"
+
+
+class KnownNames:
+    """The names the bridge answers to: IP addresses (no DNS name can be rebound to them),
+    ``localhost``, this machine's name (``NAME``, ``NAME.local``), and the hosts of ``allow_origin``
+    (names or origins) and of ``visitor_url``. Read once; never resolved."""
+
+    def __init__(self, allow_origin: tuple[str, ...], visitor_url: str | None = None) -> None:
+        machine = socket.gethostname().lower().rstrip(".")
+        listed = [*allow_origin, *([visitor_url] if visitor_url else [])]
+        self.origins = {entry.rstrip("/").lower() for entry in allow_origin if "://" in entry}
+        self.names = {"localhost", machine, machine.split(".")[0] + ".local", *(_entry_name(e) for e in listed)}
+
+    def known(self, name: str) -> bool:
+        if not name:
+            return False
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in self.names
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        """A browser page's origin: the bridge's own (the same host and port it asks), or one listed."""
+        return urlsplit(origin).netloc.lower() == host.lower() or origin.rstrip("/").lower() in self.origins
+
+
+def _host_name(host: str) -> str:
+    """``Host``'s name without its port (``[::1]:9000`` → ``::1``), lower-case."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        return name[1 : name.find("]")] if "]" in name else ""
+    name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    return name.rstrip(".")  # "dome.local." (zeroconf's form) is "dome.local"
+
+
+def _entry_name(entry: str) -> str:
+    """An ``allow_origin`` entry's name: ``http://dome.lan:9000`` or ``dome.lan`` → ``dome.lan``."""
+    return (urlsplit(entry).hostname or "") if "://" in entry else _host_name(entry)
 
 
 def _wants_html(request: web.Request) -> bool:

@@ -110,13 +110,22 @@ class _Visit:
 
         import segno
 
-        url = self._backend.visitor_url(request.host)
+        url = self._backend.visitor_url(_host(request))
         out = io.BytesIO()
         segno.make(url, error="m").save(out, kind="svg", scale=6, border=2, title=url)
         return web.Response(body=out.getvalue(), content_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
     async def url(self, request: web.Request) -> web.Response:
-        return web.Response(text=self._backend.visitor_url(request.host) + "\n")
+        return web.Response(text=self._backend.visitor_url(_host(request)) + "\n")
+
+
+def _host(request: web.Request) -> str:
+    """The address the operator reached the bridge by (never request.host: without a Host header it asks DNS)."""
+    host = request.headers.get("Host")
+    if host:
+        return host
+    local = request.transport.get_extra_info("sockname") if request.transport else None
+    return f"{local[0]}:{local[1]}" if local else "127.0.0.1"
 
 
 def _refusal(status: int, code: str, message: str) -> web.Response:
