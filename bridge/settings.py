@@ -81,6 +81,11 @@ class BridgeSettings:
     #: Serve OSCQuery (and the web page) over HTTP; on TCP ``http_port``, by default the OSC port's number.
     http: bool = True
     http_port: int | None = None
+    #: HTTP connections held at once, in all and per client host (beyond them a connection is closed at
+    #: once); one that receives nothing for http_idle_s while nothing waits to be sent to it is closed.
+    http_max_connections: int = 512
+    http_connections_per_host: int = 64
+    http_idle_s: float = 60.0
     output: str = "ldm3d-out"
     #: The output folder as TouchDesigner's machine names it (``Z:/ldm3d-out``, ``//gpu-node/ldm3d-out``):
     #: it replaces the output root in every path the bridge announces. None: the paths as they are here.
@@ -238,6 +243,10 @@ class BridgeSettings:
                 raise bad("device", "with ray, use cuda (Ray gives each actor one GPU) or cpu")
         if not 1 <= self.ray_workers <= 1024:
             raise bad("ray_workers", "use 1..1024")
+        if not 1 <= self.http_connections_per_host <= self.http_max_connections:
+            raise bad("http_connections_per_host", "use 1..http_max_connections")
+        if self.http_idle_s < 1:
+            raise bad("http_idle_s", "use at least 1 second (the WebSockets' heartbeat answers within 30 s)")
         if not 1 <= self.visitor_max_chars <= 2000:
             raise bad("visitor_max_chars", "use 1..2000 characters")
         if self.visitor_interval_s <= 0:

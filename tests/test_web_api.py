@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -375,3 +376,58 @@ def test_a_name_the_bridge_does_not_know_is_refused_dns_rebinding(start_bridge: 
         assert status(known) == 200, known
     assert status(f"127.0.0.1:{port}", "/ws", Origin="http://control.lan:8080", **upgrade) == 101  # listed
     assert status(f"127.0.0.1:{port}", "/ws", Origin="http://other.lan:8080", **upgrade) == 403
+
+
+def test_idle_connections_are_bounded_per_host_and_closed_while_pages_stay(start_bridge: Start) -> None:
+    """Issue 30, point 1: connections that send nothing took every file descriptor. Now a host gets
+    http_connections_per_host of them (the rest closed at once), an idle one is closed after
+    http_idle_s, and a page's WebSocket (a request being handled) stays open past it."""
+    import socket
+
+    bridge = start_bridge(http=True, http_max_connections=20, http_connections_per_host=8, http_idle_s=1.0)
+    port = bridge.http_port
+
+    def idle_sockets(device: str, n: int) -> list[socket.socket]:
+        sockets = []
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(device, 0))
+            sockets.append(s)
+        return sockets
+
+    def closed(s: socket.socket, wait: float = 0.0) -> bool:
+        """Closed by the bridge (within ``wait`` seconds); 0: as of now."""
+        s.settimeout(wait if wait > 0 else None)
+        s.setblocking(wait > 0)
+        try:
+            return s.recv(1, socket.MSG_PEEK) == b""
+        except (TimeoutError, BlockingIOError):
+            return False
+        except ConnectionResetError:
+            return True
+
+    async def page_stays_open() -> bool:
+        async with aiohttp.ClientSession() as session, session.ws_connect(_url(bridge, "/ws")) as ws:
+            await asyncio.sleep(2.5)  # past http_idle_s: the page sends nothing all along
+            await ws.send_str(json.dumps({"id": 1, "address": "/ldm3d/ping", "args": []}))
+            while True:
+                message = json.loads((await ws.receive(timeout=10)).data)
+                if message.get("address") == "/ldm3d/pong":
+                    return True
+
+    flood = idle_sockets("127.0.0.2", 30)
+    others = idle_sockets("127.0.0.3", 8) + idle_sockets("127.0.0.4", 8)
+    try:
+        time.sleep(0.3)  # the refusals arrive
+        held = [s for s in flood if not closed(s)]
+        assert len(held) == 8  # the other 22 were closed at once, nothing read
+        held += [s for s in others if not closed(s)]
+        assert len(held) == 20  # http_max_connections in all: 127.0.0.4 got only 4
+        assert closed(idle_sockets("127.0.0.1", 1)[0], 0.5)  # full: a new one is refused too, until …
+        time.sleep(1.5)  # … the idle ones pass http_idle_s
+        assert all(closed(s, 2) for s in held)  # closed by the bridge
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ldm3d", timeout=5) as r:
+            assert r.status == 200
+        assert asyncio.run(page_stays_open())
+    finally:
+        for s in flood + others:
+            s.close()

@@ -93,6 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise SettingsError(f"--token-file {args.token_file}: {exc.strerror or exc}") from None
     settings = load_settings(flags, config=args.config)
+    _raise_descriptor_limit()
     if settings.show:
         from bridge.show.cues import load_show
 
@@ -151,6 +152,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if failed is not None:
         raise CliError(f"the bridge cannot go on: {failed}")
     return 0
+
+
+def _raise_descriptor_limit() -> None:
+    """Raise this process's open-file limit to its hard limit (at most 65,536; POSIX): the bridge
+    holds texture files, sockets and HTTP connections, and 1,024 is a common default."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            logging.getLogger(__name__).info("open files: limit raised from %d to %d", soft, wanted)
+        except (ValueError, OSError) as exc:
+            logging.getLogger(__name__).warning("open files: limit stays at %d (%s)", soft, exc)
 
 
 def _reload_rules(bridge: Any) -> None:

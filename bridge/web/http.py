@@ -47,6 +47,7 @@ from bridge.errors import BridgeError
 from bridge.osc.codec import Arg, encode_message
 from bridge.settings import BridgeSettings, parse_networks
 from bridge.web import visit
+from bridge.web.connections import ConnectionGate, LoopErrors, guarded
 from bridge.web.oscquery import Node, host_info, query
 from bridge.web.outbox import Outbox
 from bridge.web.page import PageHub, StaticFiles
@@ -81,6 +82,8 @@ class WebServer:
         self._name = name
         self._networks = parse_networks(settings.allow)
         self._names = KnownNames(settings.allow_origin, settings.visitor_url)
+        #: Connections in all and per host, refused early past the settings' bounds.
+        self.gate = ConnectionGate(self._networks, settings.http_max_connections, settings.http_connections_per_host)
         self._latest: dict[str, tuple[Arg, ...]] = {}
         self._lock = threading.Lock()
         self._listeners: dict[web.WebSocketResponse, set[str]] = {}
@@ -138,10 +141,13 @@ class WebServer:
                 visit.attach(app, self._visitors, self._static)
         app.router.add_get("/{path:.*}", self._get)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        loop.set_exception_handler(LoopErrors())
+        server: asyncio.Server | None = None
         try:
             loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, host, port)
-            loop.run_until_complete(site.start())
+            assert runner.server is not None
+            factory = guarded(runner.server, self.gate, self._settings.http_idle_s)
+            server = loop.run_until_complete(loop.create_server(factory, host, port, reuse_address=True))
         except Exception as exc:  # noqa: BLE001 - reported to start()
             self._error = exc
             if self._page is not None:  # its start-up task runs already: end it before the loop closes
@@ -150,12 +156,13 @@ class WebServer:
             loop.close()
             self._started.set()
             return
-        self.port = int(runner.addresses[0][1])
+        self.port = int(server.sockets[0].getsockname()[1])
         self._runner, self._loop = runner, loop
         self._started.set()
         try:
             loop.run_forever()
         finally:
+            server.close()
             for ws in list(self._listeners):
                 loop.run_until_complete(ws.close())
             if self._page is not None:
@@ -191,7 +198,14 @@ class WebServer:
             )
             if not hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8")):
                 return web.Response(status=401, text="this bridge needs its token: ?token=… or X-Ldm3d-Token\n")
-        response: web.StreamResponse = await handler(request)
+        transport = request.transport
+        if transport is not None:
+            self.gate.begin(transport)  # not idle while it is handled (a WebSocket: while it is open)
+        try:
+            response: web.StreamResponse = await handler(request)
+        finally:
+            if transport is not None:
+                self.gate.end(transport)
         return response
 
     def _page_file(self, request: web.Request) -> bool:

@@ -1,0 +1,174 @@
+"""The HTTP side's connections, bounded: how many in all and per host, and how long one may sit idle.
+
+aiohttp's server accepts every connection and keeps an idle one for ever; a host on the show
+network (or a visitor's phone) that opens a thousand connections and sends nothing would take
+every file descriptor of the bridge, and the next world could not be written. Here each
+connection passes a :class:`ConnectionGate` before aiohttp sees it:
+
+* refused at once (closed, no byte read) when its host is outside ``allow``, or when the bridge
+  holds ``http_max_connections`` in all or ``http_connections_per_host`` from that host;
+* closed when it has received nothing for ``http_idle_s`` while no request is being handled on it
+  and nothing waits to be sent to it: a keep-alive connection nobody uses, one that never sent a
+  request, or half of one. (A slow download is not idle; a WebSocket is a request being handled
+  for as long as it is open, and its heartbeat closes it when its peer is gone.)
+
+:class:`GuardedProtocol` wraps aiohttp's own protocol and passes every call on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bridge.contract.access import allowed
+
+logger = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConnectionGate:
+    """Counts the open connections, in all and per host (used on the event loop's thread only)."""
+
+    def __init__(self, networks: Sequence[Network], total: int, per_host: int) -> None:
+        self._networks = networks
+        self.total = total
+        self.per_host = per_host
+        self._open: dict[str, int] = {}
+        self._busy: dict[object, int] = {}
+        self.refused = 0
+
+    def admit(self, host: str) -> bool:
+        if not allowed(host, self._networks) or sum(self._open.values()) >= self.total:
+            self.refused += 1
+            return False
+        if self._open.get(host, 0) >= self.per_host:
+            self.refused += 1
+            return False
+        self._open[host] = self._open.get(host, 0) + 1
+        return True
+
+    def release(self, host: str) -> None:
+        left = self._open.get(host, 0) - 1
+        if left > 0:
+            self._open[host] = left
+        else:
+            self._open.pop(host, None)
+
+    @property
+    def open(self) -> int:
+        return sum(self._open.values())
+
+    def begin(self, transport: object) -> None:
+        """A request is being handled on ``transport`` (the HTTP server's middleware says so)."""
+        self._busy[transport] = self._busy.get(transport, 0) + 1
+
+    def end(self, transport: object) -> None:
+        left = self._busy.get(transport, 0) - 1
+        if left > 0:
+            self._busy[transport] = left
+        else:
+            self._busy.pop(transport, None)
+
+    def busy(self, transport: object) -> bool:
+        return transport in self._busy
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind the gate and an idle timer."""
+
+    def __init__(self, factory: Callable[[], Any], gate: ConnectionGate, idle_s: float) -> None:
+        self._factory = factory
+        self._inner: Any = None
+        self._gate = gate
+        self._idle_s = idle_s
+        self._host: str | None = None
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if peer else ""
+        if not self._gate.admit(host):
+            transport.abort()  # nothing read, nothing answered: the cheapest refusal
+            return
+        self._host, self._transport = host, transport
+        self._inner = self._factory()  # aiohttp's protocol, made only for a connection let in
+        self._arm()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._arm()
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._inner is None:
+            return None
+        result: bool | None = self._inner.eof_received()
+        return result
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._host is None:
+            return  # refused: aiohttp never saw it
+        if self._timer is not None:
+            self._timer.cancel()
+        self._gate.release(self._host)
+        self._host = None
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self._idle_s, self._idle)
+
+    def _idle(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._gate.busy(transport) or transport.get_write_buffer_size() > 0:  # handling, or sending
+            self._arm()
+            return
+        transport.close()
+
+
+def guarded(factory: Callable[[], Any], gate: ConnectionGate, idle_s: float) -> Callable[[], asyncio.Protocol]:
+    """A protocol factory for ``loop.create_server``: aiohttp's ``factory`` behind ``gate``."""
+    return lambda: GuardedProtocol(factory, gate, idle_s)
+
+
+class LoopErrors:
+    """The event loop's exception handler: asyncio's own errors (``socket.accept() out of system
+    resource`` when descriptors run out…) logged at most once per kind per ``interval`` seconds,
+    with how many were not, instead of thousands of times a second."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "an asyncio error"))
+        error = context.get("exception")
+        kind = f"{message[:60]}:{type(error).__name__}"
+        now = time.monotonic()
+        if now - self._last.get(kind, -self._interval) < self._interval:
+            self._skipped[kind] = self._skipped.get(kind, 0) + 1
+            return
+        if len(self._last) > 256:  # kinds are few; a flood of new ones is not kept for ever
+            self._last.clear()
+        skipped = self._skipped.pop(kind, 0)
+        self._last[kind] = now
+        logger.warning("the HTTP side: %s (%s)%s", message, error, f"; {skipped} more not logged" if skipped else "")
