@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -197,6 +198,7 @@ def test_the_light_commands_never_import_torch(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
     assert "tiny models" in done.stdout and "env --devices" in done.stdout
+    assert re.search(r"open files +\d+ \(hard limit (\d+|unlimited)\); serve raises it to \d+", done.stdout)
 
 
 def test_settings_precedence_file_env_flags(tmp_path: Path) -> None:

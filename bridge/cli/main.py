@@ -154,6 +154,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _descriptor_limits() -> tuple[str, str, int] | None:
+    """This process's open-file limits (soft, hard) and what ``serve`` raises the soft one to; None
+    where there is no such limit (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    shown = ["unlimited" if v == resource.RLIM_INFINITY else str(v) for v in (soft, hard)]
+    return shown[0], shown[1], max(wanted, soft) if soft != resource.RLIM_INFINITY else wanted
+
+
 def _raise_descriptor_limit() -> None:
     """Raise this process's open-file limit to its hard limit (at most 65,536; POSIX): the bridge
     holds texture files, sockets and HTTP connections, and 1,024 is a common default."""
@@ -378,6 +391,10 @@ def cmd_env(args: argparse.Namespace) -> int:
         print(f"{dist:13} {version}")
     for name, value in environment_report(devices=args.devices):
         print(f"{name:13} {value}")
+    limits = _descriptor_limits()
+    if limits is not None:
+        soft, hard, serve = limits
+        print(f"{'open files':13} {soft} (hard limit {hard}); serve raises it to {serve}")
     return 0
 
 
