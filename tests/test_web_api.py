@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import logging
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -431,3 +432,21 @@ def test_idle_connections_are_bounded_per_host_and_closed_while_pages_stay(start
     finally:
         for s in flood + others:
             s.close()
+
+
+def test_asyncio_errors_of_the_http_loop_are_throttled(start_bridge: Start, caplog: Any) -> None:
+    """Issue 30: `socket.accept() out of system resource` was logged 57,000 times in 35 s. The HTTP
+    loop's own errors now go through the bridge's log throttle: once per kind per 10 s."""
+    bridge = start_bridge(http=True)
+    web = bridge._web
+    assert web is not None and web._loop is not None
+    loop = web._loop
+    context = {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")}
+    with caplog.at_level("WARNING"):
+        for _ in range(1000):
+            loop.call_soon_threadsafe(loop.call_exception_handler, context)
+        done = threading.Event()
+        loop.call_soon_threadsafe(done.set)
+        assert done.wait(10)
+    logged = [r for r in caplog.records if "out of system resource" in r.getMessage()]
+    assert len(logged) == 1 and "Too many open files" in logged[0].getMessage()

@@ -297,6 +297,7 @@ class Bridge(Commands):
             page=hub,
             static=StaticFiles(page_files()),
             visitors=visitor_page,
+            loop_errors=self._http_loop_error,
         )
         web.start(self.settings.host, port if self.settings.http_port is None else self.settings.http_port)
         self.notifier.observers.append(web.publish)
@@ -310,6 +311,14 @@ class Bridge(Commands):
                 web.port,
                 " (moderated)" if self.settings.moderate else "",
             )
+
+    def _http_loop_error(self, loop: object, context: dict[str, Any]) -> None:
+        """The HTTP loop's own errors (``socket.accept() out of system resource``…), through the
+        bridge's log throttle: once per kind per 10 s, not thousands of times a second."""
+        message = str(context.get("message", "an asyncio error"))
+        error = context.get("exception")
+        kind = f"http: {message[:60]} ({type(error).__name__})"
+        self._log.warning(kind, time.monotonic(), "the HTTP side: %s (%s)", message, error)
 
     @property
     def http_port(self) -> int | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,50 +32,41 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConnectionGate:
-    """Counts the open connections, in all and per host (used on the event loop's thread only)."""
+    """Counts the open connections, in all and per host, and the requests being handled on each
+    (used on the event loop's thread only)."""
 
     def __init__(self, networks: Sequence[Network], total: int, per_host: int) -> None:
         self._networks = networks
         self.total = total
         self.per_host = per_host
-        self._open: dict[str, int] = {}
-        self._busy: dict[object, int] = {}
-        self.refused = 0
+        self._open: Counter[str] = Counter()
+        self._busy: Counter[object] = Counter()
 
     def admit(self, host: str) -> bool:
-        if not allowed(host, self._networks) or sum(self._open.values()) >= self.total:
-            self.refused += 1
+        if not allowed(host, self._networks) or self._open.total() >= self.total or self._open[host] >= self.per_host:
             return False
-        if self._open.get(host, 0) >= self.per_host:
-            self.refused += 1
-            return False
-        self._open[host] = self._open.get(host, 0) + 1
+        self._open[host] += 1
         return True
 
     def release(self, host: str) -> None:
-        left = self._open.get(host, 0) - 1
-        if left > 0:
-            self._open[host] = left
-        else:
-            self._open.pop(host, None)
-
-    @property
-    def open(self) -> int:
-        return sum(self._open.values())
+        _take_one(self._open, host)
 
     def begin(self, transport: object) -> None:
         """A request is being handled on ``transport`` (the HTTP server's middleware says so)."""
-        self._busy[transport] = self._busy.get(transport, 0) + 1
+        self._busy[transport] += 1
 
     def end(self, transport: object) -> None:
-        left = self._busy.get(transport, 0) - 1
-        if left > 0:
-            self._busy[transport] = left
-        else:
-            self._busy.pop(transport, None)
+        _take_one(self._busy, transport)
 
     def busy(self, transport: object) -> bool:
         return transport in self._busy
+
+
+def _take_one(counts: Counter[Any], key: object) -> None:
+    """One less of ``key``; at none it is forgotten (the tables hold open connections only)."""
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
 
 
 class GuardedProtocol(asyncio.Protocol):
@@ -147,28 +138,3 @@ class GuardedProtocol(asyncio.Protocol):
 def guarded(factory: Callable[[], Any], gate: ConnectionGate, idle_s: float) -> Callable[[], asyncio.Protocol]:
     """A protocol factory for ``loop.create_server``: aiohttp's ``factory`` behind ``gate``."""
     return lambda: GuardedProtocol(factory, gate, idle_s)
-
-
-class LoopErrors:
-    """The event loop's exception handler: asyncio's own errors (``socket.accept() out of system
-    resource`` when descriptors run out…) logged at most once per kind per ``interval`` seconds,
-    with how many were not, instead of thousands of times a second."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._skipped: dict[str, int] = {}
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        message = str(context.get("message", "an asyncio error"))
-        error = context.get("exception")
-        kind = f"{message[:60]}:{type(error).__name__}"
-        now = time.monotonic()
-        if now - self._last.get(kind, -self._interval) < self._interval:
-            self._skipped[kind] = self._skipped.get(kind, 0) + 1
-            return
-        if len(self._last) > 256:  # kinds are few; a flood of new ones is not kept for ever
-            self._last.clear()
-        skipped = self._skipped.pop(kind, 0)
-        self._last[kind] = now
-        logger.warning("the HTTP side: %s (%s)%s", message, error, f"; {skipped} more not logged" if skipped else "")

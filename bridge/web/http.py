@@ -15,7 +15,8 @@ UDP port):
 * with visitors on, the visitor page (:mod:`bridge.web.visit`): ``/visit``, ``/visit/prompt``,
   ``/visit/status/…`` (no token: the public has none) and the operator's ``/qr/visit.svg``.
 
-Access: the bridge's allowlist (403 outside it); the name a request reaches the bridge by (its
+Access: the bridge's allowlist (a connection from outside it is closed at once, in
+:mod:`bridge.web.connections`); the name a request reaches the bridge by (its
 ``Host``) must be an IP address, ``localhost``, this machine's name (``NAME`` or ``NAME.local``) or
 a name in ``allow_origin`` (403 otherwise: a page that rebinds its own DNS name to the bridge's
 address, DNS rebinding, is refused whatever its Origin says); with a token set, every request
@@ -42,12 +43,11 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import WSMsgType, web
 
-from bridge.contract.access import allowed
 from bridge.errors import BridgeError
 from bridge.osc.codec import Arg, encode_message
 from bridge.settings import BridgeSettings, parse_networks
 from bridge.web import visit
-from bridge.web.connections import ConnectionGate, LoopErrors, guarded
+from bridge.web.connections import ConnectionGate, guarded
 from bridge.web.oscquery import Node, host_info, query
 from bridge.web.outbox import Outbox
 from bridge.web.page import PageHub, StaticFiles
@@ -55,6 +55,7 @@ from bridge.web.page import PageHub, StaticFiles
 logger = logging.getLogger(__name__)
 
 Values = Callable[[], Mapping[str, tuple[Arg, ...]]]
+LoopErrorHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 #: Events a listener may fall behind by before it misses some (a client that does not read).
 MAX_BACKLOG = 256
 
@@ -71,19 +72,25 @@ class WebServer:
         page: PageHub | None = None,
         static: StaticFiles | None = None,
         visitors: visit.VisitorBackend | None = None,
+        loop_errors: LoopErrorHandler | None = None,
     ) -> None:
+        """``loop_errors``: the event loop's exception handler (asyncio's own errors, such as
+        ``socket.accept() out of system resource``, each of which may come thousands of times a
+        second: the bridge hands in its log throttle); None: asyncio's default."""
         self._settings = settings
         self._page = page
         self._visitors = visitors
+        self._loop_errors = loop_errors
         self._static = static
         self._nodes = nodes
         self._values = values
         self._osc_port = osc_port
         self._name = name
-        self._networks = parse_networks(settings.allow)
         self._names = KnownNames(settings.allow_origin, settings.visitor_url)
         #: Connections in all and per host, refused early past the settings' bounds.
-        self.gate = ConnectionGate(self._networks, settings.http_max_connections, settings.http_connections_per_host)
+        self.gate = ConnectionGate(
+            parse_networks(settings.allow), settings.http_max_connections, settings.http_connections_per_host
+        )
         self._latest: dict[str, tuple[Arg, ...]] = {}
         self._lock = threading.Lock()
         self._listeners: dict[web.WebSocketResponse, set[str]] = {}
@@ -141,7 +148,8 @@ class WebServer:
                 visit.attach(app, self._visitors, self._static)
         app.router.add_get("/{path:.*}", self._get)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        loop.set_exception_handler(LoopErrors())
+        if self._loop_errors is not None:
+            loop.set_exception_handler(self._loop_errors)
         server: asyncio.Server | None = None
         try:
             loop.run_until_complete(runner.setup())
@@ -174,8 +182,6 @@ class WebServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        if not allowed(request.remote or "", self._networks):
-            return web.Response(status=403, text="this address is not in the bridge's allowed networks\n")
         host = request.headers.get("Host")  # (not request.host: without one, aiohttp would ask DNS for ours)
         name = _host_name(host) if host is not None else ""
         if host is not None and not self._names.known(name):
