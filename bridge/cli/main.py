@@ -154,34 +154,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _descriptor_limits() -> tuple[str, str, int] | None:
-    """This process's open-file limits (soft, hard) and what ``serve`` raises the soft one to; None
-    where there is no such limit (Windows)."""
+def _descriptor_limits() -> tuple[int, int, int] | None:
+    """This process's open-file limits (soft, hard) and what ``serve`` raises the soft one to (its
+    hard limit, at most 65,536); None where there is no such limit (Windows)."""
     try:
         import resource
     except ImportError:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    shown = ["unlimited" if v == resource.RLIM_INFINITY else str(v) for v in (soft, hard)]
-    return shown[0], shown[1], max(wanted, soft) if soft != resource.RLIM_INFINITY else wanted
+    unlimited = resource.RLIM_INFINITY
+    wanted = 65536 if hard == unlimited else min(hard, 65536)
+    return soft, hard, soft if soft == unlimited or soft >= wanted else wanted
 
 
 def _raise_descriptor_limit() -> None:
-    """Raise this process's open-file limit to its hard limit (at most 65,536; POSIX): the bridge
-    holds texture files, sockets and HTTP connections, and 1,024 is a common default."""
-    try:
-        import resource
-    except ImportError:  # Windows: no such limit to raise
+    """Raise this process's open-file limit (POSIX): the bridge holds texture files, sockets and
+    HTTP connections, and 1,024 is a common default."""
+    limits = _descriptor_limits()
+    if limits is None or limits[2] == limits[0]:
         return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            logging.getLogger(__name__).info("open files: limit raised from %d to %d", soft, wanted)
-        except (ValueError, OSError) as exc:
-            logging.getLogger(__name__).warning("open files: limit stays at %d (%s)", soft, exc)
+    import resource
+
+    soft, hard, raised = limits
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        logging.getLogger(__name__).info("open files: limit raised from %d to %d", soft, raised)
+    except (ValueError, OSError) as exc:
+        logging.getLogger(__name__).warning("open files: limit stays at %d (%s)", soft, exc)
 
 
 def _reload_rules(bridge: Any) -> None:
@@ -393,7 +392,9 @@ def cmd_env(args: argparse.Namespace) -> int:
         print(f"{name:13} {value}")
     limits = _descriptor_limits()
     if limits is not None:
-        soft, hard, serve = limits
+        import resource
+
+        soft, hard, serve = ("unlimited" if n == resource.RLIM_INFINITY else str(n) for n in limits)
         print(f"{'open files':13} {soft} (hard limit {hard}); serve raises it to {serve}")
     return 0
 

@@ -160,12 +160,9 @@ class Commands:
     def visitor_job(self, prompt: str, on_done: Callable[[str], None]) -> str:
         """Queue the job of a visitor's prompt, made from the stage's settings as ``/ldm3d/go`` (its
         notifications go to the subscribers only); its id."""
-        self.pool.refuse_if_down()
-        if self.pool.idle_workers == 0:
-            self.shows.yield_to_live()
         request = text_request(self.settings, prompt, self.stage.go_options(), self.pool.engine)
         job = Job(new_job_id(), request, None, on_done=on_done)
-        self._enqueue(job)
+        self._queue_live(job)
         return job.id
 
     def _scene_written(self, key: str, files: JobFiles) -> None:
@@ -210,10 +207,15 @@ class Commands:
                 f"(burst {self.settings.client_jobs_burst}); wait a moment"
             )
         self.gate.check(getattr(request, "prompt", ""))  # the negative prompt is what the world avoids: not checked
-        self.pool.refuse_if_down()  # no worker alive: an error now rather than a job nobody runs
+        self._queue_live(Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt), bound)
+
+    def _queue_live(self, job: Job, bound: int | None = None) -> None:
+        """Queue a live job (not pre-generation): refused at once when no worker is alive (rather
+        than a job nobody runs), and ahead of pre-generation, which steps aside."""
+        self.pool.refuse_if_down()
         if self.pool.idle_workers == 0:
-            self.shows.yield_to_live()  # live jobs first: a pre-generation job steps aside
-        self._enqueue(Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt), bound)
+            self.shows.yield_to_live()
+        self._enqueue(job, bound)
 
     def _enqueue(self, job: Job, bound: int | None = None) -> None:
         """Queue ``job`` (QueueFull when full); ``/ldm3d/accepted`` to its sender unless it is quiet."""

@@ -83,7 +83,7 @@ class VisitorDesk:
             ticket, dropped = self._book.new(device, prompt, now, moderated)
         if dropped is not None:
             self._counters.add("moderation_dropped")
-            logger.warning("the moderation list is full (%d): its oldest prompt was dropped", len(self.waiting()))
+            logger.warning("the moderation list is full (%d): its oldest prompt was dropped", self._book.max_waiting)
             self._notifier.broadcast("/ldm3d/moderation/dropped", dropped.ticket)
         if moderated:
             self._announce()
