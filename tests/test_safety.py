@@ -44,6 +44,14 @@ def flagging_checker(engine: EngineBase, picture: np.ndarray, folder: Path, view
     return folder
 
 
+def flagging_tiny_reef(engine: EngineBase, seed: int, folder: Path) -> Path:
+    """:func:`flagging_checker` for the tiny model's 64×64, 2-step "a reef" of ``seed`` (the picture
+    the tests then ask for, by OSC, the command line or a cue)."""
+    request = GenerateRequest("a reef", seed=seed, steps=2, width=64, height=64)
+    picture = engine.generate(request).rgb  # type: ignore[attr-defined]
+    return flagging_checker(engine, picture, folder, view=0, wrap=False)
+
+
 def test_views_cover_a_panorama_and_its_seam() -> None:
     columns = np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (128, 1, 3))  # each column its own value
     wrapped = views(columns, wrap=True)
@@ -119,8 +127,7 @@ def test_an_offline_hub_snapshot_without_its_checker_says_how_to_fetch_it(tmp_pa
 def test_the_command_line_writes_nothing_for_a_flagged_picture(
     load_tiny: Callable[[str], EngineBase], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    picture = load_tiny("tiny").generate(GenerateRequest("a reef", seed=4, steps=2, width=64, height=64)).rgb  # type: ignore[attr-defined]
-    folder = flagging_checker(load_tiny("tiny"), picture, tmp_path / "checker", view=0, wrap=False)
+    folder = flagging_tiny_reef(load_tiny("tiny"), 4, tmp_path / "checker")
     out = tmp_path / "out"
     argv = ["-q", "generate", "a reef", "--model", "tiny", "--width", "64", "--height", "64", "--steps", "2"]
     env_dir = ["--output", str(out), "--safety-model", str(folder)]
@@ -139,8 +146,7 @@ def test_the_command_line_writes_nothing_for_a_flagged_picture(
 def test_a_flagged_job_ends_in_unsafe_content_and_the_screen_keeps_its_world(
     start_bridge: Start, client_for: ClientFor, load_tiny: Callable[[str], EngineBase], tiny_dir: Path, tmp_path: Path
 ) -> None:
-    picture = load_tiny("tiny").generate(GenerateRequest("a reef", seed=7, steps=2, width=64, height=64)).rgb  # type: ignore[attr-defined]
-    folder = flagging_checker(load_tiny("tiny"), picture, tmp_path / "checker", view=0, wrap=False)
+    folder = flagging_tiny_reef(load_tiny("tiny"), 7, tmp_path / "checker")
     settings = EngineSettings(model="tiny", tiny_dir=str(tiny_dir), safety_model=str(folder))
     bridge = start_bridge(engine_factory=lambda: load_engine(settings))
     client = client_for(bridge)
@@ -165,8 +171,7 @@ def test_a_flagged_job_ends_in_unsafe_content_and_the_screen_keeps_its_world(
 def test_pregen_skips_a_flagged_cue_renders_the_others_and_says_which(
     load_tiny: Callable[[str], EngineBase], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    picture = load_tiny("tiny").generate(GenerateRequest("a reef", seed=4, steps=2, width=64, height=64)).rgb  # type: ignore[attr-defined]
-    folder = flagging_checker(load_tiny("tiny"), picture, tmp_path / "checker", view=0, wrap=False)
+    folder = flagging_tiny_reef(load_tiny("tiny"), 4, tmp_path / "checker")
     cue = 'number = {n}\nprompt = "a reef"\nseed = {seed}\nsteps = 2\nwidth = 64\nheight = 64\n'
     show = tmp_path / "show.toml"
     show.write_text('name = "Night"\n' + "".join("[[cue]]\n" + cue.format(n=n, seed=s) for n, s in ((1, 4), (2, 5))))
@@ -191,8 +196,7 @@ def test_pregen_skips_a_flagged_cue_renders_the_others_and_says_which(
 def test_a_flagged_cue_shows_the_fallback_and_never_enters_the_scene_library(
     start_bridge: Start, client_for: ClientFor, load_tiny: Callable[[str], EngineBase], tiny_dir: Path, tmp_path: Path
 ) -> None:
-    picture = load_tiny("tiny").generate(GenerateRequest("a reef", seed=7, steps=2, width=64, height=64)).rgb  # type: ignore[attr-defined]
-    folder = flagging_checker(load_tiny("tiny"), picture, tmp_path / "checker", view=0, wrap=False)
+    folder = flagging_tiny_reef(load_tiny("tiny"), 7, tmp_path / "checker")
     shows = tmp_path / "shows"
     shows.mkdir()
     cue = '[[cue]]\nnumber = {n}\nprompt = "a reef"\nseed = {seed}\nsteps = 2\nwidth = 64\nheight = 64\n'
