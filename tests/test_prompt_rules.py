@@ -17,6 +17,7 @@ from bridge.public.rules import (
     DEFAULT,
     MAX_BYTES,
     MAX_RULES,
+    REFUSED,
     PromptRules,
     Rule,
     default_rules_path,
@@ -202,7 +203,7 @@ def test_check_refuses_without_naming_the_rule_and_logs_the_rule_not_the_prompt(
     caplog.set_level(logging.INFO, logger="bridge.public.rules")
     with pytest.raises(RefusedPrompt) as refused:
         prompt_rules.check("some HENTAI at the secret-visitor-prompt")
-    assert "hentai" not in str(refused.value).lower() and str(refused.value)
+    assert "hentai" not in str(refused.value).lower() and str(refused.value) == REFUSED
     assert refused.value.code == "refused_prompt"
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "museum.txt:2" in logged and "word" in logged

@@ -126,3 +126,14 @@ def test_an_out_of_range_integer_reads_as_typed_until_it_is_too_long_to_read(val
     with pytest.raises(BadArguments) as caught:
         as_int(value, "seed")
     assert str(caught.value) == f"seed {shown} is out of range; whole numbers here go from -2147483648 to 2147483647"
+
+
+def test_moderation_tickets_have_one_to_64_characters() -> None:
+    approve = "/ldm3d/moderation/approve"
+    assert protocol.parse(Message(approve, ("x",))) == protocol.Moderate("approve", "x")
+    assert protocol.parse(Message(approve, ("x" * 64,))) == protocol.Moderate("approve", "x" * 64)
+    for ticket in ("", "x" * 65):
+        with pytest.raises(BadArguments, match=r"^/ldm3d/moderation/approve: a ticket has 1 to 64 characters"):
+            protocol.parse(Message(approve, (ticket,)))
+    assert protocol.parse(Message("/ldm3d/moderation/list", ())) == protocol.Moderate("list")
+    assert protocol.parse(Message("/ldm3d/moderation/list", (0,))) == protocol.Ignored()  # a button's release

@@ -168,3 +168,56 @@ def test_both_pages_in_a_browser_from_a_visitors_prompt_to_the_dome(
         operator.wait_for_selector("#waiting li.muted")  # nothing waiting
     finally:
         context.close()
+
+
+def test_every_ticket_state_reads_as_its_visitor_sees_it() -> None:
+    """The book's tickets and what describe() tells a visitor's page, state by state (pure)."""
+    book = VisitorBook(max_tickets=3, max_waiting=2)
+    sent, dropped = book.new("10.0.0.1", "a reef", 5.0, moderated=False)
+    assert dropped is None and book.waiting() == []  # straight to the queue: never on the list
+    assert (sent.device, sent.prompt, sent.since, sent.state, sent.job_id) == (
+        "10.0.0.1",
+        "a reef",
+        5.0,
+        "queued",
+        None,
+    )
+    assert len(sent.ticket) == 16 and book.get(sent.ticket) is sent  # 12 random bytes, URL-safe
+    waiting = [book.new("10.0.0.2", f"p{i}", 6.0 + i, moderated=True)[0] for i in range(2)]
+    assert [t.state for t in waiting] == ["moderation", "moderation"] and book.waiting() == waiting
+    newest, _ = book.new("10.0.0.3", "p9", 9.0, moderated=False)  # a 4th ticket: the oldest is forgotten
+    assert book.get(sent.ticket) is None and book.get(newest.ticket) is newest
+    book.new("10.0.0.3", "p10", 10.0, moderated=False)  # and the next: a waiting one goes from the list too
+    assert book.get(waiting[0].ticket) is None and book.waiting() == [waiting[1]]
+    assert book.take(waiting[1].ticket) is waiting[1] and book.take(waiting[1].ticket) is None
+    book.forget(newest.ticket)
+    assert book.get(newest.ticket) is None
+
+    def says(state: str, reason: str = "", ahead: int | None = None, running: bool = False, shown: bool = False):
+        ticket = book.new("10.0.0.4", "p", 0.0, moderated=False)[0]
+        ticket.state, ticket.reason = state, reason
+        return describe(ticket, ahead, running, shown)
+
+    assert says("moderation") == {"state": "moderation", "text": "Waiting for a moderator to approve your prompt."}
+    assert says("refused") == {"state": "refused", "text": "Your prompt was not taken this time. Please try another."}
+    assert says("dropped") == {
+        "state": "dropped",
+        "text": "Too many prompts are waiting right now. Please try again in a little while.",
+    }
+    assert says("failed", "error") == {
+        "state": "failed",
+        "text": "Your world could not be shown. Please try another prompt.",
+    }
+    assert (
+        says("failed", "cancelled")["text"] == "A newer prompt took its place before yours was made. Please try again."
+    )
+    assert says("queued", ahead=0) == {"state": "queued", "text": "In the queue: you are next.", "ahead": 0}
+    assert says("queued", ahead=3) == {"state": "queued", "text": "In the queue, 3 ahead of you.", "ahead": 3}
+    assert says("queued") == {"state": "queued", "text": "In the queue."}
+    assert says("queued", ahead=2, running=True) == {"state": "making", "text": "Your world is being made now."}
+    assert says("done", shown=True) == {"state": "on_screen", "text": "On the dome now. Look up!"}
+    assert says("done") == {"state": "shown", "text": "Your world was on the dome."}
+    assert describe(None, None, False, False) == {
+        "state": "unknown",
+        "text": "This prompt is no longer known here; please type a new one.",
+    }

@@ -19,9 +19,7 @@ class PromptGate:
     def __init__(self, source: str | None) -> None:
         self.source = source
         self._lock = threading.Lock()
-        self._rules: PromptRules | None = load_rules(source) if source else None
-        if self._rules is not None:
-            logger.info("prompt rules: %d from %s", len(self._rules), self._rules.source)
+        self._rules: PromptRules | None = load_rules(source) if source else None  # (load_rules logs it)
 
     @property
     def count(self) -> int:
@@ -47,5 +45,4 @@ class PromptGate:
                 logger.error("prompt rules not reloaded, the previous %d stay: %s", self.count, exc)
                 raise BadRules(f"not reloaded, the previous {self.count} rules stay in force: {exc}") from None
             self._rules = rules
-        logger.info("prompt rules reloaded: %d from %s", len(rules), rules.source)
         return len(rules)

@@ -23,8 +23,6 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-STATES = ("moderation", "queued", "done", "refused", "dropped", "failed")
-
 
 @dataclass
 class Ticket:
@@ -86,9 +84,6 @@ class VisitorBook:
         for t in mine:
             del self._waiting[t.ticket]
         return mine
-
-    def by_job(self, job_id: str) -> Ticket | None:
-        return next((t for t in reversed(self._tickets.values()) if t.job_id == job_id), None)
 
 
 def describe(ticket: Ticket | None, ahead: int | None, running: bool, on_screen: bool) -> dict[str, object]:
