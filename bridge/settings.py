@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 import types
@@ -137,6 +138,10 @@ class BridgeSettings:
     #: If the engine ignores the cancel this long after a timeout: a Ray actor is restarted; an engine in this
     #: process cannot be, so its worker is out (with none left, the bridge exits with status 1 for a restart).
     stuck_grace_s: float = 60.0
+    #: With no worker alive (a Ray actor or a worker thread being brought back), queued jobs, and new ones,
+    #: wait this long for one to come back before they end (and new ones are refused) with engine_failed.
+    #: 0: at once.
+    worker_grace_s: float = 60.0
     #: After an out-of-memory error, free the device cache and run the job once more.
     oom_retry: bool = True
     #: Default sampling of jobs that do not name one: "quality" or "live".
@@ -259,6 +264,8 @@ class BridgeSettings:
             raise bad("moderate", "moderation is for the visitor page's prompts: turn visitors on too")
         if self.worker_start_timeout_s <= 0:
             raise bad("worker_start_timeout_s", "use a positive number of seconds")
+        if not 0 <= self.worker_grace_s < math.inf:
+            raise bad("worker_grace_s", "use 0 (no wait) or a finite number of seconds")
         return self
 
 

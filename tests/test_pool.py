@@ -167,7 +167,8 @@ def test_with_every_worker_lost_jobs_are_refused_until_one_is_back(
     tiny_dir: Path, start_bridge: Start, client_for: ClientFor
 ) -> None:
     remotes = [Remote(tiny_dir, f"node {n}") for n in (0, 1)]
-    bridge = start_bridge(slots=remotes, heartbeat_s=0.2)
+    # No grace: refused at once (with one, jobs wait for a worker to come back: test_pool_grace.py)
+    bridge = start_bridge(slots=remotes, heartbeat_s=0.2, worker_grace_s=0.0)
     wait_alive(bridge, 2)
     client = client_for(bridge)
     client.send("/ldm3d/generate", "interrupted", "steps", 40)

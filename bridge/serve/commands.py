@@ -210,8 +210,9 @@ class Commands:
         self._queue_live(Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt), bound)
 
     def _queue_live(self, job: Job, bound: int | None = None) -> None:
-        """Queue a live job (not pre-generation): refused at once when no worker is alive (rather
-        than a job nobody runs), and ahead of pre-generation, which steps aside."""
+        """Queue a live job (not pre-generation), ahead of pre-generation, which steps aside. With no
+        worker alive it is queued within ``worker_grace_s`` (it runs when one is back) and refused
+        after it (rather than a job nobody runs): :meth:`WorkerPool.refuse_if_down`."""
         self.pool.refuse_if_down()
         if self.pool.idle_workers == 0:
             self.shows.yield_to_live()

@@ -13,11 +13,21 @@ The pool's state, as ``/ldm3d/state`` reports it:
 ``loading``     no worker is ready yet (``warming``: one is warming up)
 ``idle``        a worker is alive and none runs a job
 ``busy``        a worker runs a job
-``restarting``  every worker was ready once and none is alive now: jobs are
-                refused with ``engine_failed`` until one is back
+``restarting``  every worker was ready once and none is alive now (a Ray
+                actor, or a worker thread, being brought back): jobs wait
+                for one, see below
 ``failed``      no worker can come back (its model cannot load, its engine
                 is stuck, its thread died three times in a row)
 ==============  ==========================================================
+
+**No worker alive.** The job a worker was running when it was lost ends in ``engine_failed``
+(the worker's doing). The queue is kept: waiting jobs, and new ones (accepted and queued), wait
+up to ``worker_grace_s`` (counted by the monitor's clock from when the pool is first seen
+``restarting``) for a worker to come back, and run when one does. Past that, every waiting job
+ends in ``engine_failed``, and new jobs are refused with ``engine_failed``, until a worker is
+back (which starts a new grace the next time none is alive). ``worker_grace_s = 0``: no grace,
+both at once. A pool that ``failed`` (no worker can come back) ends its waiting jobs at once,
+whatever the grace.
 """
 
 from __future__ import annotations
@@ -80,7 +90,12 @@ class WorkerPool:
         self._ever_ready = False
         #: Set when a worker is ready for the first time, or when every worker failed.
         self.ready = threading.Event()
-        self._down_reported = False
+        #: How long waiting jobs wait for a worker to come back while none is alive (0: not at all).
+        self._grace_s = settings.worker_grace_s
+        #: The monitor's clock when it first saw no worker alive (None while one is, or can't come back).
+        self._down_since: float | None = None
+        #: No worker came back within the grace: waiting jobs end, new ones are refused.
+        self._grace_over = False
 
     # -- what the bridge reads -------------------------------------------------
 
@@ -156,12 +171,16 @@ class WorkerPool:
         return args
 
     def refuse_if_down(self) -> None:
-        """Raise :class:`EngineDown` while no worker is alive (rather than queue jobs nobody runs)."""
-        if self.down:
+        """Raise :class:`EngineDown` when no worker is alive and none came back within the grace
+        (rather than queue jobs nobody runs). Within it a job is queued: it runs when one is back."""
+        if self.down and (self._grace_s <= 0 or self._grace_over):
             raise EngineDown(
-                f"no worker is alive ({self.total} restarting: {', '.join(w.name for w in self.workers)}); "
-                "try again when /ldm3d/state says idle"
+                f"no worker is alive ({self.total} restarting: {', '.join(w.name for w in self.workers)})"
+                f"{self._grace_note()}; try again when /ldm3d/state says idle"
             )
+
+    def _grace_note(self) -> str:
+        return f" and none came back within {self._grace_s:g} s (worker_grace_s)" if self._grace_s > 0 else ""
 
     # -- life cycle ----------------------------------------------------------
 
@@ -183,21 +202,48 @@ class WorkerPool:
                 else:
                     logger.warning("%s: starting a new thread", worker.name)
                     worker.restart()
-        if self.failed is not None:
+        if self.failed is not None:  # nobody will come back: no grace
             self._fail_waiting_jobs()
             self.ready.set()
         elif self.down:
-            self._fail_waiting_jobs()
+            if self._grace_ran_out(now):
+                self._fail_waiting_jobs()
         else:
-            self._down_reported = False
+            self._back()
+
+    def _grace_ran_out(self, now: float) -> bool:
+        """No worker is alive: whether the waiting jobs' grace ran out (it starts now, the first time)."""
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = now
+                if self._grace_s > 0:
+                    logger.warning(
+                        "no worker is alive; queued jobs wait up to %g s for one to come back", self._grace_s
+                    )
+            if self._grace_over or now - self._down_since < self._grace_s:
+                return self._grace_over
+            self._grace_over = True
+        if self._grace_s > 0:
+            logger.error(
+                "no worker came back within %g s (worker_grace_s); queued jobs end with engine_failed, "
+                "and jobs are refused until one is back",
+                self._grace_s,
+            )
+        else:
+            logger.error("no worker is alive; jobs are refused until one is back")
+        return True
+
+    def _back(self) -> None:
+        """A worker is alive (or ready) again: the next time none is, a new grace starts."""
+        with self._lock:
+            self._down_since = None
+            self._grace_over = False
 
     def _fail_waiting_jobs(self) -> None:
         """No worker can run jobs now: the waiting ones end in an error rather than wait forever."""
         code = "model_failed" if not self._ever_ready else "engine_failed"
-        self._end_waiting("/ldm3d/error", code, self.failed or f"no worker is alive ({self.total} restarting)")
-        if self.down and not self._down_reported:
-            self._down_reported = True
-            logger.error("no worker is alive; jobs are refused until one is back")
+        reason = self.failed or f"no worker is alive ({self.total} restarting){self._grace_note()}"
+        self._end_waiting("/ldm3d/error", code, reason)
 
     def _end_waiting(self, address: str, *args: Arg) -> None:
         """End every waiting job with ``address`` (its id, then ``args``), told to its sender."""
@@ -218,6 +264,7 @@ class WorkerPool:
         with self._lock:
             first = not self._ever_ready
             self._ever_ready = True
+        self._back()
         self.ready.set()
         if first:
             self._on_first_ready()
