@@ -92,9 +92,14 @@ class WriteFailed(BridgeError):
 
 
 class BadShow(BridgeError):
-    """A cue file that cannot be read or has a mistake; the message names the file and the line."""
+    """A cue file that cannot be read or has mistakes: ``mistakes`` holds every one, each a
+    ``file:line: message`` line; the message is those lines joined by newlines."""
 
     code = "bad_show"
+
+    def __init__(self, *mistakes: str) -> None:
+        super().__init__("\n".join(mistakes))
+        self.mistakes: tuple[str, ...] = mistakes
 
 
 class NoShow(BridgeError):

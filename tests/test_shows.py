@@ -405,8 +405,10 @@ def test_pregen_renders_upscaled_cues_and_needs_the_upscaler_for_them(
     show = tmp_path / "sr.toml"
     show.write_text(_one_cue(*BASE, "steps = 1", "width = 64", "height = 64", "upscale = true"))
     out = tmp_path / "out"
-    assert main(["-q", "pregen", str(show), "--model", "tiny", "--output", str(out)]) == 2
-    assert "upscale = true: give --upscale-model ldm3d-sr" in capsys.readouterr().err
+    assert main(["-q", "pregen", str(show), "--model", "tiny", "--output", str(out)]) == 1  # its one cue skipped
+    err = capsys.readouterr().err
+    assert f"{show}:10: upscale = true needs an upscale model: give --upscale-model ldm3d-sr" in err
+    assert not (out / "scenes").exists()
     config = tmp_path / "bridge.toml"  # the serving bridge's settings: the same model, upscaler and folder
     config.write_text(f'[bridge]\nmodel = "tiny"\nupscale_model = "tiny-sr"\noutput = "{out}"\n')
     assert main(["-q", "pregen", str(show), "--config", str(config)]) == 0

@@ -210,9 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the bridge is heard from; 60 s of silence end the wait)",
     )
 
-    show = sub.add_parser("show", help="cue files: `show check FILE` validates one without a model")
+    show = sub.add_parser("show", help="cue files: `show check FILE` validates one without loading a model")
     show.add_argument("action", choices=["check"])
     show.add_argument("file", help="a cue file (.toml)")
+    show.add_argument("--model", help="also check every cue against this model's limits (its weights are not loaded)")
+    show.add_argument("--preset", help="a local folder's preset (its limits)")
+    show.add_argument("--upscale-model", help="the upscaler of the cues with upscale = true (ldm3d-sr)")
+    show.add_argument("--config", help="the serving bridge's TOML settings file: check against its models (flags win)")
 
     pregen = sub.add_parser("pregen", help="render the scenes a show's cue file needs that the library lacks")
     pregen.add_argument("file", help="a cue file (.toml)")

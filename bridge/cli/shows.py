@@ -1,4 +1,5 @@
-"""``show check`` (a cue file, without a model) and ``pregen`` (render a show's missing scenes)."""
+"""``show check`` (a cue file, and its cues against a model's limits, without loading it) and
+``pregen`` (render a show's missing scenes, past the cues with a mistake)."""
 
 from __future__ import annotations
 
@@ -12,56 +13,97 @@ from typing import Any
 from bridge.cli.args import MODEL_KEYS
 from bridge.cli.jobs import CliError, engine_settings
 from bridge.contract.requests import generate_then_upscale
-from bridge.settings import load_settings
-from bridge.show.cues import Cue, Show, load_show
+from bridge.settings import BridgeSettings, load_settings
+from bridge.show.checks import CueLimits, cue_limits
+from bridge.show.cues import Cue, ShowReading, read_show_file
+from ldm3d_engine.presets import PRESETS
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    show = load_show(Path(args.file))  # BadShow: one line with the file and the line, exit 1
+    """Every mistake of the file, one ``file:line: message`` line each on stderr (exit 1); with
+    ``--model`` or ``--config``, every cue is also checked against that model's limits."""
+    limits, against = None, ""
+    if args.model or args.config:
+        settings = load_settings(
+            {"model": args.model, "preset": args.preset, "upscale_model": args.upscale_model}, config=args.config
+        )
+        limits, against = cue_limits(_known(settings)), f", every cue fits {settings.model}"
+    elif args.preset or args.upscale_model:
+        raise CliError("--preset and --upscale-model say how to check against a model: give --model too", 2)
+    reading = read_show_file(Path(args.file), limits)
+    if reading.found:
+        print("\n".join(reading.mistakes), file=sys.stderr)
+        return 1
+    show = reading.checked()
     follows = sum(cue.follow for cue in show.cues)
     print(
         f"{args.file}: show {show.name!r}, {len(show.cues)} cues ({follows} auto-follow), "
-        f"loop {'on' if show.loop else 'off'}, fallback {show.fallback or 'none'}: ok"
+        f"loop {'on' if show.loop else 'off'}, fallback {show.fallback or 'none'}{against}: ok"
     )
     return 0
 
 
+def _known(settings: BridgeSettings) -> BridgeSettings:
+    """``settings`` once its models are presets or folders on this machine (as loading them would say)."""
+    for flag, name in (("--model", settings.model), ("--upscale-model", settings.upscale_model)):
+        if name and name not in PRESETS and not Path(name).expanduser().is_dir():
+            raise CliError(f"{flag} {name!r}: not a preset ({', '.join(PRESETS)}) and not a folder on this machine", 2)
+    return settings
+
+
 def cmd_pregen(args: argparse.Namespace) -> int:
     """Render every scene of the show that the library lacks; resumable: killed at any moment, a
-    rerun renders only what is still missing."""
+    rerun renders only what is still missing. Cues with a mistake (their keys, or the model's limits:
+    checked before the model loads and again with it) are skipped and listed at the end (exit 1);
+    a mistake of the show's own renders nothing."""
+    keys = (*MODEL_KEYS, "upscale_model")
+    settings = load_settings({k: getattr(args, k) for k in keys}, config=args.config)
+    read = read_show_file(Path(args.file))
+    if read.show is None:
+        print("\n".join(read.mistakes), file=sys.stderr)
+        raise CliError("the cue file has mistakes of the show's own (above): nothing was rendered")
+    show = read.show
     from bridge.output.job_ids import new_job_id
     from bridge.output.writer import TextureWriter
     from bridge.show.library import SceneLibrary
-    from ldm3d_engine import UnsafeContent, load_engine
+    from ldm3d_engine import InvalidRequest, OutOfMemory, UnsafeContent, load_engine
 
-    show = load_show(Path(args.file))
-    keys = (*MODEL_KEYS, "upscale_model")
-    settings = load_settings({k: getattr(args, k) for k in keys}, config=args.config)
-    if any(cue.upscale for cue in show.cues) and not settings.upscale_model:
-        raise CliError("the show has cues with upscale = true: give --upscale-model ldm3d-sr", 2)
+    early = read.with_limits(cue_limits(settings))  # from the presets: before minutes of loading
+    if early.cue_mistakes:
+        sys.stderr.write(f"cue {', '.join(early.cue_mistakes)}: a mistake each (listed at the end); skipped\n")
     writer = TextureWriter(Path(settings.output), fmt=settings.format)
     writer.prepare()  # a folder held by a running bridge fails here: use /ldm3d/show/pregen there
     library = SceneLibrary(writer.root)
+    checked, engine, upscaler = early, None, None
+    scenes: dict[str, Cue] = {}
+    missing: list[tuple[str, Cue]] = []
+    flagged: list[str] = []
+    failed: list[str] = []
     try:
         dropped, adopted = library.check()
         if dropped or adopted:
             print(f"library: {dropped} scenes to render again, {adopted} complete ones adopted", file=sys.stderr)
-        engine = load_engine(engine_settings(settings))
-        upscaler = None
-        if settings.upscale_model:
-            upscaler = load_engine(
-                dataclasses.replace(engine_settings(settings), model=settings.upscale_model, depth_model=None)
-            )
-        scenes = _unique_scenes(show, engine.identity)
-        missing = [(key, cue) for key, cue in scenes.items() if library.scene_id(key) is None]
+        if early.valid_cues:
+            engine = load_engine(engine_settings(settings))
+            if settings.upscale_model:
+                upscaler = load_engine(
+                    dataclasses.replace(engine_settings(settings), model=settings.upscale_model, depth_model=None)
+                )
+            checked = read.with_limits(CueLimits.of_engines(engine, upscaler))  # exactly what they refuse
+            scenes = _unique_scenes(checked.valid_cues, engine.identity)
+            missing = [(key, cue) for key, cue in scenes.items() if library.scene_id(key) is None]
         bar = _Progress(len(scenes), len(scenes) - len(missing))
-        flagged: list[str] = []
         for key, cue in missing:
             try:
                 result = _render(engine, upscaler, cue, lambda step, total, cue=cue: bar.step(cue, step, total))
             except UnsafeContent:  # an overnight run goes on with the other cues
                 flagged.append(cue.number)
                 sys.stderr.write(f"\ncue {cue.number}: the safety checker flagged its picture; skipped\n")
+                bar.dropped()
+                continue
+            except (InvalidRequest, OutOfMemory) as exc:
+                failed.append(cue.number)
+                sys.stderr.write(f"\ncue {cue.number} failed: {exc}; skipped\n")
                 bar.dropped()
                 continue
             meta = {"scene_key": key, "show": show.name, "cue": cue.number, "cue_name": cue.name}
@@ -71,20 +113,35 @@ def cmd_pregen(args: argparse.Namespace) -> int:
     finally:
         library.close()
         writer.close()
-    rendered = len(missing) - len(flagged)
-    print(f"{show.name}: {len(scenes) - len(flagged)} scenes in the library ({rendered} rendered now)")
-    if flagged:
-        raise CliError(
-            f"the safety checker flagged the pictures of cue {', '.join(flagged)}: nothing was written for them "
-            "(change their prompt or seed)"
-        )
+    rendered = len(missing) - len(flagged) - len(failed)
+    print(f"{show.name}: {len(scenes) - len(flagged) - len(failed)} scenes in the library ({rendered} rendered now)")
+    _report(checked, flagged, failed)
     return 0
 
 
-def _unique_scenes(show: Show, identity: str) -> dict[str, Cue]:
+def _report(checked: ShowReading, flagged: list[str], failed: list[str]) -> None:
+    """The cues not rendered, at the end: each mistake's line on stderr, then one error (exit 1)."""
+    invalid = checked.cue_mistakes
+    if invalid:
+        print("\n".join(line for lines in invalid.values() for line in lines), file=sys.stderr)
+    problems = []
+    if invalid:
+        problems.append(f"cue {', '.join(invalid)} not rendered: a mistake each (above; fix them and run pregen again)")
+    if failed:
+        problems.append(f"cue {', '.join(failed)} failed (above): nothing was written for them")
+    if flagged:
+        problems.append(
+            f"the safety checker flagged the pictures of cue {', '.join(flagged)}: nothing was written for them "
+            "(change their prompt or seed)"
+        )
+    if problems:
+        raise CliError("; ".join(problems))
+
+
+def _unique_scenes(cues: tuple[Cue, ...], identity: str) -> dict[str, Cue]:
     """Scene key → the first cue with it (two cues with the same parameters share one scene)."""
     scenes: dict[str, Cue] = {}
-    for cue in show.cues:
+    for cue in cues:
         scenes.setdefault(cue.scene_key(identity), cue)
     return scenes
 

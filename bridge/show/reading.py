@@ -1,0 +1,244 @@
+"""Reading a cue file with every mistake kept: the rules of each key, and the line each key is
+written on (tomllib keeps no positions). The public side is :mod:`bridge.show.cues`.
+
+A mistake belongs to its cue (by number) when it is about that cue's own keys; the show's own keys,
+a cue without a usable number, a number used twice, and a ``fallback`` or ``goto`` that names no cue
+are the show's (with one of those, no cue can be shown).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
+from bridge.contract.arguments import CUE_NUMBER, cue_number
+from bridge.show.cues import (
+    CONTINUES,
+    CUE_KEYS,
+    MAX_CUES,
+    PARAMS,
+    SECONDS,
+    SHOW_KEYS,
+    Cue,
+    Mistake,
+    Show,
+    ShowReading,
+)
+from ldm3d_engine.presets import SAMPLINGS, SCHEDULERS
+from ldm3d_engine.types import SEED_MAX
+
+#: Adds one mistake at a key of the cue (None: its header line).
+Mark = Callable[[str | None, str], None]
+_KINDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+_NUMBER_RULE = "use up to 64 letters, digits, '.', '-' or '_'"
+
+
+def read(text: str, source: str) -> ShowReading:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return ShowReading(source, None, (), (Mistake(0, f"{source}: not valid TOML: {exc}"),))
+    found = _Found(text, source)
+    name, loop, fade = _show_keys(data, found)
+    raw_cues = data.get("cue", [])
+    if not isinstance(raw_cues, list) or not raw_cues:
+        found.add(None, None, "the show has no cues; add [[cue]] tables")
+        return found.reading(None, [])
+    if len(raw_cues) > MAX_CUES:
+        found.add(None, None, f"{len(raw_cues)} cues; a show has at most {MAX_CUES}")
+        return found.reading(None, [])
+    cues: list[Cue] = []
+    seen: dict[str, int] = {}
+    gotos: list[tuple[int, str]] = []
+    for i, raw in enumerate(raw_cues):
+        number, cue, goto = _cue(raw, i, fade, found)
+        if number is None:
+            continue
+        if number in seen:
+            found.add(i, "number", f"cue number {number!r} is used twice (cues {seen[number] + 1} and {i + 1})")
+        else:
+            seen[number] = i
+        if goto is not None:
+            gotos.append((i, goto))
+        if cue is not None:
+            cues.append(cue)
+    fallback = data.get("fallback")
+    if fallback is not None:
+        if not isinstance(fallback, str | int | float) or isinstance(fallback, bool):
+            found.add(None, "fallback", f"fallback must name a cue, got {fallback!r}")
+            fallback = None
+        else:
+            fallback = cue_number(fallback)
+            if fallback not in seen:
+                found.add(None, "fallback", f"fallback {fallback!r} is not a cue of this show; cues: {', '.join(seen)}")
+    for i, goto in gotos:
+        if goto not in seen:
+            found.add(i, "goto", f"goto {goto!r} is not a cue of this show; cues: {', '.join(seen)}")
+    show = None if found.of_the_show() else Show(name, tuple(cues), loop, fallback, source, fade)
+    return found.reading(show, cues)
+
+
+def _show_keys(data: dict[str, Any], found: _Found) -> tuple[str, bool, float | None]:
+    for key in data:
+        if key not in SHOW_KEYS:
+            found.add(None, key, f"unknown show key {key!r}; a show has {', '.join(SHOW_KEYS)}")
+    name = data.get("name", "")
+    if not isinstance(name, str) or not name.strip():
+        found.add(None, "name", 'the show needs a name: name = "…"')
+        name = ""
+    loop = data.get("loop", False)
+    if not isinstance(loop, bool):
+        found.add(None, "loop", f"loop must be true or false, got {loop!r}")
+        loop = False
+    fade = data.get("fade")
+    if fade is not None and not _seconds("fade", fade, lambda key, message: found.add(None, key, message)):
+        fade = None
+    return name.strip(), loop, None if fade is None else float(fade)
+
+
+def _cue(raw: Any, i: int, show_fade: float | None, found: _Found) -> tuple[str | None, Cue | None, str | None]:
+    """The cue's number (None: none usable), the cue (None: it has a mistake) and its ``goto``."""
+    if not isinstance(raw, dict):
+        found.add(i, None, "a cue is a [[cue]] table")
+        return None, None, None
+    given = raw.get("number")
+    number = None
+    if isinstance(given, str | int | float) and not isinstance(given, bool):
+        number = cue_number(given) if CUE_NUMBER.fullmatch(cue_number(given)) else None
+    before = len(found.items)
+
+    def mark(key: str | None, message: str) -> None:
+        found.add(i, key, message, number)
+
+    ok: dict[str, Any] = {}
+    for key, value in raw.items():
+        expected = CUE_KEYS.get(key)
+        if expected is None:
+            mark(key, f"unknown cue key {key!r}; a cue has {', '.join(CUE_KEYS)}")
+        elif (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
+            kinds = expected if isinstance(expected, tuple) else (expected,)
+            mark(key, f"{key} must be {' or '.join(_KINDS[k.__name__] for k in kinds)}, got {value!r}")
+        else:
+            ok[key] = value
+    for key in ("number", "prompt", "seed"):
+        if key not in raw:
+            mark(None, f"cue {i + 1} has no {key}{' (a scene must be reproducible)' if key == 'seed' else ''}")
+    if "number" in ok and number is None:
+        mark("number", f"cue number {cue_number(ok['number'])!r}: {_NUMBER_RULE}")
+    if "prompt" in ok and not ok["prompt"].strip():
+        mark("prompt", "the prompt is empty; say what the world should show")
+    _check_values(ok, mark)
+    follow = ok.get("continue", "none")
+    if follow not in CONTINUES:
+        mark("continue", f"continue {follow!r} is unknown; use {' or '.join(repr(c) for c in CONTINUES)}")
+    elif follow == "follow" and "duration" not in raw:
+        mark("continue", 'continue = "follow" needs a duration (seconds before the next cue)')
+    goto = None
+    if "goto" in ok:
+        goto = cue_number(ok["goto"])
+        if not CUE_NUMBER.fullmatch(goto):
+            mark("goto", f"goto {goto!r} is not a cue number: {_NUMBER_RULE}")
+            goto = None
+    if number is None or len(found.items) > before:
+        return number, None, goto
+    lines = {key: found.lines.find(i, key) for key in raw}
+    lines[""] = found.lines.find(i, None)
+    fade = ok.get("fade", show_fade)
+    cue = Cue(
+        number,
+        ok.get("name", number),
+        {k: raw[k] for k in PARAMS if k in raw},
+        None if "duration" not in ok else float(ok["duration"]),
+        follow == "follow",
+        prewait=float(ok.get("prewait", 0.0)),
+        fade=None if fade is None else float(fade),
+        goto=goto,
+        key_lines=lines,
+    )
+    return number, cue, goto
+
+
+def _check_values(raw: dict[str, Any], mark: Mark) -> None:
+    """Ranges a mistake would otherwise only meet at render time (the model's own: :mod:`bridge.show.checks`)."""
+    if "seed" in raw and not 0 <= raw["seed"] <= SEED_MAX:
+        mark("seed", f"seed {raw['seed']} is out of range; use 0..{SEED_MAX}")
+    for key in ("width", "height"):
+        if key in raw and (raw[key] % 8 or not 64 <= raw[key] <= 4096):
+            mark(key, f"{key} {raw[key]} must be a multiple of 8 from 64 to 4096")
+    if "steps" in raw and not 1 <= raw["steps"] <= 150:
+        mark("steps", f"steps {raw['steps']} is out of range; allowed 1..150")
+    if "guidance" in raw and not 0 <= raw["guidance"] <= 30:
+        mark("guidance", f"guidance {raw['guidance']} is out of range; allowed 0..30")
+    if "sampling" in raw and raw["sampling"] not in SAMPLINGS:
+        mark("sampling", f"sampling {raw['sampling']!r} is unknown; use {' or '.join(SAMPLINGS)}")
+    if "scheduler" in raw and raw["scheduler"] not in SCHEDULERS:
+        mark("scheduler", f"scheduler {raw['scheduler']!r} is unknown; use {', '.join(SCHEDULERS)}")
+    for key in SECONDS:
+        if key in raw:
+            _seconds(key, raw[key], mark)
+
+
+def _seconds(key: str, value: Any, mark: Mark) -> bool:
+    """Whether ``value`` is a number of seconds ``key`` allows; if not, the mistake is marked."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        mark(key, f"{key} must be an integer or a number, got {value!r}")
+        return False
+    low, high = SECONDS[key]
+    if not (math.isfinite(value) and low <= value <= high):
+        mark(key, f"{key} {value} is out of range; allowed {low:g}..{high:g} seconds")
+        return False
+    return True
+
+
+class _Found:
+    """The mistakes found so far, each with its line."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.lines = _Lines(text)
+        self.items: list[Mistake] = []
+
+    def add(self, cue: int | None, key: str | None, message: str, number: str | None = None) -> None:
+        """A mistake at ``key`` of cue ``cue`` (None: of the show); ``number``: the cue it belongs to."""
+        line = self.lines.find(cue, key)
+        where = f"{self.source}:{line}" if line else self.source
+        self.items.append(Mistake(line, f"{where}: {message}", number))
+
+    def of_the_show(self) -> bool:
+        return any(m.cue is None for m in self.items)
+
+    def reading(self, show: Show | None, cues: list[Cue]) -> ShowReading:
+        return ShowReading(self.source, show, tuple(cues), tuple(self.items))
+
+
+_CUE_HEADER = re.compile(r"^\s*\[\[\s*cue\s*\]\]")
+_HEADER = re.compile(r"^\s*\[")
+
+
+class _Lines:
+    """Finds the line a key is written on (1-based; 0: not found)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.cue_starts = [n for n, line in enumerate(self.lines) if _CUE_HEADER.match(line)]
+
+    def find(self, cue: int | None, key: str | None) -> int:
+        """``key``'s line in cue ``cue`` (its ``[[cue]]`` line when not written there), or in the show's
+        keys before the first cue (None: not written there)."""
+        if cue is None:
+            start, end = 0, self.cue_starts[0] if self.cue_starts else len(self.lines)
+        elif cue < len(self.cue_starts):
+            start = self.cue_starts[cue]
+            end = next((n for n in range(start + 1, len(self.lines)) if _HEADER.match(self.lines[n])), len(self.lines))
+        else:
+            return 0
+        if key is None:
+            return start + 1 if cue is not None else 0
+        pattern = re.compile(rf"^\s*(\"{re.escape(key)}\"|{re.escape(key)})\s*=")
+        found = next((n for n in range(start, end) if pattern.match(self.lines[n])), None)
+        if found is not None:
+            return found + 1
+        return start + 1 if cue is not None else 0
