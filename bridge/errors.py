@@ -18,7 +18,6 @@
     ├── WriteFailed                   write_failed (output folder unwritable, disk full)
     ├── BadShow                       bad_show (a cue file with a mistake; the message has its line)
     ├── NoShow                        no_show (a cue command before /ldm3d/show/load)
-    ├── NotReady                      not_ready (a show command that needs the model while it loads)
     ├── UnknownCue                    unknown_cue
     ├── EngineDown                    engine_failed (a job while no worker is alive: all restarting)
     ├── RefusedPrompt                 refused_prompt (the installation's prompt rules refuse it)
@@ -104,12 +103,6 @@ class BadShow(BridgeError):
 
 class NoShow(BridgeError):
     code = "no_show"
-
-
-class NotReady(BridgeError):
-    """The command needs the model, and no worker has it ready yet (loading, warming, restarting)."""
-
-    code = "not_ready"
 
 
 class UnknownCue(BridgeError):

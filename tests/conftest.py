@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,7 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
         resolver: Callable[[str], list[str]] = no_names,
         slots: list[Any] | None = None,
         wait_ready: bool = True,
+        show_clock: Callable[[], float] = time.monotonic,
         **overrides: object,
     ) -> Bridge:
         # One output folder per bridge running at a time (a folder has one owner); a bridge started after
@@ -89,6 +91,7 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
             upscaler_factory=(lambda: load_tiny(upscaler)) if upscaler else None,  # type: ignore[arg-type, return-value]
             resolver=resolver,
             slots=slots,
+            show_clock=show_clock,
         )
         bridge.start()
         started.append(bridge)

@@ -208,7 +208,7 @@ def test_a_worker_thread_that_dies_is_replaced_and_its_job_fails(
     error = client.wait_for(["/ldm3d/error"], 5)[-1]
     assert error.args[1] == "engine_failed" and "died" in error.args[2]
     deadline = time.monotonic() + 10
-    while not bridge.pool.alive and time.monotonic() < deadline:  # meanwhile jobs are refused (engine_failed)
+    while not bridge.pool.alive and time.monotonic() < deadline:  # meanwhile jobs wait (worker_grace_s)
         time.sleep(0.02)
     client.send("/ldm3d/generate", "after", "steps", 1)
     assert client.wait_for(["/ldm3d/ready", "/ldm3d/error"], 30)[-1].address == "/ldm3d/ready"

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from bridge.osc.client import OscClient
 from bridge.serve.server import Bridge
 from bridge.show.cues import cue_number, load_show, parse_show
 from bridge.show.library import SceneLibrary
+from ldm3d_engine.errors import InvalidRequest
 from ldm3d_engine.types import GenerateRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -662,7 +662,7 @@ number = "2"
 prompt = "a world the model refuses"
 seed = 3
 steps = 1
-width = 4096
+width = 64
 height = 64
 duration = 0.5
 continue = "follow"
@@ -670,12 +670,22 @@ continue = "follow"
 
 
 def test_an_unattended_loop_goes_on_past_a_failing_cue_and_then_skips_it(
-    start_bridge: Start, client_for: ClientFor, show_dir: Path
+    start_bridge: Start, client_for: ClientFor, show_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cue that fails (here: a size the model refuses) shows the fallback, then the loop moves on
-    after the cue's duration; after show_skip_after failures in a row GO and auto-follow pass it by."""
+    """A cue that fails (here: a setting the engine refuses when it renders) shows the fallback, then
+    the loop moves on after the cue's duration; after show_skip_after failures in a row GO and
+    auto-follow pass it by."""
     (show_dir / "bad.toml").write_text(LOOP_WITH_A_BAD_CUE)
     bridge = start_bridge(input_dirs=(str(show_dir),), show_skip_after=2)
+    engine = bridge.pool.engine
+    real = engine.generate  # type: ignore[union-attr]
+
+    def generate(request: Any, *args: Any, **kwargs: Any) -> Any:  # a refusal the cue file's checks cannot see
+        if "refuses" in request.prompt:
+            raise InvalidRequest("scheduler", "this scheduler cannot run 1 step (a stand-in)")
+        return real(request, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "generate", generate)  # the engine is shared by the tests: put back after
     client = client_for(bridge)
     client.subscribe_self()
     client.send("/ldm3d/show/load", "bad.toml")
@@ -702,21 +712,27 @@ def test_an_unattended_loop_goes_on_past_a_failing_cue_and_then_skips_it(
     assert _state_where(client, lambda s: s[1] == "0")[8] == 0
 
 
-def test_a_show_command_while_the_model_loads_says_not_ready(
-    start_bridge: Start, client_for: ClientFor, show_dir: Path, load_tiny: Callable[[str], Any]
+def test_loading_a_show_with_cues_the_model_refuses_lists_every_one(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path
 ) -> None:
-    loading = threading.Event()
-
-    def slow_load() -> Any:
-        loading.wait(30)
-        return load_tiny("tiny")
-
-    bridge = start_bridge(input_dirs=(str(show_dir),), engine_factory=slow_load, wait_ready=False)
+    wide = LOOP_WITH_A_BAD_CUE.replace(
+        "width = 64\nheight = 64\nduration = 0.5", "width = 4096\nheight = 64\nduration = 0.5"
+    )
+    (show_dir / "wide.toml").write_text(wide)
+    many = SHOW + "".join(f'\n[[cue]]\nnumber = "w{n}"\nprompt = "x"\nseed = 1\nwidth = 4104\n' for n in range(12))
+    (show_dir / "many.toml").write_text(many)
+    bridge = start_bridge(input_dirs=(str(show_dir),))
     client = client_for(bridge)
-    client.send("/ldm3d/show/load", "loop.toml")
-    error = client.wait_for(["/ldm3d/error"], 5)[-1]
-    loading.set()
-    assert error.args[1] == "not_ready" and "no worker has the model ready" in str(error.args[2])
+    client.subscribe_self()  # a confirmed client: answers in full (an unconfirmed one gets them cut short)
+    client.send("/ldm3d/show/load", "wide.toml")
+    error = client.wait_for(["/ldm3d/error"], 10)[-1]
+    lines = str(error.args[2]).splitlines()
+    assert error.args[1] == "bad_show" and len(lines) == 3, lines  # every cue: all three are 4096 wide
+    assert all(":" in line and "4096" in line for line in lines)
+    client.send("/ldm3d/show/load", "many.toml")
+    lines = str(client.wait_for(["/ldm3d/error"], 10)[-1].args[2]).splitlines()
+    assert len(lines) == 11 and lines[-1].startswith("… and 2 more: `ldm3d-bridge show check ")
+    assert bridge.shows.show is None  # nothing was loaded
 
 
 def test_serve_show_starts_the_show_with_the_bridge_and_a_restart_keeps_its_place(

@@ -95,9 +95,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(flags, config=args.config)
     _raise_descriptor_limit()
     if settings.show:
+        from bridge.show.checks import cue_limits
         from bridge.show.cues import load_show
 
-        load_show(Path(settings.show))  # a mistake in the cue file stops serve now, with its line
+        # a mistake in the cue file (also a cue the model would refuse) stops serve now, with its line
+        load_show(Path(settings.show), cue_limits(settings))
     cluster = None
     slots: list[EngineSlot]
     if settings.ray is not None:

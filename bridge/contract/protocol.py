@@ -203,9 +203,11 @@ class Status:
 
 @dataclass(frozen=True)
 class ShowLoad:
-    """``/ldm3d/show/load <file>``: a cue file inside the bridge's input folders."""
+    """``/ldm3d/show/load <file> [fire]``: a cue file inside the bridge's input folders; ``fire`` 0
+    loads it without firing (its first cue stands by)."""
 
     path: str
+    fire: bool = True
 
 
 @dataclass(frozen=True)
@@ -216,9 +218,17 @@ class CueShow:
 
 
 @dataclass(frozen=True)
+class CueStandby:
+    """``/ldm3d/cue/standby <number>``: the cue GO fires next."""
+
+    number: str
+
+
+@dataclass(frozen=True)
 class ShowControl:
     """A show trigger: ``go`` and ``back`` (``/ldm3d/cue/go``, ``/ldm3d/cue/back``), ``list``
-    (``/ldm3d/cue/list``), ``state``, ``stop``, ``start``, ``pregen`` (``/ldm3d/show/…``)."""
+    (``/ldm3d/cue/list``), ``state``, ``stop``, ``start``, ``pause``, ``resume``, ``pregen``
+    (``/ldm3d/show/…``)."""
 
     action: str
 
@@ -278,6 +288,7 @@ Command = (
     | Moderate
     | ShowLoad
     | CueShow
+    | CueStandby
     | ShowControl
 )
 
@@ -288,6 +299,8 @@ SHOW_TRIGGERS = {
     "cue/list": "list",
     "show/stop": "stop",
     "show/start": "start",
+    "show/pause": "pause",
+    "show/resume": "resume",
     "show/pregen": "pregen",
 }
 
@@ -327,6 +340,18 @@ def _single(args: tuple[Arg, ...], address: str) -> Arg:
     if len(args) != 1:
         raise BadArguments(f"{address} takes exactly one value, got {len(args)}")
     return args[0]
+
+
+def _cue_number(value: Arg, address: str) -> str:
+    """A cue number as sent (a string, or a button's number: 3 is "3")."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise BadArguments(f"{address}: the cue number must be a string or a number, got {describe(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadArguments(f"{address}: the cue number must be finite, got {value}")
+    number = cue_number(value)
+    if not number or len(number) > 64:
+        raise BadArguments(f"{address}: a cue number has 1 to 64 characters, got {len(number)}")
+    return number
 
 
 def parse(message: Message) -> Command:
@@ -417,20 +442,23 @@ def parse(message: Message) -> Command:
             raise BadArguments("/ldm3d/upscale needs the id of a finished job, then optional key/value pairs")
         return Upscale(_job_id(args[0], address), parse_options(args[1:], address, UPSCALE_OPTION_TYPES))
     if name == "show/load":
-        path = as_str(_single(args, address), f"{address}: the cue file")
+        if not 1 <= len(args) <= 2:
+            raise BadArguments(
+                f"{address} takes the path of a cue file and, optionally, fire 1 or 0; got {len(args)} arguments"
+            )
+        path = as_str(args[0], f"{address}: the cue file")
         if not path.strip():
             raise BadArguments(f"{address} needs the path of a cue file (.toml) inside the input folders")
-        return ShowLoad(path)
+        fire = args[1] if len(args) == 2 else 1
+        if fire not in (0, 1) or not isinstance(fire, int | float | bool):
+            raise BadArguments(
+                f"{address}: fire is 1 (show the first cue) or 0 (let it stand by), got {describe(fire)}"
+            )
+        return ShowLoad(path, bool(fire))
     if name == "cue":
-        value = _single(args, address)
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise BadArguments(f"{address}: the cue number must be a string or a number, got {describe(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise BadArguments(f"{address}: the cue number must be finite, got {value}")
-        number = cue_number(value)
-        if not number or len(number) > 64:
-            raise BadArguments(f"{address}: a cue number has 1 to 64 characters, got {len(number)}")
-        return CueShow(number)
+        return CueShow(_cue_number(_single(args, address), address))
+    if name == "cue/standby":
+        return CueStandby(_cue_number(_single(args, address), address))
     if name in SHOW_TRIGGERS:
         return ShowControl(SHOW_TRIGGERS[name]) if is_trigger(args) else Ignored()
     if name.startswith("cue/") and CUE_NUMBER.fullmatch(name[len("cue/") :]):
@@ -444,5 +472,6 @@ def parse(message: Message) -> Command:
         "display/hold, display/blackout, display/strength, go, "
         "cancel, recall, subscribe, unsubscribe, status, stats, workers, ping, rules/reload, moderation/list, "
         "moderation/approve, moderation/reject, moderation/approve_device, show/load, show/state, "
-        "show/start, show/stop, show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list (all under /ldm3d/)"
+        "show/start, show/stop, show/pause, show/resume, show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list, "
+        "cue/standby (all under /ldm3d/)"
     )

@@ -137,10 +137,12 @@ class Commands:
                     n.reply(sender, "/ldm3d/worker", *args, bound=bound)
             case protocol.Ping():
                 n.reply(sender, "/ldm3d/pong", __version__, bound=bound)
-            case protocol.ShowLoad(path):
-                self.shows.load(path, sender)
+            case protocol.ShowLoad(path, fire):
+                self.shows.load(path, sender, fire)
             case protocol.CueShow(number):
                 self.shows.cue(number, sender)
+            case protocol.CueStandby(number):
+                self.shows.set_standby(number, sender)
             case protocol.ShowControl(action):
                 self._show_control(action, sender, bound)
             case protocol.RulesReload():
@@ -177,8 +179,10 @@ class Commands:
             shows.listing(sender, bound)
         elif action == "state":
             self.notifier.reply(sender, "/ldm3d/show/state", *shows.state_args(), bound=bound)
-        elif action in ("stop", "start"):
-            shows.set_running(action == "start", sender)
+        elif action in ("stop", "pause"):
+            shows.set_running(False, sender)
+        elif action in ("start", "resume"):
+            shows.set_running(True, sender, restart=action == "start")
         else:
             shows.pregen(sender)
 

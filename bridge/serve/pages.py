@@ -38,7 +38,7 @@ from ldm3d_engine.types import DepthRequest, Img2ImgRequest, UpscaleRequest
 logger = logging.getLogger(__name__)
 
 #: From ``/ldm3d/show/state``'s arguments to the page's names.
-SHOW_STATE = ("show", "cue", "cue_state", "next", "rendered", "total", "loop", "running", "skipped")
+SHOW_STATE = ("show", "cue", "cue_state", "standby", "rendered", "total", "loop", "running", "skipped", "remaining")
 #: From ``/ldm3d/worker``'s arguments to the page's names.
 WORKER = ("index", "where", "state", "job")
 

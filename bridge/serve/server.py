@@ -81,10 +81,12 @@ class Bridge(Commands):
         upscaler_factory: Callable[[], EngineLike] | None = None,
         resolver: Resolver = system_resolver,
         slots: Sequence[EngineSlot] | None = None,
+        show_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """One worker on ``engine_factory``'s engine (and ``upscaler_factory``'s upscaler), or one
         per slot of ``slots`` (devices of this machine, Ray actors), whose upscalers are
-        ``settings.upscale_model``."""
+        ``settings.upscale_model``. ``show_clock`` is what the show desk counts durations and
+        pre-waits on (tests hand in one they move by hand)."""
         if slots is None:
             if engine_factory is None:
                 raise ValueError("a bridge needs an engine_factory or slots")
@@ -93,6 +95,7 @@ class Bridge(Commands):
         else:
             self.upscale = settings.upscale_model is not None
         self._slots = list(slots)
+        self._show_clock = show_clock
         self.settings = settings
         self.writer = writer or TextureWriter(
             Path(settings.output),
@@ -246,6 +249,8 @@ class Bridge(Commands):
             engine=lambda: pool.engine,
             idle=lambda: pool.idle_workers > 0 and len(self.queue) == 0,
             check_prompt=self.gate.check,
+            display=self.display,
+            clock=self._show_clock,
         )
         if s.visitors:
             desk = VisitorDesk(s, self.gate, self.queue, pool, self._notifier, self.counters, self.visitor_job)
@@ -397,6 +402,7 @@ class Bridge(Commands):
         if self._sock is not None:
             self._sock.close()
         if self._shows is not None and ended:
+            self._shows.close()
             self._shows.library.close()
         self.writer.close()
         self._stopped.set()
@@ -431,7 +437,7 @@ class Bridge(Commands):
     def _tick(self, now: float, next_beat: float) -> float:
         pool = self.pool
         pool.check(now)
-        self.shows.tick(now)
+        self.shows.tick(self._show_clock())
         self._resolver.poll(now)
         for sub in self.notifier.expire():
             logger.info("subscription %s:%s lapsed (not renewed within its lease)", *sub.target)

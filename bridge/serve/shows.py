@@ -1,20 +1,18 @@
-"""The show desk: a loaded cue list, its current cue, auto-follow on the bridge's clock, and
-pre-generation in idle time.
+"""The show desk: a loaded cue list, its playhead (the current cue and the standby), auto-follow
+on the bridge's clock, and what the dome shows when a cue cannot.
 
 Showing a cue whose scene is in the library sends ``/ldm3d/ready`` with the scene's files at
-once (the engine is not touched, so it works while a job runs). A cue not rendered yet becomes
-a normal job that is written into the library; the dome keeps its world meanwhile, and if the
-job fails the show's ``fallback`` cue is shown. The state (show file, current cue, running) is
-kept in the library's database, so a restarted bridge announces the current world again and
-goes on with the loop.
+once (the engine is not touched: it works while a job runs, and before the model has loaded,
+with the model identity the library remembers). A cue not rendered yet becomes a normal job
+written into the library; the dome keeps its world meanwhile, and if the job fails the show's
+fallback is shown (else the dome keeps its world). GO fires the **standby**: after a cue fires,
+the standby is its ``goto`` cue or the next one; ``/ldm3d/cue/standby`` moves it. A cue's
+``prewait`` delays its firing, its ``fade`` is sent as ``/ldm3d/display/fade`` first.
 
-Pre-generation (``/ldm3d/show/pregen``) submits a missing scene whenever the queue is empty
-and a worker idle (so with several workers, several scenes render at once), as a quiet job
-(no progress, no messages); a live job that finds no idle worker cancels one of them
-(:meth:`ShowDesk.yield_to_live`) and that scene is tried again later.
-
-Slightly over our ~350-line rule: the show desk's clock, auto-follow and recall are one state
-that one lock guards.
+The state (show file, current cue, standby, running, the countdown's elapsed time, the world on
+screen) is kept in the library's database, so a restarted bridge announces the current world
+again (or, while it renders, the last world it showed) and finishes the cue's remaining time.
+Scene keys, rendering and pre-generation are :mod:`bridge.serve.scenes`.
 """
 
 from __future__ import annotations
@@ -27,17 +25,25 @@ from pathlib import Path
 
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
-from bridge.errors import BridgeError, NoShow, NotReady, NotSupported, RefusedPrompt, UnknownCue
+from bridge.errors import BadShow, BridgeError, NoShow, NotSupported, RefusedPrompt, UnknownCue
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
-from bridge.output.job_ids import new_job_id
 from bridge.output.writer import JobFiles, TextureWriter
+from bridge.serve.scenes import SceneDesk
 from bridge.settings import BridgeSettings
+from bridge.show.builtin import builtin_world
+from bridge.show.checks import cue_limits
+from bridge.show.clock import CueClock
 from bridge.show.cues import Cue, Show, load_show
 from bridge.show.library import SceneLibrary
 from bridge.workers.jobs import Address, Job
 
 logger = logging.getLogger(__name__)
+
+#: While a cue's countdown runs, its elapsed time is saved this often (a restart resumes from it).
+SAVE_ELAPSED_S = 5.0
+#: The mistakes of a cue file ``/ldm3d/show/load`` names in its error (``show check`` lists them all).
+MAX_MISTAKES = 10
 
 
 class ShowDesk:
@@ -51,322 +57,334 @@ class ShowDesk:
         engine: Callable[[], EngineLike | None],
         idle: Callable[[], bool],
         check_prompt: Callable[[str], None] = lambda prompt: None,
+        display: dict[str, float | int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self.library = library
         self._writer = writer
         self._notifier = notifier
-        self._enqueue = enqueue
-        self._engine = engine
-        self._idle = idle
         self._check_prompt = check_prompt
+        self._display = display if display is not None else {}
+        self._now = clock
         self._lock = threading.RLock()
+        self.scenes = SceneDesk(settings, library, writer, notifier, enqueue, engine, idle, self._lock)
         self.show: Show | None = None
         self.current: int | None = None
+        self.standby: int | None = None
         self.running = False
-        #: ``shown``, ``rendering`` (its scene is being made) or ``failed`` (the fallback is shown).
+        #: ``shown``, ``rendering`` (its scene is being made, or waits for the model), ``failed`` (the
+        #: fallback is shown), ``prewait`` (fired, waiting its pre-wait), or "" (nothing fired yet).
         self.cue_state = ""
-        self._shown_at = 0.0
-        self._pregen = False
-        #: Pre-generation jobs queued or running, by scene key.
-        self._background: dict[str, Job] = {}
+        self.countdown = CueClock()
+        self._prewait_until: float | None = None
+        self._prewait_sender: Address | None = None
+        #: A cue fired before any model identity was known: fired again once one is.
+        self._waits_for_model: Address | bool | None = False
         self._resumed = False
-        #: Cue number → scene key, and the keys in the library (both kept for the loaded show).
-        self._keys: dict[str, str] = {}
-        self._rendered: set[str] | None = None
-        #: Scene keys a live job is rendering (cues shown before their scenes were made).
-        self._live: set[str] = set()
+        self._saved_at = 0.0
+        #: The world the desk last sent (a scene or job id), and whether one went out since start-up.
+        self._world: str | None = None
+        self._world_sent = False
         #: Cue number → its failures in a row (since the show was loaded; a success clears it).
         self._failures: dict[str, int] = {}
+        #: The loaded show's fallback was looked for in the library (and rendered if missing).
+        self._fallback_checked = False
 
     # -- commands ------------------------------------------------------------
 
-    def load(self, raw_path: str, sender: Address | None) -> None:
+    def load(self, raw_path: str, sender: Address | None, fire: bool = True) -> None:
         folders = [Path(d) for d in self._settings.input_dirs]
         if not folders:
             raise NotSupported("/ldm3d/show/load is off: start the bridge with input_dirs (the folders it may read)")
-        self._engine_or_refuse()
-        show = self._checked(load_show(resolve_input_path(raw_path, folders)))
+        show = self._checked(self._read(resolve_input_path(raw_path, folders)))
         with self._lock:
             self._resumed = True  # a show loaded now replaces the one saved before a restart
-            self._use(show)
-            self.running, self._pregen = True, False
-            start = show.index(show.fallback) if show.fallback is not None else 0
+            old, at = self.show, self.current
+            same = old is not None and old.source == show.source and at is not None
+            if same and old is not None and at is not None and show.index(old.cues[at].number) is not None:
+                self._reload(old, show, sender)
+                return
             logger.info("show %r loaded from %s: %d cues", show.name, show.source, len(show.cues))
-            self._show(start or 0, sender)
+            self._use(show)
+            self.running = True
+            start = self._start_index(show)
+            if fire:
+                self._trigger(start, sender)
+            else:  # "load without firing": the first cue stands by, the dome keeps its world
+                self.current, self.standby, self.cue_state = None, start, ""
+                self.countdown.clear()
+                self._save()
+                self._announce_state(sender)
+            self._make_fallback(sender)
 
     def cue(self, number: str, sender: Address | None) -> None:
         with self._lock:
-            show = self._loaded()
-            index = show.index(number)
-            if index is None:
-                raise UnknownCue(
-                    f"show {show.name!r} has no cue {number!r}; cues: {', '.join(c.number for c in show.cues)}"
-                )
-            self._show(index, sender)
+            self._trigger(self._index(number), sender)
+
+    def set_standby(self, number: str, sender: Address | None) -> None:
+        """``/ldm3d/cue/standby``: the cue GO fires next (any cue, a skipped one too)."""
+        with self._lock:
+            self.standby = self._index(number)
+            self._save()
+            self._announce_state(sender)
 
     def go(self, sender: Address | None, step: int = 1) -> None:
+        """GO (``step`` 1) fires the standby; back (-1) the cue before the current one."""
         with self._lock:
             show = self._loaded()
-            index = self._next(step)
+            index = self.standby if step > 0 else self._step(self.current, -1)
             if index is None:
-                where = "last" if step > 0 else "first"
-                raise UnknownCue(f"cue {show.cues[self.current or 0].number!r} is the {where} of {show.name!r}")
-            self._show(index, sender)
+                at = show.cues[self.current].number if self.current is not None else show.cues[0].number
+                if step < 0:
+                    raise UnknownCue(f"cue {at!r} is the first of {show.name!r}")
+                raise UnknownCue(f"cue {at!r} is the last of {show.name!r}: nothing stands by (see /ldm3d/cue/standby)")
+            self._trigger(index, sender)
 
     def listing(self, sender: Address, bound: int | None) -> None:
         with self._lock:
             show = self._loaded()
-            rendered = self._rendered_keys()
+            rendered = self.scenes.rendered_keys(show)
             for cue in show.cues:
-                done = int(self._key(cue) in rendered) if rendered is not None else 0
+                done = int(rendered is not None and self.scenes.key(cue) in rendered)
                 self._notifier.reply(sender, "/ldm3d/cue/info", cue.number, cue.name, done, bound=bound)
 
-    def set_running(self, running: bool, sender: Address | None) -> None:
+    def set_running(self, running: bool, sender: Address | None, *, restart: bool = False) -> None:
+        """Pause (the countdown freezes where it is) or resume it: from where it stood, or, with
+        ``restart`` (``/ldm3d/show/start``), with the cue's whole duration again."""
         with self._lock:
             self._loaded()
+            now = self._now()
             self.running = running
-            self._shown_at = time.monotonic()  # a resumed cue gets its full duration again
+            if not running:
+                self.countdown.pause(now)
+            elif restart:
+                self.countdown.restart(now)
+            else:
+                self.countdown.resume(now)
             self._save()
             self._announce_state(sender)
 
     def pregen(self, sender: Address | None) -> None:
         with self._lock:
-            self._loaded()
-            self._engine_or_refuse()
-            self._pregen = True
+            self.scenes.start_pregen(self._loaded())
             self._announce_state(sender)
 
     def state_args(self) -> tuple[Arg, ...]:
-        """``/ldm3d/show/state``: show, current cue, its state, next cue, scenes rendered, total, looping, running,
-        cues skipped (failed ``show_skip_after`` times in a row)."""
+        """``/ldm3d/show/state``: show, current cue, its state, standby cue, scenes rendered, total,
+        looping, running, cues skipped (failed ``show_skip_after`` times in a row), seconds left of
+        the current cue's duration or pre-wait (-1: no countdown)."""
         with self._lock:
             show = self.show
             if show is None:
-                return ("", "", "", "", 0, 0, 0, 0, 0)
-            keys = {self._key(c) for c in show.cues} if self._engine() is not None else set()
-            rendered = self._rendered_keys() or set()
-            current = show.cues[self.current].number if self.current is not None else ""
-            following = self._next(1)
+                return ("", "", "", "", 0, 0, 0, 0, 0, -1.0)
+            rendered = self.scenes.rendered_keys(show)
+            keys = {self.scenes.key(c) for c in show.cues} if rendered is not None else set()
             return (
                 show.name,
-                current,
+                show.cues[self.current].number if self.current is not None else "",
                 self.cue_state,
-                show.cues[following].number if following is not None else "",
-                len(keys & rendered),
+                show.cues[self.standby].number if self.standby is not None else "",
+                len(keys & (rendered or set())),
                 len(keys) if keys else len(show.cues),
                 int(show.loop),
                 int(self.running),
                 len(self.skipped()),
+                self._remaining(self._now()),
             )
 
     def cues(self) -> list[dict[str, object]]:
-        """Every cue of the loaded show: number, name, whether its scene is rendered, whether it is on screen."""
+        """Every cue of the loaded show: number, name, rendered, on screen, standing by, skipped."""
         with self._lock:
             show = self.show
             if show is None:
                 return []
-            rendered = self._rendered_keys()
+            rendered = self.scenes.rendered_keys(show)
             skipped = set(self.skipped())
             return [
                 {
                     "number": cue.number,
                     "name": cue.name,
-                    "rendered": rendered is not None and self._key(cue) in rendered,
+                    "rendered": rendered is not None and self.scenes.key(cue) in rendered,
                     "current": index == self.current,
+                    "standby": index == self.standby,
                     "skipped": cue.number in skipped,
                 }
                 for index, cue in enumerate(show.cues)
             ]
 
+    def close(self) -> None:
+        """The bridge stops: the place in the show (and the countdown's elapsed time) is saved."""
+        with self._lock:
+            if self.show is not None:
+                self._save()
+
     def scene_added(self, key: str) -> None:
         """A scene was written into the library (by the worker's writer thread)."""
-        with self._lock:
-            if self._rendered is not None:
-                self._rendered.add(key)
+        self.scenes.added(key)
 
     def yield_to_live(self) -> None:
-        """A live job arrived and no worker is idle: a pre-generation job steps aside (tried again later)."""
-        with self._lock:
-            job = next((j for j in reversed(self._background.values()) if not j.cancel.cancelled), None)
-        if job is not None:
-            job.cancel.cancel()
-
-    # -- the clock -------------------------------------------------------------
-
-    def tick(self, now: float) -> None:
-        """Called by the bridge's monitor: resume after a restart, auto-follow, pre-generate."""
-        with self._lock:
-            if not self._resumed and self._engine() is not None:
-                self._resumed = True
-                self._resume()
-            show = self.show
-            if show is None or self.current is None:
-                return
-            cue = show.cues[self.current]
-            due = cue.duration is not None and now - self._shown_at >= cue.duration
-            # A failed cue (the fallback on screen) moves on like a shown one: a loop never stops by itself.
-            if self.running and cue.follow and self.cue_state in ("shown", "failed") and due:
-                following = self._next(1)
-                if following is not None:
-                    self._show(following, None)
-            if self._pregen and self._idle():
-                self._pregen_next()
-
-    # -- inside ------------------------------------------------------------------
-
-    def _loaded(self) -> Show:
-        if self.show is None:
-            raise NoShow("no show is loaded; send /ldm3d/show/load <cue file> first")
-        return self.show
-
-    def _engine_or_refuse(self) -> EngineLike:
-        engine = self._engine()
-        if engine is None:
-            raise NotReady(
-                "no worker has the model ready (loading, or restarting); cues can be shown once one has "
-                "(see /ldm3d/state)"
-            )
-        return engine
-
-    def _use(self, show: Show) -> None:
-        self.show, self._keys, self._rendered, self._failures = show, {}, None, {}
+        self.scenes.yield_to_live()
 
     def skipped(self) -> list[str]:
         """The cues GO and auto-follow pass over: failed ``show_skip_after`` times in a row."""
         limit = self._settings.show_skip_after
         return [number for number, count in self._failures.items() if count >= limit]
 
-    def _key(self, cue: Cue) -> str:
-        key = self._keys.get(cue.number)
-        if key is None:
-            key = self._keys[cue.number] = cue.scene_key(self._engine_or_refuse().identity)
-        return key
+    # -- the clock -------------------------------------------------------------
 
-    def _rendered_keys(self) -> set[str] | None:
-        if self.show is None or self._engine() is None:
-            return None
-        if self._rendered is None:
-            self._rendered = self.library.rendered(self._key(c) for c in self.show.cues)
-        return self._rendered
+    def tick(self, now: float) -> None:
+        """Called by the bridge's monitor: resume after a restart, pre-waits, auto-follow, a model
+        that came (or changed), pre-generation."""
+        with self._lock:
+            if self.scenes.identity_changed() and self.show is not None and self.current is not None:
+                self._fire(self.current, None)  # another model: its own scene of the current cue
+            if not self._resumed:
+                self._resumed = True
+                self._resume(now)
+            show = self.show
+            if show is None:
+                return
+            self.scenes.pregen_tick(show)
+            if self.current is None:
+                return
+            if self._waits_for_model is not False and self.scenes.ready():
+                sender, self._waits_for_model = self._waits_for_model, False
+                self._fire(self.current, sender if isinstance(sender, tuple) else None)
+            if not self._fallback_checked:
+                self._make_fallback(None)  # the model is here now
+            if self._prewait_until is not None and now >= self._prewait_until:
+                self._fire(self.current, self._prewait_sender)
+            cue = show.cues[self.current]
+            # A failed cue (the fallback on screen) moves on like a shown one: a loop never stops by itself.
+            if self.running and cue.follow and self.cue_state in ("shown", "failed") and self.countdown.due(now):
+                if self.standby is not None:
+                    self._trigger(self.standby, None)
+            elif self.running and self.countdown.length is not None and now - self._saved_at >= SAVE_ELAPSED_S:
+                self._save()
 
-    def _next(self, step: int) -> int | None:
-        show = self.show
-        if show is None or self.current is None:
-            return None
-        skipped = set(self.skipped())
-        index = self.current
-        for _ in range(len(show.cues)):  # past the cues that keep failing, at most once round
-            index += step
-            if not 0 <= index < len(show.cues):
-                if not show.loop:
-                    return None
-                index %= len(show.cues)
-            if show.cues[index].number not in skipped:
-                return index
-        return None
+    # -- firing ----------------------------------------------------------------
 
-    def _show(self, index: int, sender: Address | None) -> None:
+    def _trigger(self, index: int, sender: Address | None) -> None:
+        """``index`` is the current cue now; it fires at once, or after its pre-wait."""
         show = self._loaded()
         cue = show.cues[index]
-        key = self._key(cue)
-        self.current = index
-        self._shown_at = time.monotonic()
-        files = self._scene_files(key)
+        self.current, self.standby = index, self._after(index)
+        if cue.prewait > 0:
+            self.cue_state = "prewait"
+            self._prewait_until, self._prewait_sender = self._now() + cue.prewait, sender
+            self.countdown.clear()
+            self._save()
+            self._announce_state(sender)
+        else:
+            self._fire(index, sender)
+
+    def _fire(self, index: int, sender: Address | None, elapsed: float = 0.0) -> None:
+        """Send the cue's world (or render it): its fade first, its countdown from when it shows."""
+        show = self._loaded()
+        cue = show.cues[index]
+        self._prewait_until = None
+        if cue.fade is not None and self._display.get("fade") != cue.fade:
+            self._display["fade"] = cue.fade
+            self._notifier.notify(sender, "/ldm3d/display/fade", cue.fade)
+        files = self.scenes.files(cue)  # also before the model has loaded, with the identity remembered
         if files is not None:
             self.cue_state = "shown"
-            self._notifier.notify(sender, "/ldm3d/ready", *files.ready_args())
+            self._send_world(files, sender)
+            self.countdown.start(cue.duration, self._now(), running=self.running, elapsed=elapsed)
+        elif not self.scenes.ready():  # made once a worker has the model (tick fires it again then)
+            self.cue_state, self._waits_for_model = "rendering", sender
+            self.countdown.clear()
+            self._hold_world()
         else:
             self.cue_state = "rendering"
-            if key not in self._live:  # the same cue asked again while it renders: one job
-                background = self._background.get(key)
-                if background is not None:  # pre-generation was making this very scene: it is made live now
-                    background.cancel.cancel()
-                elif not self._idle():
-                    self.yield_to_live()
-                self._live.add(key)
-                self._render(cue, key, sender, quiet=False, on_done=lambda address: self._scene_job_ended(key, address))
+            self.countdown.clear()
+            key = self.scenes.key(cue)
+            self.scenes.render_live(cue, sender, lambda address: self._scene_job_ended(key, address))
         self._save()
         self._announce_state(sender)
-
-    def _scene_files(self, key: str) -> JobFiles | None:
-        scene = self.library.scene_id(key)
-        return self._writer.find(scene) if scene is not None else None
-
-    def _render(
-        self, cue: Cue, key: str, sender: Address | None, *, quiet: bool, on_done: Callable[[str], None]
-    ) -> Job:
-        request = cue.request()
-        job = Job(new_job_id(), request, sender, scene_key=key, quiet=quiet, upscale_after=cue.upscale, on_done=on_done)
-        self._enqueue(job)
-        return job
 
     def _scene_job_ended(self, key: str, address: str) -> None:
         """A cue's scene job ended: shown (its /ldm3d/ready went out), or the fallback instead."""
         with self._lock:
-            self._live.discard(key)
             show = self.show
-            if show is None or self.current is None or self._key(show.cues[self.current]) != key:
+            if show is None or self.current is None or self.scenes.key(show.cues[self.current]) != key:
                 return  # the show moved on meanwhile
-            number = show.cues[self.current].number
-            self._shown_at = time.monotonic()  # its duration runs from now, shown or failed
+            cue = show.cues[self.current]
+            self.countdown.start(cue.duration, self._now(), running=self.running)  # from now, shown or failed
             if address == "/ldm3d/ready":
                 self.cue_state = "shown"
-                self._failures.pop(number, None)
+                self._failures.pop(cue.number, None)
+                self._world, self._world_sent = self.library.scene_id(key), True
             else:
                 self.cue_state = "failed"
-                self._failures[number] = self._failures.get(number, 0) + 1
-                if self._failures[number] == self._settings.show_skip_after:
+                self._failures[cue.number] = self._failures.get(cue.number, 0) + 1
+                if self._failures[cue.number] == self._settings.show_skip_after:
                     logger.warning(
                         "cue %s failed %d times in a row: GO and auto-follow skip it until the show is loaded again",
-                        number,
-                        self._failures[number],
+                        cue.number,
+                        self._failures[cue.number],
                     )
-                self._show_fallback()
+                self._hold_world(after_failure=cue.number)
+            self._save()
             self._announce_state(None)
 
-    def _show_fallback(self) -> None:
+    def _hold_world(self, after_failure: str | None = None) -> None:
+        """The world the dome shows when the current cue cannot: the show's fallback; else (after a
+        restart, when no world went out yet) the last world the desk sent, the newest job, the
+        built-in world. After a failure without a fallback the dome simply keeps its world."""
         show = self.show
-        if show is None or show.fallback is None:
+        fallback = show.cue(show.fallback) if show is not None and show.fallback is not None else None
+        files = self.scenes.files(fallback) if fallback is not None and self.scenes.identity() else None
+        if files is None and self._world_sent:
             return
-        fallback = show.cue(show.fallback)
-        files = self._scene_files(self._key(fallback)) if fallback is not None else None
+        if files is None:
+            latest = self._writer.latest()
+            for world in (self._world, latest.get("job_id") if latest else None):
+                files = self._writer.find(str(world)) if world else None
+                if files is not None:
+                    break
+            else:
+                files = builtin_world(self._writer)
         if files is not None:
-            logger.warning("cue %s failed; showing the fallback cue %s", self.current, show.fallback)
-            self._notifier.broadcast("/ldm3d/ready", *files.ready_args())
+            if after_failure is not None:
+                logger.warning("cue %s failed; showing %s", after_failure, f"the fallback cue {show.fallback}"
+                               if show is not None and show.fallback else f"world {files.job_id}")  # fmt: skip
+            self._send_world(files, None)
 
-    def _pregen_next(self) -> None:
-        show = self._loaded()
-        rendered = self._rendered_keys() or set()
-        keys = {self._key(cue) for cue in show.cues}
-        missing = [(cue, key) for cue in show.cues if (key := self._key(cue)) not in rendered]
-        if not missing:
-            if not self._background:
-                self._pregen = False
-                logger.info("pre-generation of %r done: %d scenes", show.name, len(rendered))
-                self._announce_state(None)
-            return
-        # Not one a worker already renders (for pre-generation, or live because its cue was shown).
-        waiting = [(cue, key) for cue, key in missing if key not in self._background and key not in self._live]
-        if not waiting:
-            return
-        cue, key = waiting[0]
+    def _send_world(self, files: JobFiles, sender: Address | None) -> None:
+        self._world, self._world_sent = files.job_id, True
+        self._notifier.notify(sender, "/ldm3d/ready", *files.ready_args())
 
-        def done(address: str) -> None:
-            with self._lock:
-                self._background.pop(key, None)
-                if address == "/ldm3d/ready" or address == "/ldm3d/cancelled":
-                    made = len(keys & (self._rendered_keys() or set()))
-                    self._notifier.broadcast("/ldm3d/show/progress", made, len(keys))
-                else:  # a scene that fails would fail again: stop rather than loop on it
-                    self._pregen = False
-                    logger.warning("pre-generation stopped: cue %s failed", cue.number)
+    # -- loading and resuming ------------------------------------------------------
 
-        self._background[key] = self._render(cue, key, None, quiet=True, on_done=done)
+    def _reload(self, old: Show, show: Show, sender: Address | None) -> None:
+        """The same cue file again (edited): the current cue and the standby stay, by number; a
+        current cue whose world changed fires again, one that did not keeps its countdown."""
+        assert self.current is not None
+        number = old.cues[self.current].number
+        standby = old.cues[self.standby].number if self.standby is not None else None
+        before = self.scenes.key(old.cues[self.current]) if self.scenes.identity() else None
+        self._use(show)
+        index = show.index(number)
+        assert index is not None
+        self.current = index
+        kept = show.index(standby) if standby is not None else None
+        self.standby = kept if kept is not None else self._after(index)
+        logger.info("show %r loaded again from %s: %d cues; still at cue %s", show.name, show.source,
+                    len(show.cues), number)  # fmt: skip
+        if before is None or self.scenes.key(show.cues[index]) != before:
+            self._fire(index, sender)
+        else:
+            self.countdown.length = show.cues[index].duration  # a changed duration counts from the same start
+            self._save()
+            self._announce_state(sender)
+        self._make_fallback(sender)
 
-    def _resume(self) -> None:
-        """After a restart: the saved show and cue, announced to the (restored) subscribers. Without a
-        saved show, the ``show`` setting's cue file (``serve --show``) starts at its fallback (or first) cue."""
+    def _resume(self, now: float) -> None:
+        """After a restart: the saved show, cue, standby and countdown, announced to the (restored)
+        subscribers. Without a saved show, the ``show`` setting's cue file (``serve --show``) starts at
+        its fallback (or first) cue."""
         state = self.library.load_state()
         source = state.get("show")
         configured = Path(self._settings.show).resolve() if self._settings.show else None
@@ -376,23 +394,60 @@ class ShowDesk:
             return
         try:
             if configured is not None and Path(str(source)) == configured:  # the operator's own file
-                show = load_show(configured)
+                show = self._read(configured)
             else:
                 folders = [Path(d) for d in self._settings.input_dirs]
                 if not folders:
                     raise NotSupported("the bridge has no input_dirs now")
-                show = load_show(resolve_input_path(source, folders))  # still inside the input folders
+                show = self._read(resolve_input_path(source, folders))  # still inside the input folders
             self._checked(show)
         except BridgeError as exc:
             logger.error("the saved show could not be loaded again: %s", exc)
             return
         self._use(show)
         self.running = bool(state.get("running", True))
-        index = show.index(str(state.get("cue", ""))) if state.get("cue") is not None else None
-        if index is None and show.fallback is not None:
-            index = show.index(show.fallback)
-        logger.info("resuming show %r at cue %s", show.name, state.get("cue"))
-        self._show(index if index is not None else 0, None)
+        self._world = state.get("world") if isinstance(state.get("world"), str) else None
+        saved = show.index(str(state.get("cue"))) if state.get("cue") is not None else None
+        index = saved if saved is not None else self._start_index(show)
+        logger.info("resuming show %r at cue %s", show.name, show.cues[index].number)
+        self.current = index
+        standby = show.index(str(state.get("standby"))) if state.get("standby") is not None else None
+        self.standby = standby if standby is not None else self._after(index)
+        if saved is not None and state.get("cue_state") == "prewait":
+            self._trigger(index, None)  # its pre-wait again
+        else:
+            elapsed = state.get("elapsed")
+            self._fire(index, None, elapsed=float(elapsed) if isinstance(elapsed, int | float) else 0.0)
+        self.standby = standby if standby is not None else self.standby
+        if self.cue_state == "rendering":
+            self._hold_world()  # a restarted display is not left black while the cue renders
+        self._make_fallback(None)
+
+    def _make_fallback(self, sender: Address | None) -> None:
+        """A fallback that is not rendered yet is rendered now, before anything else in idle time."""
+        show = self.show
+        if show is None or show.fallback is None or not self.scenes.ready():
+            return
+        self._fallback_checked = True
+        fallback = show.cue(show.fallback)
+        if fallback is not None and self.scenes.files(fallback) is None and self.scenes.render_quiet(fallback):
+            self._notifier.notify(
+                sender, "/ldm3d/warning", "", "fallback_not_rendered",
+                f"the fallback cue {fallback.number} of {show.name!r} is not rendered yet; it is being rendered "
+                "now (until then a failed cue keeps the world on screen)",
+            )  # fmt: skip
+
+    def _read(self, path: Path) -> Show:
+        """The cue file, every cue checked against this bridge's model (no weights needed); a
+        :class:`BadShow` names at most ``MAX_MISTAKES`` of its mistakes and how to see them all."""
+        try:
+            return load_show(path, cue_limits(self._settings))
+        except BadShow as exc:
+            if len(exc.mistakes) <= MAX_MISTAKES:
+                raise
+            more = len(exc.mistakes) - MAX_MISTAKES
+            hint = f"… and {more} more: `ldm3d-bridge show check {path} --model {self._settings.model}` lists them all"
+            raise BadShow(*exc.mistakes[:MAX_MISTAKES], hint) from None
 
     def _checked(self, show: Show) -> Show:
         """``show``, once every cue's prompt passed the prompt rules (RefusedPrompt names the cue)."""
@@ -403,13 +458,81 @@ class ShowDesk:
                 raise RefusedPrompt(f"show {show.name!r}, cue {cue.number}: {exc}") from None
         return show
 
+    # -- inside ------------------------------------------------------------------
+
+    def _use(self, show: Show) -> None:
+        self.show, self._failures, self._prewait_until, self._waits_for_model = show, {}, None, False
+        self._fallback_checked = False
+        self.scenes.use(show)
+
+    def _loaded(self) -> Show:
+        if self.show is None:
+            raise NoShow("no show is loaded; send /ldm3d/show/load <cue file> first")
+        return self.show
+
+    def _index(self, number: str) -> int:
+        show = self._loaded()
+        index = show.index(number)
+        if index is None:
+            cues = ", ".join(c.number for c in show.cues)
+            raise UnknownCue(f"show {show.name!r} has no cue {number!r}; cues: {cues}")
+        return index
+
+    @staticmethod
+    def _start_index(show: Show) -> int:
+        start = show.index(show.fallback) if show.fallback is not None else None
+        return start if start is not None else 0
+
+    def _after(self, index: int) -> int | None:
+        """The cue that stands by after ``index`` fired: its ``goto`` cue, else the next one (past
+        the skipped ones; wrapping when the show loops)."""
+        show = self._loaded()
+        goto = show.cues[index].goto
+        target = show.index(goto) if goto is not None else None
+        if target is not None:
+            return target if show.cues[target].number not in self.skipped() else self._step(target, 1)
+        return self._step(index, 1)
+
+    def _step(self, index: int | None, step: int) -> int | None:
+        show = self.show
+        if show is None or index is None:
+            return None
+        skipped = set(self.skipped())
+        for _ in range(len(show.cues)):  # past the cues that keep failing, at most once round
+            index += step
+            if not 0 <= index < len(show.cues):
+                if not show.loop:
+                    return None
+                index %= len(show.cues)
+            if show.cues[index].number not in skipped:
+                return index
+        return None
+
+    def _remaining(self, now: float) -> float:
+        if self.cue_state == "prewait" and self._prewait_until is not None:
+            return round(max(0.0, self._prewait_until - now), 1)
+        remaining = self.countdown.remaining(now)
+        return -1.0 if remaining is None else round(remaining, 1)
+
     def _save(self) -> None:
         show = self.show
-        cue = show.cues[self.current].number if show is not None and self.current is not None else None
+        now = self._now()
+        self._saved_at = now
+
+        def number(index: int | None) -> str | None:
+            return show.cues[index].number if show is not None and index is not None else None
+
         try:
-            self.library.save_state(show=show.source if show else "", cue=cue, running=self.running)
+            self.library.save_state(
+                show=show.source if show else "", cue=number(self.current), standby=number(self.standby),
+                running=self.running, cue_state=self.cue_state, elapsed=round(self.countdown.elapsed(now), 2),
+                world=self._world,
+            )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a show goes on without its saved state
             logger.warning("could not save the show's state: %s", exc)
 
     def _announce_state(self, sender: Address | None) -> None:
         self._notifier.notify(sender, "/ldm3d/show/state", *self.state_args())
+
+
+__all__ = ["Cue", "ShowDesk"]

@@ -110,20 +110,29 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         Node("/ldm3d/moderation/waiting", "how many prompts wait for approval", "i", READ, default=(0,)),
         # shows (docs/shows.md)
         Node("/ldm3d/show", "a show: a cue list with its scene library"),
-        Node("/ldm3d/show/load", "load a cue file from an input folder", "s", WRITE, default=("",)),
-        Node("/ldm3d/show/start", "resume auto-follow and the loop (a button)"),
-        Node("/ldm3d/show/stop", "pause auto-follow and the loop (a button)"),
+        Node(
+            "/ldm3d/show/load",
+            "load a cue file from an input folder (then 0: without firing)",
+            "s",
+            WRITE,
+            default=("",),
+        ),
+        Node("/ldm3d/show/start", "resume auto-follow, the current cue's whole duration again (a button)"),
+        Node("/ldm3d/show/stop", "pause auto-follow and the countdown (a button)"),
+        Node("/ldm3d/show/pause", "pause auto-follow and the countdown (a button)"),
+        Node("/ldm3d/show/resume", "resume auto-follow and the countdown where it stood (a button)"),
         Node("/ldm3d/show/pregen", "render the missing scenes in idle time (a button)"),
         Node(
             "/ldm3d/show/state",
-            "show, cue, its state, next cue, scenes rendered, total, looping, running, cues skipped (send it empty "
-            "to ask)",
-            "ssssiiiii",
+            "show, cue, its state, standby cue, scenes rendered, total, looping, running, cues skipped, seconds "
+            "left (-1: none) (send it empty to ask)",
+            "ssssiiiiif",
             READ,
-            default=("", "", "", "", 0, 0, 0, 0, 0),
+            default=("", "", "", "", 0, 0, 0, 0, 0, -1.0),
         ),
         Node("/ldm3d/cue", "show the cue with this number", "s", WRITE, default=("",)),
-        Node("/ldm3d/cue/go", "the next cue (a button: 0 is ignored)"),
+        Node("/ldm3d/cue/go", "fire the standby cue (a button: 0 is ignored)"),
+        Node("/ldm3d/cue/standby", "the cue GO fires next", "s", WRITE, default=("",)),
         Node("/ldm3d/cue/back", "the previous cue (a button: 0 is ignored)"),
         Node("/ldm3d/cue/list", "answer with one /ldm3d/cue/info per cue"),
         # the stage (read-write)
