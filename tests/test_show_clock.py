@@ -33,3 +33,15 @@ def test_a_countdown_can_start_paused_part_gone_or_again() -> None:
     assert clock.elapsed(-1.0) == 0.0  # a clock that went back does not add time
     clock.clear()
     assert clock.remaining(0.0) is None and clock.length is None
+
+
+def test_pauses_add_up_to_the_second() -> None:
+    clock = CueClock()
+    assert clock.elapsed(50.0) == 0.0  # never started: nothing gone (what a save writes)
+    clock.start(10.0, 0.0, running=True)
+    clock.pause(0.25)  # a quarter of a second shown
+    clock.resume(1.0)
+    clock.pause(1.5)  # and half a second more: the pauses add up
+    assert clock.elapsed(9.0) == 0.75
+    clock.clear()
+    assert clock.elapsed(9.0) == 0.0
