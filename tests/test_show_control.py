@@ -428,3 +428,26 @@ def test_pregeneration_goes_on_past_a_failing_cue_and_reports_it(
     warning = client.wait_for(["/ldm3d/warning"], 120)[-1]
     assert warning.args[1] == "scenes_failed" and "cues 1 " in str(warning.args[2])
     assert [cue["rendered"] for cue in bridge.shows.cues()] == [True, False, True]  # the others were made
+
+
+def test_show_check_reports_the_serving_bridges_library_and_an_unrendered_fallback(
+    start_bridge: Start, client_for: ClientFor, show_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridge.cli.main import main
+
+    bridge = start_bridge(input_dirs=(str(show_dir),))
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "control.toml")
+    _shown(client, "0")
+    assert bridge.stop()
+    file, out = show_dir / "control.toml", bridge.writer.root
+    assert main(["-q", "show", "check", str(file), "--model", "tiny", "--output", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "1 of 4 scenes rendered in" in printed.out and "warning" not in printed.err
+    file.write_text(CONTROL.replace("a quiet harbour", "a quiet harbour at dawn"))  # the fallback changed
+    assert main(["-q", "show", "check", str(file), "--model", "tiny", "--output", str(out)]) == 0  # a warning only
+    printed = capsys.readouterr()
+    assert "0 of 4 scenes rendered" in printed.out and "warning: the fallback cue 0 is not rendered" in printed.err
+    assert main(["-q", "show", "check", str(file), "--model", "tiny", "--output", str(tmp_path / "new")]) == 0
+    assert "has no scene made with tiny yet" in capsys.readouterr().err

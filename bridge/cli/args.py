@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--preset", help="a local folder's preset (its limits)")
     show.add_argument("--upscale-model", help="the upscaler of the cues with upscale = true (ldm3d-sr)")
     show.add_argument("--config", help="the serving bridge's TOML settings file: check against its models (flags win)")
+    show.add_argument(
+        "--output", help="the serving bridge's output folder: how many scenes it holds, a fallback not rendered yet"
+    )
 
     pregen = sub.add_parser("pregen", help="render the scenes a show's cue file needs that the library lacks")
     pregen.add_argument("file", help="a cue file (.toml)")

@@ -15,21 +15,21 @@ from bridge.cli.jobs import CliError, engine_settings
 from bridge.contract.requests import generate_then_upscale
 from bridge.settings import BridgeSettings, load_settings
 from bridge.show.checks import CueLimits, cue_limits
-from bridge.show.cues import Cue, ShowReading, read_show_file
+from bridge.show.cues import Cue, Show, ShowReading, read_show_file
+from bridge.show.library import SceneLibrary
 from ldm3d_engine.presets import PRESETS
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Every mistake of the file, one ``file:line: message`` line each on stderr (exit 1); with
     ``--model`` or ``--config``, every cue is also checked against that model's limits."""
-    limits, against = None, ""
+    limits, against, settings = None, "", None
     if args.model or args.config:
-        settings = load_settings(
-            {"model": args.model, "preset": args.preset, "upscale_model": args.upscale_model}, config=args.config
-        )
+        flags = {"model": args.model, "preset": args.preset, "upscale_model": args.upscale_model, "output": args.output}
+        settings = load_settings(flags, config=args.config)
         limits, against = cue_limits(_known(settings)), f", every cue fits {settings.model}"
-    elif args.preset or args.upscale_model:
-        raise CliError("--preset and --upscale-model say how to check against a model: give --model too", 2)
+    elif args.preset or args.upscale_model or args.output:
+        raise CliError("--preset, --upscale-model and --output say how to check against a model: give --model too", 2)
     reading = read_show_file(Path(args.file), limits)
     if reading.found:
         print("\n".join(reading.mistakes), file=sys.stderr)
@@ -40,7 +40,27 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"{args.file}: show {show.name!r}, {len(show.cues)} cues ({follows} auto-follow), "
         f"loop {'on' if show.loop else 'off'}, fallback {show.fallback or 'none'}{against}: ok"
     )
+    if settings is not None and (args.output or args.config):
+        _library_report(show, settings, args.file)
     return 0
+
+
+def _library_report(show: Show, settings: BridgeSettings, file: str) -> None:
+    """What the serving bridge's scene library holds of the show (with the model identity the
+    bridge remembers there), and a warning when its fallback is not rendered yet."""
+    library = SceneLibrary(Path(settings.output))
+    identity = library.remembered_identity(settings) if library.exists else None
+    if identity is None:
+        print(f"{file}: {settings.output} has no scene made with {settings.model} yet: every cue renders first "
+              "(pregen, or the bridge in idle time; the fallback first)", file=sys.stderr)  # fmt: skip
+        return
+    keys = {cue.number: cue.scene_key(identity) for cue in show.cues}
+    rendered = library.rendered(keys.values())
+    print(f"{file}: {len(set(keys.values()) & rendered)} of {len(set(keys.values()))} scenes rendered in "
+          f"{settings.output}")  # fmt: skip
+    if show.fallback is not None and keys[show.fallback] not in rendered:
+        print(f"{file}: warning: the fallback cue {show.fallback} is not rendered yet: until it is, a failed cue "
+              "keeps the world on screen (pregen renders it first)", file=sys.stderr)  # fmt: skip
 
 
 def _known(settings: BridgeSettings) -> BridgeSettings:

@@ -20,7 +20,6 @@ Called with the show desk's lock held (it is handed in), except :meth:`added` an
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from bridge.output.job_ids import new_job_id
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.settings import BridgeSettings
 from bridge.show.cues import Cue, Show
-from bridge.show.library import SceneLibrary
+from bridge.show.library import SceneLibrary, identity_of
 from bridge.workers.jobs import Address, Job
 
 logger = logging.getLogger(__name__)
@@ -57,12 +56,8 @@ class SceneDesk:
         self._idle = idle
         self._lock = lock
         #: What the remembered identity belongs to: the settings that pick the model and its defaults.
-        self._model = json.dumps([settings.model, settings.preset, settings.width, settings.height, settings.sampling])
-        state = library.load_state()
-        remembered = state.get("identity")
-        self._identity: str | None = (
-            remembered if isinstance(remembered, str) and state.get("identity_of") == self._model else None
-        )
+        self._model = identity_of(settings)
+        self._identity: str | None = library.remembered_identity(settings)
         self._changed = False
         #: A show was loaded (the identity is remembered from then on).
         self._in_use = False

@@ -40,6 +40,12 @@ _SCHEMA = (
 )
 
 
+def identity_of(settings: Any) -> str:
+    """What a remembered model identity belongs to: the settings the engine is built from that pick
+    the model (``model``, ``preset``); a changed revision in the cache is seen once it loads."""
+    return json.dumps([settings.model, settings.preset])
+
+
 class SceneLibrary:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -144,6 +150,12 @@ class SceneLibrary:
             self._db.executemany(
                 "INSERT OR REPLACE INTO state VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
             )
+
+    def remembered_identity(self, settings: Any) -> str | None:
+        """The model identity the show desk last made scenes with under these settings, or None."""
+        state = self.load_state()
+        identity = state.get("identity")
+        return identity if isinstance(identity, str) and state.get("identity_of") == identity_of(settings) else None
 
     def load_state(self) -> dict[str, Any]:
         if not self.exists:
