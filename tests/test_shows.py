@@ -599,18 +599,13 @@ def test_a_cue_with_upscale_is_generated_then_upscaled_and_needs_an_upscaler(
     meta = json.loads(Path(str(ready.args[3])).read_text())
     assert meta["mode"] == "upscale" and meta["scene_key"]
     assert bridge.stop()
-    plain = start_bridge(input_dirs=(str(show_dir),))  # no upscaler: "big" is in the library, "big2" fails
+    plain = start_bridge(input_dirs=(str(show_dir),))  # no upscaler: its cues cannot be made, the show is refused
     client.target = plain.address
     client.send("/ldm3d/show/load", "sr.toml")
-    client.wait_for(["/ldm3d/ready"], 60)
-    client.send("/ldm3d/cue", "big")
-    assert client.wait_for(["/ldm3d/ready"], 10)[-1].args[1] == ready.args[1]
-    client.send("/ldm3d/cue", "big2")
-    error = client.wait_for(["/ldm3d/error"], 60)[-1]
-    assert error.args[1] == "bad_arguments" and "--upscale-model ldm3d-sr" in str(error.args[2])
-    fallback = client.wait_for(["/ldm3d/ready"], 10)[-1]
-    assert _state_where(client, lambda s: s[2] == "failed")[1] == "big2"
-    assert json.loads(Path(str(fallback.args[3])).read_text())["prompt"] == "a quiet harbour"
+    error = client.wait_for(["/ldm3d/error"], 10)[-1]
+    lines = str(error.args[2]).splitlines()
+    assert error.args[1] == "bad_show" and len(lines) == 2  # both upscale cues, with their lines
+    assert all("upscale = true needs an upscale model: give --upscale-model ldm3d-sr" in line for line in lines)
 
 
 def test_a_pregeneration_job_cancelled_while_it_waits_still_reports_its_end(

@@ -31,6 +31,7 @@ from bridge.osc.codec import Arg
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.scenes import SceneDesk
 from bridge.settings import BridgeSettings
+from bridge.show import order
 from bridge.show.builtin import builtin_world
 from bridge.show.checks import cue_limits
 from bridge.show.clock import CueClock
@@ -108,7 +109,7 @@ class ShowDesk:
             logger.info("show %r loaded from %s: %d cues", show.name, show.source, len(show.cues))
             self._use(show)
             self.running = True
-            start = self._start_index(show)
+            start = order.start_index(show)
             if fire:
                 self._trigger(start, sender)
             else:  # "load without firing": the first cue stands by, the dome keeps its world
@@ -408,7 +409,7 @@ class ShowDesk:
         self.running = bool(state.get("running", True))
         self._world = state.get("world") if isinstance(state.get("world"), str) else None
         saved = show.index(str(state.get("cue"))) if state.get("cue") is not None else None
-        index = saved if saved is not None else self._start_index(show)
+        index = saved if saved is not None else order.start_index(show)
         logger.info("resuming show %r at cue %s", show.name, show.cues[index].number)
         self.current = index
         standby = show.index(str(state.get("standby"))) if state.get("standby") is not None else None
@@ -478,35 +479,11 @@ class ShowDesk:
             raise UnknownCue(f"show {show.name!r} has no cue {number!r}; cues: {cues}")
         return index
 
-    @staticmethod
-    def _start_index(show: Show) -> int:
-        start = show.index(show.fallback) if show.fallback is not None else None
-        return start if start is not None else 0
-
     def _after(self, index: int) -> int | None:
-        """The cue that stands by after ``index`` fired: its ``goto`` cue, else the next one (past
-        the skipped ones; wrapping when the show loops)."""
-        show = self._loaded()
-        goto = show.cues[index].goto
-        target = show.index(goto) if goto is not None else None
-        if target is not None:
-            return target if show.cues[target].number not in self.skipped() else self._step(target, 1)
-        return self._step(index, 1)
+        return order.after(self._loaded(), index, set(self.skipped()))
 
-    def _step(self, index: int | None, step: int) -> int | None:
-        show = self.show
-        if show is None or index is None:
-            return None
-        skipped = set(self.skipped())
-        for _ in range(len(show.cues)):  # past the cues that keep failing, at most once round
-            index += step
-            if not 0 <= index < len(show.cues):
-                if not show.loop:
-                    return None
-                index %= len(show.cues)
-            if show.cues[index].number not in skipped:
-                return index
-        return None
+    def _step(self, index: int | None, by: int) -> int | None:
+        return order.step(self.show, index, by, set(self.skipped())) if self.show and index is not None else None
 
     def _remaining(self, now: float) -> float:
         if self.cue_state == "prewait" and self._prewait_until is not None:
