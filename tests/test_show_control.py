@@ -119,6 +119,16 @@ def _shown(client: OscClient, number: str) -> State:
     return _state_where(client, lambda s: s[1:3] == (number, "shown"))
 
 
+def _on_cue_0(start_bridge: Start, client_for: ClientFor, show_dir: Path, **settings: Any) -> tuple[Bridge, OscClient]:
+    """A bridge running control.toml, its fallback cue "0" on screen, and a subscribed client."""
+    bridge = start_bridge(input_dirs=(str(show_dir),), **settings)
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "control.toml")
+    _shown(client, "0")
+    return bridge, client
+
+
 def test_standby_go_goto_prewait_and_fade(start_bridge: Start, client_for: ClientFor, show_dir: Path) -> None:
     clock = HandClock()
     bridge = start_bridge(input_dirs=(str(show_dir),), show_clock=clock)
@@ -134,9 +144,8 @@ def test_standby_go_goto_prewait_and_fade(start_bridge: Start, client_for: Clien
         seen += _drain(client, 0.1)
     assert not any(m.address == "/ldm3d/ready" for m in seen)  # the dome was left alone
     client.send("/ldm3d/cue/go")
-    assert (
-        client.wait_for(["/ldm3d/ready"], 10)[-1].args[0] == bridge.shows.scenes.files(bridge.shows.show.cues[0]).job_id
-    )  # type: ignore[union-attr]
+    fallback = client.wait_for(["/ldm3d/ready"], 10)[-1]  # the scene made quietly, now fired
+    assert "harbour" in Path(str(fallback.args[3])).read_text()
     assert _shown(client, "0")[3] == "1"  # after "0", "1" stands by
     client.send("/ldm3d/cue/standby", 3)
     assert _state_where(client, lambda s: s[3] == "3")[1] == "0"  # moved, not fired
@@ -146,8 +155,8 @@ def test_standby_go_goto_prewait_and_fade(start_bridge: Start, client_for: Clien
     error = client.wait_for(["/ldm3d/error"], 10)[-1]
     assert error.args[1] == "unknown_cue" and "nothing stands by" in str(error.args[2])
     client.send("/ldm3d/cue", "2")  # a pre-wait of 10 s: nothing goes out until the clock has moved
-    state = _state_where(client, lambda s: s[1] == "2")
-    assert state[2:4] == ("prewait", "1") and state[9] == 10.0  # and its goto stands by
+    waiting = _state_where(client, lambda s: s[1] == "2")
+    assert waiting[2:4] == ("prewait", "1") and waiting[9] == 10.0  # and its goto stands by
     assert not any(m.address in ("/ldm3d/ready", "/ldm3d/accepted") for m in _drain(client, 0.5))
     clock.advance(10)
     seen = client.wait_for(["/ldm3d/ready"], 60)
@@ -163,11 +172,7 @@ def test_pause_freezes_the_countdown_resume_goes_on_start_begins_again(
     start_bridge: Start, client_for: ClientFor, show_dir: Path
 ) -> None:
     clock = HandClock()
-    bridge = start_bridge(input_dirs=(str(show_dir),), show_clock=clock)
-    client = client_for(bridge)
-    client.subscribe_self()
-    client.send("/ldm3d/show/load", "control.toml")
-    _shown(client, "0")
+    _, client = _on_cue_0(start_bridge, client_for, show_dir, show_clock=clock)
     client.send("/ldm3d/cue", "1")
     _shown(client, "1")
     assert _asked(client)[9] == 100.0  # its duration counts from when its world went out
@@ -197,11 +202,7 @@ def test_a_restart_recalls_before_the_model_and_finishes_the_remaining_time(
     start_bridge: Start, client_for: ClientFor, show_dir: Path, load_tiny: Callable[[str], Any]
 ) -> None:
     clock = HandClock()
-    first = start_bridge(input_dirs=(str(show_dir),), show_clock=clock)
-    client = client_for(first)
-    client.subscribe_self()
-    client.send("/ldm3d/show/load", "control.toml")
-    _shown(client, "0")
+    first, client = _on_cue_0(start_bridge, client_for, show_dir, show_clock=clock)
     client.send("/ldm3d/cue", "1")
     shown = client.wait_for(["/ldm3d/ready"], 60)[-1]
     _shown(client, "1")
@@ -269,11 +270,7 @@ def test_a_brand_new_install_shows_the_built_in_world_until_its_first_scene(
 
 
 def test_loading_an_edited_cue_file_keeps_the_place(start_bridge: Start, client_for: ClientFor, show_dir: Path) -> None:
-    bridge = start_bridge(input_dirs=(str(show_dir),))
-    client = client_for(bridge)
-    client.subscribe_self()
-    client.send("/ldm3d/show/load", "control.toml")
-    _shown(client, "0")
+    _, client = _on_cue_0(start_bridge, client_for, show_dir)
     client.send("/ldm3d/cue", "3")
     _shown(client, "3")
     client.send("/ldm3d/cue/standby", "1")
@@ -435,11 +432,7 @@ def test_show_check_reports_the_serving_bridges_library_and_an_unrendered_fallba
 ) -> None:
     from bridge.cli.main import main
 
-    bridge = start_bridge(input_dirs=(str(show_dir),))
-    client = client_for(bridge)
-    client.subscribe_self()
-    client.send("/ldm3d/show/load", "control.toml")
-    _shown(client, "0")
+    bridge, _ = _on_cue_0(start_bridge, client_for, show_dir)
     assert bridge.stop()
     file, out = show_dir / "control.toml", bridge.writer.root
     assert main(["-q", "show", "check", str(file), "--model", "tiny", "--output", str(out)]) == 0
