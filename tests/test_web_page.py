@@ -316,24 +316,28 @@ def test_the_cue_list_shows_rendered_marks_and_go(
     )
     bridge = start_bridge(http=True, input_dirs=(str(shows),), engine_factory=lambda: SlowSteps(load_tiny("tiny"), 0.5))
     page = open_page(bridge)
-    assert page.locator("#show").is_hidden()
+    assert page.locator("#show-desk").is_hidden()  # no show: only the load controls
     page.evaluate("window.ldm3d.ws.send(JSON.stringify({id: 1, address: '/ldm3d/show/load', args: ['two.toml']}))")
     page.wait_for_selector('#cues li[data-cue="2"]', timeout=10000)
     assert page.inner_text("#show-name") == "Two"
     assert page.locator("#cues .mark").all_inner_texts() == ["○", "○"]
-    page.click('#cues li[data-cue="1"] button')
+    page.click('#cues li[data-cue="1"] button.fire')
     page.wait_for_selector('#cues li.current[data-cue="1"]')
     page.wait_for_function("document.querySelector('#cues li[data-cue=\"1\"] .mark').textContent === '●'")
     page.click("#cue-go")
     page.wait_for_selector('#cues li.current[data-cue="2"]')
-    # Show GO does not look like Generate, and a note (GO past the last cue) does not move it.
+    page.wait_for_selector("#cue-go:disabled")  # the last cue: nothing stands by
+    assert page.inner_text("#cue-standby") == "nothing stands by"
+    # Show GO does not look like Generate, and a note (Back past the first cue) does not move it.
     style = "e => getComputedStyle(e).backgroundColor"
     assert page.eval_on_selector("#cue-go", style) != page.eval_on_selector("#go", style)
     _wait_idle(bridge)  # cue 2's render done, and the page's queue empty again: nothing else moves GO
     page.wait_for_selector("#queue li.muted")
     before = page.locator("#cue-go").bounding_box()
-    page.wait_for_timeout(1100)  # a second GO within 1 s would be taken for a double tap
-    page.click("#cue-go")
+    page.click("#cue-back")
+    page.wait_for_selector('#cues li.current[data-cue="1"]')
+    page.wait_for_timeout(1100)  # a second Back within 1 s would be taken for a double tap
+    page.click("#cue-back")
     page.wait_for_selector("#errors li:has-text('unknown_cue')")
     assert page.locator("#cue-go").bounding_box() == before
     page.click("#errors li")  # a tap dismisses a note

@@ -8,11 +8,14 @@ tablet in landscape (1180×820), a phone in portrait (390×844) and a desktop (1
 to docs/images/page-tablet.png, page-phone.png and page-desktop.png; then the viewer alone at two
 eye positions, the centre and Orbit (docs/images/view-centre.png, view-orbit.png); then, from a
 bridge serving the visitor page with moderation, the visitor page on a phone with a prompt sent
-(docs/images/visit-phone.png) and the operator page's visitors panel (page-visitors.png).
+(docs/images/visit-phone.png) and the operator page's visitors panel (page-visitors.png); then the
+show panel on a phone with examples/museum-loop.toml loaded, pre-generated, cue 3 standing by
+(docs/images/page-show.png).
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from dataclasses import replace
@@ -28,7 +31,8 @@ from bench.make_doc_images import scene
 from bench.web_page import bridge_with_worlds
 from tests.browser import launch
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "images"
 PROMPTS = ("a desert of coloured pillars", "pillars at noon, long shadows", "four pillars under a pale sky")
 
 
@@ -43,7 +47,10 @@ def main() -> None:
             turned = np.roll(rgb, n * 200, 1), np.roll(depth, n * 200, 1)
             request = replace(base.request, prompt=prompt, seed=1000 + n)
             worlds.append(replace(base, rgb=turned[0], depth=turned[1], request=request))
-        bridge, _ = bridge_with_worlds(tmp, worlds, model="ldm3d-pano")
+        shows = Path(tmp) / "shows"
+        shows.mkdir()
+        shutil.copy(ROOT / "examples" / "museum-loop.toml", shows)
+        bridge, _ = bridge_with_worlds(tmp, worlds, model="ldm3d-pano", input_dirs=(str(shows),))
         playwright = sync_playwright().start()
         browser = launch(playwright)
         try:
@@ -69,6 +76,7 @@ def main() -> None:
                     _eye_positions(page)
                 context.close()
                 print(f"wrote {OUT / name}.png")
+            _show(browser, bridge)
             _visitors(browser, tmp)
         finally:
             browser.close()
@@ -101,6 +109,31 @@ def _visitors(browser: Any, tmp: str) -> None:
         print(f"wrote {OUT / 'visit-phone.png'} and page-visitors.png")
     finally:
         bridge.stop()
+
+
+def _show(browser: Any, bridge: Any) -> None:
+    """The show panel on a phone: a cue file loaded from the page, every cue rendered, one standing by."""
+    page = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True).new_page()
+    page.goto(f"http://127.0.0.1:{bridge.http_port}/")
+    page.wait_for_selector("#lamp.online", timeout=20000)
+    page.fill("#show-file", "museum-loop.toml")
+    page.click("#show-load-fire")
+    page.wait_for_selector("#cue-state.shown", timeout=30000)
+    page.click("#show-pregen")
+    page.wait_for_function("document.querySelectorAll('#cues .mark').length > 0 && "
+                           "[...document.querySelectorAll('#cues .mark')].every(m => m.textContent === '●')",
+                           timeout=60000)  # fmt: skip
+    page.click('#cues li[data-cue="3"] .name')
+    page.wait_for_selector('#cues li.standby[data-cue="3"]')
+    page.wait_for_timeout(2500)  # the countdown has gone down a little
+    page.evaluate("document.getElementById('errors').replaceChildren()")  # the notes of pre-generation's jobs
+    page.evaluate("document.getElementById('show').scrollIntoView({block: 'end'})")  # clear of the header
+    box = page.locator("#show").bounding_box()  # with a margin above its heading
+    page.screenshot(
+        path=str(OUT / "page-show.png"), clip={"x": 0, "y": box["y"] - 14, "width": 390, "height": box["height"] + 26}
+    )
+    page.context.close()
+    print(f"wrote {OUT / 'page-show.png'}")
 
 
 def _eye_positions(page: Any) -> None:

@@ -1,9 +1,10 @@
-// The operator page: control, monitor, history, show cues and the live viewer.
+// The operator page: control, monitor, history, the show panel (showpanel.js) and the live viewer.
 // It speaks the bridge's OSC contract over a JSON WebSocket (/ws): every button sends an
 // OSC message ({"id", "address", "args"}) and every event the OSC subscribers get arrives
 // here too. docs/web.md describes the protocol.
 import { Viewer } from "./viewer.js";
 import { renderModeration, setupVisitors } from "./moderation.js";
+import { renderShow, setupShow } from "./showpanel.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "ldm3d-bridge-token";
@@ -15,6 +16,7 @@ const page = {
   timing: {},  // job id → {first: ms at its first progress, firstStep, lastStepAt}
   secondsPerStep: [], decodeSeconds: [],  // of recent jobs seen here: the estimates
   cancelling: null,  // the job whose cancel was asked for, until it ends
+  queueKey: null,  // the queue as last drawn
 };
 const SAME_REQUEST_MS = 1000;  // the same request twice within this is a double tap: sent once
 const RECENT = 5;  // jobs the estimates average over
@@ -232,9 +234,16 @@ function status(s) {
   $("state").textContent = w && w.total > 1 ? `${s.state} · workers ${w.alive}/${w.total}` : s.state;
   if (page.cancelling && !isRunning(page.cancelling) && !s.queue.some((job) => job.id === page.cancelling)) cancelled();
   if (!s.running.length) progress(0, 0);
+  const rows = [...s.running.map((job) => ({ ...job, running: true })), ...s.queue];
+  renderShow(s.show);
+  renderModeration(s.moderation, send);
+  // A push that changed nothing here (a countdown's seconds) leaves the list alone: no button is
+  // replaced under a finger between its touch and its release.
+  const key = JSON.stringify([rows, page.cancelling]);
+  if (key === page.queueKey) return;
+  page.queueKey = key;
   const q = $("queue");
   q.replaceChildren();
-  const rows = [...s.running.map((job) => ({ ...job, running: true })), ...s.queue];
   for (const job of rows) {
     const li = document.createElement("li");
     li.className = job.running ? "running" : "";
@@ -250,33 +259,6 @@ function status(s) {
     q.append(li);
   }
   if (!rows.length) q.innerHTML = '<li class="muted">empty</li>';
-  renderShow(s.show);
-  renderModeration(s.moderation, send);
-}
-
-function renderShow(show) {
-  $("show").hidden = !show;
-  if (!show) return;
-  $("show-name").textContent = show.show;
-  const skipped = show.skipped ? ` · ${show.skipped} skipped` : "";
-  $("show-state").textContent = `${show.cue_state || "stopped"} · ${show.rendered}/${show.total} rendered${skipped}`;
-  const list = $("cues");
-  list.replaceChildren();
-  for (const cue of show.cues) {
-    const li = document.createElement("li");
-    li.className = (cue.current ? "current" : "") + (cue.skipped ? " skipped" : "");
-    li.dataset.cue = cue.number;
-    const mark = document.createElement("span");
-    mark.className = "mark"; mark.textContent = cue.skipped ? "✕" : cue.rendered ? "●" : "○";
-    mark.title = cue.skipped ? "failed again and again: GO and auto-follow skip it until the show is loaded again"
-      : cue.rendered ? "rendered: shows at once" : "not rendered yet: showing it renders it first";
-    const name = document.createElement("span");
-    name.className = "name"; name.textContent = `${cue.number} ${cue.name}`;
-    const b = document.createElement("button");
-    b.type = "button"; b.textContent = "Show"; b.onclick = () => send("/ldm3d/cue", cue.number);
-    li.append(mark, name, b);
-    list.append(li);
-  }
 }
 
 const ARM_MS = 3000;  // "Put live" asks for a second tap within this
@@ -371,8 +353,7 @@ function cancelled() {
 }
 
 $("cancel").onclick = () => cancel();
-$("cue-go").onclick = () => send("/ldm3d/cue/go");
-$("cue-back").onclick = () => send("/ldm3d/cue/back");
+setupShow(send);
 $("live").onclick = () => {
   page.live = true; $("live").hidden = true;
   const w = page.history.find((h) => h.job_id === page.onScreen) || page.hello?.world;
