@@ -160,16 +160,21 @@ def test_pause_freezes_the_countdown_resume_goes_on_and_the_page_counts_between_
     expect(page.locator("#cue-state")).to_have_text("shown", timeout=WAIT_MS)
     expect(page.locator("#countdown")).to_have_text(re.compile(r"\d+ s left"))
     first = _seconds(page)
-    # The bridge pushes its status as the seconds go (4 times a second): the lists are not redrawn
-    # for that, so no button is replaced between a finger's touch and its release.
+    # A countdown going down is no change the bridge pushes (the page counts it); and a push for another
+    # reason does not redraw the lists, so no button is replaced between a finger's touch and its release.
     page.evaluate(
-        """() => { window.redrawn = [];
+        """() => { window.redrawn = []; window.pushes = 0;
              for (const id of ['queue', 'cues'])
                new MutationObserver(() => window.redrawn.push(id))
-                 .observe(document.getElementById(id), {childList: true}); }"""
+                 .observe(document.getElementById(id), {childList: true});
+             const handle = window.ldm3d.ws.onmessage;
+             window.ldm3d.ws.onmessage = (e) => {
+               if (JSON.parse(e.data).type === 'status') window.pushes++;
+               return handle(e); }; }"""
     )
     page.wait_for_timeout(1300)
     assert _seconds(page) < first, "the countdown does not go down while the show runs"
+    assert page.evaluate("window.pushes") == 0, "the status was pushed for a countdown that only went down"
     assert page.evaluate("window.redrawn") == [], "a list was redrawn for nothing"
     # Deaf to the bridge for a moment (no push handled): the page counts by itself.
     page.evaluate("() => { window.ldm3d.deaf = window.ldm3d.ws.onmessage; window.ldm3d.ws.onmessage = () => {}; }")

@@ -194,12 +194,14 @@ class PageHub:
             if not self._pages:
                 continue
             try:
-                text = json.dumps({"type": "status", **self._backend.status()})
+                status = self._backend.status()
+                text = json.dumps({"type": "status", **status})
+                same = json.dumps({"type": "status", **status, "show": _steady(status.get("show"))})
             except Exception:  # the pages' status must go on
                 logger.exception("the page status failed")
                 continue
-            if text != self._last_status:
-                self._last_status = text
+            if same != self._last_status:  # a countdown that only went down is no change: pages count it
+                self._last_status = same
                 for number in list(self._pages):
                     self._send(number, text)
 
@@ -332,3 +334,9 @@ class StaticFiles:
                 packed = self._packed[name] = gzip.compress(data, 9, mtime=0)
             data = packed
         return web.Response(body=data, headers=headers, content_type=content_type, charset="utf-8")
+
+
+def _steady(show: Any) -> Any:
+    """A show's status without what changes by itself as time passes (the seconds left): a page
+    counts those down on its own, from the value of the last status it got."""
+    return {k: v for k, v in show.items() if k != "remaining"} if isinstance(show, dict) else show
