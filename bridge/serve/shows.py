@@ -102,8 +102,8 @@ class ShowDesk:
         with self._lock:
             self._resumed = True  # a show loaded now replaces the one saved before a restart
             old, at = self.show, self.current
-            same = old is not None and old.source == show.source and at is not None
-            if same and old is not None and at is not None and show.index(old.cues[at].number) is not None:
+            kept = old.cues[at].number if old is not None and at is not None and old.source == show.source else None
+            if old is not None and kept is not None and show.index(kept) is not None:  # the same file, its cue there
                 self._reload(old, show, sender)
                 return
             logger.info("show %r loaded from %s: %d cues", show.name, show.source, len(show.cues))
