@@ -238,9 +238,11 @@ def test_queue_modes_hold_with_two_workers(
     for n in range(2):
         client.send("/ldm3d/generate", f"busy {n}", "steps", 40)
     busy = accepted(client, 2)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a loaded machine is slower, not a reason to go on with one running
     while len(bridge.pool.running) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
+    # Both must run before the waiting ones come: latest-wins would otherwise replace a busy job still waiting.
+    assert len(bridge.pool.running) == 2, f"the second busy job did not start: {bridge.pool.worker_args()}"
     for n in range(3):
         client.send("/ldm3d/generate", f"waiting {n}", "steps", 2)
     seen: list[Message] = []
