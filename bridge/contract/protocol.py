@@ -51,6 +51,7 @@ OUTGOING = frozenset(
         "busy",
         "progress/fraction",
         "cue/info",
+        "cue/end",
         "show/progress",
         "worker",
         "rules",

@@ -16,6 +16,12 @@ not **confirmed** (its host holds no active subscription, and no token was given
 is at most ``reply_factor`` times the size of the request: a longer error is
 cut to fit, any other longer reply becomes ``reply_too_large``.
 
+A **list** to a confirmed host (``/ldm3d/cue/list``: one message per cue, a thousand of them) is
+never dropped by that budget: :meth:`Notifier.reply_paced` queues it and sends it in order, as
+fast as a share of the destination's budget allows (``PACED_SHARE``: the other messages to that
+host keep the rest), the first part at once and the rest from :meth:`Notifier.pace` (the
+monitor's tick). The list's caller bounds what an unconfirmed host gets, all messages together.
+
 Sending never raises: an address that cannot be encoded, a target whose port is
 closed, an unreachable network, all end as a counted, rate-limited log line.
 
@@ -33,7 +39,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
 
 from bridge.notify.addresses import canonical_ip, interface_addresses
 from bridge.notify.limits import Counters, LogLimiter, TokenBuckets
@@ -46,6 +53,13 @@ logger = logging.getLogger(__name__)
 #: The host part of an operator page's sender address (``("page:127.0.0.1", 3)``).
 PAGE_PREFIX = "page:"
 TOO_LARGE = "a full answer is larger than this request allows; subscribe this host first (or use the token)"
+#: The share of a destination host's budget (rate and burst) a paced list may take.
+PACED_SHARE = 0.5
+#: Paced lists waiting per destination host (a new one beyond drops the oldest), and hosts waiting.
+PACED_PER_HOST = 4
+PACED_HOSTS = 64
+#: One message of a paced list for one target: (target, OSC address, encoded datagram).
+_Item = tuple[Address, str, bytes]
 
 
 class Notifier:
@@ -74,6 +88,14 @@ class Notifier:
         self.observers: list[Callable[[str, tuple[Arg, ...]], None]] = []
         #: Delivers a reply to an operator page: (page address, OSC address, args). Must not block.
         self.page_reply: Callable[[Address, str, tuple[Arg, ...]], None] | None = None
+        #: Destination host → the lists still being paced out to it, oldest first.
+        self._paced: OrderedDict[str, deque[deque[_Item]]] = OrderedDict()
+        self._pace_lock = threading.Lock()
+        self._pace_limit = (
+            None
+            if send_limit is None
+            else TokenBuckets(send_limit.rate * PACED_SHARE, max(1.0, send_limit.burst * PACED_SHARE))
+        )
 
     # -- subscriptions -----------------------------------------------------
 
@@ -211,6 +233,63 @@ class Notifier:
         """Answer a message: to its sender (at most ``bound`` bytes, when given) and same-host subscribers."""
         same_host = [s for s in self.subscribers if sender is not None and s[0] == sender[0]]
         self._answer(sender, same_host, address, args, bound, observed=False)
+
+    def reply_paced(self, sender: Address | None, messages: Sequence[tuple[str, tuple[Arg, ...]]]) -> None:
+        """A long answer (a list, in order) to a **confirmed** sender and its host's subscribers: none is
+        dropped by the per-destination budget. What a share of that budget allows goes out now, the rest
+        from :meth:`pace`; a page gets it all at once. Never blocks: the list is only queued."""
+        same_host = [s for s in self.subscribers if sender is not None and s[0] == sender[0]]
+        targets: list[Address] = []
+        items: deque[_Item] = deque()
+        for address, args in messages:
+            udp = self._pages([sender, *same_host], address, args, observed=False)
+            if not targets:
+                for target in udp:
+                    if target is None or target in targets:
+                        continue
+                    if self.is_self(target):
+                        self.counters.add("self_loop_refused")
+                        continue
+                    targets.append(target)
+            if targets and (data := self._encode(address, args)) is not None:
+                items.extend((target, address, data) for target in targets)
+        if not items:
+            return
+        host = targets[0][0]
+        with self._pace_lock:
+            lists = self._paced.pop(host, deque())
+            lists.append(items)
+            while len(lists) > PACED_PER_HOST:
+                self.counters.add("replies_suppressed", len(lists.popleft()))
+            self._paced[host] = lists
+            while len(self._paced) > PACED_HOSTS:
+                _, dropped = self._paced.popitem(last=False)
+                self.counters.add("replies_suppressed", sum(len(items) for items in dropped))
+        self.pace()
+
+    def pace(self, now: float | None = None) -> None:
+        """Send what the paced lists' share of each destination's budget allows now (the monitor's tick)."""
+        now = time.monotonic() if now is None else now
+        with self._pace_lock:
+            for host in list(self._paced):
+                lists = self._paced[host]
+                while lists:
+                    items = lists[0]
+                    while items and self._pace_allows(host, now):
+                        target, address, data = items.popleft()
+                        self._send(data, [target], address)
+                    if items:
+                        break  # this host's share is spent: more at the next tick
+                    lists.popleft()
+                if not lists:
+                    del self._paced[host]
+
+    def _pace_allows(self, host: str, now: float) -> bool:
+        """One message more of a paced list to ``host``: within the list's share, and the host's budget."""
+        if self._pace_limit is None or self._send_limit is None:
+            return True
+        with self._lock:
+            return self._pace_limit.allow(host, now) and self._send_limit.allow(host, now)
 
     def notify(self, sender: Address | None, address: str, *args: Arg, bound: int | None = None) -> None:
         """An event: to its sender (at most ``bound`` bytes, when given), every subscriber and the observers."""

@@ -439,6 +439,7 @@ class Bridge(Commands):
         pool.check(now)
         self.shows.tick(self._show_clock())
         self._resolver.poll(now)
+        self.notifier.pace(now)  # the rest of long lists (/ldm3d/cue/list), within each host's budget
         for sub in self.notifier.expire():
             logger.info("subscription %s:%s lapsed (not renewed within its lease)", *sub.target)
         entries = self.notifier.to_save(force=now - self._saved_at > SAVE_EVERY_S)

@@ -27,7 +27,7 @@ from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
 from bridge.errors import BadShow, BridgeError, NoShow, NotSupported, RefusedPrompt, UnknownCue
 from bridge.notify.notifier import Notifier
-from bridge.osc.codec import Arg
+from bridge.osc.codec import Arg, encode_message
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.scenes import SceneDesk
 from bridge.settings import BridgeSettings
@@ -143,12 +143,53 @@ class ShowDesk:
             self._trigger(index, sender)
 
     def listing(self, sender: Address, bound: int | None) -> None:
+        """``/ldm3d/cue/list``: one ``/ldm3d/cue/info`` per cue, in order, then ``/ldm3d/cue/end <count>``.
+
+        A confirmed sender (``bound`` None) gets every cue, paced within its host's send budget (none
+        is dropped). To an unconfirmed one the whole answer is at most ``bound`` bytes (``reply_factor``
+        times the request), all messages together: the infos that fit, then ``reply_too_large`` saying
+        how many it got and that subscribing gets the whole list (no ``/ldm3d/cue/end``: it is cut)."""
         with self._lock:
             show = self._loaded()
             rendered = self.scenes.rendered_keys(show)
-            for cue in show.cues:
+
+            def info(cue: Cue) -> tuple[str, tuple[Arg, ...]]:
                 done = int(rendered is not None and self.scenes.key(cue) in rendered)
-                self._notifier.reply(sender, "/ldm3d/cue/info", cue.number, cue.name, done, bound=bound)
+                return "/ldm3d/cue/info", (cue.number, cue.name, done)
+
+            total = len(show.cues)
+            end: tuple[str, tuple[Arg, ...]] = ("/ldm3d/cue/end", (total,))
+            if bound is None:
+                self._notifier.reply_paced(sender, [*(info(cue) for cue in show.cues), end])
+                return
+
+            def cut(sent: int) -> tuple[Arg, ...]:
+                return "", "reply_too_large", f"{sent} of {total} cues: subscribe this host for the whole list"
+
+            def size(address: str, args: tuple[Arg, ...]) -> int:
+                try:
+                    return len(encode_message(address, *args))
+                except ValueError:
+                    return 0  # not sent at all (the notifier counts it as encode_failed)
+
+            notice = size("/ldm3d/error", cut(total))
+            answer: list[tuple[str, tuple[Arg, ...]]] = []
+            used = 0
+            for i, cue in enumerate(show.cues):  # stops at the budget: a flood costs few encodings
+                message = info(cue)
+                needs = size(*message)
+                after = size(*end) if i == total - 1 else notice
+                if used + needs + after > bound:
+                    break
+                answer.append(message)
+                used += needs
+            else:
+                answer.append(end)
+            for address, args in answer:
+                self._notifier.reply(sender, address, *args, bound=bound)
+            if answer[-1:] != [end]:
+                self._notifier.counters.add("replies_too_large")
+                self._notifier.reply(sender, "/ldm3d/error", *cut(len(answer)), bound=max(0, bound - used))
 
     def set_running(self, running: bool, sender: Address | None, *, restart: bool = False) -> None:
         """Pause (the countdown freezes where it is) or resume it: from where it stood, or, with

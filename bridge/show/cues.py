@@ -20,8 +20,10 @@
     goto = "intro"             # after this cue, that one stands by instead of the next
 
 Pure: text in, :class:`Show` out. Every mistake of a file is found, each a ``file:line: message``
-line; :class:`BadShow` carries them all (``mistakes``). :func:`read_show` keeps them apart (the
-show's, and each cue's by number) for ``pregen``, which renders the cues without one. With
+line; :class:`BadShow` carries them all (``mistakes``). A file is bounded: ``MAX_SHOW_BYTES``
+(checked before it is read or parsed), ``MAX_CUES``, ``MAX_NESTING`` (both before parsing), and
+``MAX_CHARS`` for names and prompts; each limit passed is a mistake too. :func:`read_show` keeps them
+apart (the show's, and each cue's by number) for ``pregen``, which renders the cues without one. With
 :class:`~bridge.show.checks.CueLimits`, each cue is also checked against the model's limits,
 without loading it (:mod:`bridge.show.checks`).
 """
@@ -73,6 +75,12 @@ REQUIRED = ("number", "prompt", "seed")
 PARAMS = ("prompt", "negative", "seed", "steps", "guidance", "width", "height", "sampling", "scheduler", "seamless",
           "upscale")  # fmt: skip
 MAX_CUES = 1000
+#: A cue file is at most this many bytes: checked before it is read (its size) and parsed (its text).
+MAX_SHOW_BYTES = 1_000_000
+#: Arrays and inline tables nest at most this deep (a cue file needs 2: ``cue = [{ … }]``).
+MAX_NESTING = 4
+#: The longest strings, in characters: the show's and a cue's name, a cue's prompt and negative prompt.
+MAX_CHARS = {"name": 200, "prompt": 2000, "negative": 2000}
 #: The seconds a cue's timings take (``fade`` also at the show's level).
 SECONDS = {"duration": (0.5, 86400.0), "prewait": (0.0, 3600.0), "fade": (0.0, 60.0)}
 
@@ -218,12 +226,25 @@ def read_show(text: str, source: str = "<show>", limits: CueLimits | None = None
     return reading.with_limits(limits) if limits is not None else reading
 
 
+def too_large(source: str, size: int | None = None) -> str:
+    """The mistake of a cue file over ``MAX_SHOW_BYTES`` (``size``: its size, when known)."""
+    sized = f"{size:,} bytes" if size is not None else f"more than {MAX_SHOW_BYTES:,} bytes"
+    return f"{source}: the cue file is {sized}; a cue file has at most {MAX_SHOW_BYTES:,} (split the show)"
+
+
 def read_show_file(path: Path, limits: CueLimits | None = None) -> ShowReading:
-    """:func:`read_show` of a file; one that cannot be read is one mistake."""
+    """:func:`read_show` of a file; one that cannot be read, or is too large (from its size, before it
+    is read; and never more than the limit is read), is one mistake."""
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_SHOW_BYTES:
+            return ShowReading(str(path), None, (), (Mistake(0, too_large(str(path), size)),))
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_SHOW_BYTES + 1)  # a file growing meanwhile, or not a plain file
     except (OSError, UnicodeDecodeError) as exc:
         return ShowReading(str(path), None, (), (Mistake(0, f"{path}: cannot read the cue file: {exc}"),))
+    if len(text) > MAX_SHOW_BYTES:  # its size said less: not read further
+        return ShowReading(str(path), None, (), (Mistake(0, too_large(str(path))),))
     return read_show(text, str(path), limits)
 
 

@@ -4,21 +4,29 @@ written on (tomllib keeps no positions). The public side is :mod:`bridge.show.cu
 A mistake belongs to its cue (by number) when it is about that cue's own keys; the show's own keys,
 a cue without a usable number, a number used twice, and a ``fallback`` or ``goto`` that names no cue
 are the show's (with one of those, no cue can be shown).
+
+A file is bounded before it is parsed (its size, its ``[[cue]]`` count, how deep its arrays and
+inline tables nest: each refused as one mistake, without parsing), and its strings after: names,
+prompts. Values quoted in a message are cut short, so no message is longer than a line.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import reprlib
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bridge.contract.arguments import CUE_NUMBER, cue_number
 from bridge.show.cues import (
     CONTINUES,
     CUE_KEYS,
+    MAX_CHARS,
     MAX_CUES,
+    MAX_NESTING,
+    MAX_SHOW_BYTES,
     PARAMS,
     SECONDS,
     SHOW_KEYS,
@@ -26,6 +34,7 @@ from bridge.show.cues import (
     Mistake,
     Show,
     ShowReading,
+    too_large,
 )
 from ldm3d_engine.presets import SAMPLINGS, SCHEDULERS
 from ldm3d_engine.types import SEED_MAX
@@ -34,13 +43,25 @@ from ldm3d_engine.types import SEED_MAX
 Mark = Callable[[str | None, str], None]
 _KINDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
 _NUMBER_RULE = "use up to 64 letters, digits, '.', '-' or '_'"
+#: Quotes a value in a message, cut short (a 1 MB string or a deep array is a few dozen characters).
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 60
+_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict = 2, 4, 4
+#: The cues a message lists (``cues: 1, 2, …``) before it says how many there are in all.
+_LISTED = 12
 
 
 def read(text: str, source: str) -> ShowReading:
+    early = _bounds(text, source)
+    if early is not None:
+        return ShowReading(source, None, (), (early,))
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return ShowReading(source, None, (), (Mistake(0, f"{source}: not valid TOML: {exc}"),))
+    except RecursionError:  # deeper than Python's TOML reader follows, past the scan below
+        message = f"{source}: arrays or inline tables nested too deep to read; a cue file needs {_NEEDED} levels"
+        return ShowReading(source, None, (), (Mistake(0, message),))
     found = _Found(text, source)
     name, loop, fade = _show_keys(data, found)
     raw_cues = data.get("cue", [])
@@ -68,15 +89,15 @@ def read(text: str, source: str) -> ShowReading:
     fallback = data.get("fallback")
     if fallback is not None:
         if not isinstance(fallback, str | int | float) or isinstance(fallback, bool):
-            found.add(None, "fallback", f"fallback must name a cue, got {fallback!r}")
+            found.add(None, "fallback", f"fallback must name a cue, got {_q(fallback)}")
             fallback = None
         else:
             fallback = cue_number(fallback)
             if fallback not in seen:
-                found.add(None, "fallback", f"fallback {fallback!r} is not a cue of this show; cues: {', '.join(seen)}")
+                found.add(None, "fallback", f"fallback {_q(fallback)} is not a cue of this show; cues: {_some(seen)}")
     for i, goto in gotos:
         if goto not in seen:
-            found.add(i, "goto", f"goto {goto!r} is not a cue of this show; cues: {', '.join(seen)}")
+            found.add(i, "goto", f"goto {_q(goto)} is not a cue of this show; cues: {_some(seen)}")
     show = None if found.of_the_show() else Show(name, tuple(cues), loop, fallback, source, fade)
     return found.reading(show, cues)
 
@@ -84,14 +105,16 @@ def read(text: str, source: str) -> ShowReading:
 def _show_keys(data: dict[str, Any], found: _Found) -> tuple[str, bool, float | None]:
     for key in data:
         if key not in SHOW_KEYS:
-            found.add(None, key, f"unknown show key {key!r}; a show has {', '.join(SHOW_KEYS)}")
+            found.add(None, key, f"unknown show key {_q(key)}; a show has {', '.join(SHOW_KEYS)}")
     name = data.get("name", "")
     if not isinstance(name, str) or not name.strip():
         found.add(None, "name", 'the show needs a name: name = "…"')
         name = ""
+    elif len(name) > MAX_CHARS["name"]:
+        found.add(None, "name", _too_long("the show's name", name, MAX_CHARS["name"]))
     loop = data.get("loop", False)
     if not isinstance(loop, bool):
-        found.add(None, "loop", f"loop must be true or false, got {loop!r}")
+        found.add(None, "loop", f"loop must be true or false, got {_q(loop)}")
         loop = False
     fade = data.get("fade")
     if fade is not None and not _seconds("fade", fade, lambda key, message: found.add(None, key, message)):
@@ -117,30 +140,32 @@ def _cue(raw: Any, i: int, show_fade: float | None, found: _Found) -> tuple[str 
     for key, value in raw.items():
         expected = CUE_KEYS.get(key)
         if expected is None:
-            mark(key, f"unknown cue key {key!r}; a cue has {', '.join(CUE_KEYS)}")
+            mark(key, f"unknown cue key {_q(key)}; a cue has {', '.join(CUE_KEYS)}")
         elif (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
             kinds = expected if isinstance(expected, tuple) else (expected,)
-            mark(key, f"{key} must be {' or '.join(_KINDS[k.__name__] for k in kinds)}, got {value!r}")
+            mark(key, f"{key} must be {' or '.join(_KINDS[k.__name__] for k in kinds)}, got {_q(value)}")
+        elif isinstance(value, str) and len(value) > MAX_CHARS.get(key, len(value)):
+            mark(key, _too_long(key, value, MAX_CHARS[key]))
         else:
             ok[key] = value
     for key in ("number", "prompt", "seed"):
         if key not in raw:
             mark(None, f"cue {i + 1} has no {key}{' (a scene must be reproducible)' if key == 'seed' else ''}")
     if "number" in ok and number is None:
-        mark("number", f"cue number {cue_number(ok['number'])!r}: {_NUMBER_RULE}")
+        mark("number", f"cue number {_q(cue_number(ok['number']))}: {_NUMBER_RULE}")
     if "prompt" in ok and not ok["prompt"].strip():
         mark("prompt", "the prompt is empty; say what the world should show")
     _check_values(ok, mark)
     follow = ok.get("continue", "none")
     if follow not in CONTINUES:
-        mark("continue", f"continue {follow!r} is unknown; use {' or '.join(repr(c) for c in CONTINUES)}")
+        mark("continue", f"continue {_q(follow)} is unknown; use {' or '.join(repr(c) for c in CONTINUES)}")
     elif follow == "follow" and "duration" not in raw:
         mark("continue", 'continue = "follow" needs a duration (seconds before the next cue)')
     goto = None
     if "goto" in ok:
         goto = cue_number(ok["goto"])
         if not CUE_NUMBER.fullmatch(goto):
-            mark("goto", f"goto {goto!r} is not a cue number: {_NUMBER_RULE}")
+            mark("goto", f"goto {_q(goto)} is not a cue number: {_NUMBER_RULE}")
             goto = None
     if number is None or len(found.items) > before:
         return number, None, goto
@@ -173,9 +198,9 @@ def _check_values(raw: dict[str, Any], mark: Mark) -> None:
     if "guidance" in raw and not 0 <= raw["guidance"] <= 30:
         mark("guidance", f"guidance {raw['guidance']} is out of range; allowed 0..30")
     if "sampling" in raw and raw["sampling"] not in SAMPLINGS:
-        mark("sampling", f"sampling {raw['sampling']!r} is unknown; use {' or '.join(SAMPLINGS)}")
+        mark("sampling", f"sampling {_q(raw['sampling'])} is unknown; use {' or '.join(SAMPLINGS)}")
     if "scheduler" in raw and raw["scheduler"] not in SCHEDULERS:
-        mark("scheduler", f"scheduler {raw['scheduler']!r} is unknown; use {', '.join(SCHEDULERS)}")
+        mark("scheduler", f"scheduler {_q(raw['scheduler'])} is unknown; use {', '.join(SCHEDULERS)}")
     for key in SECONDS:
         if key in raw:
             _seconds(key, raw[key], mark)
@@ -184,13 +209,64 @@ def _check_values(raw: dict[str, Any], mark: Mark) -> None:
 def _seconds(key: str, value: Any, mark: Mark) -> bool:
     """Whether ``value`` is a number of seconds ``key`` allows; if not, the mistake is marked."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        mark(key, f"{key} must be an integer or a number, got {value!r}")
+        mark(key, f"{key} must be an integer or a number, got {_q(value)}")
         return False
     low, high = SECONDS[key]
     if not (math.isfinite(value) and low <= value <= high):
         mark(key, f"{key} {value} is out of range; allowed {low:g}..{high:g} seconds")
         return False
     return True
+
+
+def _q(value: Any) -> str:
+    """``value`` quoted for a message, cut short."""
+    return _QUOTE.repr(value)
+
+
+def _some(numbers: Iterable[str]) -> str:
+    """The first cue numbers, and how many there are in all when that is not all of them."""
+    listed = list(numbers)
+    more = f", … ({len(listed)} cues)" if len(listed) > _LISTED else ""
+    return ", ".join(listed[:_LISTED]) + more
+
+
+def _too_long(what: str, text: str, most: int) -> str:
+    return f"{what} is {len(text):,} characters long; at most {most:,}"
+
+
+#: How deep a cue file's arrays and inline tables need to nest (``cue = [{ … }]``, or ``[[cue]]``).
+_NEEDED = 2
+#: A cue table's header (``[[cue]]``), at the start of a line.
+_CUE_HEADERS = re.compile(r"^[ \t]*\[\[[ \t]*cue[ \t]*\]\]", re.M)
+#: What the nesting scan looks at: strings and comments (skipped whole), and brackets.
+_TOKENS = re.compile(r'"""(?:\\.|[^\\])*?"""|\'\'\'.*?\'\'\'|"(?:\\.|[^"\\\n])*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]', re.S)
+
+
+def _bounds(text: str, source: str) -> Mistake | None:
+    """The first limit ``text`` passes, before it is parsed (a parse is the costly part): its size,
+    its number of ``[[cue]]`` tables, how deep its arrays and inline tables nest. Linear, and cheap."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SHOW_BYTES:
+        return Mistake(0, too_large(source, size))
+    headers = [header.start() for header in _CUE_HEADERS.finditer(text)]
+    if len(headers) > MAX_CUES:  # at the first cue too many
+        line = text.count("\n", 0, headers[MAX_CUES]) + 1
+        return Mistake(line, f"{source}:{line}: {len(headers)} cues; a show has at most {MAX_CUES}")
+    depth = 0
+    for token in _TOKENS.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_NESTING:
+                line = text.count("\n", 0, token.start()) + 1
+                return Mistake(
+                    line,
+                    f"{source}:{line}: arrays or inline tables nested more than {MAX_NESTING} deep; "
+                    f"a cue file needs {_NEEDED}",
+                )
+        elif bracket in ("]", "}"):
+            depth = max(0, depth - 1)
+    return None
 
 
 class _Found:
@@ -237,8 +313,13 @@ class _Lines:
             return 0
         if key is None:
             return start + 1 if cue is not None else 0
-        pattern = re.compile(rf"^\s*(\"{re.escape(key)}\"|{re.escape(key)})\s*=")
-        found = next((n for n in range(start, end) if pattern.match(self.lines[n])), None)
+        forms = (f'"{key}"', key)  # no regex: a key can be as long as the file
+
+        def written(line: str) -> bool:
+            rest = line.lstrip()
+            return any(rest.startswith(form) and rest[len(form) :].lstrip().startswith("=") for form in forms)
+
+        found = next((n for n in range(start, end) if written(self.lines[n])), None)
         if found is not None:
             return found + 1
         return start + 1 if cue is not None else 0

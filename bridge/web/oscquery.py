@@ -134,7 +134,7 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         Node("/ldm3d/cue/go", "fire the standby cue (a button: 0 is ignored)"),
         Node("/ldm3d/cue/standby", "the cue GO fires next", "s", WRITE, default=("",)),
         Node("/ldm3d/cue/back", "the previous cue (a button: 0 is ignored)"),
-        Node("/ldm3d/cue/list", "answer with one /ldm3d/cue/info per cue"),
+        Node("/ldm3d/cue/list", "answer with one /ldm3d/cue/info per cue, then /ldm3d/cue/end <count>"),
         # the stage (read-write)
         Node("/ldm3d/prompt", "the stage's prompt", "s", READ_WRITE, [{}], default=("",)),
         Node("/ldm3d/negative", "the stage's negative prompt", "s", READ_WRITE, [{}], default=("",)),
