@@ -19,6 +19,8 @@
     ├── BadShow                       bad_show (a cue file with a mistake; the message has its line)
     ├── NoShow                        no_show (a cue command before /ldm3d/show/load)
     ├── UnknownCue                    unknown_cue
+    ├── LibraryBusy                   library_busy (another process holds the scene library past
+    │                                 a quarter second; try again)
     ├── EngineDown                    engine_failed (a job while no worker is alive: all restarting)
     ├── RefusedPrompt                 refused_prompt (the installation's prompt rules refuse it)
     ├── BadRules                      bad_rules (a prompt rules file that cannot be read; at a
@@ -107,6 +109,13 @@ class NoShow(BridgeError):
 
 class UnknownCue(BridgeError):
     code = "unknown_cue"
+
+
+class LibraryBusy(BridgeError):
+    """Another process holds the scene library's database (``scenes.sqlite``) longer than the
+    show desk waits (:data:`bridge.show.library.WAIT_S`); the message names the file."""
+
+    code = "library_busy"
 
 
 class EngineDown(BridgeError):

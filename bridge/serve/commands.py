@@ -168,7 +168,12 @@ class Commands:
         return job.id
 
     def _scene_written(self, key: str, files: JobFiles) -> None:
-        self.shows.library.add(key, files.job_id, "")
+        """On the writer thread, once the scene's folder is complete: its row in the library. A locked
+        library keeps the row pending (the show desk's clock writes it when it is free; a restart
+        adopts the folder): the scene is known at once and its job ends ``/ldm3d/ready`` as any."""
+        if not self.shows.library.add(key, files.job_id, ""):
+            logger.warning("scene %s is complete but the scene library is locked by another process: it is "
+                           "recorded as soon as the library is free", files.job_id)  # fmt: skip
         self.shows.scene_added(key)
 
     def _show_control(self, action: str, sender: Address, bound: int | None) -> None:

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 
 from bridge.contract.engine_api import EngineLike
+from bridge.errors import LibraryBusy
 from bridge.notify.notifier import Notifier
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import JobFiles, TextureWriter
@@ -57,7 +58,10 @@ class SceneDesk:
         self._lock = lock
         #: What the remembered identity belongs to: the settings that pick the model and its defaults.
         self._model = identity_of(settings)
-        self._identity: str | None = library.remembered_identity(settings)
+        try:
+            self._identity: str | None = library.remembered_identity(settings)
+        except LibraryBusy:  # recall before the model is a comfort: the engine's identity comes with it
+            self._identity = None
         self._changed = False
         #: A show was loaded (the identity is remembered from then on).
         self._in_use = False

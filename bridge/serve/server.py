@@ -42,7 +42,7 @@ from typing import Any
 from bridge.contract import protocol
 from bridge.contract.engine_api import EngineLike, EngineSlot, LocalSlot
 from bridge.contract.ranges import ranges_for
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, LibraryBusy
 from bridge.notify.addresses import AsyncResolver, Resolver, system_resolver
 from bridge.notify.limits import Counters, LogLimiter, TokenBuckets
 from bridge.notify.notifier import Notifier
@@ -226,9 +226,14 @@ class Bridge(Commands):
             listen_host=s.host,
         )
         library = SceneLibrary(self.writer.root)
-        dropped, adopted = library.check()
-        if dropped or adopted:
-            logger.info("scene library: %d scenes to render again, %d complete ones adopted", dropped, adopted)
+        try:  # a damaged library is moved aside and rebuilt from the scene folders (one warning)
+            dropped, adopted = library.check()
+        except LibraryBusy:  # live prompts do not wait for it: the show desk answers library_busy meanwhile
+            logger.warning("the scene library %s is locked by another process: not checked at this start (the next "
+                           "start checks it)", library.path)  # fmt: skip
+        else:
+            if dropped or adopted:
+                logger.info("scene library: %d scenes to render again, %d complete ones adopted", dropped, adopted)
         self._pool = WorkerPool(
             self._slots,
             self.queue,

@@ -17,7 +17,9 @@ Scene keys, rendering and pre-generation are :mod:`bridge.serve.scenes`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +27,8 @@ from pathlib import Path
 
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
-from bridge.errors import BadShow, BridgeError, NoShow, NotSupported, RefusedPrompt, UnknownCue
+from bridge.errors import BadShow, BridgeError, LibraryBusy, NoShow, NotSupported, RefusedPrompt, UnknownCue
+from bridge.notify.limits import LogLimiter
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg, encode_message
 from bridge.output.writer import JobFiles, TextureWriter
@@ -91,6 +94,8 @@ class ShowDesk:
         self._failures: dict[str, int] = {}
         #: The loaded show's fallback was looked for in the library (and rendered if missing).
         self._fallback_checked = False
+        #: A locked scene library, as the clock meets it: logged once per 10 s.
+        self._log = LogLimiter(logger)
 
     # -- commands ------------------------------------------------------------
 
@@ -111,7 +116,13 @@ class ShowDesk:
             self.running = True
             start = order.start_index(show)
             if fire:
-                self._trigger(start, sender)
+                try:
+                    self._trigger(start, sender)
+                except LibraryBusy:  # loaded, nothing fired: its first cue stands by (GO, or load again)
+                    self.current, self.standby, self.cue_state = None, start, ""
+                    self.countdown.clear()
+                    self._announce_state(sender)
+                    raise
             else:  # "load without firing": the first cue stands by, the dome keeps its world
                 self.current, self.standby, self.cue_state = None, start, ""
                 self.countdown.clear()
@@ -220,7 +231,7 @@ class ShowDesk:
             show = self.show
             if show is None:
                 return ("", "", "", "", 0, 0, 0, 0, 0, -1.0)
-            rendered = self.scenes.rendered_keys(show)
+            rendered = self._rendered_or_none(show)
             keys = {self.scenes.key(c) for c in show.cues} if rendered is not None else set()
             return (
                 show.name,
@@ -241,7 +252,7 @@ class ShowDesk:
             show = self.show
             if show is None:
                 return []
-            rendered = self.scenes.rendered_keys(show)
+            rendered = self._rendered_or_none(show)
             skipped = set(self.skipped())
             return [
                 {
@@ -254,6 +265,14 @@ class ShowDesk:
                 }
                 for index, cue in enumerate(show.cues)
             ]
+
+    def _rendered_or_none(self, show: Show) -> set[str] | None:
+        """The show's rendered keys, or None (as before the model) while the library is locked: the
+        state, the page and OSCQuery answer at once."""
+        try:
+            return self.scenes.rendered_keys(show)
+        except LibraryBusy:
+            return None
 
     def close(self) -> None:
         """The bridge stops: the place in the show (and the countdown's elapsed time) is saved."""
@@ -277,13 +296,32 @@ class ShowDesk:
 
     def tick(self, now: float) -> None:
         """Called by the bridge's monitor: resume after a restart, pre-waits, auto-follow, a model
-        that came (or changed), pre-generation."""
+        that came (or changed), pre-generation, scene rows a locked library could not take. A locked
+        library stops this tick where it needs it (logged once per 10 s); the next tick tries again."""
+        for step in (self._tick, self._flush):
+            try:
+                step(now)
+            except LibraryBusy as exc:
+                self._log.warning("library_busy", time.monotonic(), "the show's clock retries at each tick: %s", exc)
+            except sqlite3.Error as exc:  # not a lock (a full disk…): the rows stay pending, a start adopts them
+                self._log.warning("library_error", time.monotonic(), "the scene library: %s", exc)
+
+    def _flush(self, now: float) -> None:
+        """Scene rows a locked library could not take when their scenes were written."""
+        if self.library.pending and (written := self.library.flush()):
+            logger.info("the scene library is free again: %d scenes recorded", written)
+
+    def _tick(self, now: float) -> None:
         with self._lock:
             if self.scenes.identity_changed() and self.show is not None and self.current is not None:
                 self._fire(self.current, None)  # another model: its own scene of the current cue
             if not self._resumed:
                 self._resumed = True
-                self._resume(now)
+                try:
+                    self._resume(now)
+                except LibraryBusy:
+                    self._resumed = False  # again at the next tick
+                    raise
             show = self.show
             if show is None:
                 return
@@ -292,7 +330,11 @@ class ShowDesk:
                 return
             if self._waits_for_model is not False and self.scenes.ready():
                 sender, self._waits_for_model = self._waits_for_model, False
-                self._fire(self.current, sender if isinstance(sender, tuple) else None)
+                try:
+                    self._fire(self.current, sender if isinstance(sender, tuple) else None)
+                except LibraryBusy:
+                    self._waits_for_model = sender  # fired at the next tick
+                    raise
             if not self._fallback_checked:
                 self._make_fallback(None)  # the model is here now
             if self._prewait_until is not None and now >= self._prewait_until:
@@ -311,6 +353,7 @@ class ShowDesk:
         """``index`` is the current cue now; it fires at once, or after its pre-wait."""
         show = self._loaded()
         cue = show.cues[index]
+        before = self.current, self.standby
         self.current, self.standby = index, self._after(index)
         if cue.prewait > 0:
             self.cue_state = "prewait"
@@ -319,17 +362,21 @@ class ShowDesk:
             self._save()
             self._announce_state(sender)
         else:
-            self._fire(index, sender)
+            try:
+                self._fire(index, sender)
+            except LibraryBusy:  # nothing fired: the playhead stays where it was
+                self.current, self.standby = before
+                raise
 
     def _fire(self, index: int, sender: Address | None, elapsed: float = 0.0) -> None:
         """Send the cue's world (or render it): its fade first, its countdown from when it shows."""
         show = self._loaded()
         cue = show.cues[index]
+        files = self.scenes.files(cue)  # first (LibraryBusy changes nothing); also before the model, remembered
         self._prewait_until = None
         if cue.fade is not None and self._display.get("fade") != cue.fade:
             self._display["fade"] = cue.fade
             self._notifier.notify(sender, "/ldm3d/display/fade", cue.fade)
-        files = self.scenes.files(cue)  # also before the model has loaded, with the identity remembered
         if files is not None:
             self.cue_state = "shown"
             self._send_world(files, sender)
@@ -357,7 +404,9 @@ class ShowDesk:
             if address == "/ldm3d/ready":
                 self.cue_state = "shown"
                 self._failures.pop(cue.number, None)
-                self._world, self._world_sent = self.library.scene_id(key), True
+                with contextlib.suppress(LibraryBusy):  # (answered from memory while its row is pending)
+                    self._world = self.library.scene_id(key)
+                self._world_sent = True
             else:
                 self.cue_state = "failed"
                 self._failures[cue.number] = self._failures.get(cue.number, 0) + 1
@@ -377,7 +426,10 @@ class ShowDesk:
         built-in world. After a failure without a fallback the dome simply keeps its world."""
         show = self.show
         fallback = show.cue(show.fallback) if show is not None and show.fallback is not None else None
-        files = self.scenes.files(fallback) if fallback is not None and self.scenes.identity() else None
+        try:
+            files = self.scenes.files(fallback) if fallback is not None and self.scenes.identity() else None
+        except LibraryBusy:
+            files = None  # a locked library: the last world, as without a fallback
         if files is None and self._world_sent:
             return
         if files is None:
@@ -404,6 +456,7 @@ class ShowDesk:
         """The same cue file again (edited): the current cue and the standby stay, by number; a
         current cue whose world changed fires again, one that did not keeps its countdown."""
         assert self.current is not None
+        playhead = self.current, self.standby
         number = old.cues[self.current].number
         standby = old.cues[self.standby].number if self.standby is not None else None
         before = self.scenes.key(old.cues[self.current]) if self.scenes.identity() else None
@@ -416,7 +469,12 @@ class ShowDesk:
         logger.info("show %r loaded again from %s: %d cues; still at cue %s", show.name, show.source,
                     len(show.cues), number)  # fmt: skip
         if before is None or self.scenes.key(show.cues[index]) != before:
-            self._fire(index, sender)
+            try:
+                self._fire(index, sender)
+            except LibraryBusy:  # not loaded again: the show stays as it was (load it again)
+                self._use(old)
+                self.current, self.standby = playhead
+                raise
         else:
             self.countdown.length = show.cues[index].duration  # a changed duration counts from the same start
             self._save()
@@ -472,7 +530,14 @@ class ShowDesk:
             return
         self._fallback_checked = True
         fallback = show.cue(show.fallback)
-        if fallback is not None and self.scenes.files(fallback) is None and self.scenes.render_quiet(fallback):
+        try:
+            missing = (
+                fallback is not None and self.scenes.files(fallback) is None and self.scenes.render_quiet(fallback)
+            )
+        except LibraryBusy:
+            self._fallback_checked = False  # looked for again at the next tick
+            return
+        if fallback is not None and missing:
             self._notifier.notify(
                 sender, "/ldm3d/warning", "", "fallback_not_rendered",
                 f"the fallback cue {fallback.number} of {show.name!r} is not rendered yet; it is being rendered "
@@ -546,6 +611,8 @@ class ShowDesk:
                 running=self.running, cue_state=self.cue_state, elapsed=round(self.countdown.elapsed(now), 2),
                 world=self._world,
             )  # fmt: skip
+        except LibraryBusy as exc:  # the next save (a change, or 5 s into a countdown) tries again
+            self._log.warning("library_busy", time.monotonic(), "the show's place is not saved: %s", exc)
         except Exception as exc:  # noqa: BLE001 - a show goes on without its saved state
             logger.warning("could not save the show's state: %s", exc)
 
