@@ -12,7 +12,8 @@ the standby is its ``goto`` cue or the next one; ``/ldm3d/cue/standby`` moves it
 The state (show file, current cue, standby, running, the countdown's elapsed time, the world on
 screen) is kept in the library's database, so a restarted bridge announces the current world
 again (or, while it renders, the last world it showed) and finishes the cue's remaining time.
-Scene keys, rendering and pre-generation are :mod:`bridge.serve.scenes`.
+Scene keys, rendering and pre-generation are :mod:`bridge.serve.scenes`; what the dome is sent when a
+cue cannot show, :mod:`bridge.serve.worlds`; reading cue files, :mod:`bridge.serve.show_files`.
 """
 
 from __future__ import annotations
@@ -23,22 +24,20 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from bridge.contract.engine_api import EngineLike
-from bridge.contract.paths import resolve_input_path
-from bridge.errors import BadShow, BridgeError, LibraryBusy, NoShow, NotSupported, RefusedPrompt, UnknownCue
+from bridge.errors import BridgeError, LibraryBusy, NoShow, UnknownCue
 from bridge.notify.limits import LogLimiter
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg, encode_message
-from bridge.output.writer import JobFiles, TextureWriter
+from bridge.output.writer import TextureWriter
 from bridge.serve.scenes import SceneDesk
+from bridge.serve.show_files import ShowFiles
+from bridge.serve.worlds import DomeWorld
 from bridge.settings import BridgeSettings
 from bridge.show import order
-from bridge.show.builtin import builtin_world
-from bridge.show.checks import cue_limits
 from bridge.show.clock import CueClock
-from bridge.show.cues import Cue, Show, load_show
+from bridge.show.cues import Cue, Show
 from bridge.show.library import SceneLibrary
 from bridge.workers.jobs import Address, Job
 
@@ -46,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 #: While a cue's countdown runs, its elapsed time is saved this often (a restart resumes from it).
 SAVE_ELAPSED_S = 5.0
-#: The mistakes of a cue file ``/ldm3d/show/load`` names in its error (``show check`` lists them all).
-MAX_MISTAKES = 10
 
 
 class ShowDesk:
@@ -68,7 +65,6 @@ class ShowDesk:
         self.library = library
         self._writer = writer
         self._notifier = notifier
-        self._check_prompt = check_prompt
         self._display = display if display is not None else {}
         self._now = clock
         self._lock = threading.RLock()
@@ -87,9 +83,8 @@ class ShowDesk:
         self._waits_for_model: Address | bool | None = False
         self._resumed = False
         self._saved_at = 0.0
-        #: The world the desk last sent (a scene or job id), and whether one went out since start-up.
-        self._world: str | None = None
-        self._world_sent = False
+        self.world = DomeWorld(writer, notifier, self.scenes)
+        self._files = ShowFiles(settings, check_prompt)
         #: Cue number → its failures in a row (since the show was loaded; a success clears it).
         self._failures: dict[str, int] = {}
         #: The loaded show's fallback was looked for in the library (and rendered if missing).
@@ -100,10 +95,7 @@ class ShowDesk:
     # -- commands ------------------------------------------------------------
 
     def load(self, raw_path: str, sender: Address | None, fire: bool = True) -> None:
-        folders = [Path(d) for d in self._settings.input_dirs]
-        if not folders:
-            raise NotSupported("/ldm3d/show/load is off: start the bridge with input_dirs (the folders it may read)")
-        show = self._checked(self._read(resolve_input_path(raw_path, folders)))
+        show = self._files.requested(raw_path)
         with self._lock:
             self._resumed = True  # a show loaded now replaces the one saved before a restart
             old, at = self.show, self.current
@@ -379,12 +371,12 @@ class ShowDesk:
             self._notifier.notify(sender, "/ldm3d/display/fade", cue.fade)
         if files is not None:
             self.cue_state = "shown"
-            self._send_world(files, sender)
+            self.world.send(files, sender)
             self.countdown.start(cue.duration, self._now(), running=self.running, elapsed=elapsed)
         elif not self.scenes.ready():  # made once a worker has the model (tick fires it again then)
             self.cue_state, self._waits_for_model = "rendering", sender
             self.countdown.clear()
-            self._hold_world()
+            self.world.hold(self.show)
         else:
             self.cue_state = "rendering"
             self.countdown.clear()
@@ -405,8 +397,8 @@ class ShowDesk:
                 self.cue_state = "shown"
                 self._failures.pop(cue.number, None)
                 with contextlib.suppress(LibraryBusy):  # (answered from memory while its row is pending)
-                    self._world = self.library.scene_id(key)
-                self._world_sent = True
+                    self.world.shown(self.library.scene_id(key))
+                self.world.sent = True
             else:
                 self.cue_state = "failed"
                 self._failures[cue.number] = self._failures.get(cue.number, 0) + 1
@@ -416,39 +408,9 @@ class ShowDesk:
                         cue.number,
                         self._failures[cue.number],
                     )
-                self._hold_world(after_failure=cue.number)
+                self.world.hold(self.show, after_failure=cue.number)
             self._save()
             self._announce_state(None)
-
-    def _hold_world(self, after_failure: str | None = None) -> None:
-        """The world the dome shows when the current cue cannot: the show's fallback; else (after a
-        restart, when no world went out yet) the last world the desk sent, the newest job, the
-        built-in world. After a failure without a fallback the dome simply keeps its world."""
-        show = self.show
-        fallback = show.cue(show.fallback) if show is not None and show.fallback is not None else None
-        try:
-            files = self.scenes.files(fallback) if fallback is not None and self.scenes.identity() else None
-        except LibraryBusy:
-            files = None  # a locked library: the last world, as without a fallback
-        if files is None and self._world_sent:
-            return
-        if files is None:
-            latest = self._writer.latest()
-            for world in (self._world, latest.get("job_id") if latest else None):
-                files = self._writer.find(str(world)) if world else None
-                if files is not None:
-                    break
-            else:
-                files = builtin_world(self._writer)
-        if files is not None:
-            if after_failure is not None:
-                logger.warning("cue %s failed; showing %s", after_failure, f"the fallback cue {show.fallback}"
-                               if show is not None and show.fallback else f"world {files.job_id}")  # fmt: skip
-            self._send_world(files, None)
-
-    def _send_world(self, files: JobFiles, sender: Address | None) -> None:
-        self._world, self._world_sent = files.job_id, True
-        self._notifier.notify(sender, "/ldm3d/ready", *files.ready_args())
 
     # -- loading and resuming ------------------------------------------------------
 
@@ -487,26 +449,19 @@ class ShowDesk:
         its fallback (or first) cue."""
         state = self.library.load_state()
         source = state.get("show")
-        configured = Path(self._settings.show).resolve() if self._settings.show else None
+        configured = self._files.configured
         if not source and configured is not None:
             state, source = {"show": str(configured), "cue": None, "running": True}, str(configured)
         if not source:
             return
         try:
-            if configured is not None and Path(str(source)) == configured:  # the operator's own file
-                show = self._read(configured)
-            else:
-                folders = [Path(d) for d in self._settings.input_dirs]
-                if not folders:
-                    raise NotSupported("the bridge has no input_dirs now")
-                show = self._read(resolve_input_path(source, folders))  # still inside the input folders
-            self._checked(show)
+            show = self._files.saved(str(source))
         except BridgeError as exc:
             logger.error("the saved show could not be loaded again: %s", exc)
             return
         self._use(show)
         self.running = bool(state.get("running", True))
-        self._world = state.get("world") if isinstance(state.get("world"), str) else None
+        self.world.last = state.get("world") if isinstance(state.get("world"), str) else None
         saved = show.index(str(state.get("cue"))) if state.get("cue") is not None else None
         index = saved if saved is not None else order.start_index(show)
         logger.info("resuming show %r at cue %s", show.name, show.cues[index].number)
@@ -520,7 +475,7 @@ class ShowDesk:
             self._fire(index, None, elapsed=float(elapsed) if isinstance(elapsed, int | float) else 0.0)
         self.standby = standby if standby is not None else self.standby
         if self.cue_state == "rendering":
-            self._hold_world()  # a restarted display is not left black while the cue renders
+            self.world.hold(self.show)  # a restarted display is not left black while the cue renders
         self._make_fallback(None)
 
     def _make_fallback(self, sender: Address | None) -> None:
@@ -543,27 +498,6 @@ class ShowDesk:
                 f"the fallback cue {fallback.number} of {show.name!r} is not rendered yet; it is being rendered "
                 "now (until then a failed cue keeps the world on screen)",
             )  # fmt: skip
-
-    def _read(self, path: Path) -> Show:
-        """The cue file, every cue checked against this bridge's model (no weights needed); a
-        :class:`BadShow` names at most ``MAX_MISTAKES`` of its mistakes and how to see them all."""
-        try:
-            return load_show(path, cue_limits(self._settings))
-        except BadShow as exc:
-            if len(exc.mistakes) <= MAX_MISTAKES:
-                raise
-            more = len(exc.mistakes) - MAX_MISTAKES
-            hint = f"… and {more} more: `ldm3d-bridge show check {path} --model {self._settings.model}` lists them all"
-            raise BadShow(*exc.mistakes[:MAX_MISTAKES], hint) from None
-
-    def _checked(self, show: Show) -> Show:
-        """``show``, once every cue's prompt passed the prompt rules (RefusedPrompt names the cue)."""
-        for cue in show.cues:
-            try:
-                self._check_prompt(str(cue.params["prompt"]))
-            except RefusedPrompt as exc:
-                raise RefusedPrompt(f"show {show.name!r}, cue {cue.number}: {exc}") from None
-        return show
 
     # -- inside ------------------------------------------------------------------
 
@@ -609,7 +543,7 @@ class ShowDesk:
             self.library.save_state(
                 show=show.source if show else "", cue=number(self.current), standby=number(self.standby),
                 running=self.running, cue_state=self.cue_state, elapsed=round(self.countdown.elapsed(now), 2),
-                world=self._world,
+                world=self.world.last,
             )  # fmt: skip
         except LibraryBusy as exc:  # the next save (a change, or 5 s into a countdown) tries again
             self._log.warning("library_busy", time.monotonic(), "the show's place is not saved: %s", exc)
