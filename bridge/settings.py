@@ -87,6 +87,9 @@ class BridgeSettings:
     http_max_connections: int = 512
     http_connections_per_host: int = 64
     http_idle_s: float = 60.0
+    #: A WebSocket client (an operator page, an OSCQuery listener) is disconnected once more than this many
+    #: bytes sent to it wait unread in the bridge's memory (a client that does not read).
+    http_max_unsent_bytes: int = 4 * 1024 * 1024
     output: str = "ldm3d-out"
     #: The output folder as TouchDesigner's machine names it (``Z:/ldm3d-out``, ``//gpu-node/ldm3d-out``):
     #: it replaces the output root in every path the bridge announces. None: the paths as they are here.
@@ -252,6 +255,8 @@ class BridgeSettings:
             raise bad("http_connections_per_host", "use 1..http_max_connections")
         if self.http_idle_s < 1:
             raise bad("http_idle_s", "use at least 1 second (the WebSockets' heartbeat answers within 30 s)")
+        if self.http_max_unsent_bytes < 65536:
+            raise bad("http_max_unsent_bytes", "use at least 65536 (a page's hello and a status take tens of kB)")
         if not 1 <= self.visitor_max_chars <= 2000:
             raise bad("visitor_max_chars", "use 1..2000 characters")
         if self.visitor_interval_s <= 0:

@@ -46,9 +46,25 @@ def as_float(value: Arg, what: str) -> float:
 
 
 def as_str(value: Arg, what: str) -> str:
+    """A string that is text: no lone UTF-16 surrogate (see :func:`check_text`)."""
     if not isinstance(value, str):
         raise BadArguments(f"{what} must be a string, got {describe(value)}")
+    check_text(value, what)
     return value
+
+
+def check_text(value: str, what: str) -> None:
+    """BadArguments when ``value`` holds a lone UTF-16 surrogate (``"\\ud800"``, which JSON can carry
+    and UTF-8 cannot): not text, and it would fail later in the tokenizer or in a log line. OSC
+    over UDP cannot carry one (its strings are decoded as strict UTF-8); the page's JSON can."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadArguments(
+            f"{what} is not text: it holds a lone UTF-16 surrogate ({value[exc.start]!r}) at character {exc.start}"
+        ) from None
 
 
 def as_bool(value: Arg, what: str) -> bool:

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +122,56 @@ def _versions() -> dict[str, str]:
     return out
 
 
+#: What a job folder's meta.json must hold for the bridge to use the folder (whole numbers).
+META_REQUIRED = ("width", "height", "seed")
+
+
+class BadMeta(ValueError):
+    """A job folder's ``meta.json`` is not what the bridge wrote: not UTF-8, not JSON, not an
+    object, or a required key missing or of the wrong type (a folder copied in by hand, a disk
+    error, another program's file)."""
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """``folder/meta.json`` as a dict whose ``width``, ``height`` (positive) and ``seed`` are ints.
+    FileNotFoundError (or NotADirectoryError) when there is none; other OSErrors as they come;
+    :class:`BadMeta` when it is there but unusable."""
+    raw = (folder / "meta.json").read_bytes()
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadMeta(f"not UTF-8: byte {exc.start} is 0x{raw[exc.start]:02x}") from None
+    except ValueError as exc:  # JSONDecodeError
+        raise BadMeta(f"not JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes
+        raise BadMeta("not JSON: nested too deep") from None
+    if not isinstance(meta, dict):
+        raise BadMeta(f"it holds {_kind(meta)}, not an object")
+    for key in META_REQUIRED:
+        if key not in meta:
+            raise BadMeta(f"no {key!r}")
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadMeta(f"{key!r} is {_kind(value)}, not a whole number")
+        if key != "seed" and value <= 0:
+            raise BadMeta(f"{key!r} is {value}, not a size")
+    return meta
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a log line: ``a list``, ``a string``, ``null``…"""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
 class TextureWriter:
     """Writes job folders under ``root``. One writer per output folder."""
 
@@ -150,6 +201,9 @@ class TextureWriter:
                 raise ValueError("depth.exr needs the OpenEXR package: pip install 'ldm3d-bridge[exr]'") from None
         self._versions = _versions()
         self._lock = FolderLock(self.root)
+        #: Files logged as unreadable (each once), shared by every reading thread.
+        self._bad_logged: set[str] = set()
+        self._bad_lock = threading.Lock()
 
     def prepare(self) -> None:
         """Create the root, take its lock (FolderInUse if another bridge has it), and remove this
@@ -325,43 +379,85 @@ class TextureWriter:
         }
 
     def job_ids(self) -> list[str]:
-        """Complete jobs in the folder, oldest first."""
+        """Job folders' ids, oldest first (whether their meta.json reads is :meth:`find`'s business)."""
         try:
             return sorted(e.name for e in self.root.iterdir() if JOB_ID_RE.match(e.name) and e.is_dir())
-        except FileNotFoundError:
+        except OSError:  # no root (yet), or one this process may not read: no jobs
             return []
 
     def latest(self) -> dict[str, Any] | None:
+        """``latest.json`` as written, or None: missing, or not a JSON object in UTF-8 (logged once)."""
+        path = self.root / "latest.json"
         try:
-            data: dict[str, Any] = json.loads((self.root / "latest.json").read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+            self._unreadable(path, _reason(exc))
+            return None
+        if not isinstance(data, dict):
+            self._unreadable(path, f"it holds {_kind(data)}, not an object")
             return None
         return data
 
     def find(self, job_id: str) -> JobFiles | None:
-        """A job written earlier (also by an earlier run of the bridge), or a show's scene, or None."""
+        """A job written earlier (also by an earlier run of the bridge), or a show's scene; None when
+        there is none, or when its ``meta.json`` cannot be read (logged once per folder: skipped)."""
+        found = self.find_with_meta(job_id)
+        return found[0] if found is not None else None
+
+    def find_with_meta(self, job_id: str) -> tuple[JobFiles, dict[str, Any]] | None:
+        """:meth:`find`, and the job's ``meta.json`` (a JSON object, as read once)."""
         if not JOB_ID_RE.match(job_id):
             return None
         for folder in (self.root / job_id, self.scenes / job_id):
             try:
-                meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-                break
-            except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+                meta = read_meta(folder)
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-        else:
+            except (OSError, BadMeta) as exc:
+                self._unreadable(folder / "meta.json", _reason(exc))
+                continue
+            files = JobFiles(
+                job_id,
+                folder,
+                texture(folder, "rgb"),
+                texture(folder, "depth"),
+                folder / "meta.json",
+                meta["width"],
+                meta["height"],
+                meta["seed"],
+                self.announce_root,
+                meta.get("seamless") is True,
+            )
+            return files, meta
+        return None
+
+    def unreadable(self, job_id: str) -> str | None:
+        """Why job ``job_id``'s folder cannot be used (its ``meta.json`` does not read), or None: it
+        reads, or there is no such folder."""
+        if not JOB_ID_RE.match(job_id):
             return None
-        return JobFiles(
-            job_id,
-            folder,
-            texture(folder, "rgb"),
-            texture(folder, "depth"),
-            folder / "meta.json",
-            int(meta["width"]),
-            int(meta["height"]),
-            int(meta["seed"]),
-            self.announce_root,
-            meta.get("seamless") is True,
-        )
+        for folder in (self.root / job_id, self.scenes / job_id):
+            try:
+                read_meta(folder)
+                return None
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except (OSError, BadMeta) as exc:
+                return _reason(exc)
+        return None
+
+    def _unreadable(self, path: Path, reason: str) -> None:
+        """Log a file that cannot be read, once per path (a bad folder is seen at every page's hello)."""
+        key = str(path)
+        with self._bad_lock:
+            if key in self._bad_logged:
+                return
+            if len(self._bad_logged) >= 4096:  # bounded: a folder full of bad ones is logged again, rarely
+                self._bad_logged.clear()
+            self._bad_logged.add(key)
+        logger.warning("skipping %s: it cannot be read (%s)", path, reason)
 
     def _prune(self, newest: str) -> None:
         ids = self.job_ids()

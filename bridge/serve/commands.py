@@ -124,6 +124,9 @@ class Commands:
             case protocol.Recall(job_id):
                 files = self.writer.find(job_id)
                 if files is None:
+                    why = self.writer.unreadable(job_id)  # a folder copied in by hand, a damaged disk
+                    if why is not None:
+                        raise UnknownJob(f"job {job_id} cannot be recalled: its meta.json cannot be read: {why}")
                     raise UnknownJob(f"no finished job {job_id} in {self.writer.root}")
                 n.notify(sender, "/ldm3d/ready", *files.ready_args(), bound=bound)
             case protocol.Subscribe(port, host, lease):

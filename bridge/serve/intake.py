@@ -16,14 +16,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from bridge.contract import protocol
 from bridge.contract.access import allowed, take_token
 from bridge.errors import BridgeError, Unauthorized
 from bridge.notify.addresses import canonical_ip
-from bridge.notify.limits import Counters, LogLimiter
-from bridge.notify.notifier import Notifier
+from bridge.notify.limits import Counters, LogLimiter, TokenBuckets
+from bridge.notify.notifier import PAGE_PREFIX, Notifier
 from bridge.notify.subscribing import SubscriptionDesk
 from bridge.notify.subscriptions import Address
 from bridge.osc.codec import MAX_DATAGRAM, MalformedPacket, Message, decode_packet
@@ -33,6 +33,25 @@ logger = logging.getLogger(__name__)
 
 #: Carries out one command: (command, sender, reply bound or None, whether the token was given).
 Dispatch = Callable[[protocol.Command, Address, "int | None", bool], None]
+
+
+class JobBudget(TokenBuckets):
+    """The job-rate budget of each client host (``client_jobs_per_s``, burst ``client_jobs_burst``):
+    one per host, whichever way its jobs come, OSC over UDP (the sender's address, canonical as
+    :meth:`Intake.run` makes it) or an operator page on that host (``page:<its address>``). A host
+    that spent its burst over UDP is refused on its page too, and the other way round."""
+
+    def allow(self, key: Hashable, now: float) -> bool:
+        return super().allow(client_host(key), now)
+
+
+def client_host(sender: Hashable) -> Hashable:
+    """The host a sender's address names: a page's ``page:192.168.1.20`` is ``192.168.1.20``, and
+    ``::ffff:192.168.1.20`` (a page reached over IPv6) too."""
+    if isinstance(sender, str) and sender.startswith(PAGE_PREFIX):
+        host = sender[len(PAGE_PREFIX) :]
+        return host if "%" in host else (canonical_ip(host) or host)
+    return sender
 
 
 class Intake:

@@ -10,7 +10,6 @@ page instead of sending UDP (:data:`bridge.notify.notifier.PAGE_PREFIX`).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.contract import protocol
+from bridge.contract.arguments import check_text
 from bridge.contract.ranges import Ranges
 from bridge.errors import BridgeError, NotSupported
 from bridge.notify.limits import Counters, LogLimiter
@@ -120,15 +120,14 @@ class PageDesk:
         }
 
     def world(self, job_id: str) -> World | None:
-        files = self._writer.find(job_id)
-        if files is None:
+        """A job or scene whose folder reads (one that does not is skipped: the writer logs it once)."""
+        found = self._writer.find_with_meta(job_id)
+        if found is None:
             return None
-        try:
-            meta = json.loads(files.meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        files, meta = found
+        prompt = meta.get("prompt", "")
         info = {
-            "prompt": meta.get("prompt", ""),
+            "prompt": prompt if isinstance(prompt, str) else "",
             "width": files.width,
             "height": files.height,
             "seed": files.seed,
@@ -141,7 +140,14 @@ class PageDesk:
         return World(files.job_id, files.rgb, files.depth, info)
 
     def history(self, limit: int) -> list[str]:
-        return self._writer.job_ids()[::-1][:limit]
+        """The newest ``limit`` jobs whose folders read, newest first (a bad one is skipped, not counted)."""
+        ids: list[str] = []
+        for job_id in reversed(self._writer.job_ids()):
+            if len(ids) >= limit:
+                break
+            if self._writer.find(job_id) is not None:
+                ids.append(job_id)
+        return ids
 
     def on_screen(self) -> str | None:
         latest = self._writer.latest()
@@ -153,6 +159,9 @@ class PageDesk:
         self._counters.add("page_messages")
         try:
             command = protocol.parse(message)
+            for n, arg in enumerate(message.args, 1):  # what parse() did not read as text (JSON can hold a
+                if isinstance(arg, str):  # lone surrogate; UDP cannot): refused here, never met downstream
+                    check_text(arg, f"{message.address}: argument {n}")
             if isinstance(command, protocol.Subscribe | protocol.Unsubscribe):
                 raise NotSupported(f"{message.address}: a page hears every event already; this is for OSC clients")
             self._handle(command, page)

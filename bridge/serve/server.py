@@ -53,7 +53,7 @@ from bridge.output.subscribers import SubscriberFile
 from bridge.output.writer import TextureWriter
 from bridge.public.gate import PromptGate
 from bridge.serve.commands import Commands
-from bridge.serve.intake import Intake
+from bridge.serve.intake import Intake, JobBudget
 from bridge.serve.pages import PageDesk
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
@@ -114,7 +114,8 @@ class Bridge(Commands):
         self.display: dict[str, float | int] = {"fade": 2.0, "hold": 0, "blackout": 0, "strength": 1.0}
         self.counters = Counters()
         self.gate = PromptGate(settings.prompt_rules)  # BadRules now: a mistake in the file stops the start
-        self._job_limit = TokenBuckets(settings.client_jobs_per_s, settings.client_jobs_burst)
+        #: One job-rate budget per client host, its OSC messages and its pages together.
+        self._job_limit = JobBudget(settings.client_jobs_per_s, settings.client_jobs_burst)
         self._log = LogLimiter(logger)
         self._sock: socket.socket | None = None
         self._notifier: Notifier | None = None

@@ -37,11 +37,12 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, web, web_response
 
 from bridge.errors import BridgeError
 from bridge.osc.codec import Arg, encode_message
@@ -58,6 +59,8 @@ Values = Callable[[], Mapping[str, tuple[Arg, ...]]]
 LoopErrorHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 #: Events a listener may fall behind by before it misses some (a client that does not read).
 MAX_BACKLOG = 256
+#: What every response's ``Server`` header says: not the versions of Python and aiohttp, which only help an attacker.
+SERVER = "ldm3d-bridge"
 
 
 class WebServer:
@@ -94,7 +97,7 @@ class WebServer:
         self._latest: dict[str, tuple[Arg, ...]] = {}
         self._lock = threading.Lock()
         self._listeners: dict[web.WebSocketResponse, set[str]] = {}
-        self._outbox = Outbox(MAX_BACKLOG)
+        self._outbox = Outbox(MAX_BACKLOG, settings.http_max_unsent_bytes)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -126,22 +129,24 @@ class WebServer:
         """An event (thread-safe, never blocks): kept as the address's value and sent to its listeners."""
         with self._lock:
             self._latest[address] = args
-        if self._page is not None:
-            self._page.publish(address, args)
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if loop is not None and not loop.is_closed():  # one hop to the loop for the pages and the listeners
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is listening any more
-                loop.call_soon_threadsafe(self._fan_out, address, args)
+                loop.call_soon_threadsafe(self._on_loop, address, args, time.time())
 
     # -- the loop's thread ---------------------------------------------------------
 
     def _run(self, host: str, port: int) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        # aiohttp's own answers (a malformed request's 400, made before any app sees it) name it too: its
+        # default is this module global, read at every response (the signal below covers the app's answers)
+        if isinstance(getattr(web_response, "SERVER_SOFTWARE", None), str):
+            web_response.SERVER_SOFTWARE = SERVER  # type: ignore[attr-defined]
         app = web.Application(middlewares=[self._guard])
         app.on_response_prepare.append(_plain_server_header)
         if self._page is not None:
-            self._page.attach(app)
+            self._page.attach(app, self._settings.http_max_unsent_bytes)
         if self._static is not None:
             app.router.add_get("/ui/{name:.+}", self._ui)
             if self._visitors is not None:
@@ -250,9 +255,10 @@ class WebServer:
         return host_info(self._name, osc_ip, self._osc_port, here, self.port)
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=30.0)
+        ws = web.WebSocketResponse(heartbeat=30.0, compress=False)  # events are framed once for all listeners
         await ws.prepare(request)
         self._listeners[ws] = set()
+        self._outbox.add(ws, request.transport, f"an OSCQuery listener at {request.remote}")
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT:
@@ -276,18 +282,20 @@ class WebServer:
         else:
             await ws.send_str(json.dumps({"ERROR": f"cannot {verb} {path!r}"}))
 
+    def _on_loop(self, address: str, args: tuple[Arg, ...], sent_at: float) -> None:
+        if self._page is not None:
+            self._page.event(address, args, sent_at)
+        self._fan_out(address, args)
+
     def _fan_out(self, address: str, args: tuple[Arg, ...]) -> None:
         targets = [ws for ws, paths in self._listeners.items() if address in paths and not ws.closed]
-        if not targets:
-            return
-        data = encode_message(address, *args)
-        for ws in targets:
-            self._outbox.send(ws, data)
+        if targets:
+            self._outbox.send_all(targets, encode_message(address, *args))
 
 
 async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
     """``Server: ldm3d-bridge``: not the versions of Python and aiohttp, which only help an attacker."""
-    response.headers["Server"] = "ldm3d-bridge"
+    response.headers["Server"] = SERVER
 
 
 class KnownNames:

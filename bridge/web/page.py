@@ -12,6 +12,13 @@ bridge → page   ``{"type": "hello", …}`` once, then ``{"type": "event", "add
                 with the texture URLs), ``{"type": "reply", "re": 7, "address", "args"}``
                 for the answers to this page's own messages, and ``{"type": "status", …}``
                 whenever the queue, the running job or the show changes.
+
+Sending is cheap with many pages (docs/performance.md, "The operator page"): each message is
+encoded and framed once and the same bytes written to every page (:mod:`bridge.web.outbox`); what
+is pending goes out together, at the next turn of the loop, or within :data:`COALESCE_S` for
+progress-like messages, of which only the newest of each kind waits (a job's progress, the
+heartbeat, the status). A page that does not read is disconnected once ``http_max_unsent_bytes``
+wait for it.
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -33,13 +39,24 @@ from typing import Any, ClassVar, Protocol
 from aiohttp import WSMsgType, web
 
 from bridge.osc.codec import Arg, Message
-from bridge.web.outbox import Outbox
+from bridge.web.outbox import Outbox, frame
 from bridge.web.textures import TextureStore
 
 logger = logging.getLogger(__name__)
 
-#: Messages a page may fall behind by before it misses some (a tab in the background does not read).
+#: Sends a page not added to the outbox may fall behind by before it misses some (every page is added).
 MAX_BACKLOG = 512
+#: Progress-like messages wait at most this long to go out together (the newest of each kind only).
+COALESCE_S = 0.1
+#: Events of which only the newest waiting matters, each address with whether its job id (the first
+#: argument) tells them apart.
+COALESCED = {
+    "/ldm3d/progress": True,
+    "/ldm3d/progress/fraction": False,
+    "/ldm3d/state": False,
+    "/ldm3d/busy": False,
+    "/ldm3d/show/progress": False,
+}
 #: How often the queue, the running job and the show are compared with what the pages were told.
 STATUS_EVERY_S = 0.25
 #: Jobs in the page's history when it connects.
@@ -59,6 +76,15 @@ class World:
     depth: Path
     #: What the page shows beside it: prompt, width, height, seed, seamless, created, mode, model, scene.
     info: dict[str, Any]
+
+
+@dataclass
+class _Pending:
+    """A message waiting to go out, framed once: for every page (``to`` None) or for one."""
+
+    frame: bytes
+    key: str | None = None
+    to: int | None = None
 
 
 class PageBackend(Protocol):
@@ -90,6 +116,9 @@ class PageHub:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ldm3d-http-io")
         self._pages: dict[int, web.WebSocketResponse] = {}
         self._outbox = Outbox(MAX_BACKLOG)
+        self._pending: list[_Pending] = []
+        self._flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._flush_now = False
         self._numbers = iter(range(1, 1 << 62))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
@@ -101,7 +130,11 @@ class PageHub:
 
     # -- wiring (on the loop's thread) -------------------------------------------------
 
-    def attach(self, app: web.Application) -> None:
+    def attach(self, app: web.Application, max_unsent: int | None = None) -> None:
+        """Serve the page's socket and textures on ``app``; a page is disconnected once more than
+        ``max_unsent`` bytes wait for it (None: the outbox's default)."""
+        if max_unsent is not None:
+            self._outbox.max_unsent = max_unsent
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/t/{name}", self._texture)
         app.on_startup.append(self._started)
@@ -123,15 +156,6 @@ class PageHub:
 
     # -- from the bridge's threads ---------------------------------------------------------
 
-    def publish(self, address: str, args: tuple[Arg, ...]) -> None:
-        """An event every page gets (thread-safe, never blocks)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        sent_at = time.time()
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(self._event, address, args, sent_at)
-
     def reply(self, page: Address, address: str, args: tuple[Arg, ...]) -> None:
         """An answer for one page (thread-safe, never blocks)."""
         loop = self._loop
@@ -147,11 +171,15 @@ class PageHub:
 
     # -- the loop's thread -------------------------------------------------------------------
 
-    def _event(self, address: str, args: tuple[Arg, ...], sent_at: float) -> None:
+    def event(self, address: str, args: tuple[Arg, ...], sent_at: float) -> None:
+        """An event every page gets (the HTTP server hands each one on here, on the loop's thread)."""
         if address == "/ldm3d/ready" and args:
             self._outbox.keep(asyncio.ensure_future(self._ready(str(args[0]), args, sent_at)))
             return
-        self._broadcast({"type": "event", "address": address, "args": list(args), "t": sent_at})
+        key = None
+        if address in COALESCED:
+            key = f"{address} {args[0]!r}" if COALESCED[address] and args else address
+        self._queue(json.dumps({"type": "event", "address": address, "args": list(args), "t": sent_at}), key)
 
     async def _ready(self, job_id: str, args: tuple[Arg, ...], sent_at: float) -> None:
         assert self._ready_lock is not None
@@ -160,14 +188,18 @@ class PageHub:
                 self._screen = job_id
             world = await self._world(job_id)
             event = {"type": "event", "address": "/ldm3d/ready", "args": list(args), "t": sent_at}
-            self._broadcast({**event, "world": world})
+            self._queue(json.dumps({**event, "world": world}))
 
     async def _world(self, job_id: str) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._world_now, job_id)
 
     def _world_now(self, job_id: str) -> dict[str, Any] | None:
-        world = self._backend.world(job_id)
+        try:
+            world = self._backend.world(job_id)
+        except Exception:  # one job that cannot be shown never closes every page's connection
+            logger.exception("cannot offer job %s to the page", job_id)
+            return None
         if world is None:
             return None
         try:
@@ -178,15 +210,39 @@ class PageHub:
             return None
         return {"job_id": world.job_id, **world.info, **urls}
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message)
-        for number in list(self._pages):
-            self._send(number, text)
-
     def _send(self, number: int, text: str) -> None:
-        ws = self._pages.get(number)
-        if ws is not None:
-            self._outbox.send(ws, text)
+        """``text`` for page ``number`` only (a reply), in order with what every page is sent."""
+        if number in self._pages:
+            self._queue(text, to=number)
+
+    def _queue(self, text: str, key: str | None = None, to: int | None = None) -> None:
+        """``text`` for every page (``to`` None) or one, framed once; it goes out at the next turn of the
+        loop, or, with a ``key`` (only the newest of each key waits), within :data:`COALESCE_S`."""
+        if not self._pages:
+            return
+        if key is not None:
+            self._pending = [p for p in self._pending if p.key != key]
+        self._pending.append(_Pending(frame(text), key, to))
+        loop = asyncio.get_running_loop()
+        if key is None and not self._flush_now:
+            if self._flush_at is not None:
+                self._flush_at.cancel()
+            self._flush_at, self._flush_now = loop.call_soon(self._flush), True
+        elif self._flush_at is None:
+            self._flush_at = loop.call_later(COALESCE_S, self._flush)
+
+    def _flush(self) -> None:
+        """Write what is pending: one write per page, the same bytes for every page without a reply."""
+        pending, self._pending = self._pending, []
+        self._flush_at, self._flush_now = None, False
+        everyone = b"".join(p.frame for p in pending if p.to is None)
+        own = {p.to for p in pending if p.to is not None}
+        for number, ws in list(self._pages.items()):
+            data = everyone
+            if number in own:
+                data = b"".join(p.frame for p in pending if p.to is None or p.to == number)
+            if data:
+                self._outbox.write(ws, data)
 
     async def _watch_status(self) -> None:
         while True:
@@ -202,8 +258,7 @@ class PageHub:
                 continue
             if same != self._last_status:  # a countdown that only went down is no change: pages count it
                 self._last_status = same
-                for number in list(self._pages):
-                    self._send(number, text)
+                self._queue(text, key="status")
 
     async def _hello(self, number: int) -> str:
         backend = self._backend
@@ -218,13 +273,18 @@ class PageHub:
         return json.dumps({**hello, "status": backend.status()})
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_MESSAGE)
+        # not compressed: the frames are built once for every page (and a deflate context costs each page memory)
+        ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_MESSAGE, compress=False)
         await ws.prepare(request)
         number = next(self._numbers)
         page: Address = (f"page:{request.remote or '?'}", number)
         hello = await self._hello(number)
-        await ws.send_str(hello)
+        try:
+            await ws.send_str(hello)
+        except ConnectionError:  # it left before its hello (aiohttp's reset error is a ConnectionResetError)
+            return ws
         self._pages[number] = ws
+        self._outbox.add(ws, request.transport, f"the operator page {number} from {request.remote}")
         logger.info("an operator page connected from %s (page %d)", request.remote, number)
         try:
             async for message in ws:
@@ -243,11 +303,9 @@ class PageHub:
             if not isinstance(address, str) or not isinstance(args, list):
                 raise TypeError
             message = Message(address, tuple(_arg(a) for a in args))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # Recursion: nested JSON
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # Recursion: nested JSON
             re = data.get("id") if isinstance(data, dict) else None
             usage = 'send {"id": n, "address": "/ldm3d/…", "args": [strings and numbers]}'
-            if isinstance(exc, UnicodeEncodeError):
-                usage = f"an argument is not text: {exc.reason} at character {exc.start} (a lone UTF-16 surrogate)"
             error = {"type": "reply", "re": re, "address": "/ldm3d/error", "args": ["", "bad_arguments", usage]}
             self._send(number, json.dumps(error))
             return
@@ -273,9 +331,8 @@ class PageHub:
 def _arg(value: Any) -> Arg:
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, str):
-        value.encode("utf-8")  # JSON may carry a lone surrogate ("\\ud800"), which is not text: UnicodeEncodeError
-        return value
+    if isinstance(value, str):  # JSON may carry a lone surrogate ("\\ud800"): refused as not text by the parser,
+        return value  # naming the argument (bridge.contract.arguments.check_text)
     if isinstance(value, int | float):
         return value
     raise TypeError(f"not an OSC argument: {value!r}")
