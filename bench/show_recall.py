@@ -27,8 +27,8 @@ from bridge.output.job_ids import new_job_id
 from bridge.output.writer import TextureWriter
 from bridge.serve.server import Bridge
 from bridge.settings import BridgeSettings
-from bridge.show.cues import load_show
 from bridge.show.library import SceneLibrary
+from bridge.show.reading import load_show
 
 
 def write_show(folder: Path, scenes: int) -> Path:

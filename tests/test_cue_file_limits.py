@@ -16,7 +16,8 @@ from bridge.errors import BadShow
 from bridge.osc.client import OscClient
 from bridge.serve.server import Bridge
 from bridge.show import reading
-from bridge.show.cues import MAX_SHOW_BYTES, load_show, parse_show, read_show, read_show_file
+from bridge.show.cues import MAX_SHOW_BYTES
+from bridge.show.reading import load_show, parse_show, read_show, read_show_file
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]

@@ -18,7 +18,8 @@ from bridge.cli.main import main
 from bridge.errors import BadShow
 from bridge.settings import BridgeSettings
 from bridge.show.checks import WRAP_MULTIPLES, CueLimits, check_cues, cue_limits, cue_mistakes
-from bridge.show.cues import Cue, Show, parse_show, read_show
+from bridge.show.cues import Cue, Show
+from bridge.show.reading import parse_show, read_show
 from ldm3d_engine.models.base import EngineBase
 
 ROOT = Path(__file__).resolve().parent.parent

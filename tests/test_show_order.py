@@ -4,7 +4,8 @@ skipped cues and through ``goto``, with and without ``loop``."""
 from __future__ import annotations
 
 from bridge.show import order
-from bridge.show.cues import Show, parse_show
+from bridge.show.cues import Show
+from bridge.show.reading import parse_show
 
 
 def _show(loop: bool, fallback: str | None = None, goto: str | None = None) -> Show:

@@ -21,8 +21,9 @@ from bridge.cli.main import main
 from bridge.errors import BadShow
 from bridge.osc.client import OscClient
 from bridge.serve.server import Bridge
-from bridge.show.cues import cue_number, load_show, parse_show
+from bridge.show.cues import cue_number
 from bridge.show.library import SceneLibrary
+from bridge.show.reading import load_show, parse_show
 from ldm3d_engine.errors import InvalidRequest
 from ldm3d_engine.types import GenerateRequest
 

@@ -96,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _raise_descriptor_limit()
     if settings.show:
         from bridge.show.checks import cue_limits
-        from bridge.show.cues import load_show
+        from bridge.show.reading import load_show
 
         # a mistake in the cue file (also a cue the model would refuse) stops serve now, with its line
         load_show(Path(settings.show), cue_limits(settings))

@@ -14,9 +14,10 @@ from bridge.cli.args import MODEL_KEYS
 from bridge.cli.jobs import CliError, engine_settings
 from bridge.contract.requests import generate_then_upscale
 from bridge.settings import BridgeSettings, load_settings
-from bridge.show.checks import CueLimits, cue_limits
-from bridge.show.cues import Cue, Show, ShowReading, read_show_file
+from bridge.show.checks import CueLimits, cue_limits, with_limits
+from bridge.show.cues import Cue, Show, ShowReading
 from bridge.show.library import SceneLibrary
+from bridge.show.reading import read_show_file
 from ldm3d_engine.presets import PRESETS
 
 
@@ -88,7 +89,7 @@ def cmd_pregen(args: argparse.Namespace) -> int:
     from bridge.show.library import SceneLibrary
     from ldm3d_engine import InvalidRequest, OutOfMemory, UnsafeContent, load_engine
 
-    early = read.with_limits(cue_limits(settings))  # from the presets: before minutes of loading
+    early = with_limits(read, cue_limits(settings))  # from the presets: before minutes of loading
     if early.cue_mistakes:
         sys.stderr.write(f"cue {', '.join(early.cue_mistakes)}: a mistake each (listed at the end); skipped\n")
     writer = TextureWriter(Path(settings.output), fmt=settings.format)
@@ -109,7 +110,7 @@ def cmd_pregen(args: argparse.Namespace) -> int:
                 upscaler = load_engine(
                     dataclasses.replace(engine_settings(settings), model=settings.upscale_model, depth_model=None)
                 )
-            checked = read.with_limits(CueLimits.of_engines(engine, upscaler))  # exactly what they refuse
+            checked = with_limits(read, CueLimits.of_engines(engine, upscaler))  # exactly what they refuse
             scenes = _unique_scenes(checked.valid_cues, engine.identity)
             missing = [(key, cue) for key, cue in scenes.items() if library.scene_id(key) is None]
         bar = _Progress(len(scenes), len(scenes) - len(missing))

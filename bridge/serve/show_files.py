@@ -11,7 +11,8 @@ from bridge.contract.paths import resolve_input_path
 from bridge.errors import BadShow, NotSupported, RefusedPrompt
 from bridge.settings import BridgeSettings
 from bridge.show.checks import cue_limits
-from bridge.show.cues import Show, load_show
+from bridge.show.cues import Show
+from bridge.show.reading import load_show
 
 #: The mistakes of a cue file ``/ldm3d/show/load`` names in its error (``show check`` lists them all).
 MAX_MISTAKES = 10

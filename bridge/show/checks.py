@@ -21,15 +21,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from bridge.show.cues import Cue, Mistake, Show, ShowReading
 from ldm3d_engine.errors import InvalidRequest
 from ldm3d_engine.presets import FOLDER_DEFAULTS, NATIVE_SCHEDULERS, PRESETS, Preset, get_preset
 from ldm3d_engine.types import ResolvedRequest, UpscaleRequest
 from ldm3d_engine.validation import resolve_text, resolve_upscale
-
-if TYPE_CHECKING:
-    from bridge.show.cues import Cue, Mistake, Show
 
 #: The wrap multiple (8 · 2^the UNet's downsamplings) of the presets whose UNet is known: Intel's
 #: LDM3D UNets halve three times; the tiny models' once (a test loads them and compares).
@@ -94,13 +92,17 @@ def _preset(model: str, preset: str | None) -> Preset:
 
 def check_cues(show: Show, limits: CueLimits) -> tuple[Mistake, ...]:
     """Every mistake of every cue of ``show`` against ``limits``, each a ``file:line: message``."""
-    from bridge.show.cues import Mistake
-
     return tuple(
         Mistake(line, f"{show.source}:{line}: {message}" if line else f"{show.source}: {message}", cue.number)
         for cue in show.cues
         for line, message in _cue_mistakes(cue, limits)
     )
+
+
+def with_limits(reading: ShowReading, limits: CueLimits) -> ShowReading:
+    """``reading`` with each of its cues also checked against the model's ``limits``."""
+    show = reading.show or Show("", reading.cues, source=reading.source)
+    return ShowReading(reading.source, reading.show, reading.cues, (*reading.found, *check_cues(show, limits)))
 
 
 def cue_mistakes(show: Show, limits: CueLimits) -> dict[str, tuple[str, ...]]:

@@ -22,10 +22,11 @@
 Pure: text in, :class:`Show` out. Every mistake of a file is found, each a ``file:line: message``
 line; :class:`BadShow` carries them all (``mistakes``). A file is bounded: ``MAX_SHOW_BYTES``
 (checked before it is read or parsed), ``MAX_CUES``, ``MAX_NESTING`` (both before parsing), and
-``MAX_CHARS`` for names and prompts; each limit passed is a mistake too. :func:`read_show` keeps them
-apart (the show's, and each cue's by number) for ``pregen``, which renders the cues without one. With
-:class:`~bridge.show.checks.CueLimits`, each cue is also checked against the model's limits,
-without loading it (:mod:`bridge.show.checks`).
+``MAX_CHARS`` for names and prompts; each limit passed is a mistake too. :class:`ShowReading` keeps
+them apart (the show's, and each cue's by number) for ``pregen``, which renders the cues without one.
+This module holds what a show is; reading one is :mod:`bridge.show.reading` (``load_show``,
+``parse_show``, ``read_show``, ``read_show_file``); checking its cues against a model's limits,
+without loading it, :mod:`bridge.show.checks`. Each imports only the modules before it.
 """
 
 from __future__ import annotations
@@ -34,18 +35,14 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge.contract.arguments import cue_number
 from bridge.errors import BadShow
 from ldm3d_engine.types import GenerateRequest
 
-if TYPE_CHECKING:
-    from bridge.show.checks import CueLimits
-
 #: ``cue_number`` is here too: the cue-number rule, for whoever reads cue files.
-__all__ = ["Cue", "Mistake", "Show", "ShowReading", "cue_number", "load_show", "parse_show", "read_show"]
+__all__ = ["Cue", "Mistake", "Show", "ShowReading", "cue_number", "too_large"]
 
 CONTINUES = ("none", "follow")
 SHOW_KEYS = ("name", "loop", "fallback", "fade", "cue")
@@ -210,48 +207,8 @@ class ShowReading:
             raise BadShow(*self.mistakes)
         return self.show
 
-    def with_limits(self, limits: CueLimits) -> ShowReading:
-        """The same with each cue also checked against the model's ``limits``."""
-        from bridge.show.checks import check_cues
-
-        cues = self.show or Show("", self.cues, source=self.source)
-        return ShowReading(self.source, self.show, self.cues, (*self.found, *check_cues(cues, limits)))
-
-
-def read_show(text: str, source: str = "<show>", limits: CueLimits | None = None) -> ShowReading:
-    """The show in ``text`` with all its mistakes (and the model's, given its ``limits``); never raises."""
-    from bridge.show.reading import read
-
-    reading = read(text, source)
-    return reading.with_limits(limits) if limits is not None else reading
-
 
 def too_large(source: str, size: int | None = None) -> str:
     """The mistake of a cue file over ``MAX_SHOW_BYTES`` (``size``: its size, when known)."""
     sized = f"{size:,} bytes" if size is not None else f"more than {MAX_SHOW_BYTES:,} bytes"
     return f"{source}: the cue file is {sized}; a cue file has at most {MAX_SHOW_BYTES:,} (split the show)"
-
-
-def read_show_file(path: Path, limits: CueLimits | None = None) -> ShowReading:
-    """:func:`read_show` of a file; one that cannot be read, or is too large (from its size, before it
-    is read; and never more than the limit is read), is one mistake."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_SHOW_BYTES:
-            return ShowReading(str(path), None, (), (Mistake(0, too_large(str(path), size)),))
-        with path.open(encoding="utf-8") as file:
-            text = file.read(MAX_SHOW_BYTES + 1)  # a file growing meanwhile, or not a plain file
-    except (OSError, UnicodeDecodeError) as exc:
-        return ShowReading(str(path), None, (), (Mistake(0, f"{path}: cannot read the cue file: {exc}"),))
-    if len(text) > MAX_SHOW_BYTES:  # its size said less: not read further
-        return ShowReading(str(path), None, (), (Mistake(0, too_large(str(path))),))
-    return read_show(text, str(path), limits)
-
-
-def parse_show(text: str, source: str = "<show>", limits: CueLimits | None = None) -> Show:
-    """The show in ``text``; :class:`BadShow` with a ``source:line: …`` line for every mistake."""
-    return read_show(text, source, limits).checked()
-
-
-def load_show(path: Path, limits: CueLimits | None = None) -> Show:
-    return read_show_file(path, limits).checked()

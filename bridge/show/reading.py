@@ -1,5 +1,7 @@
 """Reading a cue file with every mistake kept: the rules of each key, and the line each key is
-written on (tomllib keeps no positions). The public side is :mod:`bridge.show.cues`.
+written on (tomllib keeps no positions). :func:`load_show` and :func:`parse_show` give the show
+(or one :class:`BadShow` with every mistake), :func:`read_show_file` and :func:`read_show` the
+reading itself, never raising; with a model's ``limits`` every cue is also checked against them.
 
 A mistake belongs to its cue (by number) when it is about that cue's own keys; the show's own keys,
 a cue without a usable number, a number used twice, and a ``fallback`` or ``goto`` that names no cue
@@ -17,9 +19,11 @@ import re
 import reprlib
 import tomllib
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from bridge.contract.arguments import CUE_NUMBER, cue_number
+from bridge.show.checks import CueLimits, with_limits
 from bridge.show.cues import (
     CONTINUES,
     CUE_KEYS,
@@ -49,6 +53,38 @@ _QUOTE.maxstring = _QUOTE.maxother = 60
 _QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict = 2, 4, 4
 #: The cues a message lists (``cues: 1, 2, …``) before it says how many there are in all.
 _LISTED = 12
+
+
+def read_show(text: str, source: str = "<show>", limits: CueLimits | None = None) -> ShowReading:
+    """The show in ``text`` with all its mistakes (and the model's, given its ``limits``); never raises."""
+    reading = read(text, source)
+    return with_limits(reading, limits) if limits is not None else reading
+
+
+def read_show_file(path: Path, limits: CueLimits | None = None) -> ShowReading:
+    """:func:`read_show` of a file; one that cannot be read, or is too large (from its size, before it
+    is read; and never more than the limit is read), is one mistake."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SHOW_BYTES:
+            return ShowReading(str(path), None, (), (Mistake(0, too_large(str(path), size)),))
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_SHOW_BYTES + 1)  # a file growing meanwhile, or not a plain file
+    except (OSError, UnicodeDecodeError) as exc:
+        return ShowReading(str(path), None, (), (Mistake(0, f"{path}: cannot read the cue file: {exc}"),))
+    if len(text) > MAX_SHOW_BYTES:  # its size said less: not read further
+        return ShowReading(str(path), None, (), (Mistake(0, too_large(str(path))),))
+    return read_show(text, str(path), limits)
+
+
+def parse_show(text: str, source: str = "<show>", limits: CueLimits | None = None) -> Show:
+    """The show in ``text``; :class:`BadShow` with a ``source:line: …`` line for every mistake."""
+    return read_show(text, source, limits).checked()
+
+
+def load_show(path: Path, limits: CueLimits | None = None) -> Show:
+    """The show in the file at ``path``; :class:`BadShow` with every mistake."""
+    return read_show_file(path, limits).checked()
 
 
 def read(text: str, source: str) -> ShowReading:
