@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,10 +29,10 @@ from bridge.osc.client import OscClient
 from bridge.osc.codec import Message
 from bridge.serve.server import Bridge
 from bridge.show.library import WAIT_S, SceneLibrary
+from tests.show_states import HandClock, shown, state_where
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]
-State = tuple[object, ...]
 
 pytestmark = pytest.mark.timeout(180)  # each test takes seconds: a hang fails fast
 
@@ -66,22 +65,6 @@ steps = 1
 duration = 5
 continue = "follow"
 """
-
-
-class HandClock:
-    """The show desk's clock, moved by the test (the bridge's monitor reads it ten times a second)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 @pytest.fixture
@@ -252,20 +235,6 @@ def test_readers_wait_a_quarter_second_at_most_for_a_library_held_before_them(
 # -- real bridges --------------------------------------------------------------------------------
 
 
-def _state_where(client: OscClient, wanted: Callable[[State], bool], timeout: float = 60) -> State:
-    """The next /ldm3d/show/state that ``wanted`` accepts (earlier ones may still be on their way)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = client.wait_for(["/ldm3d/show/state"], max(0.1, deadline - time.monotonic()))[-1].args
-        if wanted(state):
-            return state
-    raise TimeoutError("no such /ldm3d/show/state")
-
-
-def _shown(client: OscClient, number: str) -> State:
-    return _state_where(client, lambda s: s[1:3] == (number, "shown"))
-
-
 def _pong_within(client: OscClient, seconds: float) -> float:
     """Ping the bridge (behind whatever it handles now): how long the pong took."""
     started = time.monotonic()
@@ -309,9 +278,9 @@ def test_serve_starts_on_a_damaged_library_and_recalls_the_scenes_of_its_folders
     assert _pong_within(client, 5) < 5
     time.sleep(0.3)  # the show desk's clock has looked for a saved show
     client.send("/ldm3d/show/state")
-    assert _state_where(client, lambda s: True, 5)[0] == ""  # its place was lost with the library: no show
+    assert state_where(client, lambda s: True, 5)[0] == ""  # its place was lost with the library: no show
     client.send("/ldm3d/show/load", "faults.toml", 0)
-    _state_where(client, lambda s: s[3] == "0", 10)
+    state_where(client, lambda s: s[3] == "0", 10)
     for number in ("1", "0"):  # recalled from the adopted folders, without a job
         ready, _ = _recalled(client, number)
         assert ready.args[1] == made[number]
@@ -334,7 +303,7 @@ def test_a_locked_library_stalls_no_thread_and_the_loop_shows_the_scenes_made_me
     client.subscribe_self()
     client.send("/ldm3d/show/load", "faults.toml")
     client.wait_for(["/ldm3d/ready"], 60)
-    _shown(client, "0")
+    shown(client, "0")
     db = bridge.writer.root / "scenes.sqlite"
     caplog.set_level(logging.WARNING)
     other = holder(db, False)  # another process holds the library (SQLite would wait 5 s for it)
@@ -345,7 +314,7 @@ def test_a_locked_library_stalls_no_thread_and_the_loop_shows_the_scenes_made_me
         seen = client.wait_for(["/ldm3d/ready", "/ldm3d/error"], 60)
         assert seen[-1].address == "/ldm3d/ready", seen[-1]  # before: write_failed, the fallback shown
         made[number] = seen[-1].args[0]  # the job's id is its scene's
-        _shown(client, number)
+        shown(client, number)
     assert bridge.shows.library.pending == 2
     # a show command on the intake thread, a ping behind it, the page meanwhile: none waits 5 s
     ready, took = _recalled(client, "1")  # from memory while its row is pending
@@ -410,7 +379,7 @@ def test_a_library_locked_before_the_start_answers_library_busy_and_the_show_goe
     assert len([r for r in caplog.records if "show's clock" in r.getMessage()]) == 1
     other.close()  # free: GO fires the standby
     client.send("/ldm3d/cue/go")
-    assert _state_where(client, lambda s: s[1] == "0")[2] in ("rendering", "shown")
+    assert state_where(client, lambda s: s[1] == "0")[2] in ("rendering", "shown")
     client.wait_for(["/ldm3d/ready"], 60)
 
 
@@ -434,5 +403,5 @@ def test_a_saved_show_locked_at_the_start_resumes_once_the_library_is_free(
     client.subscribe_self()
     time.sleep(0.8)  # a few ticks meet the lock
     other.close()
-    state = _state_where(client, lambda s: s[0] == "Faults", 10)  # the next tick resumes it
+    state = state_where(client, lambda s: s[0] == "Faults", 10)  # the next tick resumes it
     assert state[1] == "1"

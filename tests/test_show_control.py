@@ -22,14 +22,13 @@ from PIL import Image
 
 from bridge.errors import WriteFailed
 from bridge.osc.client import OscClient
-from bridge.osc.codec import Message
 from bridge.serve.server import Bridge
 from bridge.show.builtin import BUILTIN_ID
 from ldm3d_engine.errors import OutOfMemory
+from tests.show_states import HandClock, asked, drain, shown, state_where
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]
-State = tuple[object, ...]
 
 CONTROL = """\
 name = "Control"
@@ -66,22 +65,6 @@ steps = 1
 """
 
 
-class HandClock:
-    """The show desk's clock, moved by the test (the bridge's monitor reads it ten times a second)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
-
 @pytest.fixture
 def show_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "shows"
@@ -90,42 +73,13 @@ def show_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def _state_where(client: OscClient, wanted: Callable[[State], bool], timeout: float = 60) -> State:
-    """The next /ldm3d/show/state that ``wanted`` accepts (earlier ones may still be on their way)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = client.wait_for(["/ldm3d/show/state"], max(0.1, deadline - time.monotonic()))[-1].args
-        if wanted(state):
-            return state
-    raise TimeoutError("no such /ldm3d/show/state")
-
-
-def _asked(client: OscClient) -> State:
-    """The state, asked for now (its countdown as it stands)."""
-    client.send("/ldm3d/show/state")
-    return client.wait_for(["/ldm3d/show/state"], 10)[-1].args
-
-
-def _drain(client: OscClient, seconds: float) -> list[Message]:
-    """Every message that arrives within ``seconds``."""
-    seen: list[Message] = []
-    deadline = time.monotonic() + seconds
-    while (message := client.receive(max(0.0, deadline - time.monotonic()))) is not None:
-        seen.append(message)
-    return seen
-
-
-def _shown(client: OscClient, number: str) -> State:
-    return _state_where(client, lambda s: s[1:3] == (number, "shown"))
-
-
 def _on_cue_0(start_bridge: Start, client_for: ClientFor, show_dir: Path, **settings: Any) -> tuple[Bridge, OscClient]:
     """A bridge running control.toml, its fallback cue "0" on screen, and a subscribed client."""
     bridge = start_bridge(input_dirs=(str(show_dir),), **settings)
     client = client_for(bridge)
     client.subscribe_self()
     client.send("/ldm3d/show/load", "control.toml")
-    _shown(client, "0")
+    shown(client, "0")
     return bridge, client
 
 
@@ -141,31 +95,31 @@ def test_standby_go_goto_prewait_and_fade(start_bridge: Start, client_for: Clien
     assert state[:4] == ("Control", "", "", "0") and state[9] == -1.0  # nothing fired, "0" stands by
     deadline = time.monotonic() + 60
     while not bridge.shows.cues()[0]["rendered"] and time.monotonic() < deadline:  # the fallback, made quietly
-        seen += _drain(client, 0.1)
+        seen += drain(client, 0.1)
     assert not any(m.address == "/ldm3d/ready" for m in seen)  # the dome was left alone
     client.send("/ldm3d/cue/go")
     fallback = client.wait_for(["/ldm3d/ready"], 10)[-1]  # the scene made quietly, now fired
     assert "harbour" in Path(str(fallback.args[3])).read_text()
-    assert _shown(client, "0")[3] == "1"  # after "0", "1" stands by
+    assert shown(client, "0")[3] == "1"  # after "0", "1" stands by
     client.send("/ldm3d/cue/standby", 3)
-    assert _state_where(client, lambda s: s[3] == "3")[1] == "0"  # moved, not fired
+    assert state_where(client, lambda s: s[3] == "3")[1] == "0"  # moved, not fired
     client.send("/ldm3d/cue/go")
-    assert _shown(client, "3")[3] == ""  # the last cue, no loop: nothing stands by
+    assert shown(client, "3")[3] == ""  # the last cue, no loop: nothing stands by
     client.send("/ldm3d/cue/go")
     error = client.wait_for(["/ldm3d/error"], 10)[-1]
     assert error.args[1] == "unknown_cue" and "nothing stands by" in str(error.args[2])
     client.send("/ldm3d/cue", "2")  # a pre-wait of 10 s: nothing goes out until the clock has moved
-    waiting = _state_where(client, lambda s: s[1] == "2")
+    waiting = state_where(client, lambda s: s[1] == "2")
     assert waiting[2:4] == ("prewait", "1") and waiting[9] == 10.0  # and its goto stands by
-    assert not any(m.address in ("/ldm3d/ready", "/ldm3d/accepted") for m in _drain(client, 0.5))
+    assert not any(m.address in ("/ldm3d/ready", "/ldm3d/accepted") for m in drain(client, 0.5))
     clock.advance(10)
     seen = client.wait_for(["/ldm3d/ready"], 60)
     fades = [i for i, m in enumerate(seen) if m.address == "/ldm3d/display/fade"]
     assert fades and seen[fades[0]].args == (5.0,) and fades[0] < len(seen) - 1  # the cue's fade, before its world
     assert bridge.display["fade"] == 5.0
-    assert _shown(client, "2")[3] == "1"
+    assert shown(client, "2")[3] == "1"
     client.send("/ldm3d/cue/back")
-    assert _state_where(client, lambda s: s[1] != "2")[1] == "1"
+    assert state_where(client, lambda s: s[1] != "2")[1] == "1"
 
 
 def test_pause_freezes_the_countdown_resume_goes_on_start_begins_again(
@@ -174,28 +128,28 @@ def test_pause_freezes_the_countdown_resume_goes_on_start_begins_again(
     clock = HandClock()
     _, client = _on_cue_0(start_bridge, client_for, show_dir, show_clock=clock)
     client.send("/ldm3d/cue", "1")
-    _shown(client, "1")
-    assert _asked(client)[9] == 100.0  # its duration counts from when its world went out
+    shown(client, "1")
+    assert asked(client)[9] == 100.0  # its duration counts from when its world went out
     clock.advance(30)
-    assert _asked(client)[9] == 70.0
+    assert asked(client)[9] == 70.0
     client.send("/ldm3d/show/pause")
-    _state_where(client, lambda s: s[7] == 0)
+    state_where(client, lambda s: s[7] == 0)
     clock.advance(500)  # paused: nothing moves
-    assert _asked(client)[1:3] == ("1", "shown") and _asked(client)[9] == 70.0
+    assert asked(client)[1:3] == ("1", "shown") and asked(client)[9] == 70.0
     client.send("/ldm3d/show/resume")
-    _state_where(client, lambda s: s[7] == 1)
+    state_where(client, lambda s: s[7] == 1)
     clock.advance(69)
     time.sleep(0.3)  # three ticks of the monitor
-    assert _asked(client)[1] == "1" and _asked(client)[9] == 1.0
+    assert asked(client)[1] == "1" and asked(client)[9] == 1.0
     clock.advance(2)  # the rest of its 100 s: it follows to "2", which waits its pre-wait
-    assert _state_where(client, lambda s: s[1] == "2")[2:4] == ("prewait", "1")
+    assert state_where(client, lambda s: s[1] == "2")[2:4] == ("prewait", "1")
     client.send("/ldm3d/cue", "1")
-    _shown(client, "1")
+    shown(client, "1")
     clock.advance(40)
     client.send("/ldm3d/show/stop")
-    _state_where(client, lambda s: s[7] == 0)
+    state_where(client, lambda s: s[7] == 0)
     client.send("/ldm3d/show/start")  # start, unlike resume, gives the cue its whole duration again
-    assert _state_where(client, lambda s: s[7] == 1)[9] == 100.0
+    assert state_where(client, lambda s: s[7] == 1)[9] == 100.0
 
 
 def test_a_restart_recalls_before_the_model_and_finishes_the_remaining_time(
@@ -204,10 +158,10 @@ def test_a_restart_recalls_before_the_model_and_finishes_the_remaining_time(
     clock = HandClock()
     first, client = _on_cue_0(start_bridge, client_for, show_dir, show_clock=clock)
     client.send("/ldm3d/cue", "1")
-    shown = client.wait_for(["/ldm3d/ready"], 60)[-1]
-    _shown(client, "1")
+    first_world = client.wait_for(["/ldm3d/ready"], 60)[-1]
+    shown(client, "1")
     clock.advance(40)
-    assert _asked(client)[9] == 60.0
+    assert asked(client)[9] == 60.0
     assert first.stop()
 
     loading = threading.Event()
@@ -217,28 +171,28 @@ def test_a_restart_recalls_before_the_model_and_finishes_the_remaining_time(
         return load_tiny("tiny")
 
     later = HandClock(start=5.0)  # another process: its own clock
-    _drain(client, 0.2)
+    drain(client, 0.2)
     second = start_bridge(input_dirs=(str(show_dir),), show_clock=later, engine_factory=slow_load, wait_ready=False)
     client.target = second.address
     try:
         again = client.wait_for(["/ldm3d/ready"], 30)[-1]  # the model is still loading
-        assert again.args[1:4] == shown.args[1:4] and second.pool.engine is None
-        assert _asked(client)[1:3] == ("1", "shown") and _asked(client)[9] == 60.0  # what was left of it
+        assert again.args[1:4] == first_world.args[1:4] and second.pool.engine is None
+        assert asked(client)[1:3] == ("1", "shown") and asked(client)[9] == 60.0  # what was left of it
         client.send("/ldm3d/cue", "0")  # rendered: recalled at once, no model needed
-        assert client.wait_for(["/ldm3d/ready"], 10)[-1].args[1] != shown.args[1]
+        assert client.wait_for(["/ldm3d/ready"], 10)[-1].args[1] != first_world.args[1]
         client.send("/ldm3d/cue", "3")  # not rendered: it waits for the model, and says so
-        assert _state_where(client, lambda s: s[1] == "3")[2] == "rendering"
+        assert state_where(client, lambda s: s[1] == "3")[2] == "rendering"
     finally:
         loading.set()
     made = client.wait_for(["/ldm3d/ready"], 60)[-1]
     assert "sunken" in Path(str(made.args[3])).read_text()
     client.send("/ldm3d/cue", "1")
-    _shown(client, "1")
+    shown(client, "1")
     later.advance(99)
     time.sleep(0.3)
-    assert _asked(client)[1] == "1"
+    assert asked(client)[1] == "1"
     later.advance(2)
-    assert _state_where(client, lambda s: s[1] == "2")[2] == "prewait"
+    assert state_where(client, lambda s: s[1] == "2")[2] == "prewait"
 
 
 def test_a_brand_new_install_shows_the_built_in_world_until_its_first_scene(
@@ -257,7 +211,7 @@ def test_a_brand_new_install_shows_the_built_in_world_until_its_first_scene(
         client.send("/ldm3d/show/load", "control.toml")  # before the model: accepted, not "not ready"
         builtin = client.wait_for(["/ldm3d/ready"], 10)[-1]
         assert builtin.args[0] == BUILTIN_ID
-        assert _state_where(client, lambda s: s[1] == "0")[2] == "rendering"
+        assert state_where(client, lambda s: s[1] == "0")[2] == "rendering"
     finally:
         loading.set()
     rgb = np.asarray(Image.open(str(builtin.args[1])))
@@ -266,26 +220,26 @@ def test_a_brand_new_install_shows_the_built_in_world_until_its_first_scene(
     assert depth.min() == depth.max()  # flat: an undisplaced sphere
     ready = client.wait_for(["/ldm3d/ready"], 60)[-1]
     assert ready.args[0] != BUILTIN_ID and "harbour" in Path(str(ready.args[3])).read_text()
-    assert _shown(client, "0")
+    assert shown(client, "0")
 
 
 def test_loading_an_edited_cue_file_keeps_the_place(start_bridge: Start, client_for: ClientFor, show_dir: Path) -> None:
     _, client = _on_cue_0(start_bridge, client_for, show_dir)
     client.send("/ldm3d/cue", "3")
-    _shown(client, "3")
+    shown(client, "3")
     client.send("/ldm3d/cue/standby", "1")
-    _state_where(client, lambda s: s[3] == "1")
+    state_where(client, lambda s: s[3] == "1")
     file = show_dir / "control.toml"
     file.write_text(CONTROL.replace("a kelp forest", "a kelp forest at night"))  # another cue changed
-    _drain(client, 0.2)
+    drain(client, 0.2)
     client.send("/ldm3d/show/load", "control.toml")
-    seen = _drain(client, 1.0)
+    seen = drain(client, 1.0)
     states = [m.args for m in seen if m.address == "/ldm3d/show/state"]
     assert states and states[-1][1:4] == ("3", "shown", "1")  # same cue, same standby
     assert not any(m.address == "/ldm3d/ready" for m in seen)  # the dome was not touched
     file.write_text(CONTROL.replace("a sunken ship", "a sunken ship in fog"))  # the current cue changed
     client.send("/ldm3d/show/load", "control.toml")
-    assert _state_where(client, lambda s: s[1] == "3")[2] == "rendering"
+    assert state_where(client, lambda s: s[1] == "3")[2] == "rendering"
     assert "fog" in Path(str(client.wait_for(["/ldm3d/ready"], 60)[-1].args[3])).read_text()
 
 
@@ -400,17 +354,17 @@ def test_an_unattended_loop_goes_on_past_every_kind_of_failure(
     client.subscribe_self()
     client.send("/ldm3d/show/load", "faults.toml")
     fallback = client.wait_for(["/ldm3d/ready"], 60)[-1]
-    _shown(client, "0")
+    shown(client, "0")
     clock.advance(5)
     error = client.wait_for(["/ldm3d/error"], 60)[-1]
     assert error.args[1] == code
     again = client.wait_for(["/ldm3d/ready"], 10)[-1]  # the fallback, at once
     assert again.args[1] == fallback.args[1]
-    state = _state_where(client, lambda s: s[1:3] == ("1", "failed"))
+    state = state_where(client, lambda s: s[1:3] == ("1", "failed"))
     assert state[7] == 1 and state[9] == 5.0  # still running; its duration counts from the failure
     clock.advance(5)
-    assert _state_where(client, lambda s: s[1] == "2")[2] in ("rendering", "shown")  # and on it goes
-    _shown(client, "2")
+    assert state_where(client, lambda s: s[1] == "2")[2] in ("rendering", "shown")  # and on it goes
+    shown(client, "2")
 
 
 def test_pregeneration_goes_on_past_a_failing_cue_and_reports_it(
@@ -422,7 +376,7 @@ def test_pregeneration_goes_on_past_a_failing_cue_and_reports_it(
     client = client_for(bridge)
     client.subscribe_self()
     client.send("/ldm3d/show/load", "faults.toml", 0)
-    _state_where(client, lambda s: s[3] == "0")
+    state_where(client, lambda s: s[3] == "0")
     client.send("/ldm3d/show/pregen")
     warning = client.wait_for(["/ldm3d/warning"], 120)[-1]
     assert warning.args[1] == "scenes_failed" and "cues 1 " in str(warning.args[2])

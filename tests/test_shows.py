@@ -26,6 +26,7 @@ from bridge.show.library import SceneLibrary
 from bridge.show.reading import load_show, parse_show
 from ldm3d_engine.errors import InvalidRequest
 from ldm3d_engine.types import GenerateRequest
+from tests.show_states import state_where
 
 ROOT = Path(__file__).resolve().parent.parent
 Start = Callable[..., Bridge]
@@ -445,15 +446,6 @@ def _state(client: OscClient, timeout: float = 30) -> tuple[object, ...]:
     return client.wait_for(["/ldm3d/show/state"], timeout)[-1].args
 
 
-def _state_where(client: OscClient, wanted: Callable[[tuple[object, ...]], bool]) -> tuple[object, ...]:
-    """The next /ldm3d/show/state that ``wanted`` accepts (earlier ones may still be on their way)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if wanted(state := _state(client)):
-            return state
-    raise TimeoutError("no such /ldm3d/show/state")
-
-
 def test_cues_are_shown_rendered_once_and_recalled_without_the_engine(
     start_bridge: Start, client_for: ClientFor, show_dir: Path
 ) -> None:
@@ -493,7 +485,7 @@ def test_cues_are_shown_rendered_once_and_recalled_without_the_engine(
     assert error.args[1] == "unknown_cue" and "is the first of 'Test loop'" in str(error.args[2])
     client.send("/ldm3d/cue/2.5", 1.0)  # one TouchOSC button per cue: press…
     client.send("/ldm3d/cue/2.5", 0.0)  # …and release, which is ignored
-    assert _state_where(client, lambda s: s[1] == "2.5")[2] == "rendering"
+    assert state_where(client, lambda s: s[1] == "2.5", timeout=30)[2] == "rendering"
     client.wait_for(["/ldm3d/ready"], 60)
     client.send("/ldm3d/cue", "9")
     assert "has no cue '9'; cues: 0, 1, 2.5" in str(client.wait_for(["/ldm3d/error"], 5)[-1].args[2])
@@ -522,13 +514,13 @@ def test_a_loop_cycles_on_the_bridges_clock_and_pauses(
     client.send("/ldm3d/cue", "1")
     _state(client)
     client.send("/ldm3d/show/stop")
-    _state_where(client, lambda s: s[7] == 0)
+    state_where(client, lambda s: s[7] == 0, timeout=30)
     time.sleep(1.2)  # more than the cue's 0.5 s: stopped, it stays
     client.send("/ldm3d/show/state")
     assert _state(client)[1:3] == ("1", "shown")
     client.send("/ldm3d/show/start")
-    _state_where(client, lambda s: s[7] == 1)
-    assert _state_where(client, lambda s: s[1] != "1")[1] == "2.5"  # the loop goes on
+    state_where(client, lambda s: s[7] == 1, timeout=30)
+    assert state_where(client, lambda s: s[1] != "1", timeout=30)[1] == "2.5"  # the loop goes on
 
 
 def test_a_restart_announces_the_current_world_and_goes_on(
@@ -542,7 +534,7 @@ def test_a_restart_announces_the_current_world_and_goes_on(
     client.send("/ldm3d/cue", "2.5")
     shown = client.wait_for(["/ldm3d/ready"], 60)[-1]
     client.send("/ldm3d/show/stop")
-    _state_where(client, lambda s: s[7] == 0)
+    state_where(client, lambda s: s[7] == 0, timeout=30)
     assert first.stop()
     second = start_bridge(input_dirs=(str(show_dir),))  # the same output folder, a new process would do the same
     assert second.writer.root == first.writer.root
@@ -553,8 +545,8 @@ def test_a_restart_announces_the_current_world_and_goes_on(
     assert state[:3] == ("Test loop", "2.5", "shown") and state[7] == 0
     client.target = second.address
     client.send("/ldm3d/show/start")
-    _state_where(client, lambda s: s[7] == 1)
-    _state_where(client, lambda s: s[1] == "0")  # it loops on: after 2.5, the first cue
+    state_where(client, lambda s: s[7] == 1, timeout=30)
+    state_where(client, lambda s: s[1] == "0", timeout=30)  # it loops on: after 2.5, the first cue
 
 
 def test_pregen_over_osc_fills_the_library_in_idle_time_and_steps_aside_for_live_jobs(
@@ -702,10 +694,10 @@ def test_an_unattended_loop_goes_on_past_a_failing_cue_and_then_skips_it(
     assert ("2", "failed") not in after and ("2", "rendering") not in after, steps  # then skipped
     assert after.count(("1", "shown")) >= 2, steps  # and the loop still runs
     client.send("/ldm3d/cue", "1")
-    assert _state_where(client, lambda s: s[1] == "1")[3] == "0"  # what comes after "1" is "0" now
+    assert state_where(client, lambda s: s[1] == "1", timeout=30)[3] == "0"  # what comes after "1" is "0" now
     assert [cue["skipped"] for cue in bridge.shows.cues()] == [False, False, True]  # the page marks it
     client.send("/ldm3d/show/load", "bad.toml")  # loading it again forgives
-    assert _state_where(client, lambda s: s[1] == "0")[8] == 0
+    assert state_where(client, lambda s: s[1] == "0", timeout=30)[8] == 0
 
 
 def test_loading_a_show_with_cues_the_model_refuses_lists_every_one(
@@ -741,14 +733,14 @@ def test_serve_show_starts_the_show_with_the_bridge_and_a_restart_keeps_its_plac
     client = client_for(first)
     client.subscribe_self()
     client.send("/ldm3d/show/state")
-    assert _state_where(client, lambda s: s[2] == "shown")[:2] == ("Test loop", "0")
+    assert state_where(client, lambda s: s[2] == "shown", timeout=30)[:2] == ("Test loop", "0")
     client.send("/ldm3d/cue", "2.5")
-    _state_where(client, lambda s: s[1:3] == ("2.5", "shown"))
+    state_where(client, lambda s: s[1:3] == ("2.5", "shown"), timeout=30)
     assert first.stop()
     second = start_bridge(show=str(show))
     client.target = second.address
     client.send("/ldm3d/show/state")
-    assert _state_where(client, lambda s: s[2] == "shown")[:2] == ("Test loop", "2.5")
+    assert state_where(client, lambda s: s[2] == "shown", timeout=30)[:2] == ("Test loop", "2.5")
 
 
 def test_serve_show_with_a_mistake_stops_serve_with_its_line(
