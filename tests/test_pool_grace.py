@@ -97,6 +97,18 @@ def lose_with_a_job_queued(bridge: Bridge, client: OscClient, remote: Remote) ->
     return waiting, seen
 
 
+def die_with_a_job_queued(client: OscClient, dying: Dying) -> tuple[str, str, list[Message]]:
+    """A job that kills the worker's thread, and one queued behind it; then the thread dies. Returns
+    both ids and what came meanwhile."""
+    seen: list[Message] = []
+    client.send("/ldm3d/generate", "die", "steps", 2)
+    dies = accepted(client, 1, seen)[0]
+    client.send("/ldm3d/generate", "waiting", "steps", 2)
+    waiting = accepted(client, 1, seen)[0]
+    dying.release.set()
+    return dies, waiting, seen
+
+
 def none_ends(client: OscClient, ids: set[str], seconds: float, seen: list[Message]) -> None:
     """For ``seconds``, no job of ``ids`` ends (every message is added to ``seen``)."""
     deadline = time.monotonic() + seconds
@@ -138,12 +150,7 @@ def test_a_queued_job_waits_for_a_new_worker_thread_and_runs_on_it(
     bridge = start_bridge(slots=[dying], worker_grace_s=30.0)
     client = client_for(bridge)
     try:
-        seen: list[Message] = []
-        client.send("/ldm3d/generate", "die", "steps", 2)
-        dies = accepted(client, 1, seen)[0]
-        client.send("/ldm3d/generate", "waiting", "steps", 2)
-        waiting = accepted(client, 1, seen)[0]
-        dying.release.set()
+        dies, waiting, seen = die_with_a_job_queued(client, dying)
         error = finals(client, {dies}, 10, seen)[dies]
         assert error.args[1] == "engine_failed" and "died" in str(error.args[2])
         deadline = time.monotonic() + 5
@@ -207,12 +214,7 @@ def test_a_pool_that_failed_for_good_ends_its_queued_jobs_at_once_whatever_the_g
     bridge = start_bridge(slots=[dying], worker_grace_s=60.0)
     client = client_for(bridge)
     try:
-        seen: list[Message] = []
-        client.send("/ldm3d/generate", "die", "steps", 2)
-        dies = accepted(client, 1, seen)[0]
-        client.send("/ldm3d/generate", "waiting", "steps", 2)
-        waiting = accepted(client, 1, seen)[0]
-        dying.release.set()
+        dies, waiting, seen = die_with_a_job_queued(client, dying)
         ended = finals(client, {dies, waiting}, 10, seen)
         assert ended[dies].args[1] == "engine_failed" and "died" in str(ended[dies].args[2])
         assert ended[waiting].address == "/ldm3d/error" and ended[waiting].args[1] == "engine_failed"
