@@ -131,7 +131,8 @@ class SceneDesk:
         scene = self._library.scene_id(self.key(cue))
         return self._writer.find(scene) if scene is not None else None
 
-    def use(self, show: Show) -> None:
+    def use(self) -> None:
+        """A show was loaded: its keys are worked out afresh, pre-generation is off."""
         self._keys, self._rendered, self.pregen_on, self._failed = {}, None, False, {}
         if not self._in_use:
             self._in_use = True
@@ -190,7 +191,7 @@ class SceneDesk:
 
     # -- pre-generation ------------------------------------------------------------------
 
-    def start_pregen(self, show: Show) -> None:
+    def start_pregen(self) -> None:
         self.pregen_on, self._failed = True, {}
 
     def pregen_tick(self, show: Show) -> None:

@@ -111,13 +111,11 @@ class ShowDesk:
                 try:
                     self._trigger(start, sender)
                 except LibraryBusy:  # loaded, nothing fired: its first cue stands by (GO, or load again)
-                    self.current, self.standby, self.cue_state = None, start, ""
-                    self.countdown.clear()
+                    self._stand_by(start)
                     self._announce_state(sender)
                     raise
-            else:  # "load without firing": the first cue stands by, the dome keeps its world
-                self.current, self.standby, self.cue_state = None, start, ""
-                self.countdown.clear()
+            else:  # "load without firing"
+                self._stand_by(start)
                 self._save()
                 self._announce_state(sender)
             self._make_fallback(sender)
@@ -212,7 +210,8 @@ class ShowDesk:
 
     def pregen(self, sender: Address | None) -> None:
         with self._lock:
-            self.scenes.start_pregen(self._loaded())
+            self._loaded()
+            self.scenes.start_pregen()
             self._announce_state(sender)
 
     def state_args(self) -> tuple[Arg, ...]:
@@ -501,10 +500,15 @@ class ShowDesk:
 
     # -- inside ------------------------------------------------------------------
 
+    def _stand_by(self, index: int) -> None:
+        """Nothing fired: cue ``index`` stands by, the dome keeps its world."""
+        self.current, self.standby, self.cue_state = None, index, ""
+        self.countdown.clear()
+
     def _use(self, show: Show) -> None:
         self.show, self._failures, self._prewait_until, self._waits_for_model = show, {}, None, False
         self._fallback_checked = False
-        self.scenes.use(show)
+        self.scenes.use()
 
     def _loaded(self) -> Show:
         if self.show is None:
