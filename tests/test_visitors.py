@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from bridge.osc.client import OscClient
+from bridge.osc.codec import encode_message
 from bridge.public.visitors import VisitorBook, describe
 from bridge.serve.server import Bridge
+from tests.test_cue_list import _datagrams, _messages
 from tests.test_web_page import browser, open_page  # noqa: F401 - the browser fixtures
 
 Start = Callable[..., Bridge]
@@ -129,6 +131,32 @@ def test_moderation_over_osc_approve_reject_device_and_a_full_list(start_bridge:
     assert bridge.visitor_desk is not None and bridge.visitor_desk.waiting() == []
     panel.send("/ldm3d/moderation/approve", second)  # approved already
     assert panel.wait_for(["/ldm3d/error"], 10)[-1].args[1] == "unknown_job"
+
+
+def test_the_moderation_list_is_bounded_for_a_stranger_and_whole_for_the_panel(
+    start_bridge: Start, client_for: ClientFor
+) -> None:
+    """A forged source asking for the list gets its request's budget in all, not a datagram per
+    waiting prompt (a 28-byte request was answered with kilobytes); the subscribed panel gets it all."""
+    bridge = start_bridge(http=True, visitors=True, moderate=True, visitor_interval_s=0.01, moderation_max=20)
+    for n in range(10):
+        prompt = f"prompt {n} " + "of a long wandering description " * 4
+        assert _http(bridge, "POST", "/visit/prompt", {"prompt": prompt[:150]}, device=f"127.0.0.{n + 2}")[0] == 200
+    stranger = client_for(bridge)
+    request = encode_message("/ldm3d/moderation/list")
+    stranger.send_raw(request)
+    datagrams = _datagrams(stranger, quiet=1.0)
+    assert 0 < sum(map(len, datagrams)) <= bridge.settings.reply_factor * len(request), [len(d) for d in datagrams]
+    last = _messages(datagrams)[-1]
+    assert last.args[1] == "reply_too_large" and "of 10 waiting prompts" in str(last.args[2])
+
+    panel = client_for(bridge)
+    panel.subscribe_self()
+    panel.send("/ldm3d/moderation/list")
+    answer = panel.wait_for(["/ldm3d/moderation/waiting"], 10)
+    items = [m.args for m in answer if m.address == "/ldm3d/moderation/item"]
+    assert [str(p).split(" of ")[0] for _, p, _, _ in items] == [f"prompt {n}" for n in range(10)]
+    assert answer[-1].args == (10,)
 
 
 def test_the_visitor_page_needs_no_token_and_the_qr_code_does(start_bridge: Start) -> None:

@@ -16,11 +16,12 @@ not **confirmed** (its host holds no active subscription, and no token was given
 is at most ``reply_factor`` times the size of the request: a longer error is
 cut to fit, any other longer reply becomes ``reply_too_large``.
 
-A **list** to a confirmed host (``/ldm3d/cue/list``: one message per cue, a thousand of them) is
-never dropped by that budget: :meth:`Notifier.reply_paced` queues it and sends it in order, as
-fast as a share of the destination's budget allows (``PACED_SHARE``: the other messages to that
-host keep the rest), the first part at once and the rest from :meth:`Notifier.pace` (the
-monitor's tick). The list's caller bounds what an unconfirmed host gets, all messages together.
+A **list** (:meth:`Notifier.reply_list`: ``/ldm3d/cue/list``, one message per cue, a thousand
+of them; ``/ldm3d/moderation/list``) to a confirmed host is never dropped by that budget: it is
+queued and sent in order, as fast as a share of the destination's budget allows
+(``PACED_SHARE``: the other messages to that host keep the rest), the first part at once and the
+rest from :meth:`Notifier.pace` (the monitor's tick). An unconfirmed host gets at most the
+request's bound for the whole list, all messages together (:mod:`bridge.notify.lists`).
 
 Sending never raises: an address that cannot be encoded, a target whose port is
 closed, an unreachable network, all end as a counted, rate-limited log line.
@@ -44,6 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from bridge.notify.addresses import canonical_ip, interface_addresses
 from bridge.notify.limits import Counters, LogLimiter, TokenBuckets
+from bridge.notify.lists import Message, cut_notice, encoded_size, fit_list
 from bridge.notify.subscriptions import Address, Subscription, Subscriptions
 from bridge.osc.client import FINAL
 from bridge.osc.codec import Arg, encode_message
@@ -234,7 +236,25 @@ class Notifier:
         same_host = [s for s in self.subscribers if sender is not None and s[0] == sender[0]]
         self._answer(sender, same_host, address, args, bound, observed=False)
 
-    def reply_paced(self, sender: Address | None, messages: Sequence[tuple[str, tuple[Arg, ...]]]) -> None:
+    def reply_list(
+        self, sender: Address | None, items: Sequence[Message], end: Message, bound: int | None, noun: str
+    ) -> None:
+        """A list answer: ``items`` then ``end`` (``/ldm3d/cue/end <count>``). To a confirmed sender
+        (``bound`` None) all of it, paced (:meth:`reply_paced`); to an unconfirmed one at most
+        ``bound`` bytes all together: the items that fit, then ``reply_too_large`` naming how many
+        of the ``noun`` it got (no ``end``: the list was cut)."""
+        if bound is None:
+            self.reply_paced(sender, [*items, end])
+            return
+        answer, cut = fit_list(items, end, bound, lambda sent: cut_notice(sent, len(items), noun))
+        for address, args in answer:
+            self.reply(sender, address, *args, bound=bound)
+        if cut is not None:
+            self.counters.add("replies_too_large")
+            used = sum(encoded_size(message) for message in answer)
+            self.reply(sender, cut[0], *cut[1], bound=max(0, bound - used))
+
+    def reply_paced(self, sender: Address | None, messages: Sequence[Message]) -> None:
         """A long answer (a list, in order) to a **confirmed** sender and its host's subscribers: none is
         dropped by the per-destination budget. What a share of that budget allows goes out now, the rest
         from :meth:`pace`; a page gets it all at once. Never blocks: the list is only queued."""

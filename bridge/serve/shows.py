@@ -29,7 +29,7 @@ from bridge.contract.engine_api import EngineLike
 from bridge.errors import BridgeError, LibraryBusy, NoShow, UnknownCue
 from bridge.notify.limits import LogLimiter
 from bridge.notify.notifier import Notifier
-from bridge.osc.codec import Arg, encode_message
+from bridge.osc.codec import Arg
 from bridge.output.writer import TextureWriter
 from bridge.serve.scenes import SceneDesk
 from bridge.serve.show_files import ShowFiles
@@ -158,39 +158,8 @@ class ShowDesk:
                 done = int(rendered is not None and self.scenes.key(cue) in rendered)
                 return "/ldm3d/cue/info", (cue.number, cue.name, done)
 
-            total = len(show.cues)
-            end: tuple[str, tuple[Arg, ...]] = ("/ldm3d/cue/end", (total,))
-            if bound is None:
-                self._notifier.reply_paced(sender, [*(info(cue) for cue in show.cues), end])
-                return
-
-            def cut(sent: int) -> tuple[Arg, ...]:
-                return "", "reply_too_large", f"{sent} of {total} cues: subscribe this host for the whole list"
-
-            def size(address: str, args: tuple[Arg, ...]) -> int:
-                try:
-                    return len(encode_message(address, *args))
-                except ValueError:
-                    return 0  # not sent at all (the notifier counts it as encode_failed)
-
-            notice = size("/ldm3d/error", cut(total))
-            answer: list[tuple[str, tuple[Arg, ...]]] = []
-            used = 0
-            for i, cue in enumerate(show.cues):  # stops at the budget: a flood costs few encodings
-                message = info(cue)
-                needs = size(*message)
-                after = size(*end) if i == total - 1 else notice
-                if used + needs + after > bound:
-                    break
-                answer.append(message)
-                used += needs
-            else:
-                answer.append(end)
-            for address, args in answer:
-                self._notifier.reply(sender, address, *args, bound=bound)
-            if answer[-1:] != [end]:
-                self._notifier.counters.add("replies_too_large")
-                self._notifier.reply(sender, "/ldm3d/error", *cut(len(answer)), bound=max(0, bound - used))
+            items = [info(cue) for cue in show.cues]
+        self._notifier.reply_list(sender, items, ("/ldm3d/cue/end", (len(items),)), bound, "cues")
 
     def set_running(self, running: bool, sender: Address | None, *, restart: bool = False) -> None:
         """Pause (the countdown freezes where it is) or resume it: from where it stood, or, with

@@ -117,10 +117,9 @@ class VisitorDesk:
 
     def listing(self, sender: Address, bound: int | None) -> None:
         """``/ldm3d/moderation/list``: one ``/ldm3d/moderation/item`` per waiting prompt, then the count."""
-        items = self.waiting()
-        for item in items:
-            self._notifier.reply(sender, "/ldm3d/moderation/item", *item, bound=bound)
-        self._notifier.reply(sender, "/ldm3d/moderation/waiting", len(items), bound=bound)
+        items = [("/ldm3d/moderation/item", item) for item in self.waiting()]
+        end = ("/ldm3d/moderation/waiting", (len(items),))
+        self._notifier.reply_list(sender, items, end, bound, "waiting prompts")
 
     def decide(self, action: str, ticket_id: str) -> None:
         """``approve``, ``reject`` or ``approve_device`` (every waiting prompt of that ticket's device)."""
