@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -149,6 +150,15 @@ def test_cli_upscale_and_img2img(
     assert "give --scale or --size, not both" in capsys.readouterr().err
     assert main(["-q", "upscale", str(job), "--model", "tiny-sr", "--noise-level", "400", "--output", str(out)]) == 1
     assert "noise level 400 is out of range" in capsys.readouterr().err
+    damaged = tmp_path / "damaged"  # a copied folder whose meta.json is not the bridge's: say so, guess nothing
+    shutil.copytree(job, damaged)
+    (damaged / "meta.json").write_text("[]")
+    assert main(["-q", "upscale", str(damaged), "--model", "tiny-sr", "--steps", "1", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "meta.json: it holds a list" in err and "--seamless on|off" in err and len(err.splitlines()) == 1
+    (damaged / "meta.json").unlink()  # textures made elsewhere, no meta.json: made without the wrap
+    assert main(["-q", "upscale", str(damaged), "--model", "tiny-sr", "--steps", "1", "--output", str(out)]) == 0
+    assert json.loads((Path(capsys.readouterr().out.strip()) / "meta.json").read_text())["seamless"] is False
     assert (
         main(
             [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,13 +136,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     width, height = _size(args.size) if args.size else (None, None)
     if args.size and args.scale:
         raise CliError("give --scale or --size, not both", 2)
-    if args.seamless is None:  # as the source was made: a panorama keeps its wrap
-        try:
-            seamless = json.loads((job_dir / "meta.json").read_text(encoding="utf-8")).get("seamless") is True
-        except (OSError, ValueError):
-            seamless = False
-    else:
-        seamless = args.seamless == "on"
+    # as the source was made unless told: a panorama keeps its wrap
+    seamless = _made_seamless(job_dir) if args.seamless is None else args.seamless == "on"
     request = UpscaleRequest(
         prompt=args.prompt or UPSCALE_PROMPT,
         negative_prompt=args.negative,
@@ -159,6 +153,21 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     )
     extra = {"source_job": job_dir.name, "source_folder": str(job_dir.resolve())}
     return _one_job(args, lambda engine: engine.upscale(request, rgb, depth, on_step=_progress_bar), extra)
+
+
+def _made_seamless(job_dir: Path) -> bool:
+    """Whether the source job was made with the seamless wrap, from its ``meta.json``; a folder
+    without one (textures made elsewhere) was not. A damaged one is refused, naming the flag."""
+    from bridge.output.writer import BadMeta, read_meta
+
+    try:
+        return read_meta(job_dir).get("seamless") is True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except (BadMeta, OSError) as exc:
+        raise CliError(
+            f"{job_dir / 'meta.json'}: {exc}; say how the source was made with --seamless on|off", 2
+        ) from None
 
 
 def _size(text: str) -> tuple[int, int]:
