@@ -316,35 +316,6 @@ def test_the_vendored_three_js_is_the_registry_release_with_its_licence() -> Non
     assert "vendor/three/three.module.min.js" in page_files() and "vendor/three/LICENSE" in page_files()
 
 
-def test_a_websocket_that_does_not_read_misses_messages_beyond_its_backlog() -> None:
-    from bridge.web.outbox import Outbox
-
-    class Stalled:
-        """A client whose socket buffer is full: every send waits for ever (a stand-in, not a socket)."""
-
-        closed = False
-
-        def __init__(self) -> None:
-            self.sent: list[str | bytes] = []
-
-        async def send_str(self, data: str) -> None:
-            self.sent.append(data)
-            await asyncio.Event().wait()
-
-        send_bytes = send_str
-
-    async def run() -> tuple[list[str | bytes], list[str | bytes]]:
-        outbox, stalled, other = Outbox(3), Stalled(), Stalled()
-        for n in range(10):
-            outbox.send(stalled, str(n))  # type: ignore[arg-type]
-        outbox.send(other, b"x")  # type: ignore[arg-type]
-        await asyncio.sleep(0.05)
-        await outbox.cancel()  # the stalled sends end (cancelled), none left pending
-        return stalled.sent, other.sent
-
-    assert asyncio.run(run()) == (["0", "1", "2"], [b"x"])  # the stalled client costs 3, and holds up nobody
-
-
 def test_a_name_the_bridge_does_not_know_is_refused_dns_rebinding(start_bridge: Start) -> None:
     """A page on evil.example that rebinds its name to the bridge's address sends Host and Origin
     evil.example (issue 30: the Origin was compared with that Host, so it passed). Names come from

@@ -57,8 +57,6 @@ logger = logging.getLogger(__name__)
 
 Values = Callable[[], Mapping[str, tuple[Arg, ...]]]
 LoopErrorHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
-#: Events a listener may fall behind by before it misses some (a client that does not read).
-MAX_BACKLOG = 256
 #: What every response's ``Server`` header says: not the versions of Python and aiohttp, which only help an attacker.
 SERVER = "ldm3d-bridge"
 
@@ -97,7 +95,7 @@ class WebServer:
         self._latest: dict[str, tuple[Arg, ...]] = {}
         self._lock = threading.Lock()
         self._listeners: dict[web.WebSocketResponse, set[str]] = {}
-        self._outbox = Outbox(MAX_BACKLOG, settings.http_max_unsent_bytes)
+        self._outbox = Outbox(settings.http_max_unsent_bytes)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None

@@ -14,8 +14,8 @@ Shared by the OSCQuery LISTEN stream (:mod:`bridge.web.http`) and the operator p
   connection aborted :data:`DROP_GRACE_S` later whatever it does, which frees the buffer. Logged
   once per client, and at most one line per :data:`LOG_EVERY_S` for all (with how many more).
 
-A client that was not added (no transport known) is sent to through aiohttp, each send a task,
-at most ``limit`` sends behind: beyond that it misses messages.
+A client is sent to only once added: a connection that has no transport left (it closed while
+its handshake went on) gets nothing, as it could read nothing.
 """
 
 from __future__ import annotations
@@ -64,11 +64,9 @@ class _Client:
 class Outbox:
     """Call only on the event loop's thread."""
 
-    def __init__(self, limit: int, max_unsent: int = 4 << 20) -> None:
-        self._limit = limit
+    def __init__(self, max_unsent: int = 4 << 20) -> None:
         self.max_unsent = max_unsent
         self._clients: dict[web.WebSocketResponse, _Client] = {}
-        self._backlog: dict[web.WebSocketResponse, int] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._logged_at = -LOG_EVERY_S
         self._not_logged = 0
@@ -77,34 +75,25 @@ class Outbox:
         """From now on ``ws`` gets its messages written to ``transport`` (its connection's), bounded."""
         if isinstance(transport, asyncio.Transport):
             self._clients[ws] = _Client(transport, label)
+        else:
+            logger.debug("%s left during its handshake: it is sent nothing", label)
 
     def forget(self, ws: web.WebSocketResponse) -> None:
         """``ws`` is gone. Were its connection still open with bytes it never read, it is aborted:
         nobody will read them (aiohttp's heartbeat gave up on it), and they hold memory."""
-        self._backlog.pop(ws, None)
         client = self._clients.pop(ws, None)
         if client is not None and not client.transport.is_closing() and client.transport.get_write_buffer_size():
             client.transport.abort()
 
     def send(self, ws: web.WebSocketResponse, data: str | bytes) -> None:
         """Send ``data`` to ``ws`` (a text frame for ``str``, binary for ``bytes``)."""
-        if ws in self._clients:
-            self.write(ws, frame(data))
-            return
-        backlog = self._backlog.get(ws, 0)
-        if ws.closed or backlog >= self._limit:
-            return
-        self._backlog[ws] = backlog + 1
-        self.keep(asyncio.ensure_future(self._send(ws, data)))
+        self.write(ws, frame(data))
 
     def send_all(self, clients: list[web.WebSocketResponse], data: str | bytes) -> None:
         """Send ``data`` to each of ``clients``: framed once."""
         framed = frame(data)
         for ws in clients:
-            if ws in self._clients:
-                self.write(ws, framed)
-            else:
-                self.send(ws, data)
+            self.write(ws, framed)
 
     def write(self, ws: web.WebSocketResponse, frames: bytes) -> bool:
         """Write ready-made ``frames`` (see :func:`frame`) to an added client; False when it is closed,
@@ -155,15 +144,3 @@ class Outbox:
                 await asyncio.wait_for(ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason), DROP_GRACE_S)
         finally:
             transport.abort()  # frees what it never read, however the close went
-
-    async def _send(self, ws: web.WebSocketResponse, data: str | bytes) -> None:
-        try:
-            if isinstance(data, str):
-                await ws.send_str(data)
-            else:
-                await ws.send_bytes(data)
-        except (ConnectionError, RuntimeError):
-            pass
-        finally:
-            if ws in self._backlog:
-                self._backlog[ws] -= 1

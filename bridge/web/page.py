@@ -44,8 +44,6 @@ from bridge.web.textures import TextureStore
 
 logger = logging.getLogger(__name__)
 
-#: Sends a page not added to the outbox may fall behind by before it misses some (every page is added).
-MAX_BACKLOG = 512
 #: Progress-like messages wait at most this long to go out together (the newest of each kind only).
 COALESCE_S = 0.1
 #: Events of which only the newest waiting matters, each address with whether its job id (the first
@@ -115,7 +113,7 @@ class PageHub:
         self._textures = TextureStore()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ldm3d-http-io")
         self._pages: dict[int, web.WebSocketResponse] = {}
-        self._outbox = Outbox(MAX_BACKLOG)
+        self._outbox = Outbox()
         self._pending: list[_Pending] = []
         self._flush_at: asyncio.TimerHandle | asyncio.Handle | None = None
         self._flush_now = False
