@@ -191,6 +191,21 @@ def test_both_pages_in_a_browser_from_a_visitors_prompt_to_the_dome(
         operator.wait_for_selector("#waiting li[data-ticket]")
         item = operator.locator("#waiting li[data-ticket]")
         assert item.locator(".prompt").text_content() == "a <b>lighthouse</b> at night"  # text, not markup
+        # The wait goes up on the page by itself: the bridge pushes no status for time passing.
+        operator.evaluate(
+            """() => { window.pushes = 0; const handle = window.ldm3d.ws.onmessage;
+                 window.ldm3d.ws.onmessage = (e) => {
+                   if (JSON.parse(e.data).type === 'status') window.pushes++;
+                   return handle(e); }; }"""
+        )
+
+        def waited() -> int:
+            return int(str(item.locator(".muted").text_content()).split()[1])
+
+        before = waited()
+        operator.wait_for_timeout(2300)
+        assert operator.evaluate("window.pushes") == 0, "the status was pushed only for a wait growing"
+        assert waited() >= before + 2, (before, waited())
         item.locator("button[data-action=approve]").click()
         visitor.wait_for_selector("#status:has-text('On the dome now')", timeout=60000)
         operator.wait_for_selector("#waiting li.muted")  # nothing waiting

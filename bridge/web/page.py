@@ -250,11 +250,11 @@ class PageHub:
             try:
                 status = self._backend.status()
                 text = json.dumps({"type": "status", **status})
-                same = json.dumps({"type": "status", **status, "show": _steady(status.get("show"))})
+                same = json.dumps({"type": "status", **_steady(status)})
             except Exception:  # the pages' status must go on
                 logger.exception("the page status failed")
                 continue
-            if same != self._last_status:  # a countdown that only went down is no change: pages count it
+            if same != self._last_status:  # time passing is no change: pages count it themselves
                 self._last_status = same
                 self._queue(text, key="status")
 
@@ -391,7 +391,12 @@ class StaticFiles:
         return web.Response(body=data, headers=headers, content_type=content_type, charset="utf-8")
 
 
-def _steady(show: Any) -> Any:
-    """A show's status without what changes by itself as time passes (the seconds left): a page
-    counts those down on its own, from the value of the last status it got."""
-    return {k: v for k, v in show.items() if k != "remaining"} if isinstance(show, dict) else show
+def _steady(status: dict[str, Any]) -> dict[str, Any]:
+    """A status without what changes by itself as time passes (a show's seconds left, how long each
+    prompt has waited for moderation): a page counts those on from the last status it got."""
+    steady = dict(status)
+    if isinstance(show := status.get("show"), dict):
+        steady["show"] = {k: v for k, v in show.items() if k != "remaining"}
+    if isinstance(waiting := status.get("moderation"), list):
+        steady["moderation"] = [{k: v for k, v in item.items() if k != "waited_s"} for item in waiting]
+    return steady

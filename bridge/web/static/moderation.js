@@ -18,8 +18,21 @@ function waited(seconds) {
   return seconds < 90 ? `${Math.round(seconds)} s` : `${Math.round(seconds / 60)} min`;
 }
 
+// The bridge sends a prompt's wait only when the list changes: the page counts it on by itself.
+const shown = { list: null, syncedAt: 0 };
+setInterval(tick, 1000);
+
+function tick() {
+  const gone = (performance.now() - shown.syncedAt) / 1000;
+  for (const item of shown.list || []) {
+    const meta = document.querySelector(`#waiting li[data-ticket="${CSS.escape(item.ticket)}"] .muted`);
+    if (meta) meta.textContent = ` waited ${waited(item.waited_s + gone)} · ${item.device}`;
+  }
+}
+
 export function renderModeration(list, send) {
-  if (!list) return;
+  if (!list || list === shown.list) return;  // the same status drawn again: nothing to redraw
+  shown.list = list; shown.syncedAt = performance.now();
   $("moderation-count").textContent = list.length ? `${list.length} waiting` : "";
   const ol = $("waiting");
   ol.replaceChildren();
