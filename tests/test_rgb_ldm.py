@@ -5,6 +5,7 @@ their depth from the depth estimator, and what they refuse."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,42 @@ def test_unconditional_matches_ldm_pipeline(uncond: Any) -> None:
     assert ours.rgb.shape == (128, 128, 3)
     assert np.abs(ours.rgb.astype(int) - _as_uint8(theirs).astype(int)).max() <= 1
     assert ours.rgb.std() > 20  # a picture, not a flat colour
+
+
+def test_a_ddim_folder_without_clip_sample_runs_with_diffusers_defaults(
+    tiny_dir: Path, tmp_path: Path, uncond: Any
+) -> None:
+    """A model's own DDIM config is taken as it is, as ``from_pretrained`` takes it: without a
+    ``clip_sample`` key DDIM clips its x0 estimate (diffusers' default). We once forced it off."""
+    from diffusers import LDMPipeline
+
+    folder = tmp_path / "no-clip"
+    shutil.copytree(uncond.location.folder, folder)
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    del config["clip_sample"]
+    config_file.write_text(json.dumps(config))
+    pipe = LDMPipeline.from_pretrained(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.scheduler.config.clip_sample is True
+    theirs = pipe(num_inference_steps=5, generator=torch.Generator().manual_seed(7), output_type="np").images
+    engine = load_engine(EngineSettings(model=str(folder), tiny_dir=str(tiny_dir), depth_model="tiny-dpt"))
+    ours = engine.generate(GenerateRequest("", seed=7, steps=5))
+    assert np.abs(ours.rgb.astype(int) - _as_uint8(theirs).astype(int)).max() <= 1
+
+
+def test_euler_on_a_compvis_model_matches_ldm_pipeline_with_euler(uncond: Any) -> None:
+    """Euler starts from noise × ``init_noise_sigma`` (about 84 for this schedule, not 1 as for DDIM) and scales
+    each model input: ``LDMPipeline`` does both, so with Euler in it the pictures agree."""
+    from diffusers import EulerDiscreteScheduler, LDMPipeline
+
+    scheduler = EulerDiscreteScheduler.from_config(uncond.scheduler_config)
+    pipe = LDMPipeline(vqvae=uncond.vqvae, unet=uncond.unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(num_inference_steps=5, generator=torch.Generator().manual_seed(7), output_type="np").images
+    ours = uncond.generate(GenerateRequest("", seed=7, steps=5, scheduler="euler"))
+    assert scheduler.init_noise_sigma > 2
+    assert np.abs(ours.rgb.astype(int) - _as_uint8(theirs).astype(int)).max() <= 1
 
 
 def test_text_to_image_matches_ldm_text_pipeline(text: Any) -> None:

@@ -49,9 +49,12 @@ def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
     )
 
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
+    own = CLASS_NAMES.get(str(base_config.get("_class_name", ""))) == name
     if name == "ddim":
-        # Latent diffusion must not clip its x0 estimate to [-1, 1]; DDIM does by default, and a PNDM
-        # config (Intel/ldm3d's) has no clip_sample key to say otherwise.
+        if own:  # the folder's own DDIM: its config as it is, diffusers' defaults for what it leaves out
+            return DDIMScheduler.from_config(config)
+        # DDIM in place of another sampler (Intel/ldm3d's PNDM): latent diffusion must not clip its x0
+        # estimate to [-1, 1], which DDIM does by default, and a PNDM config has no clip_sample key.
         return DDIMScheduler.from_config({"clip_sample": False, **config})
     if name == "pndm":
         return PNDMScheduler.from_config(config)
