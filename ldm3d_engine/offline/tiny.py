@@ -25,7 +25,7 @@ from .tiny_safety import write_safety_checker
 logger = logging.getLogger(__name__)
 
 #: Bump when a config below changes, so old builds are not reused.
-BUILD_VERSION = 4
+BUILD_VERSION = 5
 SEED = 20231122
 
 # The SD 1.x noise schedule the LDM3D models were trained with, in the two scheduler configs Intel's

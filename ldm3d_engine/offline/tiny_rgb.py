@@ -167,7 +167,7 @@ def build_dpt(name: str, folder: Path) -> None:
     processor = DPTImageProcessorPil(
         size={"height": 64, "width": 64},
         keep_aspect_ratio=False,
-        resample=3,  # bicubic, as dpt-large's
+        resample=2,  # bilinear, as Intel/dpt-large's preprocessor_config.json says
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
