@@ -7,6 +7,7 @@ with a stand-in estimator whose true answer is known."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,37 @@ def test_post_processing_matches_transformers(pano: Any) -> None:
     theirs = estimator.processor.post_process_depth_estimation(outputs, target_sizes=[(45, 101)])[0]["predicted_depth"]
     assert ours.shape == (45, 101)
     torch.testing.assert_close(ours, theirs.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_image_processor_is_the_one_auto_image_processor_gives(pano: Any) -> None:
+    """Pre-processing as a transformers user gets it on this installation: ``AutoImageProcessor``'s
+    choice (the torchvision backend where torchvision is installed, else the Pillow one)."""
+    from transformers import AutoImageProcessor
+
+    folder = pano.estimator.model.config._name_or_path
+    assert type(pano.estimator.processor) is type(AutoImageProcessor.from_pretrained(folder))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="needs torchvision: both backends")
+def test_the_torchvision_processor_is_used_where_installed_and_the_pillow_one_is_close(pano: Any) -> None:
+    """Both backends where both are installed: the engine takes torchvision's, as AutoImageProcessor
+    does; the two resize a little differently (up to about 1 % of the depth range)."""
+    from transformers import AutoImageProcessor
+
+    folder = pano.estimator.model.config._name_or_path
+    torchvision = AutoImageProcessor.from_pretrained(folder, backend="torchvision")
+    pillow = AutoImageProcessor.from_pretrained(folder, backend="pil")
+    assert type(pano.estimator.processor) is type(torchvision) and type(pillow) is not type(torchvision)
+    rgb = np.random.default_rng(5).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    ours = pano.estimator.raw_depth(rgb)
+    pano.estimator.processor = pillow
+    try:
+        other = pano.estimator.raw_depth(rgb)
+    finally:
+        pano.estimator.processor = torchvision
+    spread = float(ours.max() - ours.min())
+    print(f"Pillow vs torchvision pre-processing: {float((ours - other).abs().max()) / spread:.2%} of the range")
+    assert float((ours - other).abs().max()) <= 0.03 * spread
 
 
 def test_depth_convention_nearest_is_65535() -> None:

@@ -14,6 +14,7 @@ Pre-processing is the model folder's own image processor (size, resampling, mean
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,15 +124,23 @@ class DepthEstimator:
         return EstimatedDepth(unit, sixteen, self.model_id, f"{len(VIEWS)} perspective views blended")
 
 
+def load_processor(folder: str) -> Any:
+    """The folder's image processor as ``AutoImageProcessor`` gives it on this installation: the
+    torchvision backend when torchvision is installed, else the Pillow one (their resizes differ
+    slightly). Said explicitly, so transformers does not warn about falling back."""
+    from transformers import AutoImageProcessor
+
+    backend = "torchvision" if importlib.util.find_spec("torchvision") is not None else "pil"
+    processor = AutoImageProcessor.from_pretrained(folder, backend=backend)
+    logger.debug("image processor %s (%s backend)", type(processor).__name__, backend)
+    return processor
+
+
 def load_estimator(folder: str, placement: Placement, model_id: str) -> DepthEstimator:
     """DPT from a folder in transformers' layout (``config.json``, weights, ``preprocessor_config.json``)."""
     from transformers import DPTForDepthEstimation
 
-    try:  # transformers 5: the Pillow processor, which needs no torchvision (same maths)
-        from transformers import DPTImageProcessorPil as Processor
-    except ImportError:  # pragma: no cover - transformers 4
-        from transformers import DPTImageProcessor as Processor
-    processor = Processor.from_pretrained(folder)
+    processor = load_processor(folder)
     model = DPTForDepthEstimation.from_pretrained(folder, dtype=placement.dtype)
     model.to(placement.device).eval().requires_grad_(False)
     model = placement.runtime.prepare(model, "dpt")
