@@ -128,8 +128,11 @@ def load_processor(folder: str) -> Any:
     """The folder's image processor as ``AutoImageProcessor`` gives it on this installation: the
     torchvision backend when torchvision is installed, else the Pillow one (their resizes differ
     slightly). Said explicitly, so transformers does not warn about falling back."""
+    import transformers
     from transformers import AutoImageProcessor
 
+    if int(transformers.__version__.split(".")[0]) < 5:  # pragma: no cover - no `backend` yet: its own choice
+        return AutoImageProcessor.from_pretrained(folder)
     backend = "torchvision" if importlib.util.find_spec("torchvision") is not None else "pil"
     processor = AutoImageProcessor.from_pretrained(folder, backend=backend)
     logger.debug("image processor %s (%s backend)", type(processor).__name__, backend)
