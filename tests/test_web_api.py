@@ -348,6 +348,12 @@ def test_a_name_the_bridge_does_not_know_is_refused_dns_rebinding(start_bridge: 
         assert status(known) == 200, known
     assert status(f"127.0.0.1:{port}", "/ws", Origin="http://control.lan:8080", **upgrade) == 101  # listed
     assert status(f"127.0.0.1:{port}", "/ws", Origin="http://other.lan:8080", **upgrade) == 403
+    # The page's own origin is the host and port it asks, exactly: another port on the same machine
+    # (another web app), or a longer name that starts alike, is another site.
+    assert status(f"127.0.0.1:{port}", "/ws", Origin=f"http://127.0.0.1:{port}", **upgrade) == 101
+    for other in ("http://127.0.0.1", f"http://127.0.0.1:{port}0", f"http://127.0.0.1:{port // 10}"):
+        assert status(f"127.0.0.1:{port}", "/ws", Origin=other, **upgrade) == 403, other
+    assert status(f"127.0.0.1:{port}", "/ws", Origin="http://control.lan:80801", **upgrade) == 403
 
 
 def test_idle_connections_are_bounded_per_host_and_closed_while_pages_stay(start_bridge: Start) -> None:
