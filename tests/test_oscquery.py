@@ -85,6 +85,10 @@ def test_attribute_queries_and_status_codes(start_bridge: Start, client_for: Cli
     assert get(_url(bridge, "/ldm3d/steps?TAGS"), timeout=5).status_code == 204  # a known attribute it lacks
     assert get(_url(bridge, "/ldm3d/steps?NONSENSE"), timeout=5).status_code == 400
     assert get(_url(bridge, "/ldm3d/nowhere"), timeout=5).status_code == 404
+    # A container asked for with a trailing slash, as OSCQuery browsers do, is the same node.
+    assert get(_url(bridge, "/ldm3d/steps/?VALUE"), timeout=5).json() == {"VALUE": [25]}
+    assert get(_url(bridge, "/ldm3d/"), timeout=5).json()["FULL_PATH"] == "/ldm3d"
+    assert get(_url(bridge, "/"), timeout=5).json()["FULL_PATH"] == "/"
     info = get(_url(bridge, "/?HOST_INFO"), timeout=5).json()
     assert info["OSC_PORT"] == bridge.address[1] and info["OSC_TRANSPORT"] == "UDP" and info["OSC_IP"] == "127.0.0.1"
     assert info["WS_PORT"] == bridge.http_port and info["EXTENSIONS"]["LISTEN"] is True
