@@ -78,9 +78,14 @@ def test_two_devices_run_two_jobs_at_once_and_each_says_where(
     client = client_for(bridge)
     client.send("/ldm3d/status")
     assert client.wait_for(["/ldm3d/state"], 2)[-1].args[5:] == (2, 2)  # alive, total
-    for n in range(2):
-        client.send("/ldm3d/generate", f"world {n}", "steps", 30)
-    ids = accepted(client, 2)
+    client.send("/ldm3d/generate", "world 0", "steps", 30)
+    first = accepted(client, 1)
+    client.wait_for(["/ldm3d/progress"], 30)
+    assert sorted(str(w[2]) for w in workers(client)) == ["busy", "idle"]
+    client.send("/ldm3d/status")  # the pool's word: one worker runs a job, so the pool is busy
+    assert client.wait_for(["/ldm3d/state"], 2)[-1].args[0] == "busy"
+    client.send("/ldm3d/generate", "world 1", "steps", 30)
+    ids = [*first, *accepted(client, 1)]
     deadline = time.monotonic() + 10
     busy: list[tuple[object, ...]] = []
     while len(busy) < 2 and time.monotonic() < deadline:
