@@ -233,6 +233,32 @@ def test_a_job_lost_before_it_began_runs_on_the_other_worker(
     idle.back.set()
 
 
+def test_a_lost_job_is_put_back_once_only(tiny_dir: Path, start_bridge: Start, client_for: ClientFor) -> None:
+    """Two of three nodes gone unnoticed: a job is lost on the first before it began, put back, lost
+    again on the second, and then ends (``engine_failed``) rather than going round the nodes."""
+    remotes = [Remote(tiny_dir, f"node {n}") for n in range(3)]
+    bridge = start_bridge(slots=remotes, heartbeat_s=30.0)  # no health check gets there first
+    wait_alive(bridge, 3)
+    client = client_for(bridge)
+    client.send("/ldm3d/generate", "long", "steps", 60)
+    first = accepted(client, 1)[0]
+    client.wait_for(["/ldm3d/progress"], 10)
+    runner = next(w for w in bridge.pool.workers if w.running is not None)
+    for remote in remotes:
+        if remote is not remotes[runner.index]:
+            remote.lose()
+    client.send("/ldm3d/generate", "unlucky", "steps", 2)
+    second = accepted(client, 1)[0]
+    ended = finals(client, {first, second}, 60)
+    assert ended[second].address == "/ldm3d/error" and ended[second].args[1] == "engine_failed", ended[second]
+    assert ended[first].address == "/ldm3d/ready"
+    client.send("/ldm3d/stats")
+    stats = client.wait_for(["/ldm3d/stats"], 2)[-1].args
+    assert dict(zip(stats[::2], stats[1::2], strict=True))["jobs_retried"] == 1
+    for remote in remotes:
+        remote.back.set()
+
+
 @pytest.mark.parametrize("mode", ["fifo", "latest-wins"])
 def test_queue_modes_hold_with_two_workers(
     tiny_dir: Path, start_bridge: Start, client_for: ClientFor, mode: str
