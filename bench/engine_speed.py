@@ -1,8 +1,12 @@
 """Prompt → arrays → files: diffusers' LDM3D pipeline against our engine, in one run.
 
     .venv/bin/python bench/engine_speed.py                       # CUDA: 1024x512 and 2048x1024, 50 / 20 steps
-    .venv/bin/python bench/engine_speed.py --size 256x128 --quality-steps 3 --live-steps 2    # a CPU-sized run
+    .venv/bin/python bench/engine_speed.py --device cpu          # CPU: 256x128, 4 / 2 steps (minutes, not hours)
     .venv/bin/python bench/engine_speed.py --arch small --size 128x64 --quality-steps 2 --live-steps 2   # CI
+
+The defaults follow the device: on a CPU (``--device cpu``, the default without CUDA) one 256×128
+size with 4 quality and 2 live steps, since the GPU's sizes and step counts take hours there; on any
+other device 1024×512 and 2048×1024 with the model card's 50 and the `live` preset's 20 steps.
 
 Builds the real-size LDM3D-pano architecture from configs with random weights (speed does
 not depend on the weights): the SD 1.x UNet (320/640/1280/1280, cross-attention 768), the
@@ -11,7 +15,7 @@ CLIP ViT-L/14 text encoder (12 layers, 768 wide) and the 4-channel VAE (128/256/
 
 `--profile` then splits one `live` job into its stages and lists its costliest operators.
 
-`--backend openvino` (the [openvino] extra; a CPU-sized run: `--size 256x128 --quality-steps 10`)
+`--backend openvino` (the [openvino] extra; on the CPU, one size)
 times, in the same run, against (a): our engine in torch fp32 (c), in torch bf16 where the CPU has
 native bfloat16, and on OpenVINO's CPU device in f32 and bf16 (`quality` sampling, seamless), with
 the first start (conversion, empty cache) and a cached start, and the PSNR of each variant's RGB
@@ -384,6 +388,7 @@ def openvino_rows(
             engine = make(device=device, dtype=dtype, ov_cache=str(cache), ov_weights=weights)
             engine.generate(GenerateRequest("warm-up", seed=0, steps=2, width=width, height=height, sampling="quality"))
             starts.append(time.perf_counter() - t0)
+        assert engine is not None
         got = engine.generate_from_latents(engine.resolve(fidelity_request), noise)
         rgb_db, depth_db = psnr(got.rgb, want.rgb, 255), psnr(got.depth_float, want.depth_float, 1.0)
         cached = f"{starts[1]:9.1f}" if len(starts) > 1 else f"{'-':>9}"
@@ -395,6 +400,11 @@ def openvino_rows(
     return rows
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    width, height = text.lower().split("x")
+    return int(width), int(height)
+
+
 def main() -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -404,9 +414,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--arch", choices=["full", "small"], default="full")
-    parser.add_argument("--size", action="append", help="WxH (repeat); default 1024x512 and 2048x1024 on CUDA")
-    parser.add_argument("--quality-steps", type=int, default=50)
-    parser.add_argument("--live-steps", type=int, default=20)
+    parser.add_argument(
+        "--size", action="append", help="WxH (repeat); default 256x128 on the CPU, else 1024x512 and 2048x1024"
+    )
+    parser.add_argument("--quality-steps", type=int, help="default 4 on the CPU, else 50 (the model card's)")
+    parser.add_argument("--live-steps", type=int, help="default 2 on the CPU, else 20 (the live preset's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our UNet (paid in the warm-up)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the median is printed")
     parser.add_argument("--profile", action="store_true", help="then profile one live job at the first size")
@@ -416,12 +428,16 @@ def main() -> None:
     )
     parser.add_argument("--ov-weights", choices=["model", "int8"], default="model", help="int8: also row (i)")
     args = parser.parse_args()
-    if args.backend == "openvino" and args.device != "cpu":
-        parser.error("--backend openvino compares with torch on the cpu: use --device cpu")
-    if args.backend == "openvino" and (args.profile or len(args.size or []) != 1):
-        parser.error("--backend openvino: give one --size (256x128 on a CPU), and no --profile")
     device = torch.device(args.device)
-    sizes = [tuple(int(v) for v in s.split("x")) for s in (args.size or ["1024x512", "2048x1024"])]
+    on_cpu = device.type == "cpu"
+    args.size = args.size or (["256x128"] if on_cpu else ["1024x512", "2048x1024"])
+    args.quality_steps = args.quality_steps or (4 if on_cpu else 50)
+    args.live_steps = args.live_steps or (2 if on_cpu else 20)
+    if args.backend == "openvino" and not on_cpu:
+        parser.error("--backend openvino compares with torch on the cpu: use --device cpu")
+    if args.backend == "openvino" and (args.profile or len(args.size) != 1):
+        parser.error("--backend openvino: one --size (256x128 on a CPU), and no --profile")
+    sizes = [parse_size(s) for s in args.size]
     tmp = Path(tempfile.mkdtemp(prefix="ldm3d-speed-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its jobs (and OpenVINO's caches) are GBs
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
