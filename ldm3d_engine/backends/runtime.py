@@ -19,6 +19,8 @@ class Runtime:
     label: str | None = None
     #: The compute dtype of the loop's autocast, where the backend runs one (Gaudi: bfloat16).
     autocast_dtype: torch.dtype | None = None
+    #: Whether the UNet and VAE get channels-last weights (Gaudi: no, as optimum-habana runs them).
+    channels_last: bool = True
 
     def prepare(self, module: Any, part: str, variant: Callable[[Any], str] | None = None) -> Any:
         """``module`` as the loop will call it (Gaudi: the UNet in an HPU graph; OpenVINO: a stand-in
@@ -40,6 +42,24 @@ class Runtime:
     def unet_changed(self, unet: Any) -> None:
         """The seamless switch is about to patch or restore the UNet's convolutions (may refuse
         with InvalidRequest where the backend cannot follow)."""
+
+    def native_scheduler(self, name: str) -> str:
+        """What the model's own scheduler ``name`` (from its folder) runs as here (Gaudi: DDIM)."""
+        return name
+
+    def scheduler(
+        self,
+        name: str,
+        config: dict[str, Any],
+        steps: int,
+        device: torch.device,
+        make: Callable[[str, dict[str, Any]], Any],
+    ) -> Any:
+        """A fresh scheduler for one job, ``make(name, config)`` (the engine's), its ``steps`` timesteps
+        on ``device`` (Gaudi: on the CPU, DDIM with linspace timesteps)."""
+        scheduler = make(name, config)
+        scheduler.set_timesteps(steps, device=device)
+        return scheduler
 
     def noise_device(self, device: torch.device) -> torch.device:
         """Where seeded noise is drawn for ``device``: there, except on MPS (its generator is the CPU's)."""

@@ -243,9 +243,10 @@ def assemble_engine(
         if module.dtype != dtype:  # modules built from configs (the benchmark) arrive in fp32
             module.to(dtype=dtype)
         module.to(home).eval().requires_grad_(False)
-    # Convolutions run fastest with channels-last tensors on CUDA and with oneDNN on the CPU.
-    unet.to(memory_format=torch.channels_last)
-    vae.to(memory_format=torch.channels_last)
+    # Convolutions run fastest with channels-last tensors on CUDA and with oneDNN on the CPU (not on Gaudi).
+    if placement.runtime.channels_last:
+        unet.to(memory_format=torch.channels_last)
+        vae.to(memory_format=torch.channels_last)
     if placement.device.type == "cuda":
         # A show runs at one size: let cuDNN time its convolution algorithms once per shape and keep
         # the fastest (a process-wide switch; the warm-up pays for the default size).

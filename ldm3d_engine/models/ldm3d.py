@@ -92,8 +92,8 @@ class Engine(EngineBase):
         # latents (the last down block keeps its size), which sets the sizes a seamless wrap allows.
         downsamplings = len(unet.config.down_block_types) - 1
         self.preset = dataclasses.replace(
-            preset,
-            native_scheduler=native_scheduler(scheduler_config, location.model_id),
+            preset,  # (the backend may run it as another: Gaudi runs DDIM, as optimum-habana does)
+            native_scheduler=placement.runtime.native_scheduler(native_scheduler(scheduler_config, location.model_id)),
             wrap_multiple=self.vae_scale * 2**downsamplings,
         )
         self._lock = threading.Lock()
@@ -223,7 +223,7 @@ class Engine(EngineBase):
         cuda = self.placement.device.type == "cuda"
         with self._lock, torch.inference_mode(), runtime.autocast():
             if req.seamless != self._seamless:
-                runtime.unet_changed(self.unet)  # e.g. HPU graphs captured with the other padding
+                runtime.unet_changed(self.unet)  # e.g. HPU graphs not keyed by the padding
                 self._seamless = req.seamless
             self.vae.use_tiling = self._vae_tiling and not req.seamless
             if cuda:
@@ -241,9 +241,8 @@ class Engine(EngineBase):
         return torch.Generator(device=self.placement.runtime.noise_device(self.placement.device)).manual_seed(seed)
 
     def _scheduler(self, req: ResolvedRequest) -> Any:
-        scheduler = make_scheduler(req.scheduler, self.scheduler_config)
-        scheduler.set_timesteps(req.steps, device=self.placement.device)
-        return scheduler
+        device = self.placement.device
+        return self.placement.runtime.scheduler(req.scheduler, self.scheduler_config, req.steps, device, make_scheduler)
 
     @contextlib.contextmanager
     def _active(self, module: Any) -> Iterator[None]:
