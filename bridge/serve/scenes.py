@@ -74,6 +74,9 @@ class SceneDesk:
         self.pregen_on = False
         self._background: dict[str, Job] = {}
         self._failed: dict[str, str] = {}
+        #: A scene made quietly until it is rendered (the fallback): a job of it that steps aside for a
+        #: live one is queued again in idle time; one that fails is not (until the show is loaded again).
+        self._wanted: Cue | None = None
 
     # -- identity and keys ---------------------------------------------------------
 
@@ -133,7 +136,7 @@ class SceneDesk:
 
     def use(self) -> None:
         """A show was loaded: its keys are worked out afresh, pre-generation is off."""
-        self._keys, self._rendered, self.pregen_on, self._failed = {}, None, False, {}
+        self._keys, self._rendered, self.pregen_on, self._failed, self._wanted = {}, None, False, {}, None
         if not self._in_use:
             self._in_use = True
             self._remember()
@@ -174,6 +177,12 @@ class SceneDesk:
         self._background[key] = self._render(cue, key, None, quiet=True, on_done=lambda a: self._ended(cue, key, a))
         return True
 
+    def render_wanted(self, cue: Cue) -> bool:
+        """Render the cue's scene quietly, now and in idle time until it is made (see ``_wanted``);
+        True when a job was queued now."""
+        self._wanted = cue
+        return self.render_quiet(cue)
+
     def yield_to_live(self) -> None:
         """A live job arrived and no worker is idle: a pre-generation job steps aside (tried again later)."""
         with self._lock:
@@ -196,7 +205,16 @@ class SceneDesk:
 
     def pregen_tick(self, show: Show) -> None:
         """Called by the show desk's clock: the next missing scene when a worker is idle."""
-        if not self.pregen_on or not self._idle():
+        if not self._idle():
+            return
+        if (wanted := self._wanted) is not None:
+            key = self.key(wanted)
+            if key in self._failed or self._library.scene_id(key) is not None:
+                self._wanted = None  # made, or it failed (it would fail again)
+            elif key not in self._background and key not in self._live:
+                self.render_quiet(wanted)  # it stepped aside for a live job: now it is idle time again
+                return
+        if not self.pregen_on:
             return
         rendered = self.rendered_keys(show)
         if rendered is None:

@@ -455,7 +455,7 @@ class ShowDesk:
         fallback = show.cue(show.fallback)
         try:
             missing = (
-                fallback is not None and self.scenes.files(fallback) is None and self.scenes.render_quiet(fallback)
+                fallback is not None and self.scenes.files(fallback) is None and self.scenes.render_wanted(fallback)
             )
         except LibraryBusy:
             self._fallback_checked = False  # looked for again at the next tick
