@@ -40,7 +40,7 @@ _SCHEDULE = {
     "steps_offset": 1,
     "prediction_type": "epsilon",
 }
-PNDM_CONFIG = {"_class_name": "PNDMScheduler", **_SCHEDULE, "skip_prk_steps": True}
+PNDM_CONFIG = {"_class_name": "PNDMScheduler", **_SCHEDULE, "skip_prk_steps": True, "clip_sample": False}
 DDIM_CONFIG = {"_class_name": "DDIMScheduler", **_SCHEDULE, "clip_sample": False}
 _SCHEDULER_CONFIGS = {"tiny": PNDM_CONFIG, "tiny-6c": PNDM_CONFIG, "tiny-sr": PNDM_CONFIG, "tiny-pano": DDIM_CONFIG}
 

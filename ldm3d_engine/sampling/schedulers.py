@@ -53,8 +53,9 @@ def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
     if name == "ddim":
         if own:  # the folder's own DDIM: its config as it is, diffusers' defaults for what it leaves out
             return DDIMScheduler.from_config(config)
-        # DDIM in place of another sampler (Intel/ldm3d's PNDM): latent diffusion must not clip its x0
-        # estimate to [-1, 1], which DDIM does by default, and a PNDM config has no clip_sample key.
+        # DDIM in place of another sampler: latent diffusion must not clip its x0 estimate to [-1, 1],
+        # which DDIM does by default. Intel's PNDM configs say clip_sample false; one without the key
+        # (PNDM has no use for it) would otherwise make DDIM clip.
         return DDIMScheduler.from_config({"clip_sample": False, **config})
     if name == "pndm":
         return PNDMScheduler.from_config(config)
