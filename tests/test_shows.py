@@ -306,6 +306,25 @@ def test_the_library_drops_broken_scenes_and_adopts_complete_orphans(tmp_path: P
         reopened.close()
 
 
+def test_a_row_pointing_at_another_scenes_folder_is_dropped_and_that_scene_kept(tmp_path: Path) -> None:
+    """A row whose folder holds another scene (a copied folder, a hand-edited database): the row goes,
+    the folder stays with the scene it holds, found by that scene's key (adopted when it had no row)."""
+    library = SceneLibrary(tmp_path)
+    try:
+        _scene_folder(library, "20261122-100000-000-0001", "a" * 64)
+        library.add("a" * 64, "20261122-100000-000-0001", "1")
+        library.add("b" * 64, "20261122-100000-000-0001", "2")  # b's row, a's folder
+        _scene_folder(library, "20261122-100000-000-0002", "c" * 64)
+        library.add("d" * 64, "20261122-100000-000-0002", "4")  # d's row, the folder of c (no row of its own)
+        assert library.check() == (2, 1)
+        assert library.scene_id("b" * 64) is None and library.scene_id("d" * 64) is None  # rendered again
+        assert library.scene_id("a" * 64) == "20261122-100000-000-0001"
+        assert library.scene_id("c" * 64) == "20261122-100000-000-0002"
+        assert len(list(library.folder.iterdir())) == 2
+    finally:
+        library.close()
+
+
 def test_a_library_that_was_never_used_leaves_no_trace(tmp_path: Path) -> None:
     library = SceneLibrary(tmp_path)
     try:

@@ -267,15 +267,19 @@ class SceneLibrary:
         self._created = True
         try:
             rows = [(str(key), str(scene_id)) for key, scene_id in db.execute("SELECT key, scene_id FROM scenes")]
-            dropped = 0
+            dropped, known = 0, set()
             for key, scene_id in rows:
-                if _complete(self.folder / scene_id) != key:
-                    logger.warning("scene %s (%s…) is missing or incomplete; it will be rendered again", scene_id,
-                                   key[:12])  # fmt: skip
-                    db.execute("DELETE FROM scenes WHERE key = ?", (key,))
+                found = _complete(self.folder / scene_id)
+                if found == key:
+                    known.add(scene_id)
+                    continue
+                logger.warning("scene %s (%s…) is missing or incomplete; it will be rendered again", scene_id,
+                               key[:12])  # fmt: skip
+                db.execute("DELETE FROM scenes WHERE key = ?", (key,))
+                dropped += 1
+                if found is None:  # a folder of another scene is that scene's: kept, or adopted below
                     shutil.rmtree(self.folder / scene_id, ignore_errors=True)
-                    dropped += 1
-            return dropped, self._adopt(db, known={scene_id for _, scene_id in rows})
+            return dropped, self._adopt(db, known)
         finally:
             db.close()
 
