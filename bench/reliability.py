@@ -1,6 +1,9 @@
-"""Reliability figures for the README: hostile packets, a flood, injected faults, partial reads.
+"""Reliability figures for the README: hostile packets, a flood, injected faults, partial reads, and
+the HTTP side and the scene library under attack.
 
     .venv/bin/python bench/reliability.py [--random 2000] [--flood-rate 10000] [--flood-seconds 5]
+        [--idle-flood 1100] [--idle-s 10] [--slow-readers 10] [--changes 600] [--nested 1000] [--lock-s 3]
+        [--only osc|http]  (the other sizes and bounds: --help)
 
 Runs real bridges on loopback with the built-in tiny model (built on first use).
 Prints, each from this run:
@@ -12,7 +15,22 @@ Prints, each from this run:
 3. faults injected (engine error, out of memory, a hang past the job timeout, an
    unwritable output folder) and how many the bridge recovered from (the next job succeeded);
 4. partial or undecodable files seen by a reader polling latest.json and the textures
-   during 50 jobs: must be 0.
+   during 50 jobs: must be 0;
+5. hostile subscribers and odd values: a dead resolver, reflection, re-subscribe storms;
+
+and against ``serve`` in a subprocess (its log kept, its memory and descriptors read from /proc;
+bench/reliability_connections.py, bench/reliability_http.py and bench/reliability_library.py):
+
+6. idle HTTP connections (silent, or half a request line) from one host and from many, under a
+   descriptor limit of 1,024: held and refused, a probe's answer, jobs written meanwhile, when the
+   held ones are closed, descriptors, log lines; and connections that trickle their header;
+7. WebSocket pages that never read while state changes flow: disconnected, resident memory;
+8. DNS rebinding (Host and Origin both evil.example:PORT): refused;
+9. JSON nested 5,000 deep on both WebSockets: answers, log lines, tracebacks;
+10. a scene library held locked by another connection: ping round trips meanwhile, a scene
+    rendered meanwhile and when its row is written;
+11. a damaged scene library at start-up (a bridge in this process, on the same folder): started,
+    moved aside, warned once, scenes adopted.
 """
 
 from __future__ import annotations
@@ -35,9 +53,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image
 
+from bench.reliability_connections import idle_flood
+from bench.reliability_http import nested_json, rebinding, slow_readers
+from bench.reliability_library import damaged_library, locked_library, write_show
+from bench.reliability_served import Served
 from bridge.notify.addresses import ResolveFailed
 from bridge.osc.client import OscClient
-from bridge.osc.codec import MalformedPacket, Message, decode_packet, encode_bundle, encode_message
+from bridge.osc.codec import Arg, MalformedPacket, Message, decode_packet, encode_bundle, encode_message
 from bridge.serve.server import Bridge
 from bridge.settings import BridgeSettings
 from ldm3d_engine import Cancelled, EngineSettings, GenerateRequest, OutOfMemory, load_engine
@@ -152,19 +174,24 @@ def flood(tmp: Path, rate: int, seconds: float) -> None:
         stats = probe.wait_for(["/ldm3d/stats"], 10)[-1].args
     proc.terminate()
     proc.wait(60)
-    counts = dict(zip(stats[::2], stats[1::2], strict=True))
-    received = int(counts.get("received", 0)) - int(received_before) - 1 - sent // 2000
+    counts = {str(k): v for k, v in zip(stats[::2], stats[1::2], strict=True)}
+    received = _int(counts.get("received", 0)) - _int(received_before) - 1 - sent // 2000
     policy = {
         k: v
         for k, v in counts.items()
-        if k in ("error_rate_limited", "replies_suppressed", "error_queue_full") or str(k).startswith("malformed_")
+        if k in ("error_rate_limited", "replies_suppressed", "error_queue_full") or k.startswith("malformed_")
     }
     print(
         f"   sent {sent} in {duration:.1f} s ({sent / duration:.0f}/s); the bridge read {received} "
         f"({received / duration:.0f}/s); the kernel dropped {max(0, sent - received)} before it read them"
     )
-    print("   dropped or refused by policy: " + ", ".join(f"{k} {v}" for k, v in sorted(policy.items())))
-    print(f"   pings answered during the flood: {pongs} of {sent // 2000}; queue at the end: {counts['queue']} (max 4)")
+    print("   dropped or refused by policy: " + ", ".join(f"{k} {_int(v)}" for k, v in sorted(policy.items())))
+    queue = _int(counts["queue"])
+    print(f"   pings answered during the flood: {pongs} of {sent // 2000}; queue at the end: {queue} (max 4)")
+
+
+def _int(value: Arg) -> int:
+    return int(value) if isinstance(value, int | float) else 0
 
 
 class Faulty:
@@ -215,7 +242,7 @@ def faults(engine: Any, tmp: Path) -> None:
                 out.with_name("faults.moved").rename(out)
             client.send("/ldm3d/generate", "recovery", "steps", 1)
             recovered = client.wait_for(READY_OR_ERROR, 30)[-1].address == "/ldm3d/ready"
-            results.append((name, f"{outcome.args[1]}", recovered))
+            results.append((name, str(outcome.args[1]), recovered))
     bridge.stop()
     for name, code, recovered in results:
         print(f"   {name:38} → {code:15} next job {'succeeded' if recovered else 'FAILED'}")
@@ -341,13 +368,13 @@ def hostile_subscribers(engine: Any, tmp: Path) -> None:
             rows.append(f"1000 re-subscribes: {states} /ldm3d/state sent to the target (1 + heartbeats, was 1002)")
             # self-loop
             attacker.send("/ldm3d/subscribe", bridge.address[1], "127.0.0.1")
-            loop = attacker.wait_for(["/ldm3d/error"], 2)[-1].args[1]
+            loop = str(attacker.wait_for(["/ldm3d/error"], 2)[-1].args[1])
             rows.append(
                 f"subscribing the bridge to itself: refused ({loop}); datagrams it sent itself: "
                 f"{bridge.counters.snapshot().get('self_loop_refused', 0)}"
             )
             # odd values that used to be internal errors
-            odd = [
+            odd: list[tuple[str, tuple[Arg, ...]]] = [
                 ("/ldm3d/seed", (1e30,)),
                 ("/ldm3d/size", (1e20, 1e20)),
                 ("/ldm3d/guidance", (1e300,)),
@@ -370,21 +397,71 @@ def hostile_subscribers(engine: Any, tmp: Path) -> None:
     print(f"   the bridge: {'failed' if bridge.failed else 'alive'} throughout")
 
 
+def served_for_http(tmp: Path, args: argparse.Namespace) -> Served:
+    """The served bridge of sections 6 to 10, started now (it loads while sections 3 to 5 run)."""
+    env = {
+        "LDM3D_BRIDGE_HTTP_IDLE_S": str(args.idle_s),
+        "LDM3D_BRIDGE_HTTP_MAX_CONNECTIONS": str(args.http_max_connections),
+        "LDM3D_BRIDGE_HTTP_CONNECTIONS_PER_HOST": str(args.http_per_host),
+        "LDM3D_BRIDGE_HTTP_MAX_UNSENT_BYTES": str(args.max_unsent),
+    }
+    shows = write_show(tmp / "shows")
+    return Served(tmp / "http", "--input-dir", str(shows), log=tmp / "serve.log", nofile=args.nofile, env=env)
+
+
+def http_side(engine: Any, served: Served, tmp: Path, args: argparse.Namespace) -> None:
+    """Sections 6 to 11: the served bridge for 6 to 10, then one in this process on the same folder for 11."""
+    try:
+        served.wait()
+        idle_flood(served, args.idle_flood, args.idle_s, args.trickle, nofile=args.nofile)
+        slow_readers(served, args.slow_readers, args.changes, args.max_unsent)
+        rebinding(served)
+        nested_json(served, args.nested)
+        locked_library(served, tmp / "http", args.lock_s)
+    finally:
+        alive, status = served.alive(), served.stop()
+    print(f"   the bridge of 6 to 10: {'alive' if alive else 'DEAD'} throughout, stopped with status {status}")
+    damaged_library(engine, tmp / "http", tmp / "shows")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.CRITICAL)  # the figures are the output; the bridge's logs are not
     parser = argparse.ArgumentParser()
+    parser.add_argument("--only", choices=("osc", "http"), help="sections 1-5 (OSC) or 6-11 (HTTP, library) only")
     parser.add_argument("--random", type=int, default=2000, help="random mutations on top of the corpus")
     parser.add_argument("--flood-rate", type=int, default=10000)
     parser.add_argument("--flood-seconds", type=float, default=5.0)
+    parser.add_argument("--idle-flood", type=int, default=1100, help="idle HTTP connections, half from one host")
+    parser.add_argument("--idle-s", type=float, default=10.0, help="the bridge's http_idle_s (its default: 60)")
+    parser.add_argument("--http-max-connections", type=int, default=512, help="the bridge's (its default)")
+    parser.add_argument("--http-per-host", type=int, default=64, help="http_connections_per_host (its default)")
+    parser.add_argument("--nofile", type=int, default=1024, help="the bridge's open-file limit, soft and hard")
+    parser.add_argument("--trickle", type=int, default=8, help="connections that send a header byte by byte")
+    parser.add_argument("--slow-readers", type=int, default=10, help="pages that never read")
+    parser.add_argument("--changes", type=int, default=600, help="32 kB state changes sent to every page")
+    parser.add_argument("--max-unsent", type=int, default=4 << 20, help="http_max_unsent_bytes (its default)")
+    parser.add_argument("--nested", type=int, default=1000, help="nested JSON messages on each WebSocket")
+    parser.add_argument("--lock-s", type=float, default=3.0, help="how long the scene library is held locked")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ldm3d-reliability-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its jobs (and OpenVINO's caches) are GBs
     engine = load_engine(EngineSettings(model="tiny"))
-    malformed(engine, tmp, args.random)
-    flood(tmp, args.flood_rate, args.flood_seconds)
-    faults(engine, tmp)
-    partial_reads(engine, tmp)
-    hostile_subscribers(engine, tmp)
+    served = None
+    if args.only != "http":
+        malformed(engine, tmp, args.random)
+        flood(tmp, args.flood_rate, args.flood_seconds)
+    if args.only != "osc":
+        served = served_for_http(tmp, args)
+    try:
+        if args.only != "http":
+            faults(engine, tmp)
+            partial_reads(engine, tmp)
+            hostile_subscribers(engine, tmp)
+        if served is not None:
+            http_side(engine, served, tmp, args)
+    finally:
+        if served is not None:
+            served.stop()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ section must show whatever the machine: no hang, nothing partial, every fault re
 Each runs at its documented defaults where that fits CI's time (bridge_latency, show_recall), else at a reduced
 size that goes through the same code paths: engine_speed on the small architecture at 128×64
 (the full one is 1024×512 on a real UNet), reliability with 100 random mutations and a 1 s flood
-at 2,000 packets/s (defaults: 2,000 mutations, 5 s at 10,000/s)."""
+at 2,000 packets/s (defaults: 2,000 mutations, 5 s at 10,000/s), and its HTTP side with 200 idle
+connections against bounds of 64 (16 per host) timed out after 1 s, 3 pages that never read past a
+64 KiB bound, 100 nested JSON messages and a 0.5 s lock (defaults: 1,100 against 512 (64) after 10 s,
+10 pages past 4 MiB, 1,000 messages, 3 s)."""
 
 from __future__ import annotations
 
@@ -102,6 +105,9 @@ def test_reliability_harness_shows_no_hang_no_loss_and_every_fault_recovered() -
             "2000",
             "--flood-seconds",
             "1",
+            *("--idle-flood", "200", "--idle-s", "1", "--http-max-connections", "64", "--http-per-host", "16"),
+            *("--trickle", "4", "--slow-readers", "3", "--changes", "150", "--max-unsent", "65536"),
+            *("--nested", "100", "--lock-s", "0.5"),
         ],
         capture_output=True,
         text=True,
@@ -117,6 +123,33 @@ def test_reliability_harness_shows_no_hang_no_loss_and_every_fault_recovered() -
     assert re.search(r"1000 re-subscribes: ([1-9]|1[0-9]) /ldm3d/state sent", out)
     assert "datagrams it sent itself: 0" in out and "internal errors 0" in out
     assert "the bridge: alive throughout" in out
+    # the HTTP side (issue 30): the bounds hold, worlds are still written, every fault is answered
+    one_host = r"one host, 100 connections .*: 16 held, 84 closed at once, .* answered 200 in [\d.]+ ms"
+    assert re.search(one_host + "; a job meanwhile: ready", out), out
+    probe = r"(refused at once \([\d.]+ ms\), answered [\d.]+ s later|answered at once \([\d.]+ ms\))"
+    assert re.search(r"8 hosts, 100 connections: .* " + probe + "; a job meanwhile: ready", out), out
+    held = re.search(r"held at once at most (\d+) .*; held ones closed after [\d.]+ to [\d.]+ s of silence; "
+                     r"still open 0\n", out)  # fmt: skip
+    assert held is not None and int(held[1]) <= 64, out
+    assert re.search(r"\(limit 1024\), \d+ after; jobs 3, write failures 0, other errors 0\n", out), out
+    assert "0 'out of system resource', 0 tracebacks)" in out
+    assert re.search(r"(\d+) of \1 disconnected; the reading page heard 150 of 150 changes", out), out
+    assert re.search(r"log lines \d+ \([1-9]\d* 'does not read', 0 tracebacks\)", out), out  # throttled: not one a page
+    assert "4 refused (403), 0 answered" in out and ": [200, 200, 101, 101]" in out
+    nested = re.search(r"page: 100 answered bad_arguments, socket open .*; OSCQuery: 100 answered ERROR, socket open;"
+                       r".*\n +log lines (\d+) \(\d+ bytes\), 0 tracebacks, 0 RecursionError", out)  # fmt: skip
+    assert nested is not None and int(nested[1]) <= 5, out  # not a line per message
+    lock = re.search(r"pings every 20 ms during the lock: (\d+) of \1 answered, .*, max ([\d.]+) ms", out)
+    assert lock is not None and float(lock[2]) < 1500, out  # before: 4.8 s behind SQLite's busy wait
+    assert re.search(r"a new cue rendered meanwhile: ready \(a job\); its library row pending while locked, "
+                     r"written [\d.]+ s after the lock was released", out), out  # fmt: skip
+    assert re.search(r"recalled meanwhile: ready in \d+ ms \(no job\); the page's show state over HTTP: \d+ ms\n", out)
+    assert re.search(r"show commands in a row meanwhile .* answered in \d+ ms; .* in \d+ ms .* in \d+ ms\n"
+                     r" +log lines \d+ \(\d+ about the lock, 0 tracebacks\)", out), out  # fmt: skip
+    assert "the bridge of 6 to 10: alive throughout, stopped with status 0" in out
+    assert re.search(r"the bridge started in \d+ ms; moved aside: scenes\.sqlite\.corrupt-\d{8}T\d{6}Z; "
+                     r"warnings 1 \(1 'moved aside'\), 0 tracebacks", out), out  # fmt: skip
+    assert "cues recalled from the scene folders without a job: 2 of 2" in out
 
 
 def test_show_recall_harness_runs_at_its_defaults_without_asking_the_engine() -> None:
