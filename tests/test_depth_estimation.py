@@ -1,9 +1,10 @@
 """Depth estimation (DPT) in the engine: transformers' post-processing matched, our depth convention,
-the 360° views (coverage, projection, alignment, no seam), img2img and depth jobs, loading errors.
+the 360° views (coverage, projection, no seam), img2img and depth jobs, loading errors.
 
 The DPT here is ``tiny-dpt`` (the dpt-large architecture, random weights, built offline): its
-depth means nothing, so what is checked is the machinery around it; the alignment is checked
-with a stand-in estimator whose true answer is known."""
+depth means nothing, so what is checked is the machinery around it; the 360° geometry (planar
+depth to range, the alignment, the blend) is checked in ``test_depth_geometry.py`` with a
+stand-in estimator whose true answer is known."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from ldm3d_engine import DepthRequest, EngineSettings, GenerateRequest, InvalidRequest, ModelNotAvailable, load_engine
-from ldm3d_engine.depth.equirect import View, equirect_depth, project_back, render_view, sphere_directions
+from ldm3d_engine.depth.equirect import View, project_back, render_view, sphere_directions
 from ldm3d_engine.depth.estimator import to_depth16
 from ldm3d_engine.errors import Cancelled
 from ldm3d_engine.models.loading import locate_depth_model
@@ -117,31 +118,6 @@ def test_a_view_projects_back_onto_the_sphere() -> None:
     assert (values[inside] - equirect[0][inside]).abs().max() < 0.01
 
 
-def test_views_with_their_own_scale_and_shift_are_aligned_into_one_depth() -> None:
-    """Each view's answer is the true depth with its own scale and shift (as a depth model's is);
-    the blend recovers the true depth up to one scale and shift, with no seam at 0°/360°."""
-    directions = sphere_directions(512, 256)
-    truth = _field(directions)
-    rgb = truth[None].repeat(3, 1, 1).float()  # the 'picture' carries the truth in its pixels
-    rng = np.random.default_rng(0)
-    calls = []
-
-    def estimate(picture: torch.Tensor) -> torch.Tensor:
-        scale, shift = rng.uniform(0.3, 3.0), rng.uniform(-2, 2)
-        calls.append((scale, shift))
-        return picture[0] * scale + shift
-
-    blended = equirect_depth(rgb, estimate, 64)
-    assert len(calls) == len(VIEWS)
-    a = np.stack([blended.reshape(-1).numpy(), np.ones(blended.numel())], 1)
-    fit, *_ = np.linalg.lstsq(a, truth.reshape(-1).numpy(), rcond=None)
-    error = np.abs(a @ fit - truth.reshape(-1).numpy())
-    assert error.max() < 0.02 * float(truth.max() - truth.min())
-    seam = (blended[:, 0] - blended[:, -1]).abs().mean()
-    inner = (blended[:, 1:] - blended[:, :-1]).abs().mean()
-    assert seam <= 2 * inner
-
-
 def test_a_360_picture_has_no_seam_where_a_whole_picture_estimate_has_one(pano: Any, pano_rgb: np.ndarray) -> None:
     """The real tiny DPT on a real tiny-pano world: column 0 and column W-1 are neighbours on the
     sphere; the blend keeps them as close as any two neighbouring columns, the whole-picture estimate
@@ -213,18 +189,3 @@ def test_a_depth_model_missing_offline_says_how_to_get_it(tmp_path: Path) -> Non
         Exception, match="unknown depth model 'dpt-enormous': not one of dpt-large, dpt-hybrid, tiny-dpt"
     ):
         locate_depth_model("dpt-enormous", settings)
-
-
-def test_a_picture_wider_than_the_blend_is_blended_smaller_and_resized_back() -> None:
-    """Above ``blend_width`` (2048 by default: an 8K photo) the views are rendered from a shrunk copy
-    and blended at that width, then resized with the columns wrapping: the same depth, no seam."""
-    directions = sphere_directions(512, 256)
-    truth = _field(directions)
-    rgb = truth[None].repeat(3, 1, 1).float()
-    blended = equirect_depth(rgb, lambda picture: picture[0] * 2.0 + 1.0, 64, blend_width=128)
-    assert blended.shape == (256, 512)
-    a = np.stack([blended.reshape(-1).numpy(), np.ones(blended.numel())], 1)
-    fit, *_ = np.linalg.lstsq(a, truth.reshape(-1).numpy(), rcond=None)
-    assert np.abs(a @ fit - truth.reshape(-1).numpy()).max() < 0.03 * float(truth.max() - truth.min())
-    seam = (blended[:, 0] - blended[:, -1]).abs().mean()
-    assert seam <= 2 * (blended[:, 1:] - blended[:, :-1]).abs().mean()

@@ -5,13 +5,25 @@ inputs. Fed a whole equirect image, it sees the poles stretched across the top a
 and the two ends of the picture as unrelated borders: a seam at 0°/360°. So the sphere is cut
 into overlapping perspective views (:data:`VIEWS`: a ring of 8 around the horizon and one at
 each pole, each 110° wide), each view's depth is estimated on its own, and the views are put
-back on the sphere:
+back on the sphere.
 
-1. Each view's relative depth has its own scale and shift (a depth model's output is only
-   defined up to both). They are made to agree where views overlap: one least-squares fit of a
-   scale and a shift per view over every overlapping pair (the first view is the reference).
+**Planar depth and range.** A view's answer is relative inverse *planar* depth: ``p = a/z + b``,
+with ``z`` the distance along the view's optical axis and ``a > 0``, ``b`` unknown (the model's
+affine ambiguity). What the sphere needs is inverse *range*, ``1/r``, the distance from the centre
+along each pixel's ray: ``z = r·cos θ``, θ the angle between the ray and the view's axis, so
+``1/r = cos θ / z = cos θ · (s·p + t)`` with ``s = 1/a``, ``t = −b/a``. Taking a view's answer
+for inverse range (this module until issue 32) bulges flat walls: 12 % off, median, on a box room
+(``tests/test_depth_geometry.py``). And the scale and shift must undo the model's affine on the
+planar value, *before* cos θ: fitting them after it (a scale and shift of ``cos θ · p``) leaves
+``b·cos θ``, a term that varies across the view, which no shift removes. So:
+
+1. Each view's ``s`` and ``t`` are fitted together (one linear least-squares over every pair of
+   overlapping views, weighted by both views' blending weights) so that the views' ``1/r`` agree
+   where they overlap. Since cos θ differs between two views at the same direction, the overlaps
+   fix each view's shift, not only the differences of shifts: the result is ``1/r`` up to one
+   global scale (held by the mean inverse range over the sphere being 1).
 2. Every equirect pixel is the weighted mean of the views that see it; a view's weight falls to
-   zero at its border, so no view's edge shows.
+   zero with a zero slope at its border (a feather), so no view's edge shows as a step or crease.
 
 Because the blend is computed per direction on the sphere, the first and last columns of the
 result are neighbours like any others: there is no seam. Pure tensor maths: no model here.
@@ -19,154 +31,96 @@ result are neighbours like any others: there is no seam. Pure tensor maths: no m
 
 from __future__ import annotations
 
-import math
+import functools
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..presets import EQUIRECT_VIEWS as VIEWS
+from .sphere import (
+    FOV_DEG,
+    Footprint,
+    View,
+    footprint,
+    project_back,
+    render_view,
+    render_views,
+    resize_wrapped,
+    sphere_directions,
+)
 
-#: Each view's field of view. With views 45° apart around the horizon, 110° leaves every
-#: neighbour pair a wide overlap, and the polar views reach down to 35° of latitude, below where
-#: the horizon ring stops seeing (about 53° between two views), so every direction is covered.
-FOV_DEG = 110.0
+__all__ = ["FOV_DEG", "VIEWS", "View", "align", "equirect_depth", "project_back", "render_view", "sphere_directions"]
+
+logger = logging.getLogger(__name__)
+
 #: The equirect grid (width, height) the views' scales and shifts are fitted on (2 numbers per view).
 ALIGN_GRID = (512, 256)
 #: The widest the views are rendered from and blended at; larger pictures get the result resized.
 BLEND_WIDTH = 2048
 
 
-@dataclass(frozen=True)
-class View:
-    yaw: float
-    pitch: float
-    fov: float = FOV_DEG
+def align(
+    depths: Sequence[torch.Tensor], prints: Sequence[Footprint], grid: tuple[int, int]
+) -> list[tuple[float, float]]:
+    """Per view, the scale ``s`` and shift ``t`` of its planar inverse depth (size×size) such that
+    ``cos θ · (s·p + t)``, its inverse range, agrees with the other views where they overlap.
 
-    def basis(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward, right and up unit vectors (x right, y up, z forward at yaw 0, pitch 0)."""
-        psi, theta = math.radians(self.yaw), math.radians(self.pitch)
-        f64 = torch.float64
-        forward = torch.tensor(
-            [math.cos(theta) * math.sin(psi), math.sin(theta), math.cos(theta) * math.cos(psi)], dtype=f64
-        )
-        right = torch.tensor([math.cos(psi), 0.0, -math.sin(psi)], dtype=f64)
-        up = torch.tensor(
-            [-math.sin(theta) * math.sin(psi), math.cos(theta), -math.sin(theta) * math.cos(psi)], dtype=f64
-        )
-        return forward, right, up
-
-
-def sphere_directions(width: int, height: int) -> torch.Tensor:
-    """Unit direction of every equirect pixel's centre, height×width×3 (column 0 at -180°)."""
-    lon = (torch.arange(width, dtype=torch.float64) + 0.5) / width * 2 * math.pi - math.pi
-    lat = math.pi / 2 - (torch.arange(height, dtype=torch.float64) + 0.5) / height * math.pi
-    lat, lon = torch.meshgrid(lat, lon, indexing="ij")
-    return torch.stack([torch.cos(lat) * torch.sin(lon), torch.sin(lat), torch.cos(lat) * torch.cos(lon)], -1)
-
-
-def _bilinear(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, wrap: bool) -> torch.Tensor:
-    """Sample ``image`` (C×H×W) at pixel coordinates (x, y) (pixel centres at integers);
-    columns wrap around when ``wrap`` (an equirect image), rows and unwrapped columns clamp."""
-    _, h, w = image.shape
-    x0f, y0f = torch.floor(x), torch.floor(y)
-    fx, fy = (x - x0f).to(image.dtype), (y - y0f).to(image.dtype)
-    x0, y0 = x0f.long(), y0f.long()
-    x1, y1 = x0 + 1, y0 + 1
-    if wrap:
-        x0, x1 = x0 % w, x1 % w
-    else:
-        x0, x1 = x0.clamp(0, w - 1), x1.clamp(0, w - 1)
-    y0, y1 = y0.clamp(0, h - 1), y1.clamp(0, h - 1)
-    top = image[:, y0, x0] * (1 - fx) + image[:, y0, x1] * fx
-    bottom = image[:, y1, x0] * (1 - fx) + image[:, y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
-
-
-def render_view(equirect: torch.Tensor, view: View, size: int) -> torch.Tensor:
-    """The perspective picture (C×size×size) a camera at the sphere's centre sees through ``view``."""
-    _, h, w = equirect.shape
-    forward, right, up = view.basis()
-    half = math.tan(math.radians(view.fov) / 2)
-    steps = ((torch.arange(size, dtype=torch.float64) + 0.5) / size * 2 - 1) * half
-    yy, xx = torch.meshgrid(-steps, steps, indexing="ij")
-    rays = forward + xx[..., None] * right + yy[..., None] * up
-    rays = rays / rays.norm(dim=-1, keepdim=True)
-    lon = torch.atan2(rays[..., 0], rays[..., 2])
-    lat = torch.asin(rays[..., 1].clamp(-1, 1))
-    px = (lon + math.pi) / (2 * math.pi) * w - 0.5
-    py = (math.pi / 2 - lat) / math.pi * h - 0.5
-    return _bilinear(equirect, px, py, wrap=True)
-
-
-def project_back(view_image: torch.Tensor, view: View, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``view_image`` (size×size) seen from each direction of ``directions`` (H×W×3): the sampled
-    values and each one's blending weight (0 where the view does not see that direction, falling
-    to 0 toward the view's border)."""
-    size = view_image.shape[-1]
-    forward, right, up = view.basis()
-    z = directions @ forward
-    half = math.tan(math.radians(view.fov) / 2)
-    safe_z = torch.where(z > 1e-6, z, torch.ones_like(z))
-    x = (directions @ right) / safe_z / half
-    y = (directions @ up) / safe_z / half
-    seen = (z > 1e-6) & (x.abs() < 1) & (y.abs() < 1)
-    weight = torch.where(seen, (1 - x.abs()) * (1 - y.abs()), torch.zeros_like(x))
-    px = (x.clamp(-1, 1) + 1) / 2 * size - 0.5
-    py = (1 - y.clamp(-1, 1)) / 2 * size - 0.5
-    values = _bilinear(view_image[None].double(), px, py, wrap=False)[0]
-    return values, weight
-
-
-def align(values: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> list[tuple[float, float]]:
-    """A scale and a shift per view so that the views agree where they overlap (least squares over
-    every overlapping pair, weighted by both views' weights; view 0 keeps scale 1, shift 0). A view
-    whose fit comes out non-positive or undefined keeps 1, 0."""
-    n = len(values)
-    rows: list[np.ndarray] = []
-    sampled = [(v.reshape(-1).numpy(), w.reshape(-1).numpy()) for v, w in zip(values, weights, strict=True)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            vi, wi = sampled[i]
-            vj, wj = sampled[j]
-            both = (wi > 0) & (wj > 0)
-            if not both.any():
-                continue
-            s = np.sqrt(wi[both] * wj[both])
-            block = np.zeros((int(both.sum()), 2 * n))
-            block[:, 2 * i], block[:, 2 * i + 1] = s * vi[both], s
-            block[:, 2 * j], block[:, 2 * j + 1] = -s * vj[both], -s
-            rows.append(block)
-    if not rows:
-        return [(1.0, 0.0)] * n
-    total = sum(len(r) for r in rows)
-    anchor = np.zeros((2, 2 * n))
-    anchor[0, 0] = anchor[1, 1] = math.sqrt(total)  # view 0: scale 1, shift 0, held firmly
-    a = np.concatenate([*rows, anchor])
-    b = np.zeros(len(a))
-    b[-2] = math.sqrt(total)
-    solution, *_ = np.linalg.lstsq(a, b, rcond=None)
-    fits = []
+    Least squares over every overlapping pair (i, j) and pixel: ``w_i·w_j·(a_i − a_j)²`` with
+    ``a = cos θ · (s·p + t)``, under the one constraint that the weighted mean of ``a`` over the
+    sphere is 1 (the global scale, which nothing else fixes). The sum over pairs is
+    ``Σ_i S·w_i·a_i² − (Σ_i w_i·a_i)²`` per pixel (``S = Σ_i w_i``): a 2n×2n quadratic form built
+    in one pass, solved with the constraint (a Lagrange multiplier). A view whose planar
+    depth is constant (a wall square to its axis) gets its scale near 0 and its depth from its
+    shift, as it should. Nothing forces a scale positive: views that do not look like one scene
+    (a model with random weights) get whatever agrees best."""
+    width, height = grid
+    n = len(depths)
+    weight = torch.zeros(height, width, n, dtype=torch.float64)
+    features = torch.zeros(height, width, n, 2, dtype=torch.float64)  # (cos θ · p, cos θ) per pixel and view
+    for k, (depth, fp) in enumerate(zip(depths, prints, strict=True)):
+        weight[fp.rows, fp.cols, k] = fp.weight.double()
+        features[fp.rows, fp.cols, k, 0] = (fp.cos * fp.sample(depth)).double()
+        features[fp.rows, fp.cols, k, 1] = fp.cos.double()
+    weight, features = weight.reshape(-1, n), features.reshape(-1, n, 2)
+    total = weight.sum(1)
+    weighted = (weight[..., None] * features).reshape(-1, 2 * n)  # pixels × (view, feature)
+    quadratic = -(weighted.T @ weighted)
     for k in range(n):
-        scale, shift = float(solution[2 * k]), float(solution[2 * k + 1])
-        fits.append((scale, shift) if math.isfinite(scale) and math.isfinite(shift) and scale > 0 else (1.0, 0.0))
+        u = features[:, k]
+        quadratic[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] += u.T @ (u * (total * weight[:, k])[:, None])
+    kkt = torch.zeros(2 * n + 1, 2 * n + 1, dtype=torch.float64)
+    kkt[: 2 * n, : 2 * n] = quadratic
+    mean = weighted.sum(0)  # Σ_px w·a, linear in (s, t) of each view
+    kkt[2 * n, : 2 * n] = kkt[: 2 * n, 2 * n] = mean / float(total.sum())
+    rhs = torch.zeros(2 * n + 1, dtype=torch.float64)
+    rhs[2 * n] = 1.0
+    solution = np.linalg.lstsq(kkt.numpy(), rhs.numpy(), rcond=None)[0]
+    fits = [(float(solution[2 * k]), float(solution[2 * k + 1])) for k in range(n)]
+    logger.debug("360° depth: each view's scale and shift %s", fits)
     return fits
 
 
-def _resize_wrapped(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize a C×H×W equirect image, its columns wrapping around (no border at 0°/360°);
-    antialiased when shrinking. The wrapped margin is a whole number of pixels on both sides of
-    the resize whenever the sizes allow it (so nothing shifts); else the shift is under a pixel."""
-    _, _, w = image.shape
-    unit = w // math.gcd(w, width)  # the smallest margin that scales to a whole number of pixels
-    pad = unit * max(1, math.ceil(2 / unit)) if unit <= max(2, w // 8) else 2
-    out_pad = round(pad * width / w)
-    padded = torch.cat([image[:, :, -pad:], image, image[:, :, :pad]], dim=2)
-    resized = torch.nn.functional.interpolate(
-        padded[None], size=(height, width + 2 * out_pad), mode="bilinear", align_corners=False, antialias=True
-    )[0]
-    return resized[:, :, out_pad : out_pad + width]
+@functools.lru_cache(maxsize=4)
+def _align_prints(views: tuple[View, ...]) -> list[Footprint]:
+    """The views' footprints on the fitting grid (cached: about 5 MB for the ten views)."""
+    return [footprint(view, *ALIGN_GRID) for view in views]
+
+
+def _standardised(depth: torch.Tensor) -> torch.Tensor:
+    """``depth`` with mean 0 and standard deviation 1, so the views' fits are comparable numbers; a
+    view with no spread (a wall square to its axis: constant planar depth) is all 0 (its shift
+    carries it). NaN or ±inf pixels (a model overflowing) count as the view's mean."""
+    values = depth.double()
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        values = torch.where(finite, values, values[finite].mean() if bool(finite.any()) else 0.0)
+    centred = values - values.mean()
+    spread = float(centred.std()) if centred.numel() > 1 else 0.0
+    if spread <= 1e-6 * float(values.abs().max()):
+        return torch.zeros_like(centred, dtype=torch.float32)
+    return (centred / spread).float()
 
 
 def equirect_depth(
@@ -177,35 +131,35 @@ def equirect_depth(
     after_view: Callable[[int, int], None] | None = None,
     blend_width: int = BLEND_WIDTH,
 ) -> torch.Tensor:
-    """Relative inverse depth (H×W, float64, unnormalised) of the equirect ``rgb`` (3×H×W, 0..1),
-    from ``estimate`` (a size×size picture, 3×size×size → the same-size depth) run on each view.
-    ``after_view(done, total)`` is told after each view (progress, and a place to cancel).
+    """Relative inverse range (H×W, float32, unnormalised: one unknown scale) of the equirect
+    ``rgb`` (3×H×W, 0..1), from ``estimate`` (a size×size picture, 3×size×size → the same-size
+    relative inverse planar depth, as DPT gives) run on each view. ``after_view(done, total)`` is
+    told after each view (progress, and a place to cancel).
 
     Memory stays bounded whatever the picture's size (an 8K photo is 8192×4096): the views are
     rendered from the picture shrunk to at most ``blend_width`` wide (a view's pixels are coarser
     than that anyway), their scales and shifts are fitted on a 512×256 grid, the blend is made at
-    most ``blend_width`` wide, one view at a time, and resized to the picture's size."""
+    most ``blend_width`` wide, one view's box at a time, and resized to the picture's size."""
     _, h, w = rgb.shape
     work_w = min(w, blend_width)
     work_h = max(1, round(h * work_w / w))
-    source = (rgb if work_w == w else _resize_wrapped(rgb.float(), work_h, work_w)).double()
+    source = rgb.float() if work_w == w else resize_wrapped(rgb.float(), work_h, work_w)
+    view_list = [View(yaw, pitch) for yaw, pitch in views]
     depths = []
-    for n, (yaw, pitch) in enumerate(views):
-        view = View(yaw, pitch)
-        depth = estimate(render_view(source, view, size).to(rgb.dtype)).double()
-        depths.append((depth - depth.mean()) / (depth.std() + 1e-12))  # comparable before the fit
+    for n, picture in enumerate(render_views(source, view_list, size)):
+        depth = estimate(picture.to(rgb.dtype))
+        depths.append(_standardised(depth))
         if after_view is not None:
-            after_view(n + 1, len(views))
-    coarse = sphere_directions(*ALIGN_GRID)
-    fits = align(*zip(*(project_back(d, View(*v), coarse) for d, v in zip(depths, views, strict=True)), strict=True))
-    directions = sphere_directions(work_w, work_h)
-    total = torch.zeros(work_h, work_w, dtype=torch.float64)
-    weight_sum = torch.zeros(work_h, work_w, dtype=torch.float64)
-    for (scale, shift), depth, v in zip(fits, depths, views, strict=True):
-        value, weight = project_back(depth, View(*v), directions)
-        total += weight * (scale * value + shift)
-        weight_sum += weight
+            after_view(n + 1, len(view_list))
+    fits = align(depths, _align_prints(tuple(view_list)), ALIGN_GRID)
+    total = torch.zeros(work_h, work_w)
+    weight_sum = torch.zeros(work_h, work_w)
+    for (scale, shift), depth, view in zip(fits, depths, view_list, strict=True):
+        fp = footprint(view, work_w, work_h)
+        inverse_range = fp.cos * (scale * fp.sample(depth) + shift)
+        total[fp.rows].index_add_(1, fp.cols, fp.weight * inverse_range)
+        weight_sum[fp.rows].index_add_(1, fp.cols, fp.weight)
     blended = total / weight_sum.clamp_min(1e-12)
     if (work_h, work_w) == (h, w):
         return blended
-    return _resize_wrapped(blended[None], h, w)[0]
+    return resize_wrapped(blended[None], h, w)[0]

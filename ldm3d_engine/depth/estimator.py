@@ -4,7 +4,9 @@ LDM3D learned its depth from DPT-Large, whose output is relative inverse depth (
 nearer, up to an unknown scale and shift; not metres). :meth:`DepthEstimator.estimate` keeps
 that meaning and maps it to our convention: min–max over the picture, the nearest point 1.0
 (65535 in 16 bits), the farthest 0.0. An equirect picture goes through
-:mod:`ldm3d_engine.depth.equirect` (perspective views, aligned and blended back: no seam at 0°/360°).
+:mod:`ldm3d_engine.depth.equirect` (perspective views, each view's planar inverse depth turned into
+inverse range — distance from the centre — aligned and blended back: no seam at 0°/360°), so a
+360° picture's depth is min–max of inverse range.
 
 Pre-processing is the model folder's own image processor (size, resampling, mean and std as its
 ``preprocessor_config.json`` says); post-processing is ours and matches transformers'
