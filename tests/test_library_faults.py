@@ -321,6 +321,9 @@ def test_a_locked_library_stalls_no_thread_and_the_loop_shows_the_scenes_made_me
     assert ready.args[0] == made["1"] and took < 1.5
     client.send("/ldm3d/cue", "0")
     assert _pong_within(client, 3) < 1.5  # before: 5 s behind the show's state being saved
+    for _ in range(8):  # GO pressed again and again: each waited 0.25 s to save the place, a ping behind all
+        client.send("/ldm3d/cue", "0")
+    assert _pong_within(client, 5) < 1.0
     started = time.monotonic()
     client.send("/ldm3d/cue", "2")  # the intake holds the show desk while it saves the state…
     answer = requests.get(f"http://127.0.0.1:{bridge.http_port}/ldm3d/show/state", timeout=10).json()
@@ -336,6 +339,7 @@ def test_a_locked_library_stalls_no_thread_and_the_loop_shows_the_scenes_made_me
         rows = {r[0] for r in check.execute("SELECT scene_id FROM scenes")}
     check.close()
     assert {made["1"], made["2"]} <= rows
+    assert bridge.shows.library.load_state()["cue"] == "2"  # the place, saved once the library was free
     clock_lines = [r for r in caplog.records if r.name == "bridge.serve.shows" and "locked" in r.getMessage()]
     assert 1 <= len(clock_lines) <= 1 + locked_for // 10  # once per 10 s, though every tick met the lock
 

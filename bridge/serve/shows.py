@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from bridge.contract.engine_api import EngineLike
 from bridge.errors import BridgeError, LibraryBusy, NoShow, UnknownCue
@@ -91,6 +92,8 @@ class ShowDesk:
         self._fallback_checked = False
         #: A locked scene library, as the clock meets it: logged once per 10 s.
         self._log = LogLimiter(logger)
+        #: The show's place, when a locked library could not take it: saved by the monitor's tick.
+        self._unsaved: dict[str, Any] | None = None
 
     # -- commands ------------------------------------------------------------
 
@@ -267,7 +270,12 @@ class ShowDesk:
                 self._log.warning("library_error", time.monotonic(), "the scene library: %s", exc)
 
     def _flush(self, now: float) -> None:
-        """Scene rows a locked library could not take when their scenes were written."""
+        """Scene rows and the show's place that a locked library could not take when they came (the
+        monitor's thread may wait for it; the threads carrying commands never do)."""
+        if (values := self._unsaved) is not None:
+            self.library.save_state(**values)  # LibraryBusy: still locked, the next tick tries again
+            if self._unsaved is values:  # (a newer one, saved or kept, is not undone)
+                self._unsaved = None
         if self.library.pending and (written := self.library.flush()):
             logger.info("the scene library is free again: %d scenes recorded", written)
 
@@ -512,14 +520,17 @@ class ShowDesk:
         def number(index: int | None) -> str | None:
             return show.cues[index].number if show is not None and index is not None else None
 
+        values: dict[str, Any] = dict(
+            show=show.source if show else "", cue=number(self.current), standby=number(self.standby),
+            running=self.running, cue_state=self.cue_state, elapsed=round(self.countdown.elapsed(now), 2),
+            world=self.world.last,
+        )  # fmt: skip
+        self._unsaved = None
         try:
-            self.library.save_state(
-                show=show.source if show else "", cue=number(self.current), standby=number(self.standby),
-                running=self.running, cue_state=self.cue_state, elapsed=round(self.countdown.elapsed(now), 2),
-                world=self.world.last,
-            )  # fmt: skip
-        except LibraryBusy as exc:  # the next save (a change, or 5 s into a countdown) tries again
-            self._log.warning("library_busy", time.monotonic(), "the show's place is not saved: %s", exc)
+            self.library.save_state(wait=False, **values)  # on the thread of the command: never waits
+        except LibraryBusy as exc:  # saved by the monitor's tick once the library is free
+            self._unsaved = values
+            self._log.warning("library_busy", time.monotonic(), "the show's place is saved once it is free: %s", exc)
         except Exception as exc:  # noqa: BLE001 - a show goes on without its saved state
             logger.warning("could not save the show's state: %s", exc)
 

@@ -319,11 +319,20 @@ class SceneLibrary:
 
     # -- the show's state ---------------------------------------------------
 
-    def save_state(self, **values: Any) -> None:
+    def save_state(self, *, wait: bool = True, **values: Any) -> None:
+        """Save the show's state. ``wait`` False: LibraryBusy at once when another process holds the
+        library (the show desk's commands run on the hot threads and keep it to save later)."""
+        rows = [(k, json.dumps(v)) for k, v in values.items()]
+        db = self._db
         with self._answering():
-            _write(
-                self._db, "INSERT OR REPLACE INTO state VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
-            )
+            if wait:
+                _write(db, "INSERT OR REPLACE INTO state VALUES (?, ?)", rows)
+                return
+            db.execute("PRAGMA busy_timeout = 0")
+            try:
+                _write(db, "INSERT OR REPLACE INTO state VALUES (?, ?)", rows)
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(self.wait_s * 1000)}")
 
     def remembered_identity(self, settings: Any) -> str | None:
         """The model identity the show desk last made scenes with under these settings, or None."""
