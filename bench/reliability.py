@@ -401,6 +401,7 @@ def served_for_http(tmp: Path, args: argparse.Namespace) -> Served:
     """The served bridge of sections 6 to 10, started now (it loads while sections 3 to 5 run)."""
     env = {
         "LDM3D_BRIDGE_HTTP_IDLE_S": str(args.idle_s),
+        "LDM3D_BRIDGE_HTTP_HEADER_S": str(args.header_s),
         "LDM3D_BRIDGE_HTTP_MAX_CONNECTIONS": str(args.http_max_connections),
         "LDM3D_BRIDGE_HTTP_CONNECTIONS_PER_HOST": str(args.http_per_host),
         "LDM3D_BRIDGE_HTTP_MAX_UNSENT_BYTES": str(args.max_unsent),
@@ -413,7 +414,7 @@ def http_side(engine: Any, served: Served, tmp: Path, args: argparse.Namespace) 
     """Sections 6 to 11: the served bridge for 6 to 10, then one in this process on the same folder for 11."""
     try:
         served.wait()
-        idle_flood(served, args.idle_flood, args.idle_s, args.trickle, nofile=args.nofile)
+        idle_flood(served, args.idle_flood, args.idle_s, args.trickle, nofile=args.nofile, header_s=args.header_s)
         slow_readers(served, args.slow_readers, args.changes, args.max_unsent)
         rebinding(served)
         nested_json(served, args.nested)
@@ -437,6 +438,7 @@ def main() -> None:
     parser.add_argument("--http-per-host", type=int, default=64, help="http_connections_per_host (its default)")
     parser.add_argument("--nofile", type=int, default=1024, help="the bridge's open-file limit, soft and hard")
     parser.add_argument("--trickle", type=int, default=8, help="connections that send a header byte by byte")
+    parser.add_argument("--header-s", type=float, default=10.0, help="the bridge's http_header_s (its default: 20)")
     parser.add_argument("--slow-readers", type=int, default=10, help="pages that never read")
     parser.add_argument("--changes", type=int, default=600, help="32 kB state changes sent to every page")
     parser.add_argument("--max-unsent", type=int, default=4 << 20, help="http_max_unsent_bytes (its default)")

@@ -147,9 +147,10 @@ class Trickle:
         self._thread.join(5)
 
 
-def idle_flood(served: Served, n: int, idle_s: float, trickle: int, *, nofile: int) -> None:
+def idle_flood(served: Served, n: int, idle_s: float, trickle: int, *, nofile: int, header_s: float) -> None:
     """Section 6: ``n`` idle connections, half from one host and half from many; ``trickle`` more that
-    send their header a byte at a time. ``idle_s`` and ``nofile``: the bridge's, as it was started."""
+    send their header a byte at a time. ``idle_s``, ``header_s`` and ``nofile``: the bridge's, as it
+    was started."""
     total, per_host = int(served.setting("http_max_connections")), int(served.setting("http_connections_per_host"))
     print(
         f"\n6. Idle connections: {n} that send nothing or half a request line (descriptor limit {nofile}, "
@@ -210,11 +211,11 @@ def idle_flood(served: Served, n: int, idle_s: float, trickle: int, *, nofile: i
         while watch.open(one + many) and time.monotonic() < deadline:
             time.sleep(0.05)
         timed_out = [w.closed - w.last_sent for w in one + many if w.closed and w.closed - w.opened >= at_once]
-        if slow:  # the trickle goes on past the idle bound
-            time.sleep(max(0.0, 2 * idle_s - (time.monotonic() - slow[0].opened)))
+        deadline = (slow[0].opened if slow else 0.0) + header_s + idle_s + 5  # the trickle goes on past idle_s
+        while watch.open(slow) and time.monotonic() < deadline:
+            time.sleep(0.05)
         trickler.stop()
-        trickled_s = time.monotonic() - slow[0].opened if slow else 0.0
-        trickling = len(watch.open(slow))
+        trickled = [w.closed - w.opened for w in slow if w.closed is not None]
         jobs.append(_job(client, "after an idle flood"))
     fds_peak = peak.stop()
     time.sleep(0.3)
@@ -235,8 +236,9 @@ def idle_flood(served: Served, n: int, idle_s: float, trickle: int, *, nofile: i
         f"resource', {lines_with(lines, 'Traceback')} tracebacks)"
     )
     rows.append(
-        f"{len(slow)} connections that send one byte of a header line every {idle_s / 2:g} s: {trickling} still held "
-        f"after {trickled_s:.1f} s" + (" (no deadline for a whole request)" if trickling else "")
+        f"{len(slow)} connections that send one byte of a header line every {idle_s / 2:g} s (http_header_s "
+        f"{header_s:g}): {len(trickled)} of {len(slow)} closed"
+        + (f", {min(trickled):.1f} to {max(trickled):.1f} s after they opened" if trickled else "")
     )
     for row in rows:
         print(f"   {row}")

@@ -83,10 +83,12 @@ class BridgeSettings:
     http: bool = True
     http_port: int | None = None
     #: HTTP connections held at once, in all and per client host (beyond them a connection is closed at
-    #: once); one that receives nothing for http_idle_s while nothing waits to be sent to it is closed.
+    #: once); one that receives nothing for http_idle_s while nothing waits to be sent to it is closed,
+    #: and so is one whose request has not arrived whole (its headers) http_header_s after its first byte.
     http_max_connections: int = 512
     http_connections_per_host: int = 64
     http_idle_s: float = 60.0
+    http_header_s: float = 20.0
     #: A WebSocket client (an operator page, an OSCQuery listener) is disconnected once more than this many
     #: bytes sent to it wait unread in the bridge's memory (a client that does not read).
     http_max_unsent_bytes: int = 4 * 1024 * 1024
@@ -255,6 +257,8 @@ class BridgeSettings:
             raise bad("http_connections_per_host", "use 1..http_max_connections")
         if self.http_idle_s < 1:
             raise bad("http_idle_s", "use at least 1 second (the WebSockets' heartbeat answers within 30 s)")
+        if not 1 <= self.http_header_s <= 600:
+            raise bad("http_header_s", "use 1..600 seconds (a request's headers arrive in one packet or a few)")
         if self.http_max_unsent_bytes < 65536:
             raise bad("http_max_unsent_bytes", "use at least 65536 (a page's hello and a status take tens of kB)")
         if not 1 <= self.visitor_max_chars <= 2000:

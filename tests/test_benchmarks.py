@@ -106,7 +106,7 @@ def test_reliability_harness_shows_no_hang_no_loss_and_every_fault_recovered() -
             "--flood-seconds",
             "1",
             *("--idle-flood", "200", "--idle-s", "1", "--http-max-connections", "64", "--http-per-host", "16"),
-            *("--trickle", "4", "--slow-readers", "3", "--changes", "150", "--max-unsent", "65536"),
+            *("--trickle", "4", "--header-s", "2", "--slow-readers", "3", "--changes", "150", "--max-unsent", "65536"),
             *("--nested", "100", "--lock-s", "0.5"),
         ],
         capture_output=True,
@@ -133,6 +133,7 @@ def test_reliability_harness_shows_no_hang_no_loss_and_every_fault_recovered() -
     assert held is not None and int(held[1]) <= 64, out
     assert re.search(r"\(limit 1024\), \d+ after; jobs 3, write failures 0, other errors 0\n", out), out
     assert "0 'out of system resource', 0 tracebacks)" in out
+    assert re.search(r"every 0.5 s \(http_header_s 2\): 4 of 4 closed, [\d.]+ to [\d.]+ s after they opened", out), out
     assert re.search(r"(\d+) of \1 disconnected; the reading page heard 150 of 150 changes", out), out
     assert re.search(r"log lines \d+ \([1-9]\d* 'does not read', 0 tracebacks\)", out), out  # throttled: not one a page
     assert "4 refused (403), 0 answered" in out and ": [200, 200, 101, 101]" in out

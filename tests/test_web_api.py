@@ -411,6 +411,54 @@ def test_idle_connections_are_bounded_per_host_and_closed_while_pages_stay(start
             s.close()
 
 
+def test_a_request_trickled_a_byte_at_a_time_is_closed_after_the_header_deadline(start_bridge: Start) -> None:
+    """A client that sends a byte of its request line now and then is never idle: it held its place
+    for ever. A request must arrive whole ``http_header_s`` after its first byte; a slow one that
+    does, and the next request on a kept-alive connection, are answered."""
+    import socket
+
+    bridge = start_bridge(http=True, http_idle_s=5.0, http_header_s=1.0)
+    port = bridge.http_port
+    whole = b"GET /ldm3d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+    def trickle(s: socket.socket, data: bytes, every: float) -> bool:
+        """Send ``data`` a byte at a time; False once the bridge has closed the connection."""
+        for byte in data:
+            try:
+                s.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                return False
+            time.sleep(every)
+        return True
+
+    def answer(s: socket.socket) -> bytes:
+        """One whole response's status line (its body read to the end, so the next one starts clean)."""
+        reader = s.makefile("rb")
+        status = reader.readline()
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        reader.read(length)
+        return status
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:  # whole within 0.6 s: answered
+        assert trickle(slow, whole, 0.6 / len(whole))
+        assert answer(slow).startswith(b"HTTP/1.1 200")
+        time.sleep(1.5)  # kept alive past the deadline of the first request: the next one is a new one
+        slow.sendall(whole)
+        assert answer(slow).startswith(b"HTTP/1.1 200")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as trickler:
+        started = time.monotonic()
+        cut = not trickle(trickler, b"GET /ldm3d HTTP/1.1\r\nX-Padding: " + b"a" * 100, 0.2)
+        trickler.settimeout(5)
+        try:
+            cut = cut or trickler.recv(1) == b""
+        except ConnectionResetError:
+            cut = True
+        assert cut and time.monotonic() - started < 4, "a trickled request was held past its deadline"
+
+
 def test_asyncio_errors_of_the_http_loop_are_throttled(start_bridge: Start, caplog: Any) -> None:
     """Issue 30: `socket.accept() out of system resource` was logged 57,000 times in 35 s. The HTTP
     loop's own errors now go through the bridge's log throttle: once per kind per 10 s."""

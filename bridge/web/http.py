@@ -157,7 +157,7 @@ class WebServer:
         try:
             loop.run_until_complete(runner.setup())
             assert runner.server is not None
-            factory = guarded(runner.server, self.gate, self._settings.http_idle_s)
+            factory = guarded(runner.server, self.gate, self._settings.http_idle_s, self._settings.http_header_s)
             server = loop.run_until_complete(loop.create_server(factory, host, port, reuse_address=True))
         except Exception as exc:  # noqa: BLE001 - reported to start()
             self._error = exc
