@@ -391,6 +391,7 @@ class RaisingEngine:
     def __init__(self, real: Engine) -> None:
         self.real = real
         self.model_id = real.model_id
+        self.identity = real.identity  # the bridge's contract (EngineLike): the scene library keys on it
         self.fail_next = True
 
     def resolve(self, request: GenerateRequest) -> object:

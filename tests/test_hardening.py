@@ -224,6 +224,7 @@ class FaultyEngine:
     def __init__(self, real: Engine, plan: list[str]) -> None:
         self.real = real
         self.model_id = real.model_id
+        self.identity = real.identity  # the bridge's contract (EngineLike): the scene library keys on it
         self.plan = plan
         self.freed = 0
         self.release = threading.Event()

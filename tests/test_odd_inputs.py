@@ -146,6 +146,7 @@ class UntilCancelled:
     def __init__(self, real: Engine) -> None:
         self.real = real
         self.model_id = real.model_id
+        self.identity = real.identity  # the bridge's contract (EngineLike): the scene library keys on it
         self.started = threading.Event()
 
     def resolve(self, request: GenerateRequest) -> object:
@@ -176,6 +177,33 @@ def test_finish_on_shutdown_keeps_enforcing_the_job_timeout_and_ends_the_job(
     assert final.address == "/ldm3d/error" and final.args[1] == "timeout"
 
 
+def test_a_timed_out_job_ends_in_timeout_even_when_the_engine_stops_at_once(
+    load_tiny: Callable[[str], Engine], start_bridge: Start, client_for: ClientFor
+) -> None:
+    """The monitor cancels a job past its timeout; an engine that stops at once made the worker end
+    the job first, as ``cancelled`` (seen on a loaded machine). The monitor is held up right after
+    the cancel here (a log handler that sleeps): the client must still hear ``timeout``."""
+    import logging
+
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "timeout; cancelling it" in record.getMessage():
+                time.sleep(0.5)  # the monitor's thread, preempted between the cancel and what follows
+
+    engine = UntilCancelled(load_tiny("tiny"))
+    bridge = start_bridge(engine_factory=lambda: engine, job_timeout_s=1.0)
+    handler, worker_log = Slow(), logging.getLogger("bridge.workers.worker")
+    worker_log.addHandler(handler)
+    try:
+        client = client_for(bridge)
+        client.send("/ldm3d/generate", "forever", "steps", 1)
+        job = client.wait_for(["/ldm3d/accepted"], 5)[-1].args[0]
+        final = client.wait_for(["/ldm3d/error", "/ldm3d/ready", "/ldm3d/cancelled"], 10, job_id=job)[-1]
+        assert (final.address, final.args[1:2]) == ("/ldm3d/error", ("timeout",))
+    finally:
+        worker_log.removeHandler(handler)
+
+
 class Dies:
     """An engine that takes its thread down (something no ``except Exception`` catches), ``times`` times."""
 
@@ -183,6 +211,7 @@ class Dies:
 
     def __init__(self, real: Engine, deaths: list[int]) -> None:
         self.real = real
+        self.identity = real.identity  # the bridge's contract (EngineLike): the scene library keys on it
         self.deaths = deaths  # shared by every engine the factory makes: how many deaths are left
 
     def resolve(self, request: GenerateRequest) -> object:

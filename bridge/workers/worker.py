@@ -306,9 +306,10 @@ class Worker:
         limit = self._settings.job_timeout_s
         if elapsed > limit and not job.timed_out:
             job.timed_out = True
+            claimed = job.claim_outcome()  # before the cancel: the engine stopping at once must not end it first
             job.cancel.cancel()
             logger.warning("job %s ran past its %g s timeout; cancelling it", job.id, limit)
-            if job.claim_outcome():
+            if claimed:
                 message = f"the job ran longer than {limit:g} s (job_timeout_s) and was stopped"
                 if not job.quiet:
                     self._notifier.notify(job.sender, "/ldm3d/error", job.id, "timeout", message)
