@@ -40,21 +40,26 @@ def fit_list(
 ) -> tuple[list[Message], Message | None]:
     """The items that fit in ``bound`` bytes, with room kept for what follows them.
 
-    Returns ``(answer, cut)``: ``answer`` ends with ``end`` when every item fitted (``cut`` None);
-    otherwise ``cut`` is ``notice(len(answer))``, to be sent within what is left of the bound.
-    Stops at the first item that does not fit, so a flood of list requests costs few encodings."""
+    Returns ``(answer, cut)``: every item and ``end`` when they all fit (``cut`` None); otherwise the
+    items that fit with room kept for ``cut``, which is ``notice(len(answer))``, to be sent within
+    what is left of the bound. Encodes items only until the bound is passed, so a flood of list
+    requests costs few encodings however long the list."""
+    sizes: list[int] = []
+    used = 0
+    for item in items:
+        sizes.append(size(item))
+        used += sizes[-1]
+        if used > bound:
+            break
+    else:
+        if used + size(end) <= bound:
+            return [*items, end], None
+    room = bound - size(notice(len(items)))  # the longest notice: the count sent is at most this
     answer: list[Message] = []
     used = 0
-    last = len(items) - 1
-    cut_size = size(notice(len(items)))  # the longest notice: the count of items sent is at most this
-    for i, item in enumerate(items):
-        needs = size(item)
-        after = size(end) if i == last else cut_size
-        if used + needs + after > bound:
-            return answer, notice(len(answer))
+    for item, needs in zip(items, sizes, strict=False):
+        if used + needs > room:
+            break
         answer.append(item)
         used += needs
-    if size(end) + used > bound:  # an empty list whose end does not fit
-        return answer, notice(0)
-    answer.append(end)
-    return answer, None
+    return answer, notice(len(answer))
