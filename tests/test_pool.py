@@ -266,14 +266,16 @@ def test_queue_modes_hold_with_two_workers(
     bridge = start_bridge(slots=two_devices(tiny_dir, 0.05), queue_mode=mode)
     wait_alive(bridge, 2)
     client = client_for(bridge)
+    # Each busy job runs before the next job comes: latest-wins replaces a job still waiting (on a loaded
+    # machine "busy 1" once arrived before a worker had taken "busy 0", and replaced it).
+    busy: list[str] = []
     for n in range(2):
-        client.send("/ldm3d/generate", f"busy {n}", "steps", 40)
-    busy = accepted(client, 2)
-    deadline = time.monotonic() + 60  # a loaded machine is slower, not a reason to go on with one running
-    while len(bridge.pool.running) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    # Both must run before the waiting ones come: latest-wins would otherwise replace a busy job still waiting.
-    assert len(bridge.pool.running) == 2, f"the second busy job did not start: {bridge.pool.worker_args()}"
+        client.send("/ldm3d/generate", f"busy {n}", "steps", 80)  # 4 s: both run at once
+        busy += accepted(client, 1)
+        deadline = time.monotonic() + 60  # a loaded machine is slower, not a reason to go on
+        while len(bridge.pool.running) < n + 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(bridge.pool.running) == n + 1, f"busy {n} did not start: {bridge.pool.worker_args()}"
     for n in range(3):
         client.send("/ldm3d/generate", f"waiting {n}", "steps", 2)
     seen: list[Message] = []

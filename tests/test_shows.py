@@ -27,6 +27,7 @@ from bridge.show.reading import load_show, parse_show
 from ldm3d_engine.errors import InvalidRequest
 from ldm3d_engine.types import GenerateRequest
 from tests.show_states import state_where
+from tests.waits import until_final
 
 ROOT = Path(__file__).resolve().parent.parent
 Start = Callable[..., Bridge]
@@ -493,7 +494,7 @@ def test_cues_are_shown_rendered_once_and_recalled_without_the_engine(
     seen = client.wait_for(["/ldm3d/ready"], 5)
     assert seen[-1].args[1] == ready.args[1]  # the same scene files, before the running job ends
     assert not any(m.address == "/ldm3d/accepted" for m in seen)
-    assert client.wait_for(["/ldm3d/ready"], 60)[-1].args[0] == job_id
+    assert until_final(client, str(job_id)).address == "/ldm3d/ready"  # 150 steps: as long as it moves
     client.send("/ldm3d/cue/go", 0.0)  # a button's release: nothing
     client.send("/ldm3d/cue/go", 1.0)
     assert _state(client)[1] == "1"
