@@ -4,7 +4,9 @@ for its own format over OSC."""
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +18,7 @@ from PIL import Image
 
 from bridge.errors import WriteFailed
 from bridge.osc.client import OscClient
-from bridge.output.formats import FORMATS, texture
+from bridge.output.formats import FORMATS, check_format, encode_jpeg, texture
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import TextureWriter
 from bridge.serve.server import Bridge
@@ -43,6 +45,39 @@ def test_the_settings_and_the_encoders_know_the_same_formats() -> None:
     assert tuple(FORMATS) == FORMAT_NAMES
     with pytest.raises(SettingsError, match="setting format='bmp': use tiff, png-fast, png"):
         BridgeSettings(format="bmp").check()
+
+
+def _saved(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_each_encoder_uses_the_settings_it_was_chosen_for() -> None:
+    """Each format as measured in bench/bridge_latency.py: PNG at zlib level 1 (Pillow's default is 6,
+    3-6x slower), libspng storing without compression, the JPEG preview at quality 92."""
+    rng = np.random.default_rng(1)
+    rgb = (rng.integers(0, 4, (64, 96, 3)) * 60).astype(np.uint8)  # compressible, not trivially
+    image = Image.fromarray(rgb, "RGB")
+    assert FORMATS["png"].encode_rgb(rgb) == _saved(image, "PNG", compress_level=1)
+    assert encode_jpeg(rgb) == _saved(image, "JPEG", quality=92)
+    flat = np.zeros((64, 96, 3), np.uint8)
+    assert len(FORMATS["png-fast"].encode_rgb(flat)) > flat.nbytes  # stored, not deflated
+
+
+def test_a_format_the_bridge_does_not_have_is_named_with_those_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"^unknown format 'webp'; use tiff, png-fast, png$"):
+        check_format("webp")
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # the [fastpng] extra not installed
+    with pytest.raises(ValueError, match=r"^format png-fast needs libspng .*pip install 'ldm3d-bridge\[fastpng\]'$"):
+        check_format("png-fast")
+    assert check_format("png") is FORMATS["png"]
+
+
+def test_a_texture_not_written_yet_is_looked_for_as_tiff(tmp_path: Path) -> None:
+    assert texture(tmp_path, "depth") == tmp_path / "depth.tif"
+    (tmp_path / "depth.png").write_bytes(b"")
+    assert texture(tmp_path, "depth") == tmp_path / "depth.png"
 
 
 @pytest.mark.parametrize("fmt", FORMAT_NAMES)

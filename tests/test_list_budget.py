@@ -35,6 +35,18 @@ def test_a_list_one_byte_too_large_is_cut_with_room_kept_for_the_notice() -> Non
     assert _size(answer) + encoded_size(cut) <= _size([*items, END]) - 1  # the notice fits too
 
 
+def test_a_cut_list_takes_every_item_that_leaves_room_for_the_notice_and_no_more() -> None:
+    items, end = _items(5), ("/ldm3d/cue/end", (5,))
+
+    def notice(sent: int) -> Message:
+        return cut_notice(sent, 5, "cues")
+
+    bound = _size(items[:2]) + encoded_size(notice(5))  # two items and the notice, to the byte
+    assert bound < _size([*items, end])
+    assert fit_list(items, end, bound, notice) == (items[:2], notice(2))
+    assert fit_list(items, end, bound - 1, notice) == (items[:1], notice(1))
+
+
 def test_the_items_sent_and_the_notice_stay_within_the_bound_at_every_size() -> None:
     items = _items(3)
     for bound in range(0, _size([*items, END]) + 40):

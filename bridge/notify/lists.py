@@ -57,9 +57,9 @@ def fit_list(
     room = bound - size(notice(len(items)))  # the longest notice: the count sent is at most this
     answer: list[Message] = []
     used = 0
-    for item, needs in zip(items, sizes, strict=False):
+    for i, needs in enumerate(sizes):  # (sizes stop where the bound was passed: the cut comes sooner)
         if used + needs > room:
             break
-        answer.append(item)
+        answer.append(items[i])
         used += needs
     return answer, notice(len(answer))
