@@ -244,6 +244,25 @@ def test_a_scheduler_the_engine_does_not_know_is_refused_once() -> None:
     }
 
 
+def test_a_mistake_points_at_the_key_that_causes_it() -> None:
+    """The model's own size that does not wrap is the ``seamless`` line's mistake (the cue set no
+    size); a size the cue set is that size's line; a picture refused is not checked for upscaling."""
+    import dataclasses
+
+    odd = CueLimits(dataclasses.replace(_limits("tiny").preset, wrap_multiple=48))  # 256 is not 48 × n
+    seamless = Cue("s", "s", {"prompt": "p", "seed": 1, "seamless": True}, key_lines={"": 3, "seamless": 7})
+    sized = Cue("w", "w", {"prompt": "p", "seed": 1, "seamless": True, "width": 200},
+                key_lines={"": 10, "seamless": 14, "width": 15})  # fmt: skip
+    found = cue_mistakes(Show("s", (seamless, sized), source="c.toml"), odd)
+    assert [m.split(":")[1] for m in found["s"]] == ["7"] and "cannot wrap seamlessly" in found["s"][0]
+    assert found["w"][0].startswith("c.toml:15: width 200 cannot wrap seamlessly")
+    refused = Cue("u", "u", {"prompt": "p", "seed": 1, "width": 4096, "upscale": True},
+                  key_lines={"": 3, "width": 6, "upscale": 7})  # fmt: skip
+    # (the pano model's own 1024×512, ×4, is too large for tiny-sr: that is not this cue's mistake)
+    (only,) = cue_mistakes(Show("s", (refused,), source="c.toml"), _limits("tiny-pano", "tiny-sr"))["u"]
+    assert only.startswith("c.toml:6: width 4096 is not allowed")  # its ×4 is not looked at: unknown
+
+
 def test_an_upscaler_as_the_model_refuses_every_cue_at_its_header() -> None:
     reading = read_show(MODEL_CUES, "show.toml", _limits("tiny-sr"))
     assert len(reading.cue_mistakes) == 4
