@@ -263,6 +263,49 @@ def test_a_mistake_points_at_the_key_that_causes_it() -> None:
     assert only.startswith("c.toml:6: width 4096 is not allowed")  # its ×4 is not looked at: unknown
 
 
+def test_a_show_with_a_mistake_of_its_own_still_has_its_cues_checked_against_the_model() -> None:
+    text = MODEL_CUES.replace('name = "Limits"\n', 'name = "Limits"\nfallback = "nowhere"\n')
+    reading = read_show(text, "show.toml", _limits("tiny"))
+    assert reading.show is None and reading.source == "show.toml"
+    assert reading.show_mistakes[0].startswith("show.toml:2: fallback 'nowhere' is not a cue of this show")
+    assert reading.cue_mistakes["wide"] == ("show.toml:8: width 4096 is not allowed for tiny: use a multiple of 8 "
+                                            "from 64 to 1024 (native 256×256)",)  # fmt: skip
+    checked = read_show(MODEL_CUES, "show.toml", _limits("tiny"))
+    assert checked.show is not None and checked.source == "show.toml" and checked.show.name == "Limits"
+
+
+def test_every_mistake_of_a_cue_is_found_and_the_upscale_is_still_checked() -> None:
+    """Six settings wrong at once: six mistakes (each round leaves one out and looks again), and a
+    mistake that cannot be left out (a size that cannot wrap) does not hide the upscale's."""
+    wrong = {"width": 4096, "height": 4100, "steps": 0, "guidance": 31.0, "scheduler": "plms", "sampling": "fast"}
+    lines = {"": 1, **{key: n for n, key in enumerate(wrong, 2)}}
+    cue = Cue("x", "x", {"prompt": "p", "seed": 1, **wrong}, key_lines=lines)
+    found = cue_mistakes(Show("s", (cue,), source="c.toml"), _limits("tiny"))["x"]
+    assert sorted(int(m.split(":")[1]) for m in found) == [2, 3, 4, 5, 6, 7], found
+    seam = Cue("y", "y", {"prompt": "p", "seed": 1, "seamless": True, "width": 200, "upscale": True},
+               key_lines={"": 1, "seamless": 2, "width": 3, "upscale": 4})  # fmt: skip
+    found = cue_mistakes(Show("s", (seam,), source="c.toml"), _limits("tiny"))["y"]
+    assert [m.split(":")[1] for m in found] == ["3", "4"] and "needs an upscale model" in found[1]
+    nowhere = Cue("z", "z", {"prompt": "p", "seed": 1, "width": 4096})  # made in code: no line known
+    (only,) = cue_mistakes(Show("s", (nowhere,), source="c.toml"), _limits("tiny"))["z"]
+    assert only.startswith("c.toml: width 4096")
+
+
+def test_limits_of_loaded_engines_and_of_presets_the_checks_know_no_wrap_for() -> None:
+    from types import SimpleNamespace
+
+    from ldm3d_engine.presets import PRESETS
+
+    engine, sr = SimpleNamespace(preset=PRESETS["tiny-pano"]), SimpleNamespace(preset=PRESETS["tiny-sr"])
+    assert CueLimits.of_engines(engine) == CueLimits(PRESETS["tiny-pano"], None, loaded=True)  # type: ignore[arg-type]
+    assert CueLimits.of_engines(engine, sr) == CueLimits(PRESETS["tiny-pano"], PRESETS["tiny-sr"], loaded=True)  # type: ignore[arg-type]
+    sr_limits = _limits("ldm3d-sr")
+    assert sr_limits.preset.wrap_multiple == PRESETS["ldm3d-sr"].wrap_multiple  # not in WRAP_MULTIPLES: its own
+    pano_folder = cue_limits(SimpleNamespace(model="/models/mine", preset="ldm3d-pano", upscale_model="/models/sr"))
+    assert pano_folder.preset.name == "ldm3d-pano" and pano_folder.upscaler is not None
+    assert pano_folder.upscaler.name == "ldm3d-pano"  # the upscaler folder is loaded with the same preset
+
+
 def test_an_upscaler_as_the_model_refuses_every_cue_at_its_header() -> None:
     reading = read_show(MODEL_CUES, "show.toml", _limits("tiny-sr"))
     assert len(reading.cue_mistakes) == 4
