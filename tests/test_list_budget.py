@@ -61,6 +61,7 @@ def test_the_items_sent_and_the_notice_stay_within_the_bound_at_every_size() -> 
 
 def test_the_notice_says_how_many_of_how_many_and_what_to_do() -> None:
     assert cut_notice(1, 1000, "cues") == (
-        "/ldm3d/error", ("", "reply_too_large", "1 of 1000 cues: subscribe this host for the whole list")
+        "/ldm3d/error",
+        ("", "reply_too_large", "1 of 1000 cues: subscribe this host for the whole list"),
     )
     assert encoded_size(("/ldm3d/x", ("\ud800",))) == 0  # cannot be encoded: never sent, no size
