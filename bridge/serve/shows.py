@@ -270,11 +270,12 @@ class ShowDesk:
                 self._log.warning("library_error", time.monotonic(), "the scene library: %s", exc)
 
     def _flush(self, now: float) -> None:
-        """Scene rows and the show's place that a locked library could not take when they came (the
-        monitor's thread may wait for it; the threads carrying commands never do)."""
-        if (values := self._unsaved) is not None:
-            self.library.save_state(**values)  # LibraryBusy: still locked, the next tick tries again
-            if self._unsaved is values:  # (a newer one, saved or kept, is not undone)
+        """Scene rows and the show's place that a locked library could not take when they came. The
+        place is tried again without waiting, under the desk's lock (no newer place saved meanwhile
+        can be overwritten by it), at every tick until the library is free."""
+        with self._lock:
+            if (values := self._unsaved) is not None:
+                self.library.save_state(wait=False, **values)  # LibraryBusy: still locked, the next tick
                 self._unsaved = None
         if self.library.pending and (written := self.library.flush()):
             logger.info("the scene library is free again: %d scenes recorded", written)
