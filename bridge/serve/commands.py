@@ -232,14 +232,18 @@ class Commands:
 
     def _enqueue(self, job: Job, bound: int | None = None) -> None:
         """Queue ``job`` (QueueFull when full); ``/ldm3d/accepted`` to its sender unless it is quiet."""
-        position, replaced = self.queue.put(job)
+
+        def told(position: int, replaced: list[Job]) -> None:  # before a worker can take the job
+            for old in replaced:
+                if not old.quiet:
+                    self.notifier.notify(old.sender, "/ldm3d/cancelled", old.id)
+            if not job.quiet:
+                self.notifier.reply(job.sender, "/ldm3d/accepted", job.id, position, bound=bound)
+
+        position, replaced = self.queue.put(job, told)
         for old in replaced:
             old.cancel.cancel()
-            if not old.quiet:
-                self.notifier.notify(old.sender, "/ldm3d/cancelled", old.id)
             old.finished("/ldm3d/cancelled")
-        if not job.quiet:
-            self.notifier.reply(job.sender, "/ldm3d/accepted", job.id, position, bound=bound)
         logger.info("job %s queued at %d: %r", job.id, position, getattr(job.request, "prompt", "(a depth job)")[:80])
 
     def _cancel(self, job_id: str | None, sender: Address) -> None:

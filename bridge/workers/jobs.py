@@ -74,8 +74,10 @@ class JobQueue:
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, job: Job) -> tuple[int, list[Job]]:
-        """Queue ``job``; return its position (1 = next) and the jobs it replaced (latest-wins)."""
+    def put(self, job: Job, on_queued: Callable[[int, list[Job]], None] | None = None) -> tuple[int, list[Job]]:
+        """Queue ``job``; return its position (1 = next) and the jobs it replaced (latest-wins).
+        ``on_queued(position, replaced)`` runs under the queue's lock, before any worker can take the
+        job (so its ``/ldm3d/accepted`` goes out before anything a worker says of it)."""
         with self._cond:
             replaced: list[Job] = []
             if self.mode == "latest-wins":
@@ -87,6 +89,8 @@ class JobQueue:
                     "or run the bridge with a larger queue or --queue-mode latest-wins"
                 )
             self._jobs.append(job)
+            if on_queued is not None:
+                on_queued(len(self._jobs), replaced)
             self._cond.notify()
             return len(self._jobs), replaced
 
