@@ -11,56 +11,13 @@ import base64
 import http.client
 import json
 import os
-import socket
 import threading
 import time
 
 import aiohttp
 
 from bench.reliability_served import Served, lines_with, new_lines
-
-
-def _handshake(port: int, path: str) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
-def _never_reads(port: int, source: str) -> socket.socket:
-    """A page's WebSocket that reads its handshake's answer and nothing after it (4 KiB receive buffer:
-    what it is sent waits in the bridge)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(10)
-    s.bind((source, 0))
-    s.connect(("127.0.0.1", port))
-    s.sendall(_handshake(port, "/ws"))
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):  # byte by byte: not one byte of what follows
-        byte = s.recv(1)
-        if not byte:
-            raise ConnectionError(f"closed during the handshake: {head!r}")
-        head += byte
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise ConnectionError(f"not upgraded: {head!r}")
-    return s
-
-
-def _gone(s: socket.socket, timeout: float) -> bool:
-    """Whether the bridge closed ``s`` within ``timeout`` seconds (reading through what reached it)."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        s.settimeout(left)
-        try:
-            if not s.recv(1 << 16):
-                return True
-        except TimeoutError:
-            return False
-        except OSError:
-            return True
-    return False
+from tests.raw_websocket import gone, never_reads
 
 
 def slow_readers(served: Served, count: int, changes: int, max_unsent: int) -> None:
@@ -73,7 +30,7 @@ def slow_readers(served: Served, count: int, changes: int, max_unsent: int) -> N
     since = len(served.lines())
     time.sleep(0.3)
     before = served.rss_mb()
-    stalled = [_never_reads(served.http_port, "127.0.0.4") for _ in range(count)]
+    stalled = [never_reads(served.http_port, source="127.0.0.4") for _ in range(count)]
     peak, stop = [before], threading.Event()
 
     def sample() -> None:
@@ -101,7 +58,7 @@ def slow_readers(served: Served, count: int, changes: int, max_unsent: int) -> N
 
     try:
         heard, took = asyncio.run(changing())
-        dropped = sum(_gone(s, 5) for s in stalled)
+        dropped = sum(gone(s, 5) for s in stalled)
     finally:
         for s in stalled:
             s.close()

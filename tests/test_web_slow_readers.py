@@ -8,11 +8,9 @@ clients as the reading pages."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,50 +20,11 @@ import pytest
 
 from bridge.serve.server import Bridge
 from bridge.web.outbox import frame
+from tests.raw_websocket import gone, never_reads
 
 Start = Callable[..., Bridge]
 #: The smallest bound the settings allow: the test needs fewer bytes to pass it.
 BOUND = 65536
-
-
-def _handshake(port: int, path: str = "/ws") -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
-def never_reads(port: int, path: str = "/ws") -> socket.socket:
-    """A WebSocket client that reads its handshake's answer and nothing after it; its receive buffer
-    is small, so what the bridge sends it waits in the bridge."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", port))
-    s.sendall(_handshake(port, path))
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):  # byte by byte: not one byte of the frames after it
-        byte = s.recv(1)
-        assert byte, f"closed during the handshake: {head!r}"
-        head += byte
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return s
-
-
-def gone(s: socket.socket, timeout: float) -> bool:
-    """Whether the bridge closed ``s`` (read through whatever reached it) within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        s.settimeout(left)
-        try:
-            if not s.recv(1 << 16):
-                return True
-        except TimeoutError:
-            return False
-        except ConnectionResetError:
-            return True
-    return False
 
 
 async def _until(ws: aiohttp.ClientWebSocketResponse, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
