@@ -205,20 +205,20 @@ class SceneDesk:
 
     def pregen_tick(self, show: Show) -> None:
         """Called by the show desk's clock: the next missing scene when a worker is idle."""
-        if not self._idle():
+        if not self._idle() or (self._wanted is None and not self.pregen_on):
             return
+        rendered = self.rendered_keys(show)
+        if rendered is None:
+            return  # no model yet
         if (wanted := self._wanted) is not None:
             key = self.key(wanted)
-            if key in self._failed or self._library.scene_id(key) is not None:
+            if key in self._failed or key in rendered:
                 self._wanted = None  # made, or it failed (it would fail again)
             elif key not in self._background and key not in self._live:
                 self.render_quiet(wanted)  # it stepped aside for a live job: now it is idle time again
                 return
         if not self.pregen_on:
             return
-        rendered = self.rendered_keys(show)
-        if rendered is None:
-            return  # no model yet
         first = [c for c in show.cues if c.number == show.fallback]  # the fallback before any other
         order = first + [c for c in show.cues if c.number != show.fallback]
         missing = [c for c in order if self.key(c) not in rendered and self.key(c) not in self._failed]
