@@ -268,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--rows", type=int, default=256)
     export.add_argument("--strength", type=float, default=1.0)
 
+    splat = sub.add_parser("export-splat", help="write a job's world as 3D Gaussian splats (.ply or .splat)")
+    splat.add_argument("job_dir")
+    splat.add_argument("--out", required=True, help="FILE.ply (the 3DGS layout) or FILE.splat (32 bytes a splat)")
+    splat.add_argument("--format", default=None, help="ply or splat (default: from the --out suffix)")
+    splat.add_argument("--step", type=int, default=1, help="every K-th pixel in both directions (default 1)")
+    splat.add_argument("--strength", type=float, default=1.0, help="depth displacement strength (default 1)")
+
     env = sub.add_parser("env", help="versions and cache folders (and devices, with --devices)")
     env.add_argument("--devices", action="store_true", help="also list the devices torch sees (loads torch)")
     return parser

@@ -1,4 +1,5 @@
-"""One-job commands: generate, img2img, upscale (engine + writer, no server), preview, export-mesh."""
+"""One-job commands: generate, img2img, upscale (engine + writer, no server), preview, export-mesh,
+export-splat."""
 
 from __future__ import annotations
 
@@ -243,4 +244,13 @@ def cmd_export_mesh(args: argparse.Namespace) -> int:
         Path(args.job_dir), Path(args.out), columns=args.columns, rows=args.rows, strength=args.strength
     )
     print(f"{Path(args.out).resolve()} ({vertices} vertices, {triangles} triangles)")
+    return 0
+
+
+def cmd_export_splat(args: argparse.Namespace) -> int:
+    from bridge.render.splat import export_splat
+
+    out = Path(args.out)
+    count, kind = export_splat(Path(args.job_dir), out, fmt=args.format, step=args.step, strength=args.strength)
+    print(f"{out.resolve()} ({count} splats, {kind})")
     return 0

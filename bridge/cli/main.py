@@ -1,5 +1,5 @@
 """``ldm3d-bridge``: serve, send, demo and env here; the one-job commands (generate, img2img,
-upscale, preview, export-mesh) in :mod:`bridge.cli.jobs`; the arguments in :mod:`bridge.cli.args`.
+upscale, preview, export-mesh, export-splat) in :mod:`bridge.cli.jobs`; the arguments in :mod:`bridge.cli.args`.
 
 Errors print one line (``ldm3d-bridge: error: …``) and exit non-zero:
 2 for a wrong command line or setting, 1 for anything that failed at run time.
@@ -27,6 +27,7 @@ from bridge.cli.jobs import (
     CliError,
     cmd_depth,
     cmd_export_mesh,
+    cmd_export_splat,
     cmd_generate,
     cmd_img2img,
     cmd_preview,
@@ -46,7 +47,7 @@ from ldm3d_engine.errors import EngineError
 logger = logging.getLogger("bridge")
 
 
-#: The commands that load a model; the others (send, show check, env, preview, export-mesh) never
+#: The commands that load a model; the others (send, show check, env, preview, export-mesh/-splat) never
 #: import torch or a model library, so they answer at once.
 MODEL_COMMANDS = frozenset({"serve", "generate", "img2img", "depth", "upscale", "demo", "pregen"})
 
@@ -409,6 +410,7 @@ COMMANDS = {
     "env": cmd_env,
     "preview": cmd_preview,
     "export-mesh": cmd_export_mesh,
+    "export-splat": cmd_export_splat,
     "img2img": cmd_img2img,
     "depth": cmd_depth,
     "upscale": cmd_upscale,
