@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "LDM3D_BRIDGE_"
+#: The most steps between two previews (the most steps a job may have).
+MAX_PREVIEW_EVERY = 150
 #: The texture formats (bridge.output.formats has their encoders; a test keeps the two lists equal).
 FORMAT_NAMES = ("tiff", "png-fast", "png")
 QUEUE_MODES = ("fifo", "latest-wins")
@@ -106,6 +108,9 @@ class BridgeSettings:
     exr: bool = False
     heartbeat_s: float = 2.0
     progress_hz: float = 10.0
+    #: A preview of the world as it forms after every this many steps of a live job (0: none). A job's
+    #: ``preview_every`` option overrides it. Previews never come faster than ``progress_hz``.
+    preview_every: int = 5
     warmup: bool = True
     warmup_steps: int = 2
     #: Size of the warm-up run and default size of /ldm3d/go; None: the model's native size.
@@ -204,6 +209,8 @@ class BridgeSettings:
             raise bad("heartbeat_s", "use a positive number of seconds")
         if self.progress_hz <= 0:
             raise bad("progress_hz", "use a positive rate")
+        if not 0 <= self.preview_every <= MAX_PREVIEW_EVERY:
+            raise bad("preview_every", f"use 0 (no previews) .. {MAX_PREVIEW_EVERY} steps")
         if self.on_shutdown not in ("cancel", "finish"):
             raise bad("on_shutdown", "use cancel or finish")
         if not 1 <= self.warmup_steps <= 150:

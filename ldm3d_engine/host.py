@@ -7,6 +7,7 @@ steps as they happen and can cancel it between two of them:
 ==================================  =========================================
 ``("started",)``                    the job has begun (before any work)
 ``("step", step, total)``           a denoising step is done
+``("preview", Preview)``            the world as it forms (when asked: ``preview_every``)
 ``("result", RGBDResult)``          the end: the arrays and what made them
 ``("cancelled", step, total)``      the end: cancelled (:class:`Cancelled`)
 ``("invalid", field, message)``     the end: :class:`InvalidRequest`
@@ -30,12 +31,14 @@ from queue import Queue
 from typing import Any
 
 from .errors import Cancelled, InvalidRequest, OutOfMemory, UnsafeContent
-from .types import CancelToken
+from .types import CancelToken, Previews
 
 #: The engines a host may hold.
 ROLES = ("engine", "upscaler")
 #: The engine methods a job may call, and how many arrays each takes after the request.
-METHODS = {"generate": 0, "img2img": 2, "upscale": 2, "estimate_depth": 1}
+METHODS = {"generate": 0, "img2img": 2, "upscale": 2, "estimate_depth": 1, "generate_between": 0}
+#: The methods that send previews (``preview_every`` > 0).
+PREVIEWING = ("generate", "img2img", "upscale", "generate_between")
 
 
 class EngineHost:
@@ -84,8 +87,11 @@ class EngineHost:
     def free_memory(self, role: str) -> None:
         self._engines[role].free_memory()
 
-    def run(self, key: str, role: str, method: str, request: Any, *arrays: Any) -> Iterator[tuple[Any, ...]]:
-        """Run one job on engine ``role`` (see the module's table for what is yielded)."""
+    def run(
+        self, key: str, role: str, method: str, request: Any, *arrays: Any, preview_every: int = 0
+    ) -> Iterator[tuple[Any, ...]]:
+        """Run one job on engine ``role`` (see the module's table for what is yielded). ``generate_between``
+        takes its (first, second, t) as ``request``; ``preview_every`` > 0 asks for previews."""
         if role not in self._engines or METHODS.get(method) != len(arrays):
             yield ("failed", f"ValueError: no {method!r} with {len(arrays)} arrays on the {role!r} engine here")
             return
@@ -98,7 +104,12 @@ class EngineHost:
         def work() -> None:
             try:
                 call = getattr(engine, method)
-                result = call(request, *arrays, on_step=lambda s, t: events.put(("step", s, t)), cancel=token)
+                head = tuple(request) if method == "generate_between" else (request,)
+                extra: dict[str, Any] = {}
+                if preview_every > 0 and method in PREVIEWING:
+                    extra["previews"] = Previews(preview_every, lambda p: events.put(("preview", p)))
+                on_step = lambda s, t: events.put(("step", s, t))  # noqa: E731
+                result = call(*head, *arrays, on_step=on_step, cancel=token, **extra)
                 events.put(("result", result))
             except Cancelled as exc:
                 events.put(("cancelled", exc.step, exc.total))
@@ -118,7 +129,7 @@ class EngineHost:
             while True:
                 event = events.get()
                 yield event
-                if event[0] != "step":
+                if event[0] not in ("step", "preview"):
                     return
         finally:
             token.cancel()  # a caller that went away stops the job too

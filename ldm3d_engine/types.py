@@ -18,6 +18,34 @@ OnStep = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class Preview:
+    """A world while it forms: the clean picture the sampler predicts after ``step`` of ``total``
+    steps, at the latent resolution (an eighth of the world's), from the model's cheap preview map
+    (:mod:`ldm3d_engine.sampling.preview`), not from its VAE."""
+
+    step: int
+    total: int
+    rgb: npt.NDArray[np.uint8]  # h×w×3
+    depth: npt.NDArray[np.uint16]  # h×w, 65535 = nearest; flat 32768 for a model that makes no depth
+
+
+@dataclass(frozen=True)
+class Previews:
+    """What a job's caller wants of previews: one after every ``every`` steps (the last step makes the
+    world itself, so it has none), handed to ``send`` on the engine's thread (keep it quick)."""
+
+    every: int
+    send: Callable[[Preview], None]
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"previews every {self.every} steps: use 1 or more (no Previews at all: none)")
+
+    def due(self, done: int, total: int) -> bool:
+        return done < total and done % self.every == 0
+
+
+@dataclass(frozen=True)
 class GenerateRequest:
     """One text → RGBD job. ``None`` means "the model preset's default"."""
 

@@ -174,3 +174,19 @@ def resolve_depth(preset: Preset, request: DepthRequest, size: tuple[int, int]) 
         prompt="", negative_prompt="", seed=0, steps=steps, guidance=0.0, width=width, height=height,
         scheduler="", seamless=equirect, mode="depth",
     )  # fmt: skip
+
+
+#: What two worlds of a morph must share (the frames between them run one sampler over one noise shape).
+MORPH_SHARED = ("width", "height", "steps", "scheduler", "sampling", "seamless", "mode")
+
+
+def check_morph(first: ResolvedRequest, second: ResolvedRequest, t: float) -> None:
+    """InvalidRequest unless a morph can run between the two resolved requests at ``t`` (0..1)."""
+    if not 0.0 <= t <= 1.0:
+        raise InvalidRequest("t", f"a morph frame's position must be in 0..1, got {t!r}")
+    for name in MORPH_SHARED:
+        a, b = getattr(first, name), getattr(second, name)
+        if a != b:
+            raise InvalidRequest(
+                name, f"the two worlds of a morph must have the same {name}: the first has {a!r}, the second {b!r}"
+            )

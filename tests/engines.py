@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ldm3d_engine import EngineSettings, GenerateRequest, load_engine
-from ldm3d_engine.types import CancelToken, RGBDResult
+from ldm3d_engine.types import CancelToken, Previews, RGBDResult
 
 
 class SlowSteps:
@@ -28,13 +28,14 @@ class SlowSteps:
         request: GenerateRequest,
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
         def slow_step(step: int, total: int) -> None:
             time.sleep(self.step_s)
             if on_step is not None:
                 on_step(step, total)
 
-        result: RGBDResult = self.real.generate(request, on_step=slow_step, cancel=cancel)
+        result: RGBDResult = self.real.generate(request, on_step=slow_step, cancel=cancel, previews=previews)
         return result
 
 
@@ -66,10 +67,11 @@ class HangsOn(SlowSteps):
         request: GenerateRequest,
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
         if self.word in request.prompt:
             time.sleep(self.hang_s)
-        return super().generate(request, on_step=on_step, cancel=cancel)
+        return super().generate(request, on_step=on_step, cancel=cancel, previews=previews)
 
 
 def hangs_on(tiny_dir: str, word: str, hang_s: float) -> HangsOn:

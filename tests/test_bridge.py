@@ -338,10 +338,12 @@ def test_states_loading_warming_idle_and_jobs_sent_while_loading(
         resolve = staticmethod(engine.resolve)
 
         @staticmethod
-        def generate(request: GenerateRequest, on_step: object = None, cancel: object = None) -> object:
+        def generate(
+            request: GenerateRequest, on_step: object = None, cancel: object = None, previews: object = None
+        ) -> object:
             if request.prompt == "warm-up":
                 warming.wait(10)
-            return real_generate(request, on_step=on_step, cancel=cancel)  # type: ignore[arg-type]
+            return real_generate(request, on_step=on_step, cancel=cancel, previews=previews)  # type: ignore[arg-type]
 
     def slow_load() -> object:
         loading.wait(10)
@@ -397,11 +399,13 @@ class RaisingEngine:
     def resolve(self, request: GenerateRequest) -> object:
         return self.real.resolve(request)
 
-    def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> object:
+    def generate(
+        self, request: GenerateRequest, on_step: object = None, cancel: object = None, previews: object = None
+    ) -> object:
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return self.real.generate(request, on_step=on_step, cancel=cancel)  # type: ignore[arg-type]
+        return self.real.generate(request, on_step=on_step, cancel=cancel, previews=previews)  # type: ignore[arg-type]
 
 
 def test_engine_failure_is_reported_and_the_next_job_runs(

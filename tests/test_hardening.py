@@ -235,7 +235,9 @@ class FaultyEngine:
     def free_memory(self) -> None:
         self.freed += 1
 
-    def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> object:
+    def generate(
+        self, request: GenerateRequest, on_step: object = None, cancel: object = None, previews: object = None
+    ) -> object:
         action = self.plan.pop(0) if self.plan else "ok"
         if action == "oom":
             raise OutOfMemory("out of memory on cuda:0 at 2048×1024 (fake)")
@@ -246,7 +248,7 @@ class FaultyEngine:
             raise Cancelled(1, 1)
         if action == "stuck":
             self.release.wait(30)
-        return self.real.generate(request, on_step=on_step, cancel=cancel)  # type: ignore[arg-type]
+        return self.real.generate(request, on_step=on_step, cancel=cancel, previews=previews)  # type: ignore[arg-type]
 
 
 def test_out_of_memory_frees_the_cache_and_retries_once(

@@ -152,7 +152,9 @@ class UntilCancelled:
     def resolve(self, request: GenerateRequest) -> object:
         return self.real.resolve(request)
 
-    def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> object:
+    def generate(
+        self, request: GenerateRequest, on_step: object = None, cancel: object = None, previews: object = None
+    ) -> object:
         self.started.set()
         while not cancel.cancelled:  # type: ignore[attr-defined]
             time.sleep(0.01)
@@ -217,11 +219,13 @@ class Dies:
     def resolve(self, request: GenerateRequest) -> object:
         return self.real.resolve(request)
 
-    def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> object:
+    def generate(
+        self, request: GenerateRequest, on_step: object = None, cancel: object = None, previews: object = None
+    ) -> object:
         if self.deaths[0] > 0:
             self.deaths[0] -= 1
             raise SystemExit("the engine pulled the thread down")
-        return self.real.generate(request, on_step=on_step, cancel=cancel)  # type: ignore[arg-type]
+        return self.real.generate(request, on_step=on_step, cancel=cancel, previews=previews)  # type: ignore[arg-type]
 
 
 def test_a_worker_thread_that_dies_is_replaced_and_its_job_fails(

@@ -235,7 +235,7 @@ def test_a_stop_button_cancels_on_press_and_ignores_the_release(
         def resolve(self, request: Any) -> Any:
             return load_tiny("tiny").resolve(request)
 
-        def generate(self, request: Any, on_step: Any = None, cancel: Any = None) -> Any:
+        def generate(self, request: Any, on_step: Any = None, cancel: Any = None, previews: Any = None) -> Any:
             from ldm3d_engine import Cancelled
 
             while not cancel.cancelled and not release.is_set():

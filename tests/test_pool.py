@@ -140,7 +140,9 @@ class Remote:
         engine = slow_tiny(str(self.tiny_dir), 0.05)
         real_generate = engine.generate
 
-        def generate(request: GenerateRequest, on_step: object = None, cancel: object = None) -> object:
+        def generate(
+            request: GenerateRequest, on_step: object = None, cancel: object = None, previews: object = None
+        ) -> object:
             if self.lost.is_set():
                 raise EngineLost("the node is gone", started=False)
 
@@ -149,7 +151,7 @@ class Remote:
                     raise EngineLost("the node is gone", started=True)
                 on_step(s, t)  # type: ignore[operator]
 
-            return real_generate(request, on_step=step, cancel=cancel)  # type: ignore[arg-type]
+            return real_generate(request, on_step=step, cancel=cancel, previews=previews)  # type: ignore[arg-type]
 
         engine.generate = generate  # type: ignore[method-assign]
         return engine, None

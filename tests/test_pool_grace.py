@@ -59,11 +59,11 @@ class Dying:
         engine = slow_tiny(str(self.tiny_dir), 0.0)
         real_generate = engine.generate
 
-        def generate(request: GenerateRequest, on_step: Any = None, cancel: Any = None) -> Any:
+        def generate(request: GenerateRequest, on_step: Any = None, cancel: Any = None, previews: Any = None) -> Any:
             if "die" in request.prompt:
                 assert self.release.wait(30)
                 raise SystemExit("the engine pulled the thread down")
-            return real_generate(request, on_step=on_step, cancel=cancel)
+            return real_generate(request, on_step=on_step, cancel=cancel, previews=previews)
 
         engine.generate = generate  # type: ignore[method-assign]
         return engine, None

@@ -224,7 +224,9 @@ def test_an_engine_in_an_actor_reports_a_flagged_picture_as_its_own_event() -> N
     from ldm3d_engine.host import EngineHost
 
     class Flags:  # a stand-in engine whose checker flags every picture
-        def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> None:
+        def generate(
+            self, request: GenerateRequest, on_step: object = None, cancel: object = None, previews: object = None
+        ) -> None:
             raise UnsafeContent("the safety checker flagged the picture")
 
     events = list(EngineHost(Flags).run("k", "engine", "generate", GenerateRequest("a reef")))

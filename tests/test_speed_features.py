@@ -165,9 +165,9 @@ def test_a_compiled_engine_is_warmed_up_for_both_seamless_settings(
         resolve = staticmethod(engine.resolve)
 
         @staticmethod
-        def generate(request: GenerateRequest, on_step: Any = None, cancel: Any = None) -> Any:
+        def generate(request: GenerateRequest, on_step: Any = None, cancel: Any = None, previews: Any = None) -> Any:
             asked.append(request)
-            return engine.generate(request, on_step=on_step, cancel=cancel)
+            return engine.generate(request, on_step=on_step, cancel=cancel, previews=previews)
 
     settings = BridgeSettings(
         model="tiny-pano", host="127.0.0.1", port=0, output=str(tmp_path), zeroconf=False, compile=compile_unet

@@ -19,6 +19,7 @@ from ldm3d_engine.types import (
     DepthRequest,
     GenerateRequest,
     Img2ImgRequest,
+    Previews,
     ResolvedRequest,
     RGBDResult,
     UpscaleRequest,
@@ -52,7 +53,22 @@ class EngineLike(Protocol):
         request: GenerateRequest,
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
+        *,
+        previews: Previews | None = None,
     ) -> RGBDResult: ...
+
+    def generate_between(
+        self,
+        first: GenerateRequest,
+        second: GenerateRequest,
+        t: float,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+        *,
+        previews: Previews | None = None,
+    ) -> RGBDResult:
+        """A morph's frame at ``t`` (0: ``first``'s world, 1: ``second``'s)."""
+        ...
 
     def img2img(
         self,
@@ -61,6 +77,8 @@ class EngineLike(Protocol):
         depth: npt.NDArray[np.uint16] | None = None,
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
+        *,
+        previews: Previews | None = None,
     ) -> RGBDResult: ...
 
     def upscale(
@@ -70,6 +88,8 @@ class EngineLike(Protocol):
         depth: npt.NDArray[np.uint16],
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
+        *,
+        previews: Previews | None = None,
     ) -> RGBDResult: ...
 
     def estimate_depth(

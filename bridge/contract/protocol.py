@@ -58,6 +58,7 @@ OUTGOING = frozenset(
         "moderation/item",
         "moderation/waiting",
         "moderation/dropped",
+        "preview",
     )
 )
 
@@ -77,6 +78,7 @@ OPTION_TYPES: dict[str, str] = {
     "seamless": "bool",
     "sampling": "str",
     "format": "str",
+    "preview_every": "int",
 }
 #: Display controls relayed to TouchDesigner, and their ranges (hold and blackout are switches: 0 or 1).
 DISPLAY: dict[str, tuple[float, float]] = {"fade": (0.0, 60.0), "hold": (0.0, 1.0), "blackout": (0.0, 1.0),
@@ -108,6 +110,7 @@ UPSCALE_OPTION_TYPES: dict[str, str] = {
     "seamless": "bool",
     "sampling": "str",
     "format": "str",
+    "preview_every": "int",
     "width": "int",
     "height": "int",
     "scale": "int",

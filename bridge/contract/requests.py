@@ -22,6 +22,7 @@ from ldm3d_engine.types import (
     DepthRequest,
     GenerateRequest,
     Img2ImgRequest,
+    Previews,
     RGBDResult,
     UpscaleRequest,
 )
@@ -152,9 +153,10 @@ def generate_then_upscale(
     request: GenerateRequest,
     on_step: Callable[[int, int], None] | None = None,
     cancel: CancelToken | None = None,
+    previews: Previews | None = None,
 ) -> RGBDResult:
     """A show cue with ``upscale = true``: the generation, then LDM3D-SR (×4) of it with the same seed,
-    wrap and sampling."""
-    low = engine.generate(request, on_step=on_step, cancel=cancel)
+    wrap and sampling (progress and previews of each in turn)."""
+    low = engine.generate(request, on_step=on_step, cancel=cancel, previews=previews)
     sr = UpscaleRequest(seed=low.seed, seamless=low.request.seamless, sampling=request.sampling)
-    return upscaler.upscale(sr, low.rgb, low.depth, on_step=on_step, cancel=cancel)
+    return upscaler.upscale(sr, low.rgb, low.depth, on_step=on_step, cancel=cancel, previews=previews)

@@ -85,6 +85,11 @@ def encode_jpeg(rgb: npt.NDArray[np.uint8]) -> bytes:
     return _pillow(Image.fromarray(rgb, "RGB"), "JPEG", quality=92)
 
 
+def encode_png(array: npt.NDArray[np.uint8] | npt.NDArray[np.uint16]) -> bytes:
+    """A small picture as PNG, quickly (zlib level 1): 8-bit RGB (H×W×3) or 16-bit grayscale (H×W)."""
+    return _pillow(Image.fromarray(array), "PNG", compress_level=1)
+
+
 def check_format(name: str) -> Format:
     """The format called ``name``; ValueError names the others, or the extra a format needs."""
     if name not in FORMATS:

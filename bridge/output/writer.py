@@ -223,7 +223,8 @@ class TextureWriter:
             elif _OWN_TMP.match(entry.name) and entry.is_file():
                 entry.unlink(missing_ok=True)
 
-    def _announced(self, path: Path) -> str:
+    def announced(self, path: Path) -> str:
+        """``path`` (in the output folder) as the clients must open it (see ``announce_root``)."""
         return (
             str(path) if self.announce_root is None else announce_path(self.announce_root, path.relative_to(self.root))
         )
@@ -310,8 +311,8 @@ class TextureWriter:
             data = encoded[key]
             if data is not None:
                 _write_file(staging / name, lambda f, data=data: f.write(data))
-            files[key] = self._announced(final / name)
-        files["meta"] = self._announced(final / "meta.json")
+            files[key] = self.announced(final / name)
+        files["meta"] = self.announced(final / "meta.json")
         return files
 
     def _meta(

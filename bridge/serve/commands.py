@@ -29,7 +29,7 @@ from bridge.public.gate import PromptGate
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage
 from bridge.serve.visitors import VisitorDesk
-from bridge.settings import BridgeSettings
+from bridge.settings import MAX_PREVIEW_EVERY, BridgeSettings
 from bridge.workers.jobs import Address, Job, JobQueue
 from bridge.workers.pool import WorkerPool
 from ldm3d_engine.types import DepthRequest, GenerateRequest, UpscaleRequest
@@ -84,6 +84,8 @@ class Commands:
         jobs = protocol.Generate | protocol.Img2Img | protocol.Depth | protocol.Upscale
         if isinstance(command, jobs) and "format" in command.options:
             submit = partial(submit, fmt=_job_format(command.options["format"]))
+        if isinstance(command, jobs) and "preview_every" in command.options:
+            submit = partial(submit, preview_every=_preview_every(command.options["preview_every"]))
         match command:
             case protocol.Generate(prompt, options):
                 submit(text_request(self.settings, prompt, options, self.pool.engine))
@@ -212,6 +214,7 @@ class Commands:
         sender: Address,
         bound: int | None = None,
         fmt: str | None = None,
+        preview_every: int | None = None,
     ) -> None:
         if not self._job_limit.allow(sender[0], time.monotonic()):
             raise RateLimited(
@@ -219,7 +222,8 @@ class Commands:
                 f"(burst {self.settings.client_jobs_burst}); wait a moment"
             )
         self.gate.check(getattr(request, "prompt", ""))  # the negative prompt is what the world avoids: not checked
-        self._queue_live(Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt), bound)
+        job = Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt, preview_every=preview_every)
+        self._queue_live(job, bound)
 
     def _queue_live(self, job: Job, bound: int | None = None) -> None:
         """Queue a live job (not pre-generation), ahead of pre-generation, which steps aside. With no
@@ -280,3 +284,12 @@ def _job_format(name: str) -> str:
     except ValueError as exc:
         raise BadArguments(f"option 'format': {exc}") from None
     return name
+
+
+def _preview_every(steps: int) -> int:
+    """A job's ``preview_every`` option, checked now."""
+    if not 0 <= steps <= MAX_PREVIEW_EVERY:
+        raise BadArguments(
+            f"option 'preview_every' {steps} is out of range; allowed 0 (no previews) .. {MAX_PREVIEW_EVERY} steps"
+        )
+    return steps

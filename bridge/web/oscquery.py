@@ -228,6 +228,13 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
             "/ldm3d/progress/fraction", "the running job's progress (a bar)", "f", READ, [_r(0.0, 1.0)], default=(0.0,)
         ),
         Node(
+            "/ldm3d/preview",
+            "the world as it forms: job id, step, total steps, preview rgb, preview depth",
+            "siiss",
+            READ,
+            default=("", 0, 0, "", ""),
+        ),
+        Node(
             "/ldm3d/ready",
             "the newest world: job id, rgb, depth, meta, width, height, seed",
             "ssssiii",

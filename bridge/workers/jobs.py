@@ -41,6 +41,8 @@ class Job:
     on_done: Callable[[str], None] | None = None
     #: Put back once already: its worker was lost before the job began (a second loss fails it).
     retried: bool = False
+    #: Steps between previews (None: the bridge's ``preview_every``; 0: none).
+    preview_every: int | None = None
     _outcome_sent: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -50,6 +52,20 @@ class Job:
             if self._outcome_sent:
                 return False
             self._outcome_sent = True
+            return True
+
+    @property
+    def ended(self) -> bool:
+        """Its final message went out (or is going out)."""
+        return self._outcome_sent
+
+    def unless_ended(self, send: Callable[[], None]) -> bool:
+        """Run ``send`` (a message about the running job) unless the job has ended; the final message
+        cannot be claimed meanwhile, so nothing sent here can follow it."""
+        with self._lock:
+            if self._outcome_sent:
+                return False
+            send()
             return True
 
     def finished(self, address: str) -> None:

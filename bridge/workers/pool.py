@@ -45,6 +45,7 @@ from bridge.osc.codec import Arg
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.settings import BridgeSettings
 from bridge.workers.jobs import Job, JobQueue
+from bridge.workers.previews import PreviewDesk
 from bridge.workers.worker import Worker
 from bridge.workers.writes import Writes
 
@@ -72,6 +73,8 @@ class WorkerPool:
         self._notifier = notifier
         self._on_first_ready = on_first_ready
         self.writes = Writes(writer, notifier, on_scene)
+        #: The previews of the running jobs, from every worker.
+        self.previews = PreviewDesk(writer, notifier, settings.preview_every, settings.progress_hz)
         self.workers = [
             Worker(
                 i,
@@ -81,6 +84,7 @@ class WorkerPool:
                 notifier,
                 settings,
                 counters,
+                self.previews,
                 on_ready=self._worker_ready,
                 on_job_end=self._job_ended,
             )
@@ -159,8 +163,8 @@ class WorkerPool:
 
     @property
     def threads(self) -> list[threading.Thread]:
-        """The pool's thread besides its workers' (watched by the bridge's monitor): the writer."""
-        return [self.writes.thread] if self.writes.thread.ident is not None else []
+        """The pool's threads besides its workers' (watched by the bridge's monitor): the writer and the previews'."""
+        return [t for t in (self.writes.thread, self.previews.thread) if t.ident is not None]
 
     def worker_args(self) -> list[tuple[int, str, str, str]]:
         """``/ldm3d/worker`` for each worker: index, where it runs, its state, its job (or "")."""
@@ -186,6 +190,7 @@ class WorkerPool:
 
     def start(self) -> None:
         self.writes.thread.start()
+        self.previews.start()
         for worker in self.workers:
             worker.start()
 
@@ -288,6 +293,7 @@ class WorkerPool:
             while worker.thread.is_alive() and time.monotonic() < deadline and not give_up():
                 worker.thread.join(0.1)
         stuck = [w for w in self.workers if w.thread.is_alive()]
+        self.previews.close()
         self.writes.close()  # every finished job is written and announced
         for worker in self.workers:
             if worker not in stuck:

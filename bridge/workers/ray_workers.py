@@ -39,6 +39,7 @@ from ldm3d_engine.types import (
     DepthRequest,
     GenerateRequest,
     Img2ImgRequest,
+    Previews,
     ResolvedRequest,
     RGBDResult,
     UpscaleRequest,
@@ -276,8 +277,20 @@ class RayEngine:
         request: GenerateRequest,
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
-        return self._run("generate", request, (), on_step, cancel)
+        return self._run("generate", request, (), on_step, cancel, previews)
+
+    def generate_between(
+        self,
+        first: GenerateRequest,
+        second: GenerateRequest,
+        t: float,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+        previews: Previews | None = None,
+    ) -> RGBDResult:
+        return self._run("generate_between", (first, second, t), (), on_step, cancel, previews)
 
     def img2img(
         self,
@@ -286,8 +299,9 @@ class RayEngine:
         depth: npt.NDArray[np.uint16] | None = None,
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
-        return self._run("img2img", request, (rgb, depth), on_step, cancel)
+        return self._run("img2img", request, (rgb, depth), on_step, cancel, previews)
 
     def upscale(
         self,
@@ -296,8 +310,9 @@ class RayEngine:
         depth: npt.NDArray[np.uint16],
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
-        return self._run("upscale", request, (rgb, depth), on_step, cancel)
+        return self._run("upscale", request, (rgb, depth), on_step, cancel, previews)
 
     def estimate_depth(
         self,
@@ -311,10 +326,11 @@ class RayEngine:
     def _run(
         self,
         method: str,
-        request: GenerateRequest | UpscaleRequest | DepthRequest,
+        request: GenerateRequest | UpscaleRequest | DepthRequest | tuple[GenerateRequest, GenerateRequest, float],
         arrays: tuple[Any, ...],
         on_step: Callable[[int, int], None] | None,
         cancel: CancelToken | None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
         ray = self._ray
         from ray.exceptions import RayActorError, RayError, RayTaskError
@@ -323,7 +339,8 @@ class RayEngine:
         started = False
         asked = False
         try:
-            events = self._actor.run.remote(key, self._role, method, request, *arrays)
+            every = 0 if previews is None else previews.every
+            events = self._actor.run.remote(key, self._role, method, request, *arrays, preview_every=every)
             while True:
                 if cancel is not None and cancel.cancelled and not asked:
                     asked = True
@@ -341,6 +358,9 @@ class RayEngine:
                 elif kind == "step":
                     if on_step is not None:
                         on_step(event[1], event[2])
+                elif kind == "preview":
+                    if previews is not None:
+                        previews.send(event[1])
                 elif kind == "result":
                     result: RGBDResult = event[1]
                     return result

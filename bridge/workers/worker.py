@@ -55,9 +55,10 @@ from bridge.osc.codec import Arg
 from bridge.output.images import read_depth16, read_rgb
 from bridge.settings import BridgeSettings
 from bridge.workers.jobs import Address, Job, JobQueue
+from bridge.workers.previews import PreviewDesk
 from bridge.workers.writes import Finished, Writes, failed
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory, UnsafeContent
-from ldm3d_engine.types import DepthRequest, GenerateRequest, Img2ImgRequest, RGBDResult, UpscaleRequest
+from ldm3d_engine.types import DepthRequest, GenerateRequest, Img2ImgRequest, Previews, RGBDResult, UpscaleRequest
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class Worker:
         notifier: Notifier,
         settings: BridgeSettings,
         counters: Counters,
+        previews: PreviewDesk,
         on_ready: Callable[[Worker], None] = lambda worker: None,
         on_job_end: Callable[[], None] = lambda: None,
     ) -> None:
@@ -95,6 +97,7 @@ class Worker:
         self._notifier = notifier
         self._settings = settings
         self._counters = counters
+        self._previews = previews
         self._on_ready = on_ready
         #: A job ended on this worker: the pool sends the busy lamp.
         self._on_job_end = on_job_end
@@ -215,8 +218,10 @@ class Worker:
                 "warm-up", sampling=s.sampling, seed=0, steps=s.warmup_steps, seamless=seamless, width=s.width,
                 height=s.height,
             )  # fmt: skip
+            # With previews on, the warm-up asks for one: the engine fits its preview map now, not in a show.
+            previews = Previews(1, lambda preview: None) if s.preview_every > 0 else None
             try:
-                engine.generate(request)
+                engine.generate(request, previews=previews)
             except UnsafeContent:  # the picture is thrown away anyway; the checker has run once
                 logger.info("%s: the safety checker flagged the warm-up picture (thrown away)", self.name)
         logger.info("%s: warm-up took %.1f s", self.name, time.perf_counter() - t1)
@@ -376,11 +381,14 @@ class Worker:
     def _runner(self, job: Job, on_step: Callable[[int, int], None]) -> tuple[EngineLike, Callable[[], RGBDResult]]:
         """The engine a job runs on, and the call that runs it (done twice after out-of-memory)."""
         request = job.request
+        previews = self._previews.previews_for(job, self.index)
         if isinstance(request, UpscaleRequest):
             upscaler = self.upscaler
             assert upscaler is not None, "the intake refuses /ldm3d/upscale without an upscaler"
             rgb, depth = read_rgb(Path(job.inputs["rgb"])), read_depth16(Path(job.inputs["depth"]))
-            return upscaler, lambda: upscaler.upscale(request, rgb, depth, on_step=on_step, cancel=job.cancel)
+            return upscaler, lambda: upscaler.upscale(
+                request, rgb, depth, on_step=on_step, cancel=job.cancel, previews=previews
+            )
         engine = self.engine
         assert engine is not None
         if job.upscale_after:  # a cue with upscale = true: generate, then LDM3D-SR of that, as one job
@@ -389,12 +397,14 @@ class Worker:
                 raise BadArguments("this cue asks for upscale = true; start the bridge with --upscale-model ldm3d-sr")
 
             assert isinstance(request, GenerateRequest), "only a show's cues upscale after"
-            return upscaler, lambda: generate_then_upscale(engine, upscaler, request, on_step, job.cancel)
+            return upscaler, lambda: generate_then_upscale(engine, upscaler, request, on_step, job.cancel, previews)
         if isinstance(request, DepthRequest):
             picture = read_rgb(Path(job.inputs["image"]))
             return engine, lambda: engine.estimate_depth(request, picture, on_step=on_step, cancel=job.cancel)
         if isinstance(request, Img2ImgRequest):
             image = read_rgb(Path(job.inputs["image"]))
             depth_map = read_depth16(Path(job.inputs["depth_map"])) if "depth_map" in job.inputs else None
-            return engine, lambda: engine.img2img(request, image, depth_map, on_step=on_step, cancel=job.cancel)
-        return engine, lambda: engine.generate(request, on_step=on_step, cancel=job.cancel)
+            return engine, lambda: engine.img2img(
+                request, image, depth_map, on_step=on_step, cancel=job.cancel, previews=previews
+            )
+        return engine, lambda: engine.generate(request, on_step=on_step, cancel=job.cancel, previews=previews)

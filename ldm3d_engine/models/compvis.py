@@ -31,6 +31,15 @@ from ..depth.estimator import DepthEstimator
 from ..errors import InvalidRequest
 from ..presets import FOLDER_DEFAULTS
 from ..sampling.denoise import Guidance, denoise
+from ..sampling.preview import (
+    FIT_PICTURES,
+    FIT_SIDE,
+    FloatArray,
+    PreviewMap,
+    fit_preview_map,
+    preview_sender,
+    synthetic_pictures,
+)
 from ..sampling.prompts import PromptEncoder
 from ..sampling.schedulers import make_scheduler, native_scheduler
 from ..sampling.seamless import wrap_width
@@ -39,6 +48,7 @@ from ..types import (
     GenerateRequest,
     Img2ImgRequest,
     OnStep,
+    Previews,
     ResolvedRequest,
     RGBDResult,
     Timings,
@@ -93,6 +103,7 @@ class RGBLatentEngine(EngineBase):
             wrap_multiple=self.vae_scale * 2 ** (len(unet.config.down_block_types) - 1),
         )
         self._lock = threading.Lock()
+        self._preview_map: PreviewMap | None = None
         self._identity: str | None = None
         self._prompts = (
             PromptEncoder(tokenizer, bert, placement.device, placement.dtype, lambda _m: contextlib.nullcontext())
@@ -119,9 +130,14 @@ class RGBLatentEngine(EngineBase):
     # -- jobs ------------------------------------------------------------------
 
     def generate(
-        self, request: GenerateRequest, on_step: OnStep | None = None, cancel: CancelToken | None = None
+        self,
+        request: GenerateRequest,
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
-        """Text (or nothing, for an unconditional model) → RGB, then its depth estimated."""
+        """Text (or nothing, for an unconditional model) → RGB, then its depth estimated. ``previews``:
+        RGB only (the depth is estimated from the finished picture; a preview's depth is flat)."""
         req = self.resolve(request)
         if self.conditional and req.guidance < 1.0:  # LDMTextToImagePipeline would guide; we say no
             raise InvalidRequest("guidance", f"guidance {req.guidance} is below 1; use 1 (no guidance) or more")
@@ -131,7 +147,7 @@ class RGBLatentEngine(EngineBase):
             self.out_of_memory_named(req),
             wrap_width([self.unet, self.vqvae], req.seamless),
         ):
-            return self.checked(self._generate(req, on_step, cancel))
+            return self.checked(self._generate(req, on_step, cancel, previews))
 
     def img2img(
         self,
@@ -140,6 +156,7 @@ class RGBLatentEngine(EngineBase):
         depth: npt.NDArray[np.uint16] | None = None,
         on_step: OnStep | None = None,
         cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
         resolve_text(self.preset, request, source=(rgb.shape[1], rgb.shape[0]))  # refuses: this model makes RGB only
         raise AssertionError(f"validation let img2img through for the RGB-only {self.preset.name}")
@@ -151,8 +168,43 @@ class RGBLatentEngine(EngineBase):
         depth: npt.NDArray[np.uint16],
         on_step: OnStep | None = None,
         cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
         raise InvalidRequest("model", f"{self.model_id} is not an upscaler; use --upscale-model ldm3d-sr")
+
+    def generate_between(
+        self,
+        first: GenerateRequest,
+        second: GenerateRequest,
+        t: float,
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+        previews: Previews | None = None,
+    ) -> RGBDResult:
+        raise InvalidRequest("model", f"{self.model_id} makes RGB only; morphs run on the LDM3D models")
+
+    def preview_map(self) -> PreviewMap:
+        """The latents → RGB preview map, fitted against the autoencoder the first time it is needed
+        (under the lock, in inference mode); the depth of its previews is flat."""
+        if self._preview_map is None:
+            side = FIT_SIDE
+            scaling = float(self.vqvae.config.scaling_factor)
+
+            def encode(rgb: FloatArray, depth: FloatArray) -> torch.Tensor:
+                x = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.placement.device, self.vqvae.dtype)
+                x = torch.nn.functional.interpolate(x * 2 - 1, size=(side, side), mode="bilinear")
+                out = self.vqvae.encode(x)
+                latent: torch.Tensor = out.latent_dist.mean if hasattr(out, "latent_dist") else out.latents
+                return latent * scaling
+
+            def decode(latent: torch.Tensor) -> FloatArray:
+                decoded = self.vqvae.decode(latent.to(self.vqvae.dtype) / scaling).sample[0].float()
+                rgb = (decoded / 2 + 0.5).clamp(0, 1).permute(1, 2, 0)
+                return np.asarray(torch.cat([rgb, torch.full_like(rgb[..., :1], 0.5)], -1).cpu().numpy(), np.float32)
+
+            pictures = synthetic_pictures(FIT_PICTURES, side, side)
+            self._preview_map = fit_preview_map(encode, decode, pictures, has_depth=False)
+        return self._preview_map
 
     # -- internals ---------------------------------------------------------------
 
@@ -165,7 +217,9 @@ class RGBLatentEngine(EngineBase):
         noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         return noise.to(self.placement.device, self.placement.dtype)
 
-    def _generate(self, req: ResolvedRequest, on_step: OnStep | None, cancel: CancelToken | None) -> RGBDResult:
+    def _generate(
+        self, req: ResolvedRequest, on_step: OnStep | None, cancel: CancelToken | None, previews: Previews | None
+    ) -> RGBDResult:
         t0 = time.perf_counter()
         embeddings, seen, negative_seen = None, None, None
         if self._prompts is not None:
@@ -185,6 +239,8 @@ class RGBLatentEngine(EngineBase):
             self.unet, scheduler, scheduler.timesteps, latents, guidance, generator,
             after_step=self.placement.runtime.after_step, on_step=on_step, cancel=cancel,
             steps=req.steps, eta=self.preset.eta,
+            on_clean=None if previews is None else preview_sender(self.preview_map(), previews),
+            clean_due=(lambda done, total: False) if previews is None else previews.due,
         )  # fmt: skip
         t2 = time.perf_counter()
         decoded = self.vqvae.decode(latents.to(self.vqvae.dtype) / self.vqvae.config.scaling_factor).sample

@@ -32,10 +32,20 @@ import torch
 
 from ..backends.devices import Placement
 from ..depth.estimator import DepthEstimator
-from ..depth.packing import decoded_to_host, layout_for_channels, vae_input
+from ..depth.packing import decoded_to_host, layout_for_channels, split_rgbd, to_unit, vae_input
 from ..errors import InvalidRequest
 from ..presets import FOLDER_DEFAULTS
+from ..sampling.blend import Conditioning, blend, slerp
 from ..sampling.denoise import Guidance, denoise
+from ..sampling.preview import (
+    FIT_PICTURES,
+    FIT_SIDE,
+    FloatArray,
+    PreviewMap,
+    fit_preview_map,
+    preview_sender,
+    synthetic_pictures,
+)
 from ..sampling.prompts import PromptEncoder
 from ..sampling.schedulers import make_scheduler, native_scheduler
 from ..sampling.seamless import wrap_width
@@ -44,12 +54,13 @@ from ..types import (
     GenerateRequest,
     Img2ImgRequest,
     OnStep,
+    Previews,
     ResolvedRequest,
     RGBDResult,
     Timings,
     UpscaleRequest,
 )
-from ..validation import resolve_text, resolve_upscale
+from ..validation import check_morph, resolve_text, resolve_upscale
 from .base import EngineBase
 from .loading import ModelLocation
 
@@ -97,6 +108,7 @@ class Engine(EngineBase):
             wrap_multiple=self.vae_scale * 2**downsamplings,
         )
         self._lock = threading.Lock()
+        self._preview_map: PreviewMap | None = None
         self._identity: str | None = None
         self._seamless = False
         self._offload = offload
@@ -138,11 +150,13 @@ class Engine(EngineBase):
         request: GenerateRequest,
         on_step: OnStep | None = None,
         cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
         """Text → RGBD. Raises :class:`InvalidRequest` before any work, :class:`Cancelled`
-        within one step of ``cancel.cancel()``, :class:`OutOfMemory` when the device is full."""
+        within one step of ``cancel.cancel()``, :class:`OutOfMemory` when the device is full.
+        ``previews``: the world as it forms, every few steps (see :class:`Previews`)."""
         req = self.resolve(request)
-        return self.generate_from_latents(req, self.initial_latents(req), on_step, cancel)
+        return self.generate_from_latents(req, self.initial_latents(req), on_step, cancel, previews)
 
     def img2img(
         self,
@@ -152,6 +166,7 @@ class Engine(EngineBase):
         on_step: OnStep | None = None,
         cancel: CancelToken | None = None,
         noise: torch.Tensor | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
         """RGBD image-to-image: encode the input with the model's own VAE packing, noise it to
         ``strength`` and denoise the remaining steps. Without ``depth``, the depth estimator's
@@ -160,14 +175,14 @@ class Engine(EngineBase):
         replaces both seeded draws, the VAE sample's and the starting noise (for tests that roll it)."""
         req = resolve_text(self.preset, request, source=(rgb.shape[1], rgb.shape[0]))
         if depth is not None or self.estimator is None or request.flat_depth:
-            return self._locked(req, lambda: self._img2img(req, rgb, depth, on_step, cancel, noise))
+            return self._locked(req, lambda: self._img2img(req, rgb, depth, on_step, cancel, noise, previews))
         estimator = self.estimator
 
         def estimated() -> RGBDResult:
             t0 = time.perf_counter()  # the estimate is of the input as given (resized with the rest after)
             found = estimator.estimate(rgb, equirect=req.seamless, cancel=cancel)
             depth_s = time.perf_counter() - t0
-            result = found.stamp(self._img2img(req, rgb, found.depth, on_step, cancel, noise))
+            result = found.stamp(self._img2img(req, rgb, found.depth, on_step, cancel, noise, previews))
             return dataclasses.replace(result, timings=dataclasses.replace(result.timings, depth_s=depth_s))
 
         return self._locked(req, estimated)
@@ -180,6 +195,7 @@ class Engine(EngineBase):
         on_step: OnStep | None = None,
         cancel: CancelToken | None = None,
         noise: torch.Tensor | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
         """LDM3D-SR of a low-resolution RGB + 16-bit depth to the request's size (×4 by default;
         ``noise``: as in ``img2img``)."""
@@ -190,7 +206,7 @@ class Engine(EngineBase):
                 f"{rgb.shape[1]}×{rgb.shape[0]}; they must match",
             )
         req = resolve_upscale(self.preset, request, source=(rgb.shape[1], rgb.shape[0]))
-        return self._locked(req, lambda: self._upscale(req, rgb, depth, on_step, cancel, noise))
+        return self._locked(req, lambda: self._upscale(req, rgb, depth, on_step, cancel, noise, previews))
 
     def initial_latents(self, req: ResolvedRequest, generator: torch.Generator | None = None) -> torch.Tensor:
         """The seeded starting noise of ``req`` (unscaled), on the engine's device; drawn from
@@ -206,15 +222,95 @@ class Engine(EngineBase):
         latents: torch.Tensor,
         on_step: OnStep | None = None,
         cancel: CancelToken | None = None,
+        previews: Previews | None = None,
     ) -> RGBDResult:
         """Text → RGBD from given starting noise (``generate`` seeds it from ``req.seed``)."""
 
         def run() -> RGBDResult:
             scheduler = self._scheduler(req)
             start = latents.to(self.placement.device, self.placement.dtype) * scheduler.init_noise_sigma
-            return self._sample(req, scheduler, scheduler.timesteps, start, on_step, cancel)
+            return self._sample(req, scheduler, scheduler.timesteps, start, on_step, cancel, previews=previews)
 
         return self._locked(req, run)
+
+    def generate_between(
+        self,
+        first: GenerateRequest,
+        second: GenerateRequest,
+        t: float,
+        on_step: OnStep | None = None,
+        cancel: CancelToken | None = None,
+        previews: Previews | None = None,
+    ) -> RGBDResult:
+        """One frame of a morph: the world between ``first`` (t = 0) and ``second`` (t = 1), from the
+        slerp of their starting noise and of their text embeddings (:mod:`~ldm3d_engine.sampling.blend`),
+        guidance blended linearly. At 0 and 1 it is ``generate(first)`` / ``generate(second)``, bit for
+        bit. Both must resolve to the same size, steps, scheduler, sampling and wrap (InvalidRequest
+        names the one that differs). Ancestral samplers draw their step noise from the nearer world's seed."""
+        a, b = self.resolve(first), self.resolve(second)
+        check_morph(a, b, t)  # (at 0 and 1 the blends below return that world's own noise and embeddings)
+        req = dataclasses.replace(a if t < 0.5 else b, guidance=a.guidance + t * (b.guidance - a.guidance))
+        noise = slerp(self.initial_latents(a), self.initial_latents(b), t)
+
+        def run() -> RGBDResult:
+            cond = blend(self.conditioning(a, negative=True), self.conditioning(b, negative=True), t)
+            scheduler = self._scheduler(req)
+            start = noise * scheduler.init_noise_sigma
+            timesteps = scheduler.timesteps
+            return self._sample(req, scheduler, timesteps, start, on_step, cancel, previews=previews, conditioning=cond)
+
+        return self._locked(req, run)
+
+    def conditioning(self, req: ResolvedRequest, *, negative: bool = False) -> Conditioning:
+        """The request's prompt (with the preset's prefix) and, when guided or ``negative``, its negative
+        prompt, encoded (call under the engine's lock, in inference mode)."""
+        prompt = self.prompt_for_model(req.prompt)
+        cond, seen = self._prompts.encode(prompt)
+        uncond, negative_seen = cond, None
+        if req.guidance > 1.0 or negative:
+            uncond, negative_seen = self._prompts.encode(req.negative_prompt)
+        return Conditioning(cond, uncond, prompt if seen is None else seen, seen is not None, negative_seen is not None)
+
+    def preview_map(self) -> PreviewMap:
+        """The map from the sampler's latents to a small RGB + depth preview, fitted against this
+        model's VAE the first time it is needed (call under the engine's lock, in inference mode;
+        the bridge's warm-up asks for a preview, so a served model pays for it before its first job)."""
+        if self._preview_map is None:
+            t0 = time.perf_counter()
+            side = FIT_SIDE
+            encode, decode = self.vae_codec(side)
+            self._preview_map = fit_preview_map(encode, decode, synthetic_pictures(FIT_PICTURES, side, side))
+            logger.info(
+                "preview map of %s fitted in %.1f s (%.1f dB on its own pictures)",
+                self.model_id, time.perf_counter() - t0, self._preview_map.fit_psnr,
+            )  # fmt: skip
+        return self._preview_map
+
+    def vae_codec(
+        self, side: int
+    ) -> tuple[Callable[[FloatArray, FloatArray], torch.Tensor], Callable[[torch.Tensor], FloatArray]]:
+        """The model's own VAE as the preview map's fit sees it: ``encode(rgb, depth)`` (H×W×3 and H×W in
+        [0, 1], resized to ``side``²) → the scaled latent (the posterior's mean, in the model's channel
+        packing); ``decode(latent)`` → H×W×4 (RGB and depth in [0, 1]). Under the lock, in inference mode."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        scaling = float(self.vae.config.scaling_factor)
+
+        def encode(rgb: FloatArray, depth: FloatArray) -> torch.Tensor:
+            rgb8 = np.round(rgb * 255).astype(np.uint8)
+            depth16 = np.round(depth * 65535).astype(np.uint16)
+            x = vae_input(rgb8, depth16, self.depth_layout, (side, side), wrap=False, resample="bicubic")
+            with self._active(self.vae):
+                mean: torch.Tensor = self.vae.encode(x.to(self.placement.device, vae_dtype)).latent_dist.mean
+            return mean * scaling
+
+        def decode(latent: torch.Tensor) -> FloatArray:
+            with self._active(self.vae):
+                decoded = self.vae.decode(latent.to(vae_dtype) / scaling, return_dict=False)[0]
+            rgb, _, depth_float = split_rgbd(to_unit(decoded[0]))
+            unit = torch.cat([rgb.float() / 255.0, depth_float[..., None]], dim=-1)
+            return np.asarray(unit.cpu().numpy(), np.float32)
+
+        return encode, decode
 
     # -- internals ---------------------------------------------------------
 
@@ -294,6 +390,7 @@ class Engine(EngineBase):
         on_step: OnStep | None,
         cancel: CancelToken | None,
         noise: torch.Tensor | None,
+        previews: Previews | None,
     ) -> RGBDResult:
         t0 = time.perf_counter()
         depth_source = None
@@ -319,8 +416,9 @@ class Engine(EngineBase):
             noise = self.initial_latents(req, generator) if noise is None else noise.to(init)
             latents = scheduler.add_noise(init, noise, timesteps[:1])
         result = self._sample(
-            req, scheduler, timesteps, latents, on_step, cancel, extra_s=time.perf_counter() - t0, steps=steps_left
-        )
+            req, scheduler, timesteps, latents, on_step, cancel, extra_s=time.perf_counter() - t0, steps=steps_left,
+            previews=previews,
+        )  # fmt: skip
         return dataclasses.replace(result, depth_source=depth_source)
 
     def _upscale(
@@ -331,6 +429,7 @@ class Engine(EngineBase):
         on_step: OnStep | None,
         cancel: CancelToken | None,
         noise: torch.Tensor | None,
+        previews: Previews | None,
     ) -> RGBDResult:
         t0 = time.perf_counter()
         # As the LDM3D-SR reference runs: the low-resolution RGBD resized (Pillow's Lanczos) to the output size,
@@ -352,6 +451,7 @@ class Engine(EngineBase):
             condition=condition,
             class_labels=labels,
             extra_s=time.perf_counter() - t0,
+            previews=previews,
         )
 
     def _sample(
@@ -366,6 +466,8 @@ class Engine(EngineBase):
         class_labels: torch.Tensor | None = None,
         extra_s: float = 0.0,
         steps: int | None = None,
+        previews: Previews | None = None,
+        conditioning: Conditioning | None = None,
     ) -> RGBDResult:
         """Encode the prompts, denoise (:mod:`~ldm3d_engine.sampling.denoise`), decode. ``steps``: what
         progress counts to (None: the request's steps).
@@ -373,15 +475,11 @@ class Engine(EngineBase):
         ``condition`` (upscale) is concatenated to the latents on the channel axis, and
         ``class_labels`` (the noise level) go to the UNet, as LDM3D-SR expects."""
         t0 = time.perf_counter()
-        prompt_used = self.prompt_for_model(req.prompt)
-        cond, seen = self._prompts.encode(prompt_used)
-        prompt_truncated, prompt_used = seen is not None, prompt_used if seen is None else seen
-        negative_truncated = False
-        embeddings = cond
+        if conditioning is None:
+            conditioning = self.conditioning(req)
+        embeddings = conditioning.cond
         if req.guidance > 1.0:
-            uncond, negative_seen = self._prompts.encode(req.negative_prompt)
-            negative_truncated = negative_seen is not None
-            embeddings = torch.cat([uncond, cond])
+            embeddings = torch.cat([conditioning.uncond, conditioning.cond])
         guidance = Guidance(embeddings, req.guidance, condition, class_labels)
         self._sync()
         t1 = time.perf_counter()
@@ -400,6 +498,8 @@ class Engine(EngineBase):
                 on_step=on_step,
                 cancel=cancel,
                 steps=req.steps if steps is None else steps,
+                on_clean=None if previews is None else preview_sender(self.preview_map(), previews),
+                clean_due=(lambda done, total: False) if previews is None else previews.due,
             )
         self._sync()
         t2 = time.perf_counter()
@@ -416,9 +516,9 @@ class Engine(EngineBase):
             depth=host.depth,
             depth_float=host.depth_float,
             request=req,
-            prompt_used=prompt_used,
-            prompt_truncated=prompt_truncated,
-            negative_truncated=negative_truncated,
+            prompt_used=conditioning.prompt_used,
+            prompt_truncated=conditioning.prompt_truncated,
+            negative_truncated=conditioning.negative_truncated,
             model_id=self.model_id,
             preset=self.preset.name,
             device=self.device,

@@ -15,6 +15,11 @@ import torch
 
 from ..errors import Cancelled
 from ..types import CancelToken, OnStep
+from .preview import predicted_clean
+
+#: Told x₀ (the clean latents the UNet predicts) after the steps a caller wants previews of:
+#: (steps done, steps in all, x₀).
+OnClean = Callable[[int, int, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -44,13 +49,18 @@ def denoise(
     cancel: CancelToken | None = None,
     steps: int | None = None,
     eta: float = 0.0,
+    on_clean: OnClean | None = None,
+    clean_due: Callable[[int, int], bool] = lambda done, total: False,
 ) -> torch.Tensor:
     """Run ``timesteps`` of ``scheduler`` from ``latents``. ``generator`` draws the step noise of
     ancestral samplers (and of DDIM with ``eta`` > 0). Raises :class:`Cancelled` within one step of ``cancel.cancel()``.
 
     Progress counts the job's ``steps`` (None: one per timestep), not UNet passes: PNDM without
     its Runge-Kutta warm-up runs ``steps + 1`` passes (its first timestep twice), so its first
-    pass reports nothing, as diffusers' progress bar does."""
+    pass reports nothing, as diffusers' progress bar does.
+
+    ``on_clean`` gets x₀ after each completed step ``clean_due(done, total)`` asks for (after
+    ``on_step``): the previews of a world as it forms. It costs nothing on the other steps."""
     batch = guidance.batch
     condition = None if guidance.condition is None else torch.cat([guidance.condition] * batch)
     labels = None if guidance.class_labels is None else guidance.class_labels.repeat(batch)
@@ -74,13 +84,18 @@ def denoise(
         if batch == 2:
             noise_uncond, noise_cond = noise.chunk(2)
             noise = noise_uncond + guidance.scale * (noise_cond - noise_uncond)
+        now = max(0, total - (passes - i - 1) // order)  # steps completed after this pass
+        clean = None
+        if on_clean is not None and now > done and clean_due(now, total):  # before step() moves the index
+            clean = predicted_clean(scheduler, noise, latents, t)
         latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
         after_step()
-        now = max(0, total - (passes - i - 1) // order)  # steps completed after this pass
         if now > done:
             done = now
             if on_step is not None:
                 on_step(done, total)
+            if clean is not None and on_clean is not None:
+                on_clean(done, total, clean)
     if cancel is not None and cancel.cancelled:
         raise Cancelled(total, total)
     return latents
