@@ -59,6 +59,7 @@ OUTGOING = frozenset(
         "moderation/waiting",
         "moderation/dropped",
         "preview",
+        "morph/frame",
     )
 )
 
@@ -98,6 +99,14 @@ STAGE_TYPES: dict[str, str] = {
 IMG2IMG_OPTION_TYPES: dict[str, str] = {**OPTION_TYPES, "strength": "float", "depth": "str", "flat_depth": "bool"}
 #: /ldm3d/depth options: a 360° picture or not (default: the model's seamless), the texture format.
 DEPTH_OPTION_TYPES: dict[str, str] = {"equirect": "bool", "format": "str"}
+#: /ldm3d/morph options: how many frames (both worlds included), over how long, the seed of a prompt's world.
+MORPH_OPTION_TYPES: dict[str, str] = {
+    "frames": "int",
+    "seconds": "float",
+    "seed": "int",
+    "preview_every": "int",
+    "format": "str",
+}
 #: /ldm3d/upscale options.
 UPSCALE_OPTION_TYPES: dict[str, str] = {
     "prompt": "str",
@@ -141,6 +150,15 @@ class Depth:
 @dataclass(frozen=True)
 class Upscale:
     job_id: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Morph:
+    """``/ldm3d/morph <from job id> <to job id or prompt>``: the worlds between two (frames, seconds…)."""
+
+    from_job: str
+    to: str  # a finished job's id, or a prompt (the first world's settings, a new seed)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -275,6 +293,7 @@ Command = (
     | Img2Img
     | Depth
     | Upscale
+    | Morph
     | SetStage
     | SetStageNorm
     | Display
@@ -445,6 +464,14 @@ def parse(message: Message) -> Command:
         if not args:
             raise BadArguments("/ldm3d/upscale needs the id of a finished job, then optional key/value pairs")
         return Upscale(_job_id(args[0], address), parse_options(args[1:], address, UPSCALE_OPTION_TYPES))
+    if name == "morph":
+        if len(args) < 2:
+            raise BadArguments(
+                "/ldm3d/morph needs the id of a finished job and a second job id or a prompt, then optional "
+                "key/value pairs (frames, seconds, seed, preview_every, format)"
+            )
+        to = as_str(args[1], "/ldm3d/morph: the second world (a job id or a prompt)")
+        return Morph(_job_id(args[0], address), to, parse_options(args[2:], address, MORPH_OPTION_TYPES))
     if name == "show/load":
         if not 1 <= len(args) <= 2:
             raise BadArguments(
@@ -471,7 +498,7 @@ def parse(message: Message) -> Command:
     if name == "show/state":  # with arguments it is a bridge's answer, not a request
         return ShowControl("state") if not args else Ignored()
     raise UnknownAddress(
-        f"unknown address {address!r}; known: generate, img2img, depth, upscale, prompt, negative, seed, steps, "
+        f"unknown address {address!r}; known: generate, img2img, depth, upscale, morph, prompt, negative, seed, steps, "
         "guidance, strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, display/fade, "
         "display/hold, display/blackout, display/strength, go, "
         "cancel, recall, subscribe, unsubscribe, status, stats, workers, ping, rules/reload, moderation/list, "

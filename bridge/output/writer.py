@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 STAGING_PREFIX = ".staging-"
 #: The folder of a show's scene library, under the output root.
 SCENES_FOLDER = "scenes"
+#: Where a morph's frames are written, one folder per morph (pruned with the morph's job folder).
+MORPHS_FOLDER = "morphs"
 #: What start-up clean-up may remove: only names this bridge itself creates.
 _OWN_STAGING = re.compile(rf"\A{re.escape(STAGING_PREFIX)}(deleted-)?{JOB_ID_PATTERN}\Z")
 _OWN_TMP = re.compile(r"\A\.ldm3d-[A-Za-z0-9_.-]+\.[0-9]+\.tmp\Z")
@@ -238,7 +240,7 @@ class TextureWriter:
     ) -> JobFiles:
         """Write every file of one job (in ``fmt``, else the writer's format); only then does
         ``<root>/<job_id>`` exist. Then ``latest.json`` names it, and old jobs are pruned."""
-        job, files = self._write_folder(self.root, job_id, result, meta_extra, fmt)
+        job, files = self.write_folder(self.root, job_id, result, meta_extra, fmt)
         try:
             write_json_atomic(self.root / "latest.json", self._latest(job, files))
         except OSError as exc:
@@ -254,11 +256,13 @@ class TextureWriter:
     def write_scene(self, scene_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None = None) -> JobFiles:
         """Write a scene of a show's library as :meth:`write` writes a job, under ``scenes/``."""
         self.scenes.mkdir(exist_ok=True)
-        return self._write_folder(self.scenes, scene_id, result, meta_extra, None)[0]
+        return self.write_folder(self.scenes, scene_id, result, meta_extra, None)[0]
 
-    def _write_folder(
+    def write_folder(
         self, parent: Path, job_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None, fmt: str | None
     ) -> tuple[JobFiles, dict[str, str]]:
+        """One folder ``parent/job_id`` of textures and ``meta.json``, written under a staging name and
+        renamed whole (WriteFailed when it cannot be): a job, a scene, or a morph's frame."""
         final = parent / job_id
         staging = parent / f"{STAGING_PREFIX}{job_id}"
         form = check_format(fmt) if fmt is not None else self.format
@@ -475,6 +479,7 @@ class TextureWriter:
                 logger.warning("could not remove old job %s: %s", job_id, exc)
                 continue
             shutil.rmtree(doomed, ignore_errors=True)
+            shutil.rmtree(self.root / MORPHS_FOLDER / job_id, ignore_errors=True)  # a morph's frames go with it
 
 
 def _write_exr(path: Path, depth: np.ndarray) -> None:

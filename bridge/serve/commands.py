@@ -15,6 +15,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.contract import protocol
+from bridge.contract.morphs import MorphRequest, morph_request
 from bridge.contract.ranges import Ranges
 from bridge.contract.requests import depth_request, img2img_request, text_request, upscale_request
 from bridge.errors import BadArguments, NotSupported, RateLimited, UnknownJob
@@ -81,7 +82,7 @@ class Commands:
         unbounded; see :class:`Notifier`); ``trusted``: the message carried the bridge's token."""
         n = self.notifier
         submit = partial(self._submit, sender=sender, bound=bound)
-        jobs = protocol.Generate | protocol.Img2Img | protocol.Depth | protocol.Upscale
+        jobs = protocol.Generate | protocol.Img2Img | protocol.Depth | protocol.Upscale | protocol.Morph
         if isinstance(command, jobs) and "format" in command.options:
             submit = partial(submit, fmt=_job_format(command.options["format"]))
         if isinstance(command, jobs) and "preview_every" in command.options:
@@ -101,6 +102,11 @@ class Commands:
                         "/ldm3d/upscale is off: start the bridge with --upscale-model ldm3d-sr to load the upscaler"
                     )
                 submit(*upscale_request(self.settings, self.writer, job_id, options, self.pool.upscaler))
+            case protocol.Morph(from_job, to, options):
+                request = morph_request(self.writer, from_job, to, options, self.pool.engine)
+                if request.to_job is None:
+                    self.gate.check(to)  # a prompt is checked as any prompt is
+                submit(request)
             case protocol.Go():
                 prompt = self.stage.get()["prompt"]
                 if not prompt:
@@ -208,7 +214,7 @@ class Commands:
 
     def _submit(
         self,
-        request: GenerateRequest | UpscaleRequest | DepthRequest,
+        request: GenerateRequest | UpscaleRequest | DepthRequest | MorphRequest,
         inputs: dict[str, str] | None = None,
         *,
         sender: Address,

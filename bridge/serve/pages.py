@@ -20,6 +20,7 @@ from typing import Any
 from bridge import __version__
 from bridge.contract import protocol
 from bridge.contract.arguments import check_text
+from bridge.contract.morphs import MorphRequest
 from bridge.contract.ranges import Ranges
 from bridge.errors import BridgeError, NotSupported
 from bridge.notify.limits import Counters, LogLimiter
@@ -182,4 +183,7 @@ def _job(job: Job) -> dict[str, Any]:
         kind = "upscale"
     if isinstance(request, DepthRequest):
         return {"id": job.id, "prompt": Path(job.inputs["image"]).name, "kind": "depth", "background": job.quiet}
+    if isinstance(request, MorphRequest):
+        prompt = f"{request.first.prompt} → {request.second.prompt}"
+        return {"id": job.id, "prompt": prompt, "kind": "morph", "background": job.quiet}
     return {"id": job.id, "prompt": request.prompt, "kind": kind, "background": job.quiet}

@@ -79,6 +79,13 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
             "/ldm3d/depth", "a world from a picture in an input folder, its depth estimated", "s", WRITE, default=("",)
         ),
         Node("/ldm3d/upscale", "LDM3D-SR of a finished job (its id)", "s", WRITE, default=("",)),
+        Node(
+            "/ldm3d/morph",
+            "the worlds between a finished job and another job (its id) or a prompt",
+            "ss",
+            WRITE,
+            default=("", ""),
+        ),
         Node("/ldm3d/go", "a job from the stage values (a button: 0 is ignored)"),
         Node("/ldm3d/cancel", "cancel the running job (a button), or the job with this id", "s", WRITE, default=("",)),
         Node("/ldm3d/recall", "show an earlier job again (its id)", "s", WRITE, default=("",)),
@@ -233,6 +240,13 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
             "siiss",
             READ,
             default=("", 0, 0, "", ""),
+        ),
+        Node(
+            "/ldm3d/morph/frame",
+            "a morph's frame: job id, index, frames, seconds, rgb, depth",
+            "siifss",
+            READ,
+            default=("", 0, 0, 0.0, "", ""),
         ),
         Node(
             "/ldm3d/ready",

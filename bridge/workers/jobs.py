@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bridge.contract.morphs import MorphRequest
 from bridge.errors import QueueFull
 from bridge.settings import QUEUE_MODES
 from ldm3d_engine.types import CancelToken, DepthRequest, GenerateRequest, UpscaleRequest
@@ -18,8 +19,8 @@ Address = tuple[str, int]
 @dataclass
 class Job:
     id: str
-    #: GenerateRequest (text), Img2ImgRequest, DepthRequest or UpscaleRequest.
-    request: GenerateRequest | UpscaleRequest | DepthRequest
+    #: GenerateRequest (text), Img2ImgRequest, DepthRequest, UpscaleRequest or MorphRequest.
+    request: GenerateRequest | UpscaleRequest | DepthRequest | MorphRequest
     #: Who sent it: job notifications go there as well as to subscribers.
     sender: Address | None
     #: Files the job reads: img2img "image" and "depth_map"; depth "image"; upscale "rgb", "depth" and
@@ -53,6 +54,11 @@ class Job:
                 return False
             self._outcome_sent = True
             return True
+
+    @property
+    def size(self) -> int:
+        """How many worlds the job makes (a morph's frames): its timeout is ``job_timeout_s`` × this."""
+        return self.request.frames if isinstance(self.request, MorphRequest) else 1
 
     @property
     def ended(self) -> bool:

@@ -47,16 +47,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.contract.engine_api import EngineFailure, EngineLike, EngineLost, EngineSlot
+from bridge.contract.morphs import MorphRequest
 from bridge.contract.requests import generate_then_upscale
-from bridge.errors import BadArguments
+from bridge.errors import BadArguments, BridgeError
 from bridge.notify.limits import Counters, LogLimiter
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
 from bridge.output.images import read_depth16, read_rgb
 from bridge.settings import BridgeSettings
 from bridge.workers.jobs import Address, Job, JobQueue
+from bridge.workers.morphing import morph_frames
 from bridge.workers.previews import PreviewDesk
-from bridge.workers.writes import Finished, Writes, failed
+from bridge.workers.writes import Discard, Finished, Frame, Writes, failed
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory, UnsafeContent
 from ldm3d_engine.types import DepthRequest, GenerateRequest, Img2ImgRequest, Previews, RGBDResult, UpscaleRequest
 
@@ -265,6 +267,8 @@ class Worker:
                 self.deaths = 0
                 self._writes.put(outcome)  # the writer thread writes it while the next job denoises
             elif outcome is not None and job.claim_outcome():
+                if isinstance(job.request, MorphRequest):
+                    self._writes.put(Discard(job))  # its frames so far, after any still being written
                 targets, address, args = outcome
                 self._notifier.event(targets, address, *args)
                 job.finished(address)
@@ -308,7 +312,7 @@ class Worker:
         if job is None:
             return
         elapsed = now - self.started_at
-        limit = self._settings.job_timeout_s
+        limit = self._settings.job_timeout_s * job.size  # a morph: each of its frames
         if elapsed > limit and not job.timed_out:
             job.timed_out = True
             claimed = job.claim_outcome()  # before the cancel: the engine stopping at once must not end it first
@@ -364,6 +368,8 @@ class Worker:
             return [*notify, job.cancel_requested_by], "/ldm3d/cancelled", (job.id,)
         except (InvalidRequest, BadArguments) as exc:
             return notify, *failed(job, "bad_arguments", str(exc))
+        except BridgeError as exc:  # a morph between worlds of another model (wrong_model)
+            return notify, *failed(job, exc.code, str(exc))
         except OutOfMemory as exc:
             return notify, *failed(job, "out_of_memory", str(exc))
         except UnsafeContent as exc:  # logged by its message only: the picture is gone
@@ -382,6 +388,16 @@ class Worker:
         """The engine a job runs on, and the call that runs it (done twice after out-of-memory)."""
         request = job.request
         previews = self._previews.previews_for(job, self.index)
+        if isinstance(request, MorphRequest):
+            engine = self.engine
+            assert engine is not None
+
+            def hand(index: int, result: RGBDResult) -> None:
+                self._writes.put(
+                    Frame(job, index, result, [] if job.quiet else [job.sender, *self._notifier.subscribers])
+                )
+
+            return engine, morph_frames(engine, request, on_step, job.cancel, previews, hand)
         if isinstance(request, UpscaleRequest):
             upscaler = self.upscaler
             assert upscaler is not None, "the intake refuses /ldm3d/upscale without an upscaler"

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from queue import Queue
 from typing import Any
 
+from bridge.contract.morphs import MorphRequest
 from bridge.errors import WriteFailed
 from bridge.notify.limits import LogLimiter
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
+from bridge.output.sequences import MorphFrames
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.workers.jobs import Address, Job
 from ldm3d_engine.types import RGBDResult
@@ -30,12 +32,29 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Finished:
-    """A computed job waiting for the writer thread."""
+    """A computed job waiting for the writer thread (a morph: its last frame, the world it arrives at)."""
 
     job: Job
     result: RGBDResult
     extra: dict[str, Any]
     notify: list[Address | None]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A morph's frame (not its last) waiting for the writer thread: written, then ``/ldm3d/morph/frame``."""
+
+    job: Job
+    index: int
+    result: RGBDResult
+    notify: list[Address | None]
+
+
+@dataclass(frozen=True)
+class Discard:
+    """A morph ended without arriving: its frames written so far are removed (after any still waiting)."""
+
+    job: Job
 
 
 class Writes:
@@ -50,12 +69,13 @@ class Writes:
         self._notifier = notifier
         #: A scene's folder is complete: record it in the show's library.
         self._on_scene = on_scene
-        self._items: Queue[Finished | None] = Queue(maxsize=backlog)
+        self._items: Queue[Finished | Frame | Discard | None] = Queue(maxsize=backlog)
+        self._frames = MorphFrames(writer)
         self.thread = threading.Thread(target=self._loop, name="ldm3d-writer", daemon=True)
         self._log = LogLimiter(logger)
 
-    def put(self, item: Finished) -> None:
-        """Hand over a finished job (blocks while ``backlog`` results wait)."""
+    def put(self, item: Finished | Frame | Discard) -> None:
+        """Hand over a finished job or a morph's frame (blocks while ``backlog`` results wait)."""
         self._items.put(item)
 
     def close(self) -> None:
@@ -66,11 +86,19 @@ class Writes:
 
     def _loop(self) -> None:
         while (item := self._items.get()) is not None:
+            if isinstance(item, Discard):
+                self._frames.discard(item.job.id)
+                continue
+            if isinstance(item, Frame):
+                self._frame(item)
+                continue
             job = item.job
             address: str
             args: tuple[Arg, ...]
             try:
-                if job.scene_key is not None:
+                if isinstance(job.request, MorphRequest):
+                    files = self._arrive(item, job.request)
+                elif job.scene_key is not None:
                     files = self._writer.write_scene(job.id, item.result, {**item.extra, "scene_key": job.scene_key})
                     self._on_scene(job.scene_key, files)
                 else:
@@ -92,9 +120,43 @@ class Writes:
                     files.folder,
                 )
                 address, args = "/ldm3d/ready", files.ready_args()
+            if address != "/ldm3d/ready" and isinstance(job.request, MorphRequest):
+                self._frames.discard(job.id)
             if job.claim_outcome():
                 self._notifier.event(item.notify, address, *args)
                 job.finished(address)
+
+    def _frame(self, item: Frame) -> None:
+        """Write a morph's frame and announce it (a frame that cannot be written is logged and skipped:
+        the morph goes on; its end says whether it arrived)."""
+        job, request = item.job, item.job.request
+        assert isinstance(request, MorphRequest)
+        t = request.position(item.index)
+        try:
+            files = self._frames.write(job.id, item.index, t, item.result, request.describe(), job.format)
+        except WriteFailed as exc:
+            self._log.warning(
+                "frame", time.monotonic(), "frame %d of morph %s was not written: %s", item.index, job.id, exc
+            )
+            return
+        args = (
+            job.id,
+            item.index,
+            request.frames,
+            request.seconds,
+            files.announced(files.rgb),
+            files.announced(files.depth),
+        )
+        job.unless_ended(lambda: self._notifier.event(item.notify, "/ldm3d/morph/frame", *args))
+
+    def _arrive(self, item: Finished, request: MorphRequest) -> JobFiles:
+        """A morph's last frame: into its sequence (announced), then its job folder (the world it arrives at)."""
+        last = request.frames - 1
+        self._frame(Frame(item.job, last, item.result, item.notify))
+        info = {**request.describe(), "sequence": self._frames.manifest(item.job.id)}
+        files = self._writer.write(item.job.id, item.result, {**item.extra, "morph": info}, fmt=item.job.format)
+        self._frames.finish(item.job.id)
+        return files
 
 
 def failed(job: Job, code: str, message: str) -> tuple[str, tuple[Arg, ...]]:
