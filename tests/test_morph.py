@@ -191,3 +191,39 @@ def test_a_frame_still_waiting_when_its_morph_ends_is_not_announced(tmp_path: Pa
     assert heard == ["/ldm3d/morph/frame"]  # the live morph's only
     assert (writer.root / "morphs" / live.id / "0000" / "meta.json").is_file()
     assert not (writer.root / "morphs" / ended.id).exists()
+
+
+def test_the_morph_command_writes_the_same_frames_and_refuses_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridge.cli.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    common = ["--model", "tiny", "--output", str(out)]
+
+    def generate(prompt: str, seed: int, *more: str) -> Path:
+        size = ["--width", "64", "--height", "64", "--steps", "3", "--seed", str(seed)]
+        assert main(["-q", "generate", prompt, *size, *more, *common]) == 0
+        return Path(capsys.readouterr().out.strip())
+
+    a, b = generate("a desert", 1), generate("a forest", 2)
+    assert main(["-q", "morph", a.name, str(b), "--frames", "3", "--seconds", "2", *common]) == 0
+    captured = capsys.readouterr()
+    morph = Path(captured.out.strip())
+    assert "9/9" in captured.err  # one bar over every step of every frame (3 × 3)
+    manifest = json.loads((out / "morphs" / morph.name / "morph.json").read_text())
+    assert manifest["complete"] and manifest["frame_seconds"] == 1.0 and len(manifest["written"]) == 3
+    np.testing.assert_array_equal(pixels(manifest["written"][0]["rgb"]), pixels(a / "rgb.tif"))
+    np.testing.assert_array_equal(pixels(morph / "rgb.tif"), pixels(b / "rgb.tif"))
+    wide = generate("a plain", 3, "--width", "128")
+    before = sorted(p.name for p in [*out.iterdir(), *(out / "morphs").iterdir()])
+    for args, words in [
+        ([a.name, wide.name], "same width: the first has 64, the second 128"),
+        ([a.name, "a sea", "--frames", "1"], "a morph of 1 frames: allowed 2..240"),
+        (["20261207-000000-000-0000", "a sea"], "no finished job 20261207-000000-000-0000"),
+    ]:
+        assert main(["-q", "morph", *args, *common]) == 1
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in [*out.iterdir(), *(out / "morphs").iterdir()]) == before

@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--size", help="the output's WIDTHxHEIGHT instead of --scale, e.g. 1024x1024")
     up.add_argument("--seamless", choices=["on", "off"], help="default: as the source job was made")
 
+    morph = sub.add_parser("morph", help="the worlds between a finished world and another world or a prompt")
+    morph.add_argument("first", help="the first world: a job id in the output folder (or its folder)")
+    morph.add_argument("second", help="the second world: a job id (or its folder), or a prompt")
+    _model_flags(morph)
+    morph.add_argument("--frames", type=int, default=8, help="frames, both worlds included (2..240, default 8)")
+    morph.add_argument("--seconds", type=float, default=4.0, help="how long it plays in TouchDesigner (default 4)")
+    morph.add_argument("--seed", type=int, help="the seed of a prompt's world (default: a random one)")
+
     send = sub.add_parser("send", help="send one OSC message to a bridge and print the answer")
     send.add_argument("address", help="e.g. /ldm3d/generate")
     send.add_argument("args", nargs="*", help="arguments: ints, floats and strings are told apart by their look")

@@ -42,7 +42,7 @@ def engine_settings(s: BridgeSettings, device: str | None = None) -> Any:
     )
 
 
-def _progress_bar(step: int, total: int) -> None:
+def progress_bar(step: int, total: int) -> None:
     filled = 30 * step // total
     sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total}")
     if step == total:
@@ -95,7 +95,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     def run(engine: Any) -> Any:
         engine.resolve(request)  # refuse a bad request before the model runs
-        return engine.generate(request, on_step=_progress_bar)
+        return engine.generate(request, on_step=progress_bar)
 
     return _one_job(args, run)
 
@@ -109,7 +109,7 @@ def cmd_img2img(args: argparse.Namespace) -> int:
     extra = {"input_image": str(Path(args.image).resolve())}
     if args.depth:
         extra["input_depth_map"] = str(Path(args.depth).resolve())
-    return _one_job(args, lambda engine: engine.img2img(request, image, depth, on_step=_progress_bar), extra)
+    return _one_job(args, lambda engine: engine.img2img(request, image, depth, on_step=progress_bar), extra)
 
 
 def cmd_depth(args: argparse.Namespace) -> int:
@@ -122,7 +122,7 @@ def cmd_depth(args: argparse.Namespace) -> int:
 
     def run(engine: Any) -> Any:
         engine.resolve_depth(request, (image.shape[1], image.shape[0]))  # refuse before any work
-        return engine.estimate_depth(request, image, on_step=_progress_bar)
+        return engine.estimate_depth(request, image, on_step=progress_bar)
 
     return _one_job(args, run, extra, depth_only=True)
 
@@ -153,7 +153,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         scale=args.scale,
     )
     extra = {"source_job": job_dir.name, "source_folder": str(job_dir.resolve())}
-    return _one_job(args, lambda engine: engine.upscale(request, rgb, depth, on_step=_progress_bar), extra)
+    return _one_job(args, lambda engine: engine.upscale(request, rgb, depth, on_step=progress_bar), extra)
 
 
 def _made_seamless(job_dir: Path) -> bool:

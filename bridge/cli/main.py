@@ -35,6 +35,7 @@ from bridge.cli.jobs import (
     engine_settings,
     write_preview,
 )
+from bridge.cli.morphs import cmd_morph
 from bridge.cli.shows import cmd_pregen, cmd_show
 from bridge.contract.engine_api import EngineSlot, LocalSlot
 from bridge.errors import BridgeError
@@ -49,7 +50,7 @@ logger = logging.getLogger("bridge")
 
 #: The commands that load a model; the others (send, show check, env, preview, export-mesh/-splat) never
 #: import torch or a model library, so they answer at once.
-MODEL_COMMANDS = frozenset({"serve", "generate", "img2img", "depth", "upscale", "demo", "pregen"})
+MODEL_COMMANDS = frozenset({"serve", "generate", "img2img", "depth", "upscale", "morph", "demo", "pregen"})
 
 
 def _setup_logging(verbose: int, models: bool) -> None:
@@ -414,6 +415,7 @@ COMMANDS = {
     "img2img": cmd_img2img,
     "depth": cmd_depth,
     "upscale": cmd_upscale,
+    "morph": cmd_morph,
     "show": cmd_show,
     "pregen": cmd_pregen,
 }
