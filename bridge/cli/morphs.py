@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.cli.args import MODEL_KEYS
-from bridge.cli.jobs import progress_bar, engine_settings
+from bridge.cli.jobs import engine_settings, progress_bar
 from bridge.settings import load_settings
 
 
