@@ -22,6 +22,10 @@ the first start (conversion, empty cache) and a cached start, and the PSNR of ea
 and depth against (c) from the same starting noise. `--dtype bfloat16` runs (c)–(e) in torch bf16.
 `--ov-weights int8` adds (i): OpenVINO bf16 with the UNet's weights compressed to int8 by NNCF.
 
+Then what previews of a world as it forms cost a job (``bench/preview_cost.py``: every 5 steps, the
+server's default; the extra time as a share of the job) and how near a preview is to the VAE's
+decode of the same x₀ (PSNR), for `live` and `quality` jobs.
+
 Then the image safety checker's cost per job (diffusers' StableDiffusionSafetyChecker at the
 real checker's size, on every view of the panorama), as a share of (d). Rows (a)–(f) run
 without it, as the pipeline in (a) does.
@@ -62,6 +66,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.preview_cost import preview_rows
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import TextureWriter
 from ldm3d_engine import EngineSettings, GenerateRequest
@@ -522,6 +527,8 @@ def main() -> None:
             step_ratio = f"; {rows[0].step_ms / r.step_ms:.2f}× per step" if ours_row else ""
             print(f"   {r.name:42} {figures}  {ratio}{step_ratio}")
         if args.backend == "torch":
+            for sampling in ("live", "quality"):
+                print("\n".join(preview_rows(ours, size, sampling, args.repeats)))
             check_s, views = safety_checker_cost(args.arch, device, size, args.repeats)
             live = next(r for r in rows if r.name.startswith("(d)"))
             print(

@@ -22,7 +22,8 @@ JOB = "20261122-100000-000-0001"
 
 ADDRESSES = [
     *sorted(OUTGOING),
-    *(f"/ldm3d/{name}" for name in ("generate", "img2img", "depth", "upscale", "prompt", "negative", "seed", "steps")),
+    *(f"/ldm3d/{name}" for name in ("generate", "img2img", "depth", "upscale", "morph", "prompt", "negative", "seed")),
+    "/ldm3d/steps",
     *(f"/ldm3d/{name}" for name in ("guidance", "strength", "scheduler", "sampling", "size", "go", "cancel")),
     *(f"/ldm3d/{name}" for name in ("recall", "subscribe", "unsubscribe", "status", "ping", "stats", "workers")),
     *(f"/ldm3d/{name}/norm" for name in ("steps", "guidance", "strength", "seed", "prompt")),

@@ -470,8 +470,9 @@ def parse(message: Message) -> Command:
                 "/ldm3d/morph needs the id of a finished job and a second job id or a prompt, then optional "
                 "key/value pairs (frames, seconds, seed, preview_every, format)"
             )
+        from_job = _job_id(args[0], address)
         to = as_str(args[1], "/ldm3d/morph: the second world (a job id or a prompt)")
-        return Morph(_job_id(args[0], address), to, parse_options(args[2:], address, MORPH_OPTION_TYPES))
+        return Morph(from_job, to, parse_options(args[2:], address, MORPH_OPTION_TYPES))
     if name == "show/load":
         if not 1 <= len(args) <= 2:
             raise BadArguments(
