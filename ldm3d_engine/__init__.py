@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .models.base import DepthOnly
     from .models.compvis import RGBLatentEngine
     from .models.ldm3d import Engine
+    from .objects.ln3diff import LN3DiffEngine
 
 __version__ = VERSION
 
@@ -67,6 +68,7 @@ __all__ = [
     "get_preset",
     "load_depth_only",
     "load_engine",
+    "load_object_engine",
 ]
 
 
@@ -95,3 +97,14 @@ def load_depth_only(settings: EngineSettings) -> DepthOnly:
         from .models.build import load_depth_only as _load
 
         return _load(settings)
+
+
+def load_object_engine(settings: EngineSettings, model: str) -> LN3DiffEngine:
+    """Load text → 3D object model ``model`` (``ln3diff``, ``tiny-ln3diff``, an LN3Diff
+    ``.safetensors`` file or folder; docs/objects.md) on ``settings.device``; ``settings.model``
+    (the world model) plays no part, the cache, offline and tiny-folder settings do. One load at a
+    time, as for :func:`load_engine`."""
+    with _LOADING:
+        from .objects.ln3diff import load_ln3diff
+
+        return load_ln3diff(model, settings)

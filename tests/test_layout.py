@@ -2,8 +2,8 @@
 
 The bridge: cli → serve → workers → notify / web / show → contract → output / render → osc →
 errors / settings. The engine: its entry points (the package's ``load_engine``, ``environment``)
-→ models → sampling / depth → backends → offline → the public face (types, errors, presets,
-validation, version, host), and offline only inside a function. A room may import its own
+→ models / objects → sampling / depth → backends → offline → the public face (types, errors,
+presets, validation, version, host), and offline only inside a function. A room may import its own
 modules; rooms of one rank stand side by side and do not import each other. The bridge never
 imports torch or the model libraries, and at module level it imports only those engine modules
 that are torch-free themselves (the public face), so ``import bridge.…`` stays light and the
@@ -26,7 +26,10 @@ RANKS = {
 }  # fmt: skip
 #: The engine's rooms. "entry" is the package itself and ``environment``; "face" every other
 #: top-level module: what the bridge may import, below every room so that all may use it.
-ENGINE_RANKS = {"entry": 6, "models": 5, "sampling": 4, "depth": 4, "safety": 4, "backends": 3, "offline": 2, "face": 0}
+ENGINE_RANKS = {
+    "entry": 6, "models": 5, "objects": 5, "sampling": 4, "depth": 4, "safety": 4, "backends": 3, "offline": 2,
+    "face": 0,
+}  # fmt: skip
 ENGINE_ENTRY = ("ldm3d_engine", "ldm3d_engine.environment")
 #: Imported only inside a function, whoever imports them.
 LAZY_ONLY = ("offline",)
