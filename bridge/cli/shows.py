@@ -12,13 +12,19 @@ from typing import Any
 
 from bridge.cli.args import MODEL_KEYS
 from bridge.cli.jobs import CliError, engine_settings
+from bridge.contract.morphs import MorphRequest
 from bridge.contract.requests import generate_then_upscale
+from bridge.output.sequences import MorphFrames
+from bridge.output.writer import TextureWriter
+from bridge.serve.scenes import scene_request
 from bridge.settings import BridgeSettings, load_settings
 from bridge.show.checks import CueLimits, cue_limits, with_limits
 from bridge.show.cues import Cue, Show, ShowReading
 from bridge.show.library import SceneLibrary
 from bridge.show.reading import read_show_file
+from bridge.workers.morphing import morph_frames
 from ldm3d_engine.presets import PRESETS
+from ldm3d_engine.types import CancelToken
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -85,7 +91,6 @@ def cmd_pregen(args: argparse.Namespace) -> int:
         raise CliError("the cue file has mistakes of the show's own (above): nothing was rendered")
     show = read.show
     from bridge.output.job_ids import new_job_id
-    from bridge.output.writer import TextureWriter
     from bridge.show.library import SceneLibrary
     from ldm3d_engine import InvalidRequest, OutOfMemory, UnsafeContent, load_engine
 
@@ -115,8 +120,9 @@ def cmd_pregen(args: argparse.Namespace) -> int:
             missing = [(key, cue) for key, cue in scenes.items() if library.scene_id(key) is None]
         bar = _Progress(len(scenes), len(scenes) - len(missing))
         for key, cue in missing:
+            scene_id = new_job_id()
             try:
-                result = _render(engine, upscaler, cue, lambda step, total, cue=cue: bar.step(cue, step, total))
+                result, extra = _render(engine, upscaler, cue, lambda s, t, c=cue: bar.step(c, s, t), writer, scene_id)
             except UnsafeContent:  # an overnight run goes on with the other cues
                 flagged.append(cue.number)
                 sys.stderr.write(f"\ncue {cue.number}: the safety checker flagged its picture; skipped\n")
@@ -127,8 +133,8 @@ def cmd_pregen(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"\ncue {cue.number} failed: {exc}; skipped\n")
                 bar.dropped()
                 continue
-            meta = {"scene_key": key, "show": show.name, "cue": cue.number, "cue_name": cue.name}
-            files = writer.write_scene(new_job_id(), result, meta)
+            meta = {"scene_key": key, "show": show.name, "cue": cue.number, "cue_name": cue.name, **extra}
+            files = writer.write_scene(scene_id, result, meta)
             library.add(key, files.job_id, cue.number)  # only now is the scene in the library
             bar.scene_done()
     finally:
@@ -167,10 +173,29 @@ def _unique_scenes(cues: tuple[Cue, ...], identity: str) -> dict[str, Cue]:
     return scenes
 
 
-def _render(engine: Any, upscaler: Any, cue: Cue, on_step: Any) -> Any:
+def _render(
+    engine: Any, upscaler: Any, cue: Cue, on_step: Any, writer: TextureWriter, scene_id: str
+) -> tuple[Any, dict[str, Any]]:
+    """The cue's world, and what its ``meta.json`` adds; a morph cue's frames are written on the way
+    into ``morphs/<scene id>/`` (removed again when it fails)."""
+    request = scene_request(cue)
+    if isinstance(request, MorphRequest):
+        frames = MorphFrames(writer)
+        info = request.describe()
+
+        def hand(index: int, result: Any) -> None:
+            frames.write(scene_id, index, request.position(index), result, info, None)
+
+        try:
+            last = morph_frames(engine, request, on_step, CancelToken(), None, hand)()
+            hand(request.frames - 1, last)
+        except BaseException:
+            frames.discard(scene_id)
+            raise
+        return last, {"morph": {**info, "sequence": frames.manifest(scene_id)}}
     if cue.upscale:
-        return generate_then_upscale(engine, upscaler, cue.request(), on_step)
-    return engine.generate(cue.request(), on_step=on_step)
+        return generate_then_upscale(engine, upscaler, cue.request(), on_step), {}
+    return engine.generate(cue.request(), on_step=on_step), {}
 
 
 class _Progress:

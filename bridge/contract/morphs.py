@@ -40,8 +40,9 @@ class MorphRequest:
     #: The first world's job id; the second's, or None for a prompt.
     from_job: str
     to_job: str | None
-    #: The model each world was made with (``meta.json``'s ``model``): the engine must be it.
-    models: tuple[str, str | None]
+    #: The model each world was made with (``meta.json``'s ``model``): the engine must be it (None: a
+    #: world not made yet, a prompt's or a cue's).
+    models: tuple[str | None, str | None] = (None, None)
 
     def position(self, index: int) -> float:
         """Frame ``index``'s place between the worlds (0 … 1)."""

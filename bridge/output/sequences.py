@@ -10,6 +10,7 @@ written by the writer thread after the last frame, as any job's is, and pruned w
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,17 @@ class MorphFrames:
             },
         )
         return files
+
+    def complete(self, morph_id: str) -> tuple[float, list[dict[str, Any]]] | None:
+        """A complete morph's seconds and frames (its manifest's ``written``, in order), or None: no
+        morph by that id, not complete, or a manifest that does not read."""
+        try:
+            manifest = json.loads((self.folder(morph_id) / MANIFEST).read_text(encoding="utf-8"))
+            if manifest.get("complete") is not True:
+                return None
+            return float(manifest["seconds"]), sorted(manifest["written"], key=lambda f: int(f["index"]))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
 
     def finish(self, morph_id: str) -> None:
         """The morph's job folder is written: forget its frames (they stay on disk)."""

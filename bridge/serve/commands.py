@@ -254,7 +254,12 @@ class Commands:
         for old in replaced:
             old.cancel.cancel()
             old.finished("/ldm3d/cancelled")
-        logger.info("job %s queued at %d: %r", job.id, position, getattr(job.request, "prompt", "(a depth job)")[:80])
+        request = job.request
+        if isinstance(request, MorphRequest):
+            what = f"{request.first.prompt} → {request.second.prompt}"
+        else:
+            what = str(getattr(request, "prompt", "(a depth job)"))
+        logger.info("job %s queued at %d: %r", job.id, position, what[:80])
 
     def _cancel(self, job_id: str | None, sender: Address) -> None:
         jobs = self.pool.running

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 
 from bridge.contract.engine_api import EngineLike
+from bridge.contract.morphs import DEFAULT_SECONDS, MorphRequest
 from bridge.errors import LibraryBusy
 from bridge.notify.notifier import Notifier
 from bridge.output.job_ids import new_job_id
@@ -33,6 +34,7 @@ from bridge.settings import BridgeSettings
 from bridge.show.cues import Cue, Show
 from bridge.show.library import SceneLibrary, identity_of
 from bridge.workers.jobs import Address, Job
+from ldm3d_engine.types import GenerateRequest
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +195,7 @@ class SceneDesk:
     def _render(
         self, cue: Cue, key: str, sender: Address | None, *, quiet: bool, on_done: Callable[[str], None]
     ) -> Job:
-        job = Job(new_job_id(), cue.request(), sender, scene_key=key, quiet=quiet, upscale_after=cue.upscale,
+        job = Job(new_job_id(), scene_request(cue), sender, scene_key=key, quiet=quiet, upscale_after=cue.upscale,
                   on_done=on_done)  # fmt: skip
         self._enqueue(job)
         return job
@@ -247,3 +249,13 @@ class SceneDesk:
             if self.pregen_on and self._rendered is not None:
                 keys = set(self._keys.values())
                 self._notifier.broadcast("/ldm3d/show/progress", len(keys & self._rendered), len(keys))
+
+
+def scene_request(cue: Cue) -> GenerateRequest | MorphRequest:
+    """What renders a cue's scene: its world, or (``morph = true``) the morph from the cue before it,
+    played over the cue's fade."""
+    if cue.morph_from is None:
+        return cue.request()
+    before = cue.morph_from
+    seconds = cue.fade if cue.fade else DEFAULT_SECONDS
+    return MorphRequest(before.request(), cue.request(), cue.morph_frames, seconds, f"cue {before.number}", None)

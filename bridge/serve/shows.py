@@ -348,7 +348,7 @@ class ShowDesk:
             self._notifier.notify(sender, "/ldm3d/display/fade", cue.fade)
         if files is not None:
             self.cue_state = "shown"
-            self.world.send(files, sender)
+            self.world.send(files, sender, cue.fade)
             self.countdown.start(cue.duration, self._now(), running=self.running, elapsed=elapsed)
         elif not self.scenes.ready():  # made once a worker has the model (tick fires it again then)
             self.cue_state, self._waits_for_model = "rendering", sender

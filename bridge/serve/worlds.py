@@ -12,6 +12,7 @@ import logging
 
 from bridge.errors import LibraryBusy
 from bridge.notify.notifier import Notifier
+from bridge.output.sequences import MorphFrames
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.serve.scenes import SceneDesk
 from bridge.show.builtin import builtin_world
@@ -26,13 +27,23 @@ class DomeWorld:
         self._writer = writer
         self._notifier = notifier
         self._scenes = scenes
+        self._morphs = MorphFrames(writer)
         #: The world the desk last sent (a scene or job id; saved with the show's place).
         self.last: str | None = None
         #: A world went out since start-up.
         self.sent = False
 
-    def send(self, files: JobFiles, sender: Address | None) -> None:
+    def send(self, files: JobFiles, sender: Address | None, seconds: float | None = None) -> None:
+        """Send a world; a morph cue's scene first plays its frames again (``/ldm3d/morph/frame`` each, over
+        ``seconds``: the cue's fade, else as it was rendered)."""
         self.shown(files.job_id)
+        morph = self._morphs.complete(files.job_id)
+        if morph is not None:
+            rendered_s, frames = morph
+            for frame in frames:
+                index, rgb, depth = int(frame["index"]), str(frame["rgb"]), str(frame["depth"])
+                args = (files.job_id, index, len(frames), seconds or rendered_s, rgb, depth)
+                self._notifier.notify(sender, "/ldm3d/morph/frame", *args)
         self._notifier.notify(sender, "/ldm3d/ready", *files.ready_args())
 
     def shown(self, world: str | None) -> None:

@@ -27,7 +27,7 @@ from bridge.show.cues import Cue, Mistake, Show, ShowReading
 from ldm3d_engine.errors import InvalidRequest
 from ldm3d_engine.presets import FOLDER_DEFAULTS, NATIVE_SCHEDULERS, PRESETS, Preset, get_preset
 from ldm3d_engine.types import ResolvedRequest, UpscaleRequest
-from ldm3d_engine.validation import resolve_text, resolve_upscale
+from ldm3d_engine.validation import check_morph, resolve_text, resolve_upscale
 
 #: The wrap multiple (8 · 2^the UNet's downsamplings) of the presets whose UNet is known: Intel's
 #: LDM3D UNets halve three times; the tiny models' once (a test loads them and compares).
@@ -131,6 +131,16 @@ def _cue_mistakes(cue: Cue, limits: CueLimits) -> Iterator[tuple[int, str]]:
                 break
             unset: dict[str, Any] = {exc.field: None}
             request = dataclasses.replace(request, **unset)
+    if cue.morph_from is not None and resolved is not None:
+        try:  # its mistakes are the cue's own, listed there
+            before = resolve_text(limits.preset, cue.morph_from.request())
+        except InvalidRequest:
+            before = None
+        if before is not None:
+            try:
+                check_morph(before, resolved, 0.0)
+            except InvalidRequest as exc:
+                yield cue.line("morph"), f"morph = true from cue {cue.morph_from.number}: {exc}"
     if not cue.upscale:
         return
     if limits.upscaler is None:

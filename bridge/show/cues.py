@@ -18,6 +18,7 @@
     prewait = 2                # seconds between the trigger and the world being sent (default 0)
     fade = 8                   # this cue's crossfade, seconds (default: the show's)
     goto = "intro"             # after this cue, that one stands by instead of the next
+    morph = true               # arrives by morphing from the cue before it (over its fade; morph_frames = 8)
 
 Pure: text in, :class:`Show` out. Every mistake of a file is found, each a ``file:line: message``
 line; :class:`BadShow` carries them all (``mistakes``). A file is bounded: ``MAX_SHOW_BYTES``
@@ -66,12 +67,17 @@ CUE_KEYS: dict[str, type | tuple[type, ...]] = {
     "prewait": (int, float),
     "fade": (int, float),
     "goto": (str, int, float),
+    "morph": bool,
+    "morph_frames": int,
 }
 REQUIRED = ("number", "prompt", "seed")
 #: The generation parameters of a cue: what its scene's key is made of.
 PARAMS = ("prompt", "negative", "seed", "steps", "guidance", "width", "height", "sampling", "scheduler", "seamless",
           "upscale")  # fmt: skip
 MAX_CUES = 1000
+#: A morph cue's frames (both worlds included) unless it says ``morph_frames``, and their range.
+DEFAULT_MORPH_FRAMES = 8
+MORPH_FRAMES = (2, 240)
 #: A cue file is at most this many bytes: checked before it is read (its size) and parsed (its text).
 MAX_SHOW_BYTES = 1_000_000
 #: Arrays and inline tables nest at most this deep (a cue file needs 2: ``cue = [{ … }]``).
@@ -99,6 +105,10 @@ class Cue:
     goto: str | None = None
     #: The line each of the cue's keys is written on ("": its ``[[cue]]`` header), for messages.
     key_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    #: ``morph = true``: the cue before it in the file, whose world this cue's scene morphs from.
+    morph_from: Cue | None = None
+    #: The morph's frames, both worlds included (``morph_frames``).
+    morph_frames: int = DEFAULT_MORPH_FRAMES
 
     @property
     def upscale(self) -> bool:
@@ -125,8 +135,12 @@ class Cue:
 
     def scene_key(self, model_identity: str) -> str:
         """SHA-256 of the canonical parameters and the model (id, revision, configs, engine version):
-        a changed cue gets a new key, two cues with the same parameters share one."""
-        canonical = json.dumps({"params": self.params, "model": model_identity}, sort_keys=True, separators=(",", ":"))
+        a changed cue gets a new key, two cues with the same parameters share one. A morph cue's key
+        also holds the world it morphs from and its frames (its fade is when it plays, not what it is)."""
+        content: dict[str, Any] = {"params": self.params, "model": model_identity}
+        if self.morph_from is not None:
+            content["morph"] = {"from": self.morph_from.params, "frames": self.morph_frames}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

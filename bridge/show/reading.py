@@ -14,6 +14,7 @@ prompts. Values quoted in a message are cut short, so no message is longer than 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import reprlib
@@ -27,10 +28,12 @@ from bridge.show.checks import CueLimits, with_limits
 from bridge.show.cues import (
     CONTINUES,
     CUE_KEYS,
+    DEFAULT_MORPH_FRAMES,
     MAX_CHARS,
     MAX_CUES,
     MAX_NESTING,
     MAX_SHOW_BYTES,
+    MORPH_FRAMES,
     PARAMS,
     SECONDS,
     SHOW_KEYS,
@@ -110,8 +113,13 @@ def read(text: str, source: str) -> ShowReading:
     cues: list[Cue] = []
     seen: dict[str, int] = {}
     gotos: list[tuple[int, str]] = []
+    made: dict[int, Cue] = {}
     for i, raw in enumerate(raw_cues):
         number, cue, goto = _cue(raw, i, fade, found)
+        if cue is not None and isinstance(raw, dict) and raw.get("morph") is True:
+            cue = _morph(cue, i, made.get(i - 1), found)
+        if cue is not None:
+            made[i] = cue
         if number is None:
             continue
         if number in seen:
@@ -218,8 +226,27 @@ def _cue(raw: Any, i: int, show_fade: float | None, found: _Found) -> tuple[str 
         fade=None if fade is None else float(fade),
         goto=goto,
         key_lines=lines,
+        morph_frames=int(ok.get("morph_frames", DEFAULT_MORPH_FRAMES)),
     )
     return number, cue, goto
+
+
+def _morph(cue: Cue, i: int, before: Cue | None, found: _Found) -> Cue | None:
+    """A ``morph = true`` cue, linked to the cue before it in the file (None: a mistake, marked)."""
+
+    def mark(message: str) -> None:
+        found.add(i, "morph", message, cue.number)
+
+    if i == 0:
+        mark("morph = true needs a cue before it: the cue arrives by morphing from that cue's world")
+        return None
+    if before is None:
+        mark(f"morph = true: the cue before it (cue {i} in the file) has a mistake; fix that one first")
+        return None
+    if cue.upscale or before.upscale:
+        mark("morph = true and upscale = true do not go together (the frames are not upscaled)")
+        return None
+    return dataclasses.replace(cue, morph_from=before)
 
 
 def _check_values(raw: dict[str, Any], mark: Mark) -> None:
@@ -240,6 +267,14 @@ def _check_values(raw: dict[str, Any], mark: Mark) -> None:
     for key in SECONDS:
         if key in raw:
             _seconds(key, raw[key], mark)
+    if "morph_frames" in raw:
+        if raw.get("morph") is not True:
+            mark("morph_frames", "morph_frames is for a cue with morph = true")
+        elif not MORPH_FRAMES[0] <= raw["morph_frames"] <= MORPH_FRAMES[1]:
+            mark(
+                "morph_frames",
+                f"morph_frames {raw['morph_frames']} is out of range; allowed {MORPH_FRAMES[0]}..{MORPH_FRAMES[1]}",
+            )
 
 
 def _seconds(key: str, value: Any, mark: Mark) -> bool:

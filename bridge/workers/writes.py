@@ -153,9 +153,15 @@ class Writes:
         """A morph's last frame: into its sequence (announced), then its job folder (the world it arrives at)."""
         last = request.frames - 1
         self._frame(Frame(item.job, last, item.result, item.notify))
-        info = {**request.describe(), "sequence": self._frames.manifest(item.job.id)}
-        files = self._writer.write(item.job.id, item.result, {**item.extra, "morph": info}, fmt=item.job.format)
-        self._frames.finish(item.job.id)
+        job = item.job
+        info = {**request.describe(), "sequence": self._frames.manifest(job.id)}
+        if job.scene_key is None:
+            files = self._writer.write(job.id, item.result, {**item.extra, "morph": info}, fmt=job.format)
+        else:  # a morph cue's scene: its frames stay in morphs/<scene id>/ (scenes are never pruned)
+            extra = {**item.extra, "morph": info, "scene_key": job.scene_key}
+            files = self._writer.write_scene(job.id, item.result, extra)
+            self._on_scene(job.scene_key, files)
+        self._frames.finish(job.id)
         return files
 
 
