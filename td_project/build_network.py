@@ -9,7 +9,8 @@ and, to move it to a show machine without this checkout, ``freeze(op('/project1/
 saving the component as a .tox (td_project/README.md, "Freeze it into a .tox").
 
 It creates (or rebuilds) a Base COMP `ldm3d` holding everything: OSC In/Out DATs, two buffers of
-Movie File In TOPs (rgb, depth), Cross TOPs, a Geometry COMP `world` holding the Grid SOP, the
+Movie File In TOPs (rgb, depth), Cross TOPs, the preview TOPs (a world while it forms, mixed in by
+the GLSL MAT's uForming), a Geometry COMP `world` holding the Grid SOP, the
 GLSL MAT whose shaders are Text DATs synced to the files in td_project/glsl and bridge/render/glsl,
 cameras, and one Render TOP per output in OUTPUTS (flat view, stereo pair, 180° dome master, cube
 map). Every operator is a row in NODES and every parameter a row in PARAMS: edit the tables, not
@@ -20,7 +21,8 @@ The TouchDesigner rules the builder relies on (each modelled by tests/td_standin
 Derivative's page for it): operators are created inside a component (`COMP.create`); a Geometry
 COMP comes with a default `torus1`; a Render TOP draws only the SOPs inside the Geometry COMPs it
 names whose Render flag is on; sequence parameters (the GLSL MAT's `sampler*`, `vec*`) exist only
-up to the sequence's `numBlocks`; a menu parameter takes only its `menuNames`.
+up to the sequence's `numBlocks`; a menu parameter takes only its `menuNames`; a Movie File In TOP
+reads a file again under the same name only when its Reload Pulse (`reloadpulse`) is pulsed.
 """
 
 import importlib.util
@@ -38,12 +40,15 @@ NODES = [
     ("oscout", "oscoutDAT", 200, 400, "", ""),
     ("frame", "executeDAT", 400, 400, "", ""),
     ("ldm3d_td_logic", "textDAT", 600, 400, "", ""),
+    ("ldm3d_td_live", "textDAT", 600, 500, "", ""),
     ("status", "textDAT", 800, 400, "", ""),
     ("error", "textDAT", 1000, 400, "", ""),
     ("rgb_A", "moviefileinTOP", 0, 0, "", ""),
     ("rgb_B", "moviefileinTOP", 0, -150, "", ""),
     ("depth_A", "moviefileinTOP", 0, -300, "", ""),
     ("depth_B", "moviefileinTOP", 0, -450, "", ""),
+    ("rgb_preview", "moviefileinTOP", 0, -600, "", ""),  # the preview slot, while a world forms
+    ("depth_preview", "moviefileinTOP", 0, -750, "", ""),
     ("cross_rgb", "crossTOP", 200, -75, "", ""),
     ("cross_depth", "crossTOP", 200, -375, "", ""),
     ("ldm3d_displace", "textDAT", 600, 200, "", ""),
@@ -84,8 +89,8 @@ WIRES = [
 
 # (operator, sequence, blocks): grown before the PARAMS that use them are set.
 SEQUENCES = [
-    ("world_mat", "sampler", 2),  # sampler0 sRgb, sampler1 sDepth
-    ("world_mat", "vec", 3),  # vec0 uBaseRadius, vec1 uStrength, vec2 uBrightness
+    ("world_mat", "sampler", 4),  # sampler0 sRgb, sampler1 sDepth, sampler2 sPreviewRgb, sampler3 sPreviewDepth
+    ("world_mat", "vec", 4),  # vec0 uBaseRadius, vec1 uStrength, vec2 uBrightness, vec3 uForming
 ]
 
 # (operator, parameter, value or expression). Expressions start with "=". Paths are relative to the
@@ -99,6 +104,7 @@ PARAMS = [
     ("frame", "file", "td_project/python/frame_callbacks.py"),
     ("frame", "framestart", True),
     ("ldm3d_td_logic", "file", "td_project/python/ldm3d_td_logic.py"),
+    ("ldm3d_td_live", "file", "td_project/python/ldm3d_td_live.py"),
     ("cross_rgb", "cross", 0.0),
     ("cross_depth", "cross", 0.0),
     # The sphere is computed in the vertex shader from each point's place on a unit grid in the XY
@@ -123,6 +129,14 @@ PARAMS = [
     ("world_mat", "vec1valuex", "=parent().par.Strength"),
     ("world_mat", "vec2name", "uBrightness"),  # the extension fades it for Blackout
     ("world_mat", "vec2valuex", 1.0),
+    # While a world forms, the extension points the preview TOPs at the bridge's preview slot and mixes
+    # them over the world by uForming (0 = the world alone).
+    ("world_mat", "sampler2name", "sPreviewRgb"),
+    ("world_mat", "sampler2top", "rgb_preview"),
+    ("world_mat", "sampler3name", "sPreviewDepth"),
+    ("world_mat", "sampler3top", "depth_preview"),
+    ("world_mat", "vec3name", "uForming"),
+    ("world_mat", "vec3valuex", 0.0),
     ("world", "material", "world_mat"),
     ("cam_mono", "fov", 90.0),
     # Eyeoffset steps the flat camera back from the centre (a fraction of Baseradius): from the centre
@@ -169,10 +183,21 @@ CUSTOM = [
     ("World", "Eyeseparation", "Float", 0.064),
     ("World", "Eyeoffset", "Float", 0.0),
     ("World", "Domepitch", "Float", 90.0),
+    ("Live", "Showpreviews", "Toggle", True),
+    ("Live", "Previewmix", "Float", 0.8),
+    ("Live", "Previewfade", "Float", 0.5),
 ]
 
 FILE_PARAMS = {"file"}
-SYNCED_TEXT = ("oscin_callbacks", "frame", "ldm3d_td_logic", "ldm3d_displace", "ldm3d_vertex", "ldm3d_pixel")
+SYNCED_TEXT = (
+    "oscin_callbacks",
+    "frame",
+    "ldm3d_td_logic",
+    "ldm3d_td_live",
+    "ldm3d_displace",
+    "ldm3d_vertex",
+    "ldm3d_pixel",
+)
 
 
 def freeze(comp):

@@ -35,6 +35,12 @@ Rules modelled (docs.derivative.ca):
 - R13 Text DAT: with Sync to File (``syncfile``) on, its text is its file's (loaded from disk); with it
   off, the DAT keeps its own text, which is what a saved .toe/.tox holds. Turning it off keeps the text
   it has.                                                                         (Text_DAT)
+- R14 Movie File In TOP, Reload Pulse (``reloadpulse``, a pulse parameter): "Instantly reloads the file";
+  its Reload toggle is "useful when the file changes". So a file changed on disk under the name the TOP
+  already has is read again only when the pulse is pulsed (``par.reloadpulse.pulse()``: "Pulsing sets a
+  parameter ..., cooks the operator, then restores" it; "for pulse type parameters no value or time is
+  specified or used"). Here the file is read again at the TOP's next cook, as under R11 (we do not rely
+  on the "instantly").                                         (Movie_File_In_TOP, Par_Class)
 """
 
 from __future__ import annotations
@@ -56,6 +62,14 @@ from bridge.osc.codec import decode_packet, encode_message
 class Menu:
     names: tuple[str, ...]
     default: str
+
+
+@dataclass(frozen=True)
+class PulsePar:
+    """A pulse parameter's default: it has no value, only ``pulse()`` (R14)."""
+
+
+PULSE = PulsePar()
 
 
 @dataclass(frozen=True)
@@ -82,7 +96,7 @@ TYPES = {
         OpType("oscoutDAT", "DAT", {"address": "localhost", "port": 10000}),
         OpType("textDAT", "DAT", {"file": "", "syncfile": False}),
         OpType("executeDAT", "DAT", {"file": "", "syncfile": False, "framestart": False}),
-        OpType("moviefileinTOP", "TOP", {"file": ""}),
+        OpType("moviefileinTOP", "TOP", {"file": "", "reloadpulse": PULSE}),
         OpType("crossTOP", "TOP", {"cross": 0.0}),
         OpType(
             "gridSOP",
@@ -118,9 +132,11 @@ class Par:
         self.owner, self.name = owner, name
         self.menuNames: list[str] = list(default.names) if isinstance(default, Menu) else []
         self.isMenu = isinstance(default, Menu)
-        self.default = default.default if isinstance(default, Menu) else default
+        self.isPulse = isinstance(default, PulsePar)
+        self.default = default.default if isinstance(default, Menu) else None if self.isPulse else default
         self._val = self.default
         self.expr = ""
+        self.pulses = 0  # how many times pulse() was called (R14)
 
     @property
     def val(self) -> Any:
@@ -132,11 +148,19 @@ class Par:
             raise ValueError(f"{self.owner.path}.par.{self.name}: {value!r} is not one of {self.menuNames}")
         self._val, self.expr = value, ""
 
+    def pulse(self) -> None:
+        """R14: only pulse parameters are modelled (a value pulse of another parameter is not used here)."""
+        if not self.isPulse:
+            raise NotImplementedError(f"{self.owner.path}.par.{self.name}: the stand-in pulses only pulse parameters")
+        self.pulses += 1
+        self.owner._pulsed(self.name)
+
     def eval(self) -> Any:
         if not self.expr:
             return self._val
         parent = self.owner.parent
-        value = eval(self.expr, {"me": self.owner, "parent": lambda: parent, "op": self.owner.parent.op})
+        assert parent is not None, f"{self.owner.path}: an expression needs a parent to resolve in"
+        value = eval(self.expr, {"me": self.owner, "parent": lambda: parent, "op": parent.op})
         return value.eval() if isinstance(value, Par) else value  # an expression naming a Par gives its value
 
     # R6: a Par in arithmetic is its value
@@ -154,6 +178,9 @@ class Par:
 
 
 class ParCollection:
+    _pars: dict[str, Par]
+    _owner: Op
+
     def __init__(self, owner: Op) -> None:
         object.__setattr__(self, "_pars", {})
         object.__setattr__(self, "_owner", owner)
@@ -165,7 +192,7 @@ class ParCollection:
 
     def __getattr__(self, name: str) -> Par:
         try:
-            return self._pars[name]  # type: ignore[no-any-return]
+            return self._pars[name]
         except KeyError:
             raise AttributeError(f"{self._owner.path} has no parameter {name!r}") from None
 
@@ -242,7 +269,12 @@ class Op:
         self.isFullyPreRead = False
         self.image: Image.Image | None = None
         self._loading: tuple[str, int] | None = None
+        self._reload = False  # R14: read the file again at the next cook
         self._socket: socket.socket | None = None
+
+    def _pulsed(self, name: str) -> None:
+        if self.type == "moviefileinTOP" and name == "reloadpulse":
+            self._reload = True
 
     @property
     def text(self) -> str:
@@ -425,8 +457,9 @@ class StandIn:
 
     def _read(self, top: Op) -> None:
         path = str(top.par.file.eval())
-        if top._loading is None or top._loading[0] != path:
+        if top._loading is None or top._loading[0] != path or top._reload:
             top._loading, top.isFullyPreRead, top.image = (path, self.absTime.frame), False, None
+            top._reload = False
         if top.isFullyPreRead or self.absTime.frame - top._loading[1] + 1 < self.load_frames:
             return  # still reading (R11)
         try:
@@ -464,6 +497,7 @@ def drawn_by(render: Op) -> list[str]:
 def uniforms(mat: Op) -> dict[str, Any]:
     """R4: the GLSL MAT's bound uniforms: sampler name → TOP, vector name → x value."""
     bound: dict[str, Any] = {}
+    assert mat.parent is not None
     for index in range(mat.seq.sampler.numBlocks):
         name = getattr(mat.par, f"sampler{index}name").eval()
         if name:

@@ -4,9 +4,11 @@
 // reference renderer uses too).
 #include <ldm3d_displace>
 
-uniform sampler2D sDepth;    // Samplers page: the depth Cross TOP
-uniform float uBaseRadius;   // Vectors page
-uniform float uStrength;     // Vectors page
+uniform sampler2D sDepth;         // Samplers page: the depth Cross TOP
+uniform sampler2D sPreviewDepth;  // Samplers page: the preview slot's depth (Movie File In TOP)
+uniform float uBaseRadius;        // Vectors page
+uniform float uStrength;          // Vectors page
+uniform float uForming;           // Vectors page: 0 = the world alone; set by the extension while a world forms
 
 out Vertex {
     vec2 texCoord;
@@ -18,5 +20,9 @@ void main()
     st = mix(st, round(st), vec2(lessThan(abs(st - round(st)), vec2(1e-5))));  // edges exactly 0 or 1: seam and poles close
     oVert.texCoord = st;
     vec3 p = ldm3dDisplace(st, sDepth, uBaseRadius, uStrength);
+    if (uForming > 0.0) {
+        // Both points lie on the same ray from the centre: mixing them mixes the two radii (the depths).
+        p = mix(p, ldm3dDisplace(st, sPreviewDepth, uBaseRadius, uStrength), uForming);
+    }
     gl_Position = TDWorldToProj(TDDeform(p));
 }

@@ -9,9 +9,16 @@ each switch, and the Blackout fade time), Hold, Blackout (fades the GLSL MAT's u
 Strength, Baseradius, Eyeseparation, Eyeoffset (steps the flat camera back from the centre, a fraction
 of Baseradius: the depth shows as parallax), Domepitch, Token (optional shared secret). A performer's
 tablet sets Crossfade, Hold, Blackout and Strength through the bridge (/ldm3d/display/...).
+Live page: Showpreviews (show a world while it forms), Previewmix (how much of the forming preview
+covers the world on screen: the GLSL MAT's uForming at full), Previewfade (seconds to fade it in; it
+fades out over Crossfade). Previews and morphs: ldm3d_td_live.py.
 """
 
+import json
+import os
+
 # TouchDesigner provides `op`, `absTime` and the operator classes at run time.
+from ldm3d_td_live import Forming, MorphFrames
 from ldm3d_td_logic import (  # noqa: F401 - Shown documents the actions
     BridgeWatch,
     Dimmer,
@@ -37,6 +44,9 @@ class Ldm3dExt:
         self.watch = BridgeWatch()  # heartbeats and boot ids: re-subscribe after a restart
         self.dimmer = Dimmer()  # Blackout as a fade of uBrightness
         self._load_frame = -1  # the frame the back buffer was last pointed at new files
+        self.forming = Forming()  # the preview of the world being made, over the world on screen
+        self.morphs = MorphFrames()  # morph frames announced, until their morph arrives
+        self._preview_frame = -1  # the frame the preview TOPs were last pointed at a preview
 
     # -- sending ---------------------------------------------------------------
 
@@ -54,13 +64,31 @@ class Ldm3dExt:
         """Generate('a forest at dawn', 'seed', 42, 'steps', 25)"""
         self._send("/ldm3d/generate", [prompt, *options])
 
+    def Morph(self, from_job, to, *options):
+        """Morph('<job id>', '<job id or prompt>', 'frames', 8, 'seconds', 4): travel between worlds."""
+        self._send("/ldm3d/morph", [from_job, to, *options])
+
     # -- receiving -------------------------------------------------------------
 
     def OnOsc(self, address, args):
         """Called by the OSC In DAT callbacks for every message."""
         s = self.switcher
-        if address == "/ldm3d/ready" and len(args) >= 3:
-            self._apply(s.on_ready(str(args[0]), str(args[1]), str(args[2])))
+        if address == "/ldm3d/preview" and len(args) >= 5:
+            enabled = bool(self.ownerComp.par.Showpreviews.eval())
+            if self.forming.on_preview(str(args[0]), str(args[3]), str(args[4]), s.newest(), enabled):
+                self._show_preview(str(args[3]), str(args[4]))
+        elif address == "/ldm3d/morph/frame" and len(args) >= 6:
+            self.morphs.on_frame(str(args[0]), int(args[1]), int(args[2]), float(args[3]), str(args[4]), str(args[5]))
+        elif address == "/ldm3d/ready" and len(args) >= 3:
+            job, rgb, depth = str(args[0]), str(args[1]), str(args[2])
+            self.forming.on_end(job, ready=True)
+            plan = self.morphs.arrive(job, rgb, depth, self._manifest(job, rgb), s.shown)
+            self._apply(s.on_morph(job, plan.frames, plan.step_s) if plan else s.on_ready(job, rgb, depth))
+        elif address in ("/ldm3d/cancelled", "/ldm3d/error") and args:
+            self.forming.on_end(str(args[0]), ready=False)
+            self.morphs.drop(str(args[0]))
+            if address == "/ldm3d/error" and len(args) >= 3:
+                self.ownerComp.op("error").text = s.on_error(str(args[0]), str(args[1]), str(args[2]))
         elif address == "/ldm3d/state" and len(args) >= 4:
             workers = (int(args[5]), int(args[6])) if len(args) >= 7 else None
             self.ownerComp.op("status").text = s.on_state(
@@ -69,14 +97,13 @@ class Ldm3dExt:
             now = absTime.seconds  # noqa: F821 - a TouchDesigner global
             if len(args) >= 5 and self.watch.on_state(str(args[4]), now):
                 self.keeper.now(now)  # the bridge restarted: subscribe again
+                self.forming.stop()  # the job it was making is gone
         elif address.startswith("/ldm3d/display/") and len(args) == 1:
             name = DISPLAY_PARS.get(address[len("/ldm3d/display/") :])
             if name is not None:
                 setattr(self.ownerComp.par, name, args[0])
         elif address == "/ldm3d/subscribed" and len(args) >= 3:
             self.keeper.on_subscribed(float(args[2]), absTime.seconds)  # noqa: F821 - a TouchDesigner global
-        elif address == "/ldm3d/error" and len(args) >= 3:
-            self.ownerComp.op("error").text = s.on_error(str(args[0]), str(args[1]), str(args[2]))
 
     def OnFrame(self):
         """Called every frame by the Execute DAT: renews the subscription, notices loaded textures,
@@ -86,6 +113,7 @@ class Ldm3dExt:
         if self.watch.tick(now):
             self.ownerComp.op("status").text = "bridge offline: no heartbeat; subscribing again"
             self.keeper.now(now)
+            self.forming.stop()
         if self.keeper.due(now):
             self.Subscribe()
             self.keeper.sent(now)
@@ -104,16 +132,57 @@ class Ldm3dExt:
         brightness = self.ownerComp.op("world_mat").par.vec2valuex
         if brightness.eval() != level:
             brightness.val = level
+        self._form(crossfade, now)
+
+    def _form(self, crossfade, now):
+        """The forming look: the GLSL MAT's uForming, toward Previewmix while a followed job's preview is
+        read, toward 0 otherwise."""
+        par = self.ownerComp.par
+        paths = self.forming.paths
+        if (
+            paths is not None
+            and not self.forming.seen
+            and self._texture_read("rgb_preview", paths[0], self._preview_frame)
+            and self._texture_read("depth_preview", paths[1], self._preview_frame)
+        ):
+            self.forming.loaded()
+        enabled = bool(par.Showpreviews.eval())
+        level = self.forming.tick(enabled, float(par.Previewfade.eval()), crossfade, now) * float(par.Previewmix.eval())
+        forming = self.ownerComp.op("world_mat").par.vec3valuex
+        if forming.eval() != level:
+            forming.val = level
 
     # -- applying ----------------------------------------------------------------
 
     def _texture_ready(self, buffer, kind, path):
+        return self._texture_read(f"{kind}_{buffer}", path, self._load_frame)
+
+    def _texture_read(self, name, path, since):
         """The one TouchDesigner-specific check: the Movie File In TOP names the file, has cooked
-        since it was pointed at it (its members describe its last cook: until then, the previous
-        file), and reports the file fully pre-read: ready to be shown (moviefileinTOP.isFullyPreRead)."""
-        top = self.ownerComp.op(f"{kind}_{buffer}")
-        cooked_since = absTime.frame >= self._load_frame + 2  # noqa: F821 - a whole frame's cook in between
+        since it was pointed at it (frame ``since``: its members describe its last cook, until then
+        the previous file), and reports the file fully pre-read (moviefileinTOP.isFullyPreRead)."""
+        top = self.ownerComp.op(name)
+        cooked_since = absTime.frame >= since + 2  # noqa: F821 - a whole frame's cook in between
         return top.par.file.eval() == path and cooked_since and top.isFullyPreRead
+
+    def _show_preview(self, rgb, depth):
+        """Point the preview TOPs at the slot and make them read it again: the slot keeps its name, so
+        a new name alone would not (Movie File In TOP, Reload Pulse: "Instantly reloads the file")."""
+        for kind, path in (("rgb", rgb), ("depth", depth)):
+            top = self.ownerComp.op(f"{kind}_preview")
+            if top.par.file.eval() != path:
+                top.par.file = path
+            top.par.reloadpulse.pulse()
+        self._preview_frame = absTime.frame  # noqa: F821 - a TouchDesigner global
+
+    def _manifest(self, job_id, rgb):
+        """``morphs/<job>/morph.json`` beside the job's folder (a morph's manifest), or None."""
+        path = os.path.join(os.path.dirname(os.path.dirname(rgb)), "morphs", job_id, "morph.json")
+        try:
+            with open(path, encoding="utf-8") as manifest:
+                return json.load(manifest)
+        except (OSError, ValueError):
+            return None
 
     def _apply(self, actions):
         for action in actions:

@@ -11,6 +11,12 @@ Which buffer is on screen is read from the Cross TOP's value (0 shows A, 1 shows
 remembered across a re-initialisation, so a reloaded extension with B on screen loads the
 next world into A. The crossfade time is read at each switch; with Hold on, the world on
 screen stays and the newest ready waits until Hold is released.
+
+A morph plays through the same two buffers as a chain of steps (``on_morph``): each frame loads
+into the back buffer and fades in, the fade of step k ending ``step_s`` × (k + 1) after the first
+step began (a step whose files were read after its time fades over a whole ``step_s``, and the
+rest of the chain moves later by as much). A newer world arriving during a morph cuts the chain
+short after the step on screen: the newest always wins.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ class _Job:
     rgb: str
     depth: str
     loaded: set[str] = field(default_factory=set)
+    #: A morph's step: its frame fades in over this many seconds (None: the Crossfade parameter).
+    step_s: float | None = None
 
 
 def _other(buffer: str) -> str:
@@ -66,7 +74,10 @@ class WorldSwitcher:
         self.loading: _Job | None = None
         self.waiting: _Job | None = None
         self.fading: _Job | None = None
+        self.chain: list[_Job] = []  # a morph's steps still to load, in order
         self._fade_start = 0.0
+        self._fade_s = self.crossfade_s  # the running fade's length
+        self._next_due: float | None = None  # when the morph's next step should be fully on screen
         self.status = "waiting for the bridge"
         self.error = ""
 
@@ -74,8 +85,10 @@ class WorldSwitcher:
     def back(self) -> str:
         return _other(self.front)
 
-    def _newest(self) -> str:
-        ids = [j.id for j in (self.loading, self.waiting, self.fading) if j is not None]
+    def newest(self) -> str:
+        """The newest job id on screen, loading, fading in or waiting ("" when none): previews and
+        readies of that job or older ones are stale."""
+        ids = [j.id for j in (self.loading, self.waiting, self.fading, *self.chain) if j is not None]
         if self.shown is not None:
             ids.append(self.shown)
         return max(ids, default="")
@@ -88,19 +101,39 @@ class WorldSwitcher:
     def set_hold(self, hold: bool) -> list[Action]:
         """Hold on: keep the world on screen, the newest ready waits. Off: the waiting one loads."""
         self.hold = hold
-        if hold or self.waiting is None or self.fading is not None or self.loading is not None:
+        if hold or self.fading is not None or self.loading is not None:
             return []
-        waiting, self.waiting = self.waiting, None
-        return self._load(waiting)
+        return self._next()
+
+    def _next(self) -> list[Action]:
+        """Load what waits: the newest world, else the morph's next step."""
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            return self._load(waiting)
+        if self.chain:
+            return self._load(self.chain.pop(0))
+        return []
 
     def on_ready(self, job_id: str, rgb: str, depth: str) -> list[Action]:
-        if job_id <= self._newest():
+        if job_id <= self.newest():
             return []  # stale or repeated: an older world must never replace a newer one
         job = _Job(job_id, rgb, depth)
+        self.chain = []  # a morph still playing stops after the step on screen
         if self.fading is not None or self.hold:
             self.waiting = job
             return []
         return self._load(job)
+
+    def on_morph(self, morph_id: str, frames: list[tuple[str, str]], step_s: float) -> list[Action]:
+        """Morph ``morph_id`` arrived: play ``frames`` ((rgb, depth) in order, the last the world it
+        arrives at) as a chain of crossfades, one every ``step_s`` seconds."""
+        if morph_id <= self.newest() or not frames:
+            return []
+        self.chain = [_Job(morph_id, rgb, depth, step_s=max(0.0, step_s)) for rgb, depth in frames]
+        self.waiting, self._next_due = None, None
+        if self.fading is not None or self.hold:
+            return []
+        return self._next()
 
     def _load(self, job: _Job) -> list[Action]:
         self.loading = job
@@ -119,6 +152,10 @@ class WorldSwitcher:
             return []
         if crossfade_s is not None:
             self.crossfade_s = max(0.0, crossfade_s)
+        self._fade_s = self.crossfade_s
+        if job.step_s is not None:  # a morph's step: keep to the chain's clock
+            due = self._next_due if self._next_due is not None and self._next_due > now else now + job.step_s
+            self._fade_s, self._next_due = due - now, due + job.step_s
         self.loading, self.fading, self._fade_start = None, job, now
         return self.tick(now)
 
@@ -127,15 +164,14 @@ class WorldSwitcher:
         job = self.fading
         if job is None:
             return []
-        t = 1.0 if self.crossfade_s == 0 else min(1.0, (now - self._fade_start) / self.crossfade_s)
+        t = 1.0 if self._fade_s <= 0 else min(1.0, (now - self._fade_start) / self._fade_s)
         target_b = self.back == "B"
         actions: list[Action] = [SetCross(t if target_b else 1.0 - t)]
         if t >= 1.0:
             self.front, self.shown, self.fading = self.back, job.id, None
             actions.append(Shown(job.id, self.front))
-            if self.waiting is not None and not self.hold:
-                waiting, self.waiting = self.waiting, None
-                actions += self._load(waiting)
+            if not self.hold:
+                actions += self._next()
         return actions
 
     def on_state(self, state: str, queue: int, running: str, model: str, workers: tuple[int, int] | None = None) -> str:
