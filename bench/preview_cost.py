@@ -1,10 +1,12 @@
 """What previews cost a job, and how close a preview is to the real decode: rows for engine_speed.py.
 
-For one engine and size: the same ``live`` (and ``quality``) job with and without previews (every
-``preview_every`` steps, the server's default 5, or every step of a job shorter than that), the
-preview PNGs encoded on the engine's thread (the bridge encodes them on its preview thread: this is
-the upper bound), the extra time as a share of the job; the fit of the preview map (once per model);
-and the PSNR of every preview against the model's own VAE decode of the same x₀, shrunk to the
+For one engine and size, ``live`` (and ``quality``) jobs with previews every ``preview_every`` steps
+(the server's default 5, or every step of a job shorter than that). The extra work a preview adds
+is timed where it happens, not as the difference of two job times (which a busy machine's noise
+swamps): x₀ from the UNet's output, the linear map, and the two PNGs (encoded here on the engine's
+thread; the bridge encodes them on its preview thread, so this is the upper bound); times the
+previews a job has, as a share of the job. Then the fit of the preview map (once per model), and
+the PSNR of every preview against the model's own VAE decode of the same x₀, shrunk to the
 preview's size (RGB and depth apart).
 """
 
@@ -45,35 +47,67 @@ def preview_rows(engine: Any, size: tuple[int, int], sampling: str, repeats: int
     fit_s = time.perf_counter() - t0
     steps = engine.resolve(GenerateRequest("x", width=width, height=height, sampling=sampling)).steps
     every = min(DEFAULT_EVERY, max(1, steps - 1))
+    timing = _Timed(fitted.weights, fitted.fit_psnr, fitted.has_depth, ([],))
     sent: list[Preview] = []
+    send_s: list[float] = []
 
     def send(preview: Preview) -> None:
+        t = time.perf_counter()
         encode_png(preview.rgb), encode_png(preview.depth)  # what the bridge's preview thread does
+        send_s.append(time.perf_counter() - t)
         sent.append(preview)
 
-    plain, with_previews = [], []
-    for take in range(repeats):
-        request = GenerateRequest(
-            f"a forest, preview take {take}", seed=1, width=width, height=height, sampling=sampling
-        )
-        engine.generate(request)  # warm (the prompt's embeddings kept, as in a show)
-        t1 = time.perf_counter()
-        engine.generate(request)
-        t2 = time.perf_counter()
-        sent.clear()
-        engine.generate(request, previews=Previews(every, send))
-        t3 = time.perf_counter()
-        plain.append(t2 - t1)
-        with_previews.append(t3 - t2)
-    base, extra = statistics.median(plain), statistics.median(with_previews) - statistics.median(plain)
+    jobs = []
+    engine._preview_map = timing
+    try:
+        for take in range(repeats):
+            prompt = f"a forest, preview take {take}"
+            request = GenerateRequest(prompt, seed=1, width=width, height=height, sampling=sampling)
+            t1 = time.perf_counter()
+            engine.generate(request, previews=Previews(every, send))
+            jobs.append(time.perf_counter() - t1)
+    finally:
+        engine._preview_map = fitted
+    x0_s = _clean_s(engine, size)
+    per_preview = x0_s + statistics.median(timing.seen[0]) + statistics.median(send_s)
+    count = len(sent) // repeats
+    job_s = statistics.median(jobs)
     shape = f"{sent[0].rgb.shape[1]}×{sent[0].rgb.shape[0]}" if sent else "none"
-    lines = [
-        f"   previews ({sampling}, every {every} of {steps} steps: {len(sent)} of {shape}): "
-        f"{1000 * extra / max(1, len(sent)):+.1f} ms each, {100 * extra / base:+.1f}% of the job's {base:.2f} s "
-        f"(median of {repeats}); preview map fitted once in {fit_s:.2f} s"
+    return [
+        f"   previews ({sampling}, every {every} of {steps} steps: {count} of {shape} a job): "
+        f"{1000 * per_preview:.2f} ms each (x₀ {1000 * x0_s:.2f}, map {1000 * statistics.median(timing.seen[0]):.2f}, "
+        f"PNGs {1000 * statistics.median(send_s):.2f}) = {100 * count * per_preview / job_s:.2f}% of the job's "
+        f"{job_s:.2f} s; the preview map fitted once in {fit_s:.2f} s",
+        "   " + fidelity(engine, fitted, size, sampling),
     ]
-    lines.append("   " + fidelity(engine, fitted, size, sampling))
-    return lines
+
+
+def _clean_s(engine: Any, size: tuple[int, int]) -> float:
+    """Seconds to compute x₀ from the UNet's output once, at ``size`` (the loop's only extra step)."""
+    from ldm3d_engine.sampling.preview import predicted_clean
+
+    scheduler = engine._scheduler(engine.resolve(GenerateRequest("x", width=size[0], height=size[1])))
+    shape = (1, 4, size[1] // 8, size[0] // 8)
+    sample, output = torch.randn(shape), torch.randn(shape)
+    t = scheduler.timesteps[0]
+    scheduler.scale_model_input(sample, t)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        predicted_clean(scheduler, output, sample, t)
+    return (time.perf_counter() - t0) / 20
+
+
+@dataclass(frozen=True)
+class _Timed(PreviewMap):
+    """The engine's map, timing each call (seconds in ``seen[0]``)."""
+
+    seen: tuple[list[float], ...] = ([],)
+
+    def __call__(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        out = super().__call__(latents)
+        self.seen[0].append(time.perf_counter() - t0)
+        return out
 
 
 def fidelity(engine: Any, fitted: PreviewMap, size: tuple[int, int], sampling: str) -> str:

@@ -54,6 +54,14 @@ def test_engine_speed_harness_runs_all_variants_on_a_small_architecture() -> Non
     assert "aten::" in out  # the profiler's operator table
     assert "× vs (a)" in out and "ms/step" in out
     assert re.search(r"image safety checker: [\d.]+ ms per job \(4 views of 224×224, fp32\) = [\d.]+% of \(d\)", out)
+    # previews: within their budget of 5 % of a job, and compared with the VAE's decode
+    shares = re.findall(
+        r"previews \((?:live|quality), every 1 of 2 steps: 1 of 16×8 a job\): [\d.]+ ms each .*= ([\d.]+)% of", out
+    )
+    assert len(shares) == 2 and all(float(share) <= 5.0 for share in shares), out
+    assert (
+        len(re.findall(r"preview vs the VAE's decode of the same x₀ .*PSNR RGB [\d.]+ dB, depth [\d.]+ dB", out)) == 2
+    )
 
 
 def test_engine_speed_compares_openvino_and_bf16_with_the_pipeline() -> None:
