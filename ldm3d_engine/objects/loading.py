@@ -131,8 +131,9 @@ def _folder_weights(folder: Path) -> Path:
 def locate(model: str, settings: EngineSettings) -> LN3DiffFiles:
     """The files of object model ``model`` (see the module's doc)."""
     if model == "ln3diff":
+        weights = hub_weights(settings)  # the big one first: offline, its error is the one to read
         clip = hub_clip(settings)
-        return LN3DiffFiles(hub_weights(settings), clip, clip, REAL, HUB_ID, LICENCE)
+        return LN3DiffFiles(weights, clip, clip, REAL, HUB_ID, LICENCE)
     if model == "tiny-ln3diff":
         from .tiny import ensure_tiny_ln3diff
 
