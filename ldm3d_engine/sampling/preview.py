@@ -29,7 +29,7 @@ FloatArray = npt.NDArray[np.float32]
 
 #: The map is fitted on this many synthetic pictures of this size.
 FIT_PICTURES = 4
-FIT_SIDE = 256
+FIT_SIDE = 128
 
 #: Schedulers whose latents are x₀ + σ·ε (the Karras/"k-diffusion" form); the others keep the
 #: variance-preserving form √ᾱ·x₀ + √(1-ᾱ)·ε.
