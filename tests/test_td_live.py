@@ -197,13 +197,13 @@ def test_only_the_newest_job_forming_is_followed(td: StandIn, tmp_path: Path) ->
     assert top.par.reloadpulse.pulses == pulses and ext.forming.job is None and _forming(comp) == 0.0
 
 
-def _morph_on_disk(out: Path, frames: int, seconds: float) -> list[Path]:
+def _morph_on_disk(out: Path, frames: int, seconds: float, world: Path) -> list[Path]:
     """J1's world, then morph M from J1 as the bridge writes it: frames in morphs/M/NNNN, the manifest,
-    and M's job folder (its last frame); frame 0 is J1's world again."""
+    and M's own folder ``world`` (its last frame); frame 0 is J1's world again."""
     colours = [(10 + 60 * i, 100, 250 - 60 * i) for i in range(frames)]
     folders = [_picture(out / "morphs" / M / f"{i:04d}", colours[i], 10000 * (i + 1)) for i in range(frames)]
     _picture(out / J1, colours[0], 10000)
-    _picture(out / M, colours[-1], 10000 * frames)
+    _picture(world, colours[-1], 10000 * frames)
     written = [
         {"index": i, "t": i / (frames - 1), "rgb": _paths(f)[0], "depth": _paths(f)[1]} for i, f in enumerate(folders)
     ]
@@ -213,9 +213,13 @@ def _morph_on_disk(out: Path, frames: int, seconds: float) -> list[Path]:
     return folders
 
 
-def test_a_morph_plays_frame_by_frame_every_frame_seconds_and_ends_on_its_world(td: StandIn, tmp_path: Path) -> None:
+@pytest.mark.parametrize("home", ["", "scenes"])  # a job's folder, or a show's scene (a morph cue)
+def test_a_morph_plays_frame_by_frame_every_frame_seconds_and_ends_on_its_world(
+    td: StandIn, tmp_path: Path, home: str
+) -> None:
     out = tmp_path / "out"
-    folders = _morph_on_disk(out, frames=4, seconds=0.75)  # a step every 0.25 s
+    world = out / home / M
+    folders = _morph_on_disk(out, frames=4, seconds=0.75, world=world)  # a step every 0.25 s
     comp, bridge = _build(td, Crossfade=0.1)
     ext = comp.ext.Ldm3dExt
     _send(td, bridge, "/ldm3d/ready", J1, *_paths(out / J1), "", 16, 8, 1)
@@ -224,7 +228,7 @@ def test_a_morph_plays_frame_by_frame_every_frame_seconds_and_ends_on_its_world(
     for index in (0, 1, 3):  # frame 2's announcement is lost: the manifest has it
         _send(td, bridge, "/ldm3d/morph/frame", M, index, 4, 0.75, *_paths(folders[index]))
     assert ext.switcher.shown == J1  # nothing plays before the morph arrives
-    _send(td, bridge, "/ldm3d/ready", M, *_paths(out / M), "", 16, 8, 7)
+    _send(td, bridge, "/ldm3d/ready", M, *_paths(world), "", 16, 8, 7)
     front = comp.op(f"rgb_{ext.switcher.front}")
     settled = [(td.absTime.seconds, str(front.par.file.eval()), _colour(front))]  # J1, on screen
     while ext.switcher.chain or ext.switcher.loading or ext.switcher.fading:
@@ -236,8 +240,8 @@ def test_a_morph_plays_frame_by_frame_every_frame_seconds_and_ends_on_its_world(
     settled = settled[1:]
     files = [file for _, file, _ in settled]
     # J1 was on screen: frame 0 (the same world) is skipped; the last step is the morph's own world.
-    assert files == [_paths(folders[1])[0], _paths(folders[2])[0], _paths(out / M)[0]]
-    assert [colour for *_, colour in settled] == [_colour_of(folders[1]), _colour_of(folders[2]), _colour_of(out / M)]
+    assert files == [_paths(folders[1])[0], _paths(folders[2])[0], _paths(world)[0]]
+    assert [colour for *_, colour in settled] == [_colour_of(folders[1]), _colour_of(folders[2]), _colour_of(world)]
     steps = np.diff([at for at, *_ in settled])
     assert np.all(np.abs(steps - 0.25) <= FRAME + 1e-9), steps  # one step every frame_seconds, on the clock
     assert ext.switcher.shown == M and comp.op("cross_depth").par.cross.eval() == comp.op("cross_rgb").par.cross.eval()
@@ -319,6 +323,9 @@ def test_morph_frames_fill_gaps_from_the_manifest_and_skip_the_world_on_screen()
     }
     assert m.arrive(M, "R", "D", manifest, shown=J2) == _plan([("r0", "d0"), ("R", "D")], 1.0)
     assert m.arrive(M, "R", "D", manifest, shown=J1) == _plan([("R", "D")], 1.0)
+    m.on_frame(M, 0, 3, 4.0, "r0", "d0")  # a show plays a morph cue over the cue's fade: 4 s
+    assert m.a_frame(M) == "r0"
+    assert m.arrive(M, "R", "D", manifest, shown=J2) == _plan([("r0", "d0"), ("R", "D")], 2.0)
     assert m.arrive(J3, "R", "D", None, shown=None) is None  # no frames known: an ordinary world
     for morph in (J1, J2, J3):
         m.on_frame(morph, 0, 2, 1.0, "r", "d")

@@ -176,8 +176,13 @@ class Ldm3dExt:
         self._preview_frame = absTime.frame  # noqa: F821 - a TouchDesigner global
 
     def _manifest(self, job_id, rgb):
-        """``morphs/<job>/morph.json`` beside the job's folder (a morph's manifest), or None."""
-        path = os.path.join(os.path.dirname(os.path.dirname(rgb)), "morphs", job_id, "morph.json")
+        """A morph's manifest, or None: two folders above an announced frame, else ``morphs/<job>/`` beside
+        the job's folder (a morph none of whose frames was announced)."""
+        frame = self.morphs.a_frame(job_id)
+        if frame is not None:
+            path = os.path.join(os.path.dirname(os.path.dirname(frame)), "morph.json")
+        else:
+            path = os.path.join(os.path.dirname(os.path.dirname(rgb)), "morphs", job_id, "morph.json")
         try:
             with open(path, encoding="utf-8") as manifest:
                 return json.load(manifest)

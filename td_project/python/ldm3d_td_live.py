@@ -12,10 +12,10 @@ goes quiet, or when Showpreviews is turned off.
 
 Morphs (``/ldm3d/morph/frame <morph> <index> <frames> <seconds> <rgb> <depth>``): the frames are
 collected until the morph's ``/ldm3d/ready``; then the morph plays as a chain of crossfades, one
-frame every ``seconds / (frames - 1)``, ending on the ready's world. The manifest
-(``morphs/<morph>/morph.json``, read by the extension) fills any frame whose announcement was
-lost, gives the step time, and names the world the morph starts from: when that world is the one
-on screen, frame 0 (the same world again) is skipped.
+frame every ``seconds / (frames - 1)`` (the announced ``seconds``: a show plays a morph cue over its
+fade), ending on the ready's world. The manifest (``morphs/<morph>/morph.json``, read by the
+extension) fills any frame whose announcement was lost and names the world the morph starts from:
+when that world is the one on screen, frame 0 (the same world again) is skipped.
 """
 
 from __future__ import annotations
@@ -106,6 +106,11 @@ class MorphFrames:
     def has(self, morph_id: str) -> bool:
         return morph_id in self._morphs
 
+    def a_frame(self, morph_id: str) -> str | None:
+        """The rgb path of one announced frame (``morphs/<morph>/NNNN/rgb…``: its manifest is two folders up)."""
+        morph = self._morphs.get(morph_id)
+        return next(iter(morph.paths.values()))[0] if morph is not None and morph.paths else None
+
     def drop(self, morph_id: str) -> None:
         """The morph ended without arriving: its frames are gone from disk."""
         self._morphs.pop(morph_id, None)
@@ -119,13 +124,11 @@ class MorphFrames:
         paths = dict(morph.paths)
         frames, seconds = morph.frames, morph.seconds
         start: str | None = None
-        step_s: float | None = None
         if manifest is not None:
             for entry in manifest.get("written", []):
                 paths.setdefault(int(entry["index"]), (str(entry["rgb"]), str(entry["depth"])))
-            frames = int(manifest.get("frames", frames))
-            seconds = float(manifest.get("seconds", seconds))
-            step_s = manifest.get("frame_seconds")
+            if not morph.frames:  # every announcement lost: the manifest's own length
+                frames, seconds = int(manifest.get("frames", 0)), float(manifest.get("seconds", 0.0))
             start = manifest.get("from")
         if not paths or frames < 2:
             return None
@@ -133,4 +136,4 @@ class MorphFrames:
         if start is not None and start == shown:
             paths.pop(0, None)  # frame 0 is the world already on screen
         ordered = [paths[index] for index in sorted(paths) if index < frames]
-        return MorphPlan(ordered, float(step_s) if step_s is not None else seconds / (frames - 1))
+        return MorphPlan(ordered, seconds / (frames - 1))
