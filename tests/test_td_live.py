@@ -271,13 +271,15 @@ def test_the_morph_chain_keeps_its_clock_and_the_newest_world_cuts_it_short() ->
     assert s.tick(12.25) == [SetCross(0.5)]
     assert s.tick(12.5) == [SetCross(1.0), Shown(M, "B")] and s.shown == M and not s.chain
     # A newer world during a morph: the step on screen finishes, then the world, not the rest of the chain.
-    later = "20261122-100020-000-0005"
+    later, newest, late = "20261122-100020-000-0005", "20261122-100030-000-0006", "20261122-100025-000-0007"
+    for job in (later, newest, late):
+        s.on_running(job)  # live jobs: their progress was heard
     s.on_morph(later, [("a", "a"), ("b", "b"), ("c", "c")], 1.0)
     s.on_loaded("A", "rgb", "a", 20.0)
     s.on_loaded("A", "depth", "a", 20.0)
-    assert s.on_ready("20261122-100030-000-0006", "w", "w") == [] and s.chain == []
+    assert s.on_ready(newest, "w", "w") == [] and s.chain == []
     assert s.tick(21.0)[-1] == LoadBack("B", "w", "w")
-    assert s.on_morph(later, [("x", "x"), ("y", "y")], 1.0) == []  # an older (or the same) morph: stale
+    assert s.on_morph(late, [("x", "x"), ("y", "y")], 1.0) == []  # a live morph that ended after a newer world
 
 
 def test_hold_pauses_a_morph_and_release_goes_on_with_the_next_step() -> None:

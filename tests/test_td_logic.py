@@ -40,13 +40,31 @@ def test_swaps_only_when_both_textures_are_loaded() -> None:
 
 def test_a_stale_ready_is_ignored() -> None:
     s = WorldSwitcher(crossfade_s=0.0)
+    for job in (J1, J2, J3):
+        s.on_running(job)  # their progress was heard: live jobs (two workers)
     s.on_ready(J2, "r2", "d2")
-    assert s.on_ready(J1, "r1", "d1") == []  # older than the one loading
+    assert s.on_ready(J1, "r1", "d1") == []  # a live job that finished after a newer one: stale
     s.on_loaded("B", "rgb", "r2", 0.0)
     s.on_loaded("B", "depth", "d2", 0.0)
     assert s.shown == J2
-    assert s.on_ready(J1, "r1", "d1") == [] and s.on_ready(J2, "r2", "d2") == []  # older, or a recall repeat
+    assert s.on_ready(J2, "r2", "d2") == []  # the world on screen, again
     assert s.on_ready(J3, "r3", "d3") == [LoadBack("A", "r3", "d3")]
+
+
+def test_a_world_sent_on_purpose_is_shown_however_old_its_id() -> None:
+    """A show's cue, its fallback or a recall names a world made earlier (a scene's id is as old as its
+    render): it is not a late live job, and the dome shows it."""
+    s = WorldSwitcher(crossfade_s=0.0)
+    s.on_running(J3)
+    s.on_ready(J3, "r3", "d3")
+    s.on_loaded("B", "rgb", "r3", 0.0)
+    s.on_loaded("B", "depth", "d3", 0.0)
+    assert s.on_ready(J1, "r1", "d1") == [LoadBack("A", "r1", "d1")]  # cue 1 of a loop, fired again
+    assert s.on_ready(J1, "r1", "d1") == []  # the same world while it loads
+    s.on_loaded("A", "rgb", "r1", 1.0)
+    s.on_loaded("A", "depth", "d1", 1.0)
+    assert s.shown == J1 and s.on_ready(J1, "r1", "d1") == []  # the same world, on screen
+    assert s.on_ready(J3, "r3", "d3") == [LoadBack("B", "r3", "d3")]  # /ldm3d/recall of the newer one
 
 
 def test_late_loads_of_unwanted_files_change_nothing() -> None:

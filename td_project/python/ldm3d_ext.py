@@ -73,6 +73,8 @@ class Ldm3dExt:
     def OnOsc(self, address, args):
         """Called by the OSC In DAT callbacks for every message."""
         s = self.switcher
+        if address in ("/ldm3d/progress", "/ldm3d/preview", "/ldm3d/morph/frame") and args:
+            s.on_running(str(args[0]))  # its world, when it comes, is a live job's (see WorldSwitcher)
         if address == "/ldm3d/preview" and len(args) >= 5:
             enabled = bool(self.ownerComp.par.Showpreviews.eval())
             if self.forming.on_preview(str(args[0]), str(args[3]), str(args[4]), s.newest(), enabled):

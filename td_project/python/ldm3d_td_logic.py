@@ -3,9 +3,13 @@ outside TouchDesigner. The extension (ldm3d_ext.py) feeds it events and applies 
 
 Two buffers, A and B, each a pair of Movie File In TOPs (rgb, depth). The front buffer is on
 screen; a new world loads into the back buffer; only once both of its textures have loaded
-does a crossfade start; when the fade ends, the buffers swap roles. A `/ldm3d/ready` for a job
-older than the one shown, loading or waiting is stale and ignored (job ids sort by time).
-A ready arriving during a fade waits and loads into the new back buffer afterwards.
+does a crossfade start; when the fade ends, the buffers swap roles. A job seen running (its
+`/ldm3d/progress`, a preview or a morph frame: ``on_running``) whose `/ldm3d/ready` comes after a
+newer world's is stale and ignored (job ids sort by time: with two workers, a job that finished
+late must not replace the newer world). A ready for a job not seen running is a world sent on
+purpose (`/ldm3d/recall`, a show's cue, the fallback: scene ids are as old as their render) and
+is always shown, unless it is the world already on screen or on its way. A ready arriving during
+a fade waits and loads into the new back buffer afterwards.
 
 Which buffer is on screen is read from the Cross TOP's value (0 shows A, 1 shows B), never
 remembered across a re-initialisation, so a reloaded extension with B on screen loads the
@@ -22,6 +26,10 @@ short after the step on screen: the newest always wins.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+
+#: Jobs remembered as running (a bridge's queue is at most a few dozen).
+MAX_RUNNING = 64
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class WorldSwitcher:
         self.waiting: _Job | None = None
         self.fading: _Job | None = None
         self.chain: list[_Job] = []  # a morph's steps still to load, in order
+        self._running: dict[str, None] = {}  # jobs seen running whose world has not come (oldest first)
         self._fade_start = 0.0
         self._fade_s = self.crossfade_s  # the running fade's length
         self._next_due: float | None = None  # when the morph's next step should be fully on screen
@@ -114,9 +123,23 @@ class WorldSwitcher:
             return self._load(self.chain.pop(0))
         return []
 
+    def on_running(self, job_id: str) -> None:
+        """A job of the bridge is running (its progress, a preview, a morph frame was heard)."""
+        self._running[job_id] = None
+        while len(self._running) > MAX_RUNNING:
+            del self._running[next(iter(self._running))]
+
+    def _stale(self, job_id: str) -> bool:
+        """Whether the world of ``job_id``, arriving now, must not be shown (see the module's rule)."""
+        live = self._running.pop(job_id, 0) is None
+        in_flight = [j.id for j in (self.loading, self.waiting, self.fading, *self.chain) if j is not None]
+        if job_id in in_flight or (job_id == self.shown and not in_flight):
+            return True  # on screen already, or on its way
+        return live and job_id <= self.newest()  # a job that finished after a newer world
+
     def on_ready(self, job_id: str, rgb: str, depth: str) -> list[Action]:
-        if job_id <= self.newest():
-            return []  # stale or repeated: an older world must never replace a newer one
+        if self._stale(job_id):
+            return []
         job = _Job(job_id, rgb, depth)
         self.chain = []  # a morph still playing stops after the step on screen
         if self.fading is not None or self.hold:
@@ -127,7 +150,7 @@ class WorldSwitcher:
     def on_morph(self, morph_id: str, frames: list[tuple[str, str]], step_s: float) -> list[Action]:
         """Morph ``morph_id`` arrived: play ``frames`` ((rgb, depth) in order, the last the world it
         arrives at) as a chain of crossfades, one every ``step_s`` seconds."""
-        if morph_id <= self.newest() or not frames:
+        if self._stale(morph_id) or not frames:
             return []
         self.chain = [_Job(morph_id, rgb, depth, step_s=max(0.0, step_s)) for rgb, depth in frames]
         self.waiting, self._next_due = None, None
