@@ -195,6 +195,11 @@ def test_only_the_newest_job_forming_is_followed(td: StandIn, tmp_path: Path) ->
     _send(td, bridge, "/ldm3d/preview", J3, 9, 12, *_paths(slot1))  # its world is here: stale
     _send(td, bridge, "/ldm3d/preview", J2, 9, 12, *_paths(slot0))
     assert top.par.reloadpulse.pulses == pulses and ext.forming.job is None and _forming(comp) == 0.0
+    # J2 ran (its previews were heard) and ended after the newer J3: its world is stale
+    late = _picture(tmp_path / "out" / J2, (90, 90, 0), 20000)
+    _send(td, bridge, "/ldm3d/ready", J2, *_paths(late), "", 16, 8, 1)
+    _frames(td, 0.2)
+    assert ext.switcher.shown == J3 and ext.switcher.loading is None
 
 
 def _morph_on_disk(out: Path, frames: int, seconds: float, world: Path) -> list[Path]:

@@ -200,3 +200,30 @@ def test_a_frozen_component_runs_without_the_checkout(tmp_path: Path) -> None:
         assert any("save /project1/ldm3d as a .tox" in line for line in standin.printed)
     finally:
         standin.close()
+
+
+def test_a_loops_cue_fired_again_reaches_the_dome(
+    td: StandIn, start_bridge: Callable[..., Any], client_for: Callable[..., OscClient], tmp_path: Path
+) -> None:
+    """A show's cues recalled from the library carry their scenes' ids, older than the world on screen
+    once the loop has gone round: the extension shows them (a world sent on purpose), as a recall."""
+    shows = tmp_path / "shows"
+    shows.mkdir()
+    cue = '[[cue]]\nnumber = "{n}"\nprompt = "a harbour, take {n}"\nseed = {n}\nsteps = 1\nwidth = 64\nheight = 64\n'
+    (shows / "loop.toml").write_text('name = "Loop"\n\n' + "\n".join(cue.format(n=n) for n in (1, 2)))
+    bridge = start_bridge(heartbeat_s=0.5, input_dirs=(str(shows),))
+    comp = td.run_builder(edits=[_custom(Bridgeport=bridge.address[1], Listenport=_free_port(), Crossfade=0.0)])
+    ext = comp.ext.Ldm3dExt
+    _run_until(td, lambda: ext.keeper.next_at > td.absTime.seconds + 1)
+    operator = client_for(bridge)
+    operator.send("/ldm3d/show/load", "loop.toml")  # cue 1 fires (rendered live)
+    _run_until(td, lambda: ext.switcher.shown is not None)
+    first = ext.switcher.shown
+    operator.send("/ldm3d/cue", "2")
+    _run_until(td, lambda: ext.switcher.shown not in (None, first))
+    second = ext.switcher.shown
+    assert second is not None and first is not None and second > first
+    operator.send("/ldm3d/cue", "1")  # from the library: the older scene, on purpose
+    _run_until(td, lambda: ext.switcher.shown == first)
+    front = "A" if comp.op("cross_rgb").par.cross.eval() == 0.0 else "B"
+    assert Path(comp.op(f"rgb_{front}").par.file.eval()).parent.name == first
