@@ -218,3 +218,18 @@ def test_depth_estimation_bench_runs_at_its_defaults() -> None:
         assert row is not None, out.stdout
         assert float(row[3]) > 5  # ten views cost several times one picture: each view is a pass of the model
     assert re.search(r"the 360° path's own work at 1024×512 .*: [0-9.]+ s", out.stdout), out.stdout
+
+
+def test_the_live_pictures_show_three_previews_and_three_morph_frames(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "make_live_images.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    from PIL import Image
+
+    previews, morph = Image.open(tmp_path / "live-previews.png"), Image.open(tmp_path / "live-morph.png")
+    assert previews.size == (4 * 256 + 3 * 4, 2 * 128 + 4)  # 3 previews and the world, RGB over depth
+    assert morph.size == (3 * 256 + 2 * 4, 2 * 128 + 4)
