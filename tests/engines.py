@@ -30,13 +30,31 @@ class SlowSteps:
         cancel: CancelToken | None = None,
         previews: Previews | None = None,
     ) -> RGBDResult:
+        result: RGBDResult = self.real.generate(request, on_step=self._slow(on_step), cancel=cancel, previews=previews)
+        return result
+
+    def generate_between(
+        self,
+        first: GenerateRequest,
+        second: GenerateRequest,
+        t: float,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: CancelToken | None = None,
+        previews: Previews | None = None,
+    ) -> RGBDResult:
+        slow = self._slow(on_step)
+        result: RGBDResult = self.real.generate_between(
+            first, second, t, on_step=slow, cancel=cancel, previews=previews
+        )
+        return result
+
+    def _slow(self, on_step: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
         def slow_step(step: int, total: int) -> None:
             time.sleep(self.step_s)
             if on_step is not None:
                 on_step(step, total)
 
-        result: RGBDResult = self.real.generate(request, on_step=slow_step, cancel=cancel, previews=previews)
-        return result
+        return slow_step
 
 
 def tiny(tiny_dir: str, model: str = "tiny") -> Any:

@@ -227,3 +227,26 @@ def test_the_morph_command_writes_the_same_frames_and_refuses_bad_input(
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in [*out.iterdir(), *(out / "morphs").iterdir()]) == before
+
+
+def test_a_morph_past_its_timeout_ends_timeout_and_removes_its_frames(
+    start_bridge: Start, tiny_dir: Path, client_for: ClientFor
+) -> None:
+    """A morph's limit is ``job_timeout_s`` × its frames (each frame a world): frames go on past
+    ``job_timeout_s``; past the morph's own limit the job ends ``timeout`` and its frames are removed."""
+    first = start_bridge(progress_hz=1000.0)
+    _, _, a = run_job(client_for(first), "/ldm3d/generate", "a desert", "seed", 1, "steps", 2)
+    first.stop()
+    # the same folder, a model slowed to 0.1 s a step: a frame of 2 steps takes about 0.25 s
+    bridge = start_bridge(engine_factory=lambda: slow_tiny(str(tiny_dir), 0.1), progress_hz=1000.0, job_timeout_s=0.15)
+    client = client_for(bridge)
+    morph_id, seen, end = run_job(client, "/ldm3d/morph", a.args[0], "a forest", "frames", 12, timeout=30)
+    frames = _frames_of(seen)
+    assert end.address == "/ldm3d/error" and end.args[1] == "timeout", end
+    assert 0.25 * len(frames) > 0.15 and len(frames) < 11  # past one world's limit, short of twelve frames
+    time.sleep(0.5)  # the writer thread removes them after any frame it still held
+    assert not (Path(bridge.settings.output).resolve() / "morphs" / morph_id).exists()
+
+
+def _frames_of(messages: list[Message]) -> list[Message]:
+    return [m for m in messages if m.address == "/ldm3d/morph/frame"]

@@ -266,9 +266,10 @@ class Worker:
             if isinstance(outcome, Finished):
                 self.deaths = 0
                 self._writes.put(outcome)  # the writer thread writes it while the next job denoises
-            elif outcome is not None and job.claim_outcome():
-                if isinstance(job.request, MorphRequest):
-                    self._writes.put(Discard(job))  # its frames so far, after any still being written
+                outcome = None
+            elif isinstance(job.request, MorphRequest):  # cancelled, failed, timed out, put back
+                self._writes.put(Discard(job))  # its frames so far, after any still being written
+            if outcome is not None and job.claim_outcome():
                 targets, address, args = outcome
                 self._notifier.event(targets, address, *args)
                 job.finished(address)
