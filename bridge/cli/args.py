@@ -199,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     morph.add_argument("--seconds", type=float, default=4.0, help="how long it plays in TouchDesigner (default 4)")
     morph.add_argument("--seed", type=int, help="the seed of a prompt's world (default: a random one)")
 
+    obj = sub.add_parser("object", help="one text → 3D object (mesh.obj + mesh.glb), no server")
+    obj.add_argument("prompt")
+    obj.add_argument("--object-model", required=True, help="ln3diff (S-Lab licence, non-commercial) or tiny-ln3diff")
+    obj.add_argument("--seed", type=int, default=-1)
+    obj.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    obj.add_argument("--guidance", type=float, help="classifier-free guidance (default: the model's)")
+    obj.add_argument("--resolution", type=int, help="marching-cubes cells along each axis (default: the model's)")
+    obj.add_argument("--device", help="cpu, cuda, cuda:N or mps (default cpu; never chosen for you)")
+    obj.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    obj.add_argument("--offline", action="store_const", const=True, help="never download a model")
+    obj.add_argument("--output", help="the shared output folder (default ./ldm3d-out); objects go to objects/")
+
     send = sub.add_parser("send", help="send one OSC message to a bridge and print the answer")
     send.add_argument("address", help="e.g. /ldm3d/generate")
     send.add_argument("args", nargs="*", help="arguments: ints, floats and strings are told apart by their look")

@@ -36,6 +36,7 @@ from bridge.cli.jobs import (
     write_preview,
 )
 from bridge.cli.morphs import cmd_morph
+from bridge.cli.objects import cmd_object
 from bridge.cli.shows import cmd_pregen, cmd_show
 from bridge.contract.engine_api import EngineSlot, LocalSlot
 from bridge.errors import BridgeError
@@ -50,7 +51,7 @@ logger = logging.getLogger("bridge")
 
 #: The commands that load a model; the others (send, show check, env, preview, export-mesh/-splat) never
 #: import torch or a model library, so they answer at once.
-MODEL_COMMANDS = frozenset({"serve", "generate", "img2img", "depth", "upscale", "morph", "demo", "pregen"})
+MODEL_COMMANDS = frozenset({"serve", "generate", "img2img", "depth", "upscale", "morph", "object", "demo", "pregen"})
 
 
 def _setup_logging(verbose: int, models: bool) -> None:
@@ -416,6 +417,7 @@ COMMANDS = {
     "depth": cmd_depth,
     "upscale": cmd_upscale,
     "morph": cmd_morph,
+    "object": cmd_object,
     "show": cmd_show,
     "pregen": cmd_pregen,
 }
