@@ -12,9 +12,9 @@ on the last): progress counts steps, as diffusers' progress bar does, and a canc
 every evaluation and every query batch of the meshing.
 
 The text encoder and the prior run at the placement's dtype; the renderer stays float32 (its
-positional encoding reaches 2¹⁴ rad per unit, beyond float16's precision), as Shap-E's own code
-decodes. The seed's noise is drawn on the device (the CPU for mps), as the world models draw theirs:
-the same seed makes the same object on the same kind of device, another on another.
+positional encoding reaches 2¹⁴ rad per unit, beyond float16's precision). The seed's noise is
+drawn on the device (the CPU for mps), as the world models draw theirs: the same seed makes the
+same object on the same kind of device, another on another.
 """
 
 from __future__ import annotations
