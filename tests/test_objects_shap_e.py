@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldm3d_engine.errors import Cancelled, InvalidRequest, ModelNotAvailable, UnknownModel
+from ldm3d_engine.errors import Cancelled, InvalidRequest, ModelNotAvailable, OutOfMemory, UnknownModel
 from ldm3d_engine.object_types import MeshResult, ObjectRequest
 from ldm3d_engine.objects import shap_e_mesh
 from ldm3d_engine.objects.shap_e import TINY, ShapEEngine, load_shap_e
@@ -59,7 +59,8 @@ def test_the_same_seed_makes_the_same_mesh_and_another_seed_another(engine: Shap
     assert engine.generate_object(ObjectRequest("a chair", steps=1)).seed >= 0  # -1: a random seed, reported
 
 
-def test_the_engine_matches_diffusers_shap_e_pipeline_on_the_same_weights(engine: ShapEEngine) -> None:
+@pytest.mark.parametrize("guidance", [12.0, 1.0])
+def test_the_engine_matches_diffusers_shap_e_pipeline_on_the_same_weights(engine: ShapEEngine, guidance: float) -> None:
     from diffusers import ShapEPipeline
 
     pipe = ShapEPipeline.from_pretrained(str(engine._files.folder))
@@ -70,17 +71,30 @@ def test_the_engine_matches_diffusers_shap_e_pipeline_on_the_same_weights(engine
     theirs = pipe(
         "a blue teapot",
         num_inference_steps=3,
-        guidance_scale=12.0,
+        guidance_scale=guidance,  # 1: diffusers runs the prompt alone, without guidance
         generator=torch.Generator("cpu").manual_seed(11),
         output_type="mesh",
     ).images[0]
-    ours = engine.generate_object(ObjectRequest("a blue teapot", seed=11, steps=3, guidance=12.0, resolution=24))
+    ours = engine.generate_object(ObjectRequest("a blue teapot", seed=11, steps=3, guidance=guidance, resolution=24))
     channels = {name: value.numpy() for name, value in theirs.vertex_channels.items()}
     vertices, faces, colours = shap_e_mesh.object_mesh(theirs.verts.numpy(), theirs.faces.numpy(), channels)
     assert len(vertices) > 100
     assert ours.vertices.shape == vertices.shape and np.array_equal(ours.faces, faces)
     assert np.abs(ours.vertices - vertices).max() < 1e-5
     assert np.abs(ours.colors.astype(int) - colours.astype(int)).max() <= 1
+
+
+def test_running_out_of_memory_is_out_of_memory_naming_the_device(
+    engine: ShapEEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine._renderer, "decode_to_mesh", full)
+    with pytest.raises(OutOfMemory, match=r"out of memory on cpu making an object at resolution 20"):
+        engine.generate_object(ObjectRequest("a vase", seed=1, steps=1, resolution=20))
+    monkeypatch.undo()
+    assert len(engine.generate_object(ObjectRequest("a vase", seed=1, steps=1)).vertices) > 0  # the lock is free
 
 
 def test_progress_counts_steps_not_heun_evaluations(engine: ShapEEngine) -> None:
