@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .models.base import DepthOnly
     from .models.compvis import RGBLatentEngine
     from .models.ldm3d import Engine
-    from .objects.ln3diff import LN3DiffEngine
+    from .object_types import ObjectEngineLike
 
 __version__ = VERSION
 
@@ -99,12 +99,42 @@ def load_depth_only(settings: EngineSettings) -> DepthOnly:
         return _load(settings)
 
 
-def load_object_engine(settings: EngineSettings, model: str) -> LN3DiffEngine:
-    """Load text → 3D object model ``model`` (``ln3diff``, ``tiny-ln3diff``, an LN3Diff
-    ``.safetensors`` file or folder; docs/objects.md) on ``settings.device``; ``settings.model``
-    (the world model) plays no part, the cache, offline and tiny-folder settings do. One load at a
-    time, as for :func:`load_engine`."""
+def load_object_engine(settings: EngineSettings, model: str) -> ObjectEngineLike:
+    """Load text → 3D object model ``model`` on ``settings.device`` (docs/objects.md): ``ln3diff``,
+    ``tiny-ln3diff`` or an LN3Diff ``.safetensors`` file or folder; ``shap-e``, ``tiny-shap-e`` or a
+    folder whose ``model_index.json`` names ``ShapEPipeline``. ``settings.model`` (the world model)
+    plays no part; the cache, offline and tiny-folder settings do. One load at a time, as for
+    :func:`load_engine`."""
+    from pathlib import Path
+
+    if model not in OBJECT_MODELS and not Path(model).exists():
+        raise UnknownModel(
+            f"unknown object model {model!r}: not one of {', '.join(OBJECT_MODELS)}, and not a file or folder on "
+            "this machine"
+        )
     with _LOADING:
+        if _is_shap_e(model):
+            from .objects.shap_e import load_shap_e
+
+            return load_shap_e(model, settings)
         from .objects.ln3diff import load_ln3diff
 
         return load_ln3diff(model, settings)
+
+
+#: The object models by name, and which kind each is.
+OBJECT_MODELS = {"ln3diff": "ln3diff", "tiny-ln3diff": "ln3diff", "shap-e": "shap-e", "tiny-shap-e": "shap-e"}
+
+
+def _is_shap_e(model: str) -> bool:
+    """A Shap-E name, or a folder whose ``model_index.json`` says ShapEPipeline (read, never guessed from its name)."""
+    import json
+    from pathlib import Path
+
+    if model in OBJECT_MODELS:
+        return OBJECT_MODELS[model] == "shap-e"
+    index = Path(model) / "model_index.json"
+    try:
+        return bool(json.loads(index.read_text(encoding="utf-8")).get("_class_name") == "ShapEPipeline")
+    except (OSError, ValueError, AttributeError):
+        return False
