@@ -8,6 +8,8 @@ triplane latent), ``triplane_decoder.py`` + ``conv_decoder.py`` (latent → trip
 pure maths), ``meshing.py`` (marching cubes, vertex colours, the object's frame), ``keymap.py``
 (the official checkpoint's key names ⇄ ours, checked strictly), ``loading.py`` (hub ids, the HF
 cache, local files, offline errors) and ``tiny.py`` (``tiny-ln3diff``: random weights, built offline).
+Shap-E (``shap_e.py``: the engine, on diffusers' ``ShapEPipeline`` parts; ``shap_e_files.py``: hub
+id, cache, folders; ``shap_e_mesh.py``: the object's frame, winding and colours).
 
 May import the public face (``types``, ``errors``, ``object_types``), :mod:`ldm3d_engine.sampling`
 (the CLIP prompt encoder) and :mod:`ldm3d_engine.backends` (devices) and torch/transformers;
