@@ -296,7 +296,7 @@ class Bridge(Commands):
             upscale=self.upscale,
             visitors=self.visitor_desk,
         )
-        hub = PageHub(desk)
+        hub = PageHub(desk, self.writer.root)
         visitors = self.visitor_desk
         visitor_page = VisitorPage(visitors, self._handle_lock, self.settings.visitor_url) if visitors else None
         web = WebServer(
@@ -313,6 +313,7 @@ class Bridge(Commands):
         web.start(self.settings.host, port if self.settings.http_port is None else self.settings.http_port)
         self.notifier.observers.append(web.publish)
         self.notifier.page_reply = hub.reply
+        self.pool.previews.observers.append(hub.preview)  # the world as it forms, to the pages (no files)
         self._web = web
         logger.info("serving the operator page and OSCQuery on http://%s:%s/", host, web.port)
         if visitor_page is not None:

@@ -85,6 +85,14 @@ class Outbox:
         if client is not None and not client.transport.is_closing() and client.transport.get_write_buffer_size():
             client.transport.abort()
 
+    def unsent(self, ws: web.WebSocketResponse) -> int:
+        """Bytes written to ``ws`` that its connection still holds (it has not taken them yet); 0 for
+        a client not added, dropped or closed (nothing more is written to it anyway)."""
+        client = self._clients.get(ws)
+        if client is None or client.dropped or client.transport.is_closing():
+            return 0
+        return int(client.transport.get_write_buffer_size())
+
     def send(self, ws: web.WebSocketResponse, data: str | bytes) -> None:
         """Send ``data`` to ``ws`` (a text frame for ``str``, binary for ``bytes``)."""
         self.write(ws, frame(data))

@@ -10,8 +10,10 @@ page → bridge   ``{"id": 7, "address": "/ldm3d/generate", "args": ["a forest",
 bridge → page   ``{"type": "hello", …}`` once, then ``{"type": "event", "address", "args", "t"}``
                 for every event the OSC subscribers get (``/ldm3d/ready`` adds ``"world"``
                 with the texture URLs), ``{"type": "reply", "re": 7, "address", "args"}``
-                for the answers to this page's own messages, and ``{"type": "status", …}``
-                whenever the queue, the running job or the show changes.
+                for the answers to this page's own messages, ``{"type": "status", …}``
+                whenever the queue, the running job or the show changes, and ``{"type":
+                "preview", …}`` for each preview of a world as it forms (:mod:`bridge.web.forming`);
+                ``/ldm3d/morph/frame`` adds ``"frame"`` with its texture URLs (:mod:`bridge.web.morphs`).
 
 Sending is cheap with many pages (docs/performance.md, "The operator page"): each message is
 encoded and framed once and the same bytes written to every page (:mod:`bridge.web.outbox`); what
@@ -38,7 +40,10 @@ from typing import Any, ClassVar, Protocol
 
 from aiohttp import WSMsgType, web
 
+from bridge.errors import BadArguments, UnknownJob
 from bridge.osc.codec import Arg, Message
+from bridge.web import morphs
+from bridge.web.forming import Newest, preview_message
 from bridge.web.outbox import Outbox, frame
 from bridge.web.textures import TextureStore
 
@@ -54,7 +59,10 @@ COALESCED = {
     "/ldm3d/state": False,
     "/ldm3d/busy": False,
     "/ldm3d/show/progress": False,
+    "/ldm3d/preview": True,
 }
+#: A job's final messages: no preview of it reaches a page after one of these.
+ENDS = ("/ldm3d/ready", "/ldm3d/cancelled", "/ldm3d/error")
 #: How often the queue, the running job and the show are compared with what the pages were told.
 STATUS_EVERY_S = 0.25
 #: Jobs in the page's history when it connects.
@@ -83,6 +91,8 @@ class _Pending:
     frame: bytes
     key: str | None = None
     to: int | None = None
+    #: A preview of this job: a page that is behind is not written it (it gets the newest once it catches up).
+    job: str | None = None
 
 
 class PageBackend(Protocol):
@@ -108,9 +118,13 @@ class PageBackend(Protocol):
 
 
 class PageHub:
-    def __init__(self, backend: PageBackend) -> None:
+    def __init__(self, backend: PageBackend, output: Path | None = None) -> None:
+        """``output``: the bridge's output folder, whose morphs the page may play (None: no ``/morph/`` routes)."""
         self._backend = backend
         self._textures = TextureStore()
+        self._morphs = morphs.MorphFolders(output, self._textures) if output is not None else None
+        self._newest = Newest()
+        self._release_at: asyncio.TimerHandle | None = None
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ldm3d-http-io")
         self._pages: dict[int, web.WebSocketResponse] = {}
         self._outbox = Outbox()
@@ -135,6 +149,8 @@ class PageHub:
             self._outbox.max_unsent = max_unsent
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/t/{name}", self._texture)
+        if self._morphs is not None:
+            morphs.attach(app, self._morphs, self._pool)
         app.on_startup.append(self._started)
 
     async def _started(self, app: web.Application) -> None:
@@ -148,6 +164,8 @@ class PageHub:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     async def close_pages(self) -> None:
+        if self._release_at is not None:
+            self._release_at.cancel()
         for ws in list(self._pages.values()):
             await ws.close()
         await self._outbox.cancel()
@@ -167,12 +185,31 @@ class PageHub:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._send, number, json.dumps(message))
 
+    def preview(self, job_id: str, step: int, total: int, rgb: bytes, depth: bytes) -> None:
+        """A preview of a job's world as it forms, for every page (the preview desk's observer: on its
+        thread; encodes there and never blocks)."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not self._pages:
+            return
+        try:
+            text = preview_message(job_id, step, total, rgb, depth)
+        except (OSError, ValueError) as exc:  # (the desk encoded them: not expected)
+            logger.debug("a preview of job %s cannot go to the pages: %s", job_id, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._preview, job_id, text)
+
     # -- the loop's thread -------------------------------------------------------------------
 
     def event(self, address: str, args: tuple[Arg, ...], sent_at: float) -> None:
         """An event every page gets (the HTTP server hands each one on here, on the loop's thread)."""
+        if address in ENDS and args and isinstance(args[0], str) and args[0]:
+            self._newest.ended(args[0])  # before its end is written: no preview of it may follow
         if address == "/ldm3d/ready" and args:
             self._outbox.keep(asyncio.ensure_future(self._ready(str(args[0]), args, sent_at)))
+            return
+        if address == "/ldm3d/morph/frame" and len(args) > 1 and self._morphs is not None:
+            self._outbox.keep(asyncio.ensure_future(self._morph_frame(args, sent_at)))
             return
         key = None
         if address in COALESCED:
@@ -187,6 +224,27 @@ class PageHub:
             world = await self._world(job_id)
             event = {"type": "event", "address": "/ldm3d/ready", "args": list(args), "t": sent_at}
             self._queue(json.dumps({**event, "world": world}))
+
+    async def _morph_frame(self, args: tuple[Arg, ...], sent_at: float) -> None:
+        """``/ldm3d/morph/frame`` with the frame's texture URLs (in order with the frames and the ready)."""
+        assert self._ready_lock is not None
+        async with self._ready_lock:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(self._pool, self._frame_now, str(args[0]), args[1])
+            event = {"type": "event", "address": "/ldm3d/morph/frame", "args": list(args), "t": sent_at}
+            self._queue(json.dumps({**event, "frame": found}))
+
+    def _frame_now(self, morph_id: str, index: Arg) -> dict[str, Any] | None:
+        assert self._morphs is not None
+        try:
+            return self._morphs.offer_frame(morph_id, index if isinstance(index, int) else str(index))
+        except (BadArguments, UnknownJob) as exc:  # pruned at once, or not written: the event goes without
+            logger.debug("morph frame %s/%s not offered to the pages: %s", morph_id, index, exc)
+            return None
+
+    def _preview(self, job_id: str, text: str) -> None:
+        if not self._newest.is_ended(job_id):
+            self._queue(text, key=f"preview {job_id}", job=job_id)
 
     async def _world(self, job_id: str) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
@@ -206,6 +264,8 @@ class PageHub:
         except OSError as exc:
             logger.warning("cannot offer job %s to the page: %s", job_id, exc)
             return None
+        if self._morphs is not None and self._morphs.has(job_id):
+            urls["morph"] = f"/morph/{job_id}"  # a morph's world: the page can play the way it came
         return {"job_id": world.job_id, **world.info, **urls}
 
     def _send(self, number: int, text: str) -> None:
@@ -213,14 +273,15 @@ class PageHub:
         if number in self._pages:
             self._queue(text, to=number)
 
-    def _queue(self, text: str, key: str | None = None, to: int | None = None) -> None:
+    def _queue(self, text: str, key: str | None = None, to: int | None = None, job: str | None = None) -> None:
         """``text`` for every page (``to`` None) or one, framed once; it goes out at the next turn of the
-        loop, or, with a ``key`` (only the newest of each key waits), within :data:`COALESCE_S`."""
+        loop, or, with a ``key`` (only the newest of each key waits), within :data:`COALESCE_S`. ``job``:
+        a preview of that job (a page that is behind gets only the newest, later)."""
         if not self._pages:
             return
         if key is not None:
             self._pending = [p for p in self._pending if p.key != key]
-        self._pending.append(_Pending(frame(text), key, to))
+        self._pending.append(_Pending(frame(text), key, to, job))
         loop = asyncio.get_running_loop()
         if key is None and not self._flush_now:
             if self._flush_at is not None:
@@ -235,12 +296,41 @@ class PageHub:
         self._flush_at, self._flush_now = None, False
         everyone = b"".join(p.frame for p in pending if p.to is None)
         own = {p.to for p in pending if p.to is not None}
+        previews = [p.job for p in pending if p.job is not None]
         for number, ws in list(self._pages.items()):
             data = everyone
-            if number in own:
-                data = b"".join(p.frame for p in pending if p.to is None or p.to == number)
+            behind = bool(previews) and self._outbox.unsent(ws) > 0
+            if number in own or behind:
+                data = self._frames_for(pending, number, behind)
+            else:
+                for job in previews:
+                    self._newest.sent(number, job)
             if data:
                 self._outbox.write(ws, data)
+        if len(self._newest) and self._release_at is None:
+            self._release_at = asyncio.get_running_loop().call_later(COALESCE_S, self._release)
+
+    def _frames_for(self, pending: list[_Pending], number: int, behind: bool) -> bytes:
+        """What page ``number`` is written of ``pending``: its own and everyone's, in order; a page that
+        is ``behind`` gets no preview now (the newest of each job is held for it)."""
+        parts: list[bytes] = []
+        for p in pending:
+            if p.to is not None and p.to != number:
+                continue
+            if p.job is not None:
+                if behind:
+                    self._newest.hold(number, p.job, p.frame)
+                    continue
+                self._newest.sent(number, p.job)
+            parts.append(p.frame)
+        return b"".join(parts)
+
+    def _release(self) -> None:
+        """Write each held preview to its page once the page has taken what it was written before."""
+        self._release_at = None
+        self._newest.release(self._pages, self._outbox)
+        if len(self._newest):
+            self._release_at = asyncio.get_running_loop().call_later(COALESCE_S, self._release)
 
     async def _watch_status(self) -> None:
         while True:

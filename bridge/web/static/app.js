@@ -3,6 +3,7 @@
 // OSC message ({"id", "address", "args"}) and every event the OSC subscribers get arrives
 // here too. docs/web.md describes the protocol.
 import { Viewer } from "./viewer.js";
+import * as live from "./live.js";
 import { renderModeration, setupVisitors } from "./moderation.js";
 import { renderShow, setupShow } from "./showpanel.js";
 
@@ -88,6 +89,7 @@ function askToken() {
 function receive(m) {
   if (m.type === "hello") return hello(m);
   if (m.type === "status") return status(m);
+  if (m.type === "preview") return live.preview(m);
   if (m.type === "event") {
     page.arrived.push({ address: m.address, t: m.t, at: Date.now() });
     if (page.arrived.length > 100) page.arrived.shift();
@@ -125,23 +127,32 @@ function event(address, args, m) {
       if (!first || first.id === id) progress(step, total, id);
       break;
     }
-    case "/ldm3d/ready":
+    case "/ldm3d/ready": {
       timeDone(args[0]);
+      const fresh = live.justMade(args[0]) || isRunning(args[0]);  // a morph just made (not recalled) plays
+      live.ended(args[0], m.world);
       // Only a job that ran fills the bar, and only for a moment: a recall or a cue ran nothing.
       if (page.status?.running?.some((job) => job.id === args[0])) progress(1, 1);
       if (m.world) {
         if (!m.world.scene && !page.history.some((w) => w.job_id === m.world.job_id)) page.history.unshift(m.world);
         page.onScreen = m.world.job_id;
-        if (page.live) showWorld(m.world, m.t);
+        if (page.live && m.world.morph && fresh) playMorph(m.world, m.t);
+        else if (page.live) showWorld(m.world, m.t);
         renderHistory();
       }
       break;
+    }
+    case "/ldm3d/morph/frame":
+      live.morphFrame(args, m.frame);
+      break;
     case "/ldm3d/error":
+      live.ended(args[0]);
       if (args[0] && page.cancelling === args[0]) cancelled();
       delete page.timing[args[0]];
       note(args[1], (args[0] ? `job ${args[0]}: ` : "") + args[2]);
       break;
     case "/ldm3d/cancelled":
+      live.ended(args[0]);
       delete page.timing[args[0]];
       if (page.cancelling === args[0]) cancelled();
       note("cancelled", `job ${args[0]} was cancelled`, "info");
@@ -294,15 +305,34 @@ function renderHistory() {
       send("/ldm3d/recall", w.job_id);
     };
     card.append(open, live);
+    if (w.morph) {
+      const play = document.createElement("button");
+      play.type = "button"; play.className = "play"; play.textContent = "▶ Play the morph";
+      play.title = "play the way to this world here only (not on the dome)";
+      play.onclick = () => { page.live = false; $("live").hidden = false; playMorph(w); };
+      card.append(play);
+    }
     box.append(card);
   }
 }
 
-async function showWorld(world, sentAt) {
-  if (!page.viewer) return;
+function label(world) {
   page.onScreen = page.live ? world.job_id : page.onScreen;
   $("empty-hint").hidden = true;
   $("world-label").textContent = `${page.live ? "on screen" : "preview, not on the dome"}: ${world.prompt} · ${world.width}×${world.height} · seed ${world.seed}`;
+}
+
+function playMorph(world, sentAt) {
+  if (!page.viewer) return;
+  label(world);
+  world.sentAt = sentAt;
+  live.play(world);
+}
+
+async function showWorld(world, sentAt) {
+  if (!page.viewer) return;
+  live.stop();
+  label(world);
   try {
     world.sentAt = sentAt;
     await page.viewer.show(world, fetchWithToken);
@@ -392,6 +422,7 @@ async function start() {
   } catch (err) {
     note("viewer", `no 3D view on this device: ${err.message}`);
   }
+  live.setupLive(page, fetchWithToken, note);
   connect();
 }
 start();

@@ -3,7 +3,8 @@
 // ldm3d_displace.glsl (served at /ui/ldm3d_displace.glsl), the same file TouchDesigner's
 // GLSL MAT and the headless preview compile. Depth arrives as raw uint16 and is uploaded
 // as a 32-bit float texture (exact: 16 bits fit a float's 24-bit mantissa), read with
-// nearest filtering as the shared shader expects.
+// nearest filtering as the shared shader expects. A world still forming (a preview of a running
+// job, a morph's frame as it renders) is shown the same way at its own size, greyed and dimmed.
 import * as THREE from "three";
 
 const COLUMNS = 256, ROWS = 128, BASE_RADIUS = 10;
@@ -32,10 +33,19 @@ const FRAGMENT = `
 uniform sampler2D uRgbA;
 uniform sampler2D uRgbB;
 uniform float uMix;
+uniform float uFormingA;
+uniform float uFormingB;
 in vec2 vUv;
 layout(location = 0) out vec4 fragColor;
+// A world still forming (forming = 1): greyed toward a cool grey and dimmed; 0 leaves the colour as it is.
+vec3 forming(vec3 c, float f) {
+  float grey = dot(c, vec3(0.299, 0.587, 0.114));
+  return mix(c, vec3(0.85, 0.95, 1.1) * grey, 0.7 * f) * (1.0 - 0.25 * f);
+}
 void main() {
-  fragColor = vec4(mix(texture(uRgbA, vUv).rgb, texture(uRgbB, vUv).rgb, uMix), 1.0);
+  vec3 a = forming(texture(uRgbA, vUv).rgb, uFormingA);
+  vec3 b = forming(texture(uRgbB, vUv).rgb, uFormingB);
+  fragColor = vec4(mix(a, b, uMix), 1.0);
 }`;
 
 /** The sphere grid of bridge/render/sphere.py: texture coordinates only (v = 0 is the image's bottom row). */
@@ -84,6 +94,13 @@ function depthTexture(floats, width, height) {
   return t;
 }
 
+/** Base64 → bytes. */
+function unbase64(text) {
+  const raw = atob(text), out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
 function rgbTexture(bitmap) {
   const t = new THREE.Texture(bitmap);
   t.flipY = false;  // the bitmap is decoded bottom row first already
@@ -112,6 +129,7 @@ export class Viewer {
     this.uniforms = {
       uDepthA: { value: blankDepth }, uDepthB: { value: blankDepth }, uRgbA: { value: blankRgb }, uRgbB: { value: blankRgb },
       uMix: { value: 0 }, uStrength: { value: 1 }, uBaseRadius: { value: BASE_RADIUS },
+      uFormingA: { value: 0 }, uFormingB: { value: 0 },
     };
     const { uv, index } = sphereGrid();
     const geometry = new THREE.BufferGeometry();
@@ -126,7 +144,10 @@ export class Viewer {
     mesh.frustumCulled = false;  // positions come from the shader
     this.scene.add(mesh);
     this.world = null; this.fade = null; this.fadeSeconds = 1.0; this.dirty = true;
+    this.shown = null;  // what is on screen (faded to): a world, or {kind: "preview" | "frame", …}
+    this._puts = 0;  // how many times something was put on screen (a preview decoded meanwhile is stale)
     this.onDrawn = null;  // called with a world the first time a frame shows it
+    this.onShown = null;  // called with whatever is shown (a world, a preview, a morph frame) when first drawn
     this._drawnPending = null;
     this._controls();
     new ResizeObserver(() => this._resize()).observe(canvas);
@@ -169,30 +190,77 @@ export class Viewer {
 
   /** Fetch a world's textures and crossfade to it. `fetcher(url)` adds the token. */
   async show(world, fetcher) {
+    this.put(await this.load(world, fetcher), world);
+  }
+
+  /** Fetch and decode the textures of a world or a morph's frame ({rgb, depth, width, height}: URLs). */
+  async load(item, fetcher) {
     const [rgbBlob, depthBuffer] = await Promise.all([
-      fetcher(world.rgb).then((r) => { if (!r.ok) throw new Error(`rgb: HTTP ${r.status}`); return r.blob(); }),
-      fetcher(world.depth).then((r) => { if (!r.ok) throw new Error(`depth: HTTP ${r.status}`); return r.arrayBuffer(); }),
+      fetcher(item.rgb).then((r) => { if (!r.ok) throw new Error(`rgb: HTTP ${r.status}`); return r.blob(); }),
+      fetcher(item.depth).then((r) => { if (!r.ok) throw new Error(`depth: HTTP ${r.status}`); return r.arrayBuffer(); }),
     ]);
     const bitmap = await createImageBitmap(rgbBlob, { imageOrientation: "flipY" });
-    const floats = depthFloats(depthBuffer, world.width, world.height);
+    return { bitmap, floats: depthFloats(depthBuffer, item.width, item.height), width: item.width, height: item.height };
+  }
+
+  /** A preview of a running job's world (the page's `preview` message: an RGB PNG data URL and the depth as
+   * base64 raw uint16), shown forming. A newer preview of the same job replaces it in place. False when
+   * something else was put on screen while it was decoded (it is stale), or `wanted()` says no more. */
+  async showPreview(p, wanted = () => true) {
+    const at = this._puts;
+    const png = new Blob([unbase64(p.rgb.slice(p.rgb.indexOf(",") + 1))], { type: "image/png" });
+    const bitmap = await createImageBitmap(png, { imageOrientation: "flipY" });
+    const floats = depthFloats(unbase64(p.depth).buffer, p.width, p.height);
+    if (this._puts !== at || !wanted()) return false;
+    const inPlace = this.shown?.kind === "preview" && this.shown.job === p.job;
+    const item = { kind: "preview", job: p.job, step: p.step, total: p.total };
+    this.put({ bitmap, floats, width: p.width, height: p.height }, item, { forming: true, inPlace, fadeSeconds: 0.4 });
+    return true;
+  }
+
+  /** Put decoded textures (load()'s) on screen, crossfading over `fadeSeconds` from what is shown.
+   * `forming`: the forming look. `inPlace`: replace what is shown (a newer preview), its fade going on. */
+  put({ bitmap, floats, width, height }, item, { fadeSeconds = this.fadeSeconds, forming = false, inPlace = false } = {}) {
     const u = this.uniforms;
-    if (this.world) {  // the world on screen becomes the one faded from (a fade cut short ends where it is)
-      if (u.uRgbA.value !== this.blank.rgb) { u.uRgbA.value.dispose(); u.uDepthA.value.dispose(); }
-      u.uRgbA.value = u.uRgbB.value; u.uDepthA.value = u.uDepthB.value;
+    this._puts++;
+    if (inPlace) {
+      if (u.uRgbB.value !== this.blank.rgb) { u.uRgbB.value.dispose(); u.uDepthB.value.dispose(); }
+    } else {
+      const fading = Boolean(this.shown) && fadeSeconds > 0;
+      if (this.shown) {  // what is on screen becomes what is faded from (a fade cut short ends where it is)
+        if (u.uRgbA.value !== this.blank.rgb) { u.uRgbA.value.dispose(); u.uDepthA.value.dispose(); }
+        u.uRgbA.value = u.uRgbB.value; u.uDepthA.value = u.uDepthB.value; u.uFormingA.value = u.uFormingB.value;
+      }
+      u.uMix.value = fading ? 0 : 1;
+      this.fade = fading ? { start: performance.now(), seconds: fadeSeconds } : null;
     }
     u.uRgbB.value = rgbTexture(bitmap);
-    u.uDepthB.value = depthTexture(floats, world.width, world.height);
-    u.uMix.value = this.world ? 0 : 1;
-    this.fade = this.world ? { start: performance.now() } : null;
-    this.world = world;
-    if (this.inset) drawDepth(this.inset, floats, world.width, world.height);
-    this._drawnPending = world;
+    u.uDepthB.value = depthTexture(floats, width, height);
+    u.uFormingB.value = forming ? 1 : 0;
+    this.shown = item;
+    if (!item.kind) this.world = item;
+    if (this.inset) drawDepth(this.inset, floats, width, height);
+    this._drawnPending = item;
+    this.dirty = true;
+  }
+
+  /** Nothing on screen (a first job cancelled while it formed): the empty sphere. */
+  clear() {
+    const u = this.uniforms;
+    this._puts++;
+    if (!this.shown) return;
+    if (u.uRgbA.value !== this.blank.rgb) { u.uRgbA.value.dispose(); u.uDepthA.value.dispose(); }
+    u.uRgbA.value = u.uRgbB.value; u.uDepthA.value = u.uDepthB.value; u.uFormingA.value = u.uFormingB.value;
+    u.uRgbB.value = this.blank.rgb; u.uDepthB.value = this.blank.depth; u.uFormingB.value = 0;
+    u.uMix.value = 0;
+    this.fade = { start: performance.now(), seconds: 0.4 };
+    this.shown = null; this.world = null;
     this.dirty = true;
   }
 
   _frame(now) {
     if (this.fade) {
-      const t = Math.min(1, (now - this.fade.start) / (1000 * this.fadeSeconds));
+      const t = Math.min(1, (now - this.fade.start) / (1000 * this.fade.seconds));
       this.uniforms.uMix.value = t * t * (3 - 2 * t);
       if (t >= 1) this.fade = null;
       this.dirty = true;
@@ -204,7 +272,12 @@ export class Viewer {
     this._forward.set(0, 0, -1).applyQuaternion(this.camera.quaternion);
     this.camera.position.copy(this._forward).multiplyScalar(-this.orbit * BASE_RADIUS);
     this.renderer.render(this.scene, this.camera);
-    if (this._drawnPending && this.onDrawn) { const w = this._drawnPending; this._drawnPending = null; this.onDrawn(w); }
+    if (this._drawnPending) {
+      const item = this._drawnPending;
+      this._drawnPending = null;
+      if (!item.kind && this.onDrawn) this.onDrawn(item);
+      if (this.onShown) this.onShown(item);
+    }
   }
 
   _resize() {
