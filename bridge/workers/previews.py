@@ -13,7 +13,8 @@ thread then, for each mailbox:
    the subscribers, unless the job has ended: no preview follows a job's ``/ldm3d/ready``,
    ``/ldm3d/cancelled`` or ``/ldm3d/error`` (checked under the job's own lock, the one its final
    message is claimed under);
-3. hands the PNGs to the observers (the operator pages, over their WebSocket: no files).
+3. hands the PNGs to the observers (the operator pages, over their WebSocket: no files), under
+   the same lock, so no observer hears of a preview after the job's end either.
 
 Previews come at most ``progress_hz`` times a second per job, as progress does; pre-generation
 (quiet jobs) has none.
@@ -137,9 +138,13 @@ class PreviewDesk:
             paths.append(self._writer.announced(folder / name))
         args: tuple[Arg, ...] = (job.id, preview.step, preview.total, *paths)
         targets = [job.sender, *self._notifier.subscribers]
-        if job.unless_ended(lambda: self._notifier.event(targets, "/ldm3d/preview", *args)):
+
+        def announce() -> None:  # under the job's lock: its final message cannot come first
+            self._notifier.event(targets, "/ldm3d/preview", *args)
             for observer in list(self.observers):
                 observer(job.id, preview.step, preview.total, rgb, depth)
+
+        job.unless_ended(announce)
 
 
 def _replace(path: Path, data: bytes) -> bool:
