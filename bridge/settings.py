@@ -164,6 +164,9 @@ class BridgeSettings:
     vae_tiling: bool = False
     #: The upscaler for /ldm3d/upscale (ldm3d-sr), loaded beside the main model on the same device.
     upscale_model: str | None = None
+    #: A text → 3D object model for /ldm3d/object (ln3diff, tiny-ln3diff; docs/objects.md), loaded beside
+    #: the main model on each worker's device. None: /ldm3d/object is off.
+    object_model: str | None = None
     #: A depth estimator beside the model (dpt-large, dpt-hybrid, tiny-dpt or a folder): /ldm3d/depth, and
     #: img2img without a depth map. None: none for LDM3D models (an RGB-only model brings its preset's).
     depth_model: str | None = None
@@ -258,6 +261,8 @@ class BridgeSettings:
                 )
             if self.device not in ("cuda", "cpu"):
                 raise bad("device", "with ray, use cuda (Ray gives each actor one GPU) or cpu")
+            if self.object_model is not None:
+                raise bad("object_model", "not with ray yet: object models run in workers of this process (no --ray)")
         if not 1 <= self.ray_workers <= 1024:
             raise bad("ray_workers", "use 1..1024")
         if not 1 <= self.http_connections_per_host <= self.http_max_connections:

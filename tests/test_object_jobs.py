@@ -4,12 +4,25 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trimesh
 
 from bridge.cli.main import main
+from bridge.contract.engine_api import LocalSlot
+from bridge.osc.client import FINAL, OscClient
+from bridge.osc.codec import Arg, Message
+from bridge.serve.server import Bridge
+from ldm3d_engine.object_types import ObjectEngineLike
+from tests.waits import until_final
+
+Start = Callable[..., Bridge]
+ClientFor = Callable[[Bridge], OscClient]
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,3 +79,130 @@ def test_a_bad_object_request_or_a_missing_model_is_one_line_and_status_1(
     last = err.strip().splitlines()[-1]
     assert says in last and last.startswith("ldm3d-bridge: error: ")
     assert not (tmp_path / "out" / "objects").exists()
+
+
+# -- over OSC ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_objects(tiny_dir: Path) -> ObjectEngineLike:
+    """tiny-ln3diff on the CPU, loaded once for every bridge of this module."""
+    from ldm3d_engine import EngineSettings, load_object_engine
+
+    return load_object_engine(EngineSettings(device="cpu", tiny_dir=str(tiny_dir)), "tiny-ln3diff")
+
+
+@pytest.fixture
+def object_bridge(
+    start_bridge: Start, load_tiny: Callable[[str], Any], tiny_objects: ObjectEngineLike
+) -> Callable[..., Bridge]:
+    """``object_bridge(workers=1, **settings)``: a bridge with tiny-ln3diff beside the world model."""
+
+    def start(workers: int = 1, **overrides: object) -> Bridge:
+        slots = [
+            LocalSlot(lambda: load_tiny("tiny"), where=f"cpu {i}", objects=lambda: tiny_objects) for i in range(workers)
+        ]
+        return start_bridge(slots=slots, object_model="tiny-ln3diff", progress_hz=1000.0, **overrides)
+
+    return start
+
+
+def _started(client: OscClient, *message: object) -> str:
+    client.send(*message)  # type: ignore[arg-type]
+    answer = client.wait_for(["/ldm3d/accepted", "/ldm3d/error"], 10)[-1]
+    assert answer.address == "/ldm3d/accepted", answer
+    return str(answer.args[0])
+
+
+def test_an_object_job_over_osc_ends_in_object_ready_with_files_trimesh_reads(
+    object_bridge: Callable[..., Bridge],
+    client_for: ClientFor,
+    caplog: pytest.LogCaptureFixture,
+    tiny_objects: ObjectEngineLike,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.workers.pool")
+    bridge = object_bridge(workers=2, announce_root="Z:\\share")
+    deadline = time.monotonic() + 60
+    while bridge.pool.alive < 2 and time.monotonic() < deadline:  # the second worker loads after the first
+        time.sleep(0.05)
+    assert bridge.pool.alive == 2
+    client = client_for(bridge)
+    job_id = _started(client, "/ldm3d/object", "a red lantern", "seed", 7, "steps", 2, "resolution", 16)
+    seen: list[Message] = []
+    while not seen or seen[-1].address not in FINAL:
+        message = client.receive(60)
+        assert message is not None, f"job {job_id} did not end: {seen}"
+        if message.args and message.args[0] == job_id:
+            seen.append(message)
+    end = seen[-1]
+    assert end.address == "/ldm3d/object/ready", end
+    assert [m.args[1:] for m in seen if m.address == "/ldm3d/progress"][-1] == (2, 2)
+    assert end.args == (job_id, f"Z:/share/objects/{job_id}/mesh.obj", f"Z:/share/objects/{job_id}/mesh.glb")
+    folder = Path(bridge.settings.output).resolve() / "objects" / job_id
+    meta = json.loads((folder / "meta.json").read_text())
+    assert (meta["kind"], meta["prompt"], meta["seed"], meta["steps"], meta["resolution"]) == (
+        "object",
+        "a red lantern",
+        7,
+        2,
+        16,
+    )
+    mesh = trimesh.load(folder / "mesh.obj", process=False, force="mesh")
+    assert (len(mesh.vertices), len(mesh.faces)) == (meta["vertices"], meta["faces"]) and meta["faces"] > 0
+    # an object is no world: no latest.json, and /ldm3d/recall does not know it
+    assert bridge.writer.latest() is None
+    client.send("/ldm3d/recall", job_id)
+    error = client.wait_for(["/ldm3d/error"], 10)[-1]
+    assert error.args[1] == "unknown_job"
+    licences = [r.getMessage() for r in caplog.records if "licence" in r.getMessage()]
+    assert len(licences) == 1 and tiny_objects.licence in licences[0]  # once, for two workers
+
+
+@pytest.mark.parametrize(
+    ("options", "code", "says"),
+    [
+        (("steps", 0), "bad_arguments", "steps 0 is out of range"),
+        (("resolution", 100000), "bad_arguments", "resolution 100000"),
+        (("seed", -2), "bad_arguments", "seed -2"),
+        (("width", 64), "bad_arguments", "unknown option 'width'"),
+    ],
+)
+def test_a_bad_object_request_is_refused_before_the_queue_naming_the_field(
+    object_bridge: Callable[..., Bridge], client_for: ClientFor, options: tuple[Arg, ...], code: str, says: str
+) -> None:
+    client = client_for(object_bridge())
+    client.send("/ldm3d/object", "a cup", *options)
+    error = client.wait_for(["/ldm3d/error", "/ldm3d/accepted"], 10)[-1]
+    assert error.address == "/ldm3d/error" and error.args[:2] == ("", code) and says in str(error.args[2])
+
+
+def test_without_an_object_model_object_is_not_supported(start_bridge: Start, client_for: ClientFor) -> None:
+    client = client_for(start_bridge())
+    client.send("/ldm3d/object", "a cup")
+    error = client.wait_for(["/ldm3d/error", "/ldm3d/accepted"], 10)[-1]
+    assert error.args[:2] == ("", "not_supported") and "--object-model" in str(error.args[2])
+
+
+def test_an_object_job_is_cancelled_as_any_job(object_bridge: Callable[..., Bridge], client_for: ClientFor) -> None:
+    bridge = object_bridge()
+    client = client_for(bridge)
+    job_id = _started(client, "/ldm3d/object", "a slow cup", "steps", 1000, "resolution", 16)
+    client.wait_for(["/ldm3d/progress"], 30, job_id=job_id)
+    client.send("/ldm3d/cancel", job_id)
+    assert until_final(client, job_id).address == "/ldm3d/cancelled"
+    assert not (Path(bridge.settings.output) / "objects" / job_id).exists()
+
+
+def test_an_object_job_past_its_timeout_ends_in_timeout(
+    object_bridge: Callable[..., Bridge], client_for: ClientFor
+) -> None:
+    client = client_for(object_bridge(job_timeout_s=0.5))
+    job_id = _started(client, "/ldm3d/object", "a slow cup", "steps", 1000, "resolution", 16)
+    end = until_final(client, job_id)
+    assert end.address == "/ldm3d/error" and end.args[1] == "timeout", end
+
+
+def test_ray_workers_refuse_an_object_model_at_start(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--ray", "local", "--object-model", "tiny-ln3diff", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "object_model='tiny-ln3diff': not with ray yet" in err

@@ -24,6 +24,7 @@ ADDRESSES = [
     *sorted(OUTGOING),
     *(f"/ldm3d/{name}" for name in ("generate", "img2img", "depth", "upscale", "morph", "prompt", "negative", "seed")),
     "/ldm3d/steps",
+    "/ldm3d/object",
     *(f"/ldm3d/{name}" for name in ("guidance", "strength", "scheduler", "sampling", "size", "go", "cancel")),
     *(f"/ldm3d/{name}" for name in ("recall", "subscribe", "unsubscribe", "status", "ping", "stats", "workers")),
     *(f"/ldm3d/{name}/norm" for name in ("steps", "guidance", "strength", "seed", "prompt")),
@@ -82,6 +83,7 @@ SHAPES: list[tuple[Arg, ...]] = [
     ("a prompt", "guidance", 7.5, "negative", "x", "width", 512, "height", 256, "model", "m"),
     ("a prompt", "scheduler", "ddim", "seamless", 1, "sampling", "fast", "format", "png"),
     ("a prompt", 5, 6),
+    ("a prompt", "resolution", 64, "steps", 10, "guidance", 6.5),
 ]
 
 

@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token-file", help="file holding the shared secret every message must carry")
     serve.add_argument("--upscale-model", help="load this upscaler (ldm3d-sr) for /ldm3d/upscale")
     serve.add_argument(
+        "--object-model",
+        help="load this text → 3D model for /ldm3d/object (ln3diff: non-commercial; shap-e; tiny-ln3diff; tiny-shap-e)",
+    )
+    serve.add_argument(
         "--visitors", action="store_const", const=True, help="serve the public visitor page at /visit (a prompt box)"
     )
     serve.add_argument(
@@ -201,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     obj = sub.add_parser("object", help="one text → 3D object (mesh.obj + mesh.glb), no server")
     obj.add_argument("prompt")
-    obj.add_argument("--object-model", required=True, help="ln3diff (S-Lab licence, non-commercial) or tiny-ln3diff")
+    obj.add_argument(
+        "--object-model",
+        required=True,
+        help="ln3diff (S-Lab licence: non-commercial), shap-e (MIT), tiny-ln3diff or tiny-shap-e (offline)",
+    )
     obj.add_argument("--seed", type=int, default=-1)
     obj.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     obj.add_argument("--guidance", type=float, help="classifier-free guidance (default: the model's)")

@@ -86,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags["allow_origin"] = tuple(args.allow_origin) if args.allow_origin else None
     flags["input_dirs"] = tuple(args.input_dirs) if args.input_dirs else None
     flags["upscale_model"] = args.upscale_model
+    flags["object_model"] = args.object_model
     for name in ("sampling", "compile", "offload", "vae_tiling", "ray", "ray_workers", "show", "prompt_rules"):
         flags[name] = getattr(args, name)
     for name in ("visitors", "moderate", "visitor_url"):
@@ -116,7 +117,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             *ray_slots(cluster, settings.ray_workers, build, build_upscaler, gpus, settings.worker_start_timeout_s)
         ]
     else:
-        slots = [LocalSlot(*_builders(settings, device), where=device) for device in settings.devices]
+        slots = [
+            LocalSlot(*_builders(settings, device), where=device, objects=_object_builder(settings, device))
+            for device in settings.devices
+        ]
     try:
         bridge = Bridge(settings, slots=slots)
         stop = threading.Event()
@@ -205,6 +209,15 @@ def _builders(settings: BridgeSettings, device: str) -> tuple[Callable[[], Any],
             load_engine, dataclasses.replace(main, model=settings.upscale_model, preset=None, depth_model=None)
         )
     return functools.partial(load_engine, main), upscaler
+
+
+def _object_builder(settings: BridgeSettings, device: str) -> Callable[[], Any] | None:
+    """What loads the object model (``object_model``) on ``device``, or None: none."""
+    from ldm3d_engine import load_object_engine
+
+    if settings.object_model is None:
+        return None
+    return functools.partial(load_object_engine, engine_settings(settings, device), settings.object_model)
 
 
 def _parse_arg(text: str) -> int | float | str:

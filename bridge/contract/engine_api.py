@@ -9,11 +9,12 @@ or faults). Each worker of the bridge's pool has an :class:`EngineSlot`: a :clas
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from ldm3d_engine.object_types import ObjectEngineLike
 from ldm3d_engine.types import (
     CancelToken,
     DepthRequest,
@@ -140,18 +141,30 @@ class EngineSlot(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ObjectSlot(Protocol):
+    """A slot that may hold a text → 3D object model beside its engine (only :class:`LocalSlot`, so far)."""
+
+    def open_objects(self) -> ObjectEngineLike | None:
+        """Load the object model (after :meth:`EngineSlot.open`, on the same device), or None: none."""
+        ...
+
+
 class LocalSlot:
-    """An engine in this process, loaded by ``engine_factory`` (on one device) in the worker's thread."""
+    """An engine in this process, loaded by ``engine_factory`` (on one device) in the worker's thread;
+    beside it the upscaler and the object model, when the bridge has them."""
 
     def __init__(
         self,
         engine_factory: Callable[[], EngineLike],
         upscaler_factory: Callable[[], EngineLike] | None = None,
         where: str = "this process",
+        objects: Callable[[], ObjectEngineLike] | None = None,
     ) -> None:
         self._engine_factory = engine_factory
         self._upscaler_factory = upscaler_factory
         self._where = where
+        self._objects = objects
 
     @property
     def where(self) -> str:
@@ -160,6 +173,9 @@ class LocalSlot:
     def open(self) -> tuple[EngineLike, EngineLike | None]:
         engine = self._engine_factory()  # ldm3d_engine.load_engine lets one load run at a time
         return engine, self._upscaler_factory() if self._upscaler_factory is not None else None
+
+    def open_objects(self) -> ObjectEngineLike | None:
+        return self._objects() if self._objects is not None else None
 
     def alive(self) -> bool:
         return True

@@ -60,6 +60,7 @@ OUTGOING = frozenset(
         "moderation/dropped",
         "preview",
         "morph/frame",
+        "object/ready",
     )
 )
 
@@ -107,6 +108,8 @@ MORPH_OPTION_TYPES: dict[str, str] = {
     "preview_every": "int",
     "format": "str",
 }
+#: /ldm3d/object options (text → 3D: the seed, the sampler, the marching-cubes grid).
+OBJECT_OPTION_TYPES: dict[str, str] = {"seed": "int", "steps": "int", "guidance": "float", "resolution": "int"}
 #: /ldm3d/upscale options.
 UPSCALE_OPTION_TYPES: dict[str, str] = {
     "prompt": "str",
@@ -159,6 +162,14 @@ class Morph:
 
     from_job: str
     to: str  # a finished job's id, or a prompt (the first world's settings, a new seed)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Object:
+    """``/ldm3d/object <prompt>``: a text → 3D object (``objects/<id>/``: mesh.obj, mesh.glb)."""
+
+    prompt: str
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -294,6 +305,7 @@ Command = (
     | Depth
     | Upscale
     | Morph
+    | Object
     | SetStage
     | SetStageNorm
     | Display
@@ -473,6 +485,14 @@ def parse(message: Message) -> Command:
         from_job = _job_id(args[0], address)
         to = as_str(args[1], "/ldm3d/morph: the second world (a job id or a prompt)")
         return Morph(from_job, to, parse_options(args[2:], address, MORPH_OPTION_TYPES))
+    if name == "object":
+        if not args:
+            raise BadArguments(
+                "/ldm3d/object needs a prompt, then optional key/value pairs (seed, steps, guidance, resolution)"
+            )
+        return Object(
+            as_str(args[0], "/ldm3d/object: the prompt"), parse_options(args[1:], address, OBJECT_OPTION_TYPES)
+        )
     if name == "show/load":
         if not 1 <= len(args) <= 2:
             raise BadArguments(
@@ -499,9 +519,9 @@ def parse(message: Message) -> Command:
     if name == "show/state":  # with arguments it is a bridge's answer, not a request
         return ShowControl("state") if not args else Ignored()
     raise UnknownAddress(
-        f"unknown address {address!r}; known: generate, img2img, depth, upscale, morph, prompt, negative, seed, steps, "
-        "guidance, strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, display/fade, "
-        "display/hold, display/blackout, display/strength, go, "
+        f"unknown address {address!r}; known: generate, img2img, depth, upscale, morph, object, prompt, negative, "
+        "seed, steps, guidance, strength, scheduler, sampling, size, steps/norm, guidance/norm, strength/norm, "
+        "display/fade, display/hold, display/blackout, display/strength, go, "
         "cancel, recall, subscribe, unsubscribe, status, stats, workers, ping, rules/reload, moderation/list, "
         "moderation/approve, moderation/reject, moderation/approve_device, show/load, show/state, "
         "show/start, show/stop, show/pause, show/resume, show/pregen, cue, cue/<number>, cue/go, cue/back, cue/list, "

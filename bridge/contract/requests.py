@@ -16,6 +16,7 @@ from bridge.output.images import check_depth16, image_size
 from bridge.output.writer import TextureWriter
 from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import EngineError
+from ldm3d_engine.object_types import ObjectEngineLike, ObjectRequest
 from ldm3d_engine.types import (
     UPSCALE_PROMPT,
     CancelToken,
@@ -108,6 +109,29 @@ def depth_request(
         except EngineError as exc:
             raise BadArguments(str(exc)) from None
     return request, {"image": str(path)}
+
+
+def object_request(
+    settings: BridgeSettings, prompt: str, options: dict[str, Any], objects: ObjectEngineLike | None
+) -> ObjectRequest:
+    """A text → 3D object request; refused now if the loaded object model would refuse it."""
+    if settings.object_model is None:
+        raise NotSupported(
+            "/ldm3d/object is off: start the bridge with --object-model ln3diff (or tiny-ln3diff, offline)"
+        )
+    request = ObjectRequest(
+        prompt,
+        seed=options.get("seed", -1),
+        steps=options.get("steps"),
+        guidance=options.get("guidance"),
+        resolution=options.get("resolution"),
+    )
+    if objects is not None:  # loaded: refuse bad requests now rather than after the queue
+        try:
+            objects.resolve_object(request)
+        except EngineError as exc:  # InvalidRequest names the field
+            raise BadArguments(str(exc)) from None
+    return request
 
 
 def upscale_request(

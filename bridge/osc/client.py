@@ -9,8 +9,8 @@ from types import TracebackType
 
 from bridge.osc.codec import Arg, MalformedPacket, Message, decode_packet, encode_message
 
-#: Messages that end a job.
-FINAL = frozenset({"/ldm3d/ready", "/ldm3d/error", "/ldm3d/cancelled"})
+#: Messages that end a job (an object job ends in ``/ldm3d/object/ready`` rather than ``/ldm3d/ready``).
+FINAL = frozenset({"/ldm3d/ready", "/ldm3d/object/ready", "/ldm3d/error", "/ldm3d/cancelled"})
 
 
 class OscClient:

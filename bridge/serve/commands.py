@@ -17,7 +17,7 @@ from bridge import __version__
 from bridge.contract import protocol
 from bridge.contract.morphs import MorphRequest, morph_request
 from bridge.contract.ranges import Ranges
-from bridge.contract.requests import depth_request, img2img_request, text_request, upscale_request
+from bridge.contract.requests import depth_request, img2img_request, object_request, text_request, upscale_request
 from bridge.errors import BadArguments, NotSupported, RateLimited, UnknownJob
 from bridge.notify.limits import Counters, TokenBuckets
 from bridge.notify.notifier import Notifier
@@ -33,6 +33,7 @@ from bridge.serve.visitors import VisitorDesk
 from bridge.settings import MAX_PREVIEW_EVERY, BridgeSettings
 from bridge.workers.jobs import Address, Job, JobQueue
 from bridge.workers.pool import WorkerPool
+from ldm3d_engine.object_types import ObjectRequest
 from ldm3d_engine.types import DepthRequest, GenerateRequest, UpscaleRequest
 
 logger = logging.getLogger("bridge.serve.server")
@@ -102,6 +103,8 @@ class Commands:
                         "/ldm3d/upscale is off: start the bridge with --upscale-model ldm3d-sr to load the upscaler"
                     )
                 submit(*upscale_request(self.settings, self.writer, job_id, options, self.pool.upscaler))
+            case protocol.Object(prompt, options):
+                submit(object_request(self.settings, prompt, options, self.pool.objects))
             case protocol.Morph(from_job, to, options):
                 request = morph_request(self.writer, from_job, to, options, self.pool.engine)
                 if request.to_job is None:
@@ -214,7 +217,7 @@ class Commands:
 
     def _submit(
         self,
-        request: GenerateRequest | UpscaleRequest | DepthRequest | MorphRequest,
+        request: GenerateRequest | UpscaleRequest | DepthRequest | MorphRequest | ObjectRequest,
         inputs: dict[str, str] | None = None,
         *,
         sender: Address,

@@ -86,6 +86,13 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
             WRITE,
             default=("", ""),
         ),
+        Node(
+            "/ldm3d/object",
+            "a text → 3D object job from a prompt (key/value options may follow)",
+            "s",
+            WRITE,
+            default=("",),
+        ),
         Node("/ldm3d/go", "a job from the stage values (a button: 0 is ignored)"),
         Node("/ldm3d/cancel", "cancel the running job (a button), or the job with this id", "s", WRITE, default=("",)),
         Node("/ldm3d/recall", "show an earlier job again (its id)", "s", WRITE, default=("",)),
@@ -254,6 +261,13 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
             "ssssiii",
             READ,
             default=("", "", "", "", 0, 0, 0),
+        ),
+        Node(
+            "/ldm3d/object/ready",
+            "the newest object: job id, mesh.obj, mesh.glb",
+            "sss",
+            READ,
+            default=("", "", ""),
         ),
         Node("/ldm3d/error", "the newest error: job id, code, message", "sss", READ, default=("", "", "")),
         Node(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from bridge.contract.morphs import MorphRequest
 from bridge.errors import QueueFull
 from bridge.settings import QUEUE_MODES
+from ldm3d_engine.object_types import ObjectRequest
 from ldm3d_engine.types import CancelToken, DepthRequest, GenerateRequest, UpscaleRequest
 
 Address = tuple[str, int]
@@ -19,8 +20,8 @@ Address = tuple[str, int]
 @dataclass
 class Job:
     id: str
-    #: GenerateRequest (text), Img2ImgRequest, DepthRequest, UpscaleRequest or MorphRequest.
-    request: GenerateRequest | UpscaleRequest | DepthRequest | MorphRequest
+    #: GenerateRequest (text), Img2ImgRequest, DepthRequest, UpscaleRequest, MorphRequest or ObjectRequest.
+    request: GenerateRequest | UpscaleRequest | DepthRequest | MorphRequest | ObjectRequest
     #: Who sent it: job notifications go there as well as to subscribers.
     sender: Address | None
     #: Files the job reads: img2img "image" and "depth_map"; depth "image"; upscale "rgb", "depth" and

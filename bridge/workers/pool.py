@@ -48,6 +48,7 @@ from bridge.workers.jobs import Job, JobQueue
 from bridge.workers.previews import PreviewDesk
 from bridge.workers.worker import Worker
 from bridge.workers.writes import Writes
+from ldm3d_engine.object_types import ObjectEngineLike
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,11 @@ class WorkerPool:
         return next((w.upscaler for w in self.workers if w.upscaler is not None), None)
 
     @property
+    def objects(self) -> ObjectEngineLike | None:
+        """An alive worker's object model (/ldm3d/object), or None."""
+        return next((w.objects for w in self.workers if w.objects is not None), None)
+
+    @property
     def threads(self) -> list[threading.Thread]:
         """The pool's threads besides its workers' (watched by the bridge's monitor): the writer and the previews'."""
         return [t for t in (self.writes.thread, self.previews.thread) if t.ident is not None]
@@ -270,6 +276,8 @@ class WorkerPool:
             first = not self._ever_ready
             self._ever_ready = True
         self._back()
+        if first and worker.objects is not None:  # said once, however many workers load it
+            logger.info("object model %s loaded; its licence: %s", worker.objects.model_id, worker.objects.licence)
         self.ready.set()
         if first:
             self._on_first_ready()

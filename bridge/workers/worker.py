@@ -46,10 +46,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.contract.engine_api import EngineFailure, EngineLike, EngineLost, EngineSlot
+from bridge.contract.engine_api import EngineFailure, EngineLike, EngineLost, EngineSlot, ObjectSlot
 from bridge.contract.morphs import MorphRequest
 from bridge.contract.requests import generate_then_upscale
-from bridge.errors import BadArguments, BridgeError
+from bridge.errors import BadArguments, BridgeError, NotSupported
 from bridge.notify.limits import Counters, LogLimiter
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
@@ -60,6 +60,7 @@ from bridge.workers.morphing import morph_frames
 from bridge.workers.previews import PreviewDesk
 from bridge.workers.writes import Discard, Finished, Frame, Writes, failed
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory, UnsafeContent
+from ldm3d_engine.object_types import MeshResult, ObjectEngineLike, ObjectRequest
 from ldm3d_engine.types import DepthRequest, GenerateRequest, Img2ImgRequest, Previews, RGBDResult, UpscaleRequest
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class Worker:
         self._stopping = threading.Event()
         self.engine: EngineLike | None = None
         self.upscaler: EngineLike | None = None
+        #: The text → 3D object model beside the engine (/ldm3d/object), or None.
+        self.objects: ObjectEngineLike | None = None
         #: loading, warming, idle, busy, restarting or failed.
         self.state = "loading"
         self.running: Job | None = None
@@ -139,7 +142,7 @@ class Worker:
     def restart(self) -> None:
         """A new thread after this one died: the engine is loaded again."""
         self.died = None
-        self.engine = self.upscaler = None
+        self.engine = self.upscaler = self.objects = None
         self.state = "restarting"
         self.thread = threading.Thread(target=self.run, name=self._thread_name(), daemon=True)
         self.thread.start()
@@ -187,6 +190,7 @@ class Worker:
         try:
             engine, upscaler = self.slot.open()
             logger.info("%s: model %s loaded in %.1f s", self.name, engine.model_id, time.perf_counter() - t0)
+            objects = self.slot.open_objects() if isinstance(self.slot, ObjectSlot) else None
             if self._settings.warmup:
                 self.state = "warming" if first else "restarting"
                 self._warm_up(engine)
@@ -201,7 +205,7 @@ class Worker:
                 return False
             self._log.warning("reopen", time.monotonic(), "%s could not be brought back yet: %s", self.name, reason)
             return False
-        self.engine, self.upscaler = engine, upscaler
+        self.engine, self.upscaler, self.objects = engine, upscaler, objects
         self.state = "idle"
         if not first:
             logger.info("%s is back", self.name)
@@ -286,7 +290,7 @@ class Worker:
     def _lose(self, why: str) -> None:
         self._counters.add("workers_lost")
         logger.error("%s was lost (%s); bringing it back", self.name, why)
-        self.engine = self.upscaler = None
+        self.engine = self.upscaler = self.objects = None
         self.state = "restarting"
 
     def _job_after_loss(self, job: Job, lost: EngineLost) -> Outcome | None:
@@ -358,7 +362,7 @@ class Worker:
                 logger.warning("job %s ran out of memory; retrying once with a freed cache", job.id)
                 engine.free_memory()
                 result = run()
-            if result.prompt_truncated and not job.quiet:
+            if isinstance(result, RGBDResult) and result.prompt_truncated and not job.quiet:
                 n.notify(job.sender, "/ldm3d/warning", job.id, "prompt_truncated", truncation_note(result))
             extra: dict[str, str] = {"worker": self.slot.where}
             if "source_job" in job.inputs:
@@ -385,9 +389,18 @@ class Worker:
             return notify, *failed(job, "engine_failed", f"{type(exc).__name__}: {exc}")
         return Finished(job, result, extra, notify)
 
-    def _runner(self, job: Job, on_step: Callable[[int, int], None]) -> tuple[EngineLike, Callable[[], RGBDResult]]:
-        """The engine a job runs on, and the call that runs it (done twice after out-of-memory)."""
+    def _runner(
+        self, job: Job, on_step: Callable[[int, int], None]
+    ) -> tuple[EngineLike, Callable[[], RGBDResult | MeshResult]]:
+        """The engine a job runs on (its ``free_memory`` after out-of-memory), and the call that runs it
+        (done twice after out-of-memory)."""
         request = job.request
+        if isinstance(request, ObjectRequest):
+            objects, engine = self.objects, self.engine
+            if objects is None:  # the intake refuses /ldm3d/object without an object model; a slot without one
+                raise NotSupported(f"{self.name} has no object model (its slot loads none)")
+            assert engine is not None
+            return engine, lambda: objects.generate_object(request, on_step=on_step, cancel=job.cancel)
         previews = self._previews.previews_for(job, self.index)
         if isinstance(request, MorphRequest):
             engine = self.engine

@@ -22,9 +22,11 @@ from bridge.errors import WriteFailed
 from bridge.notify.limits import LogLimiter
 from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
+from bridge.output.meshes import ObjectWriter
 from bridge.output.sequences import MorphFrames
 from bridge.output.writer import JobFiles, TextureWriter
 from bridge.workers.jobs import Address, Job
+from ldm3d_engine.object_types import MeshResult
 from ldm3d_engine.types import RGBDResult
 
 logger = logging.getLogger(__name__)
@@ -32,10 +34,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Finished:
-    """A computed job waiting for the writer thread (a morph: its last frame, the world it arrives at)."""
+    """A computed job waiting for the writer thread (a morph: its last frame, the world it arrives at;
+    an object job: its mesh, written into ``objects/`` and announced with ``/ldm3d/object/ready``)."""
 
     job: Job
-    result: RGBDResult
+    result: RGBDResult | MeshResult
     extra: dict[str, Any]
     notify: list[Address | None]
 
@@ -71,6 +74,7 @@ class Writes:
         self._on_scene = on_scene
         self._items: Queue[Finished | Frame | Discard | None] = Queue(maxsize=backlog)
         self._frames = MorphFrames(writer)
+        self._objects = ObjectWriter(writer)
         self.thread = threading.Thread(target=self._loop, name="ldm3d-writer", daemon=True)
         self._log = LogLimiter(logger)
 
@@ -85,12 +89,16 @@ class Writes:
             self.thread.join()
 
     def _loop(self) -> None:
+        self._objects.prepare()  # staging folders of a crashed run
         while (item := self._items.get()) is not None:
             if isinstance(item, Discard):
                 self._frames.discard(item.job.id)
                 continue
             if isinstance(item, Frame):
                 self._frame(item)
+                continue
+            if isinstance(item.result, MeshResult):
+                self._object(item, item.result)
                 continue
             job = item.job
             address: str
@@ -126,6 +134,34 @@ class Writes:
                 self._notifier.event(item.notify, address, *args)
                 job.finished(address)
 
+    def _object(self, item: Finished, result: MeshResult) -> None:
+        """Write an object job's folder, then ``/ldm3d/object/ready`` (or ``write_failed``)."""
+        job = item.job
+        address: str
+        args: tuple[Arg, ...]
+        try:
+            files = self._objects.write(job.id, result, item.extra)
+        except WriteFailed as exc:
+            address, args = failed(job, exc.code, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the writer thread must go on
+            self._log.exception("write", time.monotonic(), "writing object %s failed", job.id)
+            address, args = failed(job, "write_failed", f"{type(exc).__name__}: {exc}")
+        else:
+            t = result.timings
+            logger.info(
+                "object %s ready in %.2f s (denoise %.2f, mesh %.2f; %d vertices): %s",
+                job.id,
+                time.time() - job.created,
+                t.denoising_s,
+                t.meshing_s,
+                len(result.vertices),
+                files.folder,
+            )
+            address, args = "/ldm3d/object/ready", files.ready_args()
+        if job.claim_outcome():
+            self._notifier.event(item.notify, address, *args)
+            job.finished(address)
+
     def _frame(self, item: Frame) -> None:
         """Write a morph's frame and announce it (a frame that cannot be written is logged and skipped:
         the morph goes on; its end says whether it arrived)."""
@@ -151,15 +187,16 @@ class Writes:
 
     def _arrive(self, item: Finished, request: MorphRequest) -> JobFiles:
         """A morph's last frame: into its sequence (announced), then its job folder (the world it arrives at)."""
-        last = request.frames - 1
-        self._frame(Frame(item.job, last, item.result, item.notify))
+        last, result = request.frames - 1, item.result
+        assert isinstance(result, RGBDResult), "a morph's frames are worlds"
+        self._frame(Frame(item.job, last, result, item.notify))
         job = item.job
         info = {**request.describe(), "sequence": self._frames.manifest(job.id)}
         if job.scene_key is None:
-            files = self._writer.write(job.id, item.result, {**item.extra, "morph": info}, fmt=job.format)
+            files = self._writer.write(job.id, result, {**item.extra, "morph": info}, fmt=job.format)
         else:  # a morph cue's scene: its frames stay in morphs/<scene id>/ (scenes are never pruned)
             extra = {**item.extra, "morph": info, "scene_key": job.scene_key}
-            files = self._writer.write_scene(job.id, item.result, extra)
+            files = self._writer.write_scene(job.id, result, extra)
             self._on_scene(job.scene_key, files)
         self._frames.finish(job.id)
         return files
