@@ -18,7 +18,8 @@ from bridge.contract.engine_api import LocalSlot
 from bridge.osc.client import FINAL, OscClient
 from bridge.osc.codec import Arg, Message
 from bridge.serve.server import Bridge
-from ldm3d_engine.object_types import ObjectEngineLike
+from bridge.workers.jobs import Job
+from ldm3d_engine.object_types import ObjectEngineLike, ObjectRequest
 from tests.waits import until_final
 
 Start = Callable[..., Bridge]
@@ -206,3 +207,30 @@ def test_ray_workers_refuse_an_object_model_at_start(capsys: pytest.CaptureFixtu
     assert main(["serve", "--ray", "local", "--object-model", "tiny-ln3diff", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "object_model='tiny-ln3diff': not with ray yet" in err
+
+
+def test_object_jobs_share_the_rate_limit_and_the_page_lists_them_as_objects(
+    object_bridge: Callable[..., Bridge], client_for: ClientFor
+) -> None:
+    from bridge.serve.pages import _job
+
+    bridge = object_bridge(client_jobs_burst=1, client_jobs_per_s=0.01)
+    client = client_for(bridge)
+    job_id = _started(client, "/ldm3d/object", "a cup", "steps", 2, "resolution", 16)
+    client.send("/ldm3d/object", "a second cup")
+    error = client.wait_for(["/ldm3d/error"], 10)[-1]
+    assert error.args[:2] == ("", "rate_limited")
+    assert until_final(client, job_id).address == "/ldm3d/object/ready"
+    job = Job("20261207-000000-000-0001", ObjectRequest("a lamp"), None)
+    assert _job(job) == {"id": job.id, "prompt": "a lamp", "kind": "object", "background": False}
+
+
+def test_send_wait_follows_an_object_job_to_object_ready(
+    object_bridge: Callable[..., Bridge], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bridge = object_bridge()
+    port = bridge.address[1]
+    argv = ["send", "/ldm3d/object", "a cup", "steps", "2", "resolution", "16", "--port", str(port), "--wait"]
+    assert main([*argv, "--timeout", "60"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("/ldm3d/accepted ") and lines[-1].startswith("/ldm3d/object/ready ")

@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--host", default="127.0.0.1")
     send.add_argument("--port", type=int, default=9000)
     send.add_argument(
-        "--wait", action="store_true", help="wait for the job's end (/ldm3d/ready, /ldm3d/error or /ldm3d/cancelled)"
+        "--wait",
+        action="store_true",
+        help="wait for the job's end (/ldm3d/ready, /ldm3d/object/ready, /ldm3d/error or /ldm3d/cancelled)",
     )
     send.add_argument(
         "--timeout",

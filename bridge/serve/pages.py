@@ -34,6 +34,7 @@ from bridge.settings import BridgeSettings
 from bridge.web.page import World
 from bridge.workers.jobs import Address, Job, JobQueue
 from bridge.workers.pool import WorkerPool
+from ldm3d_engine.object_types import ObjectRequest
 from ldm3d_engine.types import DepthRequest, Img2ImgRequest, UpscaleRequest
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,8 @@ def _job(job: Job) -> dict[str, Any]:
     kind = "img2img" if isinstance(request, Img2ImgRequest) else "text"
     if isinstance(request, UpscaleRequest):
         kind = "upscale"
+    if isinstance(request, ObjectRequest):
+        kind = "object"
     if isinstance(request, DepthRequest):
         return {"id": job.id, "prompt": Path(job.inputs["image"]).name, "kind": "depth", "background": job.quiet}
     if isinstance(request, MorphRequest):
