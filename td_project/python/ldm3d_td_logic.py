@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 #: Jobs remembered as running (a bridge's queue is at most a few dozen).
 MAX_RUNNING = 64
 
