@@ -234,3 +234,14 @@ def test_send_wait_follows_an_object_job_to_object_ready(
     assert main([*argv, "--timeout", "60"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("/ldm3d/accepted ") and lines[-1].startswith("/ldm3d/object/ready ")
+
+
+def test_oscquery_names_the_object_command_and_its_end() -> None:
+    from bridge.contract.ranges import ranges_for
+    from bridge.web.oscquery import READ, WRITE, namespace
+
+    nodes = namespace(ranges_for("tiny-pano"))
+    command, end = nodes["/ldm3d/object"], nodes["/ldm3d/object/ready"]
+    assert (command.type, command.access) == ("s", WRITE)
+    assert (end.type, end.access, end.default) == ("sss", READ, ("", "", ""))
+    assert "/ldm3d/object/ready" in FINAL
