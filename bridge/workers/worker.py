@@ -270,13 +270,13 @@ class Worker:
             if isinstance(outcome, Finished):
                 self.deaths = 0
                 self._writes.put(outcome)  # the writer thread writes it while the next job denoises
-                outcome = None
-            elif isinstance(job.request, MorphRequest):  # cancelled, failed, timed out, put back
-                self._writes.put(Discard(job))  # its frames so far, after any still being written
-            if outcome is not None and job.claim_outcome():
-                targets, address, args = outcome
-                self._notifier.event(targets, address, *args)
-                job.finished(address)
+            else:
+                if isinstance(job.request, MorphRequest):  # cancelled, failed, timed out, put back
+                    self._writes.put(Discard(job))  # its frames so far, after any still being written
+                if outcome is not None and job.claim_outcome():
+                    targets, address, args = outcome
+                    self._notifier.event(targets, address, *args)
+                    job.finished(address)
             if lost is not None:
                 self._lose(str(lost))
                 return
