@@ -84,7 +84,9 @@ class InstantEngine:
     def free_memory(self) -> None:
         pass
 
-    def generate(self, request: GenerateRequest, on_step: object = None, cancel: object = None) -> RGBDResult:
+    def generate(
+        self, request: GenerateRequest, on_step: object = None, cancel: object = None, previews: object = None
+    ) -> RGBDResult:
         self.calls += 1
         return self.result
 

@@ -206,7 +206,7 @@ class Faulty:
     def free_memory(self) -> None:
         pass
 
-    def generate(self, request: GenerateRequest, on_step: Any = None, cancel: Any = None) -> Any:
+    def generate(self, request: GenerateRequest, on_step: Any = None, cancel: Any = None, previews: Any = None) -> Any:
         action = self.plan.pop(0) if self.plan else "ok"
         if action == "error":
             raise RuntimeError("injected engine error")
@@ -216,7 +216,7 @@ class Faulty:
             while not cancel.cancelled:
                 time.sleep(0.01)
             raise Cancelled(0, 1)
-        return self.real.generate(request, on_step=on_step, cancel=cancel)
+        return self.real.generate(request, on_step=on_step, cancel=cancel, previews=previews)
 
 
 def faults(engine: Any, tmp: Path) -> None:

@@ -71,6 +71,7 @@ class GpuStandIn:
         request: GenerateRequest,
         on_step: Callable[[int, int], None] | None = None,
         cancel: CancelToken | None = None,
+        previews: object = None,
     ) -> RGBDResult:
         for step in range(1, STEPS + 1):
             time.sleep(self.job_s / STEPS)

@@ -13,6 +13,7 @@ import pytest
 
 from bridge.cli.main import main
 from bridge.osc.client import OscClient
+from bridge.output.job_ids import JOB_ID_RE
 from bridge.serve.server import Bridge
 from ldm3d_engine.models.ldm3d import Engine
 
@@ -47,7 +48,7 @@ def test_a_refused_prompt_never_reaches_the_stage_or_the_queue(
     client.send("/ldm3d/stats")
     stats = client.wait_for(["/ldm3d/stats"], 10)[-1].args
     assert stats[stats.index("error_refused_prompt") + 1] == 6
-    assert len([p for p in bridge.writer.root.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1
+    assert len([p for p in bridge.writer.root.iterdir() if JOB_ID_RE.match(p.name)]) == 1  # the one job
 
 
 def test_rules_reload_over_osc_and_a_broken_file_keeps_the_previous_rules(

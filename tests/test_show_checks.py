@@ -85,7 +85,8 @@ def test_one_cue_with_several_mistakes_and_the_shows_own_are_all_reported() -> N
         "show.toml:8: the prompt is empty; say what the world should show",
         "show.toml:9: seed must be an integer, got 'x'",
         "show.toml:10: unknown cue key 'stpes'; a cue has number, name, prompt, negative, seed, steps, guidance, "
-        "width, height, sampling, scheduler, seamless, upscale, duration, continue, prewait, fade, goto",
+        "width, height, sampling, scheduler, seamless, upscale, duration, continue, prewait, fade, goto, morph, "
+        "morph_frames",
         'show.toml:11: continue = "follow" needs a duration (seconds before the next cue)',
         "show.toml:14: cue number '1' is used twice (cues 1 and 2)",
     )
