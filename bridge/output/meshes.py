@@ -28,13 +28,13 @@ import numpy.typing as npt
 from bridge.errors import WriteFailed
 from bridge.output.job_ids import JOB_ID_RE
 from bridge.output.writer import (
-    _OWN_STAGING,
+    OWN_STAGING,
     STAGING_PREFIX,
     TextureWriter,
-    _fsync_dir,
-    _versions,
-    _write_file,
     announce_path,
+    fsync_dir,
+    package_versions,
+    write_file,
 )
 from ldm3d_engine.object_types import MeshResult
 
@@ -151,7 +151,7 @@ class ObjectWriter:
 
     def __init__(self, writer: TextureWriter) -> None:
         self._writer = writer
-        self._versions = _versions()
+        self._versions = package_versions()
 
     def prepare(self) -> None:
         """Remove this bridge's staging folders left in ``objects/`` by a crashed run (nothing else)."""
@@ -160,7 +160,7 @@ class ObjectWriter:
         except OSError:
             return
         for entry in entries:
-            if _OWN_STAGING.match(entry.name) and entry.is_dir():
+            if OWN_STAGING.match(entry.name) and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
 
     @property
@@ -178,13 +178,13 @@ class ObjectWriter:
             staging.mkdir()
             obj = obj_bytes(result.vertices, result.faces, result.colors)
             glb = glb_bytes(result.vertices, result.faces, result.colors)
-            _write_file(staging / "mesh.obj", lambda f: f.write(obj))
-            _write_file(staging / "mesh.glb", lambda f: f.write(glb))
+            write_file(staging / "mesh.obj", lambda f: f.write(obj))
+            write_file(staging / "mesh.glb", lambda f: f.write(glb))
             meta = self._meta(job_id, result, time.perf_counter() - t0, meta_extra or {})
-            _write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
-            _fsync_dir(staging)
+            write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+            fsync_dir(staging)
             os.replace(staging, final)
-            _fsync_dir(parent)
+            fsync_dir(parent)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise WriteFailed(

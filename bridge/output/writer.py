@@ -47,8 +47,9 @@ STAGING_PREFIX = ".staging-"
 SCENES_FOLDER = "scenes"
 #: Where a morph's frames are written, one folder per morph (pruned with the morph's job folder).
 MORPHS_FOLDER = "morphs"
-#: What start-up clean-up may remove: only names this bridge itself creates.
-_OWN_STAGING = re.compile(rf"\A{re.escape(STAGING_PREFIX)}(deleted-)?{JOB_ID_PATTERN}\Z")
+#: What start-up clean-up may remove: only names this bridge itself creates (staging folders of job
+#: folders being written or deleted; the object writer's too).
+OWN_STAGING = re.compile(rf"\A{re.escape(STAGING_PREFIX)}(deleted-)?{JOB_ID_PATTERN}\Z")
 _OWN_TMP = re.compile(r"\A\.ldm3d-[A-Za-z0-9_.-]+\.[0-9]+\.tmp\Z")
 DEPTH_MEANING = "relative inverse depth (disparity) from DPT as learned by LDM3D: larger = nearer"
 
@@ -85,7 +86,8 @@ def announce_path(root: str, relative: Path) -> str:
     return root.replace("\\", "/").rstrip("/") + "/" + relative.as_posix()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (a no-op where folders cannot be opened: Windows)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # Windows cannot open folders; its renames are durable enough
@@ -96,7 +98,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, write: Any) -> None:
+def write_file(path: Path, write: Any) -> None:
+    """Write ``path`` with ``write(file)``, flushed and fsynced before it returns."""
     with open(path, "wb") as f:
         write(f)
         f.flush()
@@ -107,14 +110,15 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix."""
     tmp = path.with_name(f".ldm3d-{path.name}.{os.getpid()}.tmp")
     try:
-        _write_file(tmp, lambda f: f.write(json.dumps(data, indent=2).encode()))
+        write_file(tmp, lambda f: f.write(json.dumps(data, indent=2).encode()))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """The versions ``meta.json`` records: the bridge's and the model libraries'."""
     out = {}
     for dist in ("ldm3d-bridge", "torch", "diffusers", "transformers"):
         try:
@@ -201,7 +205,7 @@ class TextureWriter:
                 import OpenEXR  # noqa: F401
             except ImportError:
                 raise ValueError("depth.exr needs the OpenEXR package: pip install 'ldm3d-bridge[exr]'") from None
-        self._versions = _versions()
+        self._versions = package_versions()
         self._lock = FolderLock(self.root)
         #: Files logged as unreadable (each once), shared by every reading thread.
         self._bad_logged: set[str] = set()
@@ -220,7 +224,7 @@ class TextureWriter:
             logger.info("created the output folder %s", self.root)
         self._lock.acquire()
         for entry in self.root.iterdir():
-            if _OWN_STAGING.match(entry.name) and entry.is_dir():
+            if OWN_STAGING.match(entry.name) and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             elif _OWN_TMP.match(entry.name) and entry.is_file():
                 entry.unlink(missing_ok=True)
@@ -273,10 +277,10 @@ class TextureWriter:
             meta = self._meta(
                 job_id, result, files, time.perf_counter() - t0, {"format": form.name, **(meta_extra or {})}
             )
-            _write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
-            _fsync_dir(staging)
+            write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+            fsync_dir(staging)
             os.replace(staging, final)
-            _fsync_dir(parent)
+            fsync_dir(parent)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise WriteFailed(
@@ -314,7 +318,7 @@ class TextureWriter:
         for key, (name, _) in tasks.items():
             data = encoded[key]
             if data is not None:
-                _write_file(staging / name, lambda f, data=data: f.write(data))
+                write_file(staging / name, lambda f, data=data: f.write(data))
             files[key] = self.announced(final / name)
         files["meta"] = self.announced(final / "meta.json")
         return files
