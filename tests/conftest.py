@@ -83,6 +83,10 @@ def start_bridge(load_tiny: Callable[[str], Engine], tmp_path: Path) -> Iterator
             "heartbeat_s": 30.0,
         }
         values.update(overrides)
+        if overrides.get("http") and "http_port" not in overrides:
+            # A free TCP port of its own: the default (the OSC port's number) can be taken on TCP by any
+            # other socket of the machine (seen once: "address already in use" in test_web_api).
+            values["http_port"] = 0
         settings = BridgeSettings(**values).check()  # type: ignore[arg-type]
         upscaler = settings.upscale_model
         bridge = Bridge(

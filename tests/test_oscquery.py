@@ -96,7 +96,7 @@ def test_attribute_queries_and_status_codes(start_bridge: Start, client_for: Cli
 
 
 def test_http_takes_the_osc_port_number_by_default(start_bridge: Start) -> None:
-    bridge = start_bridge(http=True)
+    bridge = start_bridge(http=True, http_port=None)  # the setting's default (the fixture picks a free port)
     assert bridge.http_port == bridge.address[1]
     assert requests.get(_url(bridge, "/ldm3d/ping"), timeout=5).status_code == 200
 

@@ -199,12 +199,12 @@ def test_the_bar_is_empty_while_nothing_runs_after_a_job_and_after_a_recall(
 
 def test_the_page_reconnects_by_itself_after_a_restart(start_bridge: Start, open_page: OpenPage) -> None:
     bridge = start_bridge(http=True, heartbeat_s=0.5)
-    port = bridge.address[1]
+    port = bridge.http_port
     page = open_page(bridge)
     boot = page.evaluate("window.ldm3d.boot")
     bridge.stop()
     page.wait_for_selector("#lamp:not(.online)", timeout=10000)
-    restarted = start_bridge(http=True, heartbeat_s=0.5, port=port)
+    restarted = start_bridge(http=True, heartbeat_s=0.5, http_port=port)  # the page's address again
     assert restarted.http_port == port
     page.wait_for_selector("#lamp.online", timeout=15000)
     assert page.evaluate("window.ldm3d.boot") == restarted.boot_id != boot
