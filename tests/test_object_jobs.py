@@ -128,7 +128,9 @@ def test_an_object_job_over_osc_ends_in_object_ready_with_files_trimesh_reads(
         time.sleep(0.05)
     assert bridge.pool.alive == 2
     client = client_for(bridge)
-    job_id = _started(client, "/ldm3d/object", "a red lantern", "seed", 7, "steps", 2, "resolution", 16)
+    job_id = _started(
+        client, "/ldm3d/object", "a red lantern", "seed", 7, "steps", 2, "resolution", 16, "yaw", -30, "distance", 0.7
+    )
     seen: list[Message] = []
     while not seen or seen[-1].address not in FINAL:
         message = client.receive(60)
@@ -138,9 +140,12 @@ def test_an_object_job_over_osc_ends_in_object_ready_with_files_trimesh_reads(
     end = seen[-1]
     assert end.address == "/ldm3d/object/ready", end
     assert [m.args[1:] for m in seen if m.address == "/ldm3d/progress"][-1] == (2, 2)
-    assert end.args == (job_id, f"Z:/share/objects/{job_id}/mesh.obj", f"Z:/share/objects/{job_id}/mesh.glb")
+    files = (job_id, f"Z:/share/objects/{job_id}/mesh.obj", f"Z:/share/objects/{job_id}/mesh.glb")
+    # then where it stands: yaw, pitch, distance, size, turn (what it was not told: the defaults)
+    assert end.args == (*files, -30.0, 0.0, pytest.approx(0.7), 0.25, 0.0)
     folder = Path(bridge.settings.output).resolve() / "objects" / job_id
     meta = json.loads((folder / "meta.json").read_text())
+    assert meta["placement"] == {"yaw": -30.0, "pitch": 0.0, "distance": pytest.approx(0.7), "size": 0.25, "turn": 0.0}
     assert (meta["kind"], meta["prompt"], meta["seed"], meta["steps"], meta["resolution"]) == (
         "object",
         "a red lantern",
@@ -166,6 +171,8 @@ def test_an_object_job_over_osc_ends_in_object_ready_with_files_trimesh_reads(
         (("resolution", 100000), "bad_arguments", "resolution 100000"),
         (("seed", -2), "bad_arguments", "seed -2"),
         (("width", 64), "bad_arguments", "unknown option 'width'"),
+        (("distance", 3), "bad_arguments", "object distance 3 is out of range; allowed 0.05..1.5"),
+        (("pitch", -91.5), "bad_arguments", "object pitch -91.5 is out of range"),
     ],
 )
 def test_a_bad_object_request_is_refused_before_the_queue_naming_the_field(

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bridge.cli.jobs import engine_settings, progress_bar
+from bridge.contract.placement import PLACEMENT_RANGES, placement_from
 from bridge.settings import load_settings
 
 #: The settings ``object`` takes from its flags (its parser is in :mod:`bridge.cli.args`).
@@ -27,6 +28,7 @@ def cmd_object(args: argparse.Namespace) -> int:
 
     settings = load_settings({k: getattr(args, k, None) for k in OBJECT_KEYS})
     request = ObjectRequest(args.prompt, args.seed, args.steps, args.guidance, args.resolution)
+    placement = placement_from({k: getattr(args, k) for k in PLACEMENT_RANGES})  # BadArguments: one line
     writer = TextureWriter(Path(settings.output), keep=settings.keep_jobs)
     writer.prepare()  # a folder held by a running bridge fails before the model loads
     try:
@@ -36,7 +38,7 @@ def cmd_object(args: argparse.Namespace) -> int:
         result = engine.generate_object(request, on_step=progress_bar)
         objects = ObjectWriter(writer)
         objects.prepare()
-        files = objects.write(new_job_id(), result)
+        files = objects.write(new_job_id(), result, placement=placement)
     finally:
         writer.close()
     print(files.folder)

@@ -108,8 +108,19 @@ MORPH_OPTION_TYPES: dict[str, str] = {
     "preview_every": "int",
     "format": "str",
 }
-#: /ldm3d/object options (text → 3D: the seed, the sampler, the marching-cubes grid).
-OBJECT_OPTION_TYPES: dict[str, str] = {"seed": "int", "steps": "int", "guidance": "float", "resolution": "int"}
+#: /ldm3d/object options: text → 3D (the seed, the sampler, the marching-cubes grid), then where the
+#: object stands in the world (:mod:`bridge.contract.placement`: degrees and fractions of the radius).
+OBJECT_OPTION_TYPES: dict[str, str] = {
+    "seed": "int",
+    "steps": "int",
+    "guidance": "float",
+    "resolution": "int",
+    "yaw": "float",
+    "pitch": "float",
+    "distance": "float",
+    "size": "float",
+    "turn": "float",
+}
 #: /ldm3d/upscale options.
 UPSCALE_OPTION_TYPES: dict[str, str] = {
     "prompt": "str",
@@ -488,7 +499,8 @@ def parse(message: Message) -> Command:
     if name == "object":
         if not args:
             raise BadArguments(
-                "/ldm3d/object needs a prompt, then optional key/value pairs (seed, steps, guidance, resolution)"
+                "/ldm3d/object needs a prompt, then optional key/value pairs (seed, steps, guidance, resolution, "
+                "yaw, pitch, distance, size, turn)"
             )
         return Object(
             as_str(args[0], "/ldm3d/object: the prompt"), parse_options(args[1:], address, OBJECT_OPTION_TYPES)

@@ -11,6 +11,7 @@ from typing import Any
 
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
+from bridge.contract.placement import Placement, placement_from
 from bridge.errors import BadArguments, NotSupported, UnknownJob, WrongModel
 from bridge.output.images import check_depth16, image_size
 from bridge.output.writer import TextureWriter
@@ -113,8 +114,9 @@ def depth_request(
 
 def object_request(
     settings: BridgeSettings, prompt: str, options: dict[str, Any], objects: ObjectEngineLike | None
-) -> ObjectRequest:
-    """A text → 3D object request; refused now if the loaded object model would refuse it."""
+) -> tuple[ObjectRequest, Placement]:
+    """A text → 3D object request and where the object stands in the world; refused now if the loaded
+    object model would refuse it or the placement is out of range."""
     if settings.object_model is None:
         raise NotSupported(
             "/ldm3d/object is off: start the bridge with --object-model ln3diff (or tiny-ln3diff, offline)"
@@ -126,12 +128,13 @@ def object_request(
         guidance=options.get("guidance"),
         resolution=options.get("resolution"),
     )
+    placement = placement_from(options)
     if objects is not None:  # loaded: refuse bad requests now rather than after the queue
         try:
             objects.resolve_object(request)
         except EngineError as exc:  # InvalidRequest names the field
             raise BadArguments(str(exc)) from None
-    return request
+    return request, placement
 
 
 def upscale_request(

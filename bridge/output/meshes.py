@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bridge.contract.placement import DEFAULT_PLACEMENT, Placement
 from bridge.errors import WriteFailed
 from bridge.output.job_ids import JOB_ID_RE
 from bridge.output.writer import (
@@ -132,6 +133,8 @@ class ObjectFiles:
     glb: Path
     meta: Path
     seed: int
+    #: Where the object stands in the world (recorded in meta.json, announced with the files).
+    placement: Placement = DEFAULT_PLACEMENT
     #: The output root as the clients name it (``announce_root``), or None: the paths as they are here.
     announce: str | None = None
 
@@ -141,9 +144,11 @@ class ObjectFiles:
             return str(path)
         return announce_path(self.announce, path.relative_to(self.folder.parent.parent))
 
-    def ready_args(self) -> tuple[str, str, str]:
-        """The arguments of ``/ldm3d/object/ready``: the job id, the OBJ, the GLB."""
-        return (self.job_id, self.announced(self.obj), self.announced(self.glb))
+    def ready_args(self) -> tuple[str, str, str, float, float, float, float, float]:
+        """The arguments of ``/ldm3d/object/ready``: the job id, the OBJ, the GLB, then the placement
+        (yaw, pitch, distance, size, turn)."""
+        yaw, pitch, distance, size, turn = self.placement.args()
+        return (self.job_id, self.announced(self.obj), self.announced(self.glb), yaw, pitch, distance, size, turn)
 
 
 class ObjectWriter:
@@ -167,7 +172,13 @@ class ObjectWriter:
     def root(self) -> Path:
         return self._writer.root / OBJECTS_FOLDER
 
-    def write(self, job_id: str, result: MeshResult, meta_extra: dict[str, Any] | None = None) -> ObjectFiles:
+    def write(
+        self,
+        job_id: str,
+        result: MeshResult,
+        meta_extra: dict[str, Any] | None = None,
+        placement: Placement = DEFAULT_PLACEMENT,
+    ) -> ObjectFiles:
         """Write ``objects/<job_id>/`` whole (WriteFailed when the disk refuses), then prune old ones."""
         parent = self.root
         final = parent / job_id
@@ -180,7 +191,8 @@ class ObjectWriter:
             glb = glb_bytes(result.vertices, result.faces, result.colors)
             write_file(staging / "mesh.obj", lambda f: f.write(obj))
             write_file(staging / "mesh.glb", lambda f: f.write(glb))
-            meta = self._meta(job_id, result, time.perf_counter() - t0, meta_extra or {})
+            extra = {**(meta_extra or {}), "placement": placement.as_dict()}
+            meta = self._meta(job_id, result, time.perf_counter() - t0, extra)
             write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
             fsync_dir(staging)
             os.replace(staging, final)
@@ -199,6 +211,7 @@ class ObjectWriter:
             final / "mesh.glb",
             final / "meta.json",
             result.seed,
+            placement,
             self._writer.announce_root,
         )
 

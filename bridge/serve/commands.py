@@ -16,6 +16,7 @@ from typing import Any
 from bridge import __version__
 from bridge.contract import protocol
 from bridge.contract.morphs import MorphRequest, morph_request
+from bridge.contract.placement import Placement
 from bridge.contract.ranges import Ranges
 from bridge.contract.requests import depth_request, img2img_request, object_request, text_request, upscale_request
 from bridge.errors import BadArguments, NotSupported, RateLimited, UnknownJob
@@ -104,7 +105,8 @@ class Commands:
                     )
                 submit(*upscale_request(self.settings, self.writer, job_id, options, self.pool.upscaler))
             case protocol.Object(prompt, options):
-                submit(object_request(self.settings, prompt, options, self.pool.objects))
+                wanted, placement = object_request(self.settings, prompt, options, self.pool.objects)
+                submit(wanted, placement=placement)
             case protocol.Morph(from_job, to, options):
                 request = morph_request(self.writer, from_job, to, options, self.pool.engine)
                 if request.to_job is None:
@@ -224,6 +226,7 @@ class Commands:
         bound: int | None = None,
         fmt: str | None = None,
         preview_every: int | None = None,
+        placement: Placement | None = None,
     ) -> None:
         if not self._job_limit.allow(sender[0], time.monotonic()):
             raise RateLimited(
@@ -232,6 +235,7 @@ class Commands:
             )
         self.gate.check(getattr(request, "prompt", ""))  # the negative prompt is what the world avoids: not checked
         job = Job(new_job_id(), request, sender, inputs=inputs or {}, format=fmt, preview_every=preview_every)
+        job.placement = placement
         self._queue_live(job, bound)
 
     def _queue_live(self, job: Job, bound: int | None = None) -> None:

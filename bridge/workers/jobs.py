@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.contract.morphs import MorphRequest
+from bridge.contract.placement import Placement
 from bridge.errors import QueueFull
 from bridge.settings import QUEUE_MODES
 from ldm3d_engine.object_types import ObjectRequest
@@ -45,6 +46,8 @@ class Job:
     retried: bool = False
     #: Steps between previews (None: the bridge's ``preview_every``; 0: none).
     preview_every: int | None = None
+    #: An object job's place in the world (None: the defaults), recorded in its meta.json and announced.
+    placement: Placement | None = None
     _outcome_sent: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

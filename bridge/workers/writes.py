@@ -18,6 +18,7 @@ from queue import Queue
 from typing import Any
 
 from bridge.contract.morphs import MorphRequest
+from bridge.contract.placement import DEFAULT_PLACEMENT
 from bridge.errors import WriteFailed
 from bridge.notify.limits import LogLimiter
 from bridge.notify.notifier import Notifier
@@ -140,7 +141,7 @@ class Writes:
         address: str
         args: tuple[Arg, ...]
         try:
-            files = self._objects.write(job.id, result, item.extra)
+            files = self._objects.write(job.id, result, item.extra, job.placement or DEFAULT_PLACEMENT)
         except WriteFailed as exc:
             address, args = failed(job, exc.code, str(exc))
         except Exception as exc:  # noqa: BLE001 - the writer thread must go on
