@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -38,7 +40,7 @@ def test_size_is_its_largest_extent_in_radii_and_up_stays_up() -> None:
 
 
 def test_values_out_of_range_are_named_and_missing_ones_come_from_the_base() -> None:
-    with pytest.raises(BadArguments, match="object size 0 is out of range; allowed 0.01..2"):
+    with pytest.raises(BadArguments, match=re.escape("object size 0 is out of range; allowed 0.01..2")):
         placement_from({"size": 0})
     with pytest.raises(BadArguments, match="object yaw must be a finite number"):
         placement_from({"yaw": float("nan")})
