@@ -56,7 +56,9 @@ class ObjectTimings:
 @dataclass(frozen=True)
 class MeshResult:
     """A triangle mesh with vertex colours, in the object's own frame: centred on the origin, its
-    largest extent about 1 (``+Y`` up, facing ``-Z``, as the world's sphere)."""
+    largest extent about 1, ``+Y`` up, its front toward ``+Z`` as in glTF (the side the model's
+    first view sees; which way a real object faces was never seen). Placed in a world, that side
+    is turned toward the viewer."""
 
     vertices: npt.NDArray[np.float32]  # N×3
     faces: npt.NDArray[np.int32]  # M×3, counter-clockwise seen from outside

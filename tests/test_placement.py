@@ -23,13 +23,13 @@ def test_an_object_stands_where_the_camera_looks_at_that_yaw_and_pitch(yaw: floa
 def test_its_front_faces_the_viewer_wherever_it_stands_and_turn_turns_it_to_its_left(yaw: float) -> None:
     placement = Placement(yaw=yaw, distance=0.5, size=0.2)
     m = placement.matrix()
-    centre, front = transform_points(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, -1.0]]), m)
+    centre, front = transform_points(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), m)
     toward_viewer = -centre / np.linalg.norm(centre)
-    np.testing.assert_allclose((front - centre) / 0.2, toward_viewer, atol=1e-5)  # -Z, the front, at the viewer
+    np.testing.assert_allclose((front - centre) / 0.2, toward_viewer, atol=1e-5)  # +Z, the front, at the viewer
     turned = Placement(yaw=yaw, distance=0.5, size=0.2, turn=90.0).matrix()
-    centre, front = transform_points(np.array([[0, 0, 0], [0, 0, -1.0]]), turned)
-    # turned a quarter to its left: its front now points where its left hand (-X, facing -Z) pointed
-    before_left = transform_points(np.array([[-1.0, 0, 0]]), m)[0] - centre
+    centre, front = transform_points(np.array([[0, 0, 0], [0, 0, 1.0]]), turned)
+    # turned a quarter to its left: its front now points where its left hand (+X, facing +Z) pointed
+    before_left = transform_points(np.array([[1.0, 0, 0]]), m)[0] - centre
     np.testing.assert_allclose(front - centre, before_left, atol=1e-5)
 
 

@@ -3,7 +3,7 @@
 The world is the displaced sphere of ``bridge/render/glsl/ldm3d_displace.glsl``: the viewer at
 the origin, +Y up, yaw 0 / pitch 0 straight ahead (-Z, the middle of the panorama), yaw growing
 to the viewer's right, pitch upward. An object's mesh comes in its own frame (centred on the
-origin, largest extent about 1, +Y up, its front toward -Z: docs/objects.md). Placed, it is
+origin, largest extent about 1, +Y up, its front toward +Z as in glTF: docs/objects.md). Placed, it is
 
 * scaled by ``size`` × the sphere's base radius (its largest extent, in the world),
 * turned about its own vertical axis so that its front faces the viewer, then by ``turn``
@@ -62,8 +62,8 @@ class Placement:
 
     def rotation_y(self) -> float:
         """Degrees about +Y (right-handed: counter-clockwise seen from above) that turn the object's
-        front (its own -Z) toward the viewer, plus ``turn``."""
-        return 180.0 - self.yaw + self.turn
+        front (its own +Z) toward the viewer, plus ``turn``."""
+        return self.turn - self.yaw
 
     def matrix(self, base_radius: float = 1.0) -> npt.NDArray[np.float64]:
         """4×4 column-vector matrix (``world = M @ [x, y, z, 1]``): scale, turn about +Y, move."""

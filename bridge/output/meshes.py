@@ -232,7 +232,7 @@ class ObjectWriter:
             "dtype": r.dtype,
             "vertices": len(r.vertices),
             "faces": len(r.faces),
-            "frame": "centred on the origin, largest extent about 1, +Y up, facing -Z",
+            "frame": "centred on the origin, largest extent about 1, +Y up, its front toward +Z (glTF)",
             "timings": {
                 "text_encoding_s": round(t.text_encoding_s, 4),
                 "denoising_s": round(t.denoising_s, 4),
