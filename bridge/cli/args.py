@@ -295,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--eye-separation", type=float, default=0.064, help="for --stereo (default 0.064)")
     preview.add_argument("--size", default="1024x768", help="WxH of one view (default 1024x768)")
     preview.add_argument("--strength", type=float, default=1.0, help="depth displacement strength (default 1)")
+    preview.add_argument(
+        "--object",
+        action="append",
+        default=[],
+        metavar="OBJECT",
+        help="draw this text → 3D object at its placement (an object folder, or an object job id in objects/ "
+        "of the job's output folder); repeat for more",
+    )
 
     export = sub.add_parser("export-mesh", help="write a job's displaced sphere as .glb, .obj or .ply")
     export.add_argument("job_dir")
@@ -302,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--columns", type=int, default=512)
     export.add_argument("--rows", type=int, default=256)
     export.add_argument("--strength", type=float, default=1.0)
+    export.add_argument(
+        "--object",
+        action="append",
+        default=[],
+        metavar="OBJECT",
+        help="add this text → 3D object as its own node at its placement (.glb only; a folder or an object job id)",
+    )
 
     splat = sub.add_parser("export-splat", help="write a job's world as 3D Gaussian splats (.ply or .splat)")
     splat.add_argument("job_dir")

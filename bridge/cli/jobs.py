@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,15 +191,21 @@ def write_preview(
     eye_separation: float = 0.064,
     strength: float = 1.0,
     fisheye: float | None = None,
+    objects: Sequence[str] = (),
 ) -> None:
+    """Render ``job_dir``'s world (and ``objects``: folders or object job ids) to the PNG ``out``."""
     from PIL import Image
 
     from bridge.render.dome import render_fisheye
+    from bridge.render.objects import load_objects
     from bridge.render.preview import SphereRenderer, load_job_textures, render_stereo
 
     rgb, depth = load_job_textures(job_dir)
+    placed = load_objects(objects, job_dir)  # a missing or bad object fails before the GL context starts
     renderer = SphereRenderer(rgb, depth, strength=strength)
     try:
+        if placed:
+            renderer.add_objects(placed)
         if fisheye is not None:
             image = render_fisheye(renderer, camera, size, fisheye)
         elif stereo:
@@ -232,6 +239,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         args.eye_separation,
         args.strength,
         args.fisheye,
+        args.object,
     )
     print(Path(args.out).resolve())
     return 0
@@ -239,9 +247,16 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 def cmd_export_mesh(args: argparse.Namespace) -> int:
     from bridge.render.mesh import export_mesh
+    from bridge.render.objects import load_objects
 
+    job_dir = Path(args.job_dir)
     vertices, triangles = export_mesh(
-        Path(args.job_dir), Path(args.out), columns=args.columns, rows=args.rows, strength=args.strength
+        job_dir,
+        Path(args.out),
+        columns=args.columns,
+        rows=args.rows,
+        strength=args.strength,
+        objects=load_objects(args.object, job_dir),
     )
     print(f"{Path(args.out).resolve()} ({vertices} vertices, {triangles} triangles)")
     return 0

@@ -264,3 +264,69 @@ class ObjectWriter:
                 logger.warning("could not remove old object %s: %s", job_id, exc)
                 continue
             shutil.rmtree(doomed, ignore_errors=True)
+
+
+class BadGlb(ValueError):
+    """A ``.glb`` that is not the layout :func:`glb_bytes` writes; the message names the file and what is wrong."""
+
+
+def read_glb(path: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], npt.NDArray[np.uint8]]:
+    """(vertices N×3, faces M×3, colours N×3 sRGB) of an object's ``mesh.glb`` as :func:`glb_bytes`
+    writes it: the inverse of that function. Another layout raises :class:`BadGlb` naming the file."""
+    data = path.read_bytes()
+
+    def bad(why: str) -> BadGlb:
+        return BadGlb(f"{path}: {why}; not a mesh.glb as ldm3d-bridge writes it (binary glTF 2.0, one mesh)")
+
+    if len(data) < 28:
+        raise bad(f"{len(data)} bytes is too short for a binary glTF")
+    magic, version, total = struct.unpack_from("<III", data, 0)
+    if magic != _GLB_MAGIC:
+        raise bad("no glTF magic at its start")
+    if version != 2:
+        raise bad(f"glTF container version {version}, not 2")
+    if total != len(data):
+        raise bad(f"its header says {total} bytes, the file has {len(data)}")
+    json_length, json_type = struct.unpack_from("<II", data, 12)
+    if json_type != _CHUNK_JSON or 20 + json_length + 8 > total:
+        raise bad("the first chunk is not a JSON chunk followed by another")
+    bin_at = 20 + json_length
+    bin_length, bin_type = struct.unpack_from("<II", data, bin_at)
+    if bin_type != _CHUNK_BIN or bin_at + 8 + bin_length > total:
+        raise bad("the second chunk is not a BIN chunk inside the file")
+    blob = data[bin_at + 8 : bin_at + 8 + bin_length]
+    try:
+        gltf = json.loads(data[20:bin_at].decode("utf-8"))
+        (mesh,) = gltf["meshes"]
+        (primitive,) = mesh["primitives"]
+        attributes = primitive["attributes"]
+        accessors, views = gltf["accessors"], gltf["bufferViews"]
+        if primitive.get("mode", 4) != 4:
+            raise bad(f"primitive mode {primitive['mode']}, not triangles (4)")
+
+        def array(index: int, component: int, kind: str, width: int, dtype: str) -> npt.NDArray[Any]:
+            accessor = accessors[index]
+            if accessor["componentType"] != component or accessor["type"] != kind:
+                raise bad(f"accessor {index} is {accessor['componentType']} {accessor['type']}, not {component} {kind}")
+            view = views[accessor["bufferView"]]
+            start = int(view.get("byteOffset", 0)) + int(accessor.get("byteOffset", 0))
+            count = int(accessor["count"])
+            size = count * width * np.dtype(dtype).itemsize
+            if view.get("byteStride", 0) not in (0, width * np.dtype(dtype).itemsize):
+                raise bad(f"buffer view {accessor['bufferView']} is interleaved")
+            if start < 0 or start + size > len(blob):
+                raise bad(f"accessor {index} reaches past the BIN chunk")
+            return np.frombuffer(blob, dtype=dtype, count=count * width, offset=start).reshape(count, width)
+
+        vertices = array(attributes["POSITION"], _FLOAT, "VEC3", 3, "<f4")
+        rgba = array(attributes["COLOR_0"], _UBYTE, "VEC4", 4, "u1")
+        indices = array(primitive["indices"], _UINT, "SCALAR", 1, "<u4").reshape(-1)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        if isinstance(exc, BadGlb):
+            raise
+        raise bad(f"its JSON chunk does not describe one mesh of POSITION, COLOR_0 and indices ({exc!r})") from None
+    if len(rgba) != len(vertices) or len(indices) % 3:
+        raise bad(f"{len(vertices)} positions, {len(rgba)} colours and {len(indices)} indices do not make triangles")
+    if indices.size and int(indices.max()) >= len(vertices):
+        raise bad(f"an index names vertex {int(indices.max())}, there are {len(vertices)}")
+    return vertices.astype(np.float32), indices.reshape(-1, 3).copy(), rgba[:, :3].copy()

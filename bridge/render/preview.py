@@ -9,15 +9,20 @@ without TouchDesigner; on a machine without a GPU, Mesa's software renderer
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
 from bridge.render.sphere import SphereGrid, sphere_grid
+
+if TYPE_CHECKING:
+    from bridge.render.objects import ObjectDrawer, WorldObject
 
 
 class PreviewError(RuntimeError):
@@ -89,7 +94,7 @@ def load_job_textures(job_dir: Path) -> tuple[npt.NDArray[np.uint8], npt.NDArray
 
 
 class SphereRenderer:
-    """One GL context, one job's textures, any number of views."""
+    """One GL context, one job's textures (and any objects placed in the world), any number of views."""
 
     def __init__(
         self,
@@ -113,6 +118,8 @@ class SphereRenderer:
                 "libgl1-mesa-dri (Mesa renders in software where there is no GPU)"
             ) from None
         self.grid = grid or sphere_grid()
+        self.base_radius = base_radius
+        self.objects: ObjectDrawer | None = None
         self.program = self.ctx.program(vertex_shader=vertex_shader(), fragment_shader=glsl_source("preview.frag"))
         self.feedback = self.ctx.program(vertex_shader=vertex_shader(), varyings=("vPosition",))
         # GL's first texture row is the bottom one: upload the images flipped.
@@ -134,6 +141,16 @@ class SphereRenderer:
         self._vao = self.ctx.vertex_array(self.program, [(self._vbo, "2f", "in_uv")], self._ibo)
         self._feedback_vao = self.ctx.vertex_array(self.feedback, [(self._vbo, "2f", "in_uv")])
 
+    def add_objects(self, objects: Iterable[WorldObject]) -> None:
+        """Draw these objects in every later view, each at its placement scaled by this renderer's
+        base radius (bridge/render/objects.py)."""
+        from bridge.render.objects import ObjectDrawer
+
+        with self.ctx:
+            if self.objects is not None:
+                self.objects.release()
+            self.objects = ObjectDrawer(self.ctx, objects, self.base_radius)
+
     def render(self, camera: Camera, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
         """An H×W×3 image of the world seen by ``camera``."""
         import moderngl
@@ -146,10 +163,13 @@ class SphereRenderer:
             self.ctx.enable(moderngl.DEPTH_TEST)
             self.rgb.use(0)
             self.depth.use(1)
+            matrix = camera.view_proj(width / height)
             view_proj = self.program["uViewProj"]
             assert isinstance(view_proj, moderngl.Uniform)
-            view_proj.write(camera.view_proj(width / height).T.tobytes())
+            view_proj.write(matrix.T.tobytes())
             self._vao.render(moderngl.TRIANGLES)
+            if self.objects is not None:  # the same pass and depth buffer: the world hides what is behind it
+                self.objects.draw(matrix)
             data = np.frombuffer(fbo.read(components=3), dtype=np.uint8).reshape(height, width, 3)
             fbo.release()
         return np.ascontiguousarray(data[::-1])
