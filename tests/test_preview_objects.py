@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from bridge.cli.main import main
+from bridge.cli.world_objects import find_object, load_object
 from bridge.contract.placement import Placement, transform_points
 from bridge.output.meshes import BadGlb, ObjectFiles, ObjectWriter, glb_bytes, read_glb
 from bridge.output.writer import TextureWriter
-from bridge.render.objects import ObjectError, find_object, load_object
+from bridge.render.objects import ObjectError, draw_objects
 from bridge.render.preview import Camera, SphereRenderer
 from tests.test_object_files import fake_mesh
 from tests.test_td_shaders import _validator
@@ -55,7 +56,7 @@ def _cube(objects: ObjectWriter, placement: Placement, job_id: str = "20261207-0
 def _render(folders: list[Path], camera: Camera) -> npt.NDArray[np.uint8]:
     renderer = SphereRenderer(np.full((64, 128, 3), GREY, np.uint8), np.full((64, 128), 32768, np.uint16))
     try:
-        renderer.add_objects([load_object(folder) for folder in folders])
+        draw_objects(renderer, [load_object(folder) for folder in folders])
         return renderer.render(camera, SIZE)
     finally:
         renderer.release()
@@ -145,7 +146,7 @@ def test_the_world_in_front_hides_an_object_behind_it(tmp_path: Path) -> None:
     cube = _cube(objects, Placement(yaw=0, distance=0.8, size=0.25))
     renderer = SphereRenderer(np.full((64, 128, 3), GREY, np.uint8), np.full((64, 128), 65535, np.uint16))
     try:
-        renderer.add_objects([load_object(cube.folder)])
+        draw_objects(renderer, [load_object(cube.folder)])
         assert not _red(renderer.render(Camera(yaw=0), SIZE)).any()
     finally:
         renderer.release()

@@ -196,8 +196,9 @@ def write_preview(
     """Render ``job_dir``'s world (and ``objects``: folders or object job ids) to the PNG ``out``."""
     from PIL import Image
 
+    from bridge.cli.world_objects import load_objects
     from bridge.render.dome import render_fisheye
-    from bridge.render.objects import load_objects
+    from bridge.render.objects import draw_objects
     from bridge.render.preview import SphereRenderer, load_job_textures, render_stereo
 
     rgb, depth = load_job_textures(job_dir)
@@ -205,7 +206,7 @@ def write_preview(
     renderer = SphereRenderer(rgb, depth, strength=strength)
     try:
         if placed:
-            renderer.add_objects(placed)
+            draw_objects(renderer, placed)
         if fisheye is not None:
             image = render_fisheye(renderer, camera, size, fisheye)
         elif stereo:
@@ -246,8 +247,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_export_mesh(args: argparse.Namespace) -> int:
+    from bridge.cli.world_objects import load_objects
     from bridge.render.mesh import export_mesh
-    from bridge.render.objects import load_objects
 
     job_dir = Path(args.job_dir)
     vertices, triangles = export_mesh(

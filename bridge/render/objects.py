@@ -1,39 +1,38 @@
-"""Text → 3D objects in the world: found, read and drawn by the headless preview (and exported by
-``export-mesh``, :mod:`bridge.render.mesh`).
+"""Text → 3D objects drawn in the world by the headless preview (and exported by ``export-mesh``,
+:mod:`bridge.render.mesh`).
 
-An object is a folder ``<output>/objects/<job id>/`` as :class:`bridge.output.meshes.ObjectWriter`
-writes it: ``mesh.glb`` (read back by :func:`bridge.output.meshes.read_glb`) and ``meta.json``,
-whose ``placement`` says where it stands (:func:`bridge.contract.placement.placement_of_meta`).
-It is drawn with ``Placement.matrix(base_radius)``, the renderer's sphere base radius, in the
-same pass as the sphere: depth-tested, unlit vertex colour (``glsl/object.vert``/``object.frag``),
-as the sphere is unlit texture.
+An object here is plain data: its mesh in its own frame (vertices, triangles, sRGB vertex
+colours) and its placement, anything with ``matrix(base_radius)`` (``bridge.contract.placement``'s
+``Placement``; the command line reads both from an object's folder, ``bridge/cli/world_objects.py``).
+It is drawn with that matrix at the renderer's sphere base radius, in the same pass as the sphere:
+depth-tested, unlit vertex colour (``glsl/object.vert``/``object.frag``), as the sphere is unlit
+texture.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from bridge.contract.placement import Placement, placement_of_meta
-from bridge.output.meshes import OBJECTS_FOLDER, BadGlb, read_glb
-from bridge.render.preview import PreviewError, glsl_source
+from bridge.render.preview import PreviewError, SphereRenderer, glsl_source
 
 logger = logging.getLogger(__name__)
-
-#: How many folders above a job's folder are searched for ``objects/<id>``: ``<output>/<job id>``,
-#: ``<output>/previews/<slot>`` and ``<output>/morphs/<morph id>/<frame>``.
-_SEARCH_DEPTH = 3
 
 
 class ObjectError(PreviewError):
     """An object named for the preview or the export is missing or unreadable; the message names it."""
+
+
+class Placed(Protocol):
+    def matrix(self, base_radius: float = 1.0) -> npt.NDArray[np.float64]:
+        """4×4 column-vector matrix from the object's frame to the world, for a sphere of ``base_radius``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -45,53 +44,7 @@ class WorldObject:
     vertices: npt.NDArray[np.float32]  # N×3
     faces: npt.NDArray[np.uint32]  # M×3
     colors: npt.NDArray[np.uint8]  # N×3, sRGB
-    placement: Placement
-
-
-def find_object(value: str, job_dir: Path) -> Path:
-    """The folder of the object ``value`` names: a folder path, or an object job id looked up in
-    ``objects/`` of the output folder the job lies in."""
-    path = Path(value)
-    if path.is_dir():
-        return path
-    if "/" in value or "\\" in value or value in ("", ".", ".."):
-        raise ObjectError(f"object {value}: no such folder (give an object's folder or its job id)")
-    roots = list(job_dir.resolve().parents)[:_SEARCH_DEPTH]
-    for root in roots:
-        candidate = root / OBJECTS_FOLDER / value
-        if candidate.is_dir():
-            return candidate
-    looked = ", ".join(str(root / OBJECTS_FOLDER) for root in roots)
-    raise ObjectError(f"object {value}: no such folder, and no object of that id in {looked}")
-
-
-def load_object(folder: Path) -> WorldObject:
-    """An object folder's mesh and placement (ObjectError naming the file that is missing or bad)."""
-    glb, meta_path = folder / "mesh.glb", folder / "meta.json"
-    if not glb.is_file():
-        raise ObjectError(f"{glb} does not exist; give an object's folder (objects/<job id>/ with mesh.glb)")
-    try:
-        meta: Any = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ObjectError(f"{meta_path} does not exist; it holds the object's placement") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ObjectError(f"{meta_path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ObjectError(f"{meta_path}: not a JSON object")
-    try:
-        vertices, faces, colors = read_glb(glb)
-    except BadGlb as exc:
-        raise ObjectError(str(exc)) from None
-    except OSError as exc:
-        raise ObjectError(f"{glb}: unreadable ({exc.strerror or exc})") from None
-    placement = placement_of_meta(meta)
-    logger.debug("object %s: %d vertices, %d faces, at %s", folder.name, len(vertices), len(faces), placement)
-    return WorldObject(folder.name, folder, vertices, faces, colors, placement)
-
-
-def load_objects(values: Iterable[str], job_dir: Path) -> list[WorldObject]:
-    """Each named object (a folder or a job id, see :func:`find_object`), read."""
-    return [load_object(find_object(value, job_dir)) for value in values]
+    placement: Placed
 
 
 class ObjectDrawer:
@@ -130,3 +83,10 @@ class ObjectDrawer:
                 resource.release()
         self._draws = []
         self.program.release()
+
+
+def draw_objects(renderer: SphereRenderer, objects: Iterable[WorldObject]) -> None:
+    """Draw these objects in every later view of ``renderer`` (all its views: flat, stereo, fisheye),
+    each at its placement scaled by the renderer's base radius."""
+    with renderer.ctx:
+        renderer.add_layer(ObjectDrawer(renderer.ctx, objects, renderer.base_radius))

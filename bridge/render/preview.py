@@ -9,20 +9,16 @@ without TouchDesigner; on a machine without a GPU, Mesa's software renderer
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
 from bridge.render.sphere import SphereGrid, sphere_grid
-
-if TYPE_CHECKING:
-    from bridge.render.objects import ObjectDrawer, WorldObject
 
 
 class PreviewError(RuntimeError):
@@ -93,8 +89,14 @@ def load_job_textures(job_dir: Path) -> tuple[npt.NDArray[np.uint8], npt.NDArray
     return rgb, depth
 
 
+class Layer(Protocol):
+    """More to draw after the sphere, in the same pass and depth buffer (objects: bridge/render/objects.py)."""
+
+    def draw(self, view_proj: npt.NDArray[np.float32]) -> None: ...
+
+
 class SphereRenderer:
-    """One GL context, one job's textures (and any objects placed in the world), any number of views."""
+    """One GL context, one job's textures (and any layers: objects placed in the world), any number of views."""
 
     def __init__(
         self,
@@ -119,7 +121,7 @@ class SphereRenderer:
             ) from None
         self.grid = grid or sphere_grid()
         self.base_radius = base_radius
-        self.objects: ObjectDrawer | None = None
+        self.layers: list[Layer] = []
         self.program = self.ctx.program(vertex_shader=vertex_shader(), fragment_shader=glsl_source("preview.frag"))
         self.feedback = self.ctx.program(vertex_shader=vertex_shader(), varyings=("vPosition",))
         # GL's first texture row is the bottom one: upload the images flipped.
@@ -141,15 +143,9 @@ class SphereRenderer:
         self._vao = self.ctx.vertex_array(self.program, [(self._vbo, "2f", "in_uv")], self._ibo)
         self._feedback_vao = self.ctx.vertex_array(self.feedback, [(self._vbo, "2f", "in_uv")])
 
-    def add_objects(self, objects: Iterable[WorldObject]) -> None:
-        """Draw these objects in every later view, each at its placement scaled by this renderer's
-        base radius (bridge/render/objects.py)."""
-        from bridge.render.objects import ObjectDrawer
-
-        with self.ctx:
-            if self.objects is not None:
-                self.objects.release()
-            self.objects = ObjectDrawer(self.ctx, objects, self.base_radius)
+    def add_layer(self, layer: Layer) -> None:
+        """Draw ``layer`` after the sphere in every later view (it was made in this renderer's context)."""
+        self.layers.append(layer)
 
     def render(self, camera: Camera, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
         """An H×W×3 image of the world seen by ``camera``."""
@@ -168,8 +164,8 @@ class SphereRenderer:
             assert isinstance(view_proj, moderngl.Uniform)
             view_proj.write(matrix.T.tobytes())
             self._vao.render(moderngl.TRIANGLES)
-            if self.objects is not None:  # the same pass and depth buffer: the world hides what is behind it
-                self.objects.draw(matrix)
+            for layer in self.layers:  # the same pass and depth buffer: the world hides what is behind it
+                layer.draw(matrix)
             data = np.frombuffer(fbo.read(components=3), dtype=np.uint8).reshape(height, width, 3)
             fbo.release()
         return np.ascontiguousarray(data[::-1])
@@ -190,6 +186,7 @@ class SphereRenderer:
         return positions
 
     def release(self) -> None:
+        self.layers = []  # their buffers go with the context
         self.ctx.release()
 
 
