@@ -12,7 +12,9 @@ It creates (or rebuilds) a Base COMP `ldm3d` holding everything: OSC In/Out DATs
 Movie File In TOPs (rgb, depth), Cross TOPs, the preview TOPs (a world while it forms, mixed in by
 the GLSL MAT's uForming), a Geometry COMP `world` holding the Grid SOP, the
 GLSL MAT whose shaders are Text DATs synced to the files in td_project/glsl and bridge/render/glsl,
-cameras, and one Render TOP per output in OUTPUTS (flat view, stereo pair, 180° dome master, cube
+the object slot (a Geometry COMP `object` beside `world`, in the same frame, holding a File In SOP that
+reads the newest object's OBJ, drawn with a Constant MAT showing its vertex colours), cameras, and one
+Render TOP per output in OUTPUTS (flat view, stereo pair, 180° dome master, cube
 map). Every operator is a row in NODES and every parameter a row in PARAMS: edit the tables, not
 the builder. Parameters, sequence blocks or menu entries this TouchDesigner build lacks are listed
 in the Textport, never skipped silently.
@@ -22,7 +24,11 @@ Derivative's page for it): operators are created inside a component (`COMP.creat
 COMP comes with a default `torus1`; a Render TOP draws only the SOPs inside the Geometry COMPs it
 names whose Render flag is on; sequence parameters (the GLSL MAT's `sampler*`, `vec*`) exist only
 up to the sequence's `numBlocks`; a menu parameter takes only its `menuNames`; a Movie File In TOP
-reads a file again under the same name only when its Reload Pulse (`reloadpulse`) is pulsed.
+reads a file again under the same name only when its Reload Pulse (`reloadpulse`) is pulsed; a File In
+SOP reads .obj (not glTF) and reads its file again when its Refresh Pulse (`refreshpulse`) is pulsed; a
+COMP's Render parameter works with its Render flag (logical AND); the Xform page's Transform Order `srt`
+is T * R * S * position; a Constant MAT draws its Color unlit, times the point colour with Apply Point
+Color on.
 """
 
 import importlib.util
@@ -41,6 +47,7 @@ NODES = [
     ("frame", "executeDAT", 400, 400, "", ""),
     ("ldm3d_td_logic", "textDAT", 600, 400, "", ""),
     ("ldm3d_td_live", "textDAT", 600, 500, "", ""),
+    ("ldm3d_td_objects", "textDAT", 600, 600, "", ""),
     ("status", "textDAT", 800, 400, "", ""),
     ("error", "textDAT", 1000, 400, "", ""),
     ("rgb_A", "moviefileinTOP", 0, 0, "", ""),
@@ -57,6 +64,9 @@ NODES = [
     ("world_mat", "glslMAT", 800, 100, "", ""),
     ("world", "geometryCOMP", 1000, 200, "", ""),
     ("grid", "gridSOP", 0, 0, "world", ""),
+    ("object_mat", "constantMAT", 800, 350, "", ""),  # the object slot: the newest 3D object in the world
+    ("object", "geometryCOMP", 1000, 350, "", ""),
+    ("mesh", "fileinSOP", 0, 0, "object", ""),
     ("cam_mono", "cameraCOMP", 1000, 0, "", ""),
     ("cam_left", "cameraCOMP", 1000, -150, "", "stereo"),
     ("cam_right", "cameraCOMP", 1000, -300, "", "stereo"),
@@ -77,6 +87,8 @@ CLEAR_DEFAULT_CHILDREN = {"geometryCOMP"}
 FLAGS = [
     ("grid", "render", True),
     ("grid", "display", True),
+    ("mesh", "render", True),
+    ("mesh", "display", True),
 ]
 
 # (operator, wire input index, source operator)
@@ -105,6 +117,7 @@ PARAMS = [
     ("frame", "framestart", True),
     ("ldm3d_td_logic", "file", "td_project/python/ldm3d_td_logic.py"),
     ("ldm3d_td_live", "file", "td_project/python/ldm3d_td_live.py"),
+    ("ldm3d_td_objects", "file", "td_project/python/ldm3d_td_objects.py"),
     ("cross_rgb", "cross", 0.0),
     ("cross_depth", "cross", 0.0),
     # The sphere is computed in the vertex shader from each point's place on a unit grid in the XY
@@ -138,6 +151,18 @@ PARAMS = [
     ("world_mat", "vec3name", "uForming"),
     ("world_mat", "vec3valuex", 0.0),
     ("world", "material", "world_mat"),
+    # The object slot, in the sphere's frame: the extension sets its File In SOP's file (the newest OBJ:
+    # `v x y z r g b`, colours as point colour) and tx ty tz, ry and the uniform scale from the placement
+    # (ldm3d_td_objects.py). Scale, then turn about +Y, then move: T * R * S * position.
+    ("object", "material", "object_mat"),
+    ("object", "xord", "srt"),
+    ("object", "rord", "xyz"),
+    ("object", "render", "=parent().par.Showobjects"),
+    # Unlit like the sphere: the vertex colour as it is, dimmed with the sphere by Blackout (uBrightness).
+    ("object_mat", "applypointcolor", True),
+    ("object_mat", "colorr", "=op('world_mat').par.vec2valuex"),
+    ("object_mat", "colorg", "=op('world_mat').par.vec2valuex"),
+    ("object_mat", "colorb", "=op('world_mat').par.vec2valuex"),
     ("cam_mono", "fov", 90.0),
     # Eyeoffset steps the flat camera back from the centre (a fraction of Baseradius): from the centre
     # the displacement runs along the line of sight and the depth is invisible; off it, it shows.
@@ -150,19 +175,19 @@ PARAMS = [
     # middle at its bottom, as `ldm3d-bridge preview --fisheye 180` renders it.
     ("cam_dome", "rx", "=parent().par.Domepitch"),
     ("render_mono", "camera", "cam_mono"),
-    ("render_mono", "geometry", "world"),
+    ("render_mono", "geometry", "world object"),
     ("render_left", "camera", "cam_left"),
-    ("render_left", "geometry", "world"),
+    ("render_left", "geometry", "world object"),
     ("render_right", "camera", "cam_right"),
-    ("render_right", "geometry", "world"),
+    ("render_right", "geometry", "world object"),
     ("render_dome", "camera", "cam_dome"),
-    ("render_dome", "geometry", "world"),
+    ("render_dome", "geometry", "world object"),
     ("render_dome", "rendermode", "fisheye180"),
     ("render_dome", "outputresolution", "custom"),
     ("render_dome", "resolutionw", 2048),
     ("render_dome", "resolutionh", 2048),
     ("render_cube", "camera", "cam_cube"),  # a cube map is taken from the centre, whatever Eyeoffset says
-    ("render_cube", "geometry", "world"),
+    ("render_cube", "geometry", "world object"),
     ("render_cube", "rendermode", "cubemap"),
     ("render_cube", "outputresolution", "custom"),
     ("render_cube", "resolutionw", 1024),
@@ -186,6 +211,7 @@ CUSTOM = [
     ("Live", "Showpreviews", "Toggle", True),
     ("Live", "Previewmix", "Float", 0.8),
     ("Live", "Previewfade", "Float", 0.5),
+    ("Objects", "Showobjects", "Toggle", True),
 ]
 
 FILE_PARAMS = {"file"}
@@ -194,6 +220,7 @@ SYNCED_TEXT = (
     "frame",
     "ldm3d_td_logic",
     "ldm3d_td_live",
+    "ldm3d_td_objects",
     "ldm3d_displace",
     "ldm3d_vertex",
     "ldm3d_pixel",

@@ -41,6 +41,23 @@ Rules modelled (docs.derivative.ca):
   parameter ..., cooks the operator, then restores" it; "for pulse type parameters no value or time is
   specified or used"). Here the file is read again at the TOP's next cook, as under R11 (we do not rely
   on the "instantly").                                         (Movie_File_In_TOP, Par_Class)
+- R15 File In SOP: its Geometry File (``file``) is read from disk; the formats it names are .tog, .classic,
+  .bhclassic and .obj, and TouchDesigner's File Types page lists no glTF (.gltf/.glb) for any SOP or COMP.
+  Refresh Pulse (``refreshpulse``): "Instantly reload the file from disk". Here the file is read at the
+  SOP's next cook (after the TOPs), again only when its name changes or the pulse is pulsed; only .obj is
+  parsed (points and faces: whether its ``v x y z r g b`` colours arrive as the point colour ``Cd`` is not
+  documented, so it is not modelled); any other file gives no geometry.      (File_In_SOP, File_Types)
+- R16 A COMP's Render parameter (``render``) "works in conjunction (logical AND) with the Component's Render
+  Flag": a Render TOP draws a Geometry COMP's SOPs only with both on.          (COMP_Render_Page)
+- R17 COMP Xform page: Translate ``tx ty tz``, Rotate ``rx ry rz`` (degrees), Scale ``sx sy sz``, Uniform
+  Scale ``scale``; Transform Order ``xord`` ``srt`` is T * R * S * position (column vectors), and Rotate
+  Order ``rord`` ``xyz`` is R = Rz * Ry * Rx (likewise for the other entries). The sign of a rotation is
+  not stated there: modelled as OpenGL's right-handed one (counter-clockwise looking down the axis toward
+  the origin), the convention the builder already relies on for ``cam_dome`` (Rotate X 90 looks up).
+  Uniform Scale multiplies Scale; Pivot is left at 0 and not modelled.          (COMP_Xform_Page)
+- R18 Constant MAT: draws its Color (``colorr colorg colorb``) with no lighting; Apply Point Color
+  (``applypointcolor``) "multiplies the color by the geometry's point color values". Only its parameters
+  are modelled (nothing is drawn).                                               (Constant_MAT)
 """
 
 from __future__ import annotations
@@ -53,6 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from bridge.osc.codec import decode_packet, encode_message
@@ -83,6 +101,16 @@ class OpType:
 # Parameter names as Derivative's operator pages give them (only the ones this project touches, plus
 # the defaults that matter). The Render TOP's Render Mode entries: "Cube Map" (cubemap) and "Fish-Eye
 # (180)" (fisheye180) as we read the Render TOP page; the builder lists any entry a build lacks.
+ORDERS = Menu(("srt", "str", "rst", "rts", "tsr", "trs"), "srt")  # R17
+ROTATE_ORDERS = Menu(("xyz", "xzy", "yxz", "yzx", "zxy", "zyx"), "xyz")
+XFORM = {
+    **{f"t{axis}": 0.0 for axis in "xyz"},
+    **{f"r{axis}": 0.0 for axis in "xyz"},
+    **{f"s{axis}": 1.0 for axis in "xyz"},
+    "scale": 1.0,
+    "xord": ORDERS,
+    "rord": ROTATE_ORDERS,
+}
 OUTPUT_RESOLUTION = Menu(
     ("useinput", "eighth", "quarter", "half", "2x", "4x", "8x", "fit", "limit", "custom"), "useinput"
 )
@@ -90,7 +118,7 @@ TYPES = {
     t.name: t
     for t in (
         OpType("baseCOMP", "COMP", {"ext0object": "", "ext0promote": False}),
-        OpType("geometryCOMP", "COMP", {"material": "", "tx": 0.0, "ty": 0.0, "tz": 0.0}),
+        OpType("geometryCOMP", "COMP", {"material": "", "render": True, **XFORM}),
         OpType("cameraCOMP", "COMP", {"fov": 45.0, "tx": 0.0, "ty": 0.0, "tz": 0.0, "rx": 0.0, "ry": 0.0, "rz": 0.0}),
         OpType("oscinDAT", "DAT", {"port": 10000, "callbacks": ""}),
         OpType("oscoutDAT", "DAT", {"address": "localhost", "port": 10000}),
@@ -104,6 +132,8 @@ TYPES = {
             {"orient": Menu(("xy", "yz", "zx"), "xy"), "sizex": 1.0, "sizey": 1.0, "rows": 10, "cols": 10},
         ),
         OpType("torusSOP", "SOP", {}),
+        OpType("fileinSOP", "SOP", {"file": "", "refreshpulse": PULSE}),
+        OpType("constantMAT", "MAT", {"colorr": 1.0, "colorg": 1.0, "colorb": 1.0, "applypointcolor": False}),
         OpType("infoCHOP", "CHOP", {"op": ""}),
         OpType(
             "glslMAT",
@@ -271,9 +301,13 @@ class Op:
         self._loading: tuple[str, int] | None = None
         self._reload = False  # R14: read the file again at the next cook
         self._socket: socket.socket | None = None
+        # File In SOP state (R15): the file last read, and what it held
+        self.geometry: Geometry | None = None
+        self._read_file: str | None = None
+        self.reads = 0  # how many times the file was read from disk
 
     def _pulsed(self, name: str) -> None:
-        if self.type == "moviefileinTOP" and name == "reloadpulse":
+        if (self.type, name) in (("moviefileinTOP", "reloadpulse"), ("fileinSOP", "refreshpulse")):
             self._reload = True
 
     @property
@@ -352,6 +386,27 @@ class Op:
         assert host.startswith("127."), f"the stand-in sends only to loopback, not {host!r}"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(encode_message(address, *args), (host, port))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a File In SOP read (R15): point positions and the number of faces."""
+
+    points: list[tuple[float, float, float]]
+    faces: int
+
+
+def read_obj(path: Path) -> Geometry:
+    """R15: the points (``v x y z``, anything after the position ignored) and faces of an OBJ file."""
+    points: list[tuple[float, float, float]] = []
+    faces = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if fields and fields[0] == "v":
+            points.append((float(fields[1]), float(fields[2]), float(fields[3])))
+        elif fields and fields[0] == "f":
+            faces += 1
+    return Geometry(points, faces)
 
 
 @dataclass
@@ -433,6 +488,9 @@ class StandIn:
             if node.type == "moviefileinTOP":
                 self._read(node)
         for node in ops:
+            if node.type == "fileinSOP":
+                self._read_geometry(node)
+        for node in ops:
             if node.type == "oscinDAT":
                 self._receive(node)
 
@@ -470,6 +528,21 @@ class StandIn:
             return  # cannot be read: never "fully pre-read"
         top.isFullyPreRead = True
 
+    def _read_geometry(self, sop: Op) -> None:
+        """R15: read the file when its name changed or Refresh Pulse was pulsed; only .obj is parsed."""
+        path = str(sop.par.file.eval())
+        if path == sop._read_file and not sop._reload:
+            return
+        sop._read_file, sop._reload, sop.geometry = path, False, None
+        if not path:
+            return
+        sop.reads += 1
+        if Path(path).suffix.lower() == ".obj":
+            try:
+                sop.geometry = read_obj(Path(path))
+            except (OSError, ValueError, IndexError):
+                sop.geometry = None
+
     def close(self) -> None:
         for name in self._modules:
             sys.modules.pop(name, None)
@@ -490,6 +563,8 @@ def drawn_by(render: Op) -> list[str]:
         geometry = render.parent.op(name)
         if geometry is None or geometry.type != "geometryCOMP" or not geometry.render:
             continue
+        if not geometry.par.render.eval():  # R16: the Render parameter AND the Render flag
+            continue
         drawn += [f"{geometry.name}/{sop.name}" for sop in geometry.children if sop.family == "SOP" and sop.render]
     return drawn
 
@@ -507,3 +582,32 @@ def uniforms(mat: Op) -> dict[str, Any]:
         if name:
             bound[name] = getattr(mat.par, f"vec{index}valuex").eval()
     return bound
+
+
+def _rotation(axis: str, degrees: float) -> np.ndarray:
+    """R17: a right-handed rotation about ``axis`` (counter-clockwise looking toward the origin)."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    m = np.identity(4)
+    i, j = {"x": (1, 2), "y": (2, 0), "z": (0, 1)}[axis]
+    m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+    return m
+
+
+def xform_matrix(comp: Op) -> np.ndarray:
+    """R17: the 4×4 (column vectors: world = M @ [x, y, z, 1]) a COMP's Xform page gives, from its
+    Transform Order, Rotate Order, Translate, Rotate, Scale and Uniform Scale."""
+    par = comp.par
+    t = np.identity(4)
+    t[:3, 3] = [float(par.tx.eval()), float(par.ty.eval()), float(par.tz.eval())]
+    uniform = float(par.scale.eval())
+    scale = np.diag(
+        [float(par.sx.eval()) * uniform, float(par.sy.eval()) * uniform, float(par.sz.eval()) * uniform, 1.0]
+    )
+    r = np.identity(4)
+    for axis in str(par.rord.eval()):  # "xyz": R = Rz * Ry * Rx, the first axis applied first
+        r = _rotation(axis, float(getattr(par, f"r{axis}").eval())) @ r
+    parts = {"s": scale, "r": r, "t": t}
+    m = np.identity(4)
+    for step in str(par.xord.eval()):  # "srt": T * R * S, scale applied first
+        m = parts[step] @ m
+    return m

@@ -50,7 +50,8 @@ def test_the_network_shows_the_grid_with_the_world_material(td: StandIn) -> None
     comp = td.run_builder(edits=[_silent_bridge()])
     assert not [line for line in td.printed if "lacks" in line or "older" in line], td.printed
     for name in RENDERS:
-        assert drawn_by(comp.op(name)) == ["world/grid"], name  # not the default torus, not nothing
+        # not the default torus, not nothing; and the object slot (tests/test_td_objects.py)
+        assert drawn_by(comp.op(name)) == ["world/grid", "object/mesh"], name
     grid = comp.op("world/grid")
     assert (grid.par.rows.eval(), grid.par.cols.eval(), grid.par.orient.eval()) == (257, 513, "xy")
     bound = uniforms(comp.op("world_mat"))
@@ -91,7 +92,8 @@ def test_the_first_builders_mistakes_show_in_the_standin(td: StandIn) -> None:
         namespace["SEQUENCES"] = []
 
     comp = td.run_builder(edits=[_silent_bridge(), grid_beside_world, keep_default_children, no_sequences])
-    assert drawn_by(comp.op("render_mono")) == ["world/torus1"]  # the torus renders, with the world's UVs
+    drawn = drawn_by(comp.op("render_mono"))
+    assert drawn[0] == "world/torus1" and "world/grid" not in drawn  # the torus renders, with the world's UVs
     assert comp.op("grid").parent is comp  # drawn by nobody
     assert "sDepth" not in uniforms(comp.op("world_mat"))  # the depth sampler is never bound
     lacking = " ".join(td.printed)

@@ -30,7 +30,10 @@ def test_every_wire_and_parameter_names_a_node_and_files_exist() -> None:
             assert (ROOT / value).is_file(), value
         if isinstance(value, str) and value.startswith("="):
             assert set(re.findall(r"parent\(\)\.par\.(\w+)", value)) <= custom, value
-        if par in ("vdat", "pdat", "material", "camera", "geometry", "op", "callbacks") or par.endswith("top"):
+            assert set(re.findall(r"op\('(\w+)'\)", value)) <= names, value  # a sibling the builder makes
+        if par == "geometry":  # a Render TOP draws every Geometry COMP it lists
+            assert value.split() and set(value.split()) <= names, (target, par, value)
+        elif par in ("vdat", "pdat", "material", "camera", "op", "callbacks") or par.endswith("top"):
             assert value in names, (target, par, value)
 
 

@@ -12,6 +12,8 @@ tablet sets Crossfade, Hold, Blackout and Strength through the bridge (/ldm3d/di
 Live page: Showpreviews (show a world while it forms), Previewmix (how much of the forming preview
 covers the world on screen: the GLSL MAT's uForming at full), Previewfade (seconds to fade it in; it
 fades out over Crossfade). Previews and morphs: ldm3d_td_live.py.
+Objects page: Showobjects (the object slot's Geometry COMP renders). The newest /ldm3d/object/ready
+points the File In SOP `object/mesh` at its OBJ and places `object` (ldm3d_td_objects.py).
 """
 
 import json
@@ -28,6 +30,7 @@ from ldm3d_td_logic import (  # noqa: F401 - Shown documents the actions
     SubscriptionKeeper,
     WorldSwitcher,
 )
+from ldm3d_td_objects import ObjectSlot, parse_object_ready
 
 #: /ldm3d/display/<name> from the bridge (a performer's tablet) → the Base COMP's parameter.
 DISPLAY_PARS = {"fade": "Crossfade", "hold": "Hold", "blackout": "Blackout", "strength": "Strength"}
@@ -47,6 +50,8 @@ class Ldm3dExt:
         self.forming = Forming()  # the preview of the world being made, over the world on screen
         self.morphs = MorphFrames()  # morph frames announced, until their morph arrives
         self._preview_frame = -1  # the frame the preview TOPs were last pointed at a preview
+        self.objects = ObjectSlot()  # the newest object, shown in the world
+        self._placed_radius = None  # the Baseradius the object was last placed with
 
     # -- sending ---------------------------------------------------------------
 
@@ -68,6 +73,15 @@ class Ldm3dExt:
         """Morph('<job id>', '<job id or prompt>', 'frames', 8, 'seconds', 4): travel between worlds."""
         self._send("/ldm3d/morph", [from_job, to, *options])
 
+    def Object(self, prompt, *options):
+        """Object('a red lantern', 'yaw', -30, 'distance', 0.7): a 3D object, shown in the world when ready."""
+        self._send("/ldm3d/object", [prompt, *options])
+
+    def ClearObject(self):
+        """Empty the object slot (as /ldm3d/object/clear does)."""
+        self.objects.clear()
+        self.ownerComp.op("object/mesh").par.file = ""
+
     # -- receiving -------------------------------------------------------------
 
     def OnOsc(self, address, args):
@@ -86,6 +100,11 @@ class Ldm3dExt:
             self.forming.on_end(job, ready=True)
             plan = self.morphs.arrive(job, rgb, depth, self._manifest(job, rgb), s.shown)
             self._apply(s.on_morph(job, plan.frames, plan.step_s) if plan else s.on_ready(job, rgb, depth))
+        elif address == "/ldm3d/object/ready":
+            if self.objects.on_ready(parse_object_ready(args)):  # a malformed one is counted and ignored
+                self._show_object()
+        elif address == "/ldm3d/object/clear":
+            self.ClearObject()
         elif address in ("/ldm3d/cancelled", "/ldm3d/error") and args:
             self.forming.on_end(str(args[0]), ready=False)
             self.morphs.drop(str(args[0]))
@@ -135,6 +154,8 @@ class Ldm3dExt:
         if brightness.eval() != level:
             brightness.val = level
         self._form(crossfade, now)
+        if self.objects.shown is not None and float(self.ownerComp.par.Baseradius.eval()) != self._placed_radius:
+            self._place_object()  # Baseradius changed: the object keeps its place in the world
 
     def _form(self, crossfade, now):
         """The forming look: the GLSL MAT's uForming, toward Previewmix while a followed job's preview is
@@ -176,6 +197,22 @@ class Ldm3dExt:
                 top.par.file = path
             top.par.reloadpulse.pulse()
         self._preview_frame = absTime.frame  # noqa: F821 - a TouchDesigner global
+
+    def _show_object(self):
+        """Point the File In SOP at the newest object's OBJ, make it read the file (its Refresh Pulse:
+        "Instantly reload the file from disk"), and place the Geometry COMP."""
+        mesh = self.ownerComp.op("object/mesh")
+        if mesh.par.file.eval() != self.objects.shown.obj:
+            mesh.par.file = self.objects.shown.obj
+        mesh.par.refreshpulse.pulse()
+        self._place_object()
+
+    def _place_object(self):
+        radius = float(self.ownerComp.par.Baseradius.eval())
+        geometry = self.ownerComp.op("object")
+        for name, value in self.objects.transform(radius).items():
+            setattr(geometry.par, name, value)
+        self._placed_radius = radius
 
     def _manifest(self, job_id, rgb):
         """A morph's manifest, or None: two folders above an announced frame, else ``morphs/<job>/`` beside
