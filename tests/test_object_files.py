@@ -15,6 +15,7 @@ from bridge.errors import WriteFailed
 from bridge.output.job_ids import new_job_id
 from bridge.output.meshes import ObjectWriter, glb_bytes
 from bridge.output.writer import TextureWriter
+from bridge.placement import Placement
 from ldm3d_engine.object_types import MeshResult, ObjectTimings, ResolvedObjectRequest
 from tests.test_writer import fake_result
 
@@ -95,7 +96,9 @@ def test_meta_says_what_made_the_object_and_objects_stay_out_of_the_world_jobs(t
         files.job_id,
         f"Z:/ldm3d-out/objects/{files.job_id}/mesh.obj",
         f"Z:/ldm3d-out/objects/{files.job_id}/mesh.glb",
+        *Placement().args(),  # the defaults: nothing said where it stands
     )
+    assert meta["placement"] == Placement().as_dict()
     assert tw.job_ids() == [world.job_id] and tw.find(files.job_id) is None
     assert json.loads((tw.root / "latest.json").read_text())["job_id"] == world.job_id
 

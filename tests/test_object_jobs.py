@@ -142,7 +142,7 @@ def test_an_object_job_over_osc_ends_in_object_ready_with_files_trimesh_reads(
     assert [m.args[1:] for m in seen if m.address == "/ldm3d/progress"][-1] == (2, 2)
     files = (job_id, f"Z:/share/objects/{job_id}/mesh.obj", f"Z:/share/objects/{job_id}/mesh.glb")
     # then where it stands: yaw, pitch, distance, size, turn (what it was not told: the defaults)
-    assert end.args == (*files, -30.0, 0.0, pytest.approx(0.7), 0.25, 0.0)
+    assert end.args[:3] == files and end.args[3:] == pytest.approx((-30.0, 0.0, 0.7, 0.25, 0.0))
     folder = Path(bridge.settings.output).resolve() / "objects" / job_id
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["placement"] == {"yaw": -30.0, "pitch": 0.0, "distance": pytest.approx(0.7), "size": 0.25, "turn": 0.0}
@@ -250,5 +250,5 @@ def test_oscquery_names_the_object_command_and_its_end() -> None:
     nodes = namespace(ranges_for("tiny-pano"))
     command, end = nodes["/ldm3d/object"], nodes["/ldm3d/object/ready"]
     assert (command.type, command.access) == ("s", WRITE)
-    assert (end.type, end.access, end.default) == ("sss", READ, ("", "", ""))
+    assert (end.type, end.access, end.default) == ("sssfffff", READ, ("", "", "", 0.0, 0.0, 0.5, 0.25, 0.0))
     assert "/ldm3d/object/ready" in FINAL

@@ -1,4 +1,4 @@
-"""Where an object stands in the world: the one matrix every renderer uses (bridge/contract/placement.py)."""
+"""Where an object stands in the world: the one matrix every renderer uses (bridge/placement.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from bridge.contract.placement import Placement, placement_from, placement_of_meta, transform_points
 from bridge.errors import BadArguments
+from bridge.placement import Placement, placement_from, placement_of_meta, transform_points
 from bridge.render.preview import Camera
 
 

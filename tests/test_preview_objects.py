@@ -15,9 +15,9 @@ from PIL import Image
 
 from bridge.cli.main import main
 from bridge.cli.world_objects import find_object, load_object
-from bridge.contract.placement import Placement, transform_points
 from bridge.output.meshes import BadGlb, ObjectFiles, ObjectWriter, glb_bytes, read_glb
 from bridge.output.writer import TextureWriter
+from bridge.placement import Placement, transform_points
 from bridge.render.objects import ObjectError, draw_objects
 from bridge.render.preview import Camera, SphereRenderer
 from tests.test_object_files import fake_mesh

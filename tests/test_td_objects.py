@@ -1,5 +1,5 @@
 """The TouchDesigner object slot in the stand-in (tests/td_standin.py): the newest ``/ldm3d/object/ready``
-points the File In SOP at its OBJ and places the Geometry COMP as bridge/contract/placement.py does,
+points the File In SOP at its OBJ and places the Geometry COMP as bridge/placement.py does,
 over real UDP (a scripted bridge, and a real one with tiny-ln3diff). Never run inside TouchDesigner:
 what the stand-in cannot tell is listed in td_project/README.md."""
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from bridge.contract.engine_api import LocalSlot
-from bridge.contract.placement import Placement, placement_of_meta
 from bridge.osc.client import OscClient
+from bridge.placement import Placement, placement_of_meta
 from bridge.serve.server import Bridge
 from ldm3d_engine.object_types import ObjectEngineLike
 from tests.td_standin import TYPES, StandIn, drawn_by, xform_matrix

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from bridge.cli.jobs import engine_settings, progress_bar
-from bridge.contract.placement import PLACEMENT_RANGES, placement_from
+from bridge.placement import PLACEMENT_RANGES, placement_from
 from bridge.settings import load_settings
 
 #: The settings ``object`` takes from its flags (its parser is in :mod:`bridge.cli.args`).

@@ -2,7 +2,7 @@
 
 An object is a folder ``<output>/objects/<job id>/`` as :class:`bridge.output.meshes.ObjectWriter`
 writes it: ``mesh.glb`` (read back by :func:`bridge.output.meshes.read_glb`) and ``meta.json``, whose
-``placement`` says where it stands (:func:`bridge.contract.placement.placement_of_meta`). A missing
+``placement`` says where it stands (:func:`bridge.placement.placement_of_meta`). A missing
 or unreadable one is :class:`bridge.render.objects.ObjectError` naming it (one line, exit status 1).
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bridge.contract.placement import placement_of_meta
 from bridge.output.meshes import OBJECTS_FOLDER, BadGlb, read_glb
+from bridge.placement import placement_of_meta
 from bridge.render.objects import ObjectError, WorldObject
 
 logger = logging.getLogger(__name__)

@@ -61,6 +61,7 @@ OUTGOING = frozenset(
         "preview",
         "morph/frame",
         "object/ready",
+        "object/clear",
     )
 )
 
@@ -109,7 +110,7 @@ MORPH_OPTION_TYPES: dict[str, str] = {
     "format": "str",
 }
 #: /ldm3d/object options: text → 3D (the seed, the sampler, the marching-cubes grid), then where the
-#: object stands in the world (:mod:`bridge.contract.placement`: degrees and fractions of the radius).
+#: object stands in the world (:mod:`bridge.placement`: degrees and fractions of the radius).
 OBJECT_OPTION_TYPES: dict[str, str] = {
     "seed": "int",
     "steps": "int",

@@ -11,10 +11,10 @@ from typing import Any
 
 from bridge.contract.engine_api import EngineLike
 from bridge.contract.paths import resolve_input_path
-from bridge.contract.placement import Placement, placement_from
 from bridge.errors import BadArguments, NotSupported, UnknownJob, WrongModel
 from bridge.output.images import check_depth16, image_size
 from bridge.output.writer import TextureWriter
+from bridge.placement import Placement, placement_from
 from bridge.settings import BridgeSettings
 from ldm3d_engine.errors import EngineError
 from ldm3d_engine.object_types import ObjectEngineLike, ObjectRequest

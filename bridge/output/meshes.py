@@ -25,24 +25,27 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bridge.contract.placement import DEFAULT_PLACEMENT, Placement
 from bridge.errors import WriteFailed
 from bridge.output.job_ids import JOB_ID_RE
 from bridge.output.writer import (
     OWN_STAGING,
     STAGING_PREFIX,
+    JobFiles,
     TextureWriter,
     announce_path,
     fsync_dir,
     package_versions,
     write_file,
 )
+from bridge.placement import DEFAULT_PLACEMENT, Placement
 from ldm3d_engine.object_types import MeshResult
 
 logger = logging.getLogger(__name__)
 
 #: Where object jobs are written, one folder per job, under the output root.
 OBJECTS_FOLDER = "objects"
+#: A show's scene with a cue's object holds it in this subfolder (mesh.obj, mesh.glb, meta.json).
+SCENE_OBJECT_FOLDER = "object"
 _GLB_MAGIC = 0x46546C67  # "glTF"
 _CHUNK_JSON = 0x4E4F534A  # "JSON"
 _CHUNK_BIN = 0x004E4942  # "BIN\0"
@@ -187,13 +190,7 @@ class ObjectWriter:
         try:
             parent.mkdir(exist_ok=True)
             staging.mkdir()
-            obj = obj_bytes(result.vertices, result.faces, result.colors)
-            glb = glb_bytes(result.vertices, result.faces, result.colors)
-            write_file(staging / "mesh.obj", lambda f: f.write(obj))
-            write_file(staging / "mesh.glb", lambda f: f.write(glb))
-            extra = {**(meta_extra or {}), "placement": placement.as_dict()}
-            meta = self._meta(job_id, result, time.perf_counter() - t0, extra)
-            write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+            self._files(staging, job_id, result, placement, meta_extra or {}, t0)
             fsync_dir(staging)
             os.replace(staging, final)
             fsync_dir(parent)
@@ -214,6 +211,23 @@ class ObjectWriter:
             placement,
             self._writer.announce_root,
         )
+
+    def write_into(self, folder: Path, job_id: str, result: MeshResult, placement: Placement) -> None:
+        """Write the object's files into ``folder/object/`` (a scene's staging folder, renamed whole by
+        its writer: OSError propagates to it)."""
+        inner = folder / SCENE_OBJECT_FOLDER
+        inner.mkdir()
+        self._files(inner, job_id, result, placement, {}, time.perf_counter())
+
+    def _files(
+        self, folder: Path, job_id: str, result: MeshResult, placement: Placement, extra: dict[str, Any], t0: float
+    ) -> None:
+        obj = obj_bytes(result.vertices, result.faces, result.colors)
+        glb = glb_bytes(result.vertices, result.faces, result.colors)
+        write_file(folder / "mesh.obj", lambda f: f.write(obj))
+        write_file(folder / "mesh.glb", lambda f: f.write(glb))
+        meta = self._meta(job_id, result, time.perf_counter() - t0, {**extra, "placement": placement.as_dict()})
+        write_file(folder / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
     def _meta(self, job_id: str, r: MeshResult, write_s: float, extra: dict[str, Any]) -> dict[str, Any]:
         req, t = r.request, r.timings
@@ -330,3 +344,16 @@ def read_glb(path: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32
     if indices.size and int(indices.max()) >= len(vertices):
         raise bad(f"an index names vertex {int(indices.max())}, there are {len(vertices)}")
     return vertices.astype(np.float32), indices.reshape(-1, 3).copy(), rgba[:, :3].copy()
+
+
+def scene_object_args(
+    files: JobFiles, placement: Placement
+) -> tuple[str, str, str, float, float, float, float, float] | None:
+    """``/ldm3d/object/ready``'s arguments for the object inside a scene (None: the scene holds none):
+    the scene's id, its ``object/mesh.obj`` and ``object/mesh.glb``, then ``placement`` (the cue's)."""
+    inner = files.folder / SCENE_OBJECT_FOLDER
+    if not (inner / "mesh.glb").is_file():
+        return None
+    yaw, pitch, distance, size, turn = placement.args()
+    obj, glb = files.announced(inner / "mesh.obj"), files.announced(inner / "mesh.glb")
+    return (files.job_id, obj, glb, yaw, pitch, distance, size, turn)

@@ -257,16 +257,30 @@ class TextureWriter:
         """Where a show's scenes live: never pruned, never named by latest.json."""
         return self.root / SCENES_FOLDER
 
-    def write_scene(self, scene_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None = None) -> JobFiles:
-        """Write a scene of a show's library as :meth:`write` writes a job, under ``scenes/``."""
+    def write_scene(
+        self,
+        scene_id: str,
+        result: RGBDResult,
+        meta_extra: dict[str, Any] | None = None,
+        inside: Callable[[Path], None] | None = None,
+    ) -> JobFiles:
+        """Write a scene of a show's library as :meth:`write` writes a job, under ``scenes/``;
+        ``inside`` writes more into the staging folder before it is renamed (a cue's object)."""
         self.scenes.mkdir(exist_ok=True)
-        return self.write_folder(self.scenes, scene_id, result, meta_extra, None)[0]
+        return self.write_folder(self.scenes, scene_id, result, meta_extra, None, inside)[0]
 
     def write_folder(
-        self, parent: Path, job_id: str, result: RGBDResult, meta_extra: dict[str, Any] | None, fmt: str | None
+        self,
+        parent: Path,
+        job_id: str,
+        result: RGBDResult,
+        meta_extra: dict[str, Any] | None,
+        fmt: str | None,
+        inside: Callable[[Path], None] | None = None,
     ) -> tuple[JobFiles, dict[str, str]]:
         """One folder ``parent/job_id`` of textures and ``meta.json``, written under a staging name and
-        renamed whole (WriteFailed when it cannot be): a job, a scene, or a morph's frame."""
+        renamed whole (WriteFailed when it cannot be): a job, a scene, or a morph's frame. ``inside``
+        (OSError when it cannot) writes more into the staging folder first."""
         final = parent / job_id
         staging = parent / f"{STAGING_PREFIX}{job_id}"
         form = check_format(fmt) if fmt is not None else self.format
@@ -278,6 +292,8 @@ class TextureWriter:
                 job_id, result, files, time.perf_counter() - t0, {"format": form.name, **(meta_extra or {})}
             )
             write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+            if inside is not None:
+                inside(staging)
             fsync_dir(staging)
             os.replace(staging, final)
             fsync_dir(parent)

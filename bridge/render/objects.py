@@ -2,7 +2,7 @@
 :mod:`bridge.render.mesh`).
 
 An object here is plain data: its mesh in its own frame (vertices, triangles, sRGB vertex
-colours) and its placement, anything with ``matrix(base_radius)`` (``bridge.contract.placement``'s
+colours) and its placement, anything with ``matrix(base_radius)`` (``bridge.placement``'s
 ``Placement``; the command line reads both from an object's folder, ``bridge/cli/world_objects.py``).
 It is drawn with that matrix at the renderer's sphere base radius, in the same pass as the sphere:
 depth-tested, unlit vertex colour (``glsl/object.vert``/``object.frag``), as the sphere is unlit

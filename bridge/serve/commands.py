@@ -16,7 +16,6 @@ from typing import Any
 from bridge import __version__
 from bridge.contract import protocol
 from bridge.contract.morphs import MorphRequest, morph_request
-from bridge.contract.placement import Placement
 from bridge.contract.ranges import Ranges
 from bridge.contract.requests import depth_request, img2img_request, object_request, text_request, upscale_request
 from bridge.errors import BadArguments, NotSupported, RateLimited, UnknownJob
@@ -27,6 +26,7 @@ from bridge.osc.codec import Arg
 from bridge.output.formats import check_format
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import JobFiles, TextureWriter
+from bridge.placement import Placement
 from bridge.public.gate import PromptGate
 from bridge.serve.shows import ShowDesk
 from bridge.serve.stage import Stage

@@ -60,6 +60,8 @@ class SceneDesk:
         self._lock = lock
         #: What the remembered identity belongs to: the settings that pick the model and its defaults.
         self._model = identity_of(settings)
+        #: The object model a cue's object is made with (part of such a scene's key).
+        self._object_model = settings.object_model
         try:
             self._identity: str | None = library.remembered_identity(settings)
         except LibraryBusy:  # recall before the model is a comfort: the engine's identity comes with it
@@ -118,7 +120,7 @@ class SceneDesk:
         if key is None:
             identity = self.identity()
             assert identity is not None, "no model identity yet"
-            key = self._keys[cue.number] = cue.scene_key(identity)
+            key = self._keys[cue.number] = cue.scene_key(identity, self._object_model)
         return key
 
     def rendered_keys(self, show: Show) -> set[str] | None:
@@ -197,6 +199,8 @@ class SceneDesk:
     ) -> Job:
         job = Job(new_job_id(), scene_request(cue), sender, scene_key=key, quiet=quiet, upscale_after=cue.upscale,
                   on_done=on_done)  # fmt: skip
+        if cue.object is not None:  # made after the world, in the same job, into the scene's folder
+            job.object_after, job.placement = cue.object.request(), cue.object.placement
         self._enqueue(job)
         return job
 

@@ -348,7 +348,7 @@ class ShowDesk:
             self._notifier.notify(sender, "/ldm3d/display/fade", cue.fade)
         if files is not None:
             self.cue_state = "shown"
-            self.world.send(files, sender, cue.fade)
+            self.world.send(files, sender, cue.fade, cue.object.placement if cue.object else None)
             self.countdown.start(cue.duration, self._now(), running=self.running, elapsed=elapsed)
         elif not self.scenes.ready():  # made once a worker has the model (tick fires it again then)
             self.cue_state, self._waits_for_model = "rendering", sender
@@ -375,6 +375,9 @@ class ShowDesk:
                 self._failures.pop(cue.number, None)
                 with contextlib.suppress(LibraryBusy):  # (answered from memory while its row is pending)
                     self.world.shown(self.library.scene_id(key))
+                    files = self.scenes.files(cue)
+                    if files is not None:  # its world went out with the job's /ldm3d/ready: now its object
+                        self.world.place(files, None, cue.object.placement if cue.object else None)
                 self.world.sent = True
             else:
                 self.cue_state = "failed"

@@ -3,7 +3,9 @@ the current cue cannot show (a failed cue, a cue still rendering after a restart
 
 In order: the show's fallback; else, when no world went out since start-up (a restart), the last
 world the desk sent (kept in the library's state), the newest job (``latest.json``), the
-built-in world. After a failure without a fallback, a dome that has a world keeps it.
+built-in world. After a failure without a fallback, a dome that has a world keeps it. A cue's
+object follows its world (``/ldm3d/object/ready``); a world without one clears the object a cue put
+there (``/ldm3d/object/clear``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import logging
 
 from bridge.errors import LibraryBusy
 from bridge.notify.notifier import Notifier
+from bridge.output.meshes import scene_object_args
 from bridge.output.sequences import MorphFrames
 from bridge.output.writer import JobFiles, TextureWriter
+from bridge.placement import Placement
 from bridge.serve.scenes import SceneDesk
 from bridge.show.builtin import builtin_world
 from bridge.show.cues import Show
@@ -32,10 +36,14 @@ class DomeWorld:
         self.last: str | None = None
         #: A world went out since start-up.
         self.sent = False
+        #: A cue's object is on the dome (sent since start-up): a world without one clears it.
+        self.object_on = False
 
-    def send(self, files: JobFiles, sender: Address | None, seconds: float | None = None) -> None:
+    def send(
+        self, files: JobFiles, sender: Address | None, seconds: float | None = None, placement: Placement | None = None
+    ) -> None:
         """Send a world; a morph cue's scene first plays its frames again (``/ldm3d/morph/frame`` each, over
-        ``seconds``: the cue's fade, else as it was rendered)."""
+        ``seconds``: the cue's fade, else as it was rendered). Then its object (:meth:`place`)."""
         self.shown(files.job_id)
         morph = self._morphs.complete(files.job_id)
         if morph is not None:
@@ -45,6 +53,18 @@ class DomeWorld:
                 args = (files.job_id, index, len(frames), seconds or rendered_s, rgb, depth)
                 self._notifier.notify(sender, "/ldm3d/morph/frame", *args)
         self._notifier.notify(sender, "/ldm3d/ready", *files.ready_args())
+        self.place(files, sender, placement)
+
+    def place(self, files: JobFiles, sender: Address | None, placement: Placement | None) -> None:
+        """After a world: the object its scene holds, at ``placement`` (a cue's object), with
+        ``/ldm3d/object/ready``; else, when a cue's object is on the dome, ``/ldm3d/object/clear``."""
+        args = scene_object_args(files, placement) if placement is not None else None
+        if args is not None:
+            self._notifier.notify(sender, "/ldm3d/object/ready", *args)
+            self.object_on = True
+        elif self.object_on:
+            self._notifier.notify(sender, "/ldm3d/object/clear")
+            self.object_on = False
 
     def shown(self, world: str | None) -> None:
         """A world went out (its ``/ldm3d/ready`` sent by the worker, for a cue just rendered)."""
@@ -72,4 +92,5 @@ class DomeWorld:
             if after_failure is not None:
                 what = f"the fallback cue {fallback.number}" if fallback and from_fallback else f"world {files.job_id}"
                 logger.warning("cue %s failed; showing %s", after_failure, what)
-            self.send(files, None)
+            placement = fallback.object.placement if from_fallback and fallback and fallback.object else None
+            self.send(files, None, placement=placement)

@@ -4,7 +4,8 @@ Each cue's request goes through the engine's own checks (:mod:`ldm3d_engine.vali
 Python) with the model's preset, as the engine will run it: sizes (multiples of 8 in the preset's
 range), seamless sizes (the wrap multiple), steps, guidance, scheduler and sampling, a model that
 cannot make worlds at all; and for ``upscale = true``, that there is an upscale model and that it
-takes the picture (its output, 4× the cue's size, within the upscaler's limits). Torch-free.
+takes the picture (its output, 4× the cue's size, within the upscaler's limits); for ``object``, that
+there is an object model (its own limits are met when the scene renders). Torch-free.
 
 Two things are only known once the weights are loaded; before that they are taken so that nothing
 the engine accepts is refused here:
@@ -49,6 +50,8 @@ class ModelSettings(Protocol):
     def preset(self) -> str | None: ...
     @property
     def upscale_model(self) -> str | None: ...
+    @property
+    def object_model(self) -> str | None: ...
 
 
 class EngineWithPreset(Protocol):
@@ -65,11 +68,15 @@ class CueLimits:
     upscaler: Preset | None = None
     #: True: from loaded engines (their own scheduler and wrap multiple); False: from the presets.
     loaded: bool = False
+    #: The object model a cue's ``object`` needs (None: the bridge has none, such a cue is a mistake).
+    object_model: str | None = None
 
     @classmethod
-    def of_engines(cls, engine: EngineWithPreset, upscaler: EngineWithPreset | None = None) -> CueLimits:
+    def of_engines(
+        cls, engine: EngineWithPreset, upscaler: EngineWithPreset | None = None, object_model: str | None = None
+    ) -> CueLimits:
         """The limits of loaded engines (``pregen`` checks again with them once they are loaded)."""
-        return cls(engine.preset, None if upscaler is None else upscaler.preset, loaded=True)
+        return cls(engine.preset, None if upscaler is None else upscaler.preset, True, object_model)
 
 
 def cue_limits(settings: ModelSettings) -> CueLimits:
@@ -78,7 +85,7 @@ def cue_limits(settings: ModelSettings) -> CueLimits:
     folder defaults), as the engine loads it; the upscaler is loaded with the same ``preset``.
     :class:`~ldm3d_engine.errors.UnknownModel` for a ``preset`` that does not exist."""
     upscaler = _preset(settings.upscale_model, settings.preset) if settings.upscale_model else None
-    return CueLimits(_preset(settings.model, settings.preset), upscaler)
+    return CueLimits(_preset(settings.model, settings.preset), upscaler, object_model=settings.object_model)
 
 
 def _preset(model: str, preset: str | None) -> Preset:
@@ -141,6 +148,14 @@ def _cue_mistakes(cue: Cue, limits: CueLimits) -> Iterator[tuple[int, str]]:
                 check_morph(before, resolved, 0.0)
             except InvalidRequest as exc:
                 yield cue.line("morph"), f"morph = true from cue {cue.morph_from.number}: {exc}"
+    if cue.object is not None and limits.object_model is None:
+        yield (
+            cue.line("object"),
+            (
+                "object needs an object model: start the bridge with --object-model shap-e (tiny-shap-e offline); "
+                "ldm3d-bridge pregen does not make objects"
+            ),
+        )
     if not cue.upscale:
         return
     if limits.upscaler is None:

@@ -19,6 +19,9 @@
     fade = 8                   # this cue's crossfade, seconds (default: the show's)
     goto = "intro"             # after this cue, that one stands by instead of the next
     morph = true               # arrives by morphing from the cue before it (over its fade; morph_frames = 8)
+    object = "a red lantern"   # a text → 3D object in the world (needs --object-model); object_seed,
+    object_yaw = 30            #   object_steps, object_resolution, and where it stands: object_yaw,
+    object_distance = 0.6      #   object_pitch, object_distance, object_size, object_turn
 
 Pure: text in, :class:`Show` out. Every mistake of a file is found, each a ``file:line: message``
 line; :class:`BadShow` carries them all (``mistakes``). A file is bounded: ``MAX_SHOW_BYTES``
@@ -40,10 +43,15 @@ from typing import Any
 
 from bridge.contract.arguments import cue_number
 from bridge.errors import BadShow
+from bridge.placement import DEFAULT_PLACEMENT, PLACEMENT_RANGES, Placement
+from ldm3d_engine.object_types import ObjectRequest
 from ldm3d_engine.types import GenerateRequest
 
+#: A cue's object keys that say where it stands (``object_yaw`` → the placement's ``yaw``).
+OBJECT_PLACEMENT_KEYS = tuple(f"object_{name}" for name in PLACEMENT_RANGES)
+
 #: ``cue_number`` is here too: the cue-number rule, for whoever reads cue files.
-__all__ = ["Cue", "Mistake", "Show", "ShowReading", "cue_number", "too_large"]
+__all__ = ["Cue", "CueObject", "Mistake", "Show", "ShowReading", "cue_number", "too_large"]
 
 CONTINUES = ("none", "follow")
 SHOW_KEYS = ("name", "loop", "fallback", "fade", "cue")
@@ -69,6 +77,11 @@ CUE_KEYS: dict[str, type | tuple[type, ...]] = {
     "goto": (str, int, float),
     "morph": bool,
     "morph_frames": int,
+    "object": str,
+    "object_seed": int,
+    "object_steps": int,
+    "object_resolution": int,
+    **dict.fromkeys(OBJECT_PLACEMENT_KEYS, (int, float)),
 }
 REQUIRED = ("number", "prompt", "seed")
 #: The generation parameters of a cue: what its scene's key is made of.
@@ -83,9 +96,34 @@ MAX_SHOW_BYTES = 1_000_000
 #: Arrays and inline tables nest at most this deep (a cue file needs 2: ``cue = [{ … }]``).
 MAX_NESTING = 4
 #: The longest strings, in characters: the show's and a cue's name, a cue's prompt and negative prompt.
-MAX_CHARS = {"name": 200, "prompt": 2000, "negative": 2000}
+MAX_CHARS = {"name": 200, "prompt": 2000, "negative": 2000, "object": 2000}
 #: The seconds a cue's timings take (``fade`` also at the show's level).
 SECONDS = {"duration": (0.5, 86400.0), "prewait": (0.0, 3600.0), "fade": (0.0, 60.0)}
+
+
+@dataclass(frozen=True)
+class CueObject:
+    """A cue's text → 3D object: rendered with its world into the scene, placed as the cue says."""
+
+    prompt: str
+    #: The cue's ``object_seed``, else the cue's ``seed``: a scene is reproducible.
+    seed: int
+    steps: int | None = None
+    resolution: int | None = None
+    #: Where it stands; not part of the scene's key (moving an object renders nothing again).
+    placement: Placement = DEFAULT_PLACEMENT
+
+    def request(self) -> ObjectRequest:
+        return ObjectRequest(self.prompt, seed=self.seed, steps=self.steps, resolution=self.resolution)
+
+    def key_content(self, object_model: str | None) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "seed": self.seed,
+            "steps": self.steps,
+            "resolution": self.resolution,
+            "model": object_model,
+        }
 
 
 @dataclass(frozen=True)
@@ -109,6 +147,8 @@ class Cue:
     morph_from: Cue | None = None
     #: The morph's frames, both worlds included (``morph_frames``).
     morph_frames: int = DEFAULT_MORPH_FRAMES
+    #: ``object = "…"``: a 3D object rendered with the world and placed in it when the cue fires.
+    object: CueObject | None = None
 
     @property
     def upscale(self) -> bool:
@@ -133,13 +173,16 @@ class Cue:
             sampling=p.get("sampling"),
         )
 
-    def scene_key(self, model_identity: str) -> str:
+    def scene_key(self, model_identity: str, object_model: str | None = None) -> str:
         """SHA-256 of the canonical parameters and the model (id, revision, configs, engine version):
         a changed cue gets a new key, two cues with the same parameters share one. A morph cue's key
-        also holds the world it morphs from and its frames (its fade is when it plays, not what it is)."""
+        also holds the world it morphs from and its frames (its fade is when it plays, not what it is);
+        a cue's object, its prompt, seed, steps, resolution and the object model (not where it stands)."""
         content: dict[str, Any] = {"params": self.params, "model": model_identity}
         if self.morph_from is not None:
             content["morph"] = {"from": self.morph_from.params, "frames": self.morph_frames}
+        if self.object is not None:
+            content["object"] = self.object.key_content(object_model)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.contract.arguments import CUE_NUMBER, cue_number
+from bridge.placement import PLACEMENT_RANGES, placement_from
 from bridge.show.checks import CueLimits, with_limits
 from bridge.show.cues import (
     CONTINUES,
@@ -34,10 +35,12 @@ from bridge.show.cues import (
     MAX_NESTING,
     MAX_SHOW_BYTES,
     MORPH_FRAMES,
+    OBJECT_PLACEMENT_KEYS,
     PARAMS,
     SECONDS,
     SHOW_KEYS,
     Cue,
+    CueObject,
     Mistake,
     Show,
     ShowReading,
@@ -227,8 +230,23 @@ def _cue(raw: Any, i: int, show_fade: float | None, found: _Found) -> tuple[str 
         goto=goto,
         key_lines=lines,
         morph_frames=int(ok.get("morph_frames", DEFAULT_MORPH_FRAMES)),
+        object=_object(ok),
     )
     return number, cue, goto
+
+
+def _object(ok: dict[str, Any]) -> CueObject | None:
+    """The cue's object, from keys already checked (None: the cue places none)."""
+    if "object" not in ok:
+        return None
+    placement = placement_from({key.removeprefix("object_"): ok[key] for key in OBJECT_PLACEMENT_KEYS if key in ok})
+    return CueObject(
+        ok["object"],
+        int(ok.get("object_seed", ok["seed"])),
+        ok.get("object_steps"),
+        ok.get("object_resolution"),
+        placement,
+    )
 
 
 def _morph(cue: Cue, i: int, before: Cue | None, found: _Found) -> Cue | None:
@@ -245,6 +263,9 @@ def _morph(cue: Cue, i: int, before: Cue | None, found: _Found) -> Cue | None:
         return None
     if cue.upscale or before.upscale:
         mark("morph = true and upscale = true do not go together (the frames are not upscaled)")
+        return None
+    if cue.object is not None:
+        mark("morph = true and object do not go together yet (give the object to the next cue)")
         return None
     return dataclasses.replace(cue, morph_from=before)
 
@@ -267,6 +288,7 @@ def _check_values(raw: dict[str, Any], mark: Mark) -> None:
     for key in SECONDS:
         if key in raw:
             _seconds(key, raw[key], mark)
+    _check_object(raw, mark)
     if "morph_frames" in raw:
         if raw.get("morph") is not True:
             mark("morph_frames", "morph_frames is for a cue with morph = true")
@@ -275,6 +297,26 @@ def _check_values(raw: dict[str, Any], mark: Mark) -> None:
                 "morph_frames",
                 f"morph_frames {raw['morph_frames']} is out of range; allowed {MORPH_FRAMES[0]}..{MORPH_FRAMES[1]}",
             )
+
+
+def _check_object(raw: dict[str, Any], mark: Mark) -> None:
+    """A cue's object keys: each ``object_…`` needs ``object``; the prompt, seed and placement in range."""
+    extras = [key for key in raw if key.startswith("object_")]
+    if "object" not in raw:
+        for key in extras:
+            mark(key, f'{key} is for a cue with an object (object = "a red lantern")')
+        return
+    if not raw["object"].strip():
+        mark("object", "the object's prompt is empty; say what the object is")
+    if "object_seed" in raw and not 0 <= raw["object_seed"] <= SEED_MAX:
+        mark("object_seed", f"object_seed {raw['object_seed']} is out of range; use 0..{SEED_MAX}")
+    for key in ("object_steps", "object_resolution"):
+        if key in raw and raw[key] < 1:
+            mark(key, f"{key} {raw[key]} is out of range; it must be at least 1")
+    for key in OBJECT_PLACEMENT_KEYS:
+        low, high = PLACEMENT_RANGES[key.removeprefix("object_")]
+        if key in raw and not (math.isfinite(raw[key]) and low <= raw[key] <= high):
+            mark(key, f"{key} {raw[key]} is out of range; allowed {low:g}..{high:g}")
 
 
 def _seconds(key: str, value: Any, mark: Mark) -> bool:

@@ -264,10 +264,10 @@ def namespace(ranges: Ranges) -> dict[str, Node]:
         ),
         Node(
             "/ldm3d/object/ready",
-            "the newest object: job id, mesh.obj, mesh.glb",
-            "sss",
+            "the newest object: job id, mesh.obj, mesh.glb, yaw, pitch, distance, size, turn",
+            "sssfffff",
             READ,
-            default=("", "", ""),
+            default=("", "", "", 0.0, 0.0, 0.5, 0.25, 0.0),
         ),
         Node("/ldm3d/error", "the newest error: job id, code, message", "sss", READ, default=("", "", "")),
         Node(

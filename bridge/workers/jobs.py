@@ -9,13 +9,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bridge.contract.morphs import MorphRequest
-from bridge.contract.placement import Placement
 from bridge.errors import QueueFull
+from bridge.placement import Placement
 from bridge.settings import QUEUE_MODES
-from ldm3d_engine.object_types import ObjectRequest
-from ldm3d_engine.types import CancelToken, DepthRequest, GenerateRequest, UpscaleRequest
+from ldm3d_engine.object_types import MeshResult, ObjectRequest
+from ldm3d_engine.types import CancelToken, DepthRequest, GenerateRequest, RGBDResult, UpscaleRequest
 
 Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class WorldAndObject:
+    """A cue's scene with an object: the world, then the object made after it in the same job."""
+
+    world: RGBDResult
+    mesh: MeshResult
 
 
 @dataclass
@@ -48,6 +56,8 @@ class Job:
     preview_every: int | None = None
     #: An object job's place in the world (None: the defaults), recorded in its meta.json and announced.
     placement: Placement | None = None
+    #: Then this object with the bridge's object model, written into the scene (a cue's ``object``).
+    object_after: ObjectRequest | None = None
     _outcome_sent: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

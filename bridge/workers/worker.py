@@ -55,7 +55,7 @@ from bridge.notify.notifier import Notifier
 from bridge.osc.codec import Arg
 from bridge.output.images import read_depth16, read_rgb
 from bridge.settings import BridgeSettings
-from bridge.workers.jobs import Address, Job, JobQueue
+from bridge.workers.jobs import Address, Job, JobQueue, WorldAndObject
 from bridge.workers.morphing import morph_frames
 from bridge.workers.previews import PreviewDesk
 from bridge.workers.writes import Discard, Finished, Frame, Writes, failed
@@ -353,7 +353,10 @@ class Worker:
         logger.info("job %s started on %s", job.id, self.name)
         notify: list[Address | None] = [] if job.quiet else [job.sender, *n.subscribers]
         try:
-            engine, run = self._runner(job, on_step)
+            engine, made = self._runner(job, on_step)
+            run: Callable[[], RGBDResult | MeshResult | WorldAndObject] = made
+            if job.object_after is not None:
+                run = self._then_object(job, made, on_step)
             try:
                 result = run()
             except OutOfMemory:
@@ -388,6 +391,22 @@ class Worker:
             self._log.exception("engine", time.monotonic(), "job %s failed", job.id)
             return notify, *failed(job, "engine_failed", f"{type(exc).__name__}: {exc}")
         return Finished(job, result, extra, notify)
+
+    def _then_object(
+        self, job: Job, run: Callable[[], RGBDResult | MeshResult], on_step: Callable[[int, int], None]
+    ) -> Callable[[], WorldAndObject]:
+        """A cue with an object: its world, then the object (progress of each in turn)."""
+        objects, wanted = self.objects, job.object_after
+        if objects is None:
+            raise NotSupported("this cue places an object; start the bridge with --object-model (tiny-shap-e offline)")
+        assert wanted is not None
+
+        def both() -> WorldAndObject:
+            world = run()
+            assert isinstance(world, RGBDResult), "only a cue's world is followed by an object"
+            return WorldAndObject(world, objects.generate_object(wanted, on_step=on_step, cancel=job.cancel))
+
+        return both
 
     def _runner(
         self, job: Job, on_step: Callable[[int, int], None]

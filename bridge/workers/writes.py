@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from queue import Queue
 from typing import Any
 
 from bridge.contract.morphs import MorphRequest
-from bridge.contract.placement import DEFAULT_PLACEMENT
 from bridge.errors import WriteFailed
 from bridge.notify.limits import LogLimiter
 from bridge.notify.notifier import Notifier
@@ -26,7 +26,8 @@ from bridge.osc.codec import Arg
 from bridge.output.meshes import ObjectWriter
 from bridge.output.sequences import MorphFrames
 from bridge.output.writer import JobFiles, TextureWriter
-from bridge.workers.jobs import Address, Job
+from bridge.placement import DEFAULT_PLACEMENT
+from bridge.workers.jobs import Address, Job, WorldAndObject
 from ldm3d_engine.object_types import MeshResult
 from ldm3d_engine.types import RGBDResult
 
@@ -39,7 +40,7 @@ class Finished:
     an object job: its mesh, written into ``objects/`` and announced with ``/ldm3d/object/ready``)."""
 
     job: Job
-    result: RGBDResult | MeshResult
+    result: RGBDResult | MeshResult | WorldAndObject
     extra: dict[str, Any]
     notify: list[Address | None]
 
@@ -102,23 +103,26 @@ class Writes:
                 self._object(item, item.result)
                 continue
             job = item.job
+            world = item.result.world if isinstance(item.result, WorldAndObject) else item.result
             address: str
             args: tuple[Arg, ...]
             try:
                 if isinstance(job.request, MorphRequest):
                     files = self._arrive(item, job.request)
                 elif job.scene_key is not None:
-                    files = self._writer.write_scene(job.id, item.result, {**item.extra, "scene_key": job.scene_key})
+                    files = self._writer.write_scene(
+                        job.id, world, {**item.extra, "scene_key": job.scene_key}, self._inside(item)
+                    )
                     self._on_scene(job.scene_key, files)
                 else:
-                    files = self._writer.write(job.id, item.result, item.extra, fmt=job.format)
+                    files = self._writer.write(job.id, world, item.extra, fmt=job.format)
             except WriteFailed as exc:
                 address, args = failed(job, exc.code, str(exc))
             except Exception as exc:  # noqa: BLE001 - the writer thread must go on
                 self._log.exception("write", time.monotonic(), "writing job %s failed", job.id)
                 address, args = failed(job, "write_failed", f"{type(exc).__name__}: {exc}")
             else:
-                t = item.result.timings
+                t = world.timings
                 logger.info(
                     "job %s ready in %.2f s (text %.2f, denoise %.2f, decode %.2f): %s",
                     job.id,
@@ -134,6 +138,14 @@ class Writes:
             if job.claim_outcome():
                 self._notifier.event(item.notify, address, *args)
                 job.finished(address)
+
+    def _inside(self, item: Finished) -> Callable[[Path], None] | None:
+        """What a scene's folder holds besides its world: a cue's object (``object/``), or nothing."""
+        both = item.result
+        if not isinstance(both, WorldAndObject):
+            return None
+        placement = item.job.placement or DEFAULT_PLACEMENT
+        return lambda folder: self._objects.write_into(folder, item.job.id, both.mesh, placement)
 
     def _object(self, item: Finished, result: MeshResult) -> None:
         """Write an object job's folder, then ``/ldm3d/object/ready`` (or ``write_failed``)."""

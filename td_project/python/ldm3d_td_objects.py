@@ -7,7 +7,7 @@ ignored, as is a message with too few arguments or arguments of the wrong type. 
 and bridge restarts leave the object where it is; ``/ldm3d/object/clear`` (or ``ClearObject()`` on the
 component) empties the slot.
 
-Where it stands (bridge/contract/placement.py, the same frame as the sphere: the viewer at the origin,
+Where it stands (bridge/placement.py, the same frame as the sphere: the viewer at the origin,
 +Y up, yaw 0 / pitch 0 along -Z): the object's own mesh (centred, largest extent about 1, its front
 toward +Z) is scaled by ``size`` × the sphere's base radius, turned about +Y by ``turn - yaw`` degrees
 (its front toward the viewer, then ``turn`` more) and moved ``distance`` × the base radius toward
