@@ -252,3 +252,28 @@ def test_oscquery_names_the_object_command_and_its_end() -> None:
     assert (command.type, command.access) == ("s", WRITE)
     assert (end.type, end.access, end.default) == ("sssfffff", READ, ("", "", "", 0.0, 0.0, 0.5, 0.25, 0.0))
     assert "/ldm3d/object/ready" in FINAL
+
+
+class _Counting:
+    """The tiny object model, counting what it is asked (the warm-up's request)."""
+
+    def __init__(self, inner: ObjectEngineLike) -> None:
+        self.inner = inner
+        self.asked: list[ObjectRequest] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def generate_object(self, request: ObjectRequest, **kwargs: Any) -> Any:
+        self.asked.append(request)
+        return self.inner.generate_object(request, **kwargs)
+
+
+def test_a_worker_warms_its_object_model_up_with_one_small_object_before_it_is_ready(
+    start_bridge: Start, load_tiny: Callable[[str], Any], tiny_objects: ObjectEngineLike
+) -> None:
+    counting = _Counting(tiny_objects)
+    slot = LocalSlot(lambda: load_tiny("tiny"), where="cpu 0", objects=lambda: counting)  # type: ignore[arg-type, return-value]
+    bridge = start_bridge(slots=[slot], object_model="tiny-ln3diff", warmup=True, warmup_steps=1)
+    assert bridge.pool.alive == 1
+    assert [(r.prompt, r.steps, r.resolution) for r in counting.asked] == [("warm-up", 1, 16)]

@@ -194,6 +194,8 @@ class Worker:
             if self._settings.warmup:
                 self.state = "warming" if first else "restarting"
                 self._warm_up(engine)
+                if objects is not None:
+                    self._warm_up_objects(objects)
         except Exception as exc:  # noqa: BLE001 - any load failure is reported, never raised
             reason = str(exc) if isinstance(exc, EngineError | EngineFailure) else f"{type(exc).__name__}: {exc}"
             if first and not isinstance(exc, EngineLost):
@@ -231,6 +233,13 @@ class Worker:
             except UnsafeContent:  # the picture is thrown away anyway; the checker has run once
                 logger.info("%s: the safety checker flagged the warm-up picture (thrown away)", self.name)
         logger.info("%s: warm-up took %.1f s", self.name, time.perf_counter() - t1)
+
+    def _warm_up_objects(self, objects: ObjectEngineLike) -> None:
+        """One small object (``warmup_steps``, the smallest marching-cubes grid): the first object of a
+        show does not pay for the first call's set-up."""
+        t1 = time.perf_counter()
+        objects.generate_object(ObjectRequest("warm-up", seed=0, steps=self._settings.warmup_steps, resolution=16))
+        logger.info("%s: object warm-up took %.1f s", self.name, time.perf_counter() - t1)
 
     def _take_jobs(self) -> None:
         check_at = time.monotonic() + self._settings.heartbeat_s
