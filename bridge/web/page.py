@@ -13,7 +13,9 @@ bridge → page   ``{"type": "hello", …}`` once, then ``{"type": "event", "add
                 for the answers to this page's own messages, ``{"type": "status", …}``
                 whenever the queue, the running job or the show changes, and ``{"type":
                 "preview", …}`` for each preview of a world as it forms (:mod:`bridge.web.forming`);
-                ``/ldm3d/morph/frame`` adds ``"frame"`` with its texture URLs (:mod:`bridge.web.morphs`).
+                ``/ldm3d/morph/frame`` adds ``"frame"`` with its texture URLs (:mod:`bridge.web.morphs`);
+                ``/ldm3d/object/ready`` adds ``"object"``: its GLB's URL and its placement, which the hello
+                carries too for the object on the dome (:mod:`bridge.web.objects`).
 
 Sending is cheap with many pages (docs/performance.md, "The operator page"): each message is
 encoded and framed once and the same bytes written to every page (:mod:`bridge.web.outbox`); what
@@ -44,6 +46,7 @@ from bridge.errors import BadArguments, UnknownJob
 from bridge.osc.codec import Arg, Message
 from bridge.web import morphs
 from bridge.web.forming import Newest, preview_message
+from bridge.web.objects import ObjectFolders
 from bridge.web.outbox import Outbox, frame
 from bridge.web.textures import TextureStore
 
@@ -123,6 +126,9 @@ class PageHub:
         self._backend = backend
         self._textures = TextureStore()
         self._morphs = morphs.MorphFolders(output, self._textures) if output is not None else None
+        self._objects = ObjectFolders(output, self._textures) if output is not None else None
+        self._object: str | None = None  # the object last announced (the world's one object; None: cleared)
+        self._object_known = False  # one was announced, or cleared, since start-up
         self._newest = Newest()
         self._release_at: asyncio.TimerHandle | None = None
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ldm3d-http-io")
@@ -211,6 +217,9 @@ class PageHub:
         if address == "/ldm3d/morph/frame" and len(args) > 1 and self._morphs is not None:
             self._outbox.keep(asyncio.ensure_future(self._morph_frame(args, sent_at)))
             return
+        if address in ("/ldm3d/object/ready", "/ldm3d/object/clear") and self._objects is not None:
+            self._outbox.keep(asyncio.ensure_future(self._object_event(address, args, sent_at)))
+            return
         key = None
         if address in COALESCED:
             key = f"{address} {args[0]!r}" if COALESCED[address] and args else address
@@ -233,6 +242,19 @@ class PageHub:
             found = await loop.run_in_executor(self._pool, self._frame_now, str(args[0]), args[1])
             event = {"type": "event", "address": "/ldm3d/morph/frame", "args": list(args), "t": sent_at}
             self._queue(json.dumps({**event, "frame": found}))
+
+    async def _object_event(self, address: str, args: tuple[Arg, ...], sent_at: float) -> None:
+        """``/ldm3d/object/ready`` with the object's GLB URL and placement, and ``/ldm3d/object/clear``: in
+        order with each other and with the worlds they follow."""
+        assert self._ready_lock is not None and self._objects is not None
+        async with self._ready_lock:
+            event: dict[str, Any] = {"type": "event", "address": address, "args": list(args), "t": sent_at}
+            ready = address == "/ldm3d/object/ready" and bool(args)
+            self._object_known, self._object = True, str(args[0]) if ready else None
+            if ready:
+                loop = asyncio.get_running_loop()
+                event["object"] = await loop.run_in_executor(self._pool, self._objects.offer_ready, args)
+            self._queue(json.dumps(event))
 
     def _frame_now(self, morph_id: str, index: Arg) -> dict[str, Any] | None:
         assert self._morphs is not None
@@ -357,7 +379,12 @@ class PageHub:
         screen = screen or await loop.run_in_executor(self._pool, backend.on_screen)
         history = [w for w in [await self._world(job_id) for job_id in ids] if w is not None]
         world = await self._world(screen) if screen else None
+        thing = None
+        if self._objects is not None:
+            on_dome, known = self._object, self._object_known
+            thing = await loop.run_in_executor(self._pool, self._objects.offer_newest, on_dome, known)
         hello = {"type": "hello", "page": number, **backend.hello(), "world": world, "history": history}
+        hello["object"] = thing
         return json.dumps({**hello, "status": backend.status()})
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:

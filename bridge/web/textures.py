@@ -12,6 +12,9 @@ kind       what                                             URL
 ``depth``  the 16-bit depth, exactly: raw little-endian      ``/t/<key>.u16``
            uint16, rows top to bottom (width × height × 2
            bytes; the page knows the size from the world)
+``glb``    an object's ``mesh.glb`` as it is (binary glTF,   ``/t/<key>.glb``
+           ``model/gltf-binary``; :mod:`bridge.web.objects`
+           hands in only files under ``objects/``)
 =========  ===============================================  ======================
 
 ``key`` is a SHA-256 of the kind, :data:`VERSION` and the source file's SHA-256: the
@@ -38,8 +41,8 @@ from bridge.output.images import read_depth16, read_rgb
 
 #: Part of every key: changing how a kind is derived must change its URLs.
 VERSION = "1"
-KINDS = {"rgb": ".jpg", "thumb": ".jpg", "depth": ".u16"}
-CONTENT_TYPES = {".jpg": "image/jpeg", ".u16": "application/octet-stream"}
+KINDS = {"rgb": ".jpg", "thumb": ".jpg", "depth": ".u16", "glb": ".glb"}
+CONTENT_TYPES = {".jpg": "image/jpeg", ".u16": "application/octet-stream", ".glb": "model/gltf-binary"}
 THUMB_WIDTH = 256
 JPEG_QUALITY = 90
 MAX_KEYS = 4096
@@ -56,6 +59,8 @@ def derive(path: Path, kind: str) -> bytes:
     """The bytes of ``kind`` made from the file at ``path`` (OSError/ValueError when it cannot be read)."""
     if kind == "depth":
         return read_depth16(path).astype("<u2", copy=False).tobytes()
+    if kind == "glb":
+        return path.read_bytes()
     rgb = Image.fromarray(read_rgb(path), "RGB")
     if kind == "thumb":
         height = max(1, round(rgb.height * THUMB_WIDTH / rgb.width))

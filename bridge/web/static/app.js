@@ -4,6 +4,7 @@
 // here too. docs/web.md describes the protocol.
 import { Viewer } from "./viewer.js";
 import * as live from "./live.js";
+import * as objects from "./objects.js";
 import { renderModeration, setupVisitors } from "./moderation.js";
 import { renderShow, setupShow } from "./showpanel.js";
 
@@ -109,6 +110,7 @@ function hello(m) {
   setupVisitors(m.visitors, withToken, fetchWithToken);
   status(m.status);
   if (m.world && page.live) showWorld(m.world);
+  objects.show(m.object);
   renderHistory();
   lamp();
 }
@@ -144,6 +146,12 @@ function event(address, args, m) {
     }
     case "/ldm3d/morph/frame":
       live.morphFrame(args, m.frame);
+      break;
+    case "/ldm3d/object/ready":
+      if (m.type === "event") objects.ready(args, m.object);
+      break;
+    case "/ldm3d/object/clear":
+      if (m.type === "event") objects.show(null);
       break;
     case "/ldm3d/error":
       live.ended(args[0]);
@@ -423,6 +431,7 @@ async function start() {
     note("viewer", `no 3D view on this device: ${err.message}`);
   }
   live.setupLive(page, fetchWithToken, note);
+  objects.setupObjects(page, fetchWithToken, note);
   connect();
 }
 start();

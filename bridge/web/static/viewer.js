@@ -7,7 +7,9 @@
 // job, a morph's frame as it renders) is shown the same way at its own size, greyed and dimmed.
 import * as THREE from "three";
 
-const COLUMNS = 256, ROWS = 128, BASE_RADIUS = 10;
+const COLUMNS = 256, ROWS = 128;
+/** The sphere's base radius (depth 0.5): objects (objects.js) are placed in units of it, as TouchDesigner's are. */
+export const BASE_RADIUS = 10;
 // Orbit: the eye steps back from the centre along the view, so it swings around the centre as it
 // turns and sees the displaced walls from off-centre, where depth shows as parallax. Distances are
 // in units of the base radius; the eye stays inside the world.
