@@ -261,8 +261,6 @@ class BridgeSettings:
                 )
             if self.device not in ("cuda", "cpu"):
                 raise bad("device", "with ray, use cuda (Ray gives each actor one GPU) or cpu")
-            if self.object_model is not None:
-                raise bad("object_model", "not with ray yet: object models run in workers of this process (no --ray)")
         if not 1 <= self.ray_workers <= 1024:
             raise bad("ray_workers", "use 1..1024")
         if not 1 <= self.http_connections_per_host <= self.http_max_connections:

@@ -1,6 +1,6 @@
 """An engine in a process of its own, driven by calls: the body of a Ray actor.
 
-:class:`EngineHost` holds one engine (and, when asked, an upscaler beside it) and runs one job
+:class:`EngineHost` holds one engine (and, when asked, an upscaler and an object model beside it) and runs one job
 at a time as a generator of plain tuples, so that a caller in another process sees the job's
 steps as they happen and can cancel it between two of them:
 
@@ -8,7 +8,7 @@ steps as they happen and can cancel it between two of them:
 ``("started",)``                    the job has begun (before any work)
 ``("step", step, total)``           a denoising step is done
 ``("preview", Preview)``            the world as it forms (when asked: ``preview_every``)
-``("result", RGBDResult)``          the end: the arrays and what made them
+``("result", RGBDResult)``          the end: the arrays and what made them (an object: a MeshResult)
 ``("cancelled", step, total)``      the end: cancelled (:class:`Cancelled`)
 ``("invalid", field, message)``     the end: :class:`InvalidRequest`
 ``("oom", message)``                the end: :class:`OutOfMemory`
@@ -34,27 +34,35 @@ from .errors import Cancelled, InvalidRequest, OutOfMemory, UnsafeContent
 from .types import CancelToken, Previews
 
 #: The engines a host may hold.
-ROLES = ("engine", "upscaler")
+ROLES = ("engine", "upscaler", "objects")
 #: The engine methods a job may call, and how many arrays each takes after the request.
-METHODS = {"generate": 0, "img2img": 2, "upscale": 2, "estimate_depth": 1, "generate_between": 0}
+METHODS = {"generate": 0, "img2img": 2, "upscale": 2, "estimate_depth": 1, "generate_between": 0, "generate_object": 0}
 #: The methods that send previews (``preview_every`` > 0).
 PREVIEWING = ("generate", "img2img", "upscale", "generate_between")
 
 
 class EngineHost:
-    def __init__(self, build: Callable[[], Any], build_upscaler: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        build: Callable[[], Any],
+        build_upscaler: Callable[[], Any] | None = None,
+        build_objects: Callable[[], Any] | None = None,
+    ) -> None:
         """Load the engines now (in the actor's process, on its device): ``build()`` returns an
-        :class:`~ldm3d_engine.models.ldm3d.Engine` (or a stand-in with the same methods)."""
+        :class:`~ldm3d_engine.models.ldm3d.Engine` (or a stand-in with the same methods);
+        ``build_objects()`` an object model (:class:`~ldm3d_engine.object_types.ObjectEngineLike`)."""
         self._engines: dict[str, Any] = {"engine": build()}
         if build_upscaler is not None:
             self._engines["upscaler"] = build_upscaler()
+        if build_objects is not None:
+            self._engines["objects"] = build_objects()
         self._cancels: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
         """What the caller needs to check requests itself (each engine's model, identity and
         preset) and to say where the engines run."""
-        engines = {
+        engines: dict[str, Any] = {
             role: {
                 "model_id": e.model_id,
                 "identity": e.identity,
@@ -62,7 +70,11 @@ class EngineHost:
                 "depth_model": getattr(e, "depth_model", None),
             }
             for role, e in self._engines.items()
+            if role != "objects"
         }
+        if "objects" in self._engines:
+            objects = self._engines["objects"]
+            engines["objects"] = {"model_id": objects.model_id, "licence": objects.licence, "limits": objects.limits}
         engine = self._engines["engine"]
         return {
             **engines,

@@ -8,13 +8,15 @@ upscaler is beside the world model.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from .types import CancelToken, OnStep
+from .errors import InvalidRequest
+from .types import SEED_MAX, CancelToken, OnStep
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,47 @@ class ObjectRequest:
     guidance: float | None = None
     #: Marching-cubes grid: cells along each axis of the object's bounding cube (None: the model's).
     resolution: int | None = None
+
+
+@dataclass(frozen=True)
+class ObjectLimits:
+    """What an object model allows and what it does unasked: enough to check a request anywhere
+    (the bridge checks it before the queue, a Ray handle without the model): :func:`resolve_object`."""
+
+    steps: int
+    max_steps: int
+    guidance: float
+    guidance_range: tuple[float, float]
+    resolution: int
+    max_resolution: int
+    min_resolution: int = 16
+    #: Said after the guidance range in its message (Shap-E: `` (1: none)``).
+    guidance_note: str = ""
+
+
+def resolve_object(limits: ObjectLimits, request: ObjectRequest) -> ResolvedObjectRequest:
+    """Defaults filled in and every field checked (InvalidRequest names the field); -1 draws a seed."""
+    if not request.prompt.strip():
+        raise InvalidRequest("prompt", "the prompt is empty; say what the object should be")
+    steps = limits.steps if request.steps is None else request.steps
+    if not 1 <= steps <= limits.max_steps:
+        raise InvalidRequest("steps", f"steps {steps} is out of range; allowed 1..{limits.max_steps}")
+    guidance = limits.guidance if request.guidance is None else float(request.guidance)
+    low, high = limits.guidance_range
+    if not low <= guidance <= high:  # also refuses NaN
+        raise InvalidRequest(
+            "guidance", f"guidance {guidance} is out of range; allowed {low}..{high}{limits.guidance_note}"
+        )
+    resolution = limits.resolution if request.resolution is None else request.resolution
+    if not limits.min_resolution <= resolution <= limits.max_resolution:
+        raise InvalidRequest(
+            "resolution",
+            f"resolution {resolution} is out of range; allowed {limits.min_resolution}..{limits.max_resolution}",
+        )
+    seed = secrets.randbelow(SEED_MAX + 1) if request.seed == -1 else request.seed
+    if not 0 <= seed <= SEED_MAX:
+        raise InvalidRequest("seed", f"seed {seed} is out of range; use 0..{SEED_MAX}, or -1 for a random seed")
+    return ResolvedObjectRequest(request.prompt, seed, steps, guidance, resolution)
 
 
 @dataclass(frozen=True)
@@ -84,6 +127,11 @@ class ObjectEngineLike(Protocol):
 
     @property
     def licence(self) -> str: ...
+
+    @property
+    def limits(self) -> ObjectLimits:
+        """What the model allows (checked by :func:`resolve_object`, here or in another process)."""
+        ...
 
     def resolve_object(self, request: ObjectRequest) -> ResolvedObjectRequest:
         """Defaults filled in, every field checked: InvalidRequest names the one that is wrong."""

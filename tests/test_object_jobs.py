@@ -210,12 +210,6 @@ def test_an_object_job_past_its_timeout_ends_in_timeout(
     assert end.address == "/ldm3d/error" and end.args[1] == "timeout", end
 
 
-def test_ray_workers_refuse_an_object_model_at_start(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--ray", "local", "--object-model", "tiny-ln3diff", "--port", "0"]) == 2
-    err = capsys.readouterr().err
-    assert "object_model='tiny-ln3diff': not with ray yet" in err
-
-
 def test_object_jobs_share_the_rate_limit_and_the_page_lists_them_as_objects(
     object_bridge: Callable[..., Bridge], client_for: ClientFor
 ) -> None:

@@ -349,3 +349,33 @@ def test_a_depth_job_runs_in_an_actor_with_its_estimator(
     meta = meta_of(ready)
     assert meta["worker"].startswith("ray worker ") and meta["depth_method"] == "whole picture"
     assert meta["depth_model"] == "builtin:tiny-dpt" and (meta["width"], meta["height"]) == (70, 40)
+
+
+def test_an_object_job_runs_in_an_actor_holding_the_object_model(
+    local_ray: RayCluster, tiny_dir: Path, start_bridge: Start, client_for: ClientFor
+) -> None:
+    """/ldm3d/object through a Ray actor holding tiny-ln3diff beside the world model: the bridge checks
+    the request with the actor's limits (nothing travels for a bad one), progress streams back, the
+    mesh comes back as arrays and is written and announced here."""
+    from ldm3d_engine import EngineSettings, load_object_engine
+
+    objects = functools.partial(
+        load_object_engine, EngineSettings(device="cpu", tiny_dir=str(tiny_dir)), "tiny-ln3diff"
+    )
+    build = functools.partial(engines.slow_tiny, str(tiny_dir), 0.0)
+    slots = ray_slots(local_ray, 1, build, None, gpus=0.0, start_timeout_s=120.0, build_objects=objects)
+    bridge = start_bridge(slots=slots, object_model="tiny-ln3diff", progress_hz=1000.0)
+    wait_alive(bridge, 1, 120.0)
+    client = client_for(bridge)
+    client.send("/ldm3d/object", "a cup", "resolution", 100000)  # refused on the bridge, from the actor's limits
+    error = client.wait_for(["/ldm3d/error"], 10)[-1]
+    assert error.args[0] == "", "refused before the queue: no job was made"
+    assert error.args[1] == "bad_arguments" and "allowed 16..64" in str(error.args[2])
+    client.send("/ldm3d/object", "a red lantern", "seed", 5, "steps", 2, "resolution", 16, "yaw", 45)
+    seen = client.wait_for(["/ldm3d/object/ready", "/ldm3d/error"], 120)
+    end = seen[-1]
+    assert end.address == "/ldm3d/object/ready", end.args
+    assert [m.args[1:] for m in seen if m.address == "/ldm3d/progress"][-1] == (2, 2)
+    meta = json.loads((Path(str(end.args[2])).parent / "meta.json").read_text())
+    assert meta["worker"].startswith("ray worker ") and (meta["seed"], meta["faces"] > 0) == (5, True)
+    assert end.args[3] == 45.0

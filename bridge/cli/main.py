@@ -113,9 +113,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cluster.connect()
         build, build_upscaler = _builders(settings, settings.device)
         gpus = 1.0 if settings.device == "cuda" else 0.0
-        slots = [
-            *ray_slots(cluster, settings.ray_workers, build, build_upscaler, gpus, settings.worker_start_timeout_s)
-        ]
+        objects = _object_builder(settings, settings.device)
+        timeout = settings.worker_start_timeout_s
+        slots = [*ray_slots(cluster, settings.ray_workers, build, build_upscaler, gpus, timeout, objects)]
     else:
         slots = [
             LocalSlot(*_builders(settings, device), where=device, objects=_object_builder(settings, device))

@@ -143,7 +143,7 @@ class EngineSlot(Protocol):
 
 @runtime_checkable
 class ObjectSlot(Protocol):
-    """A slot that may hold a text → 3D object model beside its engine (only :class:`LocalSlot`, so far)."""
+    """A slot that may hold a text → 3D object model beside its engine (:class:`LocalSlot`, a Ray slot)."""
 
     def open_objects(self) -> ObjectEngineLike | None:
         """Load the object model (after :meth:`EngineSlot.open`, on the same device), or None: none."""

@@ -1,9 +1,10 @@
 """Workers on a Ray cluster: each worker's engine lives in a Ray actor, one GPU each (or CPU).
 
 The bridge's process is the Ray driver. It keeps the queue, the writer and every client; an
-actor (:class:`ldm3d_engine.host.EngineHost` under ``ray.remote``) loads the model on its
-node, runs one job at a time and streams it back as a Ray generator: ``started``, each step,
-then the result's arrays (never files: the shared folder is on the bridge's machine). A
+actor (:class:`ldm3d_engine.host.EngineHost` under ``ray.remote``) loads the model (and the
+upscaler and object model, when the bridge has them) on its node, runs one job at a time and
+streams it back as a Ray generator: ``started``, each step, then the result's arrays (never
+files: the shared folder is on the bridge's machine). A
 cancel is a second call into the same actor (a threaded actor), so it lands within a step.
 
 Faults: an actor that dies is restarted by Ray (``max_restarts=-1``; tasks are never retried
@@ -34,11 +35,13 @@ import numpy.typing as npt
 from bridge.contract.engine_api import EngineFailure, EngineLike, EngineLost
 from bridge.errors import BridgeError
 from ldm3d_engine.errors import Cancelled, EngineError, InvalidRequest, OutOfMemory, UnsafeContent
+from ldm3d_engine.object_types import MeshResult, ObjectLimits, ObjectRequest, ResolvedObjectRequest, resolve_object
 from ldm3d_engine.types import (
     CancelToken,
     DepthRequest,
     GenerateRequest,
     Img2ImgRequest,
+    OnStep,
     Previews,
     ResolvedRequest,
     RGBDResult,
@@ -126,11 +129,14 @@ class RaySlot:
         build_upscaler: Callable[[], Any] | None,
         gpus: float,
         start_timeout_s: float,
+        build_objects: Callable[[], Any] | None = None,
     ) -> None:
         self._ray = ray
         self.index = index
         self._build = build
         self._build_upscaler = build_upscaler
+        self._build_objects = build_objects
+        self._objects: RayObjects | None = None
         self._gpus = gpus
         self._start_timeout_s = start_timeout_s
         self.actor: Any = None
@@ -181,7 +187,12 @@ class RaySlot:
         self._place = f" on {info['host']} (pid {info['pid']}{gpus})"
         engine = RayEngine(ray, self.actor, "engine", info["engine"])
         upscaler = RayEngine(ray, self.actor, "upscaler", info["upscaler"]) if "upscaler" in info else None
+        self._objects = RayObjects(ray, self.actor, info["objects"]) if "objects" in info else None
         return engine, upscaler
+
+    def open_objects(self) -> RayObjects | None:
+        """The object model the actor loaded beside its engine (after :meth:`open`), or None."""
+        return self._objects
 
     def _new_actor(self) -> Any:
         from ldm3d_engine.host import EngineHost
@@ -191,7 +202,7 @@ class RaySlot:
         # Threaded: a cancel or a health check gets in while a job runs. Ray restarts a dead actor
         # (loading its model again); it never runs a task twice on its own.
         return remote.options(max_restarts=-1, max_task_retries=0, max_concurrency=4, **resources).remote(
-            self._build, self._build_upscaler
+            self._build, self._build_upscaler, self._build_objects
         )
 
     def alive(self) -> bool:
@@ -229,9 +240,13 @@ def ray_slots(
     build_upscaler: Callable[[], Any] | None,
     gpus: float,
     start_timeout_s: float,
+    build_objects: Callable[[], Any] | None = None,
 ) -> list[RaySlot]:
-    """``workers`` slots, each to hold one actor with ``gpus`` GPUs (0: a CPU actor)."""
-    return [RaySlot(cluster.ray, i, build, build_upscaler, gpus, start_timeout_s) for i in range(workers)]
+    """``workers`` slots, each to hold one actor with ``gpus`` GPUs (0: a CPU actor) and, with
+    ``build_objects``, an object model beside its engine."""
+    return [
+        RaySlot(cluster.ray, i, build, build_upscaler, gpus, start_timeout_s, build_objects) for i in range(workers)
+    ]
 
 
 class RayEngine:
@@ -332,54 +347,105 @@ class RayEngine:
         cancel: CancelToken | None,
         previews: Previews | None = None,
     ) -> RGBDResult:
-        ray = self._ray
-        from ray.exceptions import RayActorError, RayError, RayTaskError
+        result: RGBDResult = _stream(
+            self._ray, self._actor, self._role, method, request, arrays, on_step, cancel, previews
+        )
+        return result
 
-        key = secrets.token_hex(8)
-        started = False
-        asked = False
-        try:
-            every = 0 if previews is None else previews.every
-            events = self._actor.run.remote(key, self._role, method, request, *arrays, preview_every=every)
-            while True:
-                if cancel is not None and cancel.cancelled and not asked:
-                    asked = True
-                    self._actor.cancel.remote(key)
-                ready, _ = ray.wait([events], timeout=POLL_S)
-                if not ready:
-                    continue
-                try:
-                    event = ray.get(next(events))
-                except StopIteration:
-                    raise EngineLost("the actor ended the job without a result", started=started) from None
-                kind = event[0]
-                if kind == "started":
-                    started = True
-                elif kind == "step":
-                    if on_step is not None:
-                        on_step(event[1], event[2])
-                elif kind == "preview":
-                    if previews is not None:
-                        previews.send(event[1])
-                elif kind == "result":
-                    result: RGBDResult = event[1]
-                    return result
-                elif kind == "cancelled":
-                    raise Cancelled(event[1], event[2])
-                elif kind == "invalid":
-                    raise InvalidRequest(event[1], event[2])
-                elif kind == "oom":
-                    raise OutOfMemory(event[1])
-                elif kind == "unsafe":
-                    raise UnsafeContent(event[1])
-                else:
-                    raise EngineFailure(event[1])
-        except RayActorError as exc:
-            raise EngineLost(f"its actor died: {_first_line(exc)}", started=started) from None
-        except RayTaskError as exc:
-            raise EngineFailure(f"the actor failed: {_first_line(exc)}") from None
-        except (RayError, ConnectionError) as exc:
-            raise EngineLost(f"the cluster did not answer: {_first_line(exc)}", started=started) from None
+
+class RayObjects:
+    """An object model in a Ray actor, as the worker sees it
+    (:class:`~ldm3d_engine.object_types.ObjectEngineLike`): requests are checked here, with the
+    actor's limits, before anything travels; the mesh comes back as arrays."""
+
+    def __init__(self, ray: ModuleType, actor: Any, info: dict[str, Any]) -> None:
+        self._ray = ray
+        self._actor = actor
+        self._model_id: str = info["model_id"]
+        self._licence: str = info["licence"]
+        self._limits: ObjectLimits = info["limits"]
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def licence(self) -> str:
+        return self._licence
+
+    @property
+    def limits(self) -> ObjectLimits:
+        return self._limits
+
+    def resolve_object(self, request: ObjectRequest) -> ResolvedObjectRequest:
+        return resolve_object(self._limits, request)
+
+    def generate_object(
+        self, request: ObjectRequest, on_step: OnStep | None = None, cancel: CancelToken | None = None
+    ) -> MeshResult:
+        result: MeshResult = _stream(self._ray, self._actor, "objects", "generate_object", request, (), on_step, cancel)
+        return result
+
+
+def _stream(
+    ray: ModuleType,
+    actor: Any,
+    role: str,
+    method: str,
+    request: Any,
+    arrays: tuple[Any, ...],
+    on_step: Callable[[int, int], None] | None,
+    cancel: CancelToken | None,
+    previews: Previews | None = None,
+) -> Any:
+    """Run one job in ``actor`` on its ``role`` engine: its steps and previews as they come, its
+    result, or its end as our error (:mod:`ldm3d_engine.host`'s events)."""
+    from ray.exceptions import RayActorError, RayError, RayTaskError
+
+    key = secrets.token_hex(8)
+    started = False
+    asked = False
+    try:
+        every = 0 if previews is None else previews.every
+        events = actor.run.remote(key, role, method, request, *arrays, preview_every=every)
+        while True:
+            if cancel is not None and cancel.cancelled and not asked:
+                asked = True
+                actor.cancel.remote(key)
+            ready, _ = ray.wait([events], timeout=POLL_S)
+            if not ready:
+                continue
+            try:
+                event = ray.get(next(events))
+            except StopIteration:
+                raise EngineLost("the actor ended the job without a result", started=started) from None
+            kind = event[0]
+            if kind == "started":
+                started = True
+            elif kind == "step":
+                if on_step is not None:
+                    on_step(event[1], event[2])
+            elif kind == "preview":
+                if previews is not None:
+                    previews.send(event[1])
+            elif kind == "result":
+                return event[1]
+            elif kind == "cancelled":
+                raise Cancelled(event[1], event[2])
+            elif kind == "invalid":
+                raise InvalidRequest(event[1], event[2])
+            elif kind == "oom":
+                raise OutOfMemory(event[1])
+            elif kind == "unsafe":
+                raise UnsafeContent(event[1])
+            else:
+                raise EngineFailure(event[1])
+    except RayActorError as exc:
+        raise EngineLost(f"its actor died: {_first_line(exc)}", started=started) from None
+    except RayTaskError as exc:
+        raise EngineFailure(f"the actor failed: {_first_line(exc)}") from None
+    except (RayError, ConnectionError) as exc:
+        raise EngineLost(f"the cluster did not answer: {_first_line(exc)}", started=started) from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import threading
 import time
 
 import torch
 
 from ..backends.devices import Placement, is_out_of_memory, resolve_placement
-from ..errors import Cancelled, DeviceNotAvailable, InvalidRequest, OutOfMemory, UnknownModel
-from ..object_types import MeshResult, ObjectEngineLike, ObjectRequest, ObjectTimings, ResolvedObjectRequest
+from ..errors import Cancelled, DeviceNotAvailable, OutOfMemory, UnknownModel
+from ..object_types import (
+    MeshResult,
+    ObjectEngineLike,
+    ObjectLimits,
+    ObjectRequest,
+    ObjectTimings,
+    ResolvedObjectRequest,
+    resolve_object,
+)
 from ..sampling.prompts import PromptEncoder
-from ..types import SEED_MAX, CancelToken, EngineSettings, OnStep
+from ..types import CancelToken, EngineSettings, OnStep
 from .edm import Schedule, sample
 from .keymap import load_official
 from .ln3diff_config import LN3DiffConfig
@@ -34,27 +41,17 @@ GUIDANCE_RANGE = (0.0, 30.0)
 MIN_RESOLUTION = 16
 
 
-def resolve(cfg: LN3DiffConfig, request: ObjectRequest) -> ResolvedObjectRequest:
-    """Defaults filled in and every field checked (InvalidRequest names the field)."""
-    if not request.prompt.strip():
-        raise InvalidRequest("prompt", "the prompt is empty; say what the object should be")
-    steps = cfg.default_steps if request.steps is None else request.steps
-    if not 1 <= steps <= cfg.num_timesteps:
-        raise InvalidRequest("steps", f"steps {steps} is out of range; allowed 1..{cfg.num_timesteps}")
-    guidance = cfg.default_guidance if request.guidance is None else float(request.guidance)
-    if not GUIDANCE_RANGE[0] <= guidance <= GUIDANCE_RANGE[1]:  # also refuses NaN
-        raise InvalidRequest(
-            "guidance", f"guidance {guidance} is out of range; allowed {GUIDANCE_RANGE[0]}..{GUIDANCE_RANGE[1]}"
-        )
-    resolution = cfg.default_resolution if request.resolution is None else request.resolution
-    if not MIN_RESOLUTION <= resolution <= cfg.max_resolution:
-        raise InvalidRequest(
-            "resolution", f"resolution {resolution} is out of range; allowed {MIN_RESOLUTION}..{cfg.max_resolution}"
-        )
-    seed = secrets.randbelow(SEED_MAX + 1) if request.seed == -1 else request.seed
-    if not 0 <= seed <= SEED_MAX:
-        raise InvalidRequest("seed", f"seed {seed} is out of range; use 0..{SEED_MAX}, or -1 for a random seed")
-    return ResolvedObjectRequest(request.prompt, seed, steps, guidance, resolution)
+def limits_of(cfg: LN3DiffConfig) -> ObjectLimits:
+    """What LN3Diff allows: steps up to its training timesteps, guidance 0..30, the grid 16..max."""
+    return ObjectLimits(
+        cfg.default_steps,
+        cfg.num_timesteps,
+        cfg.default_guidance,
+        GUIDANCE_RANGE,
+        cfg.default_resolution,
+        cfg.max_resolution,
+        MIN_RESOLUTION,
+    )
 
 
 class LN3DiffEngine:
@@ -81,8 +78,12 @@ class LN3DiffEngine:
     def config(self) -> LN3DiffConfig:
         return self._cfg
 
+    @property
+    def limits(self) -> ObjectLimits:
+        return limits_of(self._cfg)
+
     def resolve_object(self, request: ObjectRequest) -> ResolvedObjectRequest:
-        return resolve(self._cfg, request)
+        return resolve_object(self.limits, request)
 
     def generate_object(
         self, request: ObjectRequest, on_step: OnStep | None = None, cancel: CancelToken | None = None

@@ -23,7 +23,6 @@ import contextlib
 import gc
 import logging
 import math
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,9 +32,16 @@ from typing import Any
 import torch
 
 from ..backends.devices import Placement, is_out_of_memory, resolve_placement
-from ..errors import Cancelled, DeviceNotAvailable, InvalidRequest, OutOfMemory, UnknownModel
-from ..object_types import MeshResult, ObjectRequest, ObjectTimings, ResolvedObjectRequest
-from ..types import SEED_MAX, CancelToken, EngineSettings, OnStep
+from ..errors import Cancelled, DeviceNotAvailable, OutOfMemory, UnknownModel
+from ..object_types import (
+    MeshResult,
+    ObjectLimits,
+    ObjectRequest,
+    ObjectTimings,
+    ResolvedObjectRequest,
+    resolve_object,
+)
+from ..types import CancelToken, EngineSettings, OnStep
 from .shap_e_files import ShapEFiles, locate
 from .shap_e_mesh import empty_mesh, object_mesh
 
@@ -61,29 +67,18 @@ REAL = ShapEDefaults(steps=64, guidance=15.0, resolution=127, max_resolution=255
 TINY = ShapEDefaults(steps=8, guidance=15.0, resolution=24, max_resolution=64)
 
 
-def resolve(defaults: ShapEDefaults, request: ObjectRequest) -> ResolvedObjectRequest:
-    """Defaults filled in and every field checked (InvalidRequest names the field)."""
-    if not request.prompt.strip():
-        raise InvalidRequest("prompt", "the prompt is empty; say what the object should be")
-    steps = defaults.steps if request.steps is None else request.steps
-    if not 1 <= steps <= MAX_STEPS:
-        raise InvalidRequest("steps", f"steps {steps} is out of range; allowed 1..{MAX_STEPS}")
-    guidance = defaults.guidance if request.guidance is None else float(request.guidance)
-    if not GUIDANCE_RANGE[0] <= guidance <= GUIDANCE_RANGE[1]:  # also refuses NaN
-        raise InvalidRequest(
-            "guidance",
-            f"guidance {guidance} is out of range; allowed {GUIDANCE_RANGE[0]}..{GUIDANCE_RANGE[1]} (1: none)",
-        )
-    resolution = defaults.resolution if request.resolution is None else request.resolution
-    if not MIN_RESOLUTION <= resolution <= defaults.max_resolution:
-        raise InvalidRequest(
-            "resolution",
-            f"resolution {resolution} is out of range; allowed {MIN_RESOLUTION}..{defaults.max_resolution}",
-        )
-    seed = secrets.randbelow(SEED_MAX + 1) if request.seed == -1 else request.seed
-    if not 0 <= seed <= SEED_MAX:
-        raise InvalidRequest("seed", f"seed {seed} is out of range; use 0..{SEED_MAX}, or -1 for a random seed")
-    return ResolvedObjectRequest(request.prompt, seed, steps, guidance, resolution)
+def limits_of(defaults: ShapEDefaults) -> ObjectLimits:
+    """What Shap-E allows: steps 1..1000, guidance 1..30 (1: none), the grid 16..max."""
+    return ObjectLimits(
+        defaults.steps,
+        MAX_STEPS,
+        defaults.guidance,
+        GUIDANCE_RANGE,
+        defaults.resolution,
+        defaults.max_resolution,
+        MIN_RESOLUTION,
+        " (1: none)",
+    )
 
 
 class _NoSurface(Exception):
@@ -142,8 +137,12 @@ class ShapEEngine:
     def licence(self) -> str:
         return self._files.licence
 
+    @property
+    def limits(self) -> ObjectLimits:
+        return limits_of(self.defaults)
+
     def resolve_object(self, request: ObjectRequest) -> ResolvedObjectRequest:
-        return resolve(self.defaults, request)
+        return resolve_object(self.limits, request)
 
     def generate_object(
         self, request: ObjectRequest, on_step: OnStep | None = None, cancel: CancelToken | None = None
