@@ -3,9 +3,10 @@
     python tools/vendor_three.py [VERSION]
 
 Fetches the package with ``npm pack``, checks it against the registry's integrity
-hash, copies the two minified ES modules the page imports and the MIT licence into
+hash, copies the two minified ES modules the page imports, the glTF loader the object
+viewer imports (and its two helpers) and the MIT licence into
 ``bridge/web/static/vendor/three/``, and writes ``SOURCE.json`` (version, the
-tarball's integrity, each file's SHA-256). ``tests/test_web_page.py`` checks the
+tarball's integrity, each file's SHA-256 and where in the package it comes from). ``tests/test_web_page.py`` checks the
 files still match it, so an accidental edit of vendored code fails the tests.
 0.184.0 is the newest release that ships minified builds (0.186 and later ship only
 the unminified modules, three times the page weight).
@@ -25,7 +26,12 @@ from pathlib import Path
 
 VERSION = "0.184.0"
 FILES = {"build/three.core.min.js": "three.core.min.js", "build/three.module.min.js": "three.module.min.js",
-         "LICENSE": "LICENSE"}  # fmt: skip
+         "LICENSE": "LICENSE",
+         # the object viewer's glTF loader (fetched when the first object arrives) and what it imports
+         "examples/jsm/loaders/GLTFLoader.js": "GLTFLoader.js",
+         "examples/jsm/utils/BufferGeometryUtils.js": "BufferGeometryUtils.js",
+         "examples/jsm/utils/SkeletonUtils.js": "SkeletonUtils.js"}  # fmt: skip
+NOTE = "GLTFLoader.js imports ../utils/*.js: index.html's import map sends /ui/vendor/utils/ to this folder"
 TARGET = Path(__file__).resolve().parent.parent / "bridge/web/static/vendor/three"
 
 
@@ -54,7 +60,8 @@ def main(version: str) -> int:
             shutil.copyfile(Path(tmp) / "package" / source, TARGET / target)
             hashes[target] = hashlib.sha256((TARGET / target).read_bytes()).hexdigest()
     manifest = {"package": "three", "version": version, "registry": "https://registry.npmjs.org/",
-                "integrity": integrity, "license": "MIT", "files": hashes}  # fmt: skip
+                "integrity": integrity, "license": "MIT", "files": hashes,
+                "from": {target: source for source, target in FILES.items()}, "note": NOTE}  # fmt: skip
     (TARGET / "SOURCE.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     print(f"three {version} vendored into {TARGET}")
     return 0
