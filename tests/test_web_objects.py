@@ -119,6 +119,16 @@ def test_the_glb_url_serves_the_file_as_it_is_and_the_event_and_hello_carry_it(
     finally:
         late.close()
     assert hello["object"] == thing
+    # announced again elsewhere (a cue moved it, its scene unchanged): a later page sees it where it was announced
+    _, obj, glb_path = (str(a) for a in client_args(bridge, job_id))
+    bridge.notifier.broadcast("/ldm3d/object/ready", job_id, obj, glb_path, 90.0, 0.0, 0.5, 0.25, 0.0)
+    moved = RawPage(bridge.http_port)
+    try:
+        moved.wait(
+            lambda: any(m["type"] == "hello" and m["object"]["placement"]["yaw"] == 90.0 for m in moved.messages)
+        )
+    finally:
+        moved.close()
 
 
 def test_only_an_object_id_under_objects_is_offered(tmp_path: Path) -> None:
@@ -329,3 +339,8 @@ def test_a_cues_object_in_its_scene_is_shown_and_a_clear_takes_it_away(
     late = open_page(bridge)
     assert late.evaluate("window.ldm3d.hello.object") is None
     assert late.evaluate(SCENE) == []
+
+
+def client_args(bridge: Bridge, job_id: str) -> tuple[str, str, str]:
+    folder = Path(bridge.settings.output).resolve() / "objects" / job_id
+    return job_id, str(folder / "mesh.obj"), str(folder / "mesh.glb")

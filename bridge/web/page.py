@@ -127,7 +127,7 @@ class PageHub:
         self._textures = TextureStore()
         self._morphs = morphs.MorphFolders(output, self._textures) if output is not None else None
         self._objects = ObjectFolders(output, self._textures) if output is not None else None
-        self._object: str | None = None  # the object last announced (the world's one object; None: cleared)
+        self._object: dict[str, Any] | None = None  # the object last announced, as offered (None: cleared)
         self._object_known = False  # one was announced, or cleared, since start-up
         self._newest = Newest()
         self._release_at: asyncio.TimerHandle | None = None
@@ -250,10 +250,11 @@ class PageHub:
         async with self._ready_lock:
             event: dict[str, Any] = {"type": "event", "address": address, "args": list(args), "t": sent_at}
             ready = address == "/ldm3d/object/ready" and bool(args)
-            self._object_known, self._object = True, str(args[0]) if ready else None
+            self._object_known, self._object = True, None
             if ready:
                 loop = asyncio.get_running_loop()
                 event["object"] = await loop.run_in_executor(self._pool, self._objects.offer_ready, args)
+                self._object = event["object"]  # a later page's hello: the same object, where it was announced
             self._queue(json.dumps(event))
 
     def _frame_now(self, morph_id: str, index: Arg) -> dict[str, Any] | None:
@@ -381,8 +382,9 @@ class PageHub:
         world = await self._world(screen) if screen else None
         thing = None
         if self._objects is not None:
-            on_dome, known = self._object, self._object_known
-            thing = await loop.run_in_executor(self._pool, self._objects.offer_newest, on_dome, known)
+            thing = self._object
+            if not self._object_known:
+                thing = await loop.run_in_executor(self._pool, self._objects.offer_newest, None, False)
         hello = {"type": "hello", "page": number, **backend.hello(), "world": world, "history": history}
         hello["object"] = thing
         return json.dumps({**hello, "status": backend.status()})
