@@ -233,3 +233,30 @@ def test_the_live_pictures_show_three_previews_and_three_morph_frames(tmp_path: 
     previews, morph = Image.open(tmp_path / "live-previews.png"), Image.open(tmp_path / "live-morph.png")
     assert previews.size == (4 * 256 + 3 * 4, 2 * 128 + 4)  # 3 previews and the world, RGB over depth
     assert morph.size == (3 * 256 + 2 * 4, 2 * 128 + 4)
+
+
+def test_object_speed_bench_runs_at_its_defaults() -> None:
+    """The two object models, tiny and at the real sizes (random weights), one job each on the CPU:
+    a row of positive figures per model, the real sizes really real, and the extrapolated default jobs."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "object_speed.py")], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    number = r" +([0-9.]+)"
+    rows = {}
+    for name in ("tiny-ln3diff", "tiny-shap-e", "ln3diff", "shap-e"):
+        row = re.search(rf"^{name}{number * 4} +1{number * 5}× +(\d+) +(\d+)$", out.stdout, re.M)
+        assert row is not None, out.stdout
+        rows[name] = [float(x) for x in row.groups()]
+        params, _build, _text, denoise, per_pass, _decode, _mesh, total, _ratio, peak, _vertices = rows[name]
+        assert params > 0 and denoise > 0 and per_pass == pytest.approx(denoise, abs=1e-3) and total > 0, out.stdout
+        assert peak > 0, out.stdout  # the child's high-water mark rose above its start
+    assert rows["tiny-ln3diff"][8] == 1.0  # the baseline
+    assert rows["ln3diff"][0] > 1000 and rows["shap-e"][0] > 600, out.stdout  # real sizes, not tiny ones
+    for name in ("ln3diff", "shap-e"):  # at least the float32 weights, and every stage timed
+        assert rows[name][9] > 0.95 * rows[name][0] * 4e6 / 2**20, out.stdout
+        assert all(figure > 0 for figure in rows[name][1:8]), out.stdout
+    assert "Extrapolated, not measured" in out.stdout
+    for name, steps, passes, cells in (("ln3diff", 250, 250, 191), ("shap-e", 64, 127, 127)):
+        extrapolated = re.search(rf"^{name} +{steps} +{passes} +{cells}{number * 3}$", out.stdout, re.M)
+        assert extrapolated is not None and float(extrapolated[3]) > rows[name][7], out.stdout
