@@ -191,18 +191,23 @@ def test_the_newest_object_is_read_and_placed_and_malformed_messages_change_noth
         assert _slot(comp) == before, args
     assert ext.objects.ignored == len(malformed) and ext.objects.shown is not None and ext.objects.shown.job == J2
 
-    # A world, a bridge restart and an older object finishing late leave it where it is.
+    # A world and a bridge restart leave it where it is.
     _send(td, bridge, "/ldm3d/ready", J3, str(tmp_path / "rgb.png"), str(tmp_path / "depth.png"), "", 16, 8, 1)
     for boot in ("boot-a", "boot-b"):  # the bridge restarted: the extension subscribes again
         _send(td, bridge, "/ldm3d/state", "idle", 0, "", "ldm3d-pano", boot)
-    _send(td, bridge, "/ldm3d/object/ready", *_ready(J1, _obj(tmp_path / "objects" / J1 / "mesh.obj", 4), Placement()))
     assert _slot(comp) == before
+    # An object with an older id (a cue's scene, rendered yesterday) announced now is shown: the last wins.
+    older = _obj(tmp_path / "objects" / J1 / "mesh.obj", 4)
+    _send(td, bridge, "/ldm3d/object/ready", *_ready(J1, older, Placement()))
+    assert mesh.par.file.eval() == str(older) and np.allclose(xform_matrix(comp.op("object")), Placement().matrix(10.0))
+    _send(td, bridge, "/ldm3d/object/ready", *_ready(J2, first, placement))  # back to the first
+    assert _slot(comp)[:2] == before[:2] and mesh.reads == 3
 
     # The same object announced again after its file changed on disk under the same name: read again only
     # because of the Refresh Pulse (R15).
     _obj(first, 7)
     _send(td, bridge, "/ldm3d/object/ready", *_ready(J2, first, placement))
-    assert mesh.reads == 2 and mesh.geometry is not None and len(mesh.geometry.points) == 7
+    assert mesh.reads == 4 and mesh.geometry is not None and len(mesh.geometry.points) == 7
 
     # Baseradius changes: the object keeps its place in the world.
     comp.par.Baseradius.val = 4.0

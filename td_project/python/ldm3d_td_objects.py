@@ -2,8 +2,9 @@
 outside TouchDesigner: which object shows, and where.
 
 ``/ldm3d/object/ready <job> <obj path> <glb path> <yaw> <pitch> <distance> <size> <turn>`` from the
-bridge: the newest object is shown in the world (one slot); an older job's object arriving later is
-ignored, as is a message with too few arguments or arguments of the wrong type. Worlds, cues, morphs
+bridge: the object last announced is shown in the world (one slot), whatever its id (a show's cue
+announces its scene's object, as old as its render, each time it fires); a message with too few
+arguments or arguments of the wrong type is ignored. Worlds, cues, morphs
 and bridge restarts leave the object where it is; ``/ldm3d/object/clear`` (or ``ClearObject()`` on the
 component) empties the slot.
 
@@ -81,7 +82,7 @@ def object_transform(
 
 
 class ObjectSlot:
-    """The one object shown: the newest announced, until a newer one or a clear."""
+    """The one object shown: the last announced, until another or a clear."""
 
     def __init__(self) -> None:
         self.shown: ObjectReady | None = None
@@ -92,8 +93,8 @@ class ObjectSlot:
         if ready is None:
             self.ignored += 1
             return False
-        if self.shown is not None and ready.job < self.shown.job:
-            return False  # an older job that finished late: the newer object stays
+        # The last announced wins, whatever its id: the bridge announces an object job once, when it is
+        # made, and a cue's object each time the cue fires (its scene's id is as old as its render).
         self.shown = ready
         return True
 
