@@ -147,3 +147,43 @@ def test_a_cue_object_is_rendered_into_its_scene_and_follows_its_world_each_time
         "/ldm3d/object/ready",
     ]
     assert again[-1].args == placed.args
+
+
+FALLBACK_SHOW = (
+    SHOW.replace('name = "Lanterns"\n', 'name = "Lanterns"\nfallback = "1"\n')
+    + """
+[[cue]]
+number = "3"
+prompt = "a cave"
+seed = 3
+steps = 2
+width = 64
+height = 64
+object = "a crystal"
+object_resolution = 100000
+"""
+)
+
+
+def test_a_failed_cue_shows_the_fallback_with_the_fallbacks_object(
+    start_bridge: Callable[..., Bridge],
+    load_tiny: Callable[[str], Any],
+    tiny_objects: ObjectEngineLike,
+    client_for: ClientFor,
+    tmp_path: Path,
+) -> None:
+    shows = tmp_path / "shows"
+    shows.mkdir()
+    (shows / "fallback.toml").write_text(FALLBACK_SHOW)
+    slot = LocalSlot(lambda: load_tiny("tiny"), where="cpu 0", objects=lambda: tiny_objects)
+    bridge = start_bridge(slots=[slot], object_model="tiny-ln3diff", input_dirs=(str(shows),), progress_hz=1000.0)
+    client = client_for(bridge)
+    client.subscribe_self()
+    client.send("/ldm3d/show/load", "fallback.toml")  # the fallback, cue 1, is rendered and shown first
+    first = client.wait_for(["/ldm3d/object/ready"], 120)[-1]
+    client.send("/ldm3d/cue", "2")  # no object: cleared
+    client.wait_for(["/ldm3d/object/clear"], 120)
+    client.send("/ldm3d/cue", "3")  # its object cannot be made (the grid is too fine): the fallback instead
+    shown = client.wait_for(["/ldm3d/object/ready"], 120)
+    assert any(m.address == "/ldm3d/error" for m in shown)
+    assert shown[-1].args == first.args  # the fallback's world, then its object where its cue says
