@@ -107,21 +107,34 @@ def _after(messages: list[Message], address: str) -> list[Message]:
     return [m for m in messages if m.address == address]
 
 
-def test_a_cue_object_is_rendered_into_its_scene_and_follows_its_world_each_time_it_fires(
+@pytest.fixture
+def show_client(
     start_bridge: Callable[..., Bridge],
     load_tiny: Callable[[str], Any],
     tiny_objects: ObjectEngineLike,
     client_for: ClientFor,
     tmp_path: Path,
+) -> Callable[[str], OscClient]:
+    """``show_client(cue file text)``: a subscribed client of a bridge with tiny-ln3diff that loaded it."""
+
+    def start(text: str) -> OscClient:
+        shows = tmp_path / "shows"
+        shows.mkdir()
+        (shows / "show.toml").write_text(text)
+        slot = LocalSlot(lambda: load_tiny("tiny"), where="cpu 0", objects=lambda: tiny_objects)
+        bridge = start_bridge(slots=[slot], object_model="tiny-ln3diff", input_dirs=(str(shows),), progress_hz=1000.0)
+        client = client_for(bridge)
+        client.subscribe_self()
+        client.send("/ldm3d/show/load", "show.toml")
+        return client
+
+    return start
+
+
+def test_a_cue_object_is_rendered_into_its_scene_and_follows_its_world_each_time_it_fires(
+    show_client: Callable[[str], OscClient],
 ) -> None:
-    shows = tmp_path / "shows"
-    shows.mkdir()
-    (shows / "lanterns.toml").write_text(SHOW)
-    slot = LocalSlot(lambda: load_tiny("tiny"), where="cpu 0", objects=lambda: tiny_objects)
-    bridge = start_bridge(slots=[slot], object_model="tiny-ln3diff", input_dirs=(str(shows),), progress_hz=1000.0)
-    client = client_for(bridge)
-    client.subscribe_self()
-    client.send("/ldm3d/show/load", "lanterns.toml")  # no fallback: cue 1 fires, rendered live
+    client = show_client(SHOW)  # no fallback: cue 1 fires, rendered live
     live = client.wait_for(["/ldm3d/object/ready"], 120)
     world = _after(live, "/ldm3d/ready")[-1]
     scene = str(world.args[0])
@@ -165,21 +178,8 @@ object_resolution = 100000
 )
 
 
-def test_a_failed_cue_shows_the_fallback_with_the_fallbacks_object(
-    start_bridge: Callable[..., Bridge],
-    load_tiny: Callable[[str], Any],
-    tiny_objects: ObjectEngineLike,
-    client_for: ClientFor,
-    tmp_path: Path,
-) -> None:
-    shows = tmp_path / "shows"
-    shows.mkdir()
-    (shows / "fallback.toml").write_text(FALLBACK_SHOW)
-    slot = LocalSlot(lambda: load_tiny("tiny"), where="cpu 0", objects=lambda: tiny_objects)
-    bridge = start_bridge(slots=[slot], object_model="tiny-ln3diff", input_dirs=(str(shows),), progress_hz=1000.0)
-    client = client_for(bridge)
-    client.subscribe_self()
-    client.send("/ldm3d/show/load", "fallback.toml")  # the fallback, cue 1, is rendered and shown first
+def test_a_failed_cue_shows_the_fallback_with_the_fallbacks_object(show_client: Callable[[str], OscClient]) -> None:
+    client = show_client(FALLBACK_SHOW)  # the fallback, cue 1, is rendered and shown first
     first = client.wait_for(["/ldm3d/object/ready"], 120)[-1]
     client.send("/ldm3d/cue", "2")  # no object: cleared
     client.wait_for(["/ldm3d/object/clear"], 120)
