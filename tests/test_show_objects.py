@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trimesh
 
+from bridge.cli.main import main
 from bridge.contract.engine_api import LocalSlot
 from bridge.osc.client import OscClient
 from bridge.osc.codec import Message
@@ -89,10 +90,7 @@ def test_a_cue_object_with_a_mistake_is_named_with_its_line(text: str, message: 
 def test_a_cue_object_on_a_bridge_without_an_object_model_is_a_mistake_of_that_cue() -> None:
     show = parse_show(SHOW)
     found = [m.text for m in check_cues(show, cue_limits(BridgeSettings(model="tiny")))]
-    assert found == [
-        "<show>:10: object needs an object model: start the bridge with --object-model shap-e "
-        "(tiny-shap-e offline); ldm3d-bridge pregen does not make objects"
-    ]
+    assert found == ["<show>:10: object needs an object model: give --object-model shap-e (tiny-shap-e offline)"]
     assert not check_cues(show, cue_limits(BridgeSettings(model="tiny", object_model="tiny-ln3diff")))
 
 
@@ -114,14 +112,15 @@ def show_client(
     tiny_objects: ObjectEngineLike,
     client_for: ClientFor,
     tmp_path: Path,
-) -> Callable[[str], OscClient]:
-    """``show_client(cue file text)``: a subscribed client of a bridge with tiny-ln3diff that loaded it."""
+) -> Callable[..., OscClient]:
+    """``show_client(cue file text, engine=None)``: a subscribed client of a bridge with tiny-ln3diff
+    (and the tiny model, or ``engine()``) that loaded it."""
 
-    def start(text: str) -> OscClient:
+    def start(text: str, engine: Callable[[], Any] | None = None) -> OscClient:
         shows = tmp_path / "shows"
         shows.mkdir()
         (shows / "show.toml").write_text(text)
-        slot = LocalSlot(lambda: load_tiny("tiny"), where="cpu 0", objects=lambda: tiny_objects)
+        slot = LocalSlot(engine or (lambda: load_tiny("tiny")), where="cpu 0", objects=lambda: tiny_objects)
         bridge = start_bridge(slots=[slot], object_model="tiny-ln3diff", input_dirs=(str(shows),), progress_hz=1000.0)
         client = client_for(bridge)
         client.subscribe_self()
@@ -132,7 +131,7 @@ def show_client(
 
 
 def test_a_cue_object_is_rendered_into_its_scene_and_follows_its_world_each_time_it_fires(
-    show_client: Callable[[str], OscClient],
+    show_client: Callable[..., OscClient],
 ) -> None:
     client = show_client(SHOW)  # no fallback: cue 1 fires, rendered live
     live = client.wait_for(["/ldm3d/object/ready"], 120)
@@ -178,7 +177,7 @@ object_resolution = 100000
 )
 
 
-def test_a_failed_cue_shows_the_fallback_with_the_fallbacks_object(show_client: Callable[[str], OscClient]) -> None:
+def test_a_failed_cue_shows_the_fallback_with_the_fallbacks_object(show_client: Callable[..., OscClient]) -> None:
     client = show_client(FALLBACK_SHOW)  # the fallback, cue 1, is rendered and shown first
     first = client.wait_for(["/ldm3d/object/ready"], 120)[-1]
     client.send("/ldm3d/cue", "2")  # no object: cleared
@@ -187,3 +186,32 @@ def test_a_failed_cue_shows_the_fallback_with_the_fallbacks_object(show_client: 
     shown = client.wait_for(["/ldm3d/object/ready"], 120)
     assert any(m.address == "/ldm3d/error" for m in shown)
     assert shown[-1].args == first.args  # the fallback's world, then its object where its cue says
+
+
+def test_pregen_renders_a_cues_object_and_the_bridge_fires_it_from_the_library(
+    show_client: Callable[..., OscClient],
+    tiny_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tiny_dir / "xdg"))  # the tiny models built once a session
+    show = tmp_path / "lanterns.toml"
+    show.write_text(SHOW)
+    out = tmp_path / "out"  # the folder the bridge below serves
+    pregen = ["-q", "pregen", str(show), "--model", "tiny", "--output", str(out)]
+    assert main(pregen) == 1  # without an object model: the object cue is a mistake, the other rendered
+    assert "object needs an object model: give --object-model" in capsys.readouterr().err
+    assert main([*pregen, "--object-model", "tiny-ln3diff"]) == 0
+    assert "2 scenes in the library (1 rendered now)" in capsys.readouterr().out
+    (inner,) = (out / "scenes").glob("*/object")
+    assert json.loads((inner / "meta.json").read_text())["placement"]["yaw"] == 30.0
+    from bridge.cli.jobs import engine_settings
+    from bridge.settings import load_settings
+    from ldm3d_engine import load_engine
+
+    serving = engine_settings(load_settings({"model": "tiny"}))  # the model as serve loads it, as pregen did
+    client = show_client(SHOW, lambda: load_engine(serving))  # the same keys: from the library, nothing rendered
+    fired = client.wait_for(["/ldm3d/object/ready"], 60)
+    assert not _after(fired, "/ldm3d/accepted")
+    assert Path(str(fired[-1].args[2])) == inner / "mesh.glb"

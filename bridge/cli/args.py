@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(pregen)
     pregen.add_argument("--upscale-model", help="the upscaler for cues with upscale = true (ldm3d-sr)")
     pregen.add_argument(
+        "--object-model", help="the object model for cues with an object (shap-e, ln3diff; tiny-shap-e)"
+    )
+    pregen.add_argument(
         "--config", help="the serving bridge's TOML settings file: the same model, device and folder (flags win)"
     )
 

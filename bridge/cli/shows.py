@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from bridge.cli.args import MODEL_KEYS
 from bridge.cli.jobs import CliError, engine_settings
 from bridge.contract.morphs import MorphRequest
 from bridge.contract.requests import generate_then_upscale
+from bridge.output.meshes import ObjectWriter
 from bridge.output.sequences import MorphFrames
 from bridge.output.writer import TextureWriter
 from bridge.serve.scenes import scene_request
@@ -83,7 +85,7 @@ def cmd_pregen(args: argparse.Namespace) -> int:
     rerun renders only what is still missing. Cues with a mistake (their keys, or the model's limits:
     checked before the model loads and again with it) are skipped and listed at the end (exit 1);
     a mistake of the show's own renders nothing."""
-    keys = (*MODEL_KEYS, "upscale_model")
+    keys = (*MODEL_KEYS, "upscale_model", "object_model")
     settings = load_settings({k: getattr(args, k) for k in keys}, config=args.config)
     read = read_show_file(Path(args.file))
     if read.show is None:
@@ -100,7 +102,7 @@ def cmd_pregen(args: argparse.Namespace) -> int:
     writer = TextureWriter(Path(settings.output), fmt=settings.format)
     writer.prepare()  # a folder held by a running bridge fails here: use /ldm3d/show/pregen there
     library = SceneLibrary(writer.root)
-    checked, engine, upscaler = early, None, None
+    checked, engine, upscaler, objects = early, None, None, None
     scenes: dict[str, Cue] = {}
     missing: list[tuple[str, Cue]] = []
     flagged: list[str] = []
@@ -115,14 +117,22 @@ def cmd_pregen(args: argparse.Namespace) -> int:
                 upscaler = load_engine(
                     dataclasses.replace(engine_settings(settings), model=settings.upscale_model, depth_model=None)
                 )
-            checked = with_limits(read, CueLimits.of_engines(engine, upscaler))  # exactly what they refuse
-            scenes = _unique_scenes(checked.valid_cues, engine.identity)
+            if settings.object_model and any(cue.object for cue in early.valid_cues):
+                from ldm3d_engine import load_object_engine
+
+                objects = load_object_engine(engine_settings(settings), settings.object_model)
+                print(f"ldm3d-bridge: {settings.object_model}: licence: {objects.licence}", file=sys.stderr)
+            limits = CueLimits.of_engines(engine, upscaler, settings.object_model)
+            checked = with_limits(read, limits)  # exactly what they refuse
+            scenes = _unique_scenes(checked.valid_cues, engine.identity, settings.object_model)
             missing = [(key, cue) for key, cue in scenes.items() if library.scene_id(key) is None]
         bar = _Progress(len(scenes), len(scenes) - len(missing))
         for key, cue in missing:
             scene_id = new_job_id()
             try:
-                result, extra = _render(engine, upscaler, cue, lambda s, t, c=cue: bar.step(c, s, t), writer, scene_id)
+                step = lambda s, t, c=cue: bar.step(c, s, t)  # noqa: E731
+                result, extra = _render(engine, upscaler, cue, step, writer, scene_id)
+                mesh = objects.generate_object(cue.object.request(), on_step=step) if objects and cue.object else None
             except UnsafeContent:  # an overnight run goes on with the other cues
                 flagged.append(cue.number)
                 sys.stderr.write(f"\ncue {cue.number}: the safety checker flagged its picture; skipped\n")
@@ -134,7 +144,11 @@ def cmd_pregen(args: argparse.Namespace) -> int:
                 bar.dropped()
                 continue
             meta = {"scene_key": key, "show": show.name, "cue": cue.number, "cue_name": cue.name, **extra}
-            files = writer.write_scene(scene_id, result, meta)
+            inside = None
+            if mesh is not None and cue.object is not None:  # into the scene's folder, renamed with it
+                placement = cue.object.placement
+                inside = partial(ObjectWriter(writer).write_into, job_id=scene_id, result=mesh, placement=placement)
+            files = writer.write_scene(scene_id, result, meta, inside)
             library.add(key, files.job_id, cue.number)  # only now is the scene in the library
             bar.scene_done()
     finally:
@@ -165,11 +179,12 @@ def _report(checked: ShowReading, flagged: list[str], failed: list[str]) -> None
         raise CliError("; ".join(problems))
 
 
-def _unique_scenes(cues: tuple[Cue, ...], identity: str) -> dict[str, Cue]:
-    """Scene key → the first cue with it (two cues with the same parameters share one scene)."""
+def _unique_scenes(cues: tuple[Cue, ...], identity: str, object_model: str | None) -> dict[str, Cue]:
+    """Scene key → the first cue with it (two cues with the same parameters share one scene); the keys
+    the bridge makes with the same model and object model."""
     scenes: dict[str, Cue] = {}
     for cue in cues:
-        scenes.setdefault(cue.scene_key(identity), cue)
+        scenes.setdefault(cue.scene_key(identity, object_model), cue)
     return scenes
 
 

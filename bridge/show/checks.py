@@ -149,13 +149,7 @@ def _cue_mistakes(cue: Cue, limits: CueLimits) -> Iterator[tuple[int, str]]:
             except InvalidRequest as exc:
                 yield cue.line("morph"), f"morph = true from cue {cue.morph_from.number}: {exc}"
     if cue.object is not None and limits.object_model is None:
-        yield (
-            cue.line("object"),
-            (
-                "object needs an object model: start the bridge with --object-model shap-e (tiny-shap-e offline); "
-                "ldm3d-bridge pregen does not make objects"
-            ),
-        )
+        yield cue.line("object"), "object needs an object model: give --object-model shap-e (tiny-shap-e offline)"
     if not cue.upscale:
         return
     if limits.upscaler is None:
