@@ -104,3 +104,11 @@ def test_queue_defaults_and_a_queue_of_one() -> None:
     assert single.put(_job(0)) == (1, [])
     with pytest.raises(QueueFull, match=r"\(1 jobs waiting\)"):
         single.put(_job(1))
+
+
+def test_a_cue_with_an_object_gets_the_time_of_two_jobs() -> None:
+    from ldm3d_engine.object_types import ObjectRequest
+
+    plain = Job("a", GenerateRequest("p"), None)
+    with_object = Job("b", GenerateRequest("p"), None, object_after=ObjectRequest("a red lantern"))
+    assert (plain.size, with_object.size) == (1, 2)

@@ -71,8 +71,10 @@ class Job:
 
     @property
     def size(self) -> int:
-        """How many worlds the job makes (a morph's frames): its timeout is ``job_timeout_s`` × this."""
-        return self.request.frames if isinstance(self.request, MorphRequest) else 1
+        """How many things the job makes (a morph's frames; a cue's world and its object): its timeout is
+        ``job_timeout_s`` × this."""
+        worlds = self.request.frames if isinstance(self.request, MorphRequest) else 1
+        return worlds + (1 if self.object_after is not None else 0)
 
     @property
     def ended(self) -> bool:
