@@ -36,6 +36,7 @@ def pano_rgb(pano: Any) -> np.ndarray:
     return pano.generate(GenerateRequest("a sea", seed=1, steps=2, width=512, height=256)).rgb  # type: ignore[no-any-return]
 
 
+@pytest.mark.bridge  # loads the tiny models: not in the mutation runs
 def test_post_processing_matches_transformers(pano: Any) -> None:
     """Our resize of DPT's output to the picture's size is transformers' post_process_depth_estimation."""
     estimator = pano.estimator
@@ -49,6 +50,7 @@ def test_post_processing_matches_transformers(pano: Any) -> None:
     torch.testing.assert_close(ours, theirs.float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.bridge  # loads the tiny models: not in the mutation runs
 def test_the_image_processor_is_the_one_auto_image_processor_gives(pano: Any) -> None:
     """Pre-processing as a transformers user gets it on this installation: ``AutoImageProcessor``'s
     choice (the torchvision backend where torchvision is installed, else the Pillow one)."""
@@ -58,6 +60,7 @@ def test_the_image_processor_is_the_one_auto_image_processor_gives(pano: Any) ->
     assert type(pano.estimator.processor) is type(AutoImageProcessor.from_pretrained(folder))
 
 
+@pytest.mark.bridge  # loads the tiny models: not in the mutation runs
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="needs torchvision: both backends")
 def test_the_torchvision_processor_is_used_where_installed_and_the_pillow_one_is_close(pano: Any) -> None:
     """Both backends where both are installed: the engine takes torchvision's, as AutoImageProcessor
@@ -118,6 +121,7 @@ def test_a_view_projects_back_onto_the_sphere() -> None:
     assert (values[inside] - equirect[0][inside]).abs().max() < 0.01
 
 
+@pytest.mark.bridge  # loads the tiny models: not in the mutation runs
 def test_a_360_picture_has_no_seam_where_a_whole_picture_estimate_has_one(pano: Any, pano_rgb: np.ndarray) -> None:
     """The real tiny DPT on a real tiny-pano world: column 0 and column W-1 are neighbours on the
     sphere; the blend keeps them as close as any two neighbouring columns, the whole-picture estimate
@@ -138,6 +142,7 @@ def test_a_360_picture_has_no_seam_where_a_whole_picture_estimate_has_one(pano: 
     assert blended.depth.max() == 65535 and blended.depth.min() == 0
 
 
+@pytest.mark.bridge  # loads the tiny models: not in the mutation runs
 def test_a_depth_job_reports_progress_per_view_and_cancels_between_views(pano: Any, pano_rgb: np.ndarray) -> None:
     steps: list[tuple[int, int]] = []
     pano.estimate_depth(DepthRequest(), pano_rgb, on_step=lambda s, t: steps.append((s, t)))  # pano: equirect
@@ -153,11 +158,13 @@ def test_a_depth_job_reports_progress_per_view_and_cancels_between_views(pano: A
     assert caught.value.step == 3
 
 
+@pytest.mark.bridge  # loads the tiny models: not in the mutation runs
 def test_a_depth_job_refuses_a_360_picture_of_the_wrong_shape(pano: Any) -> None:
     with pytest.raises(InvalidRequest, match="twice as wide as high; this one is 300×200"):
         pano.estimate_depth(DepthRequest(equirect=True), np.zeros((200, 300, 3), np.uint8))
 
 
+@pytest.mark.bridge  # loads the tiny models: not in the mutation runs
 def test_img2img_without_a_depth_map_estimates_it(pano: Any, pano_rgb: np.ndarray) -> None:
     request = Img2ImgRequest("a sea", seed=2, steps=2, strength=0.5)
     estimated = pano.img2img(request, pano_rgb)
@@ -168,6 +175,7 @@ def test_img2img_without_a_depth_map_estimates_it(pano: Any, pano_rgb: np.ndarra
     assert not np.array_equal(estimated.depth, flat.depth)  # the estimate went into the model
 
 
+@pytest.mark.bridge  # loads the tiny models: not in the mutation runs
 def test_without_an_estimator_img2img_stays_flat_and_depth_jobs_are_refused(tiny_dir: Path) -> None:
     engine = load_engine(EngineSettings(model="tiny", tiny_dir=str(tiny_dir)))
     rgb = np.zeros((64, 64, 3), np.uint8)

@@ -170,3 +170,82 @@ def test_each_views_box_holds_every_pixel_it_sees(size: tuple[int, int]) -> None
         inside = found.weight > 0
         cos = (directions[found.rows][:, found.cols] @ view.basis()[0]).float()
         assert torch.allclose(found.cos[inside], cos[inside], atol=1e-5)
+
+
+def _room_with(change: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The room (seed 0) with the oracle's answer for view k replaced by ``change(k, answer)``."""
+    estimate, _ = _oracle(VIEW_SIZE, 0)
+    calls: list[int] = []
+
+    def changed(picture: torch.Tensor) -> torch.Tensor:
+        calls.append(len(calls))
+        return change(calls[-1], estimate(picture))
+
+    return equirect_depth(torch.zeros(3, HEIGHT, WIDTH), changed, VIEW_SIZE)
+
+
+def test_a_view_with_a_nan_and_an_infinite_pixel_still_gives_the_room() -> None:
+    """A model overflowing in two pixels of one view: those count as the view's mean, so the world's
+    depth file is the room's as closely as ever (a NaN anywhere, or the pixels taken as 0, far out of
+    the view's range, would spoil the file's min–max for every pixel)."""
+
+    def overflowing(k: int, answer: torch.Tensor) -> torch.Tensor:
+        if k == 2:
+            answer[30, 30], answer[10, 40] = float("nan"), float("inf")
+        return answer
+
+    blended = _room_with(overflowing)
+    assert bool(torch.isfinite(blended).all())
+    error = _relative_error(blended.double(), _true_inverse_range(WIDTH, HEIGHT))
+    assert np.median(error) < 0.01, np.median(error)
+
+
+@pytest.mark.parametrize("answer", [float("nan"), 0.0])
+def test_a_view_answered_with_nan_or_zero_everywhere_leaves_a_finite_depth(answer: float) -> None:
+    """One view all NaN (a model overflowing everywhere) or all 0 (no spread, nothing to scale by):
+    the view is taken as flat, its depth from its fitted shift; no NaN reaches the world."""
+    blended = _room_with(lambda k, found: torch.full_like(found, answer) if k == 2 else found)
+    assert bool(torch.isfinite(blended).all())
+
+
+def test_the_blend_is_inverse_range_whose_weighted_mean_is_1() -> None:
+    """The one scale nothing else fixes: on the fitting grid (the room's size), the blend averaged
+    with the views' summed weights is 1, whatever scale the model answered in."""
+    assert (WIDTH, HEIGHT) == equirect.ALIGN_GRID
+    weight = torch.zeros(HEIGHT, WIDTH, dtype=torch.float64)
+    for yaw, pitch in VIEWS:
+        found = footprint(View(yaw, pitch), WIDTH, HEIGHT)
+        weight[found.rows.start : found.rows.stop, found.cols] += found.weight.double()
+    mean = float((weight * _room().double()).sum() / weight.sum())
+    assert mean == pytest.approx(1.0, abs=1e-5)
+
+
+def test_progress_is_told_after_each_view() -> None:
+    estimate, _ = _oracle(VIEW_SIZE, 0)
+    told: list[tuple[int, int]] = []
+    equirect_depth(torch.zeros(3, HEIGHT, WIDTH), estimate, VIEW_SIZE, after_view=lambda *done: told.append(done))
+    assert told == [(n, len(VIEWS)) for n in range(1, len(VIEWS) + 1)]
+
+
+def test_detail_finer_than_the_blend_width_is_averaged_before_the_model_sees_it() -> None:
+    """A picture wider than ``blend_width`` is shrunk (antialiased) before the views are cut: pixel
+    noise reaches the model at under a tenth of its spread (cut from the whole picture: about 2/3)."""
+    picture = torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(3))
+    spreads: list[float] = []
+
+    def estimate(view: torch.Tensor) -> torch.Tensor:
+        spreads.append(float(view.std()))
+        return view.mean(0)
+
+    equirect_depth(picture, estimate, VIEW_SIZE, blend_width=64)
+    assert len(spreads) == len(VIEWS) and max(spreads) < 0.1 * float(picture.std()), spreads
+
+
+def test_each_views_fit_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """With ``--log-level debug``, the scale and shift fitted for each view (what to read when a 360°
+    depth looks wrong)."""
+    prints = [footprint(View(yaw, pitch), 64, 32) for yaw, pitch in VIEWS]
+    depths = [torch.rand(8, 8, generator=torch.Generator().manual_seed(k)) for k in range(len(VIEWS))]
+    with caplog.at_level("DEBUG", logger="ldm3d_engine.depth.equirect"):
+        fits = equirect.align(depths, prints, (64, 32))
+    assert [r.getMessage() for r in caplog.records] == [f"360° depth: each view's scale and shift {fits}"]
