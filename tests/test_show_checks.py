@@ -86,7 +86,8 @@ def test_one_cue_with_several_mistakes_and_the_shows_own_are_all_reported() -> N
         "show.toml:9: seed must be an integer, got 'x'",
         "show.toml:10: unknown cue key 'stpes'; a cue has number, name, prompt, negative, seed, steps, guidance, "
         "width, height, sampling, scheduler, seamless, upscale, duration, continue, prewait, fade, goto, morph, "
-        "morph_frames",
+        "morph_frames, object, object_seed, object_steps, object_resolution, object_yaw, object_pitch, "
+        "object_distance, object_size, object_turn",
         'show.toml:11: continue = "follow" needs a duration (seconds before the next cue)',
         "show.toml:14: cue number '1' is used twice (cues 1 and 2)",
     )
@@ -302,7 +303,7 @@ def test_limits_of_loaded_engines_and_of_presets_the_checks_know_no_wrap_for() -
     assert CueLimits.of_engines(engine, sr) == CueLimits(PRESETS["tiny-pano"], PRESETS["tiny-sr"], loaded=True)  # type: ignore[arg-type]
     sr_limits = _limits("ldm3d-sr")
     assert sr_limits.preset.wrap_multiple == PRESETS["ldm3d-sr"].wrap_multiple  # not in WRAP_MULTIPLES: its own
-    pano_folder = cue_limits(SimpleNamespace(model="/models/mine", preset="ldm3d-pano", upscale_model="/models/sr"))
+    pano_folder = cue_limits(SimpleNamespace(model="/models/mine", preset="ldm3d-pano", upscale_model="/models/sr", object_model=None))
     assert pano_folder.preset.name == "ldm3d-pano" and pano_folder.upscaler is not None
     assert pano_folder.upscaler.name == "ldm3d-pano"  # the upscaler folder is loaded with the same preset
 
@@ -319,9 +320,9 @@ def test_the_limits_come_from_the_settings_as_the_engine_would_load_them(tmp_pat
     limits = cue_limits(BridgeSettings(model="ldm3d-pano", upscale_model="ldm3d-sr"))
     assert (limits.preset.name, limits.preset.wrap_multiple, limits.loaded) == ("ldm3d-pano", 64, False)
     assert limits.upscaler is not None and limits.upscaler.task == "upscale"
-    folder = cue_limits(SimpleNamespace(model=str(tmp_path), preset="ldm3d-pano", upscale_model=None))
+    folder = cue_limits(SimpleNamespace(model=str(tmp_path), preset="ldm3d-pano", upscale_model=None, object_model=None))
     assert folder.preset.max_width == 2048 and folder.upscaler is None  # a folder run with the pano's conventions
-    plain = cue_limits(SimpleNamespace(model=str(tmp_path), preset=None, upscale_model=None))
+    plain = cue_limits(SimpleNamespace(model=str(tmp_path), preset=None, upscale_model=None, object_model=None))
     assert (plain.preset.name, plain.preset.wrap_multiple) == ("folder", 8)  # its UNet decides: only ×8 known
 
 

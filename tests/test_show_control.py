@@ -296,10 +296,10 @@ def _disk_full(bridge: Bridge, patch: pytest.MonkeyPatch) -> str:
     """Stand-in for a full disk: writing the doomed cue's scene fails as ENOSPC would."""
     real = bridge.writer.write_scene
 
-    def write_scene(scene_id: str, result: Any, meta_extra: Any = None) -> Any:
+    def write_scene(scene_id: str, result: Any, meta_extra: Any = None, inside: Any = None) -> Any:
         if _doomed(result.request):
             raise WriteFailed(f"could not write job {scene_id}: No space left on device (a stand-in)")
-        return real(scene_id, result, meta_extra)
+        return real(scene_id, result, meta_extra, inside)
 
     patch.setattr(bridge.writer, "write_scene", write_scene)
     return "write_failed"
