@@ -303,7 +303,9 @@ def test_limits_of_loaded_engines_and_of_presets_the_checks_know_no_wrap_for() -
     assert CueLimits.of_engines(engine, sr) == CueLimits(PRESETS["tiny-pano"], PRESETS["tiny-sr"], loaded=True)  # type: ignore[arg-type]
     sr_limits = _limits("ldm3d-sr")
     assert sr_limits.preset.wrap_multiple == PRESETS["ldm3d-sr"].wrap_multiple  # not in WRAP_MULTIPLES: its own
-    pano_folder = cue_limits(SimpleNamespace(model="/models/mine", preset="ldm3d-pano", upscale_model="/models/sr", object_model=None))
+    pano_folder = cue_limits(
+        SimpleNamespace(model="/models/mine", preset="ldm3d-pano", upscale_model="/models/sr", object_model=None)
+    )
     assert pano_folder.preset.name == "ldm3d-pano" and pano_folder.upscaler is not None
     assert pano_folder.upscaler.name == "ldm3d-pano"  # the upscaler folder is loaded with the same preset
 
@@ -320,7 +322,9 @@ def test_the_limits_come_from_the_settings_as_the_engine_would_load_them(tmp_pat
     limits = cue_limits(BridgeSettings(model="ldm3d-pano", upscale_model="ldm3d-sr"))
     assert (limits.preset.name, limits.preset.wrap_multiple, limits.loaded) == ("ldm3d-pano", 64, False)
     assert limits.upscaler is not None and limits.upscaler.task == "upscale"
-    folder = cue_limits(SimpleNamespace(model=str(tmp_path), preset="ldm3d-pano", upscale_model=None, object_model=None))
+    folder = cue_limits(
+        SimpleNamespace(model=str(tmp_path), preset="ldm3d-pano", upscale_model=None, object_model=None)
+    )
     assert folder.preset.max_width == 2048 and folder.upscaler is None  # a folder run with the pano's conventions
     plain = cue_limits(SimpleNamespace(model=str(tmp_path), preset=None, upscale_model=None, object_model=None))
     assert (plain.preset.name, plain.preset.wrap_multiple) == ("folder", 8)  # its UNet decides: only ×8 known
