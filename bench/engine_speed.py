@@ -21,6 +21,9 @@ native bfloat16, and on OpenVINO's CPU device in f32 and bf16 (`quality` samplin
 the first start (conversion, empty cache) and a cached start, and the PSNR of each variant's RGB
 and depth against (c) from the same starting noise. `--dtype bfloat16` runs (c)–(e) in torch bf16.
 `--ov-weights int8` adds (i): OpenVINO bf16 with the UNet's weights compressed to int8 by NNCF.
+With `--backend openvino` every torch row, the previews, the safety checker and `--profile` are
+measured too (the profile before the OpenVINO rows, while our torch engine is loaded), so one run
+prints everything.
 
 Then what previews of a world as it forms cost a job (``bench/preview_cost.py``: every 5 steps, the
 server's default; the extra time as a share of the job) and how near a preview is to the VAE's
@@ -440,8 +443,8 @@ def main() -> None:
     args.live_steps = args.live_steps or (2 if on_cpu else 20)
     if args.backend == "openvino" and not on_cpu:
         parser.error("--backend openvino compares with torch on the cpu: use --device cpu")
-    if args.backend == "openvino" and (args.profile or len(args.size) != 1):
-        parser.error("--backend openvino: one --size (256x128 on a CPU), and no --profile")
+    if args.backend == "openvino" and len(args.size) != 1:
+        parser.error("--backend openvino: one --size (256x128 on a CPU)")
     sizes = [parse_size(s) for s in args.size]
     tmp = Path(tempfile.mkdtemp(prefix="ldm3d-speed-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its jobs (and OpenVINO's caches) are GBs
@@ -472,8 +475,6 @@ def main() -> None:
     variants: list[tuple[str, dict[str, Any], bool]] = [
         ("(e) ours, live, VAE tiling (flat)", {"vae_tiling": True}, False)
     ]
-    if args.backend == "openvino":
-        variants = []  # the OpenVINO rows instead
     if device.type == "cuda":
         variants.append(("(f) ours, live, model offload", {"offload": "model"}, True))
     writer = TextureWriter(tmp / "ours")
@@ -513,9 +514,19 @@ def main() -> None:
         for name, options, seamless in variants:  # one engine at a time: a full-size copy is 4 GB in fp32
             rows.append(run_ours(engine(**options), device, size, "live", writer, name, args.repeats, seamless))
             gc.collect()
+        # previews and the safety checker, measured with our torch engine (printed after the table)
+        extras = [line for sampling in ("live", "quality") for line in preview_rows(ours, size, sampling, args.repeats)]
+        check_s, views = safety_checker_cost(args.arch, device, size, args.repeats)
+        live = next(r for r in rows if r.name.startswith("(d)"))
+        extras.append(
+            f"   image safety checker: {check_s * 1000:.1f} ms per job ({views} views of 224×224, "
+            f"{'fp16' if device.type == 'cuda' else 'fp32'}) = {100 * check_s / live.arrays_s:.1f}% of (d)'s job"
+        )
         if args.backend == "openvino":
+            if args.profile:  # while our torch engine is here (--backend openvino: one size)
+                profile_live_job(ours, device, size, writer)
             target = fidelity_target(ours, size)
-            ours = None  # room for one OpenVINO engine beside the modules (--backend openvino: one size)
+            ours = None  # room for one OpenVINO engine beside the modules
             gc.collect()
             rows += openvino_rows(engine, target, size, writer, args.repeats, tmp, args.ov_weights == "int8")
         baselines = [("(a)", rows[0])] + ([("(b)", rows[1])] if device.type == "cuda" else [])
@@ -526,16 +537,8 @@ def main() -> None:
             figures = f"{r.steps:5} {r.step_ms:9.1f} {r.arrays_s:10.2f} {r.files_s:9.2f} {r.peak:>12}"
             step_ratio = f"; {rows[0].step_ms / r.step_ms:.2f}× per step" if ours_row else ""
             print(f"   {r.name:42} {figures}  {ratio}{step_ratio}")
-        if args.backend == "torch":
-            for sampling in ("live", "quality"):
-                print("\n".join(preview_rows(ours, size, sampling, args.repeats)))
-            check_s, views = safety_checker_cost(args.arch, device, size, args.repeats)
-            live = next(r for r in rows if r.name.startswith("(d)"))
-            print(
-                f"   image safety checker: {check_s * 1000:.1f} ms per job ({views} views of 224×224, "
-                f"{'fp16' if device.type == 'cuda' else 'fp32'}) = {100 * check_s / live.arrays_s:.1f}% of (d)'s job"
-            )
-    if args.profile:
+        print("\n".join(extras))
+    if args.profile and args.backend == "torch":
         profile_live_job(ours, device, sizes[0], writer)
     if device.type != "cuda":
         print(
