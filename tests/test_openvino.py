@@ -71,7 +71,7 @@ def close(a: Any, b: Any, depth_max: float = 1e-3) -> None:
 
 @pytest.mark.parametrize(
     ("model", "seamless", "depth_max"),
-    [("tiny", False, 1e-3), ("tiny-pano", True, 1e-3), ("tiny-pano", False, 1e-3), ("tiny-6c", True, 257 / 65535)],
+    [("tiny", False, 1e-3), ("tiny-pano", True, 1e-3), ("tiny-6c", True, 257 / 65535)],  # flat, wrapped, 6 channels
 )
 def test_text_to_rgbd_on_openvino_gives_the_torch_engines_pictures(
     load_tiny: Callable[[str], Any], on_openvino: Callable[..., Any], model: str, seamless: bool, depth_max: float
