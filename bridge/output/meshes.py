@@ -19,13 +19,13 @@ import struct
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from bridge.errors import WriteFailed
 from bridge.output.job_ids import JOB_ID_RE
 from bridge.output.writer import (
     OWN_STAGING,
@@ -33,9 +33,9 @@ from bridge.output.writer import (
     JobFiles,
     TextureWriter,
     announce_path,
-    fsync_dir,
     package_versions,
     write_file,
+    write_folder_whole,
 )
 from bridge.placement import DEFAULT_PLACEMENT, Placement
 from ldm3d_engine.object_types import MeshResult
@@ -183,23 +183,9 @@ class ObjectWriter:
         placement: Placement = DEFAULT_PLACEMENT,
     ) -> ObjectFiles:
         """Write ``objects/<job_id>/`` whole (WriteFailed when the disk refuses), then prune old ones."""
-        parent = self.root
-        final = parent / job_id
-        staging = parent / f"{STAGING_PREFIX}{job_id}"
         t0 = time.perf_counter()
-        try:
-            parent.mkdir(exist_ok=True)
-            staging.mkdir()
-            self._files(staging, job_id, result, placement, meta_extra or {}, t0)
-            fsync_dir(staging)
-            os.replace(staging, final)
-            fsync_dir(parent)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise WriteFailed(
-                f"could not write object {job_id} into {parent}: {exc.strerror or exc} "
-                "(is the output folder writable, is the disk full?)"
-            ) from exc
+        fill = partial(self._files, job_id=job_id, result=result, placement=placement, extra=meta_extra or {}, t0=t0)
+        final = write_folder_whole(self.root, job_id, fill, "object")
         self._prune(job_id)
         return ObjectFiles(
             job_id,

@@ -86,6 +86,26 @@ def announce_path(root: str, relative: Path) -> str:
     return root.replace("\\", "/").rstrip("/") + "/" + relative.as_posix()
 
 
+def write_folder_whole(parent: Path, name: str, fill: Callable[[Path], None], what: str) -> Path:
+    """``parent/name``, written whole: ``fill`` writes into a staging folder (``STAGING_PREFIX`` +
+    name), which is made durable and renamed into place; a reader never sees a half folder. On an
+    OSError the staging folder is removed and WriteFailed names ``what`` (a job, an object) and why."""
+    final, staging = parent / name, parent / f"{STAGING_PREFIX}{name}"
+    try:
+        staging.mkdir(parents=True)
+        fill(staging)
+        fsync_dir(staging)
+        os.replace(staging, final)
+        fsync_dir(parent)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WriteFailed(
+            f"could not write {what} {name} into {parent}: {exc.strerror or exc} "
+            "(is the output folder writable, is the disk full?)"
+        ) from exc
+    return final
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable (a no-op where folders cannot be opened: Windows)."""
     try:
@@ -282,27 +302,20 @@ class TextureWriter:
         renamed whole (WriteFailed when it cannot be): a job, a scene, or a morph's frame. ``inside``
         (OSError when it cannot) writes more into the staging folder first."""
         final = parent / job_id
-        staging = parent / f"{STAGING_PREFIX}{job_id}"
         form = check_format(fmt) if fmt is not None else self.format
         t0 = time.perf_counter()
-        try:
-            staging.mkdir(parents=True)
-            files = self._write_images(staging, final, result, form)
+        files: dict[str, str] = {}
+
+        def fill(staging: Path) -> None:
+            files.update(self._write_images(staging, final, result, form))
             meta = self._meta(
                 job_id, result, files, time.perf_counter() - t0, {"format": form.name, **(meta_extra or {})}
             )
             write_file(staging / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
             if inside is not None:
                 inside(staging)
-            fsync_dir(staging)
-            os.replace(staging, final)
-            fsync_dir(parent)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise WriteFailed(
-                f"could not write job {job_id} into {parent}: {exc.strerror or exc} "
-                "(is the output folder writable, is the disk full?)"
-            ) from exc
+
+        write_folder_whole(parent, job_id, fill, "job")
         job = JobFiles(
             job_id,
             final,
