@@ -78,6 +78,10 @@ OBJECT_MISTAKES = [
     (SHOW.replace("object_distance = 0.6", "object_distance = 4"), "s.toml:14: object_distance 4 is out of range"),
     (SHOW.replace("object_yaw = 30", 'object_yaw = "left"'), "s.toml:13: object_yaw must be"),
     (SHOW.replace('"a red lantern"', '"  "'), "s.toml:10: the object's prompt is empty"),
+    (SHOW.replace("object_steps = 2\n", "object_seed = -1\nobject_steps = 2\n"), "s.toml:11: object_seed -1 is out"),
+    (SHOW.replace("object_steps = 2\n", "object_seed = 2147483648\nobject_steps = 2\n"), "s.toml:11: object_seed 21"),
+    (SHOW.replace("object_steps = 2", "object_steps = 0"), "s.toml:11: object_steps 0 is out of range; it must be"),
+    (SHOW.replace("object_resolution = 16", "object_resolution = 0"), "s.toml:12: object_resolution 0 is out of"),
     (SHOW.replace("seed = 2\n", "seed = 2\nmorph = true\nobject = 'a cup'\n"), "s.toml:20: morph = true and object"),
 ]
 
@@ -130,6 +134,7 @@ def show_client(
     return start
 
 
+@pytest.mark.bridge  # starts a bridge with the tiny models: not in the mutation runs
 def test_a_cue_object_is_rendered_into_its_scene_and_follows_its_world_each_time_it_fires(
     show_client: Callable[..., OscClient],
 ) -> None:
@@ -177,6 +182,7 @@ object_resolution = 100000
 )
 
 
+@pytest.mark.bridge  # starts a bridge with the tiny models: not in the mutation runs
 def test_a_failed_cue_shows_the_fallback_with_the_fallbacks_object(show_client: Callable[..., OscClient]) -> None:
     client = show_client(FALLBACK_SHOW)  # the fallback, cue 1, is rendered and shown first
     first = client.wait_for(["/ldm3d/object/ready"], 120)[-1]
@@ -188,6 +194,7 @@ def test_a_failed_cue_shows_the_fallback_with_the_fallbacks_object(show_client: 
     assert shown[-1].args == first.args  # the fallback's world, then its object where its cue says
 
 
+@pytest.mark.bridge  # starts a bridge with the tiny models: not in the mutation runs
 def test_pregen_renders_a_cues_object_and_the_bridge_fires_it_from_the_library(
     show_client: Callable[..., OscClient],
     tiny_dir: Path,
@@ -215,3 +222,14 @@ def test_pregen_renders_a_cues_object_and_the_bridge_fires_it_from_the_library(
     fired = client.wait_for(["/ldm3d/object/ready"], 60)
     assert not _after(fired, "/ldm3d/accepted")
     assert Path(str(fired[-1].args[2])) == inner / "mesh.glb"
+
+
+@pytest.mark.parametrize("seed", [0, 2**31 - 1])
+def test_an_object_seed_at_either_end_of_its_range_is_read(seed: int) -> None:
+    cue = parse_show(SHOW.replace("object_steps = 2\n", f"object_seed = {seed}\nobject_steps = 2\n")).cues[0]
+    assert cue.object is not None and cue.object.seed == seed
+
+
+@pytest.mark.parametrize("line", ["object_steps = 1", "object_pitch = -90", "object_pitch = 90", "object_size = 2"])
+def test_object_values_at_the_ends_of_their_ranges_are_no_mistake(line: str) -> None:
+    assert not _mistakes(SHOW.replace("object_steps = 2", line)), line
