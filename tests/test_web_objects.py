@@ -158,7 +158,7 @@ def test_only_an_object_id_under_objects_is_offered(tmp_path: Path) -> None:
     with pytest.raises(UnknownJob):
         folders.offer(empty)
     assert folders.newest() == newer  # not the link out, not the folder without a GLB
-    assert folders.offer_newest(None) == offered and folders.offer_newest(older, known=True)["job_id"] == older  # type: ignore[index]
+    assert folders.offer_newest() == offered
     assert folders.offer_ready((escape, "a.obj", "a.glb", 0.0, 0.0, 0.5, 0.25, 0.0)) is None
     # a show's scene holds its cue's object in object/; a link out of the scenes folder is refused too
     scene, loose = "20261207-101504-000-0005", "20261207-101505-000-0006"
@@ -171,7 +171,6 @@ def test_only_an_object_id_under_objects_is_offered(tmp_path: Path) -> None:
     with pytest.raises(UnknownJob):
         folders.offer(loose)
     assert folders.newest() == newer  # a scene's object is no object job
-    assert folders.offer_newest(None, known=True) is None  # cleared
     ready = folders.offer_ready((older, "a.obj", "a.glb", 10.0, -20.0, 0.7, 0.5, 30.0))
     assert ready is not None and ready["placement"] == Placement(10.0, -20.0, 0.7, 0.5, 30.0).as_dict()
 

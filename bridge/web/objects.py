@@ -100,10 +100,10 @@ class ObjectFolders:
                 continue
         return None
 
-    def offer_newest(self, job_id: str | None, known: bool = False) -> dict[str, Any] | None:
-        """The object on the dome, for a page's hello: ``job_id``, the object last announced (None: cleared)
-        when ``known`` (one was announced or cleared since start-up), else the newest in ``objects/``."""
-        chosen = job_id if known else self.newest()
+    def offer_newest(self) -> dict[str, Any] | None:
+        """The newest object in ``objects/`` for a page's hello before any object was announced or
+        cleared since start-up (the hub keeps the one last announced after that); None when there is none."""
+        chosen = self.newest()
         if chosen is None:
             return None
         try:

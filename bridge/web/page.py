@@ -384,7 +384,7 @@ class PageHub:
         if self._objects is not None:
             thing = self._object
             if not self._object_known:
-                thing = await loop.run_in_executor(self._pool, self._objects.offer_newest, None, False)
+                thing = await loop.run_in_executor(self._pool, self._objects.offer_newest)
         hello = {"type": "hello", "page": number, **backend.hello(), "world": world, "history": history}
         hello["object"] = thing
         return json.dumps({**hello, "status": backend.status()})
