@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bridge.errors import BadArguments
 from bridge.output.images import read_depth16, read_rgb
 
 #: Part of every key: changing how a kind is derived must change its URLs.
@@ -56,7 +57,8 @@ class Source:
 
 
 def derive(path: Path, kind: str) -> bytes:
-    """The bytes of ``kind`` made from the file at ``path`` (OSError/ValueError when it cannot be read)."""
+    """The bytes of ``kind`` made from the file at ``path``: OSError, or BadArguments (an image that is gone or
+    does not decode), when it cannot be read; ValueError for a kind that is not one."""
     if kind == "depth":
         return read_depth16(path).astype("<u2", copy=False).tobytes()
     if kind == "glb":
@@ -125,8 +127,8 @@ class TextureStore:
         if data is None:
             try:
                 data = derive(source.path, source.kind)
-            except (OSError, ValueError):
-                return None  # pruned meanwhile
+            except (OSError, ValueError, BadArguments):
+                return None  # pruned meanwhile, or damaged
             self._keep(key, data)
         return data, CONTENT_TYPES[KINDS[source.kind]]
 
