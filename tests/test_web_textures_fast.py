@@ -62,7 +62,11 @@ def test_each_kind_is_served_with_its_content_type_and_bytes(tmp_path: Path) -> 
     Image.open(rgb).convert("RGB").save(expected, format="JPEG", quality=90)
     assert (data, kind) == (expected.getvalue(), "image/jpeg")
     data, kind = get(rgb, "thumb")
-    assert (Image.open(io.BytesIO(data)).size, Image.open(io.BytesIO(data)).format, kind) == ((256, 85), "JPEG", "image/jpeg")
+    assert (Image.open(io.BytesIO(data)).size, Image.open(io.BytesIO(data)).format, kind) == (
+        (256, 85),
+        "JPEG",
+        "image/jpeg",
+    )
     data, kind = get(depth, "depth")
     assert (data, kind) == (values.astype("<u2").tobytes(), "application/octet-stream")
     assert get(glb, "glb") == (b"glTF binary", "model/gltf-binary")
@@ -87,7 +91,11 @@ def test_a_name_the_store_does_not_know_or_of_another_kind_is_none(tmp_path: Pat
     store = TextureStore()
     key = store.url(_rgb(tmp_path / "a.png"), "rgb").removeprefix("/t/")
     assert store.get(key) is not None
-    assert [store.get(key.replace(".jpg", ".u16")), store.get(key.removesuffix(".jpg")), store.get("0" * 32 + ".jpg")] == [
+    assert [
+        store.get(key.replace(".jpg", ".u16")),
+        store.get(key.removesuffix(".jpg")),
+        store.get("0" * 32 + ".jpg"),
+    ] == [
         None,
         None,
         None,
@@ -126,7 +134,9 @@ def test_a_texture_served_twice_is_counted_once(tmp_path: Path) -> None:
     store = TextureStore(cache_bytes=200)
     keys = [store.url(path, "glb").removeprefix("/t/") for path in files]
     store.get(keys[0])
-    store._keep(keys[0].removesuffix(".glb"), (tmp_path / "0.glb").read_bytes())  # a second request derived it meanwhile
+    store._keep(
+        keys[0].removesuffix(".glb"), (tmp_path / "0.glb").read_bytes()
+    )  # a second request derived it meanwhile
     store.get(keys[1])  # 200 bytes held: both fit
     for path in files:
         path.unlink()
@@ -177,3 +187,34 @@ def test_the_hashes_remembered_are_bounded_by_the_keys(tmp_path: Path) -> None:
     os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     store.url(b, "glb")  # one hash remembered at most: a's is forgotten
     assert store.url(a, "glb") != first
+
+
+def test_a_thumb_is_scaled_bilinearly(tmp_path: Path) -> None:
+    rgb = _rgb(tmp_path / "rgb.png", 300, 100)
+    expected = io.BytesIO()
+    thumb = Image.open(rgb).convert("RGB").resize((256, 85), Image.Resampling.BILINEAR)
+    thumb.save(expected, format="JPEG", quality=90)
+    assert derive(rgb, "thumb") == expected.getvalue()
+
+
+def test_bytes_as_large_as_the_cache_are_kept(tmp_path: Path) -> None:
+    exact = tmp_path / "exact.glb"
+    exact.write_bytes(b"x" * 100)
+    store = TextureStore(cache_bytes=100)
+    key = store.url(exact, "glb").removeprefix("/t/")
+    store.get(key)
+    exact.unlink()
+    assert store.get(key) == (b"x" * 100, "model/gltf-binary")
+
+
+def test_what_the_cache_holds_is_counted_after_each_eviction(tmp_path: Path) -> None:
+    files = [tmp_path / f"{n}.glb" for n in range(4)]
+    for n, path in enumerate(files):
+        path.write_bytes(bytes([n]) * 100)
+    store = TextureStore(cache_bytes=250)
+    keys = [store.url(path, "glb").removeprefix("/t/") for path in files]
+    for key in keys:
+        store.get(key)  # 0 goes for 2, 1 for 3: two at most
+    for path in files:
+        path.unlink()
+    assert [store.get(key) is not None for key in keys] == [False, False, True, True]
