@@ -69,7 +69,7 @@ class _Page:
 
 def _pages(outbox: Outbox, *unsent: int) -> tuple[dict[int, web.WebSocketResponse], list[_Transport]]:
     pages: dict[int, web.WebSocketResponse] = {}
-    transports = []
+    transports: list[_Transport] = []
     for number, waiting in enumerate(unsent, start=1):
         ws, transport = cast(web.WebSocketResponse, _Page()), _Transport(waiting)
         outbox.add(ws, transport, f"page {number}")
@@ -136,3 +136,21 @@ def test_held_lists_only_that_pages_previews() -> None:
     newest.hold(1, "J1", b"a")
     newest.hold(2, "J2", b"b")
     assert [h.job for h in newest.held(2)] == ["J2"]
+
+
+def test_every_preview_replaced_before_its_page_caught_up_is_counted() -> None:
+    newest = Newest()
+    for frame in (b"1", b"2", b"3"):
+        newest.hold(1, "J1", frame)
+    newest.sent(1, "J1")
+    newest.hold(1, "J1", b"4")
+    newest.sent(1, "J1")
+    assert newest.replaced == 4
+
+
+def test_a_page_with_one_byte_not_taken_is_still_behind() -> None:
+    newest, outbox = Newest(), Outbox()
+    pages, (page,) = _pages(outbox, 1)
+    newest.hold(1, "J1", b"held")
+    newest.release(pages, outbox)
+    assert (page.written, len(newest)) == ([], 1)

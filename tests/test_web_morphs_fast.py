@@ -114,6 +114,12 @@ def test_a_manifest_entry_whose_index_is_not_a_frame_number_is_left_out(tmp_path
     assert MorphFolders(tmp_path, TextureStore()).offer(MORPH)["written"] == []
 
 
+def test_a_frame_past_the_last_possible_number_is_left_out_even_if_its_folder_is_there(tmp_path: Path) -> None:
+    _frame(tmp_path, 10000)  # (a folder "10000": not one the bridge writes)
+    _manifest(tmp_path, [{"index": 10000, "t": 1}])
+    assert MorphFolders(tmp_path, TextureStore()).offer(MORPH)["written"] == []
+
+
 def test_the_last_possible_frame_number_is_offered(tmp_path: Path) -> None:
     _frame(tmp_path, 9999)
     _manifest(tmp_path, [{"index": 9999, "t": 1}])

@@ -22,7 +22,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pytest
@@ -31,7 +31,10 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from PIL import Image
 
 from bridge.osc.codec import Message
+from bridge.web.morphs import MorphFolders
+from bridge.web.objects import ObjectFolders
 from bridge.web.page import COALESCE_S, HISTORY, PageHub, StaticFiles, World, _arg, _steady, page_files
+from bridge.web.textures import TextureStore
 
 J1, J2, J3 = "20261207-101500-000-0001", "20261207-101501-000-0002", "20261207-101502-000-0003"
 Address = tuple[str, int]
@@ -51,6 +54,8 @@ class Backend:
         self.commands: list[tuple[Address, Message]] = []
         self.limits: list[int] = []
         self.on_command: Callable[[Address, Message], None] | None = None
+        #: The threads the backend's reads ran on (the hub's own pool, never the loop's).
+        self.threads: set[str] = set()
 
     def add_world(self, job_id: str, **info: Any) -> World:
         folder = self.root / job_id
@@ -70,15 +75,18 @@ class Backend:
         return dict(self.state)
 
     def world(self, job_id: str) -> World | None:
+        self.threads.add(threading.current_thread().name.rpartition("_")[0])
         if job_id == "broken":
             raise RuntimeError("meta.json broke")
         return self.worlds.get(job_id)
 
     def history(self, limit: int) -> list[str]:
+        self.threads.add(threading.current_thread().name.rpartition("_")[0])
         self.limits.append(limit)
         return list(self.ids)
 
     def on_screen(self) -> str | None:
+        self.threads.add(threading.current_thread().name.rpartition("_")[0])
         return self.screen
 
     def command(self, page: Address, message: Message) -> None:
@@ -234,7 +242,7 @@ def test_progress_is_coalesced_per_job_and_state_per_address_within_the_window(t
             pages.add(1)
             hub = pages.hub
             hub.event("/ldm3d/progress", (J1, 1, 10), 1.0)
-            hub.event("/ldm3d/progress", (J2, 1, 10), 1.0)
+            hub.event("/ldm3d/progress", (J2, 2, 10), 1.0)
             hub.event("/ldm3d/state", ("busy",), 1.0)
             hub.event("/ldm3d/progress", (J1, 2, 10), 1.1)
             hub.event("/ldm3d/state", ("idle",), 1.1)
@@ -248,7 +256,7 @@ def test_progress_is_coalesced_per_job_and_state_per_address_within_the_window(t
     early, later = _run(scenario)
     assert early == []  # progress waits up to COALESCE_S
     assert [(m["address"], m["args"], m["t"]) for m in later] == [
-        ("/ldm3d/progress", [J2, 1, 10], 1.0),
+        ("/ldm3d/progress", [J2, 2, 10], 1.0),
         ("/ldm3d/progress", [J1, 2, 10], 1.1),
         ("/ldm3d/state", ["idle"], 1.1),
         ("/ldm3d/progress", [], 1.3),
@@ -349,6 +357,7 @@ def test_a_world_the_backend_cannot_read_or_whose_files_are_gone_is_none(
         "cannot offer job broken to the page",
         f"cannot offer job {J2} to the page",
     ]
+    assert "No such file or directory" in caplog.records[1].getMessage()
     assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING"]
 
 
@@ -379,7 +388,7 @@ def test_a_morph_frame_is_announced_with_its_textures_or_none(tmp_path: Path, ca
     async def scenario() -> tuple[PageHub, list[dict[str, Any]]]:
         async with _hub(Backend(tmp_path), tmp_path / "out") as pages:
             pages.add(1)
-            for args in ((J1, 0, 0.0), (J1, "0", 0.0), (J1, 1.0, 0.5), (J1, 3, 0.5)):
+            for args in ((J1, 0, 0.0), (J1, "0"), (J1, 1.0, 0.5), (J1, 3, 0.5), (J1,)):
                 pages.hub.event("/ldm3d/morph/frame", args, 4.0)
             await asyncio.sleep(0.1)
             return pages.hub, pages.told(1)
@@ -389,8 +398,9 @@ def test_a_morph_frame_is_announced_with_its_textures_or_none(tmp_path: Path, ca
     frame = hub._morphs.offer_frame(J1, 0) if hub._morphs else None
     assert frame is not None
     assert told == [
+        {"type": "event", "address": "/ldm3d/morph/frame", "args": [J1], "t": 4.0},  # (not one the bridge sends)
         {"type": "event", "address": "/ldm3d/morph/frame", "args": [J1, 0, 0.0], "t": 4.0, "frame": frame},
-        {"type": "event", "address": "/ldm3d/morph/frame", "args": [J1, "0", 0.0], "t": 4.0, "frame": frame},
+        {"type": "event", "address": "/ldm3d/morph/frame", "args": [J1, "0"], "t": 4.0, "frame": frame},
         {"type": "event", "address": "/ldm3d/morph/frame", "args": [J1, 1.0, 0.5], "t": 4.0, "frame": None},
         {"type": "event", "address": "/ldm3d/morph/frame", "args": [J1, 3, 0.5], "t": 4.0, "frame": None},
     ]
@@ -455,7 +465,7 @@ def _preview_from_a_thread(hub: PageHub, job_id: str, step: int, rgb: bytes = RG
 
 
 def test_previews_reach_every_page_the_newest_per_job_and_none_after_the_jobs_end(tmp_path: Path) -> None:
-    async def scenario() -> list[tuple[str, int]]:
+    async def scenario() -> list[tuple[str, int, int]]:
         async with _hub(Backend(tmp_path)) as pages:
             pages.add(1)
             hub = pages.hub
@@ -467,9 +477,9 @@ def test_previews_reach_every_page_the_newest_per_job_and_none_after_the_jobs_en
                 hub.event(end, (job,), 1.0)
                 _preview_from_a_thread(hub, job, 3)
             await asyncio.sleep(COALESCE_S + 0.05)
-            return [(m["job"], m["step"]) for m in pages.told(1) if m["type"] == "preview"]
+            return [(m["job"], m["step"], m["total"]) for m in pages.told(1) if m["type"] == "preview"]
 
-    assert _run(scenario) == [(J1, 2), (J2, 1)]
+    assert _run(scenario) == [(J1, 2, 10), (J2, 1, 10)]
 
 
 def test_a_preview_that_does_not_decode_goes_nowhere_and_without_pages_is_not_decoded(
@@ -488,7 +498,7 @@ def test_a_preview_that_does_not_decode_goes_nowhere_and_without_pages_is_not_de
         told = _run(scenario)
     previews = [m for m in caplog.messages if m.startswith("a preview")]
     assert told == [] and len(previews) == 2
-    assert previews[0].startswith(f"a preview of job {J1} cannot go to the pages: ")
+    assert previews[0].startswith(f"a preview of job {J1} cannot go to the pages: cannot identify image file")
 
 
 def test_a_preview_before_the_server_started_is_dropped(tmp_path: Path) -> None:
@@ -504,14 +514,14 @@ def test_a_page_that_is_behind_gets_only_the_newest_preview_once_it_caught_up(tm
     async def scenario() -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         async with _hub(Backend(tmp_path)) as pages:
             _, slow = pages.add(1), pages.add(2)
-            slow.unsent = 100
+            slow.unsent = 1
             hub = pages.hub
             for step in (1, 2):
                 _preview_from_a_thread(hub, J1, step)
                 hub.event("/ldm3d/queued", (J2, step), 1.0)  # written at once, with the preview
                 await _turns()
             behind = [(m["type"], m.get("step")) for m in pages.told(2)]
-            await asyncio.sleep(COALESCE_S * 2.5)
+            await asyncio.sleep(COALESCE_S * 4)  # (past the first status, whose flush would release it too)
             still = [(m["type"], m.get("step")) for m in pages.told(2)]
             slow.unsent = 0
             await asyncio.sleep(COALESCE_S * 2.5)
@@ -549,14 +559,33 @@ def test_a_page_with_a_reply_waiting_gets_the_preview_too_unless_behind(tmp_path
             two.unsent = 100
             hub = pages.hub
             _preview_from_a_thread(hub, J1, 1)
+            await _turns()  # the preview waits first
             hub._send(1, json.dumps({"type": "reply", "re": 1}))
             hub._send(2, json.dumps({"type": "reply", "re": 2}))
             await asyncio.sleep(COALESCE_S * 2.5)
             return [[(m["type"], m.get("step") or m.get("re")) for m in pages.told(n)] for n in (1, 2)]
 
     one, two = _run(scenario)
-    assert one == [("reply", 1), ("preview", 1)]
+    assert one == [("preview", 1), ("reply", 1)]
     assert two == [("reply", 2)]  # held for it: it is behind
+
+
+def test_a_newer_preview_with_a_reply_to_a_page_that_caught_up_replaces_the_one_held(tmp_path: Path) -> None:
+    async def scenario() -> list[Any]:
+        async with _hub(Backend(tmp_path)) as pages:
+            slow = pages.add(1)
+            slow.unsent = 100
+            hub = pages.hub
+            _preview_from_a_thread(hub, J1, 1)
+            hub.event("/ldm3d/queued", (J2, 1), 1.0)
+            await _turns()
+            slow.unsent = 0
+            _preview_from_a_thread(hub, J1, 2)
+            hub._send(1, json.dumps({"type": "reply", "re": 5}))
+            await asyncio.sleep(COALESCE_S * 2.5)
+            return [(m["type"], m.get("step") or m.get("re")) for m in pages.told(1)]
+
+    assert _run(scenario) == [("event", None), ("reply", 5), ("preview", 2)]  # never the older one
 
 
 # -- replies ---------------------------------------------------------------------------------------------
@@ -571,41 +600,51 @@ def test_replies_go_to_their_page_only_in_order_with_the_events(tmp_path: Path) 
             hub.reply(("page:127.0.0.1", 1), "/ldm3d/queued", (J1, 1))  # from the loop, outside a command
             hub.reply(("page:127.0.0.1", 9), "/ldm3d/queued", (J1, 1))  # a page that left
             hub.event("/ldm3d/started", (J1,), 2.0)
+            hub.reply(("page:127.0.0.1", 2), "/ldm3d/status", ("idle",))
             await _turns()
             return pages.told(1), pages.told(2)
 
     one, two = _run(scenario)
     assert [m.get("address") for m in one] == ["/ldm3d/queued", "/ldm3d/started", "/ldm3d/queued"]
     assert one[2] == {"type": "reply", "re": None, "address": "/ldm3d/queued", "args": [J1, 1]}
-    assert [m["type"] for m in two] == ["event", "event"]
+    assert [(m["type"], m["address"]) for m in two] == [
+        ("event", "/ldm3d/queued"),
+        ("event", "/ldm3d/started"),
+        ("reply", "/ldm3d/status"),
+    ]
 
 
 # -- status ------------------------------------------------------------------------------------------------
 
 
-def test_the_status_goes_out_when_it_changes_not_when_only_time_passes(tmp_path: Path) -> None:
+def test_the_status_goes_out_when_it_changes_not_when_only_time_passes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.web.page.STATUS_EVERY_S", 0.04)  # (0.25 s: the test would take seconds)
     backend = Backend(tmp_path)
     backend.state = {"queue": [], "show": {"cue": 1, "remaining": 30.0}, "moderation": [{"id": 1, "waited_s": 1.0}]}
 
     async def scenario() -> list[dict[str, Any]]:
         async with _hub(backend) as pages:
-            await asyncio.sleep(0.3)  # no page: nothing
+            await asyncio.sleep(0.1)  # no page: nothing
             pages.add(1)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.2)
             backend.state = {
                 **backend.state,
                 "show": {"cue": 1, "remaining": 29.0},
                 "moderation": [{"id": 1, "waited_s": 2.0}],
             }
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.15)
             backend.status_fails = True
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.1)
             backend.status_fails = False
             backend.state = {**backend.state, "queue": [J1]}
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(0.2)
             return pages.told(1, status=True)
 
-    told = _run(scenario)
+    with caplog.at_level(logging.ERROR, logger="bridge.web.page"):
+        told = _run(scenario)
+    assert "the page status failed" in caplog.messages
     assert [(m["type"], m["queue"], m["show"]["remaining"]) for m in told] == [
         ("status", [], 30.0),
         ("status", [J1], 29.0),
@@ -647,12 +686,13 @@ def test_the_hello_has_the_backends_identity_the_screen_the_history_the_object_a
         "status": {"queue": [J3]},
     }
     assert backend.limits == [HISTORY]
+    assert backend.threads == {"ldm3d-http-io"}  # the backend's reads: on the hub's pool, never on the loop
 
 
 def test_a_fresh_bridge_says_hello_with_nothing_on_screen(tmp_path: Path) -> None:
     async def scenario() -> dict[str, Any]:
         async with _hub(Backend(tmp_path), tmp_path / "out") as pages:
-            return json.loads(await pages.hub._hello(1))
+            return cast(dict[str, Any], json.loads(await pages.hub._hello(1)))
 
     hello = _run(scenario)
     assert (hello["world"], hello["history"], hello["object"]) == (None, [], None)
@@ -664,7 +704,7 @@ def test_a_fresh_bridge_says_hello_with_nothing_on_screen(tmp_path: Path) -> Non
 @asynccontextmanager
 async def _served(
     backend: Backend, output: Path | None = None, **attach: Any
-) -> AsyncIterator[tuple[PageHub, TestClient]]:
+) -> AsyncIterator[tuple[PageHub, TestClient[web.Request, web.Application]]]:
     hub = PageHub(backend, output)
     app = web.Application()
     hub.attach(app, **attach)
@@ -822,7 +862,8 @@ def test_a_page_that_does_not_read_is_disconnected_at_the_bound_it_was_attached_
     bounded = hub._outbox.max_unsent
     default = PageHub(Backend(tmp_path))
     default.attach(web.Application())
-    hub.close(), default.close()
+    hub.close()
+    default.close()
     assert (bounded, default._outbox.max_unsent) == (1234, 4 << 20)
 
 
@@ -906,3 +947,84 @@ def test_a_file_the_browser_has_is_304_and_one_asked_gzipped_is_gzipped_once(tmp
 def test_a_file_not_on_the_page_is_404_naming_it(tmp_path: Path) -> None:
     answer = _static(tmp_path).response(make_mocked_request("GET", "/"), "secret.txt")
     assert (answer.status, answer.text) == (404, "no file 'secret.txt' on this page\n")
+
+
+def test_a_page_is_logged_uncompressed_bounded_and_forgotten_when_it_leaves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> tuple[int, Any, int, int]:
+        async with _served(Backend(tmp_path)) as (hub, client):
+            ws = await client.ws_connect("/ws", compress=15)  # (the page never asks; a script might)
+            await _next(ws)
+            compressed = ws.compress
+            await ws.send_str(" " * (64 * 1024 + 1))
+            closed = await ws.receive(timeout=5)
+            await asyncio.sleep(0.05)
+            return compressed, closed.data, len(hub._pages), len(hub._outbox._clients)
+
+    with caplog.at_level(logging.INFO, logger="bridge.web.page"):
+        compressed, code, pages, clients = _run(scenario)
+    assert (compressed, code, pages, clients) == (0, 1009, 0, 0)  # 1009: message too big
+    assert "an operator page connected from 127.0.0.1 (page 1)" in caplog.messages
+
+
+class _Textures(TextureStore):
+    threads: ClassVar[set[str]] = set()
+
+    def get(self, name: str) -> tuple[bytes, str] | None:
+        self.threads.add(threading.current_thread().name.rpartition("_")[0])
+        return super().get(name)
+
+
+class _Objects(ObjectFolders):
+    threads: ClassVar[set[str]] = set()
+
+    def offer_newest(self) -> dict[str, Any] | None:
+        self.threads.add(threading.current_thread().name.rpartition("_")[0])
+        return super().offer_newest()
+
+    def offer_ready(self, args: tuple[Any, ...]) -> dict[str, Any] | None:
+        self.threads.add(threading.current_thread().name.rpartition("_")[0])
+        return super().offer_ready(args)
+
+
+class _Morphs(MorphFolders):
+    threads: ClassVar[set[str]] = set()
+
+    def offer(self, morph_id: str) -> dict[str, Any]:
+        self.threads.add(threading.current_thread().name.rpartition("_")[0])
+        return super().offer(morph_id)
+
+    def offer_frame(self, morph_id: str, index: str | int) -> dict[str, Any]:
+        self.threads.add(threading.current_thread().name.rpartition("_")[0])
+        return super().offer_frame(morph_id, index)
+
+
+def test_every_file_is_read_on_the_hubs_own_pool(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _object(out, J2)
+    _morph(out, J1)
+    textures = _Textures()
+    hub = PageHub(Backend(tmp_path), out)
+    hub._textures = textures
+    hub._objects, hub._morphs = _Objects(out, textures), _Morphs(out, textures)
+    app = web.Application()
+    hub.attach(app)
+
+    async def scenario() -> list[int]:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            ws = await client.ws_connect("/ws")
+            hello = await _next(ws)
+            hub.event("/ldm3d/morph/frame", (J1, 0), 1.0)
+            hub.event("/ldm3d/object/ready", (J2, "a.obj", "a.glb"), 2.0)
+            told = [await _next(ws), await _next(ws)]
+            statuses = [(await client.get(hello["object"]["glb"])).status, (await client.get(f"/morph/{J1}")).status]
+            await ws.close()
+            await hub.close_pages()
+            return [*statuses, len(told)]
+
+    try:
+        assert _run(scenario) == [200, 200, 2]
+    finally:
+        hub.close()
+    assert [textures.threads, _Objects.threads, _Morphs.threads] == [{"ldm3d-http-io"}] * 3

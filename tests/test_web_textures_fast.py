@@ -143,14 +143,17 @@ def test_a_texture_served_twice_is_counted_once(tmp_path: Path) -> None:
     assert [store.get(key) is not None for key in keys] == [True, True]
 
 
-def test_bytes_larger_than_the_cache_are_not_kept(tmp_path: Path) -> None:
-    big = tmp_path / "big.glb"
+def test_bytes_larger_than_the_cache_are_not_kept_and_evict_nothing(tmp_path: Path) -> None:
+    small, big = tmp_path / "small.glb", tmp_path / "big.glb"
+    small.write_bytes(b"s" * 50)
     big.write_bytes(b"x" * 101)
     store = TextureStore(cache_bytes=100)
-    key = store.url(big, "glb").removeprefix("/t/")
-    assert store.get(key) == (b"x" * 101, "model/gltf-binary")
+    keys = [store.url(small, "glb").removeprefix("/t/"), store.url(big, "glb").removeprefix("/t/")]
+    store.get(keys[0])
+    assert store.get(keys[1]) == (b"x" * 101, "model/gltf-binary")
+    small.unlink()
     big.unlink()
-    assert store.get(key) is None
+    assert [store.get(key) for key in keys] == [(b"s" * 50, "model/gltf-binary"), None]
 
 
 def test_the_store_remembers_the_newest_keys_only(tmp_path: Path) -> None:

@@ -168,9 +168,12 @@ def test_without_a_host_header_the_address_is_the_one_the_request_came_to() -> N
     with_host = make_mocked_request("GET", "/qr/visit.txt", headers={"Host": "dome.lan:8080"})
     bare = make_mocked_request("GET", "/qr/visit.txt", headers={}, transport=_Transport(("10.0.0.5", 9000)))
     unknown = make_mocked_request("GET", "/qr/visit.txt", headers={}, transport=_Transport(None))
-    assert [visit._host(with_host), visit._host(bare), visit._host(unknown)] == [
+    gone = make_mocked_request("GET", "/qr/visit.txt", headers={})
+    gone.protocol.transport = None  # the connection closed meanwhile
+    assert [visit._host(with_host), visit._host(bare), visit._host(unknown), visit._host(gone)] == [
         "dome.lan:8080",
         "10.0.0.5:9000",
+        "127.0.0.1",
         "127.0.0.1",
     ]
 
