@@ -1022,13 +1022,14 @@ def test_every_file_is_read_on_the_hubs_own_pool(tmp_path: Path) -> None:
             hub.event("/ldm3d/morph/frame", (J1, 0), 1.0)
             hub.event("/ldm3d/object/ready", (J2, "a.obj", "a.glb"), 2.0)
             told = [await _next(ws), await _next(ws)]
-            statuses = [(await client.get(hello["object"]["glb"])).status, (await client.get(f"/morph/{J1}")).status]
+            paths = (hello["object"]["glb"], f"/morph/{J1}", f"/morph/{J1}/0")
+            statuses = [(await client.get(path)).status for path in paths]
             await ws.close()
             await hub.close_pages()
             return [*statuses, len(told)]
 
     try:
-        assert _run(scenario) == [200, 200, 2]
+        assert _run(scenario) == [200, 200, 200, 2]
     finally:
         hub.close()
     assert [textures.threads, _Objects.threads, _Morphs.threads] == [{"ldm3d-http-io"}] * 3
