@@ -289,7 +289,7 @@ def _children(path: str, nodes: Mapping[str, Node]) -> list[str]:
 def _default(node: Node) -> tuple[Arg, ...]:
     if node.default or node.type is None:
         return node.default
-    return tuple("" if t == "s" else 0 for t in node.type)
+    return tuple("" if t == "s" else 0.0 if t == "f" else 0 for t in node.type)
 
 
 def node_json(path: str, nodes: Mapping[str, Node], values: Mapping[str, tuple[Arg, ...]]) -> dict[str, Any]:
