@@ -284,6 +284,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         visitors: Any = None,
         loop_errors: Any = None,
         page: Any = None,
+        bind: str = "127.0.0.1",
         **overrides: Any,
     ) -> WebServer:
         settings = BridgeSettings(**{"host": "10.9.8.7", **overrides})
@@ -303,7 +304,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
             visitors=visitors,
             loop_errors=loop_errors,
         )
-        server.start("127.0.0.1", 0)
+        server.start(bind, 0)
         servers.append(server)
         return server
 
@@ -324,8 +325,8 @@ def ask(
     return exchange(port, "\r\n".join(lines).encode())
 
 
-def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+def exchange(port: int, request: bytes, address: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection((address, port), timeout=5) as s:
         s.sendall(request)
         data = b""
         while chunk := s.recv(65536):
@@ -373,10 +374,13 @@ def test_oscquery_over_http_answers_each_path_and_attribute(serve: Serve) -> Non
 def test_host_info_names_the_osc_address_and_the_one_asked(serve: Serve) -> None:
     """OSC's address as the bridge was told it, or the one asked when it listens on every address."""
     answers, expected = [], []
-    for osc_host, osc_ip in (("10.9.8.7", "10.9.8.7"), ("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1")):
-        server = serve(host=osc_host)
-        answers.append(answer(server.port, "/?HOST_INFO"))
-        expected.append((200, {**host_info("test bridge", osc_ip, 9000, "127.0.0.1", server.port)}))
+    here = "127.0.0.2"  # (a loopback address that is not the one assumed when the socket's is unknown)
+    for osc_host, osc_ip in (("10.9.8.7", "10.9.8.7"), ("0.0.0.0", here), ("::", here), ("", here)):
+        server = serve(host=osc_host, bind=here)
+        request = f"GET /?HOST_INFO HTTP/1.1\r\nHost: {here}\r\nConnection: close\r\n\r\n".encode()
+        status, _, body = exchange(server.port, request, here)
+        answers.append((status, json.loads(body)))
+        expected.append((200, host_info("test bridge", osc_ip, 9000, here, server.port)))
     assert answers == expected
 
 

@@ -123,6 +123,7 @@ def test_a_frame_carries_its_length_in_the_shortest_encoding(size: int, head: in
 
 def test_text_is_utf8_and_bytes_are_a_binary_frame() -> None:
     assert (frame("é"), frame(b"\x00\x01")) == (b"\x81\x02\xc3\xa9", b"\x82\x02\x00\x01")
+    assert [frame(b"\x00" * size)[0] for size in (125, 126, 65536)] == [0x82] * 3  # binary at every length
 
 
 def test_hundreds_of_messages_reach_two_reading_clients_whole_and_in_order() -> None:
@@ -524,10 +525,22 @@ def test_an_idle_connection_is_closed_after_idle_s_and_each_byte_restarts_the_co
         seen.append(transport.closed)
         await advance(1.5)
         seen.append(transport.closed)
-        protocol.connection_lost(None)  # its timer is cancelled: nothing runs on a connection gone
         return seen
 
     assert run(body) == [False, False, True]
+
+
+def test_a_connection_lost_has_its_idle_timer_cancelled() -> None:
+    async def body() -> bool:
+        gate = ConnectionGate([], total=5, per_host=5)
+        transport = FakeTransport()
+        protocol = GuardedProtocol(Made(), gate, 60.0, 1000.0)
+        protocol.connection_made(transport)
+        protocol.connection_lost(None)
+        await advance(61.0)
+        return transport.closed  # nothing ran on the connection gone
+
+    assert run(body) is False
 
 
 @pytest.mark.parametrize("why", ["busy", "sending"])
@@ -576,7 +589,7 @@ def test_a_request_whose_headers_trickle_past_header_s_is_closed(caplog: pytest.
         gate = ConnectionGate([], total=5, per_host=5)
         made = Made()
         slow = FakeTransport()
-        protocol = GuardedProtocol(made, gate, 60.0, 5.0)
+        protocol = guarded(made, gate, 60.0, 5.0)()
         protocol.connection_made(slow)
         for step, byte in ((0.0, b"a"), (3.0, b"b"), (2.0, b"c"), (0.5, b"d")):
             await advance(step)
@@ -624,6 +637,25 @@ def test_a_request_being_handled_restarts_the_header_count_after_it() -> None:
         protocol.data_received(b"x")
         await advance(4.5)
         protocol.data_received(b"y")
+        return transport.closed
+
+    assert run(body) is False
+
+
+def test_a_keep_alive_connections_next_request_long_after_the_first_is_not_late() -> None:
+    """A request that came in one packet and was handled (begun and ended between two packets): the next
+    request's first byte, 30 s later, starts a new count."""
+
+    async def body() -> bool:
+        gate = ConnectionGate([], total=5, per_host=5)
+        transport = FakeTransport()
+        protocol = GuardedProtocol(Made(), gate, 60.0, 5.0)
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        gate.begin(transport)
+        gate.end(transport)
+        await advance(30.0)
+        protocol.data_received(b"GET /again HTTP/1.1\r\n")
         return transport.closed
 
     assert run(body) is False
