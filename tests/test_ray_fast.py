@@ -70,6 +70,7 @@ class Events:
 
 
 PRESET = dataclasses.replace(get_preset("tiny"), native_scheduler="ddim")  # as a loaded engine's
+UPSCALER = dataclasses.replace(get_preset("tiny-sr"), native_scheduler="ddim")
 INFO = {"host": "node-a", "pid": 42, "gpus": [0], "engine": {
     "model_id": "tiny", "identity": "tiny@1", "preset": PRESET, "depth_model": "tiny-dpt"}}  # fmt: skip
 
@@ -304,10 +305,22 @@ def test_close_stops_the_actor_for_good_and_logs_when_it_cannot(caplog: pytest.L
     assert s.actor is None
 
 
-def test_ray_slots_makes_one_slot_per_worker() -> None:
-    cluster = cast(RayCluster, type("Cluster", (), {"ray": fake(FakeRay())})())
-    slots = ray_slots(cluster, 3, build, None, 1.0, 5.0)
+def build_upscaler() -> None:
+    pass
+
+
+def build_objects() -> None:
+    pass
+
+
+def test_ray_slots_makes_one_slot_per_worker_each_with_what_its_actor_loads() -> None:
+    ray = FakeRay(FakeActor())
+    cluster = cast(RayCluster, type("Cluster", (), {"ray": fake(ray)})())
+    slots = ray_slots(cluster, 3, build, build_upscaler, 0.25, 7.0, build_objects)
     assert [s.where for s in slots] == ["ray worker 0", "ray worker 1", "ray worker 2"]
+    slots[1].open()
+    assert ray.made_with == [(build, build_upscaler, build_objects)] and ray.timeouts == [7.0]
+    assert ray.options[0]["num_gpus"] == 0.25 and slots[1].where.startswith("ray worker 1 on node-a")
 
 
 # -- a job's stream -----------------------------------------------------------------------------------
@@ -347,6 +360,36 @@ def test_each_job_kind_sends_its_arrays() -> None:
     assert calls[0][1] == (GenerateRequest("a"), GenerateRequest("b"), 0.5)
     assert [len(c) for c in calls] == [2, 4, 4, 3]
     assert calls[1][2] is rgb and calls[1][3] is depth and calls[3][2] is rgb
+
+
+REQUEST: Any = GenerateRequest("the job's own request")
+RGB: Any = np.zeros((2, 2, 3), np.uint8)
+DEPTH: Any = np.zeros((2, 2), np.uint16)
+JOBS: dict[str, Callable[[RayEngine, Any, Any, Any], Any]] = {
+    "generate": lambda e, o, c, p: e.generate(REQUEST, o, c, p),
+    "generate_between": lambda e, o, c, p: e.generate_between(REQUEST, REQUEST, 0.5, o, c, p),
+    "img2img": lambda e, o, c, p: e.img2img(REQUEST, RGB, None, o, c, p),
+    "upscale": lambda e, o, c, p: e.upscale(REQUEST, RGB, DEPTH, o, c, p),
+    "estimate_depth": lambda e, o, c, p: e.estimate_depth(REQUEST, RGB, o, c),
+    "generate_object": lambda e, o, c, p: RayObjects(
+        e._ray, e._actor, {"model_id": "shap-e", "licence": "MIT", "limits": LIMITS}
+    ).generate_object(REQUEST, o, c),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(JOBS))
+def test_every_job_kind_sends_its_request_and_hears_its_steps_previews_and_cancel(kind: str) -> None:
+    cancel = CancelToken()
+    cancel.cancel()
+    e, actor, _ = engine(("preview", "p1"), ("step", 1, 2), ("result", "done"), ready_after=1)
+    steps: list[tuple[int, int]] = []
+    sent: list[Any] = []
+    assert JOBS[kind](e, lambda s, t: steps.append((s, t)), cancel, Previews(2, sent.append)) == "done"
+    (key, _, method, request, *_), kwargs = actor.run.calls[0]
+    assert method == kind and (request is REQUEST or request == (REQUEST, REQUEST, 0.5))
+    assert steps == [(1, 2)] and actor.cancel.calls == [((key,), {})]
+    takes_previews = kind not in ("estimate_depth", "generate_object")
+    assert (sent, kwargs) == ((["p1"], {"preview_every": 2}) if takes_previews else ([], {"preview_every": 0}))
 
 
 def test_previews_are_asked_for_and_passed_on() -> None:
@@ -429,6 +472,9 @@ def test_requests_are_checked_with_the_actors_preset_before_anything_travels() -
     assert e.resolve(GenerateRequest("a")).width == PRESET.width
     with pytest.raises(InvalidRequest, match="does not upscale"):  # the actor's engine is no upscaler
         e.resolve_upscale(UpscaleRequest(), (64, 64))
+    sr = RayEngine(fake(ray), actor, "upscaler", {**INFO["engine"], "preset": UPSCALER})  # type: ignore[dict-item]
+    resolved = sr.resolve_upscale(UpscaleRequest(seed=5), (64, 48))
+    assert (resolved.width, resolved.height, resolved.seed) == (256, 192, 5)
     assert e.resolve_depth(DepthRequest(), (64, 48)).width == 64
     assert e.depth_model == "tiny-dpt"
     e.free_memory()
