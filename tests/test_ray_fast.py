@@ -550,10 +550,12 @@ def cluster(address: str, ray: FakeRayModule) -> RayCluster:
     return c
 
 
-def test_a_ray_of_our_own_is_started_without_a_dashboard_and_stopped_on_close() -> None:
+def test_a_ray_of_our_own_is_started_without_a_dashboard_and_stopped_on_close(caplog: pytest.LogCaptureFixture) -> None:
     ray = FakeRayModule()
     c = cluster("local", ray)
-    c.connect()
+    with caplog.at_level(logging.INFO, logger="bridge.workers.ray_workers"):
+        c.connect()
+    assert caplog.records[-1].getMessage() == "connected to Ray (local): {'CPU': 2.0}"
     assert ray.inits == [{"logging_level": logging.WARNING, "include_dashboard": False}]
     c.close()
     c.close()
@@ -594,11 +596,22 @@ def test_a_ray_of_our_own_stays_on_loopback(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(ray_workers, "import_ray", lambda: cast(ModuleType, FakeRayModule()))
     RayCluster("head:6379")
     assert LOOPBACK_ONLY not in __import__("os").environ
+    c = RayCluster("local")
+    assert __import__("os").environ[LOOPBACK_ONLY] == "0" and isinstance(c.ray, FakeRayModule)
+
+
+def test_a_ray_already_imported_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(LOOPBACK_ONLY, raising=False)
+    monkeypatch.setattr(ray_workers, "import_ray", lambda: cast(ModuleType, FakeRayModule()))
+    assert "ray" in sys.modules  # this test module imported it
     RayCluster("local")
-    assert __import__("os").environ[LOOPBACK_ONLY] == "0"
+    assert LOOPBACK_ONLY not in __import__("os").environ
 
 
 def test_without_ray_the_bridge_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(RayUnavailable, match=r"--ray needs Ray: pip install 'ldm3d-bridge\[ray\]'"):
+    with pytest.raises(RayUnavailable) as unavailable:
         import_ray()
+    assert str(unavailable.value) == (
+        "--ray needs Ray: pip install 'ldm3d-bridge[ray]' (the same version on the bridge's machine and on every node)"
+    )
