@@ -116,6 +116,14 @@ def test_text_model_follows_the_prompt_and_repeats_a_seed_with_eta(text: Any) ->
     assert a.prompt_ignored is False and a.prompt_used == "a red forest"
 
 
+def test_pndm_in_place_of_the_models_ddim_makes_a_world_in_any_number_of_steps(text: Any) -> None:
+    """The folder's scheduler is DDIM, whose config says nothing of PNDM's Runge-Kutta warm-up: PNDM
+    asked for instead runs without it (as Intel's PNDM configs and CompVis's PLMS), so 1 to 3 steps work."""
+    for steps in (1, 2, 3, 4):
+        world = text.generate(GenerateRequest("a red forest", seed=5, steps=steps, scheduler="pndm"))
+        assert world.rgb.shape == (128, 128, 3) and world.rgb.std() > 0, steps
+
+
 def test_unconditional_model_ignores_the_prompt_and_says_so(uncond: Any) -> None:
     a = uncond.generate(GenerateRequest("a red forest", seed=3, steps=3))
     b = uncond.generate(GenerateRequest("a blue sea", seed=3, steps=3))

@@ -58,7 +58,12 @@ def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
         # (PNDM has no use for it) would otherwise make DDIM clip.
         return DDIMScheduler.from_config({"clip_sample": False, **config})
     if name == "pndm":
-        return PNDMScheduler.from_config(config)
+        if own:
+            return PNDMScheduler.from_config(config)
+        # PNDM in place of another sampler: no Runge-Kutta warm-up, as Intel's own PNDM configs say and as
+        # CompVis's PLMS sampler ran. diffusers' default (skip_prk_steps false) makes 13 passes of 4 steps
+        # and fails in set_timesteps under 4 steps, so a job of 1 to 3 steps would end engine_failed.
+        return PNDMScheduler.from_config({"skip_prk_steps": True, **config})
     if name == "dpm":
         return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
     if name == "unipc":
