@@ -135,6 +135,8 @@ class BusyLibrary(SceneLibrary):
     def flush(self) -> int:
         if self.busy:
             raise LibraryBusy("the scene library is locked by another process")
+        if self.broken:
+            raise sqlite3.OperationalError("disk I/O error")
         return super().flush()
 
     def scene_id(self, key: str) -> str | None:
@@ -942,6 +944,9 @@ def test_another_model_fires_the_current_cue_again_with_its_own_scene(stage: Sta
     assert stage.state()[1:3] == ("b", "rendering") and stage.jobs[-1].scene_key == stage.key("b")
     stage.tick()
     assert len(stage.jobs) == 1  # once
+    stage.finish(stage.jobs[0])
+    stage.tick()
+    assert len(stage.worlds()) == 2  # the first scene, then the new one (by its job): not sent again
 
 
 # -- loading the same file again ---------------------------------------------------------
@@ -1478,3 +1483,43 @@ def test_scene_rows_a_locked_library_kept_are_written_once_it_is_free(
     stage.library.busy = False
     stage.tick()
     assert stage.library.pending == 0 and caplog.messages[-1] == "the scene library is free again: 1 scenes recorded"
+
+
+def test_a_failure_with_an_unrendered_fallback_names_the_world_it_shows(
+    stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    stage.load(fire=False)
+    stage.desk.cue("3", CLIENT)
+    stage.finish(stage.jobs[-1], "/ldm3d/error")
+    assert caplog.messages[-1] == f"cue 3 failed; showing world {BUILTIN_ID}"
+
+
+def test_a_library_failing_at_every_tick_is_logged_once(stage: Stage, caplog: pytest.LogCaptureFixture) -> None:
+    stage.load(PLAIN)
+    stage.library.busy = True
+    stage.finish(stage.jobs[0])  # its row waits for the library
+    stage.library.busy, stage.library.broken = False, True
+    caplog.clear()
+    for _ in range(3):
+        stage.tick()
+    assert caplog.messages == ["the scene library: disk I/O error"] and stage.library.pending == 1
+
+
+def test_a_place_saved_late_is_saved_once(stage: Stage) -> None:
+    stage.load(fire=False)
+    stage.library.busy = True
+    stage.desk.set_standby("3", CLIENT)
+    stage.library.busy = False
+    stage.tick()
+    stage.tick()
+    assert stage.library.load_state()["standby"] == "3"
+
+
+def test_an_unrendered_fallback_on_reloading_is_told_to_who_loaded_it(stage: Stage) -> None:
+    stage.load(fire=False)
+    stage.finish(stage.jobs[0], "/ldm3d/error")
+    stage.made("1")
+    stage.desk.cue("1", CLIENT)
+    stage.heard.sent.clear()
+    stage.load()
+    assert [to for to, a, _ in stage.heard.sent if a == "/ldm3d/warning"] == [CLIENT]
