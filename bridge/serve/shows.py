@@ -287,7 +287,7 @@ class ShowDesk:
             if not self._resumed:
                 self._resumed = True
                 try:
-                    self._resume(now)
+                    self._resume()
                 except LibraryBusy:
                     self._resumed = False  # again at the next tick
                     raise
@@ -423,7 +423,7 @@ class ShowDesk:
             self._announce_state(sender)
         self._make_fallback(sender)
 
-    def _resume(self, now: float) -> None:
+    def _resume(self) -> None:
         """After a restart: the saved show, cue, standby and countdown, announced to the (restored)
         subscribers. Without a saved show, the ``show`` setting's cue file (``serve --show``) starts at
         its fallback (or first) cue."""
@@ -431,7 +431,7 @@ class ShowDesk:
         source = state.get("show")
         configured = self._files.configured
         if not source and configured is not None:
-            state, source = {"show": str(configured), "cue": None, "running": True}, str(configured)
+            state, source = {}, str(configured)  # from its start: its fallback (or first) cue, running
         if not source:
             return
         try:
