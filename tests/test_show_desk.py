@@ -1523,3 +1523,44 @@ def test_an_unrendered_fallback_on_reloading_is_told_to_who_loaded_it(stage: Sta
     stage.heard.sent.clear()
     stage.load()
     assert [to for to, a, _ in stage.heard.sent if a == "/ldm3d/warning"] == [CLIENT]
+
+
+def test_a_morph_cue_renders_its_own_number_of_frames() -> None:
+    from bridge.show.reading import parse_show
+
+    show = parse_show(PLAIN.replace("seed = 2\n", "seed = 2\nmorph = true\nmorph_frames = 5\n"))
+    request = scene_request(show.cues[1])
+    assert isinstance(request, MorphRequest) and request.frames == 5
+
+
+def test_a_cue_objects_scene_is_made_again_for_another_object_model(
+    make_stage: Callable[..., Stage], tmp_path: Path
+) -> None:
+    first = make_stage(object_model="tiny-shap-e")
+    first.load(OBJECT_SHOW, fire=False)
+    first.made("a", with_object=True)
+    other = Stage(tmp_path, object_model="shap-e")
+    try:
+        other.load(OBJECT_SHOW)
+        assert other.state()[1:3] == ("a", "rendering")
+    finally:
+        other.library.close()
+
+
+def test_scene_jobs_have_ids_of_their_own(stage: Stage) -> None:
+    from bridge.output.job_ids import JOB_ID_RE
+
+    stage.load(fire=False)
+    stage.desk.cue("3", CLIENT)
+    ids = [j.id for j in stage.jobs]
+    assert len(set(ids)) == 2 and all(JOB_ID_RE.match(i) for i in ids)
+
+
+def test_clearing_a_cues_object_is_told_to_who_fired_the_next_cue(make_stage: Callable[..., Stage]) -> None:
+    stage = make_stage(object_model="tiny-shap-e")
+    stage.load(OBJECT_SHOW, fire=False)
+    stage.made("a", with_object=True)
+    stage.made("b")
+    stage.desk.cue("a", CLIENT)
+    stage.desk.cue("b", CLIENT)
+    assert [to for to, a, _ in stage.heard.sent if a == "/ldm3d/object/clear"] == [CLIENT]
