@@ -290,6 +290,7 @@ def test_loading_without_firing_stands_its_first_cue_by_and_leaves_the_dome_alon
     assert stage.state()[:4] == ("Harbour", "", "", "0") and stage.state()[9] == -1.0
     assert stage.worlds() == [] and stage.library.load_state()["standby"] == "0"
     assert stage.heard.of("/ldm3d/show/state")[-1][3] == "0"
+    assert {to for to, _, _ in stage.heard.sent} == {CLIENT}
 
 
 def test_an_unrendered_fallback_is_rendered_quietly_and_the_operator_told(stage: Stage) -> None:
@@ -1008,6 +1009,7 @@ def test_a_show_loaded_into_a_locked_library_stands_its_first_cue_by(stage: Stag
     with pytest.raises(LibraryBusy):
         stage.load()
     assert stage.heard.of("/ldm3d/show/state")[-1][:4] == ("Harbour", "", "", "0")
+    assert stage.heard.sent[-1][0] == CLIENT
 
 
 def test_a_place_a_locked_library_could_not_take_is_saved_at_the_next_free_tick(stage: Stage) -> None:
@@ -1564,3 +1566,37 @@ def test_clearing_a_cues_object_is_told_to_who_fired_the_next_cue(make_stage: Ca
     stage.desk.cue("a", CLIENT)
     stage.desk.cue("b", CLIENT)
     assert [to for to, a, _ in stage.heard.sent if a == "/ldm3d/object/clear"] == [CLIENT]
+
+
+def test_the_unrendered_fallback_warning_goes_to_who_loaded_the_show(stage: Stage) -> None:
+    stage.load(fire=False)
+    assert [(to, args) for to, a, args in stage.heard.sent if a == "/ldm3d/warning"] == [
+        (
+            CLIENT,
+            (
+                "",
+                "fallback_not_rendered",
+                "the fallback cue 0 of 'Harbour' is not rendered yet; it is being rendered now (until then a "
+                "failed cue keeps the world on screen)",
+            ),
+        )
+    ]
+
+
+def test_a_fallback_that_failed_is_not_tried_again_at_each_tick(stage: Stage) -> None:
+    stage.load(fire=False)
+    stage.made("1")
+    stage.desk.cue("1", CLIENT)
+    stage.finish(stage.jobs[0], "/ldm3d/error")
+    stage.tick()
+    stage.tick()
+    assert len(stage.jobs) == 1 and len(stage.heard.of("/ldm3d/warning")) == 1
+
+
+def test_the_saved_countdown_keeps_hundredths(stage: Stage) -> None:
+    stage.load(fire=False)
+    stage.made("1")
+    stage.desk.cue("1", CLIENT)
+    stage.tick(3.254)
+    stage.desk.close()
+    assert stage.library.load_state()["elapsed"] == 3.25
