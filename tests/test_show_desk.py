@@ -130,6 +130,8 @@ class BusyLibrary(SceneLibrary):
     def save_state(self, *, wait: bool = True, **values: Any) -> None:
         if self.busy:
             raise LibraryBusy("the scene library is locked by another process")
+        if self.broken:
+            raise sqlite3.OperationalError("disk I/O error")
         super().save_state(wait=wait, **values)
 
     def flush(self) -> int:
@@ -1600,3 +1602,18 @@ def test_the_saved_countdown_keeps_hundredths(stage: Stage) -> None:
     stage.tick(3.254)
     stage.desk.close()
     assert stage.library.load_state()["elapsed"] == 3.25
+
+
+def test_a_place_that_cannot_be_saved_is_logged_and_the_show_goes_on(
+    stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    stage.load(fire=False)
+    stage.library.busy = True
+    stage.desk.set_standby("3", CLIENT)
+    stage.library.busy, stage.library.broken = False, True
+    stage.desk.set_standby("2", CLIENT)
+    assert caplog.messages == [
+        "the show's place is saved once it is free: the scene library is locked by another process",
+        "could not save the show's state: disk I/O error",
+    ]
+    assert stage.state()[3] == "2"
