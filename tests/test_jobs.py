@@ -112,3 +112,45 @@ def test_a_cue_with_an_object_gets_the_time_of_two_jobs() -> None:
     plain = Job("a", GenerateRequest("p"), None)
     with_object = Job("b", GenerateRequest("p"), None, object_after=ObjectRequest("a red lantern"))
     assert (plain.size, with_object.size) == (1, 2)
+
+
+def test_a_job_put_back_is_next_and_wakes_a_waiting_worker() -> None:
+    """A job whose worker was lost before it began goes back first, and a worker waiting meanwhile takes it."""
+    queue = JobQueue()
+    queue.put(_job(1))
+    assert queue.put_back(_job(0)) is True
+    assert [j.id for j in queue.snapshot()] == ["job-0", "job-1"]
+    other = JobQueue()
+    taken: list[Job | None] = []
+    thread = threading.Thread(target=lambda: taken.append(other.take(timeout=5)))
+    thread.start()
+    time.sleep(0.05)
+    other.put_back(_job(2))
+    thread.join(2)
+    assert [j.id for j in taken if j is not None] == ["job-2"]
+
+
+def test_a_job_is_not_put_back_into_a_closed_queue_or_behind_a_newer_live_job() -> None:
+    closed = JobQueue()
+    closed.close()
+    live = JobQueue(mode="latest-wins")
+    live.put(_job(1))
+    idle_live = JobQueue(mode="latest-wins")
+    assert (closed.put_back(_job(0)), live.put_back(_job(0)), idle_live.put_back(_job(0))) == (False, False, True)
+    assert (len(closed), [j.id for j in live.snapshot()]) == (0, ["job-1"])
+
+
+def test_nothing_is_sent_about_a_job_after_its_final_message() -> None:
+    job = _job(1)
+    sent: list[str] = []
+    assert job.unless_ended(lambda: sent.append("progress")) is True and not job.ended
+    assert job.claim_outcome() and job.ended
+    assert job.unless_ended(lambda: sent.append("late progress")) is False
+    assert sent == ["progress"]
+
+
+def test_a_show_waiting_for_its_scene_is_told_the_final_address() -> None:
+    told: list[str] = []
+    Job("a", GenerateRequest("p"), None).finished("/ldm3d/ready")  # nobody waits: nothing happens
+    Job("b", GenerateRequest("p"), None, on_done=told.append).finished("/ldm3d/cancelled")
+    assert told == ["/ldm3d/cancelled"]
