@@ -126,3 +126,37 @@ def test_vae_input_resizes_and_wraps_across_the_seam_for_panoramas() -> None:
     step[:, 4:] = 65535
     sharp = vae_input(np.zeros((4, 8, 3), np.uint8), step, "rgbd4", (16, 8), wrap=False)
     assert float(sharp.min()) >= -1.0 and float(sharp.max()) <= 1.0  # overshoot clamped
+
+
+def _lanczos(rgb: np.ndarray, depth16: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's Lanczos of 8-bit RGB and 16-bit depth to ``size``, as the LDM3D-SR reference resizes."""
+    from PIL import Image
+
+    lanczos = Image.Resampling.LANCZOS
+    return (
+        np.asarray(Image.fromarray(rgb).resize(size, resample=lanczos)),
+        np.asarray(Image.fromarray(depth16).resize(size, resample=lanczos), dtype=np.uint16),
+    )
+
+
+def _as_bytes_and_depth(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A 1×4×H×W VAE input back to 8-bit RGB and 16-bit depth."""
+    unit = (x[0] + 1.0) / 2.0
+    return np.rint(unit[:3].permute(1, 2, 0).numpy() * 255), np.rint(unit[3].numpy() * 65535)
+
+
+@pytest.mark.parametrize(("source", "size"), [((32, 8), (64, 16)), ((96, 12), (32, 4))], ids=["enlarged", "shrunk"])
+def test_lanczos_resizes_16_bit_depth_and_wraps_across_the_seam(source: tuple[int, int], size: tuple[int, int]) -> None:
+    """``resample="lanczos"`` (the upscaler's input) is Pillow's Lanczos on the 8-bit RGB and the 16-bit depth
+    (not 8 bits of it); with ``wrap`` it reads across the seam: the middle of the panorama tiled three times."""
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (source[1], source[0], 3), dtype=np.uint8)
+    depth16 = rng.integers(0, 65536, (source[1], source[0]), dtype=np.uint16)
+    width = size[0]
+    tiled_rgb, tiled_depth = _lanczos(np.tile(rgb, (1, 3, 1)), np.tile(depth16, (1, 3)), (3 * width, size[1]))
+    wrapped = _as_bytes_and_depth(vae_input(rgb, depth16, "rgbd4", size, wrap=True, resample="lanczos"))
+    assert np.array_equal(wrapped[0], tiled_rgb[:, width : 2 * width])
+    assert np.array_equal(wrapped[1], tiled_depth[:, width : 2 * width])
+    plain_rgb, plain_depth = _lanczos(rgb, depth16, size)
+    clamped = _as_bytes_and_depth(vae_input(rgb, depth16, "rgbd4", size, wrap=False, resample="lanczos"))
+    assert np.array_equal(clamped[0], plain_rgb) and np.array_equal(clamped[1], plain_depth)
