@@ -129,13 +129,16 @@ def test_a_folder_watcher_never_sees_a_half_written_job(tmp_path: Path) -> None:
     done = threading.Event()
 
     def watch() -> None:
-        while not done.is_set():
+        while True:
+            last = done.is_set()  # one whole look after the last write (a busy machine may not have looked yet)
             for entry in os.scandir(root):
                 if entry.is_dir() and not entry.name.startswith(".") and entry.name not in first_seen:
                     try:
                         first_seen[entry.name] = set(os.listdir(entry.path))
                     except FileNotFoundError:
                         continue
+            if last:
+                return
 
     watcher = threading.Thread(target=watch)
     watcher.start()
