@@ -1,0 +1,124 @@
+"""The scene library's start-up check and saved identity, without a bridge (in the mutation selection).
+
+Edges the library-level tests of ``test_shows.py`` and ``test_library_faults.py`` leave open: a second
+damaged library in the same second, its ``-wal``/``-shm`` kept open by another program, a file SQLite
+cannot open at all, a library that only saved a show, a folder whose key is not a string, the warning
+of a dropped scene, and the model identity a show desk remembers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bridge.show.library import SceneLibrary, identity_of
+
+GARBAGE = b"these are not the bytes of a database\n" * 200
+
+
+def _scene_folder(library: SceneLibrary, scene_id: str, key: object) -> Path:
+    """A complete scene folder as the writer leaves it (``key``: its meta.json's scene_key)."""
+    folder = library.folder / scene_id
+    folder.mkdir(parents=True)
+    Image.new("RGB", (16, 8)).save(folder / "rgb.tif")
+    Image.fromarray(np.zeros((8, 16), np.uint16)).save(folder / "depth.tif")
+    (folder / "meta.json").write_text(json.dumps({"scene_key": key, "width": 16, "height": 8}))
+    return folder
+
+
+def test_a_show_desk_remembers_the_model_identity_only_for_the_settings_it_was_made_with(tmp_path: Path) -> None:
+    tiny, other = SimpleNamespace(model="tiny", preset="fast"), SimpleNamespace(model="tiny", preset="full")
+    library = SceneLibrary(tmp_path)
+    try:
+        assert library.remembered_identity(tiny) is None  # nothing saved yet
+        library.save_state(identity="tiny@1234", identity_of=identity_of(tiny))
+        assert (library.remembered_identity(tiny), library.remembered_identity(other)) == ("tiny@1234", None)
+        library.save_state(identity=["tiny@1234"])  # not a string: another program's value
+        assert library.remembered_identity(tiny) is None
+    finally:
+        library.close()
+
+
+def test_a_second_damaged_library_in_the_same_second_is_moved_aside_beside_the_first_with_its_log(
+    tmp_path: Path,
+) -> None:
+    """Another program (a ``sqlite3`` shell) has the damaged file open: its ``-wal`` and ``-shm`` go with it."""
+    db = tmp_path / "scenes.sqlite"
+    db.write_bytes(GARBAGE)
+    (tmp_path / "scenes.sqlite-wal").write_bytes(b"a stale log")
+    (tmp_path / "scenes.sqlite-shm").write_bytes(b"a stale index")
+    now = datetime.now(UTC)
+    earlier = {  # a library moved aside in this second (and the next two, should the test cross one)
+        tmp_path / f"scenes.sqlite.corrupt-{(now + timedelta(seconds=s)).strftime('%Y%m%dT%H%M%SZ')}" for s in range(3)
+    }
+    for path in earlier:
+        path.write_bytes(b"the first damaged library")
+    shell = sqlite3.connect(db, isolation_level=None)
+    with pytest.raises(sqlite3.DatabaseError):
+        shell.execute("PRAGMA quick_check").fetchall()
+    library = SceneLibrary(tmp_path)
+    try:
+        assert library.check() == (0, 0)
+    finally:
+        library.close()
+        shell.close()
+    aside = sorted(p.name for p in set(tmp_path.glob("scenes.sqlite.corrupt-*")) - earlier)
+    assert len(aside) == 3 and re.fullmatch(r"scenes\.sqlite\.corrupt-\d{8}T\d{6}Z-2", aside[0]), aside
+    assert aside[1:] == [f"{aside[0]}-shm", f"{aside[0]}-wal"]  # the -shm is the shell's index by now
+    assert [(tmp_path / name).read_bytes() for name in (aside[0], aside[2])] == [GARBAGE, b"a stale log"]
+
+
+def test_a_library_sqlite_cannot_open_is_not_taken_for_a_damaged_one(tmp_path: Path) -> None:
+    (tmp_path / "scenes.sqlite").mkdir()  # a folder where the database should be: "unable to open"
+    library = SceneLibrary(tmp_path)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            library.check()
+    finally:
+        library.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scenes.sqlite"]  # nothing moved aside
+
+
+def test_a_library_that_only_saved_a_show_checks_clean(tmp_path: Path) -> None:
+    library = SceneLibrary(tmp_path)
+    library.save_state(show="/shows/a.toml", cue="3")
+    library.close()
+    reopened = SceneLibrary(tmp_path)
+    try:
+        assert reopened.check() == (0, 0) and reopened.load_state() == {"show": "/shows/a.toml", "cue": "3"}
+    finally:
+        reopened.close()
+
+
+def test_a_folder_whose_scene_key_is_not_a_string_is_not_adopted(tmp_path: Path) -> None:
+    library = SceneLibrary(tmp_path)
+    try:
+        _scene_folder(library, "20261122-100000-000-0001", 42)
+        _scene_folder(library, "20261122-100000-000-0002", None)
+        assert library.check() == (0, 0) and len(library) == 0
+        assert list(library.folder.iterdir()) == []
+    finally:
+        library.close()
+
+
+def test_a_dropped_scene_is_logged_with_its_id_and_the_start_of_its_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    library = SceneLibrary(tmp_path)
+    try:
+        library.add("0123456789abcdef" * 4, "20261122-100000-000-0001", "1")  # its folder was never written
+        with caplog.at_level(logging.WARNING, logger="bridge.show.library"):
+            assert library.check() == (1, 0)
+    finally:
+        library.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "scene 20261122-100000-000-0001 (0123456789ab…) is missing or incomplete; it will be rendered again"
+    ]
