@@ -122,3 +122,39 @@ def test_a_dropped_scene_is_logged_with_its_id_and_the_start_of_its_key(
     assert [r.getMessage() for r in caplog.records] == [
         "scene 20261122-100000-000-0001 (0123456789ab…) is missing or incomplete; it will be rendered again"
     ]
+
+
+def test_a_library_of_another_shape_is_named_with_its_columns_where_it_was_moved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "scenes.sqlite"
+    with sqlite3.connect(db) as other:
+        other.execute("CREATE TABLE scenes (id INTEGER PRIMARY KEY, path TEXT)")
+    other.close()
+    library = SceneLibrary(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="bridge.show.library"):
+            assert library.check() == (0, 0)
+    finally:
+        library.close()
+    (aside,) = tmp_path.glob("scenes.sqlite.corrupt-*")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the scene library {db} is damaged (its scenes table has the columns id, path, not key, scene_id, cue, "
+        f"created): moved aside to {aside}; a new one is built from the scene folders (the show's saved place is lost)"
+    ]
+
+
+def test_a_saved_value_another_program_wrote_is_left_out_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    library = SceneLibrary(tmp_path)
+    try:
+        library.save_state(show="/shows/a.toml")
+        with sqlite3.connect(tmp_path / "scenes.sqlite") as other:
+            other.execute("INSERT INTO state VALUES ('cue', 'not json')")
+        other.close()
+        with caplog.at_level(logging.WARNING, logger="bridge.show.library"):
+            assert library.load_state() == {"show": "/shows/a.toml"}
+    finally:
+        library.close()
+    assert [r.getMessage() for r in caplog.records] == ["the scene library's saved 'cue' does not read; left out"]
