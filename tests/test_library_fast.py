@@ -14,12 +14,15 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TypeVar
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.show.library import SceneLibrary, identity_of
+from bridge.show.library import SceneLibrary, _busy, _damage, identity_of
+
+E = TypeVar("E", bound=sqlite3.DatabaseError)
 
 GARBAGE = b"these are not the bytes of a database\n" * 200
 
@@ -158,3 +161,29 @@ def test_a_saved_value_another_program_wrote_is_left_out_and_named(
     finally:
         library.close()
     assert [r.getMessage() for r in caplog.records] == ["the scene library's saved 'cue' does not read; left out"]
+
+
+def _error(kind: type[E], text: str, code: int | None = None) -> E:
+    exc = kind(text)
+    if code is not None:
+        exc.sqlite_errorcode = code  # as SQLite sets it on its own errors
+    return exc
+
+
+def test_a_busy_library_is_told_apart_from_a_damaged_one_by_its_code_then_by_its_words() -> None:
+    """``library_busy`` (try again) or "damaged" (moved aside): SQLite's extended codes are read by their low
+    byte; an error without a code (raised by hand) by its words."""
+    busy_recovery, ioerr_read, corrupt_vtab = sqlite3.SQLITE_BUSY | 1 << 8, sqlite3.SQLITE_IOERR | 1 << 8, 267
+    assert [
+        _busy(_error(sqlite3.OperationalError, "held by a backup", busy_recovery)),
+        _busy(_error(sqlite3.OperationalError, "database is locked", sqlite3.SQLITE_CORRUPT)),
+        _busy(_error(sqlite3.OperationalError, "database is locked")),
+        _busy(_error(sqlite3.OperationalError, "the database is busy")),
+        _busy(_error(sqlite3.OperationalError, "no such table: scenes")),
+    ] == [True, False, True, True, False]
+    assert [
+        _damage(_error(sqlite3.OperationalError, "held by a backup", busy_recovery)),
+        _damage(_error(sqlite3.OperationalError, "disk I/O error", ioerr_read)),
+        _damage(_error(sqlite3.DatabaseError, "database disk image is malformed", corrupt_vtab)),
+        _damage(_error(sqlite3.DatabaseError, "its scenes table has the columns id, path")),
+    ] == [False, False, True, True]
