@@ -11,6 +11,8 @@ import json
 import logging
 import re
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bridge.errors import LibraryBusy
 from bridge.show.library import SceneLibrary, _busy, _damage, identity_of
 
 E = TypeVar("E", bound=sqlite3.DatabaseError)
@@ -187,3 +190,70 @@ def test_a_busy_library_is_told_apart_from_a_damaged_one_by_its_code_then_by_its
         _damage(_error(sqlite3.DatabaseError, "database disk image is malformed", corrupt_vtab)),
         _damage(_error(sqlite3.DatabaseError, "its scenes table has the columns id, path")),
     ] == [False, False, True, True]
+
+
+def test_a_show_state_saved_without_waiting_fails_at_once_and_the_next_call_waits_again(tmp_path: Path) -> None:
+    library = SceneLibrary(tmp_path, wait_s=0.5)
+    try:
+        library.save_state(wait=False, cue="1")
+        assert library.load_state() == {"cue": "1"}
+        other = sqlite3.connect(tmp_path / "scenes.sqlite", isolation_level=None, timeout=0)
+        other.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        with pytest.raises(LibraryBusy):
+            library.save_state(wait=False, cue="2")
+        at_once = time.monotonic() - started
+        with pytest.raises(LibraryBusy):
+            library.save_state(cue="3")
+        waited = time.monotonic() - started - at_once
+        other.execute("ROLLBACK")
+        other.close()
+        assert at_once < 0.25 and waited >= 0.4, (at_once, waited)
+        assert library.load_state() == {"cue": "1"}
+    finally:
+        library.close()
+
+
+def test_a_scene_row_that_cannot_be_written_is_not_known_and_the_library_goes_on(tmp_path: Path) -> None:
+    library = SceneLibrary(tmp_path)
+    try:
+        assert library.flush() == 0  # nothing pending
+        with pytest.raises(sqlite3.IntegrityError):
+            library.add("a" * 64, "20261122-100000-000-0001", None)  # type: ignore[arg-type]  # a NOT NULL column
+        assert library.scene_id("a" * 64) is None and library.pending == 0
+        assert library.add("b" * 64, "20261122-100000-000-0002", "2") is True
+        assert library.rendered(["a" * 64, "b" * 64]) == {"b" * 64}
+    finally:
+        library.close()
+
+
+def test_rows_left_pending_at_close_are_named_and_a_library_closed_twice_opens_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    library = SceneLibrary(tmp_path)
+    library.add("a" * 64, "20261122-100000-000-0001", "1")
+    other = sqlite3.connect(tmp_path / "scenes.sqlite", isolation_level=None, timeout=0)
+    other.execute("BEGIN EXCLUSIVE")
+    assert library.add("b" * 64, "20261122-100000-000-0002", "2") is False
+    with caplog.at_level(logging.WARNING, logger="bridge.show.library"):
+        library.close()
+    other.execute("ROLLBACK")
+    other.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"1 scenes are not in the library (the scene library is locked by another process "
+        f"({tmp_path / 'scenes.sqlite'}); try again); the next start adopts them"
+    ]
+    for _ in range(2):  # each close lets this thread's connection go; the next call opens one again
+        assert library.scene_id("a" * 64) == "20261122-100000-000-0001"
+        library.close()
+
+
+def test_connections_other_threads_opened_are_closed_by_whoever_closes_the_library(tmp_path: Path) -> None:
+    library = SceneLibrary(tmp_path)
+    library.add("a" * 64, "20261122-100000-000-0001", "1")
+    seen: list[str | None] = []
+    reader = threading.Thread(target=lambda: seen.append(library.scene_id("a" * 64)))
+    reader.start()
+    reader.join(10)
+    library.close()  # on this thread: the reader's connection too
+    assert seen == ["20261122-100000-000-0001"] and library.pending == 0
