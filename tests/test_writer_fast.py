@@ -1,0 +1,90 @@
+"""What the writer says of a job folder it cannot use, word for word, and the versions it records.
+
+``tests/test_bad_folders.py`` checks that each bad ``meta.json`` is skipped and logged once (a word of
+each reason); here every reason is pinned whole, as ``/ldm3d/recall`` and the log show it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from bridge.output.job_ids import new_job_id
+from bridge.output.writer import TextureWriter, package_versions
+from tests.test_writer import fake_result
+
+#: A meta.json's bytes → the reason the bridge gives for not using the folder.
+REASONS = {
+    b"[]": "it holds a list, not an object",
+    b"null": "it holds null, not an object",
+    b'"a scene"': "it holds a string, not an object",
+    b"{": "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+    b"[" * 100_000: "not JSON: nested too deep",
+    b'{"prompt": "caf\xe9", "width": 32}': "not UTF-8: byte 15 is 0xe9",
+    b'{"width": 32, "height": 16}': "no 'seed'",
+    b'{"seed": 1, "height": 16}': "no 'width'",
+    b'{"width": 32, "seed": 1}': "no 'height'",
+    b'{"width": "32", "height": 16, "seed": 1}': "'width' is a string, not a whole number",
+    b'{"width": 32, "height": true, "seed": 1}': "'height' is a boolean, not a whole number",
+    b'{"width": 32, "height": 16, "seed": 1.5}': "'seed' is a number, not a whole number",
+    b'{"width": 32, "height": 16, "seed": {}}': "'seed' is an object, not a whole number",
+    b'{"width": 32, "height": 16, "seed": null}': "'seed' is null, not a whole number",
+    b'{"width": 0, "height": 16, "seed": 1}': "'width' is 0, not a size",
+    b'{"width": 32, "height": -16, "seed": 1}': "'height' is -16, not a size",
+}
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Iterator[TextureWriter]:
+    out = TextureWriter(tmp_path)
+    out.prepare()
+    yield out
+    out.close()
+
+
+def test_every_reason_a_folder_cannot_be_used_is_given_whole_and_logged_once(
+    writer: TextureWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = {}
+    for content in REASONS:
+        files = writer.write(new_job_id(), fake_result())
+        files.meta.write_bytes(content)
+        bad[files.job_id] = REASONS[content]
+    with caplog.at_level(logging.WARNING, logger="bridge.output.writer"):
+        assert {job_id: writer.unreadable(job_id) for job_id in bad} == bad
+        assert [writer.find(job_id) for job_id in bad] == [None] * len(bad)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipping {writer.root / job_id / 'meta.json'}: it cannot be read ({why})" for job_id, why in bad.items()
+    ]
+
+
+def test_a_seed_may_be_zero_or_negative_but_a_size_may_not(writer: TextureWriter) -> None:
+    files = writer.write(new_job_id(), fake_result())
+    files.meta.write_text('{"width": 1, "height": 1, "seed": -7}')
+    found = writer.find(files.job_id)
+    assert found is not None and (found.width, found.height, found.seed) == (1, 1, -7)
+
+
+def test_a_meta_json_that_is_a_folder_is_named_by_the_system_s_reason(writer: TextureWriter) -> None:
+    files = writer.write(new_job_id(), fake_result())
+    files.meta.unlink()
+    files.meta.mkdir()
+    assert writer.unreadable(files.job_id) == "Is a directory"
+    assert writer.unreadable("../etc") is None and writer.find_with_meta("../etc") is None  # not a job id
+
+
+def test_a_library_that_is_not_installed_is_recorded_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = metadata.version
+
+    def version(dist: str) -> str:
+        if dist == "diffusers":
+            raise metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(metadata, "version", version)  # the module the writer asks
+    versions = package_versions()
+    assert versions["diffusers"] == "not installed" and versions["torch"] == real("torch")
+    assert list(versions) == ["ldm3d-bridge", "torch", "diffusers", "transformers"]
