@@ -88,3 +88,40 @@ def test_a_library_that_is_not_installed_is_recorded_as_such(monkeypatch: pytest
     versions = package_versions()
     assert versions["diffusers"] == "not installed" and versions["torch"] == real("torch")
     assert list(versions) == ["ldm3d-bridge", "torch", "diffusers", "transformers"]
+
+
+def test_a_pruned_job_takes_its_morph_frames_with_it(tmp_path: Path) -> None:
+    writer = TextureWriter(tmp_path, keep=1)
+    writer.prepare()
+    try:
+        old, new = new_job_id(1_800_000_000.0), new_job_id(1_800_000_001.0)
+        writer.write(old, fake_result())
+        for job_id in (old, "20261122-100000-000-0001"):  # the pruned job's frames, and another's
+            (tmp_path / "morphs" / job_id).mkdir(parents=True)
+            (tmp_path / "morphs" / job_id / "frame-000").mkdir()
+        writer.write(new, fake_result())
+        assert writer.job_ids() == [new]
+        assert sorted(p.name for p in (tmp_path / "morphs").iterdir()) == ["20261122-100000-000-0001"]
+    finally:
+        writer.close()
+
+
+def test_a_scene_is_written_whole_with_what_its_cue_adds_and_is_never_latest_or_pruned(tmp_path: Path) -> None:
+    writer = TextureWriter(tmp_path, keep=1)
+    writer.prepare()
+    try:
+        scene = writer.write_scene(
+            "20261122-100000-000-0001",
+            fake_result(seed=9),
+            {"scene_key": "k" * 64},
+            inside=lambda staging: (staging / "mesh.obj").write_text("o"),
+        )
+        assert scene.folder == tmp_path / "scenes" / "20261122-100000-000-0001"
+        assert sorted(p.name for p in scene.folder.iterdir()) == ["depth.tif", "mesh.obj", "meta.json", "rgb.tif"]
+        assert writer.latest() is None and writer.job_ids() == []
+        for _ in range(2):
+            writer.write(new_job_id(), fake_result())
+        found = writer.find_with_meta("20261122-100000-000-0001")
+        assert found is not None and found[0] == scene and found[1]["scene_key"] == "k" * 64
+    finally:
+        writer.close()
