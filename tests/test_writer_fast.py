@@ -106,6 +106,10 @@ def test_a_pruned_job_takes_its_morph_frames_with_it(tmp_path: Path) -> None:
         writer.close()
 
 
+def _an_object(staging: Path) -> None:
+    (staging / "mesh.obj").write_text("o")
+
+
 def test_a_scene_is_written_whole_with_what_its_cue_adds_and_is_never_latest_or_pruned(tmp_path: Path) -> None:
     writer = TextureWriter(tmp_path, keep=1)
     writer.prepare()
@@ -114,7 +118,7 @@ def test_a_scene_is_written_whole_with_what_its_cue_adds_and_is_never_latest_or_
             "20261122-100000-000-0001",
             fake_result(seed=9),
             {"scene_key": "k" * 64},
-            inside=lambda staging: (staging / "mesh.obj").write_text("o"),
+            inside=_an_object,
         )
         assert scene.folder == tmp_path / "scenes" / "20261122-100000-000-0001"
         assert sorted(p.name for p in scene.folder.iterdir()) == ["depth.tif", "mesh.obj", "meta.json", "rgb.tif"]
