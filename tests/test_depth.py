@@ -145,7 +145,11 @@ def _as_bytes_and_depth(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return np.rint(unit[:3].permute(1, 2, 0).numpy() * 255), np.rint(unit[3].numpy() * 65535)
 
 
-@pytest.mark.parametrize(("source", "size"), [((32, 8), (64, 16)), ((96, 12), (32, 4))], ids=["enlarged", "shrunk"])
+@pytest.mark.parametrize(
+    ("source", "size"),
+    [((32, 8), (64, 16)), ((96, 12), (32, 4)), ((8, 4), (8, 8))],
+    ids=["enlarged", "shrunk", "as wide, taller"],
+)
 def test_lanczos_resizes_16_bit_depth_and_wraps_across_the_seam(source: tuple[int, int], size: tuple[int, int]) -> None:
     """``resample="lanczos"`` (the upscaler's input) is Pillow's Lanczos on the 8-bit RGB and the 16-bit depth
     (not 8 bits of it); with ``wrap`` it reads across the seam: the middle of the panorama tiled three times."""
