@@ -154,3 +154,16 @@ def test_a_show_waiting_for_its_scene_is_told_the_final_address() -> None:
     Job("a", GenerateRequest("p"), None).finished("/ldm3d/ready")  # nobody waits: nothing happens
     Job("b", GenerateRequest("p"), None, on_done=told.append).finished("/ldm3d/cancelled")
     assert told == ["/ldm3d/cancelled"]
+
+
+def test_on_queued_is_told_the_position_and_the_jobs_replaced() -> None:
+    told: list[tuple[int, list[str]]] = []
+
+    def tell(position: int, replaced: list[Job]) -> None:
+        told.append((position, [j.id for j in replaced]))
+
+    fifo, live = JobQueue(), JobQueue(mode="latest-wins")
+    for n in range(2):
+        fifo.put(_job(n), on_queued=tell)
+        live.put(_job(n), on_queued=tell)
+    assert told == [(1, []), (1, []), (2, []), (1, ["job-0"])]
