@@ -189,7 +189,9 @@ def test_a_busy_library_is_told_apart_from_a_damaged_one_by_its_code_then_by_its
         _damage(_error(sqlite3.OperationalError, "disk I/O error", ioerr_read)),
         _damage(_error(sqlite3.DatabaseError, "database disk image is malformed", corrupt_vtab)),
         _damage(_error(sqlite3.DatabaseError, "its scenes table has the columns id, path")),
-    ] == [False, False, True, True]
+        _damage(_error(sqlite3.OperationalError, "database disk image is malformed", sqlite3.SQLITE_CORRUPT)),
+        _damage(_error(sqlite3.OperationalError, "database is locked")),
+    ] == [False, False, True, True, True, False]
 
 
 def test_a_show_state_saved_without_waiting_fails_at_once_and_the_next_call_waits_again(tmp_path: Path) -> None:
