@@ -21,6 +21,7 @@ REASONS = {
     b"[]": "it holds a list, not an object",
     b"null": "it holds null, not an object",
     b'"a scene"': "it holds a string, not an object",
+    b"42": "it holds a number, not an object",
     b"{": "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
     b"[" * 100_000: "not JSON: nested too deep",
     b'{"prompt": "caf\xe9", "width": 32}': "not UTF-8: byte 15 is 0xe9",
@@ -127,5 +128,24 @@ def test_a_scene_is_written_whole_with_what_its_cue_adds_and_is_never_latest_or_
             writer.write(new_job_id(), fake_result())
         found = writer.find_with_meta("20261122-100000-000-0001")
         assert found is not None and found[0] == scene and found[1]["scene_key"] == "k" * 64
+        second = writer.write_scene("20261122-100000-000-0002", fake_result(), {"scene_key": "m" * 64})
+        second.meta.write_bytes(b"[]")
+        assert writer.unreadable("20261122-100000-000-0002") == "it holds a list, not an object"
     finally:
         writer.close()
+
+
+def test_a_latest_json_that_does_not_read_is_logged_with_its_reason(
+    writer: TextureWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    latest = writer.root / "latest.json"
+    with caplog.at_level(logging.WARNING, logger="bridge.output.writer"):
+        latest.write_bytes(b"[]")
+        assert writer.latest() is None
+        latest.write_bytes(b"{")
+        assert TextureWriter(writer.root).latest() is None  # a reader that has not logged this path yet
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipping {latest}: it cannot be read (it holds a list, not an object)",
+        f"skipping {latest}: it cannot be read (Expecting property name enclosed in double quotes: line 1 column 2 "
+        "(char 1))",
+    ]
