@@ -149,3 +149,13 @@ def test_a_latest_json_that_does_not_read_is_logged_with_its_reason(
         f"skipping {latest}: it cannot be read (Expecting property name enclosed in double quotes: line 1 column 2 "
         "(char 1))",
     ]
+
+
+def test_a_latest_json_that_cannot_be_replaced_fails_the_write_by_name(writer: TextureWriter) -> None:
+    from bridge.errors import WriteFailed
+
+    (writer.root / "latest.json").mkdir()  # a folder in its place: the rename onto it fails
+    (writer.root / "latest.json" / "x").write_text("x")
+    with pytest.raises(WriteFailed) as caught:
+        writer.write(new_job_id(), fake_result())
+    assert str(caught.value) == f"could not update {writer.root / 'latest.json'}: Is a directory"
