@@ -5,6 +5,8 @@ each reason); here every reason is pinned whole, as ``/ldm3d/recall`` and the lo
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections.abc import Iterator
 from importlib import metadata
@@ -14,6 +16,7 @@ import pytest
 
 from bridge.output.job_ids import new_job_id
 from bridge.output.writer import TextureWriter, package_versions
+from ldm3d_engine.types import Timings
 from tests.test_writer import fake_result
 
 #: A meta.json's bytes → the reason the bridge gives for not using the folder.
@@ -159,3 +162,29 @@ def test_a_latest_json_that_cannot_be_replaced_fails_the_write_by_name(writer: T
     with pytest.raises(WriteFailed) as caught:
         writer.write(new_job_id(), fake_result())
     assert str(caught.value) == f"could not update {writer.root / 'latest.json'}: Is a directory"
+
+
+def test_meta_json_says_where_the_depth_came_from_and_what_it_cost_only_when_it_applies(
+    writer: TextureWriter,
+) -> None:
+    """An RGB-only model's world (depth estimated, prompt ignored, checked for safety) records each in
+    meta.json; a world of a model that draws its own depth records none of them."""
+    estimated = dataclasses.replace(
+        fake_result(),
+        depth_source="dpt",
+        depth_model="Intel/dpt-large",
+        depth_method="equirect-views",
+        prompt_ignored=True,
+        timings=Timings(0.1, 0.2, 0.3, depth_s=1.234567, safety_s=0.0456789),
+    )
+    meta = json.loads(writer.write(new_job_id(), estimated).meta.read_text())
+    assert (meta["depth_source"], meta["depth_model"], meta["depth_method"]) == (
+        "dpt",
+        "Intel/dpt-large",
+        "equirect-views",
+    )
+    assert meta["prompt_ignored"] is True
+    assert (meta["timings"]["depth_s"], meta["timings"]["safety_s"]) == (1.2346, 0.0457)
+    own = json.loads(writer.write(new_job_id(), fake_result()).meta.read_text())
+    assert not {"depth_source", "depth_model", "depth_method", "prompt_ignored"} & own.keys()
+    assert not {"depth_s", "safety_s"} & own["timings"].keys()
