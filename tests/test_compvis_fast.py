@@ -298,7 +298,7 @@ def test_progress_counts_the_jobs_steps_not_the_unet_passes() -> None:
     e.generate(
         GenerateRequest("", seed=1, steps=4, scheduler="pndm"), on_step=lambda done, total: seen.append((done, total))
     )
-    assert len(unet(e).inputs) == 13 and seen[-1] == (4, 4)  # PNDM with its Runge-Kutta warm-up: 13 passes
+    assert len(unet(e).inputs) == 5 and seen[-1] == (4, 4)  # PNDM in place of DDIM (PLMS, no Runge-Kutta): 5 passes
 
 
 def test_the_backend_is_told_after_each_step() -> None:
