@@ -763,6 +763,7 @@ def test_serve_show_starts_the_show_with_the_bridge_and_a_restart_keeps_its_plac
     assert state_where(client, lambda s: s[2] == "shown", timeout=30)[:2] == ("Test loop", "2.5")
 
 
+@pytest.mark.bridge  # serve loads the tiny model first (19 s): outside the mutation selection
 def test_serve_show_with_a_mistake_stops_serve_with_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
