@@ -150,6 +150,38 @@ def test_a_library_of_another_shape_is_named_with_its_columns_where_it_was_moved
     ]
 
 
+def test_a_library_failing_sqlites_integrity_check_is_named_with_its_first_three_problems(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows that break the schema (NULLs in NOT NULL columns, as a disk or another program may leave
+    them): SQLite's quick_check answers with rows, not an exception; the first three are named."""
+    db = tmp_path / "scenes.sqlite"
+    with sqlite3.connect(db) as other:
+        other.execute("CREATE TABLE scenes (key TEXT PRIMARY KEY, scene_id TEXT, cue TEXT, created TEXT)")
+        other.executemany("INSERT INTO scenes VALUES (?, NULL, NULL, NULL)", [("a",), ("b",)])
+        other.execute("PRAGMA writable_schema=ON")
+        other.execute(
+            "UPDATE sqlite_master SET sql = ? WHERE name = 'scenes'",
+            (
+                "CREATE TABLE scenes (key TEXT PRIMARY KEY, scene_id TEXT NOT NULL, cue TEXT NOT NULL, "
+                "created TEXT NOT NULL)",
+            ),
+        )
+    other.close()
+    library = SceneLibrary(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="bridge.show.library"):
+            assert library.check() == (0, 0)
+    finally:
+        library.close()
+    (aside,) = tmp_path.glob("scenes.sqlite.corrupt-*")
+    problems = "NULL value in scenes.scene_id; NULL value in scenes.cue; NULL value in scenes.created"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the scene library {db} is damaged ({problems}): moved aside to {aside}; a new one is built from the "
+        "scene folders (the show's saved place is lost)"
+    ]
+
+
 def test_a_saved_value_another_program_wrote_is_left_out_and_named(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
