@@ -64,7 +64,6 @@ class ShowDesk:
     ) -> None:
         self._settings = settings
         self.library = library
-        self._writer = writer
         self._notifier = notifier
         self._display = display if display is not None else {}
         self._now = clock
