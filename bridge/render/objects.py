@@ -2,8 +2,8 @@
 :mod:`bridge.render.mesh`).
 
 An object here is plain data: its mesh in its own frame (vertices, triangles, sRGB vertex
-colours) and its placement, anything with ``matrix(base_radius)`` (``bridge.placement``'s
-``Placement``; the command line reads both from an object's folder, ``bridge/cli/world_objects.py``).
+colours) and its :class:`bridge.placement.Placement` (the command line reads both from an object's
+folder, ``bridge/cli/world_objects.py``).
 It is drawn with that matrix at the renderer's sphere base radius, in the same pass as the sphere:
 depth-tested, unlit vertex colour (``glsl/object.vert``/``object.frag``), as the sphere is unlit
 texture.
@@ -15,11 +15,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from bridge.placement import Placement
 from bridge.render.preview import PreviewError, SphereRenderer, glsl_source
 
 logger = logging.getLogger(__name__)
@@ -27,12 +28,6 @@ logger = logging.getLogger(__name__)
 
 class ObjectError(PreviewError):
     """An object named for the preview or the export is missing or unreadable; the message names it."""
-
-
-class Placed(Protocol):
-    def matrix(self, base_radius: float = 1.0) -> npt.NDArray[np.float64]:
-        """4×4 column-vector matrix from the object's frame to the world, for a sphere of ``base_radius``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +39,7 @@ class WorldObject:
     vertices: npt.NDArray[np.float32]  # N×3
     faces: npt.NDArray[np.uint32]  # M×3
     colors: npt.NDArray[np.uint8]  # N×3, sRGB
-    placement: Placed
+    placement: Placement
 
 
 class ObjectDrawer:
