@@ -1,10 +1,12 @@
 """Depth estimation on the CPU: DPT-Large and DPT-Hybrid, a picture and a 360° picture.
 
-    .venv/bin/python bench/depth_estimation.py [--size 1024x512] [--models large,hybrid] [--threads N]
+    .venv/bin/python bench/depth_estimation.py [--size 1024x512] [--models large] [--threads N]
 
-The weights are random (nothing is downloaded), the architectures are those of ``Intel/dpt-large``
-(ViT-L/16, 343 M parameters) and ``Intel/dpt-hybrid-midas`` (ResNet + ViT-B, 123 M) at their 384×384
-input: a forward pass costs the same with trained weights. For each model, through our
+``--models`` takes ``large`` (the default: the bridge's default estimator), ``hybrid`` or both
+(``large,hybrid``: docs/performance.md's table). The weights are random (nothing is downloaded), the
+architectures are those of ``Intel/dpt-large`` (ViT-L/16, 343 M parameters) and
+``Intel/dpt-hybrid-midas`` (ResNet + ViT-B, 123 M) at their 384×384 input: a forward pass costs the
+same with trained weights. For each model, through our
 ``DepthEstimator`` (the image processor, the model, our post-processing):
 
 * ``picture``: one ``--size`` picture estimated whole (the baseline: one pass of the model);
@@ -111,7 +113,7 @@ def geometry(width: int, height: int, size: int = 384) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1024x512")
-    parser.add_argument("--models", default="large,hybrid")
+    parser.add_argument("--models", default="large")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
