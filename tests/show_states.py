@@ -12,6 +12,41 @@ from bridge.osc.codec import Message
 
 State = tuple[object, ...]
 
+#: Four cues after a show's name: the fallback "0", "1" for 100 s then on, "2" after a 10 s pre-wait with
+#: a 5 s fade and a goto "1", the last "3" (the show desk's and the show control's tests).
+FOUR_CUES = """\
+fallback = "0"
+
+[[cue]]
+number = "0"
+prompt = "a quiet harbour"
+seed = 1
+steps = 1
+
+[[cue]]
+number = "1"
+prompt = "a reef"
+seed = 2
+steps = 1
+duration = 100
+continue = "follow"
+
+[[cue]]
+number = "2"
+prompt = "a kelp forest"
+seed = 3
+steps = 1
+prewait = 10
+fade = 5
+goto = "1"
+
+[[cue]]
+number = "3"
+prompt = "a sunken ship"
+seed = 4
+steps = 1
+"""
+
 
 class HandClock:
     """The show desk's clock, moved by the test (the bridge's monitor reads it ten times a second)."""

@@ -25,44 +25,12 @@ from bridge.osc.client import OscClient
 from bridge.serve.server import Bridge
 from bridge.show.builtin import BUILTIN_ID
 from ldm3d_engine.errors import OutOfMemory
-from tests.show_states import HandClock, asked, drain, shown, state_where
+from tests.show_states import FOUR_CUES, HandClock, asked, drain, shown, state_where
 
 Start = Callable[..., Bridge]
 ClientFor = Callable[[Bridge], OscClient]
 
-CONTROL = """\
-name = "Control"
-fallback = "0"
-
-[[cue]]
-number = "0"
-prompt = "a quiet harbour"
-seed = 1
-steps = 1
-
-[[cue]]
-number = "1"
-prompt = "a reef"
-seed = 2
-steps = 1
-duration = 100
-continue = "follow"
-
-[[cue]]
-number = "2"
-prompt = "a kelp forest"
-seed = 3
-steps = 1
-prewait = 10
-fade = 5
-goto = "1"
-
-[[cue]]
-number = "3"
-prompt = "a sunken ship"
-seed = 4
-steps = 1
-"""
+CONTROL = f'name = "Control"\n{FOUR_CUES}'
 
 
 @pytest.fixture

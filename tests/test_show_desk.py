@@ -30,43 +30,11 @@ from bridge.settings import BridgeSettings
 from bridge.show.builtin import BUILTIN_ID, builtin_result
 from bridge.show.library import SceneLibrary
 from bridge.workers.jobs import Address, Job
-from tests.show_states import HandClock
+from tests.show_states import FOUR_CUES, HandClock
 
 CLIENT: Address = ("127.0.0.1", 9000)
 
-SHOW = """\
-name = "Harbour"
-fallback = "0"
-
-[[cue]]
-number = "0"
-prompt = "a quiet harbour"
-seed = 1
-steps = 1
-
-[[cue]]
-number = "1"
-prompt = "a reef"
-seed = 2
-steps = 1
-duration = 100
-continue = "follow"
-
-[[cue]]
-number = "2"
-prompt = "a kelp forest"
-seed = 3
-steps = 1
-prewait = 10
-fade = 5
-goto = "1"
-
-[[cue]]
-number = "3"
-prompt = "a sunken ship"
-seed = 4
-steps = 1
-"""
+SHOW = f'name = "Harbour"\n{FOUR_CUES}'
 
 #: No fallback, three plain cues.
 PLAIN = """\
