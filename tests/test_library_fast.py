@@ -7,7 +7,6 @@ of a dropped scene, and the model identity a show desk remembers."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sqlite3
@@ -18,26 +17,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TypeVar
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from bridge.errors import LibraryBusy
 from bridge.show.library import SceneLibrary, _busy, _damage, identity_of
+from tests.test_library_faults import _scene_folder
 
 E = TypeVar("E", bound=sqlite3.DatabaseError)
 
 GARBAGE = b"these are not the bytes of a database\n" * 200
-
-
-def _scene_folder(library: SceneLibrary, scene_id: str, key: object) -> Path:
-    """A complete scene folder as the writer leaves it (``key``: its meta.json's scene_key)."""
-    folder = library.folder / scene_id
-    folder.mkdir(parents=True)
-    Image.new("RGB", (16, 8)).save(folder / "rgb.tif")
-    Image.fromarray(np.zeros((8, 16), np.uint16)).save(folder / "depth.tif")
-    (folder / "meta.json").write_text(json.dumps({"scene_key": key, "width": 16, "height": 8}))
-    return folder
 
 
 def test_a_show_desk_remembers_the_model_identity_only_for_the_settings_it_was_made_with(tmp_path: Path) -> None:

@@ -95,8 +95,8 @@ def holder() -> Iterator[Callable[[Path, bool], sqlite3.Connection]]:
         other.close()
 
 
-def _scene_folder(library: SceneLibrary, scene_id: str, key: str) -> Path:
-    """A complete scene folder as the writer leaves it."""
+def _scene_folder(library: SceneLibrary, scene_id: str, key: object) -> Path:
+    """A complete scene folder as the writer leaves it (``key``: its meta.json's scene_key)."""
     folder = library.folder / scene_id
     folder.mkdir(parents=True)
     Image.new("RGB", (16, 8)).save(folder / "rgb.tif")
