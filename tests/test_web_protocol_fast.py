@@ -716,3 +716,37 @@ def test_a_listener_that_does_not_read_is_dropped_past_the_bound(
         assert caplog.messages[0].startswith("disconnected an OSCQuery listener at 127.0.0.1: it does not read")
     finally:
         stalled.close()
+
+
+def test_the_visitor_urls_host_is_one_of_the_bridges_names(serve: Serve) -> None:
+    """Phones open the QR code's address: its host is a name the bridge answers to, as an allowed origin."""
+    server = serve(visitor_url="http://dome.example:8080/visit")
+    assert ask(server.port, "/", host="dome.example:8080")[0] == 200
+    assert ask(server.port, "/", host="other.example:8080")[0] == 403
+
+
+def _closed(s: socket.socket) -> bool:
+    """The server ended the connection without an answer (a close, or an abort's reset)."""
+    try:
+        return s.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_host_outside_the_allowlist_is_closed_before_its_request_is_read(serve: Serve) -> None:
+    server = serve(allow=("10.0.0.0/8",))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode())
+        assert _closed(s)
+    assert ask(serve().port, "/")[0] == 200  # the same request from an allowed host
+
+
+def test_a_request_whose_headers_come_later_than_http_header_s_is_closed(serve: Serve) -> None:
+    server = serve(http_header_s=1.0)
+    rest = f"Host: 127.0.0.1:{server.port}\r\nConnection: close\r\n\r\n".encode()
+    for late, answered in ((0.2, True), (1.4, False)):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=4) as s:
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            time.sleep(late)
+            s.sendall(rest)
+            assert (not _closed(s)) is answered, late
