@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import aiohttp
 import pytest
+from aiohttp import web as aiohttp_web
 from aiohttp.test_utils import make_mocked_request
 
 from bridge.contract.ranges import Ranges
@@ -610,8 +611,10 @@ def test_a_port_that_is_taken_is_named_with_what_to_do(serve: Serve) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         server = WebServer(BridgeSettings(), NODES, dict, osc_port=9000, name="x")
+        started = time.monotonic()
         with pytest.raises(BridgeError) as caught:
             server.start("127.0.0.1", port)
+    assert time.monotonic() - started < 5  # told at once, not when start gives up waiting (10 s)
     assert str(caught.value).startswith(f"cannot serve HTTP on 127.0.0.1:{port}: ")
     assert str(caught.value).endswith(" (another program on that TCP port? choose one with --http-port, or --no-http)")
 
@@ -663,6 +666,7 @@ class FakePage:
         self.calls: list[tuple[Any, ...]] = []
 
     def attach(self, app: Any, max_unsent: int) -> None:
+        assert isinstance(app, aiohttp_web.Application)  # its routes go on the server's own application
         self.calls.append(("attach", max_unsent))
 
     def event(self, address: str, args: tuple[Arg, ...], sent_at: float) -> None:
@@ -750,3 +754,14 @@ def test_a_request_whose_headers_come_later_than_http_header_s_is_closed(serve: 
             time.sleep(late)
             s.sendall(rest)
             assert (not _closed(s)) is answered, late
+
+
+def test_an_event_published_before_the_server_starts_or_after_it_stopped_is_kept_quietly() -> None:
+    """The bridge publishes from its workers whatever the server's state: before ``start`` and after
+    ``stop`` an event is only kept as its address's value."""
+    server = WebServer(BridgeSettings(), NODES, dict, osc_port=9000, name="x")
+    server.publish("/ldm3d/steps", (3,))
+    server.start("127.0.0.1", 0)
+    server.stop()
+    server.publish("/ldm3d/steps", (4,))
+    assert server._latest["/ldm3d/steps"] == (4,)
