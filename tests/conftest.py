@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 # Nothing in the tests may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every Ray process of the tests on 127.0.0.1: Ray reads this when it is first imported, by whichever test
+# module imports it first (bridge.workers.ray_workers.LOOPBACK_ONLY; Linux's default is the machine's
+# outward address).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 @pytest.fixture(scope="session")
