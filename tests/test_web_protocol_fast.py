@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -765,3 +766,39 @@ def test_an_event_published_before_the_server_starts_or_after_it_stopped_is_kept
     server.stop()
     server.publish("/ldm3d/steps", (4,))
     assert server._latest["/ldm3d/steps"] == (4,)
+
+
+def test_the_server_runs_on_one_daemon_thread_named_ldm3d_http_until_stopped(serve: Serve) -> None:
+    """Its name is what a stack dump (pytest-timeout's, py-spy's) shows; a daemon thread never keeps a
+    bridge's process alive after the bridge's own threads have ended."""
+    server = serve()
+    named = [t for t in threading.enumerate() if t.name == "ldm3d-http"]
+    assert [(t is server._thread, t.daemon) for t in named] == [(True, True)]
+    server.stop()
+    assert [t for t in threading.enumerate() if t.name == "ldm3d-http"] == []
+
+
+def test_requests_write_no_access_log(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp's access log would write a line per texture and per query (a page loads dozens a second)."""
+    server = serve()
+    with caplog.at_level(logging.DEBUG):
+        assert ask(server.port, "/ldm3d/steps?VALUE")[0] == 200
+        assert ask(server.port, "/nowhere")[0] == 404
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("aiohttp")] == []
+
+
+def test_a_listener_that_disconnects_is_forgotten(serve: Serve) -> None:
+    """Hundreds of tablets come and go over an evening: each closed stream is let go, not kept and sent to."""
+    server = serve()
+
+    async def script(ws: aiohttp.ClientWebSocketResponse) -> int:
+        await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/ldm3d/steps"}))
+        await ws.send_str("x")
+        await _reply(ws)
+        return len(server._listeners) + len(server._outbox._clients)
+
+    assert [asyncio.run(_listen(server.port, script)) for _ in range(3)] == [2, 2, 2]
+    deadline = time.monotonic() + 5
+    while (server._listeners or server._outbox._clients) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (len(server._listeners), len(server._outbox._clients)) == (0, 0)

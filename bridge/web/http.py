@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aiohttp import WSMsgType, web, web_response
+from aiohttp import WSMsgType, hdrs, web, web_response
 
 from bridge.errors import BridgeError
 from bridge.osc.codec import Arg, encode_message
@@ -150,7 +150,7 @@ class WebServer:
             if self._visitors is not None:
                 visit.attach(app, self._visitors, self._static)
         app.router.add_get("/{path:.*}", self._get)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # (signals: the bridge handles them)
         if self._loop_errors is not None:
             loop.set_exception_handler(self._loop_errors)
         server: asyncio.Server | None = None
@@ -185,7 +185,7 @@ class WebServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        host = request.headers.get("Host")  # (not request.host: without one, aiohttp would ask DNS for ours)
+        host = request.headers.get(hdrs.HOST)  # (not request.host: without one, aiohttp would ask DNS for ours)
         name = _host_name(host) if host is not None else ""
         if host is not None and not self._names.known(name):
             return web.Response(
@@ -193,13 +193,13 @@ class WebServer:
                 text=f"this bridge is not {name!r} (DNS rebinding?); to reach it by that name, start it with "
                 f"--allow-origin {name}\n",
             )
-        origin = request.headers.get("Origin")
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        origin = request.headers.get(hdrs.ORIGIN)
+        upgrade = _upgrade(request)
         if upgrade and origin is not None and not self._names.origin_allowed(origin, host or ""):  # OSCQuery's too
             return web.Response(status=403, text=f"WebSocket from {origin} refused: not this bridge's page\n")
         secret = self._settings.token
         if secret is not None and not self._page_file(request):
-            header = request.headers.get("Authorization", "")
+            header = request.headers.get(hdrs.AUTHORIZATION, "")
             given = (
                 request.query.get("token")
                 or request.headers.get("X-Ldm3d-Token")
@@ -220,7 +220,7 @@ class WebServer:
     def _page_file(self, request: web.Request) -> bool:
         """The page's own files (no secret in them): the page itself at ``/`` and ``/ui/…``; and the
         visitor page's routes, which the public uses without the token."""
-        if self._static is None or request.headers.get("Upgrade", "").lower() == "websocket":
+        if self._static is None or _upgrade(request):
             return False  # an upgrade at `/` is the OSCQuery event stream, whatever its Accept header says
         if self._visitors is not None and visit.is_visitor_path(request.path):
             return True
@@ -231,7 +231,7 @@ class WebServer:
         return self._static.response(request, request.match_info["name"])
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        if _upgrade(request):
             return await self._websocket(request)
         if self._static is not None and request.path == "/" and _wants_html(request):
             return self._static.response(request, "index.html")
@@ -293,7 +293,7 @@ class WebServer:
 
 async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
     """``Server: ldm3d-bridge``: not the versions of Python and aiohttp, which only help an attacker."""
-    response.headers["Server"] = SERVER
+    response.headers[hdrs.SERVER] = SERVER
 
 
 class KnownNames:
@@ -337,4 +337,9 @@ def _entry_name(entry: str) -> str:
 
 def _wants_html(request: web.Request) -> bool:
     """A browser opening the page (OSCQuery clients ask for JSON, or for anything)."""
-    return "text/html" in request.headers.get("Accept", "")
+    return "text/html" in request.headers.get(hdrs.ACCEPT, "")
+
+
+def _upgrade(request: web.Request) -> bool:
+    """A WebSocket upgrade (the header's value in any case, as RFC 6455 allows)."""
+    return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"

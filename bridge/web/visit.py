@@ -23,7 +23,7 @@ import json
 import logging
 from typing import Protocol
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from bridge.errors import BridgeError
 from bridge.web.page import StaticFiles
@@ -121,7 +121,7 @@ class _Visit:
 
 def _host(request: web.Request) -> str:
     """The address the operator reached the bridge by (never request.host: without a Host header it asks DNS)."""
-    host = request.headers.get("Host")
+    host = request.headers.get(hdrs.HOST)
     if host:
         return host
     local = request.transport.get_extra_info("sockname") if request.transport else None
