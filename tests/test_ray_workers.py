@@ -126,6 +126,21 @@ def test_an_actor_killed_mid_job_fails_its_job_and_is_restarted(
     assert client.wait_for(FINAL, 60)[-1].address == "/ldm3d/ready"
 
 
+def dead_for_sure(actor: Any) -> None:
+    """``ray.kill`` only asks: under load the actor lived on long enough to begin the next job sent to
+    it (which then counted as lost during the job). Wait until a call to it fails."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:
+            continue
+        time.sleep(0.05)
+    raise AssertionError("the killed actor still answers after 30 s")
+
+
 def test_a_job_sent_to_a_dead_actor_before_it_began_runs_on_the_other(
     ray_bridge: Callable[..., Bridge], client_for: ClientFor
 ) -> None:
@@ -137,6 +152,7 @@ def test_a_job_sent_to_a_dead_actor_before_it_began_runs_on_the_other(
     idle = next(w for w in bridge.pool.workers if w.running is None)
     dead = idle.slot.where  # "ray worker N on <host> (pid P)"
     ray.kill(idle.slot.actor, no_restart=True)  # gone for good: its node left
+    dead_for_sure(idle.slot.actor)
     client.send("/ldm3d/generate", "second", "steps", 2)
     seen: list[Message] = []
     second = accepted(client, 1, seen)[0]
