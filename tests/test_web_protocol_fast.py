@@ -294,7 +294,14 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         if static:
             (tmp_path / "index.html").write_text("<html>the page</html>")
             (tmp_path / "app.js").write_text("let page = 1;")
-            files = StaticFiles({"index.html": tmp_path / "index.html", "app.js": tmp_path / "app.js"})
+            (tmp_path / "visit.html").write_text("<html>the visitor page</html>")
+            files = StaticFiles(
+                {
+                    "index.html": tmp_path / "index.html",
+                    "app.js": tmp_path / "app.js",
+                    "visit/index.html": tmp_path / "visit.html",
+                }
+            )
         server = WebServer(
             settings,
             NODES,
@@ -502,6 +509,11 @@ def test_the_visitor_routes_need_no_token(serve: Serve) -> None:
     server = serve(token="s3cret", static=True, visitors=Visitors())
     statuses = [ask(server.port, target)[0] for target in ("/visit/status/abc", "/visit/statusx", "/visitx")]
     assert statuses == [200, 401, 401]
+
+
+def test_the_visitor_page_comes_from_the_pages_files(serve: Serve) -> None:
+    server = serve(token="s3cret", static=True, visitors=Visitors())
+    assert ask(server.port, "/visit")[::2] == (200, b"<html>the visitor page</html>")
 
 
 def test_without_visitors_their_paths_are_not_the_publics(serve: Serve) -> None:
@@ -802,3 +814,29 @@ def test_a_listener_that_disconnects_is_forgotten(serve: Serve) -> None:
     while (server._listeners or server._outbox._clients) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert (len(server._listeners), len(server._outbox._clients)) == (0, 0)
+
+
+def test_the_server_listens_only_on_the_address_it_was_given(serve: Serve) -> None:
+    """``--http-host 127.0.0.2`` (or a stage network's address) is the only way in: the port is not open on
+    the machine's other addresses."""
+    server = serve(bind="127.0.0.2")
+    assert exchange(server.port, b"GET /ldm3d/go HTTP/1.0\r\n\r\n", "127.0.0.2")[0] == 200
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+
+
+class _ClosingLoop:
+    """A loop that closes between ``publish``'s check and its call (another thread stopped the server)."""
+
+    def is_closed(self) -> bool:
+        return False
+
+    def call_soon_threadsafe(self, *args: object) -> None:
+        raise RuntimeError("Event loop is closed")
+
+
+def test_an_event_published_as_the_server_stops_is_kept_quietly() -> None:
+    server = WebServer(BridgeSettings(), NODES, dict, osc_port=9000, name="x")
+    server._loop = cast(asyncio.AbstractEventLoop, _ClosingLoop())
+    server.publish("/ldm3d/steps", (5,))
+    assert server._latest["/ldm3d/steps"] == (5,)
