@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -150,14 +151,16 @@ def test_bf16_on_openvino_stays_close_and_says_so(
     assert not np.array_equal(got.rgb, want.rgb)  # it did run in bf16
 
 
-def test_the_second_start_reads_converted_models_from_the_cache(tiny_dir: Path, tmp_path: Path, caplog: Any) -> None:
-    settings = EngineSettings(model="tiny", device="openvino:CPU", dtype="float32", tiny_dir=str(tiny_dir),
-                              ov_cache=str(tmp_path))  # fmt: skip
+def test_the_second_start_reads_converted_models_from_the_cache(
+    tiny_dir: Path, ov_cache: Path, on_openvino: Callable[..., Any], caplog: Any
+) -> None:
+    """The module's first ``tiny`` engine converted into ``ov_cache`` (in whichever test asked first); a
+    second start on the same cache converts nothing and draws the same pixels."""
     request = GenerateRequest("a cave", seed=1, width=128, height=64, steps=2)
+    first = on_openvino("tiny").generate(request)
+    settings = EngineSettings(model="tiny", device="openvino:CPU", dtype="float32", tiny_dir=str(tiny_dir),
+                              ov_cache=str(ov_cache))  # fmt: skip
     with caplog.at_level(logging.INFO, logger="ldm3d_engine.backends.openvino"):
-        first = load_engine(settings).generate(request)
-        assert "converted the unet for OpenVINO" in caplog.text
-        caplog.clear()
         second = load_engine(settings).generate(request)
     assert "converted the" not in caplog.text and "unet on OpenVINO CPU (f32): converted model from the cache" in (
         caplog.text
@@ -165,19 +168,25 @@ def test_the_second_start_reads_converted_models_from_the_cache(tiny_dir: Path, 
     assert np.array_equal(first.rgb, second.rgb) and np.array_equal(first.depth, second.depth)
 
 
-def test_what_a_killed_conversion_leaves_is_never_read_and_is_cleared(tiny_dir: Path, tmp_path: Path) -> None:
+def test_what_a_killed_conversion_leaves_is_never_read_and_is_cleared(
+    tiny_dir: Path, ov_cache: Path, on_openvino: Callable[..., Any], tmp_path: Path
+) -> None:
     """A conversion writes into ``.<key>.<pid>.<thread>.tmp`` and renames it; a kill leaves that folder
-    (here: made by hand, as a kill midway through saving would leave it, with a dead pid)."""
+    (here: made by hand, as a kill midway through saving would leave it, with a dead pid), beside the
+    models that were converted whole (the module's, copied)."""
+    on_openvino("tiny")  # its parts converted into the module's cache
+    cache = tmp_path / "cache"
+    shutil.copytree(ov_cache, cache, ignore=shutil.ignore_patterns("compiled"))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    left = tmp_path / f".unet-forward-half.{int(dead.stdout)}.1.tmp"
+    left = cache / f".unet-forward-half.{int(dead.stdout)}.1.tmp"
     left.mkdir()
     (left / "model.xml").write_text("<net half written", encoding="utf-8")
     settings = EngineSettings(model="tiny", device="openvino:CPU", dtype="float32", tiny_dir=str(tiny_dir),
-                              ov_cache=str(tmp_path))  # fmt: skip
+                              ov_cache=str(cache))  # fmt: skip
     result = load_engine(settings).generate(GenerateRequest("a cave", seed=1, width=128, height=64, steps=2))
     assert result.rgb.shape == (64, 128, 3)
     assert not left.exists()
-    assert all((folder / "model.xml").is_file() for folder in tmp_path.iterdir() if folder.name != "compiled")
+    assert all((folder / "model.xml").is_file() for folder in cache.iterdir() if folder.name != "compiled")
 
 
 def test_other_weights_with_the_same_config_are_converted_again(tiny_dir: Path) -> None:
