@@ -205,9 +205,17 @@ def test_check_refuses_without_naming_the_rule_and_logs_the_rule_not_the_prompt(
         prompt_rules.check("some HENTAI at the secret-visitor-prompt")
     assert "hentai" not in str(refused.value).lower() and str(refused.value) == REFUSED
     assert refused.value.code == "refused_prompt"
-    logged = " ".join(r.getMessage() for r in caplog.records)
-    assert "museum.txt:2" in logged and "word" in logged
-    assert "secret-visitor-prompt" not in logged
+    assert [r.getMessage() for r in caplog.records] == ["prompt refused by museum.txt:2 (word 'hentai')"]
+
+
+def test_loading_a_file_tells_the_operator_where_the_rules_came_from_and_how_many(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "museum.txt"
+    path.write_text("# rules\nhentai\n\"gore fest\"\n", encoding="utf-8")
+    caplog.set_level(logging.INFO, logger="bridge.public.rules")
+    assert len(load_rules(str(path))) == 2
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("INFO", f"prompt rules from {path}: 2 rules")]
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -236,6 +244,14 @@ def test_toml_rules_keep_the_files_order_and_find_their_lines() -> None:
     ]
     assert refuses(parsed, "so GORY") and refuses(parsed, "p o r n") and refuses(parsed, "blood-bath")
     assert len(parse_rules("", "empty.toml")) == 0 and len(parse_rules("# nothing\n", "empty.txt")) == 0
+
+
+def test_a_pattern_at_the_length_limit_and_one_that_needs_text_to_match_are_taken() -> None:
+    """The bound is 500 characters inclusive; the empty-text guard refuses only what matches nothing at
+    all (``(?i)xxx`` needs text: it is a rule, not a refusal of every prompt)."""
+    taken = parse_rules("re:" + "x" * 500 + "\nre:(?i)xxx\n", "r.txt")
+    assert [(rule.kind, len(rule.text)) for rule in taken.rules] == [("pattern", 500), ("pattern", 7)]
+    assert refuses(taken, "an XXX film") and not refuses(taken, "a film")
 
 
 @pytest.mark.parametrize(
