@@ -827,8 +827,12 @@ def test_a_restart_during_a_prewait_waits_it_again(stage: Stage) -> None:
     stage.desk.cue("2", CLIENT)
     stage.desk.set_standby("3", CLIENT)
     stage.desk = stage.new_desk()
+    stage.heard.sent.clear()
     stage.tick(3)
     assert stage.state()[1:4] == ("2", "prewait", "3") and stage.state()[9] == 10.0
+    # every state told after the restart names the saved standby (not cue 2's goto, "1"), as does the file
+    assert {args[3] for args in stage.heard.of("/ldm3d/show/state")} == {"3"}
+    assert stage.desk.library.load_state()["standby"] == "3"
 
 
 def test_a_restart_while_a_cue_rendered_shows_the_last_world_meanwhile(stage: Stage) -> None:

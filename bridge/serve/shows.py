@@ -317,12 +317,13 @@ class ShowDesk:
 
     # -- firing ----------------------------------------------------------------
 
-    def _trigger(self, index: int, sender: Address | None) -> None:
-        """``index`` is the current cue now; it fires at once, or after its pre-wait."""
+    def _trigger(self, index: int, sender: Address | None, standby: int | None = None) -> None:
+        """``index`` is the current cue now; it fires at once, or after its pre-wait. ``standby``: the
+        cue to stand by (a restart's saved one); None: the one that follows ``index``."""
         show = self._loaded()
         cue = show.cues[index]
         before = self.current, self.standby
-        self.current, self.standby = index, self._after(index)
+        self.current, self.standby = index, standby if standby is not None else self._after(index)
         if cue.prewait > 0:
             self.cue_state = "prewait"
             self._prewait_until, self._prewait_sender = self._now() + cue.prewait, sender
@@ -448,7 +449,7 @@ class ShowDesk:
         standby = show.index(str(state.get("standby"))) if state.get("standby") is not None else None
         self.standby = standby if standby is not None else self._after(index)
         if saved is not None and state.get("cue_state") == "prewait":
-            self._trigger(index, None)  # its pre-wait again
+            self._trigger(index, None, standby)  # its pre-wait again, announced with the saved standby
         else:
             elapsed = state.get("elapsed")
             self._fire(index, None, elapsed=float(elapsed) if isinstance(elapsed, int | float) else 0.0)
