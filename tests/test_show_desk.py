@@ -1542,6 +1542,19 @@ def test_clearing_a_cues_object_is_told_to_who_fired_the_next_cue(make_stage: Ca
     assert [to for to, a, _ in stage.heard.sent if a == "/ldm3d/object/clear"] == [CLIENT]
 
 
+def test_a_show_loaded_without_firing_before_the_model_renders_its_fallback_once_the_model_is_here(
+    stage: Stage,
+) -> None:
+    """Nothing fired (the desk stands by): the fallback is still made in idle time, before any cue
+    fires, so that a first failing cue has a world to show."""
+    stage.engine = None
+    stage.load(PLAIN.replace('name = "Plain"', 'name = "Plain"\nfallback = "c"'), fire=False)
+    stage.engine = Engine()
+    stage.tick()
+    assert [j.request.prompt for j in stage.jobs] == ["a glacier"]  # type: ignore[union-attr]
+    assert stage.state()[1:4] == ("", "", "c") and stage.heard.of("/ldm3d/warning")[0][1] == "fallback_not_rendered"
+
+
 def test_the_unrendered_fallback_warning_goes_to_who_loaded_the_show(stage: Stage) -> None:
     stage.load(fire=False)
     assert [(to, args) for to, a, args in stage.heard.sent if a == "/ldm3d/warning"] == [

@@ -294,7 +294,9 @@ class ShowDesk:
             if show is None:
                 return
             self.scenes.pregen_tick(show)
-            if self.current is None:
+            if self.current is None:  # nothing fired yet: a first failing cue will need the fallback
+                if not self._fallback_checked:
+                    self._make_fallback(None)
                 return
             if self._waits_for_model is not False and self.scenes.ready():
                 sender, self._waits_for_model = self._waits_for_model, False
@@ -304,7 +306,7 @@ class ShowDesk:
                     self._waits_for_model = sender  # fired at the next tick
                     raise
             if not self._fallback_checked:
-                self._make_fallback(None)  # the model is here now
+                self._make_fallback(None)  # the model is here now (after the current cue's own job)
             if self._prewait_until is not None and now >= self._prewait_until:
                 self._fire(self.current, self._prewait_sender)
             cue = show.cues[self.current]
