@@ -1347,6 +1347,30 @@ def test_a_restart_shows_the_last_world_a_live_job_made(stage: Stage) -> None:
     assert stage.worlds() == [made]
 
 
+def test_a_show_loaded_before_the_first_tick_after_a_restart_still_holds_the_last_world(stage: Stage) -> None:
+    """The monitor ticks 0.1 s after a start: a show loaded before that replaces the saved one, but the
+    world the dome last had is still what a first failing cue holds (not the folder's newest job)."""
+    stage.load(PLAIN)
+    stage.finish(stage.jobs[0])
+    shown = stage.worlds()[-1]
+    stage.writer.write("20261207-235900-000-0009", builtin_result(8, 4))  # newer, never on the dome
+    stage.desk = stage.new_desk()
+    stage.load(SHOW)  # before any tick
+    stage.heard.sent.clear()
+    stage.finish(stage.jobs[-1], "/ldm3d/error")
+    assert stage.worlds() == [shown]
+
+
+def test_a_show_loaded_into_a_locked_library_before_the_first_tick_says_what_a_failing_cue_holds(
+    stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    stage.desk = stage.new_desk()
+    stage.library.busy = True
+    with pytest.raises(LibraryBusy):
+        stage.load(PLAIN)
+    assert "the scene library is locked: a first failing cue holds the newest job" in caplog.messages
+
+
 def test_a_cue_failing_too_often_is_logged_once(
     make_stage: Callable[..., Stage], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -23,7 +23,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.contract.engine_api import EngineLike
@@ -99,7 +99,9 @@ class ShowDesk:
     def load(self, raw_path: str, sender: Address | None, fire: bool = True) -> None:
         show = self._files.requested(raw_path)
         with self._lock:
-            self._resumed = True  # a show loaded now replaces the one saved before a restart
+            if not self._resumed:  # before the monitor's first tick after a start
+                self._resumed = True  # a show loaded now replaces the one saved before a restart,
+                self._restore_last_world()  # but the world on the dome is still the saved one
             old, at = self.show, self.current
             kept = old.cues[at].number if old is not None and at is not None and old.source == show.source else None
             if old is not None and kept is not None and show.index(kept) is not None:  # the same file, its cue there
@@ -443,7 +445,7 @@ class ShowDesk:
             return
         self._use(show)
         self.running = bool(state.get("running", True))
-        self.world.last = state.get("world") if isinstance(state.get("world"), str) else None
+        self.world.last = _saved_world(state)
         saved = show.index(str(state.get("cue"))) if state.get("cue") is not None else None
         index = saved if saved is not None else order.start_index(show)
         logger.info("resuming show %r at cue %s", show.name, show.cues[index].number)
@@ -459,6 +461,13 @@ class ShowDesk:
         if self.cue_state == "rendering":
             self.world.hold(self.show)  # a restarted display is not left black while the cue renders
         self._make_fallback(None)
+
+    def _restore_last_world(self) -> None:
+        """The world the saved state names, without the saved show (a locked library: the newest job)."""
+        try:
+            self.world.last = _saved_world(self.library.load_state())
+        except LibraryBusy:
+            logger.warning("the scene library is locked: a first failing cue holds the newest job")
 
     def _make_fallback(self, sender: Address | None) -> None:
         """A fallback that is not rendered yet is rendered now, before anything else in idle time."""
@@ -545,3 +554,8 @@ class ShowDesk:
 
 
 __all__ = ["Cue", "ShowDesk"]
+
+
+def _saved_world(state: Mapping[str, Any]) -> str | None:
+    world = state.get("world")
+    return world if isinstance(world, str) else None
