@@ -246,6 +246,15 @@ def test_toml_rules_keep_the_files_order_and_find_their_lines() -> None:
     assert len(parse_rules("", "empty.toml")) == 0 and len(parse_rules("# nothing\n", "empty.txt")) == 0
 
 
+def test_toml_words_are_stripped_but_a_patterns_spaces_are_its_own() -> None:
+    """A space inside a pattern is part of the expression (``" war "``: the word between spaces); around a
+    word or phrase it is a typing slip."""
+    parsed = parse_rules('patterns = [" war "]\nwords = ["  nude "]\nphrases = [" blood bath  "]\n', "r.toml")
+    want = [("pattern", " war "), ("word", "nude"), ("phrase", "blood bath")]
+    assert [(r.kind, r.text) for r in parsed.rules] == want
+    assert refuses(parsed, "a war film") and not refuses(parsed, "war")
+
+
 def test_a_pattern_at_the_length_limit_and_one_that_needs_text_to_match_are_taken() -> None:
     """The bound is 500 characters inclusive; the empty-text guard refuses only what matches nothing at
     all (``(?i)xxx`` needs text: it is a rule, not a refusal of every prompt)."""
