@@ -457,7 +457,6 @@ class ShowDesk:
         else:
             elapsed = state.get("elapsed")
             self._fire(index, None, elapsed=float(elapsed) if isinstance(elapsed, int | float) else 0.0)
-        self.standby = standby if standby is not None else self.standby
         if self.cue_state == "rendering":
             self.world.hold(self.show)  # a restarted display is not left black while the cue renders
         self._make_fallback(None)
