@@ -552,9 +552,10 @@ class ShowDesk:
         self._notifier.notify(sender, "/ldm3d/show/state", *self.state_args())
 
 
-__all__ = ["Cue", "ShowDesk"]
-
-
 def _saved_world(state: Mapping[str, Any]) -> str | None:
+    """The world a saved state names (``world.last``), or None."""
     world = state.get("world")
     return world if isinstance(world, str) else None
+
+
+__all__ = ["Cue", "ShowDesk"]
