@@ -8,6 +8,7 @@ sending. The same rules with real workers over real UDP: ``tests/test_pool.py`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -480,56 +481,48 @@ def test_shutdown_leaves_running_jobs_unless_asked(tmp_path: Path, heard: Heard)
     assert not running.cancel.cancelled
 
 
-def start_stuck(worker: Worker, release: threading.Event) -> None:
+@contextlib.contextmanager
+def stuck(worker: Worker) -> Iterator[threading.Event]:
+    """``worker``'s thread runs until the event yielded is set (at the latest when the block ends)."""
+    release = threading.Event()
     worker.thread = threading.Thread(target=release.wait, args=(10,), daemon=True)
     worker.thread.start()
+    try:
+        yield release
+    finally:
+        release.set()
+        worker.thread.join(5)
 
 
 def test_join_closes_the_slots_of_the_workers_that_ended_and_says_when_one_is_stuck(
     tmp_path: Path, heard: Heard
 ) -> None:
     p = Pool(tmp_path, heard, 2)
-    release = threading.Event()
-    start_stuck(p.workers[0], release)
-    try:
+    with stuck(p.workers[0]):
         assert p.pool.join(deadline=0.0, give_up=lambda: False) is False
         assert [s.closed.is_set() for s in p.slots] == [False, True]
-    finally:
-        release.set()
-        p.workers[0].thread.join(5)
 
 
 def test_join_waits_for_a_worker_until_it_ends(tmp_path: Path, heard: Heard) -> None:
     p = Pool(tmp_path, heard, 1)
-    release = threading.Event()
-    start_stuck(p.workers[0], release)
-    threading.Timer(0.3, release.set).start()
-    assert p.pool.join(deadline=float("inf"), give_up=lambda: False) is True
-    assert p.slots[0].closed.is_set()
+    with stuck(p.workers[0]) as release:
+        threading.Timer(0.3, release.set).start()
+        assert p.pool.join(deadline=float("inf"), give_up=lambda: False) is True
+        assert p.slots[0].closed.is_set()
 
 
 def test_join_stops_waiting_for_a_stuck_worker_at_its_deadline(tmp_path: Path, heard: Heard) -> None:
     p = Pool(tmp_path, heard, 1)
-    release = threading.Event()
-    start_stuck(p.workers[0], release)
-    t0 = time.monotonic()
-    try:
+    with stuck(p.workers[0]):
+        t0 = time.monotonic()
         assert p.pool.join(deadline=t0 + 0.2, give_up=lambda: False) is False
         assert time.monotonic() - t0 < 1.0  # it looks again every 0.1 s
-    finally:
-        release.set()
-        p.workers[0].thread.join(5)
 
 
 def test_join_stops_waiting_when_told_to_give_up(tmp_path: Path, heard: Heard) -> None:
     p = Pool(tmp_path, heard, 1)
-    release = threading.Event()
-    start_stuck(p.workers[0], release)
-    try:
+    with stuck(p.workers[0]):
         assert p.pool.join(deadline=float("inf"), give_up=lambda: True) is False
-    finally:
-        release.set()
-        p.workers[0].thread.join(5)
 
 
 def test_start_starts_the_writer_the_previews_and_every_worker(tmp_path: Path, heard: Heard) -> None:
