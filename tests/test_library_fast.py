@@ -7,6 +7,7 @@ of a dropped scene, and the model identity a show desk remembers."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sqlite3
@@ -30,15 +31,12 @@ GARBAGE = b"these are not the bytes of a database\n" * 200
 
 def test_a_show_desk_remembers_the_model_identity_only_for_the_settings_it_was_made_with(tmp_path: Path) -> None:
     tiny, other = SimpleNamespace(model="tiny", preset="fast"), SimpleNamespace(model="tiny", preset="full")
-    library = SceneLibrary(tmp_path)
-    try:
+    with contextlib.closing(SceneLibrary(tmp_path)) as library:
         assert library.remembered_identity(tiny) is None  # nothing saved yet
         library.save_state(identity="tiny@1234", identity_of=identity_of(tiny))
         assert (library.remembered_identity(tiny), library.remembered_identity(other)) == ("tiny@1234", None)
         library.save_state(identity=["tiny@1234"])  # not a string: another program's value
         assert library.remembered_identity(tiny) is None
-    finally:
-        library.close()
 
 
 def test_a_second_damaged_library_in_the_same_second_is_moved_aside_beside_the_first_with_its_log(
@@ -58,11 +56,8 @@ def test_a_second_damaged_library_in_the_same_second_is_moved_aside_beside_the_f
     shell = sqlite3.connect(db, isolation_level=None)
     with pytest.raises(sqlite3.DatabaseError):
         shell.execute("PRAGMA quick_check").fetchall()
-    library = SceneLibrary(tmp_path)
-    try:
+    with contextlib.closing(SceneLibrary(tmp_path)) as library:
         assert library.check() == (0, 0)
-    finally:
-        library.close()
         shell.close()
     aside = sorted(p.name for p in set(tmp_path.glob("scenes.sqlite.corrupt-*")) - earlier)
     assert len(aside) == 3 and re.fullmatch(r"scenes\.sqlite\.corrupt-\d{8}T\d{6}Z-2", aside[0]), aside
@@ -72,12 +67,11 @@ def test_a_second_damaged_library_in_the_same_second_is_moved_aside_beside_the_f
 
 def test_a_library_sqlite_cannot_open_is_not_taken_for_a_damaged_one(tmp_path: Path) -> None:
     (tmp_path / "scenes.sqlite").mkdir()  # a folder where the database should be: "unable to open"
-    library = SceneLibrary(tmp_path)
-    try:
-        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
-            library.check()
-    finally:
-        library.close()
+    with (
+        contextlib.closing(SceneLibrary(tmp_path)) as library,
+        pytest.raises(sqlite3.OperationalError, match="unable to open"),
+    ):
+        library.check()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scenes.sqlite"]  # nothing moved aside
 
 
@@ -93,26 +87,20 @@ def test_a_library_that_only_saved_a_show_checks_clean(tmp_path: Path) -> None:
 
 
 def test_a_folder_whose_scene_key_is_not_a_string_is_not_adopted(tmp_path: Path) -> None:
-    library = SceneLibrary(tmp_path)
-    try:
+    with contextlib.closing(SceneLibrary(tmp_path)) as library:
         _scene_folder(library, "20261122-100000-000-0001", 42)
         _scene_folder(library, "20261122-100000-000-0002", None)
         assert library.check() == (0, 0) and len(library) == 0
         assert list(library.folder.iterdir()) == []
-    finally:
-        library.close()
 
 
 def test_a_dropped_scene_is_logged_with_its_id_and_the_start_of_its_key(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    library = SceneLibrary(tmp_path)
-    try:
+    with contextlib.closing(SceneLibrary(tmp_path)) as library:
         library.add("0123456789abcdef" * 4, "20261122-100000-000-0001", "1")  # its folder was never written
         with caplog.at_level(logging.WARNING, logger="bridge.show.library"):
             assert library.check() == (1, 0)
-    finally:
-        library.close()
     assert [r.getMessage() for r in caplog.records] == [
         "scene 20261122-100000-000-0001 (0123456789ab…) is missing or incomplete; it will be rendered again"
     ]
@@ -125,12 +113,11 @@ def test_a_library_of_another_shape_is_named_with_its_columns_where_it_was_moved
     with sqlite3.connect(db) as other:
         other.execute("CREATE TABLE scenes (id INTEGER PRIMARY KEY, path TEXT)")
     other.close()
-    library = SceneLibrary(tmp_path)
-    try:
-        with caplog.at_level(logging.WARNING, logger="bridge.show.library"):
-            assert library.check() == (0, 0)
-    finally:
-        library.close()
+    with (
+        contextlib.closing(SceneLibrary(tmp_path)) as library,
+        caplog.at_level(logging.WARNING, logger="bridge.show.library"),
+    ):
+        assert library.check() == (0, 0)
     (aside,) = tmp_path.glob("scenes.sqlite.corrupt-*")
     assert [r.getMessage() for r in caplog.records] == [
         f"the scene library {db} is damaged (its scenes table has the columns id, path, not key, scene_id, cue, "
@@ -156,12 +143,11 @@ def test_a_library_failing_sqlites_integrity_check_is_named_with_its_first_three
             ),
         )
     other.close()
-    library = SceneLibrary(tmp_path)
-    try:
-        with caplog.at_level(logging.WARNING, logger="bridge.show.library"):
-            assert library.check() == (0, 0)
-    finally:
-        library.close()
+    with (
+        contextlib.closing(SceneLibrary(tmp_path)) as library,
+        caplog.at_level(logging.WARNING, logger="bridge.show.library"),
+    ):
+        assert library.check() == (0, 0)
     (aside,) = tmp_path.glob("scenes.sqlite.corrupt-*")
     problems = "NULL value in scenes.scene_id; NULL value in scenes.cue; NULL value in scenes.created"
     assert [r.getMessage() for r in caplog.records] == [
@@ -173,16 +159,13 @@ def test_a_library_failing_sqlites_integrity_check_is_named_with_its_first_three
 def test_a_saved_value_another_program_wrote_is_left_out_and_named(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    library = SceneLibrary(tmp_path)
-    try:
+    with contextlib.closing(SceneLibrary(tmp_path)) as library:
         library.save_state(show="/shows/a.toml")
         with sqlite3.connect(tmp_path / "scenes.sqlite") as other:
             other.execute("INSERT INTO state VALUES ('cue', 'not json')")
         other.close()
         with caplog.at_level(logging.WARNING, logger="bridge.show.library"):
             assert library.load_state() == {"show": "/shows/a.toml"}
-    finally:
-        library.close()
     assert [r.getMessage() for r in caplog.records] == ["the scene library's saved 'cue' does not read; left out"]
 
 
@@ -215,8 +198,7 @@ def test_a_busy_library_is_told_apart_from_a_damaged_one_by_its_code_then_by_its
 
 
 def test_a_show_state_saved_without_waiting_fails_at_once_and_the_next_call_waits_again(tmp_path: Path) -> None:
-    library = SceneLibrary(tmp_path, wait_s=0.5)
-    try:
+    with contextlib.closing(SceneLibrary(tmp_path, wait_s=0.5)) as library:
         library.save_state(wait=False, cue="1")
         assert library.load_state() == {"cue": "1"}
         other = sqlite3.connect(tmp_path / "scenes.sqlite", isolation_level=None, timeout=0)
@@ -232,21 +214,16 @@ def test_a_show_state_saved_without_waiting_fails_at_once_and_the_next_call_wait
         other.close()
         assert at_once < 0.25 and waited >= 0.4, (at_once, waited)
         assert library.load_state() == {"cue": "1"}
-    finally:
-        library.close()
 
 
 def test_a_scene_row_that_cannot_be_written_is_not_known_and_the_library_goes_on(tmp_path: Path) -> None:
-    library = SceneLibrary(tmp_path)
-    try:
+    with contextlib.closing(SceneLibrary(tmp_path)) as library:
         assert library.flush() == 0  # nothing pending
         with pytest.raises(sqlite3.IntegrityError):
             library.add("a" * 64, "20261122-100000-000-0001", None)  # type: ignore[arg-type]  # a NOT NULL column
         assert library.scene_id("a" * 64) is None and library.pending == 0
         assert library.add("b" * 64, "20261122-100000-000-0002", "2") is True
         assert library.rendered(["a" * 64, "b" * 64]) == {"b" * 64}
-    finally:
-        library.close()
 
 
 def test_rows_left_pending_at_close_are_named_and_a_library_closed_twice_opens_again(
