@@ -144,23 +144,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if cluster is not None:
             cluster.close()
     failed = bridge.failed
-    if not ended or (cluster is not None and cluster.address != "local"):
-        # An engine stuck in a driver call cannot be stopped, and a Python exit with that thread alive
-        # can abort in the native library (SIGABRT). And Ray's exit handler ends the process with
-        # status 1 when the cluster went away. Everything is closed by now: leave at once, with the
-        # status that tells a supervisor what happened.
-        logging.shutdown()
-        if not ended or failed is not None:
-            print(
-                f"ldm3d-bridge: error: the bridge cannot go on: {failed or 'the engine did not stop'}",
-                file=sys.stderr,
-                flush=True,
-            )
-        sys.stdout.flush()
-        os._exit(0 if ended and failed is None else 1)
-    if failed is not None:
-        raise CliError(f"the bridge cannot go on: {failed}")
-    return 0
+    # Everything is closed and written by now: leave at once, with the status that tells a supervisor
+    # what happened, without tearing the models down. Python's own exit would free every model in its
+    # last garbage collection (seconds, and OpenVINO's compiled models once held a SIGTERM-ed serve for
+    # more than 30 s there); an engine stuck in a driver call cannot be stopped, and an exit with that
+    # thread alive can abort in the native library (SIGABRT); Ray's exit handler ends the process with
+    # status 1 when the cluster went away. The memory is the operating system's to take back.
+    logging.shutdown()
+    if not ended or failed is not None:
+        print(
+            f"ldm3d-bridge: error: the bridge cannot go on: {failed or 'the engine did not stop'}",
+            file=sys.stderr,
+            flush=True,
+        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if ended and failed is None else 1)
 
 
 def _descriptor_limits() -> tuple[int, int, int] | None:
