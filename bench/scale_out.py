@@ -1,6 +1,6 @@
 """Scaling out: jobs per minute and prompt → ready with 1 and 2 workers, in this process and on Ray.
 
-    .venv/bin/python bench/scale_out.py [--size 2048x1024] [--job-s 0.5] [--jobs 12] [--rounds 8]
+    .venv/bin/python bench/scale_out.py [--size 2048x1024] [--job-s 0.5] [--jobs 8] [--rounds 5]
 
 Every worker holds a GPU stand-in (hardware we lack): a job sleeps ``--job-s`` in 20 steps, as
 a GPU works without holding the CPU, and returns a prepared picture-like ``--size`` result. So
@@ -167,8 +167,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", default="2048x1024", type=lambda s: tuple(int(v) for v in s.split("x")))
     p.add_argument("--job-s", type=float, default=0.5, help="a job's time on the stand-in GPU")
-    p.add_argument("--jobs", type=int, default=12, help="jobs sent at once for the throughput")
-    p.add_argument("--rounds", type=int, default=8, help="jobs one at a time for the latency")
+    p.add_argument("--jobs", type=int, default=8, help="jobs sent at once for the throughput")
+    p.add_argument("--rounds", type=int, default=5, help="jobs one at a time for the latency")
     args = p.parse_args()
     width, height = args.size
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # this bench's Ray stays on loopback
