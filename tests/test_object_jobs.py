@@ -271,3 +271,21 @@ def test_a_worker_warms_its_object_model_up_with_one_small_object_before_it_is_r
     bridge = start_bridge(slots=[slot], object_model="tiny-ln3diff", warmup=True, warmup_steps=1)
     assert bridge.pool.alive == 1
     assert [(r.prompt, r.steps, r.resolution) for r in counting.asked] == [("warm-up", 1, 16)]
+
+
+def test_a_bridge_with_an_object_model_and_a_slot_without_one_is_refused_at_construction(tmp_path: Path) -> None:
+    """An embedder's bridge: ``object_model`` set, but a slot that loads none would take /ldm3d/object and
+    answer not_supported on that worker only. It is refused before anything starts, naming the slot."""
+    from bridge.settings import BridgeSettings
+
+    def never() -> Any:
+        raise AssertionError("nothing is loaded before the refusal")
+
+    settings = BridgeSettings(object_model="tiny-ln3diff", output=str(tmp_path / "out"))
+    refused = r"^settings.object_model is 'tiny-ln3diff', but these slots load no object model: cpu \("
+    with pytest.raises(ValueError, match=refused):
+        Bridge(settings, engine_factory=never)
+    slots = [LocalSlot(never, where="cuda:0", objects=never), LocalSlot(never, where="cuda:1")]
+    with pytest.raises(ValueError, match=r"load no object model: cuda:1 \(give each one"):
+        Bridge(settings, slots=slots)
+    assert not (tmp_path / "out").exists()  # nothing written

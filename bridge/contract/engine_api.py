@@ -145,6 +145,11 @@ class EngineSlot(Protocol):
 class ObjectSlot(Protocol):
     """A slot that may hold a text → 3D object model beside its engine (:class:`LocalSlot`, a Ray slot)."""
 
+    @property
+    def holds_objects(self) -> bool:
+        """Whether :meth:`open_objects` loads an object model (known before anything is loaded)."""
+        ...
+
     def open_objects(self) -> ObjectEngineLike | None:
         """Load the object model (after :meth:`EngineSlot.open`, on the same device), or None: none."""
         ...
@@ -169,6 +174,10 @@ class LocalSlot:
     @property
     def where(self) -> str:
         return self._where
+
+    @property
+    def holds_objects(self) -> bool:
+        return self._objects is not None
 
     def open(self) -> tuple[EngineLike, EngineLike | None]:
         engine = self._engine_factory()  # ldm3d_engine.load_engine lets one load run at a time

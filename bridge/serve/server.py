@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.contract import protocol
-from bridge.contract.engine_api import EngineLike, EngineSlot, LocalSlot
+from bridge.contract.engine_api import EngineLike, EngineSlot, LocalSlot, ObjectSlot
 from bridge.contract.ranges import ranges_for
 from bridge.errors import BridgeError, LibraryBusy
 from bridge.notify.addresses import AsyncResolver, Resolver, system_resolver
@@ -94,6 +94,13 @@ class Bridge(Commands):
             self.upscale = upscaler_factory is not None
         else:
             self.upscale = settings.upscale_model is not None
+        if settings.object_model is not None:  # else /ldm3d/object would be taken, then not_supported
+            without = [slot.where for slot in slots if not (isinstance(slot, ObjectSlot) and slot.holds_objects)]
+            if without:
+                raise ValueError(
+                    f"settings.object_model is {settings.object_model!r}, but these slots load no object model: "
+                    f"{', '.join(without)} (give each one: LocalSlot(..., objects=...))"
+                )
         self._slots = list(slots)
         self._show_clock = show_clock
         self.settings = settings

@@ -147,6 +147,10 @@ class RaySlot:
     def where(self) -> str:
         return f"ray worker {self.index}{self._place}"
 
+    @property
+    def holds_objects(self) -> bool:
+        return self._build_objects is not None
+
     def open(self) -> tuple[EngineLike, EngineLike | None]:
         ray = self._ray
         from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayError
