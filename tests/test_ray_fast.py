@@ -159,6 +159,8 @@ def test_a_new_actor_is_placed_restartable_threaded_with_its_resources_and_says_
     ray = FakeRay(actor)
     s = RaySlot(fake(ray), 3, build, None, 0.5, 5.0)
     assert s.where == "ray worker 3"
+    # Whether it will hold an object model is known before any actor exists (the bridge checks it when made).
+    assert not s.holds_objects and RaySlot(fake(ray), 4, build, None, 0.5, 5.0, build).holds_objects
     engine, upscaler = s.open()
     assert ray.options == [
         {"max_restarts": -1, "max_task_retries": 0, "max_concurrency": 4, "num_gpus": 0.5, "num_cpus": 1}
