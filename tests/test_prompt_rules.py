@@ -212,7 +212,7 @@ def test_loading_a_file_tells_the_operator_where_the_rules_came_from_and_how_man
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "museum.txt"
-    path.write_text("# rules\nhentai\n\"gore fest\"\n", encoding="utf-8")
+    path.write_text('# rules\nhentai\n"gore fest"\n', encoding="utf-8")
     caplog.set_level(logging.INFO, logger="bridge.public.rules")
     assert len(load_rules(str(path))) == 2
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("INFO", f"prompt rules from {path}: 2 rules")]
