@@ -56,9 +56,8 @@ def test_a_second_damaged_library_in_the_same_second_is_moved_aside_beside_the_f
     shell = sqlite3.connect(db, isolation_level=None)
     with pytest.raises(sqlite3.DatabaseError):
         shell.execute("PRAGMA quick_check").fetchall()
-    with contextlib.closing(SceneLibrary(tmp_path)) as library:
+    with contextlib.closing(shell), contextlib.closing(SceneLibrary(tmp_path)) as library:
         assert library.check() == (0, 0)
-        shell.close()
     aside = sorted(p.name for p in set(tmp_path.glob("scenes.sqlite.corrupt-*")) - earlier)
     assert len(aside) == 3 and re.fullmatch(r"scenes\.sqlite\.corrupt-\d{8}T\d{6}Z-2", aside[0]), aside
     assert aside[1:] == [f"{aside[0]}-shm", f"{aside[0]}-wal"]  # the -shm is the shell's index by now
