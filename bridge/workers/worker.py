@@ -425,7 +425,9 @@ class Worker:
         request = job.request
         if isinstance(request, ObjectRequest):
             objects, engine = self.objects, self.engine
-            if objects is None:  # the intake refuses /ldm3d/object without an object model; a slot without one
+            # The intake refuses /ldm3d/object without an object model, and the bridge slots that hold none;
+            # left: a slot whose object model did not come (an actor that reported none).
+            if objects is None:
                 raise NotSupported(f"{self.name} has no object model (its slot loads none)")
             assert engine is not None
             return engine, lambda: objects.generate_object(request, on_step=on_step, cancel=job.cancel)
